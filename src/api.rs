@@ -1,0 +1,190 @@
+//! The OpenAI wire format as the gateway needs it: reading the two fields it
+//! routes on (`model`, `stream`) from a request body, rewriting `model` for a
+//! target without touching any other byte, and the error body shape.
+//! Pure functions over bytes: no I/O, no config.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::ops::Range;
+
+/// Which OpenAI endpoint a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// A client request body with the routing fields located but not copied.
+#[derive(Debug, Clone)]
+pub struct InspectedBody {
+    body: Bytes,
+    model_span: Range<usize>,
+    model: String,
+    stream: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body is empty; send a JSON object")]
+    Empty,
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the request body must be a JSON object")]
+    NotAnObject,
+    #[error("you must provide a model parameter")]
+    MissingModel,
+    #[error("'model' must be a string")]
+    ModelNotString,
+    #[error("'stream' must be a boolean")]
+    StreamNotBool,
+}
+
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+}
+
+impl InspectedBody {
+    /// Validates that the body is one JSON object and locates `model` and
+    /// `stream`. The rest of the document is checked for syntax only.
+    pub fn parse(body: Bytes) -> Result<Self, BodyError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(BodyError::Empty);
+        }
+        let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+        if first != Some(b'{') {
+            // Still report syntax errors as such: "[1," is invalid JSON, not "not an object".
+            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                Err(e) => BodyError::InvalidJson(e.to_string()),
+                Ok(_) => BodyError::NotAnObject,
+            });
+        }
+        let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+        let raw_model = peek.model.ok_or(BodyError::MissingModel)?;
+        let model: String = serde_json::from_str(raw_model.get()).map_err(|_| BodyError::ModelNotString)?;
+        if model.is_empty() {
+            return Err(BodyError::MissingModel);
+        }
+        let stream = match peek.stream.map(RawValue::get) {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(BodyError::StreamNotBool),
+        };
+        // RawValue borrows from `body`, so its offset locates the bytes to replace.
+        let start = raw_model.get().as_ptr() as usize - body.as_ptr() as usize;
+        let model_span = start..start + raw_model.get().len();
+        Ok(InspectedBody {
+            body,
+            model_span,
+            model,
+            stream,
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn stream(&self) -> bool {
+        self.stream
+    }
+
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    /// The body with `model` replaced by `model_json` (a JSON string literal);
+    /// every other byte is the client's.
+    pub fn with_model(&self, model_json: &[u8]) -> Bytes {
+        let Range { start, end } = self.model_span;
+        if &self.body[start..end] == model_json {
+            return self.body.clone();
+        }
+        let mut out = BytesMut::with_capacity(self.body.len() - (end - start) + model_json.len());
+        out.extend_from_slice(&self.body[..start]);
+        out.extend_from_slice(model_json);
+        out.extend_from_slice(&self.body[end..]);
+        out.freeze()
+    }
+}
+
+/// `{"error":{"message","type","code"}}`, the shape OpenAI SDKs parse.
+pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Bytes {
+    let value = serde_json::json!({
+        "error": { "message": message, "type": kind, "code": code }
+    });
+    Bytes::from(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<InspectedBody, BodyError> {
+        InspectedBody::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn finds_model_and_stream() {
+        let b = parse(r#"{"messages":[{"role":"user","content":"hi","model":"nested"}],"stream":true,"model":"chat-default"}"#).unwrap();
+        assert_eq!(b.model(), "chat-default");
+        assert!(b.stream());
+        let b = parse(r#"{"model":"m"}"#).unwrap();
+        assert!(!b.stream());
+    }
+
+    #[test]
+    fn rewrite_touches_only_model() {
+        let original = r#"{ "temperature" : 0.50, "model" : "chat-default" ,"messages":[{"content":"\u00e9 \"q\""}]}"#;
+        let b = parse(original).unwrap();
+        let out = b.with_model(br#""gpt-4o""#);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{ "temperature" : 0.50, "model" : "gpt-4o" ,"messages":[{"content":"\u00e9 \"q\""}]}"#
+        );
+        // Escaped model names are decoded for routing and replaced whole.
+        let b = parse(r#"{"model":"chat\u002ddefault"}"#).unwrap();
+        assert_eq!(b.model(), "chat-default");
+        assert_eq!(&b.with_model(br#""x""#)[..], br#"{"model":"x"}"#);
+    }
+
+    #[test]
+    fn malformed_inputs() {
+        assert_eq!(parse("").unwrap_err(), BodyError::Empty);
+        assert_eq!(parse("  \n").unwrap_err(), BodyError::Empty);
+        assert!(matches!(parse("{\"model\":").unwrap_err(), BodyError::InvalidJson(_)));
+        assert!(matches!(parse("[1,").unwrap_err(), BodyError::InvalidJson(_)));
+        assert_eq!(parse("[1]").unwrap_err(), BodyError::NotAnObject);
+        assert_eq!(parse("{}").unwrap_err(), BodyError::MissingModel);
+        assert_eq!(parse(r#"{"model":""}"#).unwrap_err(), BodyError::MissingModel);
+        assert_eq!(parse(r#"{"model":3}"#).unwrap_err(), BodyError::ModelNotString);
+        assert_eq!(parse(r#"{"model":"m","stream":"yes"}"#).unwrap_err(), BodyError::StreamNotBool);
+        assert!(matches!(parse(r#"{"model":"a","model":"b"}"#).unwrap_err(), BodyError::InvalidJson(m) if m.contains("duplicate")));
+        assert!(matches!(InspectedBody::parse(Bytes::from_static(b"{\"model\":\"\xff\"}")).unwrap_err(), BodyError::InvalidJson(_)));
+    }
+
+    #[test]
+    fn error_body_shape() {
+        let v: serde_json::Value = serde_json::from_slice(&error_body("bad \"x\"", "invalid_request_error", Some("c"))).unwrap();
+        assert_eq!(v["error"]["message"], "bad \"x\"");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "c");
+    }
+}

@@ -1,0 +1,518 @@
+//! Configuration: the raw file shape (`raw`) and the validated, typed config
+//! the rest of the gateway uses. Validation happens once, at load; every
+//! problem is reported with its key path and, where it helps, a hint.
+//! This module reads files and environment variables; it never opens a socket.
+
+pub mod raw;
+
+use crate::resilience::{Backoff, Jitter};
+use bytes::Bytes;
+use http::{HeaderValue, Uri};
+use raw::{RawConfig, RawRetry, RawSize, RawTimeouts};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub providers: BTreeMap<String, Arc<Provider>>,
+    routes: HashMap<String, Arc<Route>>,
+    /// Public model names, sorted, for `/v1/models` and error messages.
+    route_names: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_request_body: usize,
+    pub max_response_body: usize,
+    pub drain_timeout: Duration,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible API (OpenAI, Groq, Together, vLLM, Ollama, ...).
+    OpenAi,
+}
+
+impl ProviderKind {
+    pub const KNOWN: &'static str = "openai";
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub region: String,
+    pub chat_url: Uri,
+    pub embeddings_url: Uri,
+    pub auth_header: Option<ApiKey>,
+}
+
+/// An upstream credential, ready to send. Its `Debug` never shows the value
+/// and the header value is marked sensitive so HTTP/2 never indexes it.
+#[derive(Clone)]
+pub struct ApiKey(HeaderValue);
+
+impl ApiKey {
+    fn bearer(secret: &str) -> Result<Self, String> {
+        let mut value = HeaderValue::try_from(format!("Bearer {secret}"))
+            .map_err(|_| "the key contains characters not allowed in a header".to_owned())?;
+        value.set_sensitive(true);
+        Ok(ApiKey(value))
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub retry: RetryPolicy,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub provider: Arc<Provider>,
+    pub model: String,
+    /// The model name as a JSON string literal, spliced into request bodies.
+    pub model_json: Bytes,
+    /// `provider/model`: names the target in headers, logs and errors.
+    pub label: HeaderValue,
+}
+
+impl Target {
+    pub fn label(&self) -> &str {
+        // Built from a `String` in `validate`, so always valid UTF-8.
+        self.label.to_str().unwrap_or("?")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts_per_target: u32,
+    pub backoff: Backoff,
+    /// Longest upstream `Retry-After` worth waiting for; longer means fail over.
+    pub max_retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Stream: until the first content event. Non-stream: until the response head.
+    pub first_byte: Duration,
+    /// Longest silence between two body chunks.
+    pub idle: Duration,
+    /// Whole request, across every attempt, including a stream's body.
+    pub total: Duration,
+}
+
+impl Config {
+    pub fn route(&self, public_model: &str) -> Option<&Arc<Route>> {
+        self.routes.get(public_model)
+    }
+
+    pub fn route_names(&self) -> &[String] {
+        &self.route_names
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.route_names.iter().filter_map(|n| self.routes.get(n))
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::one(
+                path.display().to_string(),
+                format!("cannot read config file: {e}"),
+                None,
+            )
+        })?;
+        Config::from_toml(&text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates; `env` resolves `api_key_env` names (injected so
+    /// tests need not touch the process environment).
+    pub fn from_toml(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let path = e
+                .span()
+                .map(|s| format!("line {}", line_of(text, s.start)))
+                .unwrap_or_else(|| "config".to_owned());
+            ConfigErrors::one(path, e.message().to_owned(), None)
+        })?;
+        validate(raw, &env)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+/// One validation problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found, not just the first, so one edit fixes them all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl ConfigErrors {
+    fn one(path: String, message: String, hint: Option<String>) -> Self {
+        ConfigErrors(vec![ConfigIssue { path, message, hint }])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+            hint: None,
+        });
+    }
+
+    fn hint(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+            hint: Some(hint.into()),
+        });
+    }
+
+    fn duration(&mut self, path: String, value: Option<&String>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.hint(path, format!("invalid duration \"{text}\": {e}"), "write e.g. \"250ms\", \"5s\" or \"2m\"");
+                default
+            }
+        }
+    }
+
+    fn positive_duration(&mut self, path: String, value: Option<&String>, default: Duration) -> Duration {
+        let d = self.duration(path.clone(), value, default);
+        if d.is_zero() {
+            self.push(path, "must be greater than zero");
+            return default;
+        }
+        d
+    }
+
+    fn size(&mut self, path: &str, value: Option<&RawSize>, default: usize) -> usize {
+        match value {
+            None => default,
+            Some(RawSize::Bytes(n)) if *n > 0 => usize::try_from(*n).unwrap_or(usize::MAX),
+            Some(RawSize::Bytes(_)) => {
+                self.push(path, "must be greater than zero");
+                default
+            }
+            Some(RawSize::Text(text)) => match parse_size(text) {
+                Some(n) if n > 0 => n,
+                _ => {
+                    self.hint(path, format!("invalid size \"{text}\""), "write bytes as an integer or e.g. \"512KiB\", \"4MiB\"");
+                    default
+                }
+            },
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts_per_target: 2,
+    backoff: Backoff::DEFAULT,
+    max_retry_after: Duration::from_secs(5),
+};
+
+fn resolve_retry(issues: &mut Issues, path: &str, raw: &RawRetry, base: Option<&RetryPolicy>) -> RetryPolicy {
+    let inherited = base.unwrap_or(&DEFAULT_RETRY);
+    let inherited_attempts = inherited.max_attempts_per_target;
+    let attempts = match raw.max_attempts_per_target {
+        Some(0) => {
+            issues.hint(
+                format!("{path}.max_attempts_per_target"),
+                "must be at least 1",
+                "1 means no retry on the same target (failover still happens)",
+            );
+            inherited_attempts
+        }
+        Some(n) => n,
+        None => inherited_attempts,
+    };
+    let (inh_base, inh_max, inh_jitter) = (
+        inherited.backoff.base(),
+        inherited.backoff.max(),
+        inherited.backoff.jitter(),
+    );
+    let base_backoff = issues.positive_duration(format!("{path}.base_backoff"), raw.base_backoff.as_ref(), inh_base);
+    let max_backoff = issues.positive_duration(format!("{path}.max_backoff"), raw.max_backoff.as_ref(), inh_max);
+    let jitter = match raw.jitter.as_deref().map(str::parse::<Jitter>) {
+        None => inh_jitter,
+        Some(Ok(j)) => j,
+        Some(Err(e)) => {
+            issues.push(format!("{path}.jitter"), e);
+            inh_jitter
+        }
+    };
+    let backoff = match Backoff::new(base_backoff, max_backoff, jitter) {
+        Ok(b) => b,
+        Err(e) => {
+            issues.push(format!("{path}.max_backoff"), e.to_string());
+            inherited.backoff
+        }
+    };
+    let max_retry_after = issues.duration(
+        format!("{path}.max_retry_after"),
+        raw.max_retry_after.as_ref(),
+        inherited.max_retry_after,
+    );
+    RetryPolicy {
+        max_attempts_per_target: attempts,
+        backoff,
+        max_retry_after,
+    }
+}
+
+const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(5),
+    first_byte: Duration::from_secs(60),
+    idle: Duration::from_secs(30),
+    total: Duration::from_secs(300),
+};
+
+fn resolve_timeouts(issues: &mut Issues, path: &str, raw: &RawTimeouts, base: &Timeouts) -> Timeouts {
+    let t = Timeouts {
+        connect: issues.positive_duration(format!("{path}.connect"), raw.connect.as_ref(), base.connect),
+        first_byte: issues.positive_duration(format!("{path}.first_byte"), raw.first_byte.as_ref(), base.first_byte),
+        idle: issues.positive_duration(format!("{path}.idle"), raw.idle.as_ref(), base.idle),
+        total: issues.positive_duration(format!("{path}.total"), raw.total.as_ref(), base.total),
+    };
+    if t.first_byte > t.total {
+        issues.hint(
+            format!("{path}.first_byte"),
+            format!("first_byte ({:?}) is longer than total ({:?})", t.first_byte, t.total),
+            "the total deadline would always fire first; lower first_byte or raise total",
+        );
+    }
+    t
+}
+
+fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut issues = Issues::default();
+
+    let listen = match raw.server.listen.as_deref() {
+        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        Some(text) => text.parse().unwrap_or_else(|_| {
+            issues.hint("server.listen", format!("invalid address \"{text}\""), "write IP:PORT, e.g. \"0.0.0.0:8080\"");
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }),
+    };
+    let server = ServerSettings {
+        listen,
+        max_request_body: issues.size("server.max_request_body", raw.server.max_request_body.as_ref(), 8 << 20),
+        max_response_body: issues.size("server.max_response_body", raw.server.max_response_body.as_ref(), 32 << 20),
+        drain_timeout: issues.duration("server.drain_timeout".into(), raw.server.drain_timeout.as_ref(), Duration::from_secs(30)),
+        region: raw.server.region.clone(),
+    };
+
+    let default_retry = resolve_retry(&mut issues, "defaults.retry", &raw.defaults.retry, None);
+    let default_timeouts = resolve_timeouts(&mut issues, "defaults.timeouts", &raw.defaults.timeouts, &DEFAULT_TIMEOUTS);
+
+    let mut providers = BTreeMap::new();
+    for (name, p) in &raw.providers {
+        let path = format!("providers.{name}");
+        let kind = match p.kind.as_str() {
+            "openai" => ProviderKind::OpenAi,
+            other => {
+                issues.push(format!("{path}.kind"), format!("unknown provider kind \"{other}\" (known: {})", ProviderKind::KNOWN));
+                ProviderKind::OpenAi
+            }
+        };
+        let base = p.base_url.trim_end_matches('/');
+        let endpoint = |suffix: &str| -> Option<Uri> {
+            let uri: Uri = format!("{base}{suffix}").parse().ok()?;
+            matches!(uri.scheme_str(), Some("http" | "https")).then_some(uri)
+        };
+        let (Some(chat_url), Some(embeddings_url)) = (endpoint("/chat/completions"), endpoint("/embeddings")) else {
+            issues.hint(
+                format!("{path}.base_url"),
+                format!("invalid URL \"{}\"", p.base_url),
+                "use an http:// or https:// URL including the API prefix, e.g. \"https://api.openai.com/v1\"",
+            );
+            continue;
+        };
+        let auth_header = match &p.api_key_env {
+            None => None,
+            Some(var) => match env(var) {
+                Some(secret) if !secret.trim().is_empty() => match ApiKey::bearer(secret.trim()) {
+                    Ok(key) => Some(key),
+                    Err(e) => {
+                        issues.push(format!("{path}.api_key_env"), format!("environment variable \"{var}\": {e}"));
+                        None
+                    }
+                },
+                _ => {
+                    issues.hint(
+                        format!("{path}.api_key_env"),
+                        format!("environment variable \"{var}\" is not set or empty"),
+                        format!("export {var}=... before starting, or remove api_key_env for a keyless upstream"),
+                    );
+                    None
+                }
+            },
+        };
+        providers.insert(
+            name.clone(),
+            Arc::new(Provider {
+                name: name.clone(),
+                kind,
+                region: p.region.clone().unwrap_or_else(|| "default".to_owned()),
+                chat_url,
+                embeddings_url,
+                auth_header,
+            }),
+        );
+    }
+
+    let known_providers = raw.providers.keys().cloned().collect::<Vec<_>>().join(", ");
+    let mut routes = HashMap::new();
+    if raw.routes.is_empty() {
+        issues.hint("routes", "no routes defined", "add [routes.<public-model-name>] with at least one target");
+    }
+    for (name, r) in &raw.routes {
+        let path = format!("routes.{name}");
+        if r.targets.is_empty() {
+            issues.hint(format!("{path}.targets"), "a route needs at least one target", "targets = [{ provider = \"...\", model = \"...\" }]");
+        }
+        let mut targets = Vec::with_capacity(r.targets.len());
+        for (i, t) in r.targets.iter().enumerate() {
+            let tpath = format!("{path}.targets[{i}]");
+            let Some(provider) = providers.get(&t.provider) else {
+                if !raw.providers.contains_key(&t.provider) {
+                    issues.push(
+                        format!("{tpath}.provider"),
+                        format!("unknown provider \"{}\" (known: {known_providers})", t.provider),
+                    );
+                }
+                continue;
+            };
+            if t.model.trim().is_empty() {
+                issues.push(format!("{tpath}.model"), "model must not be empty");
+                continue;
+            }
+            let label = format!("{}/{}", t.provider, t.model);
+            let Ok(label) = HeaderValue::try_from(label) else {
+                issues.push(format!("{tpath}.model"), "model name must be printable ASCII");
+                continue;
+            };
+            let model_json = match serde_json::to_vec(&t.model) {
+                Ok(v) => Bytes::from(v),
+                Err(e) => {
+                    issues.push(format!("{tpath}.model"), e.to_string());
+                    continue;
+                }
+            };
+            targets.push(Target {
+                provider: provider.clone(),
+                model: t.model.clone(),
+                model_json,
+                label,
+            });
+        }
+        let retry = match &r.retry {
+            Some(raw_retry) => resolve_retry(&mut issues, &format!("{path}.retry"), raw_retry, Some(&default_retry)),
+            None => default_retry,
+        };
+        let timeouts = match &r.timeouts {
+            Some(raw_t) => resolve_timeouts(&mut issues, &format!("{path}.timeouts"), raw_t, &default_timeouts),
+            None => default_timeouts,
+        };
+        routes.insert(
+            name.clone(),
+            Arc::new(Route {
+                name: name.clone(),
+                targets,
+                retry,
+                timeouts,
+            }),
+        );
+    }
+
+    if !issues.0.is_empty() {
+        return Err(ConfigErrors(issues.0));
+    }
+    let mut route_names: Vec<String> = routes.keys().cloned().collect();
+    route_names.sort();
+    Ok(Config {
+        server,
+        providers,
+        routes,
+        route_names,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,18 @@
+//! Switchyard: a self-hosted AI gateway. One OpenAI-compatible endpoint in
+//! front of many providers, with retries, failover, timeouts and SSE
+//! streaming that never hides a cut answer. See ARCHITECTURE.md for the
+//! request path; each module's doc says what it owns.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+//pub mod demo;
+pub mod error;
+//pub mod loadgen;
+pub mod providers;
+pub mod resilience;
+pub mod routing;
+pub mod server;
+pub mod sim;
+pub mod streaming;
+pub mod telemetry;

@@ -1,0 +1,172 @@
+//! One attempt at one target: send, wait for the head (and, for streams, the
+//! first content event), classify what came back. Every timeout that applies
+//! to a single attempt is enforced here.
+
+use crate::api::{Endpoint, InspectedBody};
+use crate::config::{Target, Timeouts};
+use crate::providers::{self, HttpClient};
+use crate::resilience::{retry_after, AttemptFailure, FailureCause, FailureClass, TimeoutKind};
+use crate::streaming::sse::{classify_event, EventKind, SseFramer};
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::time::SystemTime;
+use tokio::time::{timeout_at, Instant};
+
+/// Error bodies are read (so the connection returns to the pool) up to this
+/// size and then discarded; only the status is kept.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Preamble events (role chunks, pings) held before the first content event;
+/// an upstream that sends more than this without content is misbehaving.
+const MAX_HELD_BEFORE_CONTENT: usize = 1 << 20;
+
+/// A response worth giving to the client.
+pub enum Served {
+    /// A whole body: a non-stream success, or a client error passed through.
+    Complete {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    /// A stream that has produced its first content event.
+    Stream(StreamStart),
+}
+
+pub struct StreamStart {
+    pub content_type: HeaderValue,
+    /// Events up to and including the first content event.
+    pub held: Vec<Bytes>,
+    /// Whether a finish reason was already seen among `held`.
+    pub finished: bool,
+    pub framer: SseFramer,
+    pub body: Incoming,
+}
+
+pub struct AttemptContext<'a> {
+    pub client: &'a HttpClient,
+    pub endpoint: Endpoint,
+    pub body: &'a InspectedBody,
+    pub request_id: &'a HeaderValue,
+    pub timeouts: &'a Timeouts,
+    pub max_response_body: usize,
+}
+
+pub async fn attempt(ctx: &AttemptContext<'_>, target: &Target) -> Result<Served, AttemptFailure> {
+    let started = Instant::now();
+    let first_byte_deadline = started + ctx.timeouts.first_byte;
+    let request = providers::build_request(target, ctx.endpoint, ctx.body, ctx.request_id);
+    let response = match timeout_at(first_byte_deadline, ctx.client.request(request)).await {
+        Err(_) => return Err(AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::FirstByte))),
+        Ok(Err(e)) => {
+            let cause = if e.is_connect() { FailureCause::Connect } else { FailureCause::Io };
+            return Err(AttemptFailure::transient(cause));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    if let Some(class) = FailureClass::from_status(status) {
+        let retry_after = retry_after::parse(response.headers(), SystemTime::now());
+        let limit = if class == FailureClass::ClientError { ctx.max_response_body } else { MAX_ERROR_BODY };
+        let body = collect(response.into_body(), limit, ctx.timeouts).await;
+        return match (class, body) {
+            (FailureClass::ClientError, Ok(body)) => Ok(Served::Complete { status, content_type, body }),
+            _ => Err(AttemptFailure::status(status, class, retry_after)),
+        };
+    }
+    let is_sse = content_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if is_sse {
+        let content_type = content_type.unwrap_or(HeaderValue::from_static("text/event-stream"));
+        return first_content(response.into_body(), content_type, first_byte_deadline).await;
+    }
+    let body = collect(response.into_body(), ctx.max_response_body, ctx.timeouts).await?;
+    Ok(Served::Complete { status, content_type, body })
+}
+
+/// Reads a whole body, bounded in size and in silence between frames.
+async fn collect(mut body: Incoming, limit: usize, timeouts: &Timeouts) -> Result<Bytes, AttemptFailure> {
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(timeouts.idle, body.frame()).await {
+            Err(_) => return Err(AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::Idle))),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(AttemptFailure::transient(FailureCause::Io)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        if so_far + data.len() > limit {
+            return Err(AttemptFailure::transient(FailureCause::ResponseTooLarge));
+        }
+        // Most bodies arrive in one frame: keep it as is, copy only if more come.
+        match &first {
+            None if rest.is_empty() => first = Some(data),
+            _ => {
+                if let Some(f) = first.take() {
+                    rest.extend_from_slice(&f);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| rest.freeze()))
+}
+
+/// Holds a stream back until its first content event, so that anything that
+/// goes wrong before then can still fail over invisibly.
+async fn first_content(
+    mut body: Incoming,
+    content_type: HeaderValue,
+    deadline: Instant,
+) -> Result<Served, AttemptFailure> {
+    let mut framer = SseFramer::new();
+    let mut held = Vec::new();
+    let mut held_bytes = 0usize;
+    loop {
+        while let Some(event) = framer.next_event() {
+            match classify_event(&event) {
+                EventKind::Content { finished } => {
+                    held.push(event);
+                    return Ok(Served::Stream(StreamStart {
+                        content_type,
+                        held,
+                        finished,
+                        framer,
+                        body,
+                    }));
+                }
+                EventKind::Error { kind, code, .. } => {
+                    return Err(AttemptFailure {
+                        class: FailureClass::from_error_object(&kind, &code),
+                        cause: FailureCause::StreamError,
+                        retry_after: None,
+                    });
+                }
+                EventKind::Done => return Err(AttemptFailure::transient(FailureCause::EmptyStream)),
+                EventKind::Other => {
+                    held_bytes += event.len();
+                    if held_bytes > MAX_HELD_BEFORE_CONTENT {
+                        return Err(AttemptFailure::transient(FailureCause::ResponseTooLarge));
+                    }
+                    held.push(event);
+                }
+            }
+        }
+        match timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::FirstByte))),
+            Ok(None) => return Err(AttemptFailure::transient(FailureCause::EmptyStream)),
+            Ok(Some(Err(_))) => return Err(AttemptFailure::transient(FailureCause::Io)),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    framer.push(data);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Route table and request handlers.
+
+use super::AppState;
+use crate::api::{Endpoint, InspectedBody};
+use crate::error::GatewayError;
+use crate::routing::{Dispatch, Served};
+use crate::streaming::relay::{Relay, StreamEnd};
+use crate::telemetry::{log_request, RequestLine};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+const X_REQUEST_ID: &str = "x-request-id";
+const X_TARGET: &str = "x-switchyard-target";
+const X_ATTEMPTS: &str = "x-switchyard-attempts";
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(chat_completions).fallback(method_not_allowed("POST")),
+        )
+        .route("/v1/embeddings", post(embeddings).fallback(method_not_allowed("POST")))
+        .route("/v1/models", get(models).fallback(method_not_allowed("GET")))
+        .route("/healthz", get(healthz).fallback(method_not_allowed("GET")))
+        .route("/readyz", get(readyz).fallback(method_not_allowed("GET")))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn method_not_allowed(
+    allowed: &'static str,
+) -> impl Fn(Method, Uri) -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
+    move |method: Method, uri: Uri| {
+        std::future::ready(
+            GatewayError::MethodNotAllowed {
+                method: method.to_string(),
+                path: uri.path().to_owned(),
+                allowed,
+            }
+            .into_response(),
+        )
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    GatewayError::NotFound {
+        path: uri.path().to_owned(),
+    }
+    .into_response()
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "draining" }))).into_response()
+    } else {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    }
+}
+
+async fn models(State(state): State<Arc<AppState>>) -> Response {
+    let config = state.config.load();
+    let data: Vec<_> = config
+        .route_names()
+        .iter()
+        .map(|name| serde_json::json!({ "id": name, "object": "model", "created": 0, "owned_by": "switchyard" }))
+        .collect();
+    Json(serde_json::json!({ "object": "list", "data": data })).into_response()
+}
+
+async fn chat_completions(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    proxy(state, Endpoint::ChatCompletions, request).await
+}
+
+async fn embeddings(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    proxy(state, Endpoint::Embeddings, request).await
+}
+
+/// A client-supplied id is echoed if it is a sane token; otherwise a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(X_REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .cloned()
+        .unwrap_or_else(|| {
+            let id = uuid::Uuid::new_v4();
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).unwrap_or(HeaderValue::from_static("unknown"))
+        })
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(GatewayError::PayloadTooLarge { limit }),
+        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+    }
+}
+
+async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Response {
+    let started = Instant::now();
+    state.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = request.into_parts();
+    let request_id = request_id(&parts.headers);
+    let config = state.config.load_full();
+
+    let mut route_name = "-";
+    let mut stream = false;
+    let result = async {
+        let bytes = read_body(body, &parts.headers, config.server.max_request_body).await?;
+        let inspected = InspectedBody::parse(bytes)?;
+        stream = inspected.stream();
+        let route = config.route(inspected.model()).ok_or_else(|| GatewayError::UnknownModel {
+            model: inspected.model().to_owned(),
+            known: config.route_names().join(", "),
+        })?;
+        route_name = &route.name;
+        let outcome = Dispatch {
+            route,
+            endpoint,
+            body: &inspected,
+            request_id: &request_id,
+            clients: &state.clients,
+            max_response_body: config.server.max_response_body,
+            counters: &state.counters.engine,
+        }
+        .run(started)
+        .await?;
+        Ok::<_, GatewayError>((outcome, route.timeouts))
+    }
+    .await;
+
+    let (outcome, timeouts) = match result {
+        Ok(ok) => ok,
+        Err(error) => {
+            let status = error.status().as_u16();
+            state.counters.count_status(status);
+            log_request(&RequestLine {
+                request_id: request_id.to_str().unwrap_or("-"),
+                route: route_name,
+                target: "-",
+                attempts: attempt_count(&error),
+                status,
+                stream,
+                outcome: error.code(),
+                latency: started.elapsed(),
+            });
+            let mut response = error.into_response();
+            response.headers_mut().insert(X_REQUEST_ID, request_id);
+            return response;
+        }
+    };
+
+    let target_label = outcome.target.label.clone();
+    let attempts = outcome.attempts;
+    let mut response = match outcome.served {
+        Served::Complete { status, content_type, body } => {
+            state.counters.count_status(status.as_u16());
+            log_request(&RequestLine {
+                request_id: request_id.to_str().unwrap_or("-"),
+                route: route_name,
+                target: outcome.target.label(),
+                attempts,
+                status: status.as_u16(),
+                stream,
+                outcome: if status.is_success() { "ok" } else { "upstream_client_error" },
+                latency: started.elapsed(),
+            });
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = status;
+            if let Some(ct) = content_type {
+                response.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            response
+        }
+        Served::Stream(start) => {
+            state.counters.count_status(200);
+            let content_type = start.content_type.clone();
+            let on_end = {
+                let state = state.clone();
+                let request_id = request_id.clone();
+                let route = route_name.to_owned();
+                let target = target_label.clone();
+                Box::new(move |how: StreamEnd, _events: u64| {
+                    let counter = match how {
+                        StreamEnd::Completed => &state.counters.streams_completed,
+                        StreamEnd::Cut(_) => &state.counters.streams_cut,
+                        StreamEnd::ClientGone => &state.counters.client_disconnects,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    log_request(&RequestLine {
+                        request_id: request_id.to_str().unwrap_or("-"),
+                        route: &route,
+                        target: target.to_str().unwrap_or("-"),
+                        attempts,
+                        status: 200,
+                        stream: true,
+                        outcome: how.as_str(),
+                        latency: started.elapsed(),
+                    });
+                })
+            };
+            let relay = Relay::new(start, timeouts.idle, started + timeouts.total, on_end);
+            let mut response = Response::new(Body::from_stream(relay.into_stream()));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, content_type);
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(X_REQUEST_ID, request_id);
+    headers.insert(X_TARGET, target_label);
+    headers.insert(X_ATTEMPTS, HeaderValue::from(attempts));
+    response
+}
+
+fn attempt_count(error: &GatewayError) -> u32 {
+    match error {
+        GatewayError::Exhausted { attempts, .. } | GatewayError::DeadlineExceeded { attempts } => attempts.len() as u32,
+        _ => 0,
+    }
+}

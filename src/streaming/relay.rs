@@ -1,0 +1,184 @@
+//! Forwards an upstream SSE stream to the client after its first content
+//! event, event by event as they arrive, and guarantees the client can tell
+//! a complete answer from a cut one: a stream ends either with the
+//! upstream's `[DONE]` (or a synthesized one after a finish reason), or with
+//! a final OpenAI-format error event saying it was cut.
+
+use crate::routing::StreamStart;
+use crate::streaming::sse::{classify_event, EventKind, SseFramer};
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::time::{timeout_at, Instant};
+
+/// How a relayed stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    Completed,
+    Cut(CutReason),
+    /// The client went away; the upstream request was dropped with it.
+    ClientGone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutReason {
+    UpstreamError,
+    ConnectionLost,
+    EndedWithoutFinish,
+    IdleTimeout,
+    Deadline,
+}
+
+impl CutReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CutReason::UpstreamError => "upstream sent an error event",
+            CutReason::ConnectionLost => "upstream connection lost",
+            CutReason::EndedWithoutFinish => "upstream ended the stream without finishing the answer",
+            CutReason::IdleTimeout => "upstream went silent past the idle timeout",
+            CutReason::Deadline => "the request's total deadline ran out",
+        }
+    }
+}
+
+impl StreamEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamEnd::Completed => "completed",
+            StreamEnd::Cut(_) => "cut",
+            StreamEnd::ClientGone => "client_gone",
+        }
+    }
+}
+
+const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+/// After `[DONE]`, wait this long for the upstream's end of body so its
+/// connection can return to the pool; the client already has every byte.
+const DRAIN_AFTER_DONE: Duration = Duration::from_secs(1);
+
+pub type OnEnd = Box<dyn FnOnce(StreamEnd, u64) + Send>;
+
+pub struct Relay {
+    held: std::vec::IntoIter<Bytes>,
+    framer: SseFramer,
+    body: Option<Incoming>,
+    finished: bool,
+    idle: Duration,
+    deadline: Instant,
+    events_sent: u64,
+    on_end: Option<OnEnd>,
+}
+
+impl Relay {
+    pub fn new(start: StreamStart, idle: Duration, deadline: Instant, on_end: OnEnd) -> Self {
+        Relay {
+            held: start.held.into_iter(),
+            framer: start.framer,
+            body: Some(start.body),
+            finished: start.finished,
+            idle,
+            deadline,
+            events_sent: 0,
+            on_end: Some(on_end),
+        }
+    }
+
+    /// The client-facing body: one frame per event.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut relay| async move {
+            let event = relay.next_event().await?;
+            relay.events_sent += 1;
+            Some((Ok(event), relay))
+        })
+    }
+
+    fn end(&mut self, how: StreamEnd) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(how, self.events_sent);
+        }
+    }
+
+    fn cut(&mut self, reason: CutReason) -> Option<Bytes> {
+        self.body = None;
+        self.end(StreamEnd::Cut(reason));
+        Some(cut_event(reason, self.events_sent))
+    }
+
+    async fn next_event(&mut self) -> Option<Bytes> {
+        if let Some(event) = self.held.next() {
+            return Some(event);
+        }
+        self.on_end.as_ref()?;
+        loop {
+            if let Some(event) = self.framer.next_event() {
+                match classify_event(&event) {
+                    EventKind::Done => {
+                        if let Some(mut body) = self.body.take() {
+                            tokio::spawn(async move {
+                                let _ = tokio::time::timeout(DRAIN_AFTER_DONE, async {
+                                    while let Some(Ok(_)) = body.frame().await {}
+                                })
+                                .await;
+                            });
+                        }
+                        self.end(StreamEnd::Completed);
+                        return Some(event);
+                    }
+                    EventKind::Content { finished } => {
+                        self.finished |= finished;
+                        return Some(event);
+                    }
+                    EventKind::Error { .. } => return self.cut(CutReason::UpstreamError),
+                    EventKind::Other => return Some(event),
+                }
+            }
+            let body = self.body.as_mut()?;
+            let idle_deadline = Instant::now() + self.idle;
+            let wait_until = idle_deadline.min(self.deadline);
+            match timeout_at(wait_until, body.frame()).await {
+                Err(_) if wait_until == self.deadline => return self.cut(CutReason::Deadline),
+                Err(_) => return self.cut(CutReason::IdleTimeout),
+                Ok(Some(Err(_))) => return self.cut(CutReason::ConnectionLost),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.framer.push(data);
+                    }
+                }
+                Ok(None) => {
+                    // A finished answer whose `[DONE]` got lost is complete:
+                    // add the terminator rather than alarm the client.
+                    if self.finished && self.framer.pending_len() == 0 {
+                        self.body = None;
+                        self.end(StreamEnd::Completed);
+                        return Some(Bytes::from_static(DONE_EVENT));
+                    }
+                    return self.cut(CutReason::EndedWithoutFinish);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.end(StreamEnd::ClientGone);
+    }
+}
+
+/// The final event of a cut stream: OpenAI SDKs raise on a `data:` event
+/// carrying an `error` object, so the client cannot mistake it for an end.
+pub fn cut_event(reason: CutReason, events_sent: u64) -> Bytes {
+    let message = format!(
+        "the upstream stream was cut after {events_sent} events: {}; the answer is incomplete",
+        reason.as_str()
+    );
+    let body = crate::api::error_body(&message, "upstream_error", Some("stream_cut"));
+    let mut event = Vec::with_capacity(body.len() + 8);
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(&body);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}

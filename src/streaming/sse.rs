@@ -1,0 +1,312 @@
+//! Server-sent events: re-framing an upstream byte stream into whole events
+//! and telling what each event means for failover.
+//!
+//! Events are forwarded whole (never split across our own frames) so that an
+//! error event we append after a cut can never be glued onto half an event.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// Splits a byte stream into complete SSE events (each including its
+/// terminating blank line). Zero-copy when upstream chunks end on event
+/// boundaries, which is the common case.
+#[derive(Debug, Default)]
+pub struct SseFramer {
+    /// A chunk not yet copied: events are sliced out of it without copying.
+    fresh: Bytes,
+    /// Partial event carried over between chunks.
+    partial: BytesMut,
+    /// Offset in `partial` of the first line not yet known to be complete.
+    scanned: usize,
+}
+
+impl SseFramer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, chunk: Bytes) {
+        if !self.fresh.is_empty() {
+            let fresh = std::mem::take(&mut self.fresh);
+            self.partial.extend_from_slice(&fresh);
+        }
+        if self.partial.is_empty() {
+            self.fresh = chunk;
+        } else {
+            self.partial.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The next complete event, if one is buffered.
+    pub fn next_event(&mut self) -> Option<Bytes> {
+        if !self.fresh.is_empty() {
+            match find_event_end(&self.fresh, 0) {
+                Scan::End(end) => return Some(self.fresh.split_to(end)),
+                Scan::Incomplete(_) => {
+                    let rest = std::mem::take(&mut self.fresh);
+                    self.partial.extend_from_slice(&rest);
+                    self.scanned = 0;
+                }
+            }
+        }
+        match find_event_end(&self.partial, self.scanned) {
+            Scan::End(end) => {
+                self.scanned = 0;
+                Some(self.partial.split_to(end).freeze())
+            }
+            Scan::Incomplete(line_start) => {
+                self.scanned = line_start;
+                None
+            }
+        }
+    }
+
+    /// Bytes received that do not yet form a complete event.
+    pub fn pending_len(&self) -> usize {
+        self.fresh.len() + self.partial.len()
+    }
+}
+
+enum Scan {
+    End(usize),
+    /// No blank line yet; scanning may resume at this line start.
+    Incomplete(usize),
+}
+
+/// Finds the end of the first event at or after `from` (a line start).
+/// Lines end with LF, CRLF or CR, as the SSE spec allows.
+fn find_event_end(data: &[u8], from: usize) -> Scan {
+    let mut line_start = from;
+    let mut i = from;
+    while let Some(off) = memchr::memchr2(b'\n', b'\r', &data[i..]) {
+        let pos = i + off;
+        let term_end = if data[pos] == b'\r' {
+            match data.get(pos + 1) {
+                // A trailing CR may be the first half of CRLF: wait for more.
+                None => return Scan::Incomplete(line_start),
+                Some(b'\n') => pos + 2,
+                Some(_) => pos + 1,
+            }
+        } else {
+            pos + 1
+        };
+        if pos == line_start {
+            return Scan::End(term_end);
+        }
+        line_start = term_end;
+        i = term_end;
+    }
+    Scan::Incomplete(line_start)
+}
+
+/// The `data` of an event: its `data:` lines joined by newlines.
+pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut found: Option<Cow<'_, [u8]>> = None;
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(value) = line.strip_prefix(b"data:") else { continue };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        found = Some(match found {
+            None => Cow::Borrowed(value),
+            Some(prev) => {
+                let mut joined = prev.into_owned();
+                joined.push(b'\n');
+                joined.extend_from_slice(value);
+                Cow::Owned(joined)
+            }
+        });
+    }
+    found
+}
+
+/// What an OpenAI-format stream event means for the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// `data: [DONE]`.
+    Done,
+    /// A chunk carrying content (text, tool calls, refusal, reasoning) or a
+    /// finish reason: once one reaches the client, failover is over.
+    Content { finished: bool },
+    /// An error object: `type` and `code` as strings (possibly empty).
+    Error { kind: String, code: String, message: String },
+    /// Anything else: a role-only preamble, usage, comments, pings, non-JSON.
+    Other,
+}
+
+#[derive(Deserialize)]
+struct ChunkPeek<'a> {
+    #[serde(borrow, default)]
+    error: Option<ErrorPeek<'a>>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChoicePeek<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorPeek<'a> {
+    #[serde(default)]
+    message: Option<Cow<'a, str>>,
+    #[serde(rename = "type", default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    code: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChoicePeek<'a> {
+    #[serde(borrow, default)]
+    delta: Option<DeltaPeek<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct DeltaPeek<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function_call: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    refusal: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reasoning: Option<&'a RawValue>,
+}
+
+fn meaningful(v: Option<&RawValue>) -> bool {
+    v.is_some_and(|v| !matches!(v.get(), "null" | "\"\"" | "[]"))
+}
+
+pub fn classify_event(event: &[u8]) -> EventKind {
+    let Some(data) = event_data(event) else {
+        return EventKind::Other;
+    };
+    let data = data.as_ref();
+    if data.trim_ascii() == b"[DONE]" {
+        return EventKind::Done;
+    }
+    let Ok(peek) = serde_json::from_slice::<ChunkPeek<'_>>(data) else {
+        return EventKind::Other;
+    };
+    if let Some(err) = peek.error {
+        let code = err.code.map_or(String::new(), |c| c.get().trim_matches('"').to_owned());
+        return EventKind::Error {
+            kind: err.kind.map(Cow::into_owned).unwrap_or_default(),
+            code,
+            message: err.message.map(Cow::into_owned).unwrap_or_default(),
+        };
+    }
+    let mut content = false;
+    let mut finished = false;
+    for choice in peek.choices.iter().flatten() {
+        finished |= meaningful(choice.finish_reason);
+        if let Some(d) = &choice.delta {
+            content |= meaningful(d.content)
+                || meaningful(d.tool_calls)
+                || meaningful(d.function_call)
+                || meaningful(d.refusal)
+                || meaningful(d.reasoning_content)
+                || meaningful(d.reasoning);
+        }
+    }
+    if content || finished {
+        EventKind::Content { finished }
+    } else {
+        EventKind::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(f: &mut SseFramer) -> Vec<Bytes> {
+        std::iter::from_fn(|| f.next_event()).collect()
+    }
+
+    #[test]
+    fn whole_events_are_sliced_without_loss() {
+        let mut f = SseFramer::new();
+        f.push(Bytes::from_static(b"data: a\n\ndata: b\n\n"));
+        assert_eq!(drain(&mut f), vec![Bytes::from_static(b"data: a\n\n"), Bytes::from_static(b"data: b\n\n")]);
+        assert_eq!(f.pending_len(), 0);
+    }
+
+    #[test]
+    fn events_split_anywhere_are_reassembled() {
+        let stream = b"data: {\"x\":1}\r\n\r\n: ping\r\rdata: line1\ndata: line2\n\ndata: [DONE]\n\n";
+        for cut1 in 0..stream.len() {
+            for cut2 in cut1..stream.len() {
+                let mut f = SseFramer::new();
+                let mut out = Vec::new();
+                for part in [&stream[..cut1], &stream[cut1..cut2], &stream[cut2..]] {
+                    f.push(Bytes::copy_from_slice(part));
+                    out.extend(drain(&mut f));
+                }
+                let joined: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
+                assert_eq!(joined, stream.to_vec(), "cuts {cut1} {cut2}");
+                assert_eq!(out.len(), 4, "cuts {cut1} {cut2}: {out:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn incomplete_event_is_held_back() {
+        let mut f = SseFramer::new();
+        f.push(Bytes::from_static(b"data: a\n\ndata: partial"));
+        assert_eq!(drain(&mut f).len(), 1);
+        assert_eq!(f.pending_len(), b"data: partial".len());
+    }
+
+    #[test]
+    fn data_lines_are_joined() {
+        assert_eq!(event_data(b"event: x\ndata: a\ndata:b\n\n").unwrap().as_ref(), b"a\nb");
+        assert!(event_data(b": comment\n\n").is_none());
+    }
+
+    #[test]
+    fn classification() {
+        let role = br#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}
+
+"#;
+        assert_eq!(classify_event(role), EventKind::Other);
+        let text = br#"data: {"choices":[{"index":0,"delta":{"content":"hi \"x\""},"finish_reason":null}]}
+
+"#;
+        assert_eq!(classify_event(text), EventKind::Content { finished: false });
+        let tool = br#"data: {"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}
+
+"#;
+        assert_eq!(classify_event(tool), EventKind::Content { finished: false });
+        let fin = br#"data: {"choices":[{"delta":{},"finish_reason":"stop"}]}
+
+"#;
+        assert_eq!(classify_event(fin), EventKind::Content { finished: true });
+        let usage = br#"data: {"choices":[],"usage":{"total_tokens":3}}
+
+"#;
+        assert_eq!(classify_event(usage), EventKind::Other);
+        assert_eq!(classify_event(b"data: [DONE]\n\n"), EventKind::Done);
+        assert_eq!(classify_event(b": keep-alive\n\n"), EventKind::Other);
+        assert_eq!(classify_event(b"data: not json\n\n"), EventKind::Other);
+        let err = br#"data: {"error":{"message":"busy","type":"overloaded_error","code":"overloaded"}}
+
+"#;
+        assert_eq!(
+            classify_event(err),
+            EventKind::Error {
+                kind: "overloaded_error".into(),
+                code: "overloaded".into(),
+                message: "busy".into()
+            }
+        );
+        let err_num = br#"data: {"error":{"message":"x","code":500}}
+
+"#;
+        assert!(matches!(classify_event(err_num), EventKind::Error { code, .. } if code == "500"));
+    }
+}
