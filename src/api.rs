@@ -74,7 +74,11 @@ impl InspectedBody {
         }
         let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
         let raw_model = peek.model.ok_or(BodyError::MissingModel)?;
-        let model: String = serde_json::from_str(raw_model.get()).map_err(|_| BodyError::ModelNotString)?;
+        if !raw_model.get().starts_with('"') {
+            return Err(BodyError::ModelNotString);
+        }
+        // A string that does not decode (a lone surrogate escape) is bad JSON.
+        let model: String = serde_json::from_str(raw_model.get()).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
         if model.is_empty() {
             return Err(BodyError::MissingModel);
         }
@@ -175,6 +179,7 @@ mod tests {
         assert_eq!(parse("{}").unwrap_err(), BodyError::MissingModel);
         assert_eq!(parse(r#"{"model":""}"#).unwrap_err(), BodyError::MissingModel);
         assert_eq!(parse(r#"{"model":3}"#).unwrap_err(), BodyError::ModelNotString);
+        assert!(matches!(parse(r#"{"model":"\ud800"}"#).unwrap_err(), BodyError::InvalidJson(_)));
         assert_eq!(parse(r#"{"model":"m","stream":"yes"}"#).unwrap_err(), BodyError::StreamNotBool);
         assert!(matches!(parse(r#"{"model":"a","model":"b"}"#).unwrap_err(), BodyError::InvalidJson(m) if m.contains("duplicate")));
         assert!(matches!(InspectedBody::parse(Bytes::from_static(b"{\"model\":\"\xff\"}")).unwrap_err(), BodyError::InvalidJson(_)));

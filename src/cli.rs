@@ -28,7 +28,8 @@ pub enum Command {
     },
     /// Run the OpenAI-compatible provider simulator (fault injection for rehearsals).
     Sim(crate::sim::cli::SimArgs),
-    //Demo(crate::demo::DemoArgs),
+    /// A self-contained demo: simulated providers with a scripted outage, the gateway, and load.
+    Demo(crate::demo::DemoArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -43,6 +44,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig { file } => return check_config(&file),
         Command::Serve { config } => runtime.block_on(serve(config)),
         Command::Sim(args) => runtime.block_on(crate::sim::cli::run(args)),
+        Command::Demo(args) => runtime.block_on(crate::demo::run(args)),
 
     };
     match result {

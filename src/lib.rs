@@ -6,9 +6,9 @@
 pub mod api;
 pub mod cli;
 pub mod config;
-//pub mod demo;
+pub mod demo;
 pub mod error;
-//pub mod loadgen;
+pub mod loadgen;
 pub mod providers;
 pub mod resilience;
 pub mod routing;

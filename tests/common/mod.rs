@@ -1,0 +1,192 @@
+//! Shared harness for the gateway's integration tests: simulators and a
+//! gateway in-process on loopback with ephemeral ports, and a raw HTTP client
+//! that can read a response frame by frame.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchyard::config::Config;
+use switchyard::server::Gateway;
+use switchyard::sim::{Behavior, SimConfig, SimHandle, Simulator};
+
+pub const LOOPBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
+
+pub async fn sim(name: &str) -> SimHandle {
+    sim_with(name, Behavior::default()).await
+}
+
+pub async fn sim_with(name: &str, behavior: Behavior) -> SimHandle {
+    Simulator::start(
+        SimConfig {
+            name: name.to_owned(),
+            behavior,
+            ..SimConfig::default()
+        },
+        SocketAddr::from(LOOPBACK),
+    )
+    .await
+    .expect("start simulator")
+}
+
+/// Config text for a route `chat-default` over the given upstream base URLs
+/// (providers p0, p1, ... each serving model `gpt-4o`), plus `extra` TOML
+/// appended verbatim (policy overrides).
+pub fn config_text(upstreams: &[&str], extra: &str) -> String {
+    let listen = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    let mut text = String::new();
+    if extra.contains("[server]\n") {
+        text.push_str(&extra.replace("[server]\n", listen));
+    } else {
+        text.push_str(listen);
+        text.push_str(extra);
+    }
+    text.push('\n');
+    for (i, url) in upstreams.iter().enumerate() {
+        text.push_str(&format!("[providers.p{i}]\nbase_url = \"{url}\"\nregion = \"r{i}\"\n"));
+    }
+    let targets: Vec<String> = (0..upstreams.len())
+        .map(|i| format!("{{ provider = \"p{i}\", model = \"gpt-4o\" }}"))
+        .collect();
+    text.push_str(&format!("[routes.chat-default]\ntargets = [{}]\n", targets.join(", ")));
+    let emb: Vec<String> = (0..upstreams.len())
+        .map(|i| format!("{{ provider = \"p{i}\", model = \"text-embedding-3-small\" }}"))
+        .collect();
+    text.push_str(&format!("[routes.embed]\ntargets = [{}]\n", emb.join(", ")));
+    text
+}
+
+/// Fast policy for tests: small backoffs so retries do not slow the suite.
+pub const FAST: &str = r#"
+[defaults.retry]
+max_attempts_per_target = 2
+base_backoff = "5ms"
+max_backoff = "20ms"
+max_retry_after = "2s"
+[defaults.timeouts]
+connect = "1s"
+first_byte = "5s"
+idle = "5s"
+total = "20s"
+"#;
+
+pub async fn gateway(upstreams: &[&SimHandle], extra: &str) -> Gateway {
+    let urls: Vec<String> = upstreams.iter().map(|s| s.base_url()).collect();
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    gateway_from_text(&config_text(&refs, extra)).await
+}
+
+pub async fn gateway_from_text(text: &str) -> Gateway {
+    let config = Config::from_toml(text, |_| None).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
+    Gateway::start(config).await.expect("start gateway")
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the OpenAI error shape and returns (message, type, code).
+    pub fn openai_error(&self) -> (String, String, String) {
+        let v = self.json();
+        let e = &v["error"];
+        assert!(e.is_object(), "not an OpenAI error: {v}");
+        let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+        assert!(!s("message").is_empty(), "error without message: {v}");
+        (s("message"), s("type"), s("code"))
+    }
+}
+
+pub async fn send(
+    client: &TestClient,
+    method: Method,
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> http::Response<Incoming> {
+    let mut builder = Request::builder().method(method).uri(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    client
+        .request(builder.body(Full::new(body.into())).unwrap())
+        .await
+        .expect("request failed")
+}
+
+pub async fn call(client: &TestClient, method: Method, url: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Reply {
+    let response = send(client, method, url, body, headers).await;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("read body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn chat(client: &TestClient, gw: &Gateway, body: serde_json::Value) -> Reply {
+    call(client, Method::POST, &format!("{}/chat/completions", gw.base_url()), body.to_string(), &[]).await
+}
+
+pub fn chat_body(stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": "chat-default",
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": stream,
+        "temperature": 0.25
+    })
+}
+
+/// Splits an SSE body into the `data:` payloads of its events.
+pub fn sse_data(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
+        .collect()
+}
+
+/// Concatenated `delta.content` of an SSE chat stream.
+pub fn sse_content(events: &[String]) -> String {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Waits (bounded) for a condition that another task will make true.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
