@@ -67,18 +67,22 @@ impl InspectedBody {
         let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
         if first != Some(b'{') {
             // Still report syntax errors as such: "[1," is invalid JSON, not "not an object".
-            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-                Err(e) => BodyError::InvalidJson(e.to_string()),
-                Ok(_) => BodyError::NotAnObject,
-            });
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                    Err(e) => BodyError::InvalidJson(e.to_string()),
+                    Ok(_) => BodyError::NotAnObject,
+                },
+            );
         }
-        let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+        let peek: Peek<'_> =
+            serde_json::from_slice(&body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
         let raw_model = peek.model.ok_or(BodyError::MissingModel)?;
         if !raw_model.get().starts_with('"') {
             return Err(BodyError::ModelNotString);
         }
         // A string that does not decode (a lone surrogate escape) is bad JSON.
-        let model: String = serde_json::from_str(raw_model.get()).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+        let model: String = serde_json::from_str(raw_model.get())
+            .map_err(|e| BodyError::InvalidJson(e.to_string()))?;
         if model.is_empty() {
             return Err(BodyError::MissingModel);
         }
@@ -173,21 +177,46 @@ mod tests {
     fn malformed_inputs() {
         assert_eq!(parse("").unwrap_err(), BodyError::Empty);
         assert_eq!(parse("  \n").unwrap_err(), BodyError::Empty);
-        assert!(matches!(parse("{\"model\":").unwrap_err(), BodyError::InvalidJson(_)));
-        assert!(matches!(parse("[1,").unwrap_err(), BodyError::InvalidJson(_)));
+        assert!(matches!(
+            parse("{\"model\":").unwrap_err(),
+            BodyError::InvalidJson(_)
+        ));
+        assert!(matches!(
+            parse("[1,").unwrap_err(),
+            BodyError::InvalidJson(_)
+        ));
         assert_eq!(parse("[1]").unwrap_err(), BodyError::NotAnObject);
         assert_eq!(parse("{}").unwrap_err(), BodyError::MissingModel);
-        assert_eq!(parse(r#"{"model":""}"#).unwrap_err(), BodyError::MissingModel);
-        assert_eq!(parse(r#"{"model":3}"#).unwrap_err(), BodyError::ModelNotString);
-        assert!(matches!(parse(r#"{"model":"\ud800"}"#).unwrap_err(), BodyError::InvalidJson(_)));
-        assert_eq!(parse(r#"{"model":"m","stream":"yes"}"#).unwrap_err(), BodyError::StreamNotBool);
-        assert!(matches!(parse(r#"{"model":"a","model":"b"}"#).unwrap_err(), BodyError::InvalidJson(m) if m.contains("duplicate")));
-        assert!(matches!(InspectedBody::parse(Bytes::from_static(b"{\"model\":\"\xff\"}")).unwrap_err(), BodyError::InvalidJson(_)));
+        assert_eq!(
+            parse(r#"{"model":""}"#).unwrap_err(),
+            BodyError::MissingModel
+        );
+        assert_eq!(
+            parse(r#"{"model":3}"#).unwrap_err(),
+            BodyError::ModelNotString
+        );
+        assert!(matches!(
+            parse(r#"{"model":"\ud800"}"#).unwrap_err(),
+            BodyError::InvalidJson(_)
+        ));
+        assert_eq!(
+            parse(r#"{"model":"m","stream":"yes"}"#).unwrap_err(),
+            BodyError::StreamNotBool
+        );
+        assert!(
+            matches!(parse(r#"{"model":"a","model":"b"}"#).unwrap_err(), BodyError::InvalidJson(m) if m.contains("duplicate"))
+        );
+        assert!(matches!(
+            InspectedBody::parse(Bytes::from_static(b"{\"model\":\"\xff\"}")).unwrap_err(),
+            BodyError::InvalidJson(_)
+        ));
     }
 
     #[test]
     fn error_body_shape() {
-        let v: serde_json::Value = serde_json::from_slice(&error_body("bad \"x\"", "invalid_request_error", Some("c"))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&error_body("bad \"x\"", "invalid_request_error", Some("c")))
+                .unwrap();
         assert_eq!(v["error"]["message"], "bad \"x\"");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "c");

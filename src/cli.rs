@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "switchyard", version, about = "A self-hosted AI gateway: one OpenAI-compatible endpoint, many providers, no single point of failure.")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A self-hosted AI gateway: one OpenAI-compatible endpoint, many providers, no single point of failure."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -27,13 +31,23 @@ pub enum Command {
         file: PathBuf,
     },
     /// Run the OpenAI-compatible provider simulator (fault injection for rehearsals).
-    Sim(crate::sim::cli::SimArgs),
+    Sim(Box<crate::sim::cli::SimArgs>),
     /// A self-contained demo: simulated providers with a scripted outage, the gateway, and load.
     Demo(crate::demo::DemoArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Defaults to one worker per core; fewer leaves cores to co-located
+    // processes (a sidecar deployment, or the benchmark's load driver).
+    if let Some(n) = std::env::var("SWITCHYARD_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -43,9 +57,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig { file } => return check_config(&file),
         Command::Serve { config } => runtime.block_on(serve(config)),
-        Command::Sim(args) => runtime.block_on(crate::sim::cli::run(args)),
+        Command::Sim(args) => runtime.block_on(crate::sim::cli::run(*args)),
         Command::Demo(args) => runtime.block_on(crate::demo::run(args)),
-
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,8 +92,9 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 }
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
-    crate::telemetry::init_logging();
-    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
+    let _log_guard = crate::telemetry::init_logging("info");
+    let config = Config::load(&path)
+        .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -80,34 +80,62 @@ fn steady(base_ms: u64) -> Behavior {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if std::env::var_os("RUST_LOG").is_none() {
-        std::env::set_var("RUST_LOG", "warn");
-    }
-    crate::telemetry::init_logging();
+    // Per-request lines would drown the progress display; warnings still show.
+    let _log_guard = crate::telemetry::init_logging("warn");
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let (primary_default, primary_timeline) = primary_behavior(args.duration);
-    let sim = |name: &str, seed: u64, models: &[&str], behavior: Behavior, timeline: Vec<Phase>| SimConfig {
-        name: name.to_owned(),
-        seed,
-        models: models.iter().map(|m| (*m).to_owned()).collect(),
-        behavior,
-        timeline,
+    let sim = |name: &str, seed: u64, models: &[&str], behavior: Behavior, timeline: Vec<Phase>| {
+        SimConfig {
+            name: name.to_owned(),
+            seed,
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            behavior,
+            timeline,
+        }
     };
-    let primary = Simulator::start(sim("primary", args.seed, &["gpt-4o"], primary_default, primary_timeline), loopback).await?;
-    let secondary = Simulator::start(sim("secondary", args.seed + 1, &["gpt-4o"], steady(40), vec![]), loopback).await?;
-    let budget = Simulator::start(sim("budget", args.seed + 2, &["gpt-4o-mini"], steady(10), vec![]), loopback).await?;
+    let primary = Simulator::start(
+        sim(
+            "primary",
+            args.seed,
+            &["gpt-4o"],
+            primary_default,
+            primary_timeline,
+        ),
+        loopback,
+    )
+    .await?;
+    let secondary = Simulator::start(
+        sim("secondary", args.seed + 1, &["gpt-4o"], steady(40), vec![]),
+        loopback,
+    )
+    .await?;
+    let budget = Simulator::start(
+        sim(
+            "budget",
+            args.seed + 2,
+            &["gpt-4o-mini"],
+            steady(10),
+            vec![],
+        ),
+        loopback,
+    )
+    .await?;
 
     let config_text = DEMO_TOML
         .replace("{primary}", &primary.base_url())
         .replace("{secondary}", &secondary.base_url())
         .replace("{budget}", &budget.base_url());
-    let config = Config::from_toml(&config_text, |_| None).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    let config = Config::from_toml(&config_text, |_| None)
+        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let gateway = Gateway::start(config).await?;
 
     println!("== Switchyard demo ==========================================================");
     println!("The config in use (copy it; swap the base URLs for real providers):\n");
     println!("{}", config_text.trim());
-    println!("\nGateway: {}  (POST /chat/completions with model \"chat-default\")", gateway.base_url());
+    println!(
+        "\nGateway: {}  (POST /chat/completions with model \"chat-default\")",
+        gateway.base_url()
+    );
     println!(
         "Load: {} req/s for {:?}, {:.0}% streaming. The primary fails with 503 for {:?} starting at {:?}, and answers 3% of requests with 429 + Retry-After.\n",
         args.rate,
@@ -147,10 +175,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         report.sent - report.ok,
         report.streams_cut
     );
-    println!("latency p50/p95/p99 {:>8.1} / {:.1} / {:.1} ms", pct(0.50), pct(0.95), pct(0.99));
+    println!(
+        "latency p50/p95/p99 {:>8.1} / {:.1} / {:.1} ms",
+        pct(0.50),
+        pct(0.95),
+        pct(0.99)
+    );
     if report.streams_ok > 0 {
         let t = |q: f64| report.ttfb_us.value_at_quantile(q) as f64 / 1000.0;
-        println!("stream first byte   {:>8.1} / {:.1} / {:.1} ms (p50/p95/p99)", t(0.50), t(0.95), t(0.99));
+        println!(
+            "stream first byte   {:>8.1} / {:.1} / {:.1} ms (p50/p95/p99)",
+            t(0.50),
+            t(0.95),
+            t(0.99)
+        );
     }
     for (status, n) in &report.by_status {
         println!("  HTTP {status}: {n}");
@@ -160,16 +198,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  {target:<24} {n:>6}");
     }
     println!("\n== What the gateway did =====================================================");
-    println!("upstream attempts   {:>8}   ({:.2} per request)", counters.attempts, counters.attempts as f64 / report.sent.max(1) as f64);
-    println!("retries             {:>8}   (same target, after backoff or Retry-After)", counters.retries);
-    println!("failovers           {:>8}   (moved on to the next target)", counters.failovers);
+    println!(
+        "upstream attempts   {:>8}   ({:.2} per request)",
+        counters.attempts,
+        counters.attempts as f64 / report.sent.max(1) as f64
+    );
+    println!(
+        "retries             {:>8}   (same target, after backoff or Retry-After)",
+        counters.retries
+    );
+    println!(
+        "failovers           {:>8}   (moved on to the next target)",
+        counters.failovers
+    );
     println!("streams cut         {:>8}", counters.streams_cut);
     println!("\n== What the upstreams saw ===================================================");
-    println!("{:<12} {:>9} {:>8} {:>8} {:>8}", "target", "attempts", "ok", "429", "503");
-    for (name, sim) in [("primary", &primary), ("secondary", &secondary), ("budget", &budget)] {
+    println!(
+        "{:<12} {:>9} {:>8} {:>8} {:>8}",
+        "target", "attempts", "ok", "429", "503"
+    );
+    for (name, sim) in [
+        ("primary", &primary),
+        ("secondary", &secondary),
+        ("budget", &budget),
+    ] {
         let s = sim.stats();
         let status = |c: u16| s.errors_by_status.get(&c).copied().unwrap_or(0);
-        println!("{:<12} {:>9} {:>8} {:>8} {:>8}", name, s.requests, s.ok, status(429), status(503));
+        println!(
+            "{:<12} {:>9} {:>8} {:>8} {:>8}",
+            name,
+            s.requests,
+            s.ok,
+            status(429),
+            status(503)
+        );
     }
 
     gateway.join().await?;
@@ -177,16 +239,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         s.shutdown().await;
     }
     if report.success_ratio() < 0.99 {
-        anyhow::bail!("client success rate {:.3}% is below 99%", report.success_ratio() * 100.0);
+        anyhow::bail!(
+            "client success rate {:.3}% is below 99%",
+            report.success_ratio() * 100.0
+        );
     }
-    println!("\nThe client saw one stable endpoint through a 10-second outage of its primary provider.");
+    println!(
+        "\nThe client saw one stable endpoint through a 10-second outage of its primary provider."
+    );
     Ok(())
 }
 
 async fn progress_line(live: Arc<Live>, primary: SimHandle, duration: Duration) {
     let tty = std::io::stdout().is_terminal();
     let started = tokio::time::Instant::now();
-    let tick = if tty { Duration::from_millis(250) } else { Duration::from_secs(2) };
+    let tick = if tty {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(2)
+    };
     let mut last_primary_errors = 0u64;
     loop {
         tokio::time::sleep(tick).await;
@@ -207,7 +278,11 @@ async fn progress_line(live: Arc<Live>, primary: SimHandle, duration: Duration) 
             duration.as_secs_f64(),
             sent,
             ok,
-            if done == 0 { 100.0 } else { ok as f64 * 100.0 / done as f64 },
+            if done == 0 {
+                100.0
+            } else {
+                ok as f64 * 100.0 / done as f64
+            },
             live.in_flight.load(Ordering::Relaxed),
             state
         );

@@ -20,11 +20,19 @@ pub enum GatewayError {
     #[error("the model `{model}` does not exist; known models: {known}")]
     UnknownModel { model: String, known: String },
     #[error("method {method} is not allowed on {path}; allowed: {allowed}")]
-    MethodNotAllowed { method: String, path: String, allowed: &'static str },
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
     #[error("unknown path {path}")]
     NotFound { path: String },
     #[error("{}", describe("every upstream attempt failed", .attempts))]
-    Exhausted { attempts: Vec<AttemptRecord>, status: StatusCode, retry_after: Option<Duration> },
+    Exhausted {
+        attempts: Vec<AttemptRecord>,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+    },
     #[error("{}", describe("the request deadline was exceeded", .attempts))]
     DeadlineExceeded { attempts: Vec<AttemptRecord> },
     #[error("the gateway is shutting down")]
@@ -32,9 +40,20 @@ pub enum GatewayError {
 }
 
 fn describe(headline: &str, attempts: &[AttemptRecord]) -> String {
-    let mut out = format!("{headline} ({} attempt{})", attempts.len(), if attempts.len() == 1 { "" } else { "s" });
+    let mut out = format!(
+        "{headline} ({} attempt{})",
+        attempts.len(),
+        if attempts.len() == 1 { "" } else { "s" }
+    );
     for (i, a) in attempts.iter().enumerate() {
-        let _ = write!(out, "{} {}: {} ({})", if i == 0 { ":" } else { ";" }, a.target, a.class, a.cause);
+        let _ = write!(
+            out,
+            "{} {}: {} ({})",
+            if i == 0 { ":" } else { ";" },
+            a.target,
+            a.class,
+            a.cause
+        );
     }
     out
 }
@@ -44,7 +63,9 @@ impl GatewayError {
         match self {
             GatewayError::Body(_) | GatewayError::BodyRead(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Exhausted { status, .. } => *status,
             GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -61,7 +82,9 @@ impl GatewayError {
             | GatewayError::UnknownModel { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::MethodNotAllowed { .. } => "invalid_request_error",
-            GatewayError::Exhausted { .. } | GatewayError::DeadlineExceeded { .. } => "upstream_error",
+            GatewayError::Exhausted { .. } | GatewayError::DeadlineExceeded { .. } => {
+                "upstream_error"
+            }
             GatewayError::ShuttingDown => "service_unavailable",
         }
     }
@@ -70,8 +93,12 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::Body(BodyError::MissingModel) => "missing_model",
-            GatewayError::Body(BodyError::InvalidJson(_) | BodyError::Empty | BodyError::NotAnObject) => "invalid_json",
-            GatewayError::Body(BodyError::ModelNotString | BodyError::StreamNotBool) => "invalid_type",
+            GatewayError::Body(
+                BodyError::InvalidJson(_) | BodyError::Empty | BodyError::NotAnObject,
+            ) => "invalid_json",
+            GatewayError::Body(BodyError::ModelNotString | BodyError::StreamNotBool) => {
+                "invalid_type"
+            }
             GatewayError::BodyRead(_) => "body_read_error",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
             GatewayError::UnknownModel { .. } => "model_not_found",
@@ -89,9 +116,15 @@ impl IntoResponse for GatewayError {
         let body = error_body(&self.to_string(), self.kind(), Some(self.code()));
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         match &self {
-            GatewayError::Exhausted { retry_after: Some(wait), .. } => {
+            GatewayError::Exhausted {
+                retry_after: Some(wait),
+                ..
+            } => {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }

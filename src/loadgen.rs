@@ -149,10 +149,11 @@ pub fn client() -> LoadClient {
 /// Runs the load and returns what the client saw.
 pub async fn run(spec: &LoadSpec, live: Arc<Live>) -> LoadReport {
     let client = client();
-    let url: http::Uri = match format!("{}/chat/completions", spec.base_url.trim_end_matches('/')).parse() {
-        Ok(u) => u,
-        Err(_) => return LoadReport::new(),
-    };
+    let url: http::Uri =
+        match format!("{}/chat/completions", spec.base_url.trim_end_matches('/')).parse() {
+            Ok(u) => u,
+            Err(_) => return LoadReport::new(),
+        };
     let bodies = RequestBodies::new(&spec.model);
     let started = Instant::now();
     let end = started + spec.duration;
@@ -162,15 +163,33 @@ pub async fn run(spec: &LoadSpec, live: Arc<Live>) -> LoadReport {
     match spec.rate {
         None => {
             for w in 0..spec.concurrency.max(1) {
-                let (client, url, bodies, live, report, issued) =
-                    (client.clone(), url.clone(), bodies.clone(), live.clone(), report.clone(), issued.clone());
+                let (client, url, bodies, live, report, issued) = (
+                    client.clone(),
+                    url.clone(),
+                    bodies.clone(),
+                    live.clone(),
+                    report.clone(),
+                    issued.clone(),
+                );
                 let spec = spec.clone();
                 workers.push(tokio::spawn(async move {
-                    let mut rng = rand::rngs::SmallRng::seed_from_u64(spec.seed.wrapping_add(w as u64));
+                    let mut rng =
+                        rand::rngs::SmallRng::seed_from_u64(spec.seed.wrapping_add(w as u64));
                     let mut local = LoadReport::new();
-                    while Instant::now() < end && issued.fetch_add(1, Ordering::Relaxed) < spec.max_requests {
+                    while Instant::now() < end
+                        && issued.fetch_add(1, Ordering::Relaxed) < spec.max_requests
+                    {
                         let stream = rng.random_bool(spec.stream_share.clamp(0.0, 1.0));
-                        one_request(&client, &url, &bodies, stream, spec.request_timeout, &live, &mut local).await;
+                        one_request(
+                            &client,
+                            &url,
+                            &bodies,
+                            stream,
+                            spec.request_timeout,
+                            &live,
+                            &mut local,
+                        )
+                        .await;
                     }
                     lock(&report).merge(&local);
                 }));
@@ -186,10 +205,17 @@ pub async fn run(spec: &LoadSpec, live: Arc<Live>) -> LoadReport {
                 tokio::time::sleep_until(next).await;
                 next += interval;
                 n += 1;
-                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
                 let stream = rng.random_bool(spec.stream_share.clamp(0.0, 1.0));
-                let (client, url, bodies, live, report) =
-                    (client.clone(), url.clone(), bodies.clone(), live.clone(), report.clone());
+                let (client, url, bodies, live, report) = (
+                    client.clone(),
+                    url.clone(),
+                    bodies.clone(),
+                    live.clone(),
+                    report.clone(),
+                );
                 let timeout = spec.request_timeout;
                 workers.push(tokio::spawn(async move {
                     let mut local = LoadReport::new();
@@ -260,7 +286,11 @@ async fn one_request(
     live.sent.fetch_add(1, Ordering::Relaxed);
     live.in_flight.fetch_add(1, Ordering::Relaxed);
     report.sent += 1;
-    let body = if stream { bodies.stream.clone() } else { bodies.plain.clone() };
+    let body = if stream {
+        bodies.stream.clone()
+    } else {
+        bodies.plain.clone()
+    };
     let request = Request::builder()
         .method(Method::POST)
         .uri(url.clone())
@@ -268,11 +298,21 @@ async fn one_request(
         .body(Full::new(body));
     let started = Instant::now();
     let outcome = match request {
-        Ok(request) => tokio::time::timeout(timeout, exchange(client, request)).await.ok().flatten(),
+        Ok(request) => tokio::time::timeout(timeout, exchange(client, request))
+            .await
+            .ok()
+            .flatten(),
         Err(_) => None,
     };
     live.in_flight.fetch_sub(1, Ordering::Relaxed);
-    let Some(Exchange { status, target, attempts, ttfb, clean }) = outcome else {
+    let Some(Exchange {
+        status,
+        target,
+        attempts,
+        ttfb,
+        clean,
+    }) = outcome
+    else {
         report.transport_errors += 1;
         live.failed.fetch_add(1, Ordering::Relaxed);
         return;
@@ -293,7 +333,9 @@ async fn one_request(
     }
     report.ok += 1;
     live.ok.fetch_add(1, Ordering::Relaxed);
-    let _ = report.latency_us.record(started.elapsed().as_micros().max(1) as u64);
+    let _ = report
+        .latency_us
+        .record(started.elapsed().as_micros().max(1) as u64);
     if let Some(t) = target {
         match report.served_by.get_mut(&t) {
             Some(n) => *n += 1,
@@ -319,7 +361,10 @@ async fn exchange(client: &LoadClient, request: Request<Full<Bytes>>) -> Option<
     let response = client.request(request).await.ok()?;
     let status = response.status();
     let headers = response.headers();
-    let target = headers.get("x-switchyard-target").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let target = headers
+        .get("x-switchyard-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let attempts = headers
         .get("x-switchyard-attempts")
         .and_then(|v| v.to_str().ok())

@@ -40,14 +40,23 @@ async fn success_path_rewrites_model_and_passes_body_through() {
     assert_eq!(reply.header("x-switchyard-attempts"), Some("1"));
     let v = reply.json();
     assert_eq!(v["object"], "chat.completion");
-    assert_eq!(v["model"], "gpt-4o", "the upstream saw the target's model name");
+    assert_eq!(
+        v["model"], "gpt-4o",
+        "the upstream saw the target's model name"
+    );
     let records = primary.requests();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].model.as_deref(), Some("gpt-4o"));
     // Only `model` changed: the body length differs by exactly the name lengths.
     let sent = chat_body(false).to_string();
-    assert_eq!(records[0].body_len, sent.len() - "chat-default".len() + "gpt-4o".len());
-    assert!(records[0].headers.iter().any(|(k, v)| k == "x-request-id" && v == "req-abc-123"));
+    assert_eq!(
+        records[0].body_len,
+        sent.len() - "chat-default".len() + "gpt-4o".len()
+    );
+    assert!(records[0]
+        .headers
+        .iter()
+        .any(|(k, v)| k == "x-request-id" && v == "req-abc-123"));
 }
 
 #[tokio::test]
@@ -104,7 +113,10 @@ async fn retry_after_within_cap_is_honoured_on_the_same_target() {
     assert_eq!(records.len(), 2);
     // The retry may not come before the upstream said it could.
     let gap = records[1].at - records[0].at;
-    assert!(gap >= Duration::from_millis(300), "retried after {gap:?}, before Retry-After");
+    assert!(
+        gap >= Duration::from_millis(300),
+        "retried after {gap:?}, before Retry-After"
+    );
 }
 
 #[tokio::test]
@@ -116,7 +128,11 @@ async fn retry_after_beyond_cap_fails_over_at_once() {
     let reply = chat(&client(), &gw, chat_body(false)).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
-    assert_eq!(primary.stats().requests, 1, "no retry on a target that asked for 30 s");
+    assert_eq!(
+        primary.stats().requests,
+        1,
+        "no retry on a target that asked for 30 s"
+    );
     assert_eq!(secondary.stats().requests, 1);
 }
 
@@ -126,10 +142,18 @@ async fn upstream_auth_error_fails_over_without_retry() {
         let primary = sim("primary").await;
         let secondary = sim("secondary").await;
         primary.push_script([Fault::status(code)]);
-        let gw = gateway(&[&primary, &secondary], &FAST.replace("max_attempts_per_target = 2", "max_attempts_per_target = 3")).await;
+        let gw = gateway(
+            &[&primary, &secondary],
+            &FAST.replace("max_attempts_per_target = 2", "max_attempts_per_target = 3"),
+        )
+        .await;
         let reply = chat(&client(), &gw, chat_body(false)).await;
         assert_eq!(reply.status, StatusCode::OK, "status {code}");
-        assert_eq!(primary.stats().requests, 1, "status {code} must not be retried");
+        assert_eq!(
+            primary.stats().requests,
+            1,
+            "status {code} must not be retried"
+        );
         assert_eq!(secondary.stats().requests, 1);
         assert_eq!(reply.header("x-switchyard-attempts"), Some("2"));
     }
@@ -145,8 +169,15 @@ async fn client_error_is_returned_without_retry_or_failover() {
         let reply = chat(&client(), &gw, chat_body(false)).await;
         assert_eq!(reply.status.as_u16(), code);
         let (message, _, _) = reply.openai_error();
-        assert!(message.contains("simulated"), "the upstream's own error is passed through: {message}");
-        assert_eq!(primary.stats().requests, 1, "exactly one upstream request for {code}");
+        assert!(
+            message.contains("simulated"),
+            "the upstream's own error is passed through: {message}"
+        );
+        assert_eq!(
+            primary.stats().requests,
+            1,
+            "exactly one upstream request for {code}"
+        );
         assert_eq!(secondary.stats().requests, 0);
     }
 }
@@ -157,9 +188,14 @@ async fn every_target_failing_gives_an_openai_error_listing_attempts_without_sec
     let secondary = sim("secondary").await;
     primary.push_script([Fault::status(500), Fault::status(500)]);
     secondary.push_script([Fault::status(401)]);
-    let text = config_text(&[&primary.base_url(), &secondary.base_url()], FAST)
-        .replace("region = \"r0\"", "region = \"r0\"\napi_key_env = \"P0_KEY\"");
-    let config = switchyard::config::Config::from_toml(&text, |name| (name == "P0_KEY").then(|| "sk-very-secret-0123".to_owned())).unwrap();
+    let text = config_text(&[&primary.base_url(), &secondary.base_url()], FAST).replace(
+        "region = \"r0\"",
+        "region = \"r0\"\napi_key_env = \"P0_KEY\"",
+    );
+    let config = switchyard::config::Config::from_toml(&text, |name| {
+        (name == "P0_KEY").then(|| "sk-very-secret-0123".to_owned())
+    })
+    .unwrap();
     let gw = switchyard::server::Gateway::start(config).await.unwrap();
     let reply = chat(&client(), &gw, chat_body(false)).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
@@ -167,12 +203,28 @@ async fn every_target_failing_gives_an_openai_error_listing_attempts_without_sec
     assert_eq!(kind, "upstream_error");
     assert_eq!(code, "upstream_unavailable");
     assert!(message.contains("3 attempts"), "{message}");
-    assert!(message.contains("p0/gpt-4o: transient (status 500)"), "{message}");
-    assert!(message.contains("p1/gpt-4o: upstream_auth (status 401)"), "{message}");
-    assert!(!reply.text().contains("sk-very-secret"), "secret leaked: {}", reply.text());
+    assert!(
+        message.contains("p0/gpt-4o: transient (status 500)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("p1/gpt-4o: upstream_auth (status 401)"),
+        "{message}"
+    );
+    assert!(
+        !reply.text().contains("sk-very-secret"),
+        "secret leaked: {}",
+        reply.text()
+    );
     // The key did reach the upstream that needs it (recorded only as "present").
-    assert!(primary.requests()[0].headers.iter().any(|(k, v)| k == "authorization" && v == "present"));
-    assert!(!secondary.requests()[0].headers.iter().any(|(k, _)| k == "authorization"));
+    assert!(primary.requests()[0]
+        .headers
+        .iter()
+        .any(|(k, v)| k == "authorization" && v == "present"));
+    assert!(!secondary.requests()[0]
+        .headers
+        .iter()
+        .any(|(k, _)| k == "authorization"));
 }
 
 #[tokio::test]
@@ -191,17 +243,32 @@ async fn total_deadline_bounds_the_request() {
     let primary = sim("primary").await;
     let secondary = sim("secondary").await;
     primary.push_script([FaultAction::Hang.into()]);
-    let extra = FAST.replace("total = \"20s\"", "total = \"300ms\"").replace("first_byte = \"5s\"", "first_byte = \"200ms\"");
+    let extra = FAST
+        .replace("total = \"20s\"", "total = \"300ms\"")
+        .replace("first_byte = \"5s\"", "first_byte = \"200ms\"");
     // first_byte 200ms < total 300ms: the hang times out, the retry hangs too
     // (sim default is healthy, so script a second hang), the deadline cuts it.
     primary.push_script([FaultAction::Hang.into()]);
-    let gw = gateway(&[&primary, &secondary], &extra.replace("first_byte = \"200ms\"", "first_byte = \"250ms\"")).await;
+    let gw = gateway(
+        &[&primary, &secondary],
+        &extra.replace("first_byte = \"200ms\"", "first_byte = \"250ms\""),
+    )
+    .await;
     let reply = chat(&client(), &gw, chat_body(false)).await;
-    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.text());
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        reply.text()
+    );
     let (message, _, code) = reply.openai_error();
     assert_eq!(code, "deadline_exceeded");
     assert!(message.contains("p0/gpt-4o"), "{message}");
-    assert_eq!(secondary.stats().requests, 0, "no time was left for the secondary");
+    assert_eq!(
+        secondary.stats().requests,
+        0,
+        "no time was left for the secondary"
+    );
 }
 
 #[tokio::test]
@@ -217,7 +284,10 @@ async fn hang_hits_first_byte_timeout_and_fails_over() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
     // The abandoned attempt's connection was closed, so the sim saw it go.
-    eventually("primary sees the hung request cancelled", || primary.stats().cancelled == 1).await;
+    eventually("primary sees the hung request cancelled", || {
+        primary.stats().cancelled == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -230,7 +300,10 @@ async fn stream_is_passed_through_with_done() {
     assert_eq!(reply.header("x-switchyard-target"), Some("p0/gpt-4o"));
     let events = sse_data(&reply.body);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    assert_eq!(sse_content(&events), "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 ");
+    assert_eq!(
+        sse_content(&events),
+        "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 "
+    );
     assert!(!reply.text().contains("\"error\""));
     assert_eq!(gw.counters().streams_completed, 1);
 }
@@ -240,7 +313,11 @@ async fn error_event_before_content_fails_over_invisibly() {
     let primary = sim("primary").await;
     let secondary = sim("secondary").await;
     primary.push_script([FaultAction::ErrorEventFirst.into()]);
-    let gw = gateway(&[&primary, &secondary], &FAST.replace("max_attempts_per_target = 2", "max_attempts_per_target = 1")).await;
+    let gw = gateway(
+        &[&primary, &secondary],
+        &FAST.replace("max_attempts_per_target = 2", "max_attempts_per_target = 1"),
+    )
+    .await;
     let reply = chat(&client(), &gw, chat_body(true)).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
@@ -255,12 +332,19 @@ async fn failure_before_first_content_fails_over() {
     let primary = sim("primary").await;
     let secondary = sim("secondary").await;
     primary.push_script([FaultAction::DropAfter(0).into()]);
-    let gw = gateway(&[&primary, &secondary], &FAST.replace("max_attempts_per_target = 2", "max_attempts_per_target = 1")).await;
+    let gw = gateway(
+        &[&primary, &secondary],
+        &FAST.replace("max_attempts_per_target = 2", "max_attempts_per_target = 1"),
+    )
+    .await;
     let reply = chat(&client(), &gw, chat_body(true)).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
     let events = sse_data(&reply.body);
-    assert_eq!(sse_content(&events), "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 ");
+    assert_eq!(
+        sse_content(&events),
+        "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 "
+    );
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
 }
 
@@ -292,11 +376,19 @@ async fn assert_cut_stream(fault: FaultAction, content_before_cut: &str) {
     assert_eq!(reply.status, StatusCode::OK, "{fault:?}");
     let events = stream_events(&reply).await;
     assert_eq!(sse_content(&events), content_before_cut, "{fault:?}");
-    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).expect("last event is JSON");
+    let last: serde_json::Value =
+        serde_json::from_str(events.last().unwrap()).expect("last event is JSON");
     assert_eq!(last["error"]["code"], "stream_cut", "{fault:?}: {last}");
     assert_eq!(last["error"]["type"], "upstream_error");
-    assert!(!events.iter().any(|e| e == "[DONE]"), "a cut stream must not end cleanly: {fault:?}");
-    assert_eq!(secondary.stats().requests, 0, "no failover after content reached the client");
+    assert!(
+        !events.iter().any(|e| e == "[DONE]"),
+        "a cut stream must not end cleanly: {fault:?}"
+    );
+    assert_eq!(
+        secondary.stats().requests,
+        0,
+        "no failover after content reached the client"
+    );
     assert_eq!(gw.counters().streams_cut, 1);
 }
 
@@ -326,12 +418,19 @@ async fn idle_stream_is_cut_with_an_error_event() {
         },
     )
     .await;
-    let gw = gateway(&[&primary], &FAST.replace("idle = \"5s\"", "idle = \"100ms\"")).await;
+    let gw = gateway(
+        &[&primary],
+        &FAST.replace("idle = \"5s\"", "idle = \"100ms\""),
+    )
+    .await;
     let reply = chat(&client(), &gw, chat_body(true)).await;
     let events = sse_data(&reply.body);
     let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "stream_cut");
-    assert!(last["error"]["message"].as_str().unwrap().contains("idle"), "{last}");
+    assert!(
+        last["error"]["message"].as_str().unwrap().contains("idle"),
+        "{last}"
+    );
 }
 
 /// An upstream the test drives by hand: it sends exactly the SSE events the
@@ -352,7 +451,9 @@ mod manual_upstream {
                     let (tx, rx) = mpsc::channel::<Bytes>(16);
                     let _ = streams_tx.send(tx).await;
                     let body = futures_util::stream::unfold(rx, |mut rx| async move {
-                        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+                        rx.recv()
+                            .await
+                            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
                     });
                     axum::response::Response::builder()
                         .header("content-type", "text/event-stream")
@@ -381,10 +482,24 @@ async fn stream_chunks_reach_the_client_before_the_upstream_sends_the_next() {
     let client = client();
     let request = tokio::spawn({
         let url = format!("{}/chat/completions", gw.base_url());
-        async move { send(&client, Method::POST, &url, chat_body(true).to_string(), &[]).await }
+        async move {
+            send(
+                &client,
+                Method::POST,
+                &url,
+                chat_body(true).to_string(),
+                &[],
+            )
+            .await
+        }
     });
     let upstream = streams.recv().await.expect("gateway called upstream");
-    upstream.send(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n")).await.unwrap();
+    upstream
+        .send(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+        ))
+        .await
+        .unwrap();
     upstream.send(chunk("first")).await.unwrap();
     let response = request.await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -401,7 +516,12 @@ async fn stream_chunks_reach_the_client_before_the_upstream_sends_the_next() {
         let frame = body.frame().await.expect("stream ended early").unwrap();
         received.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
     }
-    upstream.send(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")).await.unwrap();
+    upstream
+        .send(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+        ))
+        .await
+        .unwrap();
     drop(upstream);
     let rest = body.collect().await.unwrap().to_bytes();
     received.push_str(&String::from_utf8_lossy(&rest));
@@ -421,14 +541,27 @@ async fn client_disconnect_cancels_the_upstream_stream() {
     .await;
     let gw = gateway(&[&primary], FAST).await;
     let client = client();
-    let response = send(&client, Method::POST, &format!("{}/chat/completions", gw.base_url()), chat_body(true).to_string(), &[]).await;
+    let response = send(
+        &client,
+        Method::POST,
+        &format!("{}/chat/completions", gw.base_url()),
+        chat_body(true).to_string(),
+        &[],
+    )
+    .await;
     let mut body = response.into_body();
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.data_ref().is_some());
     drop(body);
     drop(client);
-    eventually("upstream stream cancelled", || primary.stats().cancelled == 1).await;
-    eventually("gateway counted the disconnect", || gw.counters().client_disconnects == 1).await;
+    eventually("upstream stream cancelled", || {
+        primary.stats().cancelled == 1
+    })
+    .await;
+    eventually("gateway counted the disconnect", || {
+        gw.counters().client_disconnects == 1
+    })
+    .await;
     assert_eq!(primary.stats().streams_completed, 0);
 }
 
@@ -442,11 +575,38 @@ async fn malformed_requests_get_openai_errors_and_never_reach_upstream() {
         ("invalid json", "{\"model\": ".into(), 400, "invalid_json"),
         ("not an object", "[1,2]".into(), 400, "invalid_json"),
         ("empty body", "".into(), 400, "invalid_json"),
-        ("missing model", "{\"messages\":[]}".into(), 400, "missing_model"),
-        ("model not a string", "{\"model\":42}".into(), 400, "invalid_type"),
-        ("stream not a bool", "{\"model\":\"chat-default\",\"stream\":\"yes\"}".into(), 400, "invalid_type"),
-        ("invalid utf-8", String::from_utf8_lossy(b"{\"model\":\"\xff\"}").into_owned().replace('\u{fffd}', "\\ud800"), 400, "invalid_json"),
-        ("unknown model", "{\"model\":\"gpt-5-turbo\"}".into(), 404, "model_not_found"),
+        (
+            "missing model",
+            "{\"messages\":[]}".into(),
+            400,
+            "missing_model",
+        ),
+        (
+            "model not a string",
+            "{\"model\":42}".into(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "stream not a bool",
+            "{\"model\":\"chat-default\",\"stream\":\"yes\"}".into(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "invalid utf-8",
+            String::from_utf8_lossy(b"{\"model\":\"\xff\"}")
+                .into_owned()
+                .replace('\u{fffd}', "\\ud800"),
+            400,
+            "invalid_json",
+        ),
+        (
+            "unknown model",
+            "{\"model\":\"gpt-5-turbo\"}".into(),
+            404,
+            "model_not_found",
+        ),
     ];
     for (name, body, status, code) in cases {
         let reply = call(&client, Method::POST, &url, body, &[]).await;
@@ -455,24 +615,45 @@ async fn malformed_requests_get_openai_errors_and_never_reach_upstream() {
         assert_eq!(got_code, code, "{name}: {message}");
         assert_eq!(kind, "invalid_request_error", "{name}");
         if name == "unknown model" {
-            assert!(message.contains("chat-default") && message.contains("embed"), "lists known routes: {message}");
+            assert!(
+                message.contains("chat-default") && message.contains("embed"),
+                "lists known routes: {message}"
+            );
         }
     }
     let reply = call(&client, Method::GET, &url, "", &[]).await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(reply.openai_error().2, "method_not_allowed");
     assert_eq!(reply.header("allow"), Some("POST"));
-    let reply = call(&client, Method::POST, &format!("{}/nope", gw.base_url()), "{}", &[]).await;
+    let reply = call(
+        &client,
+        Method::POST,
+        &format!("{}/nope", gw.base_url()),
+        "{}",
+        &[],
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.openai_error().2, "unknown_url");
-    assert_eq!(primary.stats().requests, 0, "no malformed request reached the upstream");
+    assert_eq!(
+        primary.stats().requests,
+        0,
+        "no malformed request reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn raw_invalid_utf8_is_rejected() {
     let primary = sim("primary").await;
     let gw = gateway(&[&primary], FAST).await;
-    let reply = call(&client(), Method::POST, &format!("{}/chat/completions", gw.base_url()), Bytes::from_static(b"{\"model\":\"\xff\xfe\"}"), &[]).await;
+    let reply = call(
+        &client(),
+        Method::POST,
+        &format!("{}/chat/completions", gw.base_url()),
+        Bytes::from_static(b"{\"model\":\"\xff\xfe\"}"),
+        &[],
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.openai_error().2, "invalid_json");
 }
@@ -482,16 +663,35 @@ async fn oversized_bodies_get_413_whether_declared_or_streamed() {
     let primary = sim("primary").await;
     let gw = gateway(&[&primary], "[server]\nmax_request_body = \"1KiB\"").await;
     let url = format!("{}/chat/completions", gw.base_url());
-    let big = format!("{{\"model\":\"chat-default\",\"pad\":\"{}\"}}", "x".repeat(4096));
+    let big = format!(
+        "{{\"model\":\"chat-default\",\"pad\":\"{}\"}}",
+        "x".repeat(4096)
+    );
     let reply = call(&client(), Method::POST, &url, big.clone(), &[]).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.openai_error().2, "request_too_large");
     // Chunked, without a Content-Length, the limit still holds.
-    let chunks = futures_util::stream::iter(big.into_bytes().chunks(512).map(|c| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::copy_from_slice(c)))).collect::<Vec<_>>());
+    let chunks = futures_util::stream::iter(
+        big.into_bytes()
+            .chunks(512)
+            .map(|c| {
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::copy_from_slice(
+                    c,
+                )))
+            })
+            .collect::<Vec<_>>(),
+    );
     let body = http_body_util::StreamBody::new(chunks);
-    let chunked_client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let chunked_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
     let response = chunked_client
-        .request(http::Request::post(&url).header("content-type", "application/json").body(body).unwrap())
+        .request(
+            http::Request::post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
@@ -503,12 +703,35 @@ async fn models_health_and_ready() {
     let primary = sim("primary").await;
     let gw = gateway(&[&primary], FAST).await;
     let client = client();
-    let models = call(&client, Method::GET, &format!("{}/models", gw.base_url()), "", &[]).await.json();
-    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let models = call(
+        &client,
+        Method::GET,
+        &format!("{}/models", gw.base_url()),
+        "",
+        &[],
+    )
+    .await
+    .json();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["chat-default", "embed"]);
     let base = format!("http://{}", gw.addr());
-    assert_eq!(call(&client, Method::GET, &format!("{base}/healthz"), "", &[]).await.status, StatusCode::OK);
-    assert_eq!(call(&client, Method::GET, &format!("{base}/readyz"), "", &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        call(&client, Method::GET, &format!("{base}/healthz"), "", &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&client, Method::GET, &format!("{base}/readyz"), "", &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -526,7 +749,10 @@ async fn embeddings_are_routed_and_failed_over() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert_eq!(reply.header("x-switchyard-target"), Some("p1/text-embedding-3-small"));
+    assert_eq!(
+        reply.header("x-switchyard-target"),
+        Some("p1/text-embedding-3-small")
+    );
     assert_eq!(reply.json()["data"].as_array().unwrap().len(), 2);
 }
 
@@ -546,13 +772,35 @@ async fn shutdown_drains_in_flight_requests_then_stops_accepting() {
     let mut gw = gateway(&[&primary], FAST).await;
     let addr = gw.addr();
     let url = format!("{}/chat/completions", gw.base_url());
-    let in_flight = tokio::spawn(async move { call(&client(), Method::POST, &url, chat_body(false).to_string(), &[]).await });
-    eventually("request reached the upstream", || primary.stats().requests == 1).await;
+    let in_flight = tokio::spawn(async move {
+        call(
+            &client(),
+            Method::POST,
+            &url,
+            chat_body(false).to_string(),
+            &[],
+        )
+        .await
+    });
+    eventually("request reached the upstream", || {
+        primary.stats().requests == 1
+    })
+    .await;
     gw.begin_shutdown();
     let state = gw.state().clone();
-    eventually("gateway is draining", || state.draining.load(std::sync::atomic::Ordering::SeqCst)).await;
+    eventually("gateway is draining", || {
+        state.draining.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
     let reply = in_flight.await.unwrap();
-    assert_eq!(reply.status, StatusCode::OK, "the in-flight request finished during the drain");
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the in-flight request finished during the drain"
+    );
     gw.join().await.unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

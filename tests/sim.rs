@@ -736,3 +736,41 @@ async fn stream_faults_on_non_stream_requests() {
         (1, 1, 1, 0)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn stream_delay_and_pacing_use_tokio_time() {
+    let sim = start_with(Behavior {
+        tokens_per_sec: 10.0,
+        completion_tokens: 5,
+        ..Behavior::default()
+    })
+    .await;
+    let client = client();
+    let before = tokio::time::Instant::now();
+    let resp = chat(&client, &sim, chat_body(true), &[("x-sim-delay-ms", "300")]).await;
+    let events = sse_events(&text(resp).await);
+    assert_eq!(events.len(), 8, "{events:?}");
+    // 300 ms before the first event, then 100 ms between the five tokens.
+    assert!(before.elapsed() >= Duration::from_millis(700));
+}
+
+#[tokio::test]
+async fn http2_streams_and_drops() {
+    let sim = start(SimConfig::default()).await;
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let resp = chat(&client, &sim, chat_body(true), &[]).await;
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let events = sse_events(&text(resp).await);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let resp = chat(&client, &sim, chat_body(true), &[("x-sim-drop-after", "1")]).await;
+    assert!(resp.into_body().collect().await.is_err());
+    let resp = chat(&client, &sim, chat_body(false), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let stats = sim.stats();
+    assert_eq!(
+        (stats.ok, stats.dropped, stats.streams_completed),
+        (2, 1, 1)
+    );
+}

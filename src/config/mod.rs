@@ -148,7 +148,10 @@ impl Config {
 
     /// Parses and validates; `env` resolves `api_key_env` names (injected so
     /// tests need not touch the process environment).
-    pub fn from_toml(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let path = e
                 .span()
@@ -188,7 +191,11 @@ pub struct ConfigErrors(pub Vec<ConfigIssue>);
 
 impl ConfigErrors {
     fn one(path: String, message: String, hint: Option<String>) -> Self {
-        ConfigErrors(vec![ConfigIssue { path, message, hint }])
+        ConfigErrors(vec![ConfigIssue {
+            path,
+            message,
+            hint,
+        }])
     }
 }
 
@@ -216,7 +223,12 @@ impl Issues {
         });
     }
 
-    fn hint(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+    fn hint(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         self.0.push(ConfigIssue {
             path: path.into(),
             message: message.into(),
@@ -229,13 +241,22 @@ impl Issues {
         match humantime::parse_duration(text) {
             Ok(d) => d,
             Err(e) => {
-                self.hint(path, format!("invalid duration \"{text}\": {e}"), "write e.g. \"250ms\", \"5s\" or \"2m\"");
+                self.hint(
+                    path,
+                    format!("invalid duration \"{text}\": {e}"),
+                    "write e.g. \"250ms\", \"5s\" or \"2m\"",
+                );
                 default
             }
         }
     }
 
-    fn positive_duration(&mut self, path: String, value: Option<&String>, default: Duration) -> Duration {
+    fn positive_duration(
+        &mut self,
+        path: String,
+        value: Option<&String>,
+        default: Duration,
+    ) -> Duration {
         let d = self.duration(path.clone(), value, default);
         if d.is_zero() {
             self.push(path, "must be greater than zero");
@@ -255,7 +276,11 @@ impl Issues {
             Some(RawSize::Text(text)) => match parse_size(text) {
                 Some(n) if n > 0 => n,
                 _ => {
-                    self.hint(path, format!("invalid size \"{text}\""), "write bytes as an integer or e.g. \"512KiB\", \"4MiB\"");
+                    self.hint(
+                        path,
+                        format!("invalid size \"{text}\""),
+                        "write bytes as an integer or e.g. \"512KiB\", \"4MiB\"",
+                    );
                     default
                 }
             },
@@ -265,7 +290,9 @@ impl Issues {
 
 fn parse_size(text: &str) -> Option<usize> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: usize = number.parse().ok()?;
     let factor = match unit.trim() {
@@ -287,7 +314,12 @@ const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
     max_retry_after: Duration::from_secs(5),
 };
 
-fn resolve_retry(issues: &mut Issues, path: &str, raw: &RawRetry, base: Option<&RetryPolicy>) -> RetryPolicy {
+fn resolve_retry(
+    issues: &mut Issues,
+    path: &str,
+    raw: &RawRetry,
+    base: Option<&RetryPolicy>,
+) -> RetryPolicy {
     let inherited = base.unwrap_or(&DEFAULT_RETRY);
     let inherited_attempts = inherited.max_attempts_per_target;
     let attempts = match raw.max_attempts_per_target {
@@ -307,8 +339,16 @@ fn resolve_retry(issues: &mut Issues, path: &str, raw: &RawRetry, base: Option<&
         inherited.backoff.max(),
         inherited.backoff.jitter(),
     );
-    let base_backoff = issues.positive_duration(format!("{path}.base_backoff"), raw.base_backoff.as_ref(), inh_base);
-    let max_backoff = issues.positive_duration(format!("{path}.max_backoff"), raw.max_backoff.as_ref(), inh_max);
+    let base_backoff = issues.positive_duration(
+        format!("{path}.base_backoff"),
+        raw.base_backoff.as_ref(),
+        inh_base,
+    );
+    let max_backoff = issues.positive_duration(
+        format!("{path}.max_backoff"),
+        raw.max_backoff.as_ref(),
+        inh_max,
+    );
     let jitter = match raw.jitter.as_deref().map(str::parse::<Jitter>) {
         None => inh_jitter,
         Some(Ok(j)) => j,
@@ -343,17 +383,33 @@ const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     total: Duration::from_secs(300),
 };
 
-fn resolve_timeouts(issues: &mut Issues, path: &str, raw: &RawTimeouts, base: &Timeouts) -> Timeouts {
+fn resolve_timeouts(
+    issues: &mut Issues,
+    path: &str,
+    raw: &RawTimeouts,
+    base: &Timeouts,
+) -> Timeouts {
     let t = Timeouts {
-        connect: issues.positive_duration(format!("{path}.connect"), raw.connect.as_ref(), base.connect),
-        first_byte: issues.positive_duration(format!("{path}.first_byte"), raw.first_byte.as_ref(), base.first_byte),
+        connect: issues.positive_duration(
+            format!("{path}.connect"),
+            raw.connect.as_ref(),
+            base.connect,
+        ),
+        first_byte: issues.positive_duration(
+            format!("{path}.first_byte"),
+            raw.first_byte.as_ref(),
+            base.first_byte,
+        ),
         idle: issues.positive_duration(format!("{path}.idle"), raw.idle.as_ref(), base.idle),
         total: issues.positive_duration(format!("{path}.total"), raw.total.as_ref(), base.total),
     };
     if t.first_byte > t.total {
         issues.hint(
             format!("{path}.first_byte"),
-            format!("first_byte ({:?}) is longer than total ({:?})", t.first_byte, t.total),
+            format!(
+                "first_byte ({:?}) is longer than total ({:?})",
+                t.first_byte, t.total
+            ),
             "the total deadline would always fire first; lower first_byte or raise total",
         );
     }
@@ -366,20 +422,41 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
     let listen = match raw.server.listen.as_deref() {
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         Some(text) => text.parse().unwrap_or_else(|_| {
-            issues.hint("server.listen", format!("invalid address \"{text}\""), "write IP:PORT, e.g. \"0.0.0.0:8080\"");
+            issues.hint(
+                "server.listen",
+                format!("invalid address \"{text}\""),
+                "write IP:PORT, e.g. \"0.0.0.0:8080\"",
+            );
             SocketAddr::from(([127, 0, 0, 1], 8080))
         }),
     };
     let server = ServerSettings {
         listen,
-        max_request_body: issues.size("server.max_request_body", raw.server.max_request_body.as_ref(), 8 << 20),
-        max_response_body: issues.size("server.max_response_body", raw.server.max_response_body.as_ref(), 32 << 20),
-        drain_timeout: issues.duration("server.drain_timeout".into(), raw.server.drain_timeout.as_ref(), Duration::from_secs(30)),
+        max_request_body: issues.size(
+            "server.max_request_body",
+            raw.server.max_request_body.as_ref(),
+            8 << 20,
+        ),
+        max_response_body: issues.size(
+            "server.max_response_body",
+            raw.server.max_response_body.as_ref(),
+            32 << 20,
+        ),
+        drain_timeout: issues.duration(
+            "server.drain_timeout".into(),
+            raw.server.drain_timeout.as_ref(),
+            Duration::from_secs(30),
+        ),
         region: raw.server.region.clone(),
     };
 
     let default_retry = resolve_retry(&mut issues, "defaults.retry", &raw.defaults.retry, None);
-    let default_timeouts = resolve_timeouts(&mut issues, "defaults.timeouts", &raw.defaults.timeouts, &DEFAULT_TIMEOUTS);
+    let default_timeouts = resolve_timeouts(
+        &mut issues,
+        "defaults.timeouts",
+        &raw.defaults.timeouts,
+        &DEFAULT_TIMEOUTS,
+    );
 
     let mut providers = BTreeMap::new();
     for (name, p) in &raw.providers {
@@ -387,7 +464,13 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         let kind = match p.kind.as_str() {
             "openai" => ProviderKind::OpenAi,
             other => {
-                issues.push(format!("{path}.kind"), format!("unknown provider kind \"{other}\" (known: {})", ProviderKind::KNOWN));
+                issues.push(
+                    format!("{path}.kind"),
+                    format!(
+                        "unknown provider kind \"{other}\" (known: {})",
+                        ProviderKind::KNOWN
+                    ),
+                );
                 ProviderKind::OpenAi
             }
         };
@@ -396,7 +479,9 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             let uri: Uri = format!("{base}{suffix}").parse().ok()?;
             matches!(uri.scheme_str(), Some("http" | "https")).then_some(uri)
         };
-        let (Some(chat_url), Some(embeddings_url)) = (endpoint("/chat/completions"), endpoint("/embeddings")) else {
+        let (Some(chat_url), Some(embeddings_url)) =
+            (endpoint("/chat/completions"), endpoint("/embeddings"))
+        else {
             issues.hint(
                 format!("{path}.base_url"),
                 format!("invalid URL \"{}\"", p.base_url),
@@ -410,7 +495,10 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 Some(secret) if !secret.trim().is_empty() => match ApiKey::bearer(secret.trim()) {
                     Ok(key) => Some(key),
                     Err(e) => {
-                        issues.push(format!("{path}.api_key_env"), format!("environment variable \"{var}\": {e}"));
+                        issues.push(
+                            format!("{path}.api_key_env"),
+                            format!("environment variable \"{var}\": {e}"),
+                        );
                         None
                     }
                 },
@@ -440,12 +528,20 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
     let known_providers = raw.providers.keys().cloned().collect::<Vec<_>>().join(", ");
     let mut routes = HashMap::new();
     if raw.routes.is_empty() {
-        issues.hint("routes", "no routes defined", "add [routes.<public-model-name>] with at least one target");
+        issues.hint(
+            "routes",
+            "no routes defined",
+            "add [routes.<public-model-name>] with at least one target",
+        );
     }
     for (name, r) in &raw.routes {
         let path = format!("routes.{name}");
         if r.targets.is_empty() {
-            issues.hint(format!("{path}.targets"), "a route needs at least one target", "targets = [{ provider = \"...\", model = \"...\" }]");
+            issues.hint(
+                format!("{path}.targets"),
+                "a route needs at least one target",
+                "targets = [{ provider = \"...\", model = \"...\" }]",
+            );
         }
         let mut targets = Vec::with_capacity(r.targets.len());
         for (i, t) in r.targets.iter().enumerate() {
@@ -454,7 +550,10 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 if !raw.providers.contains_key(&t.provider) {
                     issues.push(
                         format!("{tpath}.provider"),
-                        format!("unknown provider \"{}\" (known: {known_providers})", t.provider),
+                        format!(
+                            "unknown provider \"{}\" (known: {known_providers})",
+                            t.provider
+                        ),
                     );
                 }
                 continue;
@@ -465,7 +564,10 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             }
             let label = format!("{}/{}", t.provider, t.model);
             let Ok(label) = HeaderValue::try_from(label) else {
-                issues.push(format!("{tpath}.model"), "model name must be printable ASCII");
+                issues.push(
+                    format!("{tpath}.model"),
+                    "model name must be printable ASCII",
+                );
                 continue;
             };
             let model_json = match serde_json::to_vec(&t.model) {
@@ -483,11 +585,21 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             });
         }
         let retry = match &r.retry {
-            Some(raw_retry) => resolve_retry(&mut issues, &format!("{path}.retry"), raw_retry, Some(&default_retry)),
+            Some(raw_retry) => resolve_retry(
+                &mut issues,
+                &format!("{path}.retry"),
+                raw_retry,
+                Some(&default_retry),
+            ),
             None => default_retry,
         };
         let timeouts = match &r.timeouts {
-            Some(raw_t) => resolve_timeouts(&mut issues, &format!("{path}.timeouts"), raw_t, &default_timeouts),
+            Some(raw_t) => resolve_timeouts(
+                &mut issues,
+                &format!("{path}.timeouts"),
+                raw_t,
+                &default_timeouts,
+            ),
             None => default_timeouts,
         };
         routes.insert(

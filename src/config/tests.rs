@@ -16,7 +16,11 @@ fn errors(text: &str) -> Vec<String> {
 
 #[test]
 fn shipped_example_validates() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/switchyard.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/switchyard.toml"
+    ))
+    .unwrap();
     let config = Config::from_toml(&text, env_with_keys).unwrap();
     assert_eq!(config.route_names(), ["chat-default", "embeddings"]);
     let chat = config.route("chat-default").unwrap();
@@ -34,7 +38,11 @@ fn shipped_example_validates() {
 
 #[test]
 fn secrets_never_show_in_debug() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/switchyard.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/switchyard.toml"
+    ))
+    .unwrap();
     let config = Config::from_toml(&text, env_with_keys).unwrap();
     let debug = format!("{config:?}");
     assert!(!debug.contains("sk-test-"), "{debug}");
@@ -55,7 +63,9 @@ targets = [{ provider = "openai", model = "a" }, { provider = "opnai", model = "
     );
     assert_eq!(
         errs,
-        vec![r#"routes.chat-default.targets[1].provider: unknown provider "opnai" (known: backup, openai)"#]
+        vec![
+            r#"routes.chat-default.targets[1].provider: unknown provider "opnai" (known: backup, openai)"#
+        ]
     );
 }
 
@@ -108,7 +118,9 @@ targets = [{ provider = "p", model = "m" }]
 "#,
     );
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].starts_with("providers.p.api_key_env: environment variable \"NOT_SET_ANYWHERE\""));
+    assert!(
+        errs[0].starts_with("providers.p.api_key_env: environment variable \"NOT_SET_ANYWHERE\"")
+    );
     assert!(errs[0].contains("export NOT_SET_ANYWHERE"));
 }
 
@@ -140,7 +152,11 @@ total = "5s"
 "#,
     );
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].starts_with("routes.r.timeouts.first_byte:"), "{}", errs[0]);
+    assert!(
+        errs[0].starts_with("routes.r.timeouts.first_byte:"),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]

@@ -27,7 +27,10 @@ pub fn build_request(
     *request.method_mut() = Method::POST;
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::ACCEPT, accept);
     headers.insert("x-request-id", request_id.clone());
     if let Some(key) = &provider.auth_header {

@@ -120,7 +120,10 @@ mod tests {
     fn cap_doubles_then_saturates() {
         let b = Backoff::new(ms(100), ms(1000), Jitter::None).unwrap();
         let caps: Vec<_> = (0..6).map(|r| b.cap(r)).collect();
-        assert_eq!(caps, vec![ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+        assert_eq!(
+            caps,
+            vec![ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
         // Huge retry counts neither overflow nor exceed max.
         assert_eq!(b.cap(u32::MAX), ms(1000));
     }

@@ -173,11 +173,26 @@ mod tests {
     #[test]
     fn error_objects() {
         use FailureClass::*;
-        assert_eq!(FailureClass::from_error_object("overloaded_error", "overloaded"), Transient);
-        assert_eq!(FailureClass::from_error_object("rate_limit_error", ""), RateLimited);
-        assert_eq!(FailureClass::from_error_object("authentication_error", ""), UpstreamAuth);
-        assert_eq!(FailureClass::from_error_object("invalid_request_error", ""), ClientError);
-        assert_eq!(FailureClass::from_error_object("server_error", ""), Transient);
+        assert_eq!(
+            FailureClass::from_error_object("overloaded_error", "overloaded"),
+            Transient
+        );
+        assert_eq!(
+            FailureClass::from_error_object("rate_limit_error", ""),
+            RateLimited
+        );
+        assert_eq!(
+            FailureClass::from_error_object("authentication_error", ""),
+            UpstreamAuth
+        );
+        assert_eq!(
+            FailureClass::from_error_object("invalid_request_error", ""),
+            ClientError
+        );
+        assert_eq!(
+            FailureClass::from_error_object("server_error", ""),
+            Transient
+        );
     }
 
     #[test]

@@ -15,7 +15,11 @@ pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     {
         return Some(Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0));
     }
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = value.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0)
             .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
@@ -48,7 +52,10 @@ mod tests {
             Some(Duration::from_millis(500))
         );
         assert_eq!(
-            parse(&headers(&[("retry-after", "3"), ("retry-after-ms", "250")]), now),
+            parse(
+                &headers(&[("retry-after", "3"), ("retry-after-ms", "250")]),
+                now
+            ),
             Some(Duration::from_millis(250))
         );
     }
@@ -57,12 +64,18 @@ mod tests {
     fn http_date_relative_to_now() {
         let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
         assert_eq!(
-            parse(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:10 GMT")]), now),
+            parse(
+                &headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:10 GMT")]),
+                now
+            ),
             Some(Duration::from_secs(10))
         );
         // A date in the past means "now".
         assert_eq!(
-            parse(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:27:00 GMT")]), now),
+            parse(
+                &headers(&[("retry-after", "Wed, 21 Oct 2015 07:27:00 GMT")]),
+                now
+            ),
             Some(Duration::ZERO)
         );
     }

@@ -58,9 +58,17 @@ pub async fn attempt(ctx: &AttemptContext<'_>, target: &Target) -> Result<Served
     let first_byte_deadline = started + ctx.timeouts.first_byte;
     let request = providers::build_request(target, ctx.endpoint, ctx.body, ctx.request_id);
     let response = match timeout_at(first_byte_deadline, ctx.client.request(request)).await {
-        Err(_) => return Err(AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::FirstByte))),
+        Err(_) => {
+            return Err(AttemptFailure::transient(FailureCause::Timeout(
+                TimeoutKind::FirstByte,
+            )))
+        }
         Ok(Err(e)) => {
-            let cause = if e.is_connect() { FailureCause::Connect } else { FailureCause::Io };
+            let cause = if e.is_connect() {
+                FailureCause::Connect
+            } else {
+                FailureCause::Io
+            };
             return Err(AttemptFailure::transient(cause));
         }
         Ok(Ok(r)) => r,
@@ -69,10 +77,18 @@ pub async fn attempt(ctx: &AttemptContext<'_>, target: &Target) -> Result<Served
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     if let Some(class) = FailureClass::from_status(status) {
         let retry_after = retry_after::parse(response.headers(), SystemTime::now());
-        let limit = if class == FailureClass::ClientError { ctx.max_response_body } else { MAX_ERROR_BODY };
+        let limit = if class == FailureClass::ClientError {
+            ctx.max_response_body
+        } else {
+            MAX_ERROR_BODY
+        };
         let body = collect(response.into_body(), limit, ctx.timeouts).await;
         return match (class, body) {
-            (FailureClass::ClientError, Ok(body)) => Ok(Served::Complete { status, content_type, body }),
+            (FailureClass::ClientError, Ok(body)) => Ok(Served::Complete {
+                status,
+                content_type,
+                body,
+            }),
             _ => Err(AttemptFailure::status(status, class, retry_after)),
         };
     }
@@ -85,21 +101,35 @@ pub async fn attempt(ctx: &AttemptContext<'_>, target: &Target) -> Result<Served
         return first_content(response.into_body(), content_type, first_byte_deadline).await;
     }
     let body = collect(response.into_body(), ctx.max_response_body, ctx.timeouts).await?;
-    Ok(Served::Complete { status, content_type, body })
+    Ok(Served::Complete {
+        status,
+        content_type,
+        body,
+    })
 }
 
 /// Reads a whole body, bounded in size and in silence between frames.
-async fn collect(mut body: Incoming, limit: usize, timeouts: &Timeouts) -> Result<Bytes, AttemptFailure> {
+async fn collect(
+    mut body: Incoming,
+    limit: usize,
+    timeouts: &Timeouts,
+) -> Result<Bytes, AttemptFailure> {
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     loop {
         let frame = match tokio::time::timeout(timeouts.idle, body.frame()).await {
-            Err(_) => return Err(AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::Idle))),
+            Err(_) => {
+                return Err(AttemptFailure::transient(FailureCause::Timeout(
+                    TimeoutKind::Idle,
+                )))
+            }
             Ok(None) => break,
             Ok(Some(Err(_))) => return Err(AttemptFailure::transient(FailureCause::Io)),
             Ok(Some(Ok(frame))) => frame,
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
         if so_far + data.len() > limit {
             return Err(AttemptFailure::transient(FailureCause::ResponseTooLarge));
@@ -148,7 +178,9 @@ async fn first_content(
                         retry_after: None,
                     });
                 }
-                EventKind::Done => return Err(AttemptFailure::transient(FailureCause::EmptyStream)),
+                EventKind::Done => {
+                    return Err(AttemptFailure::transient(FailureCause::EmptyStream))
+                }
                 EventKind::Other => {
                     held_bytes += event.len();
                     if held_bytes > MAX_HELD_BEFORE_CONTENT {
@@ -159,7 +191,11 @@ async fn first_content(
             }
         }
         match timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err(AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::FirstByte))),
+            Err(_) => {
+                return Err(AttemptFailure::transient(FailureCause::Timeout(
+                    TimeoutKind::FirstByte,
+                )))
+            }
             Ok(None) => return Err(AttemptFailure::transient(FailureCause::EmptyStream)),
             Ok(Some(Err(_))) => return Err(AttemptFailure::transient(FailureCause::Io)),
             Ok(Some(Ok(frame))) => {

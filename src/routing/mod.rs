@@ -85,7 +85,8 @@ impl<'r> Dispatch<'r, '_> {
                 self.counters.attempts.fetch_add(1, Ordering::Relaxed);
                 let failure = match timeout_at(deadline, attempt(&ctx, target)).await {
                     Err(_) => {
-                        let cut = AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::Total));
+                        let cut =
+                            AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::Total));
                         failures.push(record(target, &cut));
                         return Err(GatewayError::DeadlineExceeded { attempts: failures });
                     }
@@ -110,7 +111,9 @@ impl<'r> Dispatch<'r, '_> {
                         failures,
                     });
                 }
-                if !failure.class.retries_same_target() || try_index + 1 == policy.max_attempts_per_target {
+                if !failure.class.retries_same_target()
+                    || try_index + 1 == policy.max_attempts_per_target
+                {
                     break;
                 }
                 let wait = match failure.retry_after {
@@ -156,16 +159,26 @@ fn rejected_in_stream() -> Served {
 /// 504 when every failure was a timeout, 503 when every upstream said it was
 /// overloaded or rate limited (with the shortest Retry-After seen), else 502.
 fn exhausted(failures: Vec<AttemptRecord>) -> GatewayError {
-    let all = |pred: &dyn Fn(&AttemptRecord) -> bool| !failures.is_empty() && failures.iter().all(pred);
+    let all =
+        |pred: &dyn Fn(&AttemptRecord) -> bool| !failures.is_empty() && failures.iter().all(pred);
     if all(&|f| matches!(f.cause, FailureCause::Timeout(_))) {
         return GatewayError::DeadlineExceeded { attempts: failures };
     }
     let unavailable = all(&|f| {
-        f.class == FailureClass::RateLimited || f.cause == FailureCause::Status(StatusCode::SERVICE_UNAVAILABLE)
+        f.class == FailureClass::RateLimited
+            || f.cause == FailureCause::Status(StatusCode::SERVICE_UNAVAILABLE)
     });
-    let status = if unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+    let status = if unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
     let retry_after = if unavailable {
-        failures.iter().filter_map(|f| f.retry_after).min().or(Some(Duration::from_secs(1)))
+        failures
+            .iter()
+            .filter_map(|f| f.retry_after)
+            .min()
+            .or(Some(Duration::from_secs(1)))
     } else {
         None
     };

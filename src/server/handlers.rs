@@ -28,8 +28,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/chat/completions",
             post(chat_completions).fallback(method_not_allowed("POST")),
         )
-        .route("/v1/embeddings", post(embeddings).fallback(method_not_allowed("POST")))
-        .route("/v1/models", get(models).fallback(method_not_allowed("GET")))
+        .route(
+            "/v1/embeddings",
+            post(embeddings).fallback(method_not_allowed("POST")),
+        )
+        .route(
+            "/v1/models",
+            get(models).fallback(method_not_allowed("GET")),
+        )
         .route("/healthz", get(healthz).fallback(method_not_allowed("GET")))
         .route("/readyz", get(readyz).fallback(method_not_allowed("GET")))
         .fallback(not_found)
@@ -64,7 +70,11 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "draining" }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "draining" })),
+        )
+            .into_response()
     } else {
         Json(serde_json::json!({ "status": "ready" })).into_response()
     }
@@ -92,12 +102,15 @@ async fn embeddings(State(state): State<Arc<AppState>>, request: Request) -> Res
 fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers
         .get(X_REQUEST_ID)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        })
         .cloned()
         .unwrap_or_else(|| {
             let id = uuid::Uuid::new_v4();
             let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).unwrap_or(HeaderValue::from_static("unknown"))
+            HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+                .unwrap_or(HeaderValue::from_static("unknown"))
         })
 }
 
@@ -111,7 +124,9 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(GatewayError::PayloadTooLarge { limit }),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(GatewayError::PayloadTooLarge { limit })
+        }
         Err(e) => Err(GatewayError::BodyRead(e.to_string())),
     }
 }
@@ -129,10 +144,12 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
         let bytes = read_body(body, &parts.headers, config.server.max_request_body).await?;
         let inspected = InspectedBody::parse(bytes)?;
         stream = inspected.stream();
-        let route = config.route(inspected.model()).ok_or_else(|| GatewayError::UnknownModel {
-            model: inspected.model().to_owned(),
-            known: config.route_names().join(", "),
-        })?;
+        let route = config
+            .route(inspected.model())
+            .ok_or_else(|| GatewayError::UnknownModel {
+                model: inspected.model().to_owned(),
+                known: config.route_names().join(", "),
+            })?;
         route_name = &route.name;
         let outcome = Dispatch {
             route,
@@ -173,7 +190,11 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     let target_label = outcome.target.label.clone();
     let attempts = outcome.attempts;
     let mut response = match outcome.served {
-        Served::Complete { status, content_type, body } => {
+        Served::Complete {
+            status,
+            content_type,
+            body,
+        } => {
             state.counters.count_status(status.as_u16());
             log_request(&RequestLine {
                 request_id: request_id.to_str().unwrap_or("-"),
@@ -182,7 +203,11 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                 attempts,
                 status: status.as_u16(),
                 stream,
-                outcome: if status.is_success() { "ok" } else { "upstream_client_error" },
+                outcome: if status.is_success() {
+                    "ok"
+                } else {
+                    "upstream_client_error"
+                },
                 latency: started.elapsed(),
             });
             let mut response = Response::new(Body::from(body));
@@ -236,7 +261,9 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
 
 fn attempt_count(error: &GatewayError) -> u32 {
     match error {
-        GatewayError::Exhausted { attempts, .. } | GatewayError::DeadlineExceeded { attempts } => attempts.len() as u32,
+        GatewayError::Exhausted { attempts, .. } | GatewayError::DeadlineExceeded { attempts } => {
+            attempts.len() as u32
+        }
         _ => 0,
     }
 }

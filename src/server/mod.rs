@@ -62,7 +62,10 @@ pub async fn serve(
         () = shutdown => {}
     }
     state.draining.store(true, Ordering::SeqCst);
-    tracing::info!(drain_timeout_ms = drain_timeout.as_millis() as u64, "shutting down: draining in-flight requests");
+    tracing::info!(
+        drain_timeout_ms = drain_timeout.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
     let _ = drain_tx.send(true);
     match tokio::time::timeout(drain_timeout, server).await {
         Ok(result) => {

@@ -37,7 +37,9 @@ impl CutReason {
         match self {
             CutReason::UpstreamError => "upstream sent an error event",
             CutReason::ConnectionLost => "upstream connection lost",
-            CutReason::EndedWithoutFinish => "upstream ended the stream without finishing the answer",
+            CutReason::EndedWithoutFinish => {
+                "upstream ended the stream without finishing the answer"
+            }
             CutReason::IdleTimeout => "upstream went silent past the idle timeout",
             CutReason::Deadline => "the request's total deadline ran out",
         }

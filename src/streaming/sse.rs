@@ -106,7 +106,9 @@ pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
     let mut found: Option<Cow<'_, [u8]>> = None;
     for line in event.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(value) = line.strip_prefix(b"data:") else { continue };
+        let Some(value) = line.strip_prefix(b"data:") else {
+            continue;
+        };
         let value = value.strip_prefix(b" ").unwrap_or(value);
         found = Some(match found {
             None => Cow::Borrowed(value),
@@ -130,7 +132,11 @@ pub enum EventKind {
     /// finish reason: once one reaches the client, failover is over.
     Content { finished: bool },
     /// An error object: `type` and `code` as strings (possibly empty).
-    Error { kind: String, code: String, message: String },
+    Error {
+        kind: String,
+        code: String,
+        message: String,
+    },
     /// Anything else: a role-only preamble, usage, comments, pings, non-JSON.
     Other,
 }
@@ -193,7 +199,9 @@ pub fn classify_event(event: &[u8]) -> EventKind {
         return EventKind::Other;
     };
     if let Some(err) = peek.error {
-        let code = err.code.map_or(String::new(), |c| c.get().trim_matches('"').to_owned());
+        let code = err
+            .code
+            .map_or(String::new(), |c| c.get().trim_matches('"').to_owned());
         return EventKind::Error {
             kind: err.kind.map(Cow::into_owned).unwrap_or_default(),
             code,
@@ -232,13 +240,20 @@ mod tests {
     fn whole_events_are_sliced_without_loss() {
         let mut f = SseFramer::new();
         f.push(Bytes::from_static(b"data: a\n\ndata: b\n\n"));
-        assert_eq!(drain(&mut f), vec![Bytes::from_static(b"data: a\n\n"), Bytes::from_static(b"data: b\n\n")]);
+        assert_eq!(
+            drain(&mut f),
+            vec![
+                Bytes::from_static(b"data: a\n\n"),
+                Bytes::from_static(b"data: b\n\n")
+            ]
+        );
         assert_eq!(f.pending_len(), 0);
     }
 
     #[test]
     fn events_split_anywhere_are_reassembled() {
-        let stream = b"data: {\"x\":1}\r\n\r\n: ping\r\rdata: line1\ndata: line2\n\ndata: [DONE]\n\n";
+        let stream =
+            b"data: {\"x\":1}\r\n\r\n: ping\r\rdata: line1\ndata: line2\n\ndata: [DONE]\n\n";
         for cut1 in 0..stream.len() {
             for cut2 in cut1..stream.len() {
                 let mut f = SseFramer::new();
@@ -264,7 +279,12 @@ mod tests {
 
     #[test]
     fn data_lines_are_joined() {
-        assert_eq!(event_data(b"event: x\ndata: a\ndata:b\n\n").unwrap().as_ref(), b"a\nb");
+        assert_eq!(
+            event_data(b"event: x\ndata: a\ndata:b\n\n")
+                .unwrap()
+                .as_ref(),
+            b"a\nb"
+        );
         assert!(event_data(b": comment\n\n").is_none());
     }
 
@@ -274,7 +294,8 @@ mod tests {
 
 "#;
         assert_eq!(classify_event(role), EventKind::Other);
-        let text = br#"data: {"choices":[{"index":0,"delta":{"content":"hi \"x\""},"finish_reason":null}]}
+        let text =
+            br#"data: {"choices":[{"index":0,"delta":{"content":"hi \"x\""},"finish_reason":null}]}
 
 "#;
         assert_eq!(classify_event(text), EventKind::Content { finished: false });
@@ -293,7 +314,8 @@ mod tests {
         assert_eq!(classify_event(b"data: [DONE]\n\n"), EventKind::Done);
         assert_eq!(classify_event(b": keep-alive\n\n"), EventKind::Other);
         assert_eq!(classify_event(b"data: not json\n\n"), EventKind::Other);
-        let err = br#"data: {"error":{"message":"busy","type":"overloaded_error","code":"overloaded"}}
+        let err =
+            br#"data: {"error":{"message":"busy","type":"overloaded_error","code":"overloaded"}}
 
 "#;
         assert_eq!(

@@ -48,12 +48,17 @@ pub fn config_text(upstreams: &[&str], extra: &str) -> String {
     }
     text.push('\n');
     for (i, url) in upstreams.iter().enumerate() {
-        text.push_str(&format!("[providers.p{i}]\nbase_url = \"{url}\"\nregion = \"r{i}\"\n"));
+        text.push_str(&format!(
+            "[providers.p{i}]\nbase_url = \"{url}\"\nregion = \"r{i}\"\n"
+        ));
     }
     let targets: Vec<String> = (0..upstreams.len())
         .map(|i| format!("{{ provider = \"p{i}\", model = \"gpt-4o\" }}"))
         .collect();
-    text.push_str(&format!("[routes.chat-default]\ntargets = [{}]\n", targets.join(", ")));
+    text.push_str(&format!(
+        "[routes.chat-default]\ntargets = [{}]\n",
+        targets.join(", ")
+    ));
     let emb: Vec<String> = (0..upstreams.len())
         .map(|i| format!("{{ provider = \"p{i}\", model = \"text-embedding-3-small\" }}"))
         .collect();
@@ -82,7 +87,8 @@ pub async fn gateway(upstreams: &[&SimHandle], extra: &str) -> Gateway {
 }
 
 pub async fn gateway_from_text(text: &str) -> Gateway {
-    let config = Config::from_toml(text, |_| None).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
+    let config =
+        Config::from_toml(text, |_| None).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
     Gateway::start(config).await.expect("start gateway")
 }
 
@@ -100,7 +106,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     pub fn text(&self) -> String {
@@ -129,7 +136,10 @@ pub async fn send(
     body: impl Into<Bytes>,
     headers: &[(&str, &str)],
 ) -> http::Response<Incoming> {
-    let mut builder = Request::builder().method(method).uri(url).header("content-type", "application/json");
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json");
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
@@ -139,7 +149,13 @@ pub async fn send(
         .expect("request failed")
 }
 
-pub async fn call(client: &TestClient, method: Method, url: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Reply {
+pub async fn call(
+    client: &TestClient,
+    method: Method,
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Reply {
     let response = send(client, method, url, body, headers).await;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("read body").to_bytes();
@@ -151,7 +167,14 @@ pub async fn call(client: &TestClient, method: Method, url: &str, body: impl Int
 }
 
 pub async fn chat(client: &TestClient, gw: &Gateway, body: serde_json::Value) -> Reply {
-    call(client, Method::POST, &format!("{}/chat/completions", gw.base_url()), body.to_string(), &[]).await
+    call(
+        client,
+        Method::POST,
+        &format!("{}/chat/completions", gw.base_url()),
+        body.to_string(),
+        &[],
+    )
+    .await
 }
 
 pub fn chat_body(stream: bool) -> serde_json::Value {
@@ -167,7 +190,11 @@ pub fn chat_body(stream: bool) -> serde_json::Value {
 pub fn sse_data(body: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(body)
         .split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
+        .filter_map(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_owned)
+        })
         .collect()
 }
 
@@ -176,7 +203,11 @@ pub fn sse_content(events: &[String]) -> String {
     events
         .iter()
         .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect()
 }
 

@@ -1,0 +1,110 @@
+//! The official `openai` Python SDK against the gateway: the real client
+//! apps use must parse our responses, streams and errors. The SDK is
+//! installed into `.venv` (by `.ci/run`, or here on first use).
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+use switchyard::sim::{Fault, FaultAction};
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SWITCHYARD_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join(".venv");
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        let ok = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "-r"])
+                .arg(root.join("tests/python/requirements.txt"))
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "could not install the openai SDK into {}",
+            venv.display()
+        );
+    }
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_sdk_works_through_the_gateway() {
+    let primary = sim("primary").await;
+    let secondary = sim("secondary").await;
+    // Request 1 fails over (primary 503 twice); request 3's stream is cut.
+    primary.push_script([
+        Fault::status(503),
+        Fault::status(503),
+        Fault::ok(Default::default()),
+        FaultAction::DropAfter(2).into(),
+    ]);
+    let gw = gateway(&[&primary, &secondary], FAST).await;
+    let base_url = gw.base_url();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_client.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python()).arg(script).arg(base_url).output()
+    })
+    .await
+    .unwrap()
+    .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("python printed JSON");
+
+    assert_eq!(
+        v["plain"]["content"],
+        "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
+    );
+    assert_eq!(v["plain"]["finish_reason"], "stop");
+    assert_eq!(
+        v["plain"]["target"], "p1/gpt-4o",
+        "the first request failed over"
+    );
+    assert!(v["plain"]["usage_total"].as_u64().unwrap() > 0);
+
+    assert_eq!(
+        v["stream"]["content"],
+        "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 "
+    );
+    assert_eq!(v["stream"]["finish_reason"], "stop");
+    assert!(
+        v["stream"]["usage_total"].as_u64().unwrap() > 0,
+        "stream_options passed through"
+    );
+
+    assert_eq!(
+        v["cut"]["raised"], true,
+        "the SDK must raise on a cut stream: {}",
+        v["cut"]
+    );
+    assert_eq!(v["cut"]["content"], "tok0 tok1 ");
+    assert!(
+        v["cut"]["message"].as_str().unwrap().contains("cut"),
+        "{}",
+        v["cut"]
+    );
+
+    assert_eq!(v["unknown_model"]["raised"], true);
+    assert_eq!(v["unknown_model"]["status"], 404);
+    assert_eq!(v["unknown_model"]["code"], "model_not_found");
+
+    assert_eq!(v["embeddings"]["count"], 3);
+}
