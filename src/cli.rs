@@ -37,29 +37,35 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // Defaults to one worker per core; fewer leaves cores to co-located
-    // processes (a sidecar deployment, or the benchmark's load driver).
-    if let Some(n) = std::env::var("SWITCHYARD_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
+    let task = match cli.command {
+        Command::CheckConfig { file } => return check_config(&file),
+        Command::Serve { config } => return exit_code(serve(config)),
+        Command::Sim(args) => Task::Sim(*args),
+        Command::Demo(args) => Task::Demo(args),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
     {
-        builder.worker_threads(n);
-    }
-    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::CheckConfig { file } => return check_config(&file),
-        Command::Serve { config } => runtime.block_on(serve(config)),
-        Command::Sim(args) => runtime.block_on(crate::sim::cli::run(*args)),
-        Command::Demo(args) => runtime.block_on(crate::demo::run(args)),
-    };
+    exit_code(match task {
+        Task::Sim(args) => runtime.block_on(crate::sim::cli::run(args)),
+        Task::Demo(args) => runtime.block_on(crate::demo::run(args)),
+    })
+}
+
+/// Subcommands that run on a multi-threaded runtime.
+enum Task {
+    Sim(crate::sim::cli::SimArgs),
+    Demo(crate::demo::DemoArgs),
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -91,18 +97,24 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
+fn serve(path: PathBuf) -> anyhow::Result<()> {
     let _log_guard = crate::telemetry::init_logging("info");
     let config = Config::load(&path)
         .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
     let listen = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, routes = config.route_names().join(","), "switchyard listening");
-    println!("switchyard listening on http://{addr}/v1");
-    let state = crate::server::AppState::new(config);
-    crate::server::serve(listener, state, crate::server::shutdown_signal()).await?;
-    Ok(())
+    let routes = config.route_names().join(",");
+    crate::server::run(config, worker_threads(), |addr| {
+        tracing::info!(%addr, routes, "switchyard listening");
+        println!("switchyard listening on http://{addr}/v1");
+    })
+    .map_err(|e| anyhow::anyhow!("serving on {listen}: {e}"))
+}
+
+/// One per core unless `SWITCHYARD_WORKER_THREADS` says otherwise.
+fn worker_threads() -> usize {
+    std::env::var("SWITCHYARD_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

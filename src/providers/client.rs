@@ -2,15 +2,15 @@
 //! provider; HTTP/1.1 and, over TLS via ALPN, HTTP/2).
 //!
 //! Connect timeouts are a connector setting, so there is one client per
-//! distinct connect timeout in the config; in practice one or two.
+//! distinct connect timeout in the config (in practice one or two), per thread.
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,30 +47,22 @@ pub fn build(connect_timeout: Duration) -> HttpClient {
         .build(https)
 }
 
-/// Clients by connect timeout, reused across config reloads so pooled
-/// connections survive a reload. Reads are lock-free (the request path);
-/// a missing client is added copy-on-write (rare: at most once per distinct
-/// timeout).
-#[derive(Default)]
-pub struct UpstreamClients {
-    by_connect_timeout: ArcSwap<HashMap<Duration, HttpClient>>,
+thread_local! {
+    /// Clients by connect timeout, one set per thread. The gateway runs one
+    /// single-threaded runtime per core (see `server::run`), and a hyper
+    /// client's connection tasks live on the runtime that opened them: a
+    /// per-thread pool keeps a request, its connection and its wake-ups on
+    /// one core, with no lock on the request path.
+    static CLIENTS: RefCell<HashMap<Duration, HttpClient>> = RefCell::new(HashMap::new());
 }
 
-impl UpstreamClients {
-    pub fn get(&self, connect_timeout: Duration) -> HttpClient {
-        if let Some(client) = self.by_connect_timeout.load().get(&connect_timeout) {
-            return client.clone();
-        }
-        let client = build(connect_timeout);
-        self.by_connect_timeout.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.entry(connect_timeout).or_insert_with(|| client.clone());
-            map
-        });
-        self.by_connect_timeout
-            .load()
-            .get(&connect_timeout)
-            .cloned()
-            .unwrap_or(client)
-    }
+/// This thread's client for `connect_timeout` (created on first use).
+pub fn for_connect_timeout(connect_timeout: Duration) -> HttpClient {
+    CLIENTS.with(|clients| {
+        clients
+            .borrow_mut()
+            .entry(connect_timeout)
+            .or_insert_with(|| build(connect_timeout))
+            .clone()
+    })
 }

@@ -5,7 +5,7 @@
 pub mod client;
 pub mod openai;
 
-pub use client::{HttpClient, UpstreamClients};
+pub use client::HttpClient;
 
 use crate::api::{Endpoint, InspectedBody};
 use crate::config::{ProviderKind, Target};

@@ -11,7 +11,6 @@ pub use attempt::{Served, StreamStart};
 use crate::api::{error_body, Endpoint, InspectedBody};
 use crate::config::{Route, Target};
 use crate::error::GatewayError;
-use crate::providers::UpstreamClients;
 use crate::resilience::{AttemptFailure, FailureCause, FailureClass, TimeoutKind};
 use attempt::{attempt, AttemptContext};
 use http::{HeaderValue, StatusCode};
@@ -52,7 +51,6 @@ pub struct Dispatch<'r, 'a> {
     pub endpoint: Endpoint,
     pub body: &'a InspectedBody,
     pub request_id: &'a HeaderValue,
-    pub clients: &'a UpstreamClients,
     pub max_response_body: usize,
     pub counters: &'a EngineCounters,
 }
@@ -61,7 +59,7 @@ impl<'r> Dispatch<'r, '_> {
     pub async fn run(self, started: Instant) -> Result<Outcome<'r>, GatewayError> {
         let route = self.route;
         let deadline = started + route.timeouts.total;
-        let client = self.clients.get(route.timeouts.connect);
+        let client = crate::providers::client::for_connect_timeout(route.timeouts.connect);
         let ctx = AttemptContext {
             client: &client,
             endpoint: self.endpoint,

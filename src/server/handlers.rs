@@ -156,7 +156,6 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             endpoint,
             body: &inspected,
             request_id: &request_id,
-            clients: &state.clients,
             max_response_body: config.server.max_response_body,
             counters: &state.counters.engine,
         }
@@ -189,6 +188,14 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
 
     let target_label = outcome.target.label.clone();
     let attempts = outcome.attempts;
+    let log = RequestLog {
+        request_id: request_id.clone(),
+        route: route_name.to_owned(),
+        target: target_label.clone(),
+        attempts,
+        stream,
+        started,
+    };
     let mut response = match outcome.served {
         Served::Complete {
             status,
@@ -196,21 +203,18 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             body,
         } => {
             state.counters.count_status(status.as_u16());
-            log_request(&RequestLine {
-                request_id: request_id.to_str().unwrap_or("-"),
-                route: route_name,
-                target: outcome.target.label(),
-                attempts,
-                status: status.as_u16(),
-                stream,
-                outcome: if status.is_success() {
-                    "ok"
-                } else {
-                    "upstream_client_error"
-                },
-                latency: started.elapsed(),
-            });
-            let mut response = Response::new(Body::from(body));
+            let outcome = if status.is_success() {
+                "ok"
+            } else {
+                "upstream_client_error"
+            };
+            // Logged when hyper drops the body, i.e. after the last byte was
+            // written: formatting the line stays off the latency path.
+            let body = LoggedBody {
+                inner: http_body_util::Full::new(body),
+                on_end: Some(Box::new(move || log.write(status.as_u16(), outcome))),
+            };
+            let mut response = Response::new(Body::new(body));
             *response.status_mut() = status;
             if let Some(ct) = content_type {
                 response.headers_mut().insert(header::CONTENT_TYPE, ct);
@@ -222,9 +226,6 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             let content_type = start.content_type.clone();
             let on_end = {
                 let state = state.clone();
-                let request_id = request_id.clone();
-                let route = route_name.to_owned();
-                let target = target_label.clone();
                 Box::new(move |how: StreamEnd, _events: u64| {
                     let counter = match how {
                         StreamEnd::Completed => &state.counters.streams_completed,
@@ -232,16 +233,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                         StreamEnd::ClientGone => &state.counters.client_disconnects,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    log_request(&RequestLine {
-                        request_id: request_id.to_str().unwrap_or("-"),
-                        route: &route,
-                        target: target.to_str().unwrap_or("-"),
-                        attempts,
-                        status: 200,
-                        stream: true,
-                        outcome: how.as_str(),
-                        latency: started.elapsed(),
-                    });
+                    log.write(200, how.as_str());
                 })
             };
             let relay = Relay::new(start, timeouts.idle, started + timeouts.total, on_end);
@@ -265,5 +257,64 @@ fn attempt_count(error: &GatewayError) -> u32 {
             attempts.len() as u32
         }
         _ => 0,
+    }
+}
+
+/// What the per-request log line needs once the response is done.
+struct RequestLog {
+    request_id: HeaderValue,
+    route: String,
+    target: HeaderValue,
+    attempts: u32,
+    stream: bool,
+    started: Instant,
+}
+
+impl RequestLog {
+    fn write(&self, status: u16, outcome: &str) {
+        log_request(&RequestLine {
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            route: &self.route,
+            target: self.target.to_str().unwrap_or("-"),
+            attempts: self.attempts,
+            status,
+            stream: self.stream,
+            outcome,
+            latency: self.started.elapsed(),
+        });
+    }
+}
+
+/// A response body that runs `on_end` when hyper is done with it.
+struct LoggedBody<B> {
+    inner: B,
+    on_end: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for LoggedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for LoggedBody<B> {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end();
+        }
     }
 }
