@@ -40,7 +40,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let task = match cli.command {
         Command::CheckConfig { file } => return check_config(&file),
         Command::Serve { config } => return exit_code(serve(config)),
-        Command::Sim(args) => Task::Sim(*args),
+        Command::Sim(args) => Task::Sim(args),
         Command::Demo(args) => Task::Demo(args),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -54,14 +54,14 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     exit_code(match task {
-        Task::Sim(args) => runtime.block_on(crate::sim::cli::run(args)),
+        Task::Sim(args) => runtime.block_on(crate::sim::cli::run(*args)),
         Task::Demo(args) => runtime.block_on(crate::demo::run(args)),
     })
 }
 
 /// Subcommands that run on a multi-threaded runtime.
 enum Task {
-    Sim(crate::sim::cli::SimArgs),
+    Sim(Box<crate::sim::cli::SimArgs>),
     Demo(crate::demo::DemoArgs),
 }
 

@@ -49,8 +49,14 @@ fn primary_behavior(duration: Duration) -> (Behavior, Vec<Phase>) {
         completion_tokens: 8,
         ..Behavior::default()
     };
+    // A provider in an outage answers fast: its load balancer says 503.
     let outage = Behavior {
         status_rates: vec![(503, 1.0)],
+        latency: Latency {
+            base: Duration::from_millis(1),
+            jitter: Duration::from_millis(1),
+            ..Latency::default()
+        },
         ..healthy.clone()
     };
     let outage_len = (duration / 2).min(Duration::from_secs(10));
