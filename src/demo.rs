@@ -52,6 +52,7 @@ fn primary_behavior(duration: Duration) -> (Behavior, Vec<Phase>) {
     // A provider in an outage answers fast: its load balancer says 503.
     let outage = Behavior {
         status_rates: vec![(503, 1.0)],
+        retry_after: None,
         latency: Latency {
             base: Duration::from_millis(1),
             jitter: Duration::from_millis(1),
