@@ -37,6 +37,16 @@ pub enum GatewayError {
     DeadlineExceeded { attempts: Vec<AttemptRecord> },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("{}", describe_open(.open))]
+    AllTargetsOpen { open: Vec<(String, Duration)>, retry_after: Duration },
+}
+
+fn describe_open(open: &[(String, Duration)]) -> String {
+    let mut out = String::from("every target of this route is failing and its circuit breaker is open:");
+    for (i, (target, probe_in)) in open.iter().enumerate() {
+        let _ = write!(out, "{} {target} (next probe in {:.1} s)", if i == 0 { "" } else { ";" }, probe_in.as_secs_f64());
+    }
+    out
 }
 
 fn describe(headline: &str, attempts: &[AttemptRecord]) -> String {
@@ -69,7 +79,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Exhausted { status, .. } => *status,
             GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ShuttingDown | GatewayError::AllTargetsOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -82,9 +92,9 @@ impl GatewayError {
             | GatewayError::UnknownModel { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::MethodNotAllowed { .. } => "invalid_request_error",
-            GatewayError::Exhausted { .. } | GatewayError::DeadlineExceeded { .. } => {
-                "upstream_error"
-            }
+            GatewayError::Exhausted { .. }
+            | GatewayError::DeadlineExceeded { .. }
+            | GatewayError::AllTargetsOpen { .. } => "upstream_error",
             GatewayError::ShuttingDown => "service_unavailable",
         }
     }
@@ -107,6 +117,7 @@ impl GatewayError {
             GatewayError::Exhausted { .. } => "upstream_unavailable",
             GatewayError::DeadlineExceeded { .. } => "deadline_exceeded",
             GatewayError::ShuttingDown => "shutting_down",
+            GatewayError::AllTargetsOpen { .. } => "targets_unavailable",
         }
     }
 }

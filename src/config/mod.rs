@@ -5,10 +5,11 @@
 
 pub mod raw;
 
+use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::{Backoff, Jitter};
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
-use raw::{RawConfig, RawRetry, RawSize, RawTimeouts};
+use raw::{RawBreaker, RawBudget, RawConfig, RawRetry, RawSize, RawTimeouts};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,6 +20,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Config {
     pub server: ServerSettings,
+    /// The gateway-wide retry budget (from `[defaults.budget]`).
+    pub global_budget: BudgetPolicy,
     pub providers: BTreeMap<String, Arc<Provider>>,
     routes: HashMap<String, Arc<Route>>,
     /// Public model names, sorted, for `/v1/models` and error messages.
@@ -32,6 +35,7 @@ pub struct ServerSettings {
     pub max_response_body: usize,
     pub drain_timeout: Duration,
     pub region: Option<String>,
+    pub watch_config: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +88,48 @@ pub struct Route {
     pub targets: Vec<Target>,
     pub retry: RetryPolicy,
     pub timeouts: Timeouts,
+    pub breaker: BreakerPolicy,
+    pub budget: BudgetPolicy,
+    pub strategy: Strategy,
+    pub hedge: Option<Hedge>,
+}
+
+/// How targets of one priority tier share load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Smooth weighted round robin (nginx's algorithm).
+    Weighted,
+    /// Fewest requests in flight first.
+    LeastInflight,
+    /// Peak-EWMA latency with power-of-two-choices, as linkerd does.
+    Latency,
+}
+
+/// When to start a parallel attempt at the next target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Hedge {
+    After(Duration),
+    /// A quantile (0..1) of the first target's recent first-byte latency.
+    Percentile(f64),
+}
+
+/// Retries may add at most `retry_ratio` of recent first attempts, plus
+/// `min_per_sec`, counted over `ttl` (tower's `TpsBudget`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetPolicy {
+    pub retry_ratio: f32,
+    pub min_per_sec: u32,
+    pub ttl: Duration,
+}
+
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        BudgetPolicy {
+            retry_ratio: 0.2,
+            min_per_sec: 5,
+            ttl: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -94,12 +140,25 @@ pub struct Target {
     pub model_json: Bytes,
     /// `provider/model`: names the target in headers, logs and errors.
     pub label: HeaderValue,
+    /// Lower is preferred; ties form a tier that shares load.
+    pub priority: u32,
+    pub weight: u32,
 }
 
 impl Target {
     pub fn label(&self) -> &str {
         // Built from a `String` in `validate`, so always valid UTF-8.
         self.label.to_str().unwrap_or("?")
+    }
+
+    pub fn region(&self) -> &str {
+        &self.provider.region
+    }
+
+    /// What identifies this target's health across reloads: provider, model
+    /// and region (a provider moved to another region is another target).
+    pub fn health_key(&self) -> String {
+        format!("{}@{}", self.label(), self.provider.region)
     }
 }
 
@@ -416,6 +475,89 @@ fn resolve_timeouts(
     t
 }
 
+fn resolve_breaker(issues: &mut Issues, path: &str, raw: &RawBreaker, base: &BreakerPolicy) -> BreakerPolicy {
+    let mut p = *base;
+    if let Some(r) = raw.failure_ratio {
+        if r > 0.0 && r <= 1.0 {
+            p.failure_ratio = r;
+        } else {
+            issues.hint(format!("{path}.failure_ratio"), format!("{r} is not in (0, 1]"), "e.g. 0.5 trips when half the requests in the window fail");
+        }
+    }
+    if let Some(n) = raw.min_requests {
+        p.min_requests = n.max(1);
+    }
+    p.window = issues.positive_duration(format!("{path}.window"), raw.window.as_ref(), p.window);
+    if let Some(n) = raw.consecutive_failures {
+        p.consecutive_failures = n;
+    }
+    p.open_base = issues.positive_duration(format!("{path}.open_base"), raw.open_base.as_ref(), p.open_base);
+    if let Some(f) = raw.open_factor {
+        if (1.0..=100.0).contains(&f) {
+            p.open_factor = f;
+        } else {
+            issues.hint(format!("{path}.open_factor"), format!("{f} is not in [1, 100]"), "2.0 doubles the open time on each repeated trip");
+        }
+    }
+    p.open_max = issues.positive_duration(format!("{path}.open_max"), raw.open_max.as_ref(), p.open_max);
+    if p.open_max < p.open_base {
+        issues.push(format!("{path}.open_max"), format!("open_max ({:?}) is shorter than open_base ({:?})", p.open_max, p.open_base));
+    }
+    for (key, value, field) in [
+        ("half_open_probes", raw.half_open_probes, &mut p.half_open_probes),
+        ("close_after", raw.close_after, &mut p.close_after),
+    ] {
+        match value {
+            Some(0) => issues.push(format!("{path}.{key}"), "must be at least 1"),
+            Some(n) => *field = n,
+            None => {}
+        }
+    }
+    p.slow_start = issues.duration(format!("{path}.slow_start"), raw.slow_start.as_ref(), p.slow_start);
+    p
+}
+
+fn resolve_budget(issues: &mut Issues, path: &str, raw: &RawBudget, base: &BudgetPolicy) -> BudgetPolicy {
+    let mut b = *base;
+    if let Some(r) = raw.retry_ratio {
+        if (0.0..=10.0).contains(&r) {
+            b.retry_ratio = r as f32;
+        } else {
+            issues.hint(format!("{path}.retry_ratio"), format!("{r} is not in [0, 10]"), "0.2 lets retries add at most 20% to recent first attempts");
+        }
+    }
+    if let Some(n) = raw.min_per_sec {
+        b.min_per_sec = n;
+    }
+    let ttl = issues.positive_duration(format!("{path}.ttl"), raw.ttl.as_ref(), b.ttl);
+    if (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl) {
+        b.ttl = ttl;
+    } else {
+        issues.push(format!("{path}.ttl"), format!("{ttl:?} is not between 1s and 60s"));
+    }
+    b
+}
+
+fn resolve_hedge(issues: &mut Issues, path: &str, value: Option<&String>) -> Option<Hedge> {
+    let text = value?;
+    if let Some(q) = text.strip_prefix('p') {
+        return match q.parse::<f64>() {
+            Ok(q) if q > 0.0 && q < 100.0 => Some(Hedge::Percentile(q / 100.0)),
+            _ => {
+                issues.hint(path, format!("invalid percentile \"{text}\""), "write e.g. \"p95\" or \"p99.9\"");
+                None
+            }
+        };
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Some(Hedge::After(d)),
+        _ => {
+            issues.hint(path, format!("invalid hedge_after \"{text}\""), "a duration (\"300ms\") or a percentile of recent first-byte latency (\"p95\")");
+            None
+        }
+    }
+}
+
 fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let mut issues = Issues::default();
 
@@ -447,7 +589,10 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             raw.server.drain_timeout.as_ref(),
             Duration::from_secs(30),
         ),
-        region: raw.server.region.clone(),
+        region: env("SWITCHYARD_REGION")
+            .filter(|r| !r.is_empty())
+            .or_else(|| raw.server.region.clone()),
+        watch_config: raw.server.watch_config.unwrap_or(true),
     };
 
     let default_retry = resolve_retry(&mut issues, "defaults.retry", &raw.defaults.retry, None);
@@ -457,6 +602,8 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         &raw.defaults.timeouts,
         &DEFAULT_TIMEOUTS,
     );
+    let default_breaker = resolve_breaker(&mut issues, "defaults.breaker", &raw.defaults.breaker, &BreakerPolicy::default());
+    let default_budget = resolve_budget(&mut issues, "defaults.budget", &raw.defaults.budget, &BudgetPolicy::default());
 
     let mut providers = BTreeMap::new();
     for (name, p) in &raw.providers {
@@ -577,11 +724,16 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     continue;
                 }
             };
+            if t.weight == Some(0) {
+                issues.hint(format!("{tpath}.weight"), "must be at least 1", "remove the target to stop sending it traffic");
+            }
             targets.push(Target {
                 provider: provider.clone(),
                 model: t.model.clone(),
                 model_json,
                 label,
+                priority: t.priority.unwrap_or(i as u32),
+                weight: t.weight.unwrap_or(1).max(1),
             });
         }
         let retry = match &r.retry {
@@ -602,6 +754,24 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             ),
             None => default_timeouts,
         };
+        let breaker = match &r.breaker {
+            Some(b) => resolve_breaker(&mut issues, &format!("{path}.breaker"), b, &default_breaker),
+            None => default_breaker,
+        };
+        let budget = match &r.budget {
+            Some(b) => resolve_budget(&mut issues, &format!("{path}.budget"), b, &default_budget),
+            None => default_budget,
+        };
+        let strategy = match r.strategy.as_deref() {
+            None | Some("weighted") => Strategy::Weighted,
+            Some("least_inflight") => Strategy::LeastInflight,
+            Some("latency") => Strategy::Latency,
+            Some(other) => {
+                issues.push(format!("{path}.strategy"), format!("unknown strategy \"{other}\" (known: weighted, least_inflight, latency)"));
+                Strategy::Weighted
+            }
+        };
+        let hedge = resolve_hedge(&mut issues, &format!("{path}.hedge_after"), r.hedge_after.as_ref());
         routes.insert(
             name.clone(),
             Arc::new(Route {
@@ -609,6 +779,10 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 targets,
                 retry,
                 timeouts,
+                breaker,
+                budget,
+                strategy,
+                hedge,
             }),
         );
     }
@@ -620,6 +794,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
     route_names.sort();
     Ok(Config {
         server,
+        global_budget: default_budget,
         providers,
         routes,
         route_names,

@@ -28,7 +28,11 @@ pub struct RawServer {
     pub max_request_body: Option<RawSize>,
     pub max_response_body: Option<RawSize>,
     pub drain_timeout: Option<String>,
+    /// This node's region; `SWITCHYARD_REGION` overrides it.
     pub region: Option<String>,
+    /// Reload the config when the file changes (checked every 2 s). SIGHUP
+    /// always reloads.
+    pub watch_config: Option<bool>,
 }
 
 /// A byte size: an integer number of bytes or a string such as `"4MiB"`.
@@ -46,6 +50,33 @@ pub struct RawPolicy {
     pub retry: RawRetry,
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub breaker: RawBreaker,
+    #[serde(default)]
+    pub budget: RawBudget,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub failure_ratio: Option<f64>,
+    pub min_requests: Option<u32>,
+    pub window: Option<String>,
+    pub consecutive_failures: Option<u32>,
+    pub open_base: Option<String>,
+    pub open_factor: Option<f64>,
+    pub open_max: Option<String>,
+    pub half_open_probes: Option<u32>,
+    pub close_after: Option<u32>,
+    pub slow_start: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub retry_ratio: Option<f64>,
+    pub min_per_sec: Option<u32>,
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -87,6 +118,13 @@ pub struct RawRoute {
     pub targets: Vec<RawTarget>,
     pub retry: Option<RawRetry>,
     pub timeouts: Option<RawTimeouts>,
+    pub breaker: Option<RawBreaker>,
+    pub budget: Option<RawBudget>,
+    /// `weighted` (default), `least_inflight` or `latency`.
+    pub strategy: Option<String>,
+    /// A duration (`"300ms"`) or a percentile of the target's recent
+    /// first-byte latency (`"p95"`).
+    pub hedge_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,4 +132,8 @@ pub struct RawRoute {
 pub struct RawTarget {
     pub provider: String,
     pub model: String,
+    /// Lower is preferred; defaults to the target's position in the list.
+    pub priority: Option<u32>,
+    /// Share within a priority tier (weighted strategy); default 1.
+    pub weight: Option<u32>,
 }

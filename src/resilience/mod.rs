@@ -4,6 +4,7 @@
 //! The failover engine in `routing` applies these decisions.
 
 pub mod backoff;
+pub mod breaker;
 pub mod classify;
 pub mod retry_after;
 

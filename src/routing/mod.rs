@@ -1,22 +1,30 @@
-//! Routing and failover: for one client request, walk the route's ordered
-//! targets, retry transient failures on the same target with backoff (or the
-//! upstream's `Retry-After`), fail over on the rest, and stop at the total
-//! deadline. It decides *which* attempt comes next using `resilience`'s
-//! rules; it never builds HTTP responses for the client (the server does).
+//! Routing and failover: for one client request, plan the order of the
+//! route's targets (priority, region, load balancing, breaker state), retry
+//! transient failures on the same target with backoff (or the upstream's
+//! `Retry-After`) within the retry budget, hedge a slow first attempt, fail
+//! over on the rest, and stop at the total deadline. It decides *which*
+//! attempt comes next using `resilience`'s rules; it never builds HTTP
+//! responses for the client (the server does).
 
 mod attempt;
+pub mod health;
+pub mod table;
 
 pub use attempt::{Served, StreamStart};
 
 use crate::api::{error_body, Endpoint, InspectedBody};
-use crate::config::{Route, Target};
+use crate::config::{Hedge, Target};
 use crate::error::GatewayError;
 use crate::resilience::{AttemptFailure, FailureCause, FailureClass, TimeoutKind};
 use attempt::{attempt, AttemptContext};
+use health::AttemptGuard;
 use http::{HeaderValue, StatusCode};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::time::{timeout_at, Instant};
+use table::{Budget, LiveRoute};
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tower::retry::budget::Budget as _;
 
 /// A failed attempt, as reported to the client and the logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +44,7 @@ pub struct Outcome<'r> {
     pub failures: Vec<AttemptRecord>,
 }
 
-/// Gateway-wide counters of the failover engine (exported as metrics later).
+/// Gateway-wide counters of the failover engine.
 #[derive(Debug, Default)]
 pub struct EngineCounters {
     pub attempts: AtomicU64,
@@ -44,20 +52,40 @@ pub struct EngineCounters {
     pub retries: AtomicU64,
     /// Moves from one target to the next after a failure.
     pub failovers: AtomicU64,
+    /// Parallel attempts started because the first one was slow.
+    pub hedges: AtomicU64,
+    /// Same-target retries or hedges not made because the budget was empty.
+    pub budget_refusals: AtomicU64,
+    /// Targets skipped because their breaker was open.
+    pub breaker_skips: AtomicU64,
+    /// Requests that found every target's breaker open.
+    pub all_open: AtomicU64,
 }
 
 pub struct Dispatch<'r, 'a> {
-    pub route: &'r Route,
+    pub live: &'r LiveRoute,
+    pub global_budget: &'a Budget,
     pub endpoint: Endpoint,
     pub body: &'a InspectedBody,
     pub request_id: &'a HeaderValue,
+    pub caller_region: Option<&'a str>,
     pub max_response_body: usize,
     pub counters: &'a EngineCounters,
 }
 
+enum Step {
+    Served(Served),
+    Failed(AttemptFailure),
+    DeadlineHit,
+}
+
+/// How many times a request whose targets are all open waits for a probe.
+const MAX_OPEN_WAITS: u32 = 3;
+
 impl<'r> Dispatch<'r, '_> {
     pub async fn run(self, started: Instant) -> Result<Outcome<'r>, GatewayError> {
-        let route = self.route;
+        let live = self.live;
+        let route = &*live.route;
         let deadline = started + route.timeouts.total;
         let client = crate::providers::client::for_connect_timeout(route.timeouts.connect);
         let ctx = AttemptContext {
@@ -68,68 +96,223 @@ impl<'r> Dispatch<'r, '_> {
             timeouts: &route.timeouts,
             max_response_body: self.max_response_body,
         };
+        live.budget.tokens.deposit();
+        self.global_budget.tokens.deposit();
         let policy = &route.retry;
         let mut failures: Vec<AttemptRecord> = Vec::new();
         let mut attempts = 0u32;
-        for (target_index, target) in route.targets.iter().enumerate() {
-            if target_index > 0 && !failures.is_empty() {
-                self.counters.failovers.fetch_add(1, Ordering::Relaxed);
-            }
-            for try_index in 0..policy.max_attempts_per_target {
-                if try_index > 0 {
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                }
-                attempts += 1;
-                self.counters.attempts.fetch_add(1, Ordering::Relaxed);
-                let failure = match timeout_at(deadline, attempt(&ctx, target)).await {
-                    Err(_) => {
-                        let cut =
-                            AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::Total));
-                        failures.push(record(target, &cut));
-                        return Err(GatewayError::DeadlineExceeded { attempts: failures });
+        let mut open_waits = 0;
+        loop {
+            let order = live.plan(self.caller_region, Instant::now());
+            let mut skipped: Vec<(usize, Instant)> = Vec::new();
+            let mut pos = 0;
+            while pos < order.len() {
+                let index = order[pos];
+                pos += 1;
+                let target = &route.targets[index];
+                for try_index in 0..policy.max_attempts_per_target {
+                    let guard = match live.health[index].admit(Instant::now()) {
+                        Ok(g) => g,
+                        Err(retry_at) => {
+                            if try_index == 0 {
+                                skipped.push((index, retry_at));
+                                self.counters.breaker_skips.fetch_add(1, Ordering::Relaxed);
+                            }
+                            break;
+                        }
+                    };
+                    if try_index > 0 {
+                        if !self.withdraw() {
+                            self.counters.budget_refusals.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    } else if attempts > 0 {
+                        // Failover to another target is charged to the budget
+                        // but never refused: it does not load the failing one.
+                        let _ = self.withdraw();
+                        self.counters.failovers.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Ok(served)) => {
+                    attempts += 1;
+                    self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+
+                    let hedge = if attempts == 1 { route.hedge } else { None };
+                    let (served_by, step) = match hedge {
+                        Some(hedge) => {
+                            self.hedged(&ctx, hedge, index, guard, &order, &mut pos, deadline, &mut attempts, &mut failures)
+                                .await
+                        }
+                        None => (index, one(&ctx, target, guard, deadline).await),
+                    };
+                    let failure = match step {
+                        Step::Served(served) => {
+                            return Ok(Outcome {
+                                served,
+                                target: &route.targets[served_by],
+                                attempts,
+                                failures,
+                            })
+                        }
+                        Step::DeadlineHit => {
+                            let cut = AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::Total));
+                            failures.push(record(&route.targets[served_by], &cut));
+                            return Err(GatewayError::DeadlineExceeded { attempts: failures });
+                        }
+                        Step::Failed(failure) => failure,
+                    };
+                    let failed_target = &route.targets[served_by];
+                    failures.push(record(failed_target, &failure));
+                    if failure.class == FailureClass::ClientError {
+                        // Only an in-stream error event gets here (client-error
+                        // statuses are passed through as served responses).
                         return Ok(Outcome {
-                            served,
-                            target,
+                            served: rejected_in_stream(),
+                            target: failed_target,
                             attempts,
                             failures,
-                        })
+                        });
                     }
-                    Ok(Err(failure)) => failure,
-                };
-                failures.push(record(target, &failure));
-                if failure.class == FailureClass::ClientError {
-                    // Only an in-stream error event gets here (client-error
-                    // statuses are passed through as served responses).
-                    return Ok(Outcome {
-                        served: rejected_in_stream(),
-                        target,
-                        attempts,
-                        failures,
-                    });
+                    if served_by != index
+                        || !failure.class.retries_same_target()
+                        || try_index + 1 == policy.max_attempts_per_target
+                    {
+                        break;
+                    }
+                    let wait = match failure.retry_after {
+                        Some(wait) if wait <= policy.max_retry_after => wait,
+                        // The upstream asks for longer than we will wait: fail over now.
+                        Some(_) => break,
+                        None => policy.backoff.delay(try_index, &mut rand::rng()),
+                    };
+                    if Instant::now() + wait >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
                 }
-                if !failure.class.retries_same_target()
-                    || try_index + 1 == policy.max_attempts_per_target
-                {
-                    break;
-                }
-                let wait = match failure.retry_after {
-                    Some(wait) if wait <= policy.max_retry_after => wait,
-                    // The upstream asks for longer than we will wait: fail over now.
-                    Some(_) => break,
-                    None => policy.backoff.delay(try_index, &mut rand::rng()),
-                };
-                if Instant::now() + wait >= deadline {
-                    break;
-                }
-                tokio::time::sleep(wait).await;
             }
+            if attempts == 0 && !skipped.is_empty() {
+                self.counters.all_open.fetch_add(1, Ordering::Relaxed);
+                let earliest = skipped.iter().map(|(_, at)| *at).min().unwrap_or(deadline);
+                // Wait for the first probe if it leaves time to make the attempt.
+                if open_waits < MAX_OPEN_WAITS && earliest + route.timeouts.first_byte.min(Duration::from_secs(1)) < deadline {
+                    open_waits += 1;
+                    sleep_until(earliest).await;
+                    continue;
+                }
+                let now = Instant::now();
+                let open = skipped
+                    .iter()
+                    .map(|(i, at)| (route.targets[*i].label().to_owned(), at.saturating_duration_since(now)))
+                    .collect();
+                return Err(GatewayError::AllTargetsOpen {
+                    open,
+                    retry_after: earliest.saturating_duration_since(now),
+                });
+            }
+            break;
         }
         if Instant::now() >= deadline {
             return Err(GatewayError::DeadlineExceeded { attempts: failures });
         }
         Err(exhausted(failures))
+    }
+
+    /// Takes one retry token from the route's and the global budget.
+    fn withdraw(&self) -> bool {
+        self.live.budget.tokens.withdraw() && self.global_budget.tokens.withdraw()
+    }
+
+    /// The first attempt, with a hedge: if it has not produced its first
+    /// content after the hedge delay, the next admissible target starts in
+    /// parallel; the first to succeed wins and the other is dropped at once
+    /// (its connection closed). Returns the index of the target whose
+    /// result is returned.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedged(
+        &self,
+        ctx: &AttemptContext<'_>,
+        hedge: Hedge,
+        index: usize,
+        guard: AttemptGuard,
+        order: &[usize],
+        pos: &mut usize,
+        deadline: Instant,
+        attempts: &mut u32,
+        failures: &mut Vec<AttemptRecord>,
+    ) -> (usize, Step) {
+        let route = &*self.live.route;
+        let delay = match hedge {
+            Hedge::After(d) => Some(d),
+            Hedge::Percentile(q) => self.live.health[index].first_byte_quantile(q),
+        };
+        let mut first = pin!(one(ctx, &route.targets[index], guard, deadline));
+        let Some(delay) = delay else {
+            return (index, first.await);
+        };
+        tokio::select! {
+            step = &mut first => return (index, step),
+            () = tokio::time::sleep(delay) => {}
+        }
+        // Find the next target that admits a request.
+        let mut second_index = None;
+        while *pos < order.len() {
+            let candidate = order[*pos];
+            *pos += 1;
+            if let Ok(g) = self.live.health[candidate].admit(Instant::now()) {
+                second_index = Some((candidate, g));
+                break;
+            }
+        }
+        let Some((second, second_guard)) = second_index else {
+            return (index, first.await);
+        };
+        if !self.withdraw() {
+            self.counters.budget_refusals.fetch_add(1, Ordering::Relaxed);
+            drop(second_guard);
+            *pos -= 1;
+            return (index, first.await);
+        }
+        self.counters.hedges.fetch_add(1, Ordering::Relaxed);
+        self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+        *attempts += 1;
+        let mut hedge_attempt = pin!(one(ctx, &route.targets[second], second_guard, deadline));
+        tokio::select! {
+            step = &mut first => match step {
+                Step::Failed(f) => {
+                    failures.push(record(&route.targets[index], &f));
+                    (second, hedge_attempt.await)
+                }
+                other => (index, other),
+            },
+            step = &mut hedge_attempt => match step {
+                Step::Failed(f) => {
+                    failures.push(record(&route.targets[second], &f));
+                    (index, first.await)
+                }
+                other => (second, other),
+            },
+        }
+    }
+}
+
+/// One attempt at one target, its outcome reported to the target's health.
+async fn one(ctx: &AttemptContext<'_>, target: &Target, guard: AttemptGuard, deadline: Instant) -> Step {
+    match timeout_at(deadline, attempt(ctx, target)).await {
+        // The guard, dropped unreported, frees its probe slot.
+        Err(_) => Step::DeadlineHit,
+        Ok(Ok(served)) => {
+            match &served {
+                Served::Complete { status, .. } if !status.is_success() => {
+                    guard.failure(Instant::now(), FailureClass::ClientError, None)
+                }
+                _ => guard.success(Instant::now()),
+            }
+            Step::Served(served)
+        }
+        Ok(Err(failure)) => {
+            guard.failure(Instant::now(), failure.class, failure.retry_after);
+            Step::Failed(failure)
+        }
     }
 }
 
@@ -157,26 +340,16 @@ fn rejected_in_stream() -> Served {
 /// 504 when every failure was a timeout, 503 when every upstream said it was
 /// overloaded or rate limited (with the shortest Retry-After seen), else 502.
 fn exhausted(failures: Vec<AttemptRecord>) -> GatewayError {
-    let all =
-        |pred: &dyn Fn(&AttemptRecord) -> bool| !failures.is_empty() && failures.iter().all(pred);
+    let all = |pred: &dyn Fn(&AttemptRecord) -> bool| !failures.is_empty() && failures.iter().all(pred);
     if all(&|f| matches!(f.cause, FailureCause::Timeout(_))) {
         return GatewayError::DeadlineExceeded { attempts: failures };
     }
     let unavailable = all(&|f| {
-        f.class == FailureClass::RateLimited
-            || f.cause == FailureCause::Status(StatusCode::SERVICE_UNAVAILABLE)
+        f.class == FailureClass::RateLimited || f.cause == FailureCause::Status(StatusCode::SERVICE_UNAVAILABLE)
     });
-    let status = if unavailable {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::BAD_GATEWAY
-    };
+    let status = if unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
     let retry_after = if unavailable {
-        failures
-            .iter()
-            .filter_map(|f| f.retry_after)
-            .min()
-            .or(Some(Duration::from_secs(1)))
+        failures.iter().filter_map(|f| f.retry_after).min().or(Some(Duration::from_secs(1)))
     } else {
         None
     };

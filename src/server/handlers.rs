@@ -21,6 +21,8 @@ use tokio::time::Instant;
 const X_REQUEST_ID: &str = "x-request-id";
 const X_TARGET: &str = "x-switchyard-target";
 const X_ATTEMPTS: &str = "x-switchyard-attempts";
+/// Lets a client say where it is, overriding the node's configured region.
+const X_REGION: &str = "x-switchyard-region";
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -81,8 +83,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Response {
-    let config = state.config.load();
-    let data: Vec<_> = config
+    let table = state.table.load();
+    let data: Vec<_> = table
+        .config
         .route_names()
         .iter()
         .map(|name| serde_json::json!({ "id": name, "object": "model", "created": 0, "owned_by": "switchyard" }))
@@ -136,7 +139,8 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = request.into_parts();
     let request_id = request_id(&parts.headers);
-    let config = state.config.load_full();
+    let table = state.table.load_full();
+    let config = &table.config;
 
     let mut route_name = "-";
     let mut stream = false;
@@ -144,15 +148,24 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
         let bytes = read_body(body, &parts.headers, config.server.max_request_body).await?;
         let inspected = InspectedBody::parse(bytes)?;
         stream = inspected.stream();
-        let route = config
+        let live = table
             .route(inspected.model())
             .ok_or_else(|| GatewayError::UnknownModel {
                 model: inspected.model().to_owned(),
                 known: config.route_names().join(", "),
             })?;
+        let route = &live.route;
         route_name = &route.name;
+        let caller_region = parts
+            .headers
+            .get(X_REGION)
+            .and_then(|v| v.to_str().ok())
+            .filter(|r| !r.is_empty() && r.len() <= 64)
+            .or(config.server.region.as_deref());
         let outcome = Dispatch {
-            route,
+            live,
+            global_budget: &table.global_budget,
+            caller_region,
             endpoint,
             body: &inspected,
             request_id: &request_id,

@@ -7,6 +7,8 @@
 mod handlers;
 
 use crate::config::Config;
+use crate::routing::health::HealthRegistry;
+use crate::routing::table::RouteTable;
 use crate::telemetry::{Counters, CountersSnapshot};
 use arc_swap::ArcSwap;
 use axum::serve::ListenerExt;
@@ -18,18 +20,29 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Everything a request needs, shared by all connections. The config is
-/// swapped atomically, so a request sees one whole config from start to end.
+/// Everything a request needs, shared by all connections. The route table
+/// (config + health + budgets) is swapped atomically, so a request sees one
+/// whole table from start to end.
 pub struct AppState {
-    pub config: ArcSwap<Config>,
+    pub table: ArcSwap<RouteTable>,
+    pub registry: Arc<HealthRegistry>,
     pub counters: Counters,
     pub draining: AtomicBool,
 }
 
 impl AppState {
+    /// Swaps in a new config; health and unchanged budgets carry over.
+    pub fn reload(&self, config: Config) {
+        let previous = self.table.load_full();
+        let table = RouteTable::build(config, self.registry.clone(), Some(&previous));
+        self.table.store(Arc::new(table));
+    }
+
     pub fn new(config: Config) -> Arc<Self> {
+        let registry = Arc::new(HealthRegistry::default());
         Arc::new(AppState {
-            config: ArcSwap::from_pointee(config),
+            table: ArcSwap::from_pointee(RouteTable::build(config, registry.clone(), None)),
+            registry,
             counters: Counters::default(),
             draining: AtomicBool::new(false),
         })
@@ -43,7 +56,7 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let drain_timeout = state.config.load().server.drain_timeout;
+    let drain_timeout = state.table.load().config.server.drain_timeout;
     let (drain_tx, mut drain_rx) = watch::channel(false);
     let listener = listener.tap_io(|tcp| {
         // Small SSE events must not wait for Nagle's algorithm.
@@ -130,7 +143,7 @@ pub fn run(
         .build()?;
     signals.block_on(shutdown_signal());
     tracing::info!(
-        drain_timeout_ms = state.config.load().server.drain_timeout.as_millis() as u64,
+        drain_timeout_ms = state.table.load().config.server.drain_timeout.as_millis() as u64,
         "shutting down: draining in-flight requests"
     );
     let _ = stop_tx.send(true);
@@ -196,6 +209,12 @@ impl Gateway {
 
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
+    }
+
+    /// Validates and swaps in a new config, keeping target health. In-flight
+    /// requests finish on the table they started with.
+    pub fn reload(&self, config: Config) {
+        self.state.reload(config);
     }
 
     pub fn counters(&self) -> CountersSnapshot {

@@ -1,0 +1,252 @@
+//! Per-target health that outlives any one config: the circuit breaker,
+//! requests in flight, and latency statistics. Keyed by provider, model and
+//! region, so a reload that keeps a target keeps its state.
+
+use crate::resilience::breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot, State, Transition};
+use crate::resilience::FailureClass;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Peak-EWMA latency (linkerd's load estimator): jumps up to a slow sample at
+/// once, decays back with time constant `TAU`.
+#[derive(Debug, Clone, Copy)]
+struct PeakEwma {
+    micros: f64,
+    updated: Option<Instant>,
+}
+
+const TAU: Duration = Duration::from_secs(10);
+
+impl PeakEwma {
+    fn observe(&mut self, sample: Duration, now: Instant) {
+        let rtt = sample.as_secs_f64() * 1e6;
+        self.micros = match self.updated {
+            None => rtt,
+            Some(_) if rtt > self.micros => rtt,
+            Some(then) => {
+                let decay = (-now.saturating_duration_since(then).as_secs_f64() / TAU.as_secs_f64()).exp();
+                self.micros * decay + rtt * (1.0 - decay)
+            }
+        };
+        self.updated = Some(now);
+    }
+}
+
+/// The last `RING` first-byte latencies, for hedging at a percentile.
+const RING: usize = 128;
+
+#[derive(Debug)]
+struct Ring {
+    samples: [u32; RING],
+    len: usize,
+    next: usize,
+}
+
+pub struct TargetHealth {
+    pub key: String,
+    breaker: Mutex<Breaker>,
+    inflight: AtomicU32,
+    latency: Mutex<PeakEwma>,
+    first_bytes: Mutex<Ring>,
+    pub attempts: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+impl std::fmt::Debug for TargetHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetHealth").field("key", &self.key).finish()
+    }
+}
+
+impl TargetHealth {
+    fn new(key: String, policy: BreakerPolicy, now: Instant) -> Self {
+        TargetHealth {
+            key,
+            breaker: Mutex::new(Breaker::new(policy, now)),
+            inflight: AtomicU32::new(0),
+            latency: Mutex::new(PeakEwma {
+                micros: 0.0,
+                updated: None,
+            }),
+            first_bytes: Mutex::new(Ring {
+                samples: [0; RING],
+                len: 0,
+                next: 0,
+            }),
+            attempts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Asks the breaker for an attempt. `Err` carries when to ask again.
+    pub fn admit(self: &Arc<Self>, now: Instant) -> Result<AttemptGuard, Instant> {
+        let probe = match lock(&self.breaker).admit(now) {
+            Admission::Allowed => false,
+            Admission::Probe => true,
+            Admission::Rejected { retry_at } => return Err(retry_at),
+        };
+        if probe {
+            tracing::info!(target_key = %self.key, "breaker half-open: probing");
+        }
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        Ok(AttemptGuard {
+            health: self.clone(),
+            probe,
+            started: now,
+            done: false,
+        })
+    }
+
+    pub fn state(&self) -> State {
+        lock(&self.breaker).state()
+    }
+
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Peak-EWMA of attempt latency in µs; 0 before any sample.
+    pub fn latency_micros(&self) -> f64 {
+        lock(&self.latency).micros
+    }
+
+    pub fn traffic_share(&self, now: Instant) -> f64 {
+        lock(&self.breaker).traffic_share(now)
+    }
+
+    pub fn next_probe(&self) -> Option<Instant> {
+        lock(&self.breaker).next_probe()
+    }
+
+    pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
+        lock(&self.breaker).snapshot(now)
+    }
+
+    /// The `q` quantile of recent first-byte latencies (None until 16 samples).
+    pub fn first_byte_quantile(&self, q: f64) -> Option<Duration> {
+        let ring = lock(&self.first_bytes);
+        if ring.len < 16 {
+            return None;
+        }
+        let mut v: Vec<u32> = ring.samples[..ring.len].to_vec();
+        drop(ring);
+        v.sort_unstable();
+        let idx = ((v.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
+        Some(Duration::from_micros(u64::from(v[idx])))
+    }
+
+    fn log_transition(&self, t: Transition, cause: &str) {
+        tracing::warn!(
+            target_key = %self.key,
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            cause,
+            "breaker transition"
+        );
+    }
+}
+
+/// One admitted attempt. Report its outcome; dropping it unreported (the
+/// client left, a hedge lost) frees a probe slot without judging the target.
+pub struct AttemptGuard {
+    health: Arc<TargetHealth>,
+    probe: bool,
+    started: Instant,
+    done: bool,
+}
+
+impl AttemptGuard {
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    pub fn success(mut self, now: Instant) {
+        self.done = true;
+        let h = &self.health;
+        h.inflight.fetch_sub(1, Ordering::Relaxed);
+        let elapsed = now.saturating_duration_since(self.started);
+        lock(&h.latency).observe(elapsed, now);
+        {
+            let mut ring = lock(&h.first_bytes);
+            let next = ring.next;
+            ring.samples[next] = elapsed.as_micros().min(u128::from(u32::MAX)) as u32;
+            ring.next = (next + 1) % RING;
+            ring.len = (ring.len + 1).min(RING);
+        }
+        let transition = lock(&h.breaker).on_success(now, self.probe);
+        if let Some(t) = transition {
+            h.log_transition(t, "probe succeeded");
+        }
+    }
+
+    pub fn failure(mut self, now: Instant, class: FailureClass, retry_after: Option<Duration>) {
+        self.done = true;
+        let h = &self.health;
+        h.inflight.fetch_sub(1, Ordering::Relaxed);
+        if class == FailureClass::ClientError {
+            // The upstream answered sensibly about a bad request: alive.
+            if self.probe {
+                let t = lock(&h.breaker).on_success(now, true);
+                if let Some(t) = t {
+                    h.log_transition(t, "probe answered");
+                }
+            }
+            return;
+        }
+        h.failures.fetch_add(1, Ordering::Relaxed);
+        // A slow failure still tells the balancer the target is slow.
+        lock(&h.latency).observe(now.saturating_duration_since(self.started), now);
+        let transition = lock(&h.breaker).on_failure(now, self.probe, retry_after);
+        if let Some(t) = transition {
+            h.log_transition(t, class.as_str());
+        }
+    }
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.health.inflight.fetch_sub(1, Ordering::Relaxed);
+            lock(&self.health.breaker).on_abandoned(self.probe);
+        }
+    }
+}
+
+/// Every target's health, by key. Shared by successive route tables.
+#[derive(Default)]
+pub struct HealthRegistry {
+    targets: Mutex<HashMap<String, Arc<TargetHealth>>>,
+}
+
+impl HealthRegistry {
+    /// The existing state for `key` (adopting `policy`), or a fresh one.
+    pub fn get_or_create(&self, key: &str, policy: BreakerPolicy) -> Arc<TargetHealth> {
+        let mut map = lock(&self.targets);
+        if let Some(h) = map.get(key) {
+            lock(&h.breaker).set_policy(policy);
+            return h.clone();
+        }
+        let h = Arc::new(TargetHealth::new(key.to_owned(), policy, Instant::now()));
+        map.insert(key.to_owned(), h.clone());
+        h
+    }
+
+    /// Forgets targets no longer in the config.
+    pub fn retain(&self, keys: &HashSet<String>) {
+        lock(&self.targets).retain(|k, _| keys.contains(k));
+    }
+
+    pub fn all(&self) -> Vec<Arc<TargetHealth>> {
+        let mut v: Vec<_> = lock(&self.targets).values().cloned().collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+}
