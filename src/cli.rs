@@ -103,7 +103,7 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
     let listen = config.server.listen;
     let routes = config.route_names().join(",");
-    crate::server::run(config, worker_threads(), |addr| {
+    crate::server::run(config, Some(path.clone()), worker_threads(), |addr| {
         tracing::info!(%addr, routes, "switchyard listening");
         println!("switchyard listening on http://{addr}/v1");
     })

@@ -38,13 +38,22 @@ pub enum GatewayError {
     #[error("the gateway is shutting down")]
     ShuttingDown,
     #[error("{}", describe_open(.open))]
-    AllTargetsOpen { open: Vec<(String, Duration)>, retry_after: Duration },
+    AllTargetsOpen {
+        open: Vec<(String, Duration)>,
+        retry_after: Duration,
+    },
 }
 
 fn describe_open(open: &[(String, Duration)]) -> String {
-    let mut out = String::from("every target of this route is failing and its circuit breaker is open:");
+    let mut out =
+        String::from("every target of this route is failing and its circuit breaker is open:");
     for (i, (target, probe_in)) in open.iter().enumerate() {
-        let _ = write!(out, "{} {target} (next probe in {:.1} s)", if i == 0 { "" } else { ";" }, probe_in.as_secs_f64());
+        let _ = write!(
+            out,
+            "{} {target} (next probe in {:.1} s)",
+            if i == 0 { "" } else { ";" },
+            probe_in.as_secs_f64()
+        );
     }
     out
 }
@@ -79,7 +88,9 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Exhausted { status, .. } => *status,
             GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::ShuttingDown | GatewayError::AllTargetsOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ShuttingDown | GatewayError::AllTargetsOpen { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -135,6 +146,9 @@ impl IntoResponse for GatewayError {
             GatewayError::Exhausted {
                 retry_after: Some(wait),
                 ..
+            }
+            | GatewayError::AllTargetsOpen {
+                retry_after: wait, ..
             } => {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

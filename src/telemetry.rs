@@ -164,6 +164,10 @@ impl Counters {
             attempts: get(&self.engine.attempts),
             retries: get(&self.engine.retries),
             failovers: get(&self.engine.failovers),
+            hedges: get(&self.engine.hedges),
+            budget_refusals: get(&self.engine.budget_refusals),
+            breaker_skips: get(&self.engine.breaker_skips),
+            all_open: get(&self.engine.all_open),
         }
     }
 }
@@ -180,6 +184,10 @@ pub struct CountersSnapshot {
     pub attempts: u64,
     pub retries: u64,
     pub failovers: u64,
+    pub hedges: u64,
+    pub budget_refusals: u64,
+    pub breaker_skips: u64,
+    pub all_open: u64,
 }
 
 /// The fields of the per-request log line.

@@ -475,13 +475,22 @@ fn resolve_timeouts(
     t
 }
 
-fn resolve_breaker(issues: &mut Issues, path: &str, raw: &RawBreaker, base: &BreakerPolicy) -> BreakerPolicy {
+fn resolve_breaker(
+    issues: &mut Issues,
+    path: &str,
+    raw: &RawBreaker,
+    base: &BreakerPolicy,
+) -> BreakerPolicy {
     let mut p = *base;
     if let Some(r) = raw.failure_ratio {
         if r > 0.0 && r <= 1.0 {
             p.failure_ratio = r;
         } else {
-            issues.hint(format!("{path}.failure_ratio"), format!("{r} is not in (0, 1]"), "e.g. 0.5 trips when half the requests in the window fail");
+            issues.hint(
+                format!("{path}.failure_ratio"),
+                format!("{r} is not in (0, 1]"),
+                "e.g. 0.5 trips when half the requests in the window fail",
+            );
         }
     }
     if let Some(n) = raw.min_requests {
@@ -491,20 +500,42 @@ fn resolve_breaker(issues: &mut Issues, path: &str, raw: &RawBreaker, base: &Bre
     if let Some(n) = raw.consecutive_failures {
         p.consecutive_failures = n;
     }
-    p.open_base = issues.positive_duration(format!("{path}.open_base"), raw.open_base.as_ref(), p.open_base);
+    p.open_base = issues.positive_duration(
+        format!("{path}.open_base"),
+        raw.open_base.as_ref(),
+        p.open_base,
+    );
     if let Some(f) = raw.open_factor {
         if (1.0..=100.0).contains(&f) {
             p.open_factor = f;
         } else {
-            issues.hint(format!("{path}.open_factor"), format!("{f} is not in [1, 100]"), "2.0 doubles the open time on each repeated trip");
+            issues.hint(
+                format!("{path}.open_factor"),
+                format!("{f} is not in [1, 100]"),
+                "2.0 doubles the open time on each repeated trip",
+            );
         }
     }
-    p.open_max = issues.positive_duration(format!("{path}.open_max"), raw.open_max.as_ref(), p.open_max);
+    p.open_max = issues.positive_duration(
+        format!("{path}.open_max"),
+        raw.open_max.as_ref(),
+        p.open_max,
+    );
     if p.open_max < p.open_base {
-        issues.push(format!("{path}.open_max"), format!("open_max ({:?}) is shorter than open_base ({:?})", p.open_max, p.open_base));
+        issues.push(
+            format!("{path}.open_max"),
+            format!(
+                "open_max ({:?}) is shorter than open_base ({:?})",
+                p.open_max, p.open_base
+            ),
+        );
     }
     for (key, value, field) in [
-        ("half_open_probes", raw.half_open_probes, &mut p.half_open_probes),
+        (
+            "half_open_probes",
+            raw.half_open_probes,
+            &mut p.half_open_probes,
+        ),
         ("close_after", raw.close_after, &mut p.close_after),
     ] {
         match value {
@@ -513,17 +544,30 @@ fn resolve_breaker(issues: &mut Issues, path: &str, raw: &RawBreaker, base: &Bre
             None => {}
         }
     }
-    p.slow_start = issues.duration(format!("{path}.slow_start"), raw.slow_start.as_ref(), p.slow_start);
+    p.slow_start = issues.duration(
+        format!("{path}.slow_start"),
+        raw.slow_start.as_ref(),
+        p.slow_start,
+    );
     p
 }
 
-fn resolve_budget(issues: &mut Issues, path: &str, raw: &RawBudget, base: &BudgetPolicy) -> BudgetPolicy {
+fn resolve_budget(
+    issues: &mut Issues,
+    path: &str,
+    raw: &RawBudget,
+    base: &BudgetPolicy,
+) -> BudgetPolicy {
     let mut b = *base;
     if let Some(r) = raw.retry_ratio {
         if (0.0..=10.0).contains(&r) {
             b.retry_ratio = r as f32;
         } else {
-            issues.hint(format!("{path}.retry_ratio"), format!("{r} is not in [0, 10]"), "0.2 lets retries add at most 20% to recent first attempts");
+            issues.hint(
+                format!("{path}.retry_ratio"),
+                format!("{r} is not in [0, 10]"),
+                "0.2 lets retries add at most 20% to recent first attempts",
+            );
         }
     }
     if let Some(n) = raw.min_per_sec {
@@ -533,7 +577,10 @@ fn resolve_budget(issues: &mut Issues, path: &str, raw: &RawBudget, base: &Budge
     if (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl) {
         b.ttl = ttl;
     } else {
-        issues.push(format!("{path}.ttl"), format!("{ttl:?} is not between 1s and 60s"));
+        issues.push(
+            format!("{path}.ttl"),
+            format!("{ttl:?} is not between 1s and 60s"),
+        );
     }
     b
 }
@@ -544,7 +591,11 @@ fn resolve_hedge(issues: &mut Issues, path: &str, value: Option<&String>) -> Opt
         return match q.parse::<f64>() {
             Ok(q) if q > 0.0 && q < 100.0 => Some(Hedge::Percentile(q / 100.0)),
             _ => {
-                issues.hint(path, format!("invalid percentile \"{text}\""), "write e.g. \"p95\" or \"p99.9\"");
+                issues.hint(
+                    path,
+                    format!("invalid percentile \"{text}\""),
+                    "write e.g. \"p95\" or \"p99.9\"",
+                );
                 None
             }
         };
@@ -552,7 +603,11 @@ fn resolve_hedge(issues: &mut Issues, path: &str, value: Option<&String>) -> Opt
     match humantime::parse_duration(text) {
         Ok(d) if !d.is_zero() => Some(Hedge::After(d)),
         _ => {
-            issues.hint(path, format!("invalid hedge_after \"{text}\""), "a duration (\"300ms\") or a percentile of recent first-byte latency (\"p95\")");
+            issues.hint(
+                path,
+                format!("invalid hedge_after \"{text}\""),
+                "a duration (\"300ms\") or a percentile of recent first-byte latency (\"p95\")",
+            );
             None
         }
     }
@@ -602,8 +657,18 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         &raw.defaults.timeouts,
         &DEFAULT_TIMEOUTS,
     );
-    let default_breaker = resolve_breaker(&mut issues, "defaults.breaker", &raw.defaults.breaker, &BreakerPolicy::default());
-    let default_budget = resolve_budget(&mut issues, "defaults.budget", &raw.defaults.budget, &BudgetPolicy::default());
+    let default_breaker = resolve_breaker(
+        &mut issues,
+        "defaults.breaker",
+        &raw.defaults.breaker,
+        &BreakerPolicy::default(),
+    );
+    let default_budget = resolve_budget(
+        &mut issues,
+        "defaults.budget",
+        &raw.defaults.budget,
+        &BudgetPolicy::default(),
+    );
 
     let mut providers = BTreeMap::new();
     for (name, p) in &raw.providers {
@@ -725,7 +790,11 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 }
             };
             if t.weight == Some(0) {
-                issues.hint(format!("{tpath}.weight"), "must be at least 1", "remove the target to stop sending it traffic");
+                issues.hint(
+                    format!("{tpath}.weight"),
+                    "must be at least 1",
+                    "remove the target to stop sending it traffic",
+                );
             }
             targets.push(Target {
                 provider: provider.clone(),
@@ -755,7 +824,9 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             None => default_timeouts,
         };
         let breaker = match &r.breaker {
-            Some(b) => resolve_breaker(&mut issues, &format!("{path}.breaker"), b, &default_breaker),
+            Some(b) => {
+                resolve_breaker(&mut issues, &format!("{path}.breaker"), b, &default_breaker)
+            }
             None => default_breaker,
         };
         let budget = match &r.budget {
@@ -767,11 +838,20 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             Some("least_inflight") => Strategy::LeastInflight,
             Some("latency") => Strategy::Latency,
             Some(other) => {
-                issues.push(format!("{path}.strategy"), format!("unknown strategy \"{other}\" (known: weighted, least_inflight, latency)"));
+                issues.push(
+                    format!("{path}.strategy"),
+                    format!(
+                        "unknown strategy \"{other}\" (known: weighted, least_inflight, latency)"
+                    ),
+                );
                 Strategy::Weighted
             }
         };
-        let hedge = resolve_hedge(&mut issues, &format!("{path}.hedge_after"), r.hedge_after.as_ref());
+        let hedge = resolve_hedge(
+            &mut issues,
+            &format!("{path}.hedge_after"),
+            r.hedge_after.as_ref(),
+        );
         routes.insert(
             name.clone(),
             Arc::new(Route {

@@ -136,7 +136,9 @@ impl Window {
     /// (requests, failures) in the window.
     fn totals(&mut self, now: Instant) -> (u32, u32) {
         self.advance(now);
-        self.buckets.iter().fold((0, 0), |(r, f), (s, x)| (r + s + x, f + x))
+        self.buckets
+            .iter()
+            .fold((0, 0), |(r, f), (s, x)| (r + s + x, f + x))
     }
 
     fn clear(&mut self) {
@@ -220,7 +222,9 @@ impl Breaker {
     pub fn admit(&mut self, now: Instant) -> Admission {
         match self.state {
             State::Closed => Admission::Allowed,
-            State::Open if now < self.probe_at => Admission::Rejected { retry_at: self.probe_at },
+            State::Open if now < self.probe_at => Admission::Rejected {
+                retry_at: self.probe_at,
+            },
             State::Open => {
                 self.state = State::HalfOpen;
                 self.transitions += 1;
@@ -258,7 +262,12 @@ impl Breaker {
         }
     }
 
-    pub fn on_failure(&mut self, now: Instant, probe: bool, retry_after: Option<Duration>) -> Option<Transition> {
+    pub fn on_failure(
+        &mut self,
+        now: Instant,
+        probe: bool,
+        retry_after: Option<Duration>,
+    ) -> Option<Transition> {
         if let Some(wait) = retry_after {
             let until = now + wait;
             self.retry_after_until = Some(self.retry_after_until.map_or(until, |u| u.max(until)));
@@ -273,7 +282,8 @@ impl Breaker {
                 let (requests, failures) = self.window.totals(now);
                 let by_ratio = requests >= self.policy.min_requests.max(1)
                     && f64::from(failures) >= self.policy.failure_ratio * f64::from(requests);
-                let by_streak = self.policy.consecutive_failures > 0 && self.consecutive >= self.policy.consecutive_failures;
+                let by_streak = self.policy.consecutive_failures > 0
+                    && self.consecutive >= self.policy.consecutive_failures;
                 (by_ratio || by_streak).then(|| self.open(now))
             }
             State::HalfOpen if probe => Some(self.open(now)),
@@ -291,7 +301,11 @@ impl Breaker {
     fn open(&mut self, now: Instant) -> Transition {
         let from = self.state;
         self.trips += 1;
-        let factor = self.policy.open_factor.max(1.0).powi(self.trips.saturating_sub(1).min(64) as i32);
+        let factor = self
+            .policy
+            .open_factor
+            .max(1.0)
+            .powi(self.trips.saturating_sub(1).min(64) as i32);
         let duration = self
             .policy
             .open_base
@@ -309,7 +323,10 @@ impl Breaker {
         self.consecutive = 0;
         self.window.clear();
         self.transitions += 1;
-        Transition { from, to: State::Open }
+        Transition {
+            from,
+            to: State::Open,
+        }
     }
 
     fn close(&mut self, now: Instant) -> Transition {
@@ -331,7 +348,8 @@ impl Breaker {
     pub fn traffic_share(&self, now: Instant) -> f64 {
         match (self.state, self.closed_at) {
             (State::Closed, Some(closed)) if !self.policy.slow_start.is_zero() => {
-                let ramp = now.saturating_duration_since(closed).as_secs_f64() / self.policy.slow_start.as_secs_f64();
+                let ramp = now.saturating_duration_since(closed).as_secs_f64()
+                    / self.policy.slow_start.as_secs_f64();
                 (0.1 + 0.9 * ramp).min(1.0)
             }
             _ => 1.0,
@@ -342,7 +360,11 @@ impl Breaker {
         let (requests, failures) = self.window.totals(now);
         BreakerSnapshot {
             state: self.state,
-            failure_ratio: if requests == 0 { 0.0 } else { f64::from(failures) / f64::from(requests) },
+            failure_ratio: if requests == 0 {
+                0.0
+            } else {
+                f64::from(failures) / f64::from(requests)
+            },
             window_requests: requests,
             consecutive_failures: self.consecutive,
             trips: self.trips,
@@ -383,9 +405,22 @@ mod tests {
         for _ in 0..9 {
             assert_eq!(b.on_failure(t0, false, None), None, "below minimum volume");
         }
-        let tr = b.on_failure(t0, false, None).expect("10 requests, 100% failed");
-        assert_eq!(tr, Transition { from: State::Closed, to: State::Open });
-        assert_eq!(b.admit(t0), Admission::Rejected { retry_at: t0 + secs(1.0) });
+        let tr = b
+            .on_failure(t0, false, None)
+            .expect("10 requests, 100% failed");
+        assert_eq!(
+            tr,
+            Transition {
+                from: State::Closed,
+                to: State::Open
+            }
+        );
+        assert_eq!(
+            b.admit(t0),
+            Admission::Rejected {
+                retry_at: t0 + secs(1.0)
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -408,7 +443,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn trips_on_consecutive_failures() {
         let t0 = Instant::now();
-        let mut b = Breaker::new(BreakerPolicy { consecutive_failures: 3, min_requests: 1000, ..policy() }, t0);
+        let mut b = Breaker::new(
+            BreakerPolicy {
+                consecutive_failures: 3,
+                min_requests: 1000,
+                ..policy()
+            },
+            t0,
+        );
         b.on_failure(t0, false, None);
         b.on_failure(t0, false, None);
         b.on_success(t0, false);
@@ -433,10 +475,19 @@ mod tests {
         let t1 = t0 + secs(1.0);
         assert_eq!(b.admit(t1), Admission::Probe);
         assert_eq!(b.state(), State::HalfOpen);
-        assert!(matches!(b.admit(t1), Admission::Rejected { .. }), "one probe at a time");
+        assert!(
+            matches!(b.admit(t1), Admission::Rejected { .. }),
+            "one probe at a time"
+        );
         assert_eq!(b.on_success(t1, true), None, "needs two successes");
         assert_eq!(b.admit(t1), Admission::Probe);
-        assert_eq!(b.on_success(t1, true), Some(Transition { from: State::HalfOpen, to: State::Closed }));
+        assert_eq!(
+            b.on_success(t1, true),
+            Some(Transition {
+                from: State::HalfOpen,
+                to: State::Closed
+            })
+        );
         assert_eq!(b.admit(t1), Admission::Allowed);
     }
 
@@ -454,7 +505,10 @@ mod tests {
             assert_eq!(b.admit(now), Admission::Probe);
             b.on_failure(now, true, None);
         }
-        assert_eq!(durations, vec![secs(1.0), secs(2.0), secs(4.0), secs(5.0), secs(5.0)]);
+        assert_eq!(
+            durations,
+            vec![secs(1.0), secs(2.0), secs(4.0), secs(5.0), secs(5.0)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

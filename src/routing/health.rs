@@ -2,7 +2,9 @@
 //! requests in flight, and latency statistics. Keyed by provider, model and
 //! region, so a reload that keeps a target keeps its state.
 
-use crate::resilience::breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot, State, Transition};
+use crate::resilience::breaker::{
+    Admission, Breaker, BreakerPolicy, BreakerSnapshot, State, Transition,
+};
 use crate::resilience::FailureClass;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -31,7 +33,8 @@ impl PeakEwma {
             None => rtt,
             Some(_) if rtt > self.micros => rtt,
             Some(then) => {
-                let decay = (-now.saturating_duration_since(then).as_secs_f64() / TAU.as_secs_f64()).exp();
+                let decay =
+                    (-now.saturating_duration_since(then).as_secs_f64() / TAU.as_secs_f64()).exp();
                 self.micros * decay + rtt * (1.0 - decay)
             }
         };
@@ -61,7 +64,9 @@ pub struct TargetHealth {
 
 impl std::fmt::Debug for TargetHealth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TargetHealth").field("key", &self.key).finish()
+        f.debug_struct("TargetHealth")
+            .field("key", &self.key)
+            .finish()
     }
 }
 

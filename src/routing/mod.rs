@@ -123,7 +123,9 @@ impl<'r> Dispatch<'r, '_> {
                     };
                     if try_index > 0 {
                         if !self.withdraw() {
-                            self.counters.budget_refusals.fetch_add(1, Ordering::Relaxed);
+                            self.counters
+                                .budget_refusals
+                                .fetch_add(1, Ordering::Relaxed);
                             break;
                         }
                         self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -139,8 +141,18 @@ impl<'r> Dispatch<'r, '_> {
                     let hedge = if attempts == 1 { route.hedge } else { None };
                     let (served_by, step) = match hedge {
                         Some(hedge) => {
-                            self.hedged(&ctx, hedge, index, guard, &order, &mut pos, deadline, &mut attempts, &mut failures)
-                                .await
+                            self.hedged(
+                                &ctx,
+                                hedge,
+                                index,
+                                guard,
+                                &order,
+                                &mut pos,
+                                deadline,
+                                &mut attempts,
+                                &mut failures,
+                            )
+                            .await
                         }
                         None => (index, one(&ctx, target, guard, deadline).await),
                     };
@@ -154,7 +166,9 @@ impl<'r> Dispatch<'r, '_> {
                             })
                         }
                         Step::DeadlineHit => {
-                            let cut = AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::Total));
+                            let cut = AttemptFailure::transient(FailureCause::Timeout(
+                                TimeoutKind::Total,
+                            ));
                             failures.push(record(&route.targets[served_by], &cut));
                             return Err(GatewayError::DeadlineExceeded { attempts: failures });
                         }
@@ -194,7 +208,9 @@ impl<'r> Dispatch<'r, '_> {
                 self.counters.all_open.fetch_add(1, Ordering::Relaxed);
                 let earliest = skipped.iter().map(|(_, at)| *at).min().unwrap_or(deadline);
                 // Wait for the first probe if it leaves time to make the attempt.
-                if open_waits < MAX_OPEN_WAITS && earliest + route.timeouts.first_byte.min(Duration::from_secs(1)) < deadline {
+                if open_waits < MAX_OPEN_WAITS
+                    && earliest + route.timeouts.first_byte.min(Duration::from_secs(1)) < deadline
+                {
                     open_waits += 1;
                     sleep_until(earliest).await;
                     continue;
@@ -202,7 +218,12 @@ impl<'r> Dispatch<'r, '_> {
                 let now = Instant::now();
                 let open = skipped
                     .iter()
-                    .map(|(i, at)| (route.targets[*i].label().to_owned(), at.saturating_duration_since(now)))
+                    .map(|(i, at)| {
+                        (
+                            route.targets[*i].label().to_owned(),
+                            at.saturating_duration_since(now),
+                        )
+                    })
                     .collect();
                 return Err(GatewayError::AllTargetsOpen {
                     open,
@@ -267,7 +288,9 @@ impl<'r> Dispatch<'r, '_> {
             return (index, first.await);
         };
         if !self.withdraw() {
-            self.counters.budget_refusals.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .budget_refusals
+                .fetch_add(1, Ordering::Relaxed);
             drop(second_guard);
             *pos -= 1;
             return (index, first.await);
@@ -296,7 +319,12 @@ impl<'r> Dispatch<'r, '_> {
 }
 
 /// One attempt at one target, its outcome reported to the target's health.
-async fn one(ctx: &AttemptContext<'_>, target: &Target, guard: AttemptGuard, deadline: Instant) -> Step {
+async fn one(
+    ctx: &AttemptContext<'_>,
+    target: &Target,
+    guard: AttemptGuard,
+    deadline: Instant,
+) -> Step {
     match timeout_at(deadline, attempt(ctx, target)).await {
         // The guard, dropped unreported, frees its probe slot.
         Err(_) => Step::DeadlineHit,
@@ -340,16 +368,26 @@ fn rejected_in_stream() -> Served {
 /// 504 when every failure was a timeout, 503 when every upstream said it was
 /// overloaded or rate limited (with the shortest Retry-After seen), else 502.
 fn exhausted(failures: Vec<AttemptRecord>) -> GatewayError {
-    let all = |pred: &dyn Fn(&AttemptRecord) -> bool| !failures.is_empty() && failures.iter().all(pred);
+    let all =
+        |pred: &dyn Fn(&AttemptRecord) -> bool| !failures.is_empty() && failures.iter().all(pred);
     if all(&|f| matches!(f.cause, FailureCause::Timeout(_))) {
         return GatewayError::DeadlineExceeded { attempts: failures };
     }
     let unavailable = all(&|f| {
-        f.class == FailureClass::RateLimited || f.cause == FailureCause::Status(StatusCode::SERVICE_UNAVAILABLE)
+        f.class == FailureClass::RateLimited
+            || f.cause == FailureCause::Status(StatusCode::SERVICE_UNAVAILABLE)
     });
-    let status = if unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+    let status = if unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
     let retry_after = if unavailable {
-        failures.iter().filter_map(|f| f.retry_after).min().or(Some(Duration::from_secs(1)))
+        failures
+            .iter()
+            .filter_map(|f| f.retry_after)
+            .min()
+            .or(Some(Duration::from_secs(1)))
     } else {
         None
     };

@@ -46,7 +46,11 @@ pub struct RouteTable {
 impl RouteTable {
     /// Binds `config` to the registry's target health, reusing the previous
     /// table's budgets where their policy is unchanged.
-    pub fn build(config: Config, registry: Arc<HealthRegistry>, previous: Option<&RouteTable>) -> RouteTable {
+    pub fn build(
+        config: Config,
+        registry: Arc<HealthRegistry>,
+        previous: Option<&RouteTable>,
+    ) -> RouteTable {
         let config = Arc::new(config);
         let mut keys = HashSet::new();
         let mut routes = HashMap::new();
@@ -119,8 +123,16 @@ impl LiveRoute {
             let away = u8::from(caller_region.is_some_and(|c| c != region));
             let latency = region_latency.get(region).copied().unwrap_or(f64::INFINITY);
             // Unmeasured regions sort after measured ones, in config order.
-            let latency = if away == 0 || !latency.is_finite() { u64::MAX } else { latency as u64 };
-            (targets[i].priority, away, if away == 0 { 0 } else { latency })
+            let latency = if away == 0 || !latency.is_finite() {
+                u64::MAX
+            } else {
+                latency as u64
+            };
+            (
+                targets[i].priority,
+                away,
+                if away == 0 { 0 } else { latency },
+            )
         };
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| (rank(i), i));
@@ -174,7 +186,10 @@ impl LiveRoute {
                 // nginx's smooth weighted round robin: every member gains its
                 // weight, the richest is picked and pays the total.
                 let mut current = self.swrr.lock().unwrap_or_else(|p| p.into_inner());
-                let total: i64 = group.iter().map(|&i| i64::from(self.route.targets[i].weight)).sum();
+                let total: i64 = group
+                    .iter()
+                    .map(|&i| i64::from(self.route.targets[i].weight))
+                    .sum();
                 let mut best = group[0];
                 for &i in group.iter() {
                     current[i] += i64::from(self.route.targets[i].weight);
@@ -203,7 +218,11 @@ impl LiveRoute {
                 if b >= a {
                     b += 1;
                 }
-                let first = if score(group[a]) <= score(group[b]) { group[a] } else { group[b] };
+                let first = if score(group[a]) <= score(group[b]) {
+                    group[a]
+                } else {
+                    group[b]
+                };
                 group.sort_by(|&x, &y| score(x).total_cmp(&score(y)));
                 if let Some(pos) = group.iter().position(|&i| i == first) {
                     group[..=pos].rotate_right(1);

@@ -40,6 +40,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/healthz", get(healthz).fallback(method_not_allowed("GET")))
         .route("/readyz", get(readyz).fallback(method_not_allowed("GET")))
+        .route(
+            "/admin/targets",
+            get(admin_targets).fallback(method_not_allowed("GET")),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -91,6 +95,38 @@ async fn models(State(state): State<Arc<AppState>>) -> Response {
         .map(|name| serde_json::json!({ "id": name, "object": "model", "created": 0, "owned_by": "switchyard" }))
         .collect();
     Json(serde_json::json!({ "object": "list", "data": data })).into_response()
+}
+
+/// Breaker state and recent health of every target.
+async fn admin_targets(State(state): State<Arc<AppState>>) -> Response {
+    let now = Instant::now();
+    let secs = |d: std::time::Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+    let targets: Vec<_> = state
+        .registry
+        .all()
+        .iter()
+        .map(|h| {
+            let b = h.snapshot(now);
+            serde_json::json!({
+                "target": h.key,
+                "state": b.state.as_str(),
+                "failure_ratio": b.failure_ratio,
+                "window_requests": b.window_requests,
+                "consecutive_failures": b.consecutive_failures,
+                "trips": b.trips,
+                "transitions": b.transitions,
+                "opened_seconds_ago": b.opened_at.map(|t| secs(now.saturating_duration_since(t))),
+                "next_probe_in_seconds": b.next_probe.map(|t| secs(t.saturating_duration_since(now))),
+                "latency_ewma_ms": (h.latency_micros() / 10.0).round() / 100.0,
+                "first_byte_p95_ms": h.first_byte_quantile(0.95).map(|d| secs(d) * 1000.0),
+                "inflight": h.inflight(),
+                "attempts": h.attempts.load(Ordering::Relaxed),
+                "failures": h.failures.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "targets": targets, "counters": state.counters.snapshot() }))
+        .into_response()
 }
 
 async fn chat_completions(State(state): State<Arc<AppState>>, request: Request) -> Response {

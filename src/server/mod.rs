@@ -5,6 +5,7 @@
 //! itself.
 
 mod handlers;
+pub mod reload;
 
 use crate::config::Config;
 use crate::routing::health::HealthRegistry;
@@ -97,6 +98,7 @@ pub async fn serve(
 /// at saturation (BENCHMARKS.md). `on_listening` gets the bound address.
 pub fn run(
     config: Config,
+    config_path: Option<std::path::PathBuf>,
     threads: usize,
     on_listening: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
@@ -141,7 +143,17 @@ pub fn run(
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    signals.block_on(shutdown_signal());
+    signals.block_on(async {
+        match config_path {
+            Some(path) => {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    () = reload::watch(path, state.clone()) => {}
+                }
+            }
+            None => shutdown_signal().await,
+        }
+    });
     tracing::info!(
         drain_timeout_ms = state.table.load().config.server.drain_timeout.as_millis() as u64,
         "shutting down: draining in-flight requests"
