@@ -102,8 +102,8 @@ impl LiveRoute {
     /// by priority; within a priority, the caller's region first, then other
     /// regions by measured latency; within a (priority, region) group, by the
     /// route's balancing strategy. Targets ramping up after their breaker
-    /// closed (slow start) are moved to the end of their tier for the share
-    /// of requests they should not take yet.
+    /// closed (slow start) are moved to the very end for the share of
+    /// requests they should not take yet.
     pub fn plan(&self, caller_region: Option<&str>, now: Instant) -> Vec<usize> {
         let targets = &self.route.targets;
         let n = targets.len();
@@ -151,32 +151,19 @@ impl LiveRoute {
             start = end;
         }
 
-        // Slow start: within each priority tier, a ramping target keeps its
-        // place only for its current share of requests.
-        let mut start = 0;
-        while start < n {
-            let priority = targets[order[start]].priority;
-            let mut end = start + 1;
-            while end < n && targets[order[end]].priority == priority {
-                end += 1;
+        // Slow start: a target ramping up after its breaker closed keeps
+        // its place only for its current share of requests; otherwise it
+        // becomes the last resort, after every other target.
+        let mut deferred: Vec<usize> = Vec::new();
+        order.retain(|&i| {
+            let share = self.health[i].traffic_share(now);
+            let keep = share >= 1.0 || rng.random_bool(share.clamp(0.0, 1.0));
+            if !keep {
+                deferred.push(i);
             }
-            let tier = &mut order[start..end];
-            let mut kept: Vec<usize> = Vec::with_capacity(tier.len());
-            let mut deferred: Vec<usize> = Vec::new();
-            for &i in tier.iter() {
-                let share = self.health[i].traffic_share(now);
-                if share < 1.0 && !rng.random_bool(share.clamp(0.0, 1.0)) {
-                    deferred.push(i);
-                } else {
-                    kept.push(i);
-                }
-            }
-            if !deferred.is_empty() {
-                kept.extend(deferred);
-                tier.copy_from_slice(&kept);
-            }
-            start = end;
-        }
+            keep
+        });
+        order.extend(deferred);
         order
     }
 
