@@ -218,13 +218,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "failovers           {:>8}   (moved on to the next target)",
         counters.failovers
     );
-    println!("breaker skips       {:>8}   (requests that went straight past an open breaker)", counters.breaker_skips);
-    println!("budget refusals     {:>8}   (retries not made: the retry budget was spent)", counters.budget_refusals);
+    println!(
+        "breaker skips       {:>8}   (requests that went straight past an open breaker)",
+        counters.breaker_skips
+    );
+    println!(
+        "budget refusals     {:>8}   (retries not made: the retry budget was spent)",
+        counters.budget_refusals
+    );
     println!("streams cut         {:>8}", counters.streams_cut);
     for health in gateway.state().registry.all() {
         let snap = health.snapshot(tokio::time::Instant::now());
         if snap.transitions > 0 {
-            println!("breaker {:<28} {} transitions, now {}", health.key, snap.transitions, snap.state.as_str());
+            println!(
+                "breaker {:<28} {} transitions, now {}",
+                health.key,
+                snap.transitions,
+                snap.state.as_str()
+            );
         }
     }
     println!("\n== What the upstreams saw ===================================================");

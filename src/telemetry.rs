@@ -138,6 +138,8 @@ pub struct Counters {
     pub streams_completed: AtomicU64,
     pub streams_cut: AtomicU64,
     pub client_disconnects: AtomicU64,
+    pub config_reloads: AtomicU64,
+    pub config_reload_failures: AtomicU64,
     pub engine: EngineCounters,
 }
 
@@ -161,6 +163,8 @@ impl Counters {
             streams_completed: get(&self.streams_completed),
             streams_cut: get(&self.streams_cut),
             client_disconnects: get(&self.client_disconnects),
+            config_reloads: get(&self.config_reloads),
+            config_reload_failures: get(&self.config_reload_failures),
             attempts: get(&self.engine.attempts),
             retries: get(&self.engine.retries),
             failovers: get(&self.engine.failovers),
@@ -181,6 +185,8 @@ pub struct CountersSnapshot {
     pub streams_completed: u64,
     pub streams_cut: u64,
     pub client_disconnects: u64,
+    pub config_reloads: u64,
+    pub config_reload_failures: u64,
     pub attempts: u64,
     pub retries: u64,
     pub failovers: u64,

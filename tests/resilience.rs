@@ -540,3 +540,67 @@ async fn reload_under_load_has_zero_client_errors() {
         "both orders were used"
     );
 }
+
+#[tokio::test]
+async fn percentile_hedge_uses_the_targets_recent_first_byte_latency() {
+    let primary = sim("primary").await;
+    let secondary = sim("secondary").await;
+    let text = config_text(&[&primary.base_url(), &secondary.base_url()], ONE_TRY).replace(
+        "[routes.chat-default]\n",
+        "[routes.chat-default]\nhedge_after = \"p90\"\n",
+    );
+    let gw = gateway_from_text(&text).await;
+    let client = client();
+    // Until 16 samples exist there is no percentile, so no hedge.
+    for _ in 0..20 {
+        assert_eq!(
+            chat(&client, &gw, chat_body(false))
+                .await
+                .header("x-switchyard-target"),
+            Some("p0/gpt-4o")
+        );
+    }
+    assert_eq!(gw.counters().hedges, 0);
+    primary.push_script([Fault::ok(Duration::from_secs(10))]);
+    let reply = chat(&client, &gw, chat_body(false)).await;
+    assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
+    assert_eq!(gw.counters().hedges, 1);
+}
+
+#[tokio::test]
+async fn latency_strategy_prefers_the_faster_target() {
+    let slow = sim_with(
+        "slow",
+        Behavior {
+            latency: switchyard::sim::Latency {
+                base: Duration::from_millis(40),
+                ..Default::default()
+            },
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let fast = sim("fast").await;
+    let text = two_target_route(
+        &slow.base_url(),
+        &fast.base_url(),
+        "strategy = \"latency\"",
+        ", priority = 0",
+        ", priority = 0",
+    )
+    .replace("region = \"eu\"", "region = \"us\"");
+    let gw = gateway_from_text(&text).await;
+    let client = client();
+    for _ in 0..50 {
+        assert_eq!(
+            chat(&client, &gw, chat_body(false)).await.status,
+            StatusCode::OK
+        );
+    }
+    assert!(
+        fast.stats().requests >= 45,
+        "fast {} slow {}",
+        fast.stats().requests,
+        slow.stats().requests
+    );
+}

@@ -73,16 +73,9 @@ pub async fn serve(
         () = shutdown => {}
     }
     state.draining.store(true, Ordering::SeqCst);
-    tracing::info!(
-        drain_timeout_ms = drain_timeout.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
     let _ = drain_tx.send(true);
     match tokio::time::timeout(drain_timeout, server).await {
-        Ok(result) => {
-            tracing::info!("drained; exiting");
-            result
-        }
+        Ok(result) => result,
         Err(_) => {
             tracing::warn!("drain timeout reached; closing the remaining connections");
             Ok(())
@@ -103,6 +96,12 @@ pub fn run(
     on_listening: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
     let threads = threads.max(1);
+    // Handlers first: a SIGHUP or SIGTERM that arrives right after the
+    // listening line must be handled, not take the default (fatal) action.
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut handlers = signals.block_on(async { Signals::install() })?;
     let mut addr = config.server.listen;
     let state = AppState::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -140,18 +139,28 @@ pub fn run(
         handles.push(handle);
     }
     on_listening(addr);
-    let signals = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     signals.block_on(async {
-        match config_path {
-            Some(path) => {
-                tokio::select! {
-                    () = shutdown_signal() => {}
-                    () = reload::watch(path, state.clone()) => {}
+        let mut file = config_path.map(reload::ConfigFile::new);
+        let mut tick = tokio::time::interval(reload::ConfigFile::POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                signal = handlers.next() => match (signal, file.as_mut()) {
+                    (Signal::Shutdown, _) => break,
+                    (Signal::Hangup, Some(f)) => {
+                        tracing::info!("SIGHUP: reloading config");
+                        f.reload(&state);
+                    }
+                    (Signal::Hangup, None) => tracing::warn!("SIGHUP: no config file to reload"),
+                },
+                _ = tick.tick() => {
+                    if let Some(f) = file.as_mut() {
+                        if state.table.load().config.server.watch_config && f.changed() {
+                            f.reload(&state);
+                        }
+                    }
                 }
             }
-            None => shutdown_signal().await,
         }
     });
     tracing::info!(
@@ -249,30 +258,50 @@ impl Gateway {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Shutdown,
+    Hangup,
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.task.abort();
+/// The process's signal handlers, installed at once by `install`.
+pub struct Signals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must run inside a runtime.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+                hangup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal: SIGINT or SIGTERM mean shut down, SIGHUP reload.
+    pub async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => Signal::Shutdown,
+            _ = self.interrupt.recv() => Signal::Shutdown,
+            _ = self.hangup.recv() => Signal::Hangup,
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Shutdown
+        }
     }
 }

@@ -7,10 +7,8 @@
 use super::AppState;
 use crate::config::Config;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
-
-const POLL_EVERY: Duration = Duration::from_secs(2);
 
 /// Loads `path` and swaps it in. Returns whether the running config changed.
 pub fn reload_from(path: &Path, state: &AppState) -> bool {
@@ -26,10 +24,18 @@ pub fn reload_from(path: &Path, state: &AppState) -> bool {
             }
             let routes = config.route_names().join(",");
             state.reload(config);
+            state
+                .counters
+                .config_reloads
+                .fetch_add(1, Ordering::Relaxed);
             tracing::info!(path = %path.display(), routes, "config reloaded");
             true
         }
         Err(errors) => {
+            state
+                .counters
+                .config_reload_failures
+                .fetch_add(1, Ordering::Relaxed);
             for issue in &errors.0 {
                 tracing::error!(path = %issue.path, problem = %issue.message, hint = issue.hint.as_deref().unwrap_or(""), "config reload rejected");
             }
@@ -44,42 +50,33 @@ fn modified(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Reloads on SIGHUP and, if enabled in the config, on file changes. Runs
-/// until the task is dropped.
-pub async fn watch(path: PathBuf, state: Arc<AppState>) {
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut last_seen = modified(&path);
-    let mut tick = tokio::time::interval(POLL_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        #[cfg(unix)]
-        let sighup = async {
-            match hangup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let sighup = std::future::pending::<()>();
-        tokio::select! {
-            () = sighup => {
-                tracing::info!("SIGHUP: reloading config");
-                last_seen = modified(&path);
-                reload_from(&path, &state);
-            }
-            _ = tick.tick() => {
-                if !state.table.load().config.server.watch_config {
-                    continue;
-                }
-                let now = modified(&path);
-                if now.is_some() && now != last_seen {
-                    last_seen = now;
-                    reload_from(&path, &state);
-                }
-            }
+/// The config file, watched by modification time and size.
+pub struct ConfigFile {
+    pub path: PathBuf,
+    last_seen: Option<(SystemTime, u64)>,
+}
+
+impl ConfigFile {
+    pub const POLL_EVERY: Duration = Duration::from_secs(2);
+
+    pub fn new(path: PathBuf) -> Self {
+        let last_seen = modified(&path);
+        ConfigFile { path, last_seen }
+    }
+
+    /// Whether the file changed since the last call (or since `new`).
+    pub fn changed(&mut self) -> bool {
+        let now = modified(&self.path);
+        if now.is_some() && now != self.last_seen {
+            self.last_seen = now;
+            return true;
         }
+        false
+    }
+
+    /// Reloads now and remembers the file's current version.
+    pub fn reload(&mut self, state: &AppState) -> bool {
+        self.last_seen = modified(&self.path);
+        reload_from(&self.path, state)
     }
 }
