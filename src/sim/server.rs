@@ -164,21 +164,32 @@ struct EmbeddingsRequest<'a> {
     input: Option<serde_json::Value>,
 }
 
+/// Parses a request body, answering 400 (counted and logged) if it does not fit.
+// The error is the response to send; boxing it would only add an allocation.
+#[allow(clippy::result_large_err)]
+fn parse<'a, T: Deserialize<'a>>(
+    shared: &Arc<Shared>,
+    parts: &Parts,
+    body: &'a Bytes,
+) -> Result<T, Response<Body>> {
+    serde_json::from_slice(body).map_err(|err| {
+        let message = format!("invalid request body: {err}");
+        bad_request(
+            shared,
+            parts,
+            None,
+            false,
+            StatusCode::BAD_REQUEST,
+            &message,
+            body.len(),
+        )
+    })
+}
+
 async fn chat(shared: &Arc<Shared>, parts: &Parts, body: &Bytes) -> Response<Body> {
-    let req: ChatRequest<'_> = match serde_json::from_slice(body) {
+    let req: ChatRequest<'_> = match parse(shared, parts, body) {
         Ok(req) => req,
-        Err(err) => {
-            let message = format!("invalid request body: {err}");
-            return bad_request(
-                shared,
-                parts,
-                None,
-                false,
-                StatusCode::BAD_REQUEST,
-                &message,
-                body.len(),
-            );
-        }
+        Err(response) => return response,
     };
     let stream = req.stream.unwrap_or(false);
     let decision = match admit(shared, parts, &req.model, stream, body.len()) {
@@ -242,20 +253,9 @@ async fn chat(shared: &Arc<Shared>, parts: &Parts, body: &Bytes) -> Response<Bod
 }
 
 async fn embeddings(shared: &Arc<Shared>, parts: &Parts, body: &Bytes) -> Response<Body> {
-    let req: EmbeddingsRequest<'_> = match serde_json::from_slice(body) {
+    let req: EmbeddingsRequest<'_> = match parse(shared, parts, body) {
         Ok(req) => req,
-        Err(err) => {
-            let message = format!("invalid request body: {err}");
-            return bad_request(
-                shared,
-                parts,
-                None,
-                false,
-                StatusCode::BAD_REQUEST,
-                &message,
-                body.len(),
-            );
-        }
+        Err(response) => return response,
     };
     let inputs = match req.input.as_ref().map(parse_inputs) {
         Some(Some(inputs)) => inputs,
