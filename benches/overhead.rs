@@ -7,7 +7,8 @@
 //! driver runs here. Everything shares this machine's cores, so absolute
 //! numbers include the driver's own cost; the *difference* is the gateway's.
 //!
-//! Environment knobs: BENCH_ROUND_SECS (default 5), BENCH_ROUNDS (default 3).
+//! Environment knobs: BENCH_ROUND_SECS (default 5), BENCH_ROUNDS (default 3),
+//! BENCH_GATEWAY_LOG (the gateway's RUST_LOG, default info).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -31,7 +32,14 @@ impl Drop for Proc {
 fn spawn(args: &[&str], log: bool) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
-        .env("RUST_LOG", if log { "info" } else { "warn" })
+        .env(
+            "RUST_LOG",
+            if log {
+                std::env::var("BENCH_GATEWAY_LOG").unwrap_or_else(|_| "info".into())
+            } else {
+                "warn".into()
+            },
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
