@@ -16,6 +16,7 @@ use crate::api::{error_body, Endpoint, InspectedBody};
 use crate::config::{Hedge, Target};
 use crate::error::GatewayError;
 use crate::resilience::{AttemptFailure, FailureCause, FailureClass, TimeoutKind};
+use crate::telemetry::metrics::TargetMetrics;
 use attempt::{attempt, AttemptContext};
 use health::AttemptGuard;
 use http::{HeaderValue, StatusCode};
@@ -39,6 +40,8 @@ pub struct AttemptRecord {
 pub struct Outcome<'r> {
     pub served: Served,
     pub target: &'r Target,
+    /// Position of `target` in the route's targets.
+    pub target_index: usize,
     /// Upstream attempts made, the successful one included.
     pub attempts: u32,
     pub failures: Vec<AttemptRecord>,
@@ -71,6 +74,15 @@ pub struct Dispatch<'r, 'a> {
     pub caller_region: Option<&'a str>,
     pub max_response_body: usize,
     pub counters: &'a EngineCounters,
+}
+
+#[derive(Clone, Copy)]
+enum Event {
+    Retry,
+    Failover,
+    Hedge,
+    BudgetRefusal,
+    BreakerSkip,
 }
 
 enum Step {
@@ -116,24 +128,22 @@ impl<'r> Dispatch<'r, '_> {
                         Err(retry_at) => {
                             if try_index == 0 {
                                 skipped.push((index, retry_at));
-                                self.counters.breaker_skips.fetch_add(1, Ordering::Relaxed);
+                                self.note(Event::BreakerSkip);
                             }
                             break;
                         }
                     };
                     if try_index > 0 {
                         if !self.withdraw() {
-                            self.counters
-                                .budget_refusals
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.note(Event::BudgetRefusal);
                             break;
                         }
-                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        self.note(Event::Retry);
                     } else if attempts > 0 {
                         // Failover to another target is charged to the budget
                         // but never refused: it does not load the failing one.
                         let _ = self.withdraw();
-                        self.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                        self.note(Event::Failover);
                     }
                     attempts += 1;
                     self.counters.attempts.fetch_add(1, Ordering::Relaxed);
@@ -154,13 +164,17 @@ impl<'r> Dispatch<'r, '_> {
                             )
                             .await
                         }
-                        None => (index, one(&ctx, target, guard, deadline).await),
+                        None => (
+                            index,
+                            one(&ctx, target, &live.metrics.targets[index], guard, deadline).await,
+                        ),
                     };
                     let failure = match step {
                         Step::Served(served) => {
                             return Ok(Outcome {
                                 served,
                                 target: &route.targets[served_by],
+                                target_index: served_by,
                                 attempts,
                                 failures,
                             })
@@ -182,6 +196,7 @@ impl<'r> Dispatch<'r, '_> {
                         return Ok(Outcome {
                             served: rejected_in_stream(),
                             target: failed_target,
+                            target_index: served_by,
                             attempts,
                             failures,
                         });
@@ -238,6 +253,25 @@ impl<'r> Dispatch<'r, '_> {
         Err(exhausted(failures))
     }
 
+    /// Counts an engine event gateway-wide and in the route's metrics.
+    fn note(&self, event: Event) {
+        let (counter, metric) = match event {
+            Event::Retry => (&self.counters.retries, &self.live.metrics.retries),
+            Event::Failover => (&self.counters.failovers, &self.live.metrics.failovers),
+            Event::Hedge => (&self.counters.hedges, &self.live.metrics.hedges),
+            Event::BudgetRefusal => (
+                &self.counters.budget_refusals,
+                &self.live.metrics.budget_refusals,
+            ),
+            Event::BreakerSkip => (
+                &self.counters.breaker_skips,
+                &self.live.metrics.breaker_skips,
+            ),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metric.inc();
+    }
+
     /// Takes one retry token from the route's and the global budget.
     fn withdraw(&self) -> bool {
         self.live.budget.tokens.withdraw() && self.global_budget.tokens.withdraw()
@@ -266,7 +300,13 @@ impl<'r> Dispatch<'r, '_> {
             Hedge::After(d) => Some(d),
             Hedge::Percentile(q) => self.live.health[index].first_byte_quantile(q),
         };
-        let mut first = pin!(one(ctx, &route.targets[index], guard, deadline));
+        let mut first = pin!(one(
+            ctx,
+            &route.targets[index],
+            &self.live.metrics.targets[index],
+            guard,
+            deadline
+        ));
         let Some(delay) = delay else {
             return (index, first.await);
         };
@@ -288,17 +328,21 @@ impl<'r> Dispatch<'r, '_> {
             return (index, first.await);
         };
         if !self.withdraw() {
-            self.counters
-                .budget_refusals
-                .fetch_add(1, Ordering::Relaxed);
+            self.note(Event::BudgetRefusal);
             drop(second_guard);
             *pos -= 1;
             return (index, first.await);
         }
-        self.counters.hedges.fetch_add(1, Ordering::Relaxed);
+        self.note(Event::Hedge);
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         *attempts += 1;
-        let mut hedge_attempt = pin!(one(ctx, &route.targets[second], second_guard, deadline));
+        let mut hedge_attempt = pin!(one(
+            ctx,
+            &route.targets[second],
+            &self.live.metrics.targets[second],
+            second_guard,
+            deadline
+        ));
         tokio::select! {
             step = &mut first => match step {
                 Step::Failed(f) => {
@@ -318,30 +362,52 @@ impl<'r> Dispatch<'r, '_> {
     }
 }
 
-/// One attempt at one target, its outcome reported to the target's health.
+/// One attempt at one target, its outcome reported to the target's health
+/// and metrics. Dropped unfinished (a hedge lost, the client left) it counts
+/// as cancelled.
 async fn one(
     ctx: &AttemptContext<'_>,
     target: &Target,
+    metrics: &TargetMetrics,
     guard: AttemptGuard,
     deadline: Instant,
 ) -> Step {
-    match timeout_at(deadline, attempt(ctx, target)).await {
+    struct Cancelled<'m>(Option<&'m TargetMetrics>);
+    impl Drop for Cancelled<'_> {
+        fn drop(&mut self) {
+            if let Some(m) = self.0 {
+                m.attempt_cancelled();
+            }
+        }
+    }
+    let mut cancelled = Cancelled(Some(metrics));
+    let started = Instant::now();
+    let step = match timeout_at(deadline, attempt(ctx, target)).await {
         // The guard, dropped unreported, frees its probe slot.
-        Err(_) => Step::DeadlineHit,
+        Err(_) => return Step::DeadlineHit,
         Ok(Ok(served)) => {
+            let now = Instant::now();
             match &served {
                 Served::Complete { status, .. } if !status.is_success() => {
-                    guard.failure(Instant::now(), FailureClass::ClientError, None)
+                    guard.failure(now, FailureClass::ClientError, None);
+                    metrics.attempt_failed(FailureClass::ClientError, now - started);
                 }
-                _ => guard.success(Instant::now()),
+                _ => {
+                    guard.success(now);
+                    metrics.attempt_succeeded(now - started);
+                }
             }
             Step::Served(served)
         }
         Ok(Err(failure)) => {
-            guard.failure(Instant::now(), failure.class, failure.retry_after);
+            let now = Instant::now();
+            guard.failure(now, failure.class, failure.retry_after);
+            metrics.attempt_failed(failure.class, now - started);
             Step::Failed(failure)
         }
-    }
+    };
+    cancelled.0 = None;
+    step
 }
 
 fn record(target: &Target, failure: &AttemptFailure) -> AttemptRecord {

@@ -5,6 +5,7 @@
 
 use super::health::{HealthRegistry, TargetHealth};
 use crate::config::{BudgetPolicy, Config, Route, Strategy};
+use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,7 @@ pub struct LiveRoute {
     /// Parallel to `route.targets`.
     pub health: Vec<Arc<TargetHealth>>,
     pub budget: Arc<Budget>,
+    pub metrics: RouteMetrics,
     /// Smooth weighted round-robin state, parallel to `route.targets`.
     swrr: Mutex<Vec<i64>>,
 }
@@ -49,6 +51,7 @@ impl RouteTable {
     pub fn build(
         config: Config,
         registry: Arc<HealthRegistry>,
+        metrics: &Metrics,
         previous: Option<&RouteTable>,
     ) -> RouteTable {
         let config = Arc::new(config);
@@ -75,6 +78,14 @@ impl RouteTable {
                     route: route.clone(),
                     health,
                     budget,
+                    metrics: metrics.route(
+                        &route.name,
+                        &route
+                            .targets
+                            .iter()
+                            .map(|t| (t.label().to_owned(), t.region().to_owned()))
+                            .collect::<Vec<_>>(),
+                    ),
                     swrr: Mutex::new(vec![0; route.targets.len()]),
                 }),
             );

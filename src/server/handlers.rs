@@ -3,6 +3,7 @@
 use super::AppState;
 use crate::api::{Endpoint, InspectedBody};
 use crate::error::GatewayError;
+use crate::routing::table::LiveRoute;
 use crate::routing::{Dispatch, Served};
 use crate::streaming::relay::{Relay, StreamEnd};
 use crate::telemetry::{log_request, RequestLine};
@@ -40,6 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/healthz", get(healthz).fallback(method_not_allowed("GET")))
         .route("/readyz", get(readyz).fallback(method_not_allowed("GET")))
+        .route("/metrics", get(metrics).fallback(method_not_allowed("GET")))
         .route(
             "/admin/targets",
             get(admin_targets).fallback(method_not_allowed("GET")),
@@ -95,6 +97,19 @@ async fn models(State(state): State<Arc<AppState>>) -> Response {
         .map(|name| serde_json::json!({ "id": name, "object": "model", "created": 0, "owned_by": "switchyard" }))
         .collect();
     Json(serde_json::json!({ "object": "list", "data": data })).into_response()
+}
+
+/// Prometheus scrape endpoint (OpenMetrics text format).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let body = state.metrics.render(&state.registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Breaker state and recent health of every target.
@@ -178,7 +193,9 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     let table = state.table.load_full();
     let config = &table.config;
 
+    let inflight = Inflight::start(&state);
     let mut route_name = "-";
+    let mut live_route = None;
     let mut stream = false;
     let result = async {
         let bytes = read_body(body, &parts.headers, config.server.max_request_body).await?;
@@ -192,6 +209,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             })?;
         let route = &live.route;
         route_name = &route.name;
+        live_route = Some(live.clone());
         let caller_region = parts
             .headers
             .get(X_REGION)
@@ -210,15 +228,19 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
         }
         .run(started)
         .await?;
-        Ok::<_, GatewayError>((outcome, route.timeouts))
+        Ok::<_, GatewayError>((outcome, route.timeouts, live.clone()))
     }
     .await;
 
-    let (outcome, timeouts) = match result {
+    let (outcome, timeouts, live) = match result {
         Ok(ok) => ok,
         Err(error) => {
             let status = error.status().as_u16();
             state.counters.count_status(status);
+            match &live_route {
+                Some(live) => live.metrics.request_done(status, stream, started.elapsed()),
+                None => state.metrics.unrouted(status),
+            }
             log_request(&RequestLine {
                 request_id: request_id.to_str().unwrap_or("-"),
                 route: route_name,
@@ -237,13 +259,17 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
 
     let target_label = outcome.target.label.clone();
     let attempts = outcome.attempts;
-    let log = RequestLog {
+    if matches!(outcome.served, Served::Stream(_)) {
+        live.metrics.targets[outcome.target_index].first_token(started.elapsed());
+    }
+    let log = RequestEnd {
         request_id: request_id.clone(),
-        route: route_name.to_owned(),
         target: target_label.clone(),
         attempts,
         stream,
         started,
+        live,
+        _inflight: inflight,
     };
     let mut response = match outcome.served {
         Served::Complete {
@@ -282,6 +308,9 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                         StreamEnd::ClientGone => &state.counters.client_disconnects,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
+                    if matches!(how, StreamEnd::Cut(_)) {
+                        log.live.metrics.streams_cut.inc();
+                    }
                     log.write(200, how.as_str());
                 })
             };
@@ -309,27 +338,46 @@ fn attempt_count(error: &GatewayError) -> u32 {
     }
 }
 
-/// What the per-request log line needs once the response is done.
-struct RequestLog {
+/// Counts a client request in flight (the `inflight_requests` gauge) until dropped.
+struct Inflight(Arc<AppState>);
+
+impl Inflight {
+    fn start(state: &Arc<AppState>) -> Self {
+        state.metrics.inflight().inc();
+        Inflight(state.clone())
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.metrics.inflight().dec();
+    }
+}
+
+/// What the log line and the metrics need once the response is done.
+struct RequestEnd {
     request_id: HeaderValue,
-    route: String,
     target: HeaderValue,
     attempts: u32,
     stream: bool,
     started: Instant,
+    live: Arc<LiveRoute>,
+    _inflight: Inflight,
 }
 
-impl RequestLog {
+impl RequestEnd {
     fn write(&self, status: u16, outcome: &str) {
+        let latency = self.started.elapsed();
+        self.live.metrics.request_done(status, self.stream, latency);
         log_request(&RequestLine {
             request_id: self.request_id.to_str().unwrap_or("-"),
-            route: &self.route,
+            route: &self.live.route.name,
             target: self.target.to_str().unwrap_or("-"),
             attempts: self.attempts,
             status,
             stream: self.stream,
             outcome,
-            latency: self.started.elapsed(),
+            latency,
         });
     }
 }

@@ -10,6 +10,7 @@ pub mod reload;
 use crate::config::Config;
 use crate::routing::health::HealthRegistry;
 use crate::routing::table::RouteTable;
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{Counters, CountersSnapshot};
 use arc_swap::ArcSwap;
 use axum::serve::ListenerExt;
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 pub struct AppState {
     pub table: ArcSwap<RouteTable>,
     pub registry: Arc<HealthRegistry>,
+    pub metrics: Metrics,
     pub counters: Counters,
     pub draining: AtomicBool,
 }
@@ -35,15 +37,27 @@ impl AppState {
     /// Swaps in a new config; health and unchanged budgets carry over.
     pub fn reload(&self, config: Config) {
         let previous = self.table.load_full();
-        let table = RouteTable::build(config, self.registry.clone(), Some(&previous));
+        let table = RouteTable::build(
+            config,
+            self.registry.clone(),
+            &self.metrics,
+            Some(&previous),
+        );
         self.table.store(Arc::new(table));
     }
 
     pub fn new(config: Config) -> Arc<Self> {
         let registry = Arc::new(HealthRegistry::default());
+        let metrics = Metrics::new();
         Arc::new(AppState {
-            table: ArcSwap::from_pointee(RouteTable::build(config, registry.clone(), None)),
+            table: ArcSwap::from_pointee(RouteTable::build(
+                config,
+                registry.clone(),
+                &metrics,
+                None,
+            )),
             registry,
+            metrics,
             counters: Counters::default(),
             draining: AtomicBool::new(false),
         })

@@ -2,6 +2,8 @@
 //! counters. It observes; it never changes what a request does. No field it
 //! logs can hold a secret: keys live only in `config::ApiKey`.
 
+pub mod metrics;
+
 use crate::routing::EngineCounters;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

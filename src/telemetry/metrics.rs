@@ -1,0 +1,376 @@
+//! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text
+//! format. Labels are bounded: route, target (provider/model), region,
+//! status class, error class, key name ("anonymous" until virtual keys
+//! exist); never a secret, a request id or a model name a client typed.
+//!
+//! The request path touches only pre-resolved handles (`RouteMetrics`,
+//! built with the route table), so recording is atomic adds and one
+//! uncontended histogram lock: no label hashing, no allocation.
+
+use crate::resilience::breaker::State;
+use crate::resilience::FailureClass;
+use crate::routing::health::HealthRegistry;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub key: String,
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    pub route: String,
+    pub stream: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub route: String,
+    pub target: String,
+    pub region: String,
+    pub outcome: &'static str,
+    pub error_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteTargetLabels {
+    pub route: String,
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub target: String,
+}
+
+fn latency_buckets() -> Histogram {
+    // 1 ms .. ~65 s, doubling.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 17,
+    ))
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric family the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<DurationLabels>,
+    attempts: Family<AttemptLabels, Counter>,
+    upstream_duration: HistogramFamily<RouteTargetLabels>,
+    first_token: HistogramFamily<RouteTargetLabels>,
+    retries: Family<RouteLabels, Counter>,
+    failovers: Family<RouteLabels, Counter>,
+    hedges: Family<RouteLabels, Counter>,
+    budget_refusals: Family<RouteLabels, Counter>,
+    breaker_skips: Family<RouteLabels, Counter>,
+    streams_cut: Family<RouteLabels, Counter>,
+    breaker_state: Family<TargetLabels, Gauge>,
+    breaker_transitions: Family<TargetLabels, Counter>,
+    target_inflight: Family<TargetLabels, Gauge>,
+    inflight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchyard");
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_buckets),
+            attempts: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_buckets),
+            first_token: Family::new_with_constructor(latency_buckets),
+            retries: Family::default(),
+            failovers: Family::default(),
+            hedges: Family::default(),
+            budget_refusals: Family::default(),
+            breaker_skips: Family::default(),
+            streams_cut: Family::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            target_inflight: Family::default(),
+            inflight: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Client requests by route, key and response status class",
+            m.requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Client request duration, to the last byte of the response",
+            Unit::Seconds,
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "upstream_attempts",
+            "Upstream attempts by target, outcome and error class",
+            m.attempts.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_duration",
+            "Upstream attempt duration, to the response head or first content event",
+            Unit::Seconds,
+            m.upstream_duration.clone(),
+        );
+        registry.register_with_unit(
+            "time_to_first_token",
+            "Streams: time from the client request to the first content event",
+            Unit::Seconds,
+            m.first_token.clone(),
+        );
+        registry.register("retries", "Same-target retries", m.retries.clone());
+        registry.register(
+            "failovers",
+            "Moves to the next target after a failure",
+            m.failovers.clone(),
+        );
+        registry.register(
+            "hedges",
+            "Parallel attempts started because the first was slow",
+            m.hedges.clone(),
+        );
+        registry.register(
+            "budget_refusals",
+            "Retries or hedges not made because the retry budget was spent",
+            m.budget_refusals.clone(),
+        );
+        registry.register(
+            "breaker_skips",
+            "Targets skipped because their circuit breaker was open",
+            m.breaker_skips.clone(),
+        );
+        registry.register(
+            "streams_cut",
+            "Streams ended with an error event after content had been sent",
+            m.streams_cut.clone(),
+        );
+        registry.register(
+            "breaker_state",
+            "Circuit breaker state per target: 0 closed, 1 half-open, 2 open",
+            m.breaker_state.clone(),
+        );
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker state changes per target",
+            m.breaker_transitions.clone(),
+        );
+        registry.register(
+            "target_inflight_requests",
+            "Upstream requests in flight per target",
+            m.target_inflight.clone(),
+        );
+        registry.register(
+            "inflight_requests",
+            "Client requests in flight",
+            m.inflight.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Handles for one route, resolved once per route table.
+    pub fn route(&self, route: &str, targets: &[(String, String)]) -> RouteMetrics {
+        let r = || RouteLabels {
+            route: route.to_owned(),
+        };
+        let per_target = targets
+            .iter()
+            .map(|(target, region)| {
+                let attempt = |outcome: &'static str, error_class: &'static str| {
+                    self.attempts
+                        .get_or_create(&AttemptLabels {
+                            route: route.to_owned(),
+                            target: target.clone(),
+                            region: region.clone(),
+                            outcome,
+                            error_class,
+                        })
+                        .clone()
+                };
+                let rt = RouteTargetLabels {
+                    route: route.to_owned(),
+                    target: target.clone(),
+                };
+                TargetMetrics {
+                    success: attempt("success", "none"),
+                    failures: [
+                        attempt("failure", FailureClass::Transient.as_str()),
+                        attempt("failure", FailureClass::RateLimited.as_str()),
+                        attempt("failure", FailureClass::UpstreamAuth.as_str()),
+                        attempt("failure", FailureClass::ClientError.as_str()),
+                    ],
+                    cancelled: attempt("cancelled", "none"),
+                    duration: self.upstream_duration.get_or_create(&rt).clone(),
+                    first_token: self.first_token.get_or_create(&rt).clone(),
+                }
+            })
+            .collect();
+        let status = |class: &'static str| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.to_owned(),
+                    key: "anonymous".to_owned(),
+                    status_class: class,
+                })
+                .clone()
+        };
+        let duration = |stream: &'static str| {
+            self.request_duration
+                .get_or_create(&DurationLabels {
+                    route: route.to_owned(),
+                    stream,
+                })
+                .clone()
+        };
+        RouteMetrics {
+            by_status: [status("2xx"), status("4xx"), status("5xx")],
+            duration: [duration("false"), duration("true")],
+            retries: self.retries.get_or_create(&r()).clone(),
+            failovers: self.failovers.get_or_create(&r()).clone(),
+            hedges: self.hedges.get_or_create(&r()).clone(),
+            budget_refusals: self.budget_refusals.get_or_create(&r()).clone(),
+            breaker_skips: self.breaker_skips.get_or_create(&r()).clone(),
+            streams_cut: self.streams_cut.get_or_create(&r()).clone(),
+            targets: per_target,
+        }
+    }
+
+    /// Requests that never reached a route (bad input, unknown model).
+    pub fn unrouted(&self, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: "-".to_owned(),
+                key: "anonymous".to_owned(),
+                status_class: status_class(status),
+            })
+            .inc();
+    }
+
+    pub fn inflight(&self) -> &Gauge {
+        &self.inflight
+    }
+
+    /// The exposition text, with breaker gauges refreshed from `health`.
+    pub fn render(&self, health: &HealthRegistry) -> String {
+        let now = Instant::now();
+        for h in health.all() {
+            let labels = TargetLabels {
+                target: h.key.clone(),
+            };
+            let snap = h.snapshot(now);
+            let state = match snap.state {
+                State::Closed => 0,
+                State::HalfOpen => 1,
+                State::Open => 2,
+            };
+            self.breaker_state.get_or_create(&labels).set(state);
+            self.target_inflight
+                .get_or_create(&labels)
+                .set(i64::from(h.inflight()));
+            let transitions = self.breaker_transitions.get_or_create(&labels);
+            let seen = transitions.get();
+            if snap.transitions > seen {
+                transitions.inc_by(snap.transitions - seen);
+            }
+        }
+        let mut out = String::with_capacity(16 << 10);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Pre-resolved handles of one target within one route.
+#[derive(Clone)]
+pub struct TargetMetrics {
+    success: Counter,
+    /// Indexed like `FailureClass` order: transient, rate limited, auth, client.
+    failures: [Counter; 4],
+    cancelled: Counter,
+    duration: Histogram,
+    first_token: Histogram,
+}
+
+impl TargetMetrics {
+    pub fn attempt_succeeded(&self, took: Duration) {
+        self.success.inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn attempt_failed(&self, class: FailureClass, took: Duration) {
+        let i = match class {
+            FailureClass::Transient => 0,
+            FailureClass::RateLimited => 1,
+            FailureClass::UpstreamAuth => 2,
+            FailureClass::ClientError => 3,
+        };
+        self.failures[i].inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn attempt_cancelled(&self) {
+        self.cancelled.inc();
+    }
+
+    pub fn first_token(&self, since_request: Duration) {
+        self.first_token.observe(since_request.as_secs_f64());
+    }
+}
+
+/// Pre-resolved handles of one route.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_status: [Counter; 3],
+    /// [non-stream, stream].
+    duration: [Histogram; 2],
+    pub retries: Counter,
+    pub failovers: Counter,
+    pub hedges: Counter,
+    pub budget_refusals: Counter,
+    pub breaker_skips: Counter,
+    pub streams_cut: Counter,
+    /// Parallel to the route's targets.
+    pub targets: Vec<TargetMetrics>,
+}
+
+impl RouteMetrics {
+    pub fn request_done(&self, status: u16, stream: bool, took: Duration) {
+        let i = match status {
+            200..=299 => 0,
+            400..=499 => 1,
+            _ => 2,
+        };
+        self.by_status[i].inc();
+        self.duration[usize::from(stream)].observe(took.as_secs_f64());
+    }
+}

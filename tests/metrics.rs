@@ -1,0 +1,252 @@
+//! `GET /metrics` after scripted simulator scenarios: the counters say
+//! exactly what happened, labels are bounded, and no secret appears.
+
+mod common;
+
+use common::*;
+use http::{Method, StatusCode};
+use std::collections::HashMap;
+use switchyard::sim::{Fault, FaultAction};
+
+/// Parses the OpenMetrics text exposition into `name{labels}` → value,
+/// checking every line's syntax as it goes.
+fn parse(text: &str) -> HashMap<String, f64> {
+    assert!(
+        text.ends_with("# EOF\n"),
+        "an OpenMetrics exposition ends with # EOF"
+    );
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            let mut parts = line.splitn(4, ' ');
+            assert_eq!(parts.next(), Some("#"));
+            let kind = parts.next().unwrap();
+            assert!(
+                ["HELP", "TYPE", "UNIT", "EOF"].contains(&kind),
+                "bad comment line: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        assert!(
+            series[..name_end]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in: {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unterminated labels: {line}");
+        }
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "duplicate series {series}"
+        );
+    }
+    samples
+}
+
+fn get(samples: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|(series, _)| {
+            (series.as_str() == name || series.starts_with(&format!("{name}{{")))
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    assert!(!matching.is_empty(), "no series {name} with {labels:?}");
+    matching.iter().sum()
+}
+
+#[tokio::test]
+async fn counters_match_a_scripted_scenario() {
+    let primary = sim("primary").await;
+    let secondary = sim("secondary").await;
+    // Three requests fail over (503 twice each), then one succeeds after a retry,
+    // then one stream is cut mid-way, then one bad request.
+    let mut script = Vec::new();
+    for _ in 0..3 {
+        script.extend([Fault::status(503), Fault::status(503)]);
+    }
+    script.extend([Fault::status(500), Fault::ok(Default::default())]);
+    script.push(FaultAction::DropAfter(2).into());
+    primary.push_script(script);
+    // No breaker in the way: this test counts retries and failovers.
+    let extra =
+        format!("{FAST}\n[defaults.breaker]\nconsecutive_failures = 0\nmin_requests = 1000\n");
+    let gw = gateway(&[&primary, &secondary], &extra).await;
+    let client = client();
+    for _ in 0..4 {
+        assert_eq!(
+            chat(&client, &gw, chat_body(false)).await.status,
+            StatusCode::OK
+        );
+    }
+    let cut = chat(&client, &gw, chat_body(true)).await;
+    assert!(cut.text().contains("stream_cut"));
+    let bad = call(
+        &client,
+        Method::POST,
+        &format!("{}/chat/completions", gw.base_url()),
+        "{",
+        &[],
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    let reply = call(
+        &client,
+        Method::GET,
+        &format!("http://{}/metrics", gw.addr()),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = reply.text();
+    let m = parse(&text);
+    let route = [("route", "chat-default")];
+    assert_eq!(get(&m, "switchyard_failovers_total", &route), 3.0);
+    assert_eq!(get(&m, "switchyard_retries_total", &route), 4.0);
+    assert_eq!(get(&m, "switchyard_streams_cut_total", &route), 1.0);
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_requests_total",
+            &[
+                ("route", "chat-default"),
+                ("status_class", "2xx"),
+                ("key", "anonymous")
+            ]
+        ),
+        5.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_requests_total",
+            &[("route", "-"), ("status_class", "4xx")]
+        ),
+        1.0
+    );
+    let p0 = [("route", "chat-default"), ("target", "p0/gpt-4o")];
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_upstream_attempts_total",
+            &[
+                p0[0],
+                p0[1],
+                ("outcome", "failure"),
+                ("error_class", "transient")
+            ]
+        ),
+        7.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_upstream_attempts_total",
+            &[p0[0], p0[1], ("outcome", "success")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_upstream_attempts_total",
+            &[("target", "p1/gpt-4o"), ("outcome", "success")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        get(&m, "switchyard_request_duration_seconds_count", &route),
+        6.0 - 1.0
+    );
+    assert_eq!(
+        get(&m, "switchyard_time_to_first_token_seconds_count", &p0),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_breaker_state",
+            &[("target", "p0/gpt-4o@r0")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        get(&m, "switchyard_inflight_requests", &[]),
+        0.0,
+        "every request has ended"
+    );
+    // Bounded labels: nothing a client typed, no request ids.
+    assert!(!text.contains("x-request-id") && !text.contains("\"{\""));
+}
+
+#[tokio::test]
+async fn breaker_state_and_transitions_are_exported() {
+    let primary = sim_with(
+        "primary",
+        switchyard::sim::Behavior {
+            status_rates: vec![(503, 1.0)],
+            ..Default::default()
+        },
+    )
+    .await;
+    let secondary = sim("secondary").await;
+    let extra =
+        format!("{FAST}\n[defaults.breaker]\nconsecutive_failures = 2\nopen_base = \"60s\"\n")
+            .replace("max_attempts_per_target = 2", "max_attempts_per_target = 1");
+    let gw = gateway(&[&primary, &secondary], &extra).await;
+    let client = client();
+    for _ in 0..5 {
+        chat(&client, &gw, chat_body(false)).await;
+    }
+    let text = call(
+        &client,
+        Method::GET,
+        &format!("http://{}/metrics", gw.addr()),
+        "",
+        &[],
+    )
+    .await
+    .text();
+    let m = parse(&text);
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_breaker_state",
+            &[("target", "p0/gpt-4o@r0")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_breaker_transitions_total",
+            &[("target", "p0/gpt-4o@r0")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_breaker_skips_total",
+            &[("route", "chat-default")]
+        ),
+        3.0
+    );
+}
