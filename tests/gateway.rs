@@ -804,3 +804,35 @@ async fn shutdown_drains_in_flight_requests_then_stops_accepting() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn client_disconnect_before_the_response_cancels_the_upstream_request() {
+    let primary = sim("primary").await;
+    primary.push_script([Fault::ok(Duration::from_secs(30))]);
+    let gw = gateway(
+        &[&primary],
+        FAST.replace("first_byte = \"5s\"", "first_byte = \"15s\"")
+            .as_str(),
+    )
+    .await;
+    let url = format!("{}/chat/completions", gw.base_url());
+    let request = tokio::spawn(async move {
+        call(
+            &client(),
+            Method::POST,
+            &url,
+            chat_body(false).to_string(),
+            &[],
+        )
+        .await
+    });
+    eventually("request reached the upstream", || {
+        primary.stats().requests == 1
+    })
+    .await;
+    request.abort();
+    eventually("upstream request cancelled after the client left", || {
+        primary.stats().cancelled == 1
+    })
+    .await;
+}
