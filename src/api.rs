@@ -222,3 +222,65 @@ mod tests {
         assert_eq!(v["error"]["code"], "c");
     }
 }
+
+/// Token usage as an OpenAI-compatible upstream reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+/// The top-level `usage` object of a response body or stream chunk, found
+/// without parsing the whole document: OpenAI-compatible APIs put it last,
+/// and a `"usage"` inside a string would be escaped (`\"usage\"`).
+pub fn find_usage(json: &[u8]) -> Option<Usage> {
+    let mut end = json.len();
+    while let Some(at) = memchr::memmem::rfind(&json[..end], b"\"usage\"") {
+        end = at;
+        if at > 0 && json[at - 1] == b'\\' {
+            continue;
+        }
+        let rest = json[at + 7..].trim_ascii_start().strip_prefix(b":")?;
+        let mut de = serde_json::Deserializer::from_slice(rest);
+        return <Option<Usage> as Deserialize>::deserialize(&mut de).unwrap_or_default();
+    }
+    None
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn finds_top_level_usage_and_ignores_quoted_text() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"the \"usage\": {\"prompt_tokens\": 999}"}}],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#;
+        assert_eq!(
+            find_usage(body),
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 34
+            })
+        );
+        let chunk = br#"{"choices":[],"usage": {"prompt_tokens":5,"completion_tokens":7}}"#;
+        assert_eq!(
+            find_usage(chunk),
+            Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 7
+            })
+        );
+        assert_eq!(find_usage(br#"{"usage":null}"#), None);
+        assert_eq!(find_usage(br#"{"choices":[]}"#), None);
+        assert_eq!(find_usage(br#"{"usage":"#), None);
+        // Embeddings report prompt tokens only.
+        assert_eq!(
+            find_usage(br#"{"usage":{"prompt_tokens":3,"total_tokens":3}}"#),
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 0
+            })
+        );
+    }
+}

@@ -192,6 +192,37 @@ async fn counters_match_a_scripted_scenario() {
         0.0,
         "every request has ended"
     );
+    // Tokens as the upstream reported them (the sim sends 8 completion
+    // tokens), and cost from the shipped gpt-4o price (2.50 / 10.00 USD per 1M).
+    let p1 = [("route", "chat-default"), ("target", "p1/gpt-4o")];
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_tokens_total",
+            &[p1[0], p1[1], ("direction", "output")]
+        ),
+        24.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_tokens_total",
+            &[p0[0], p0[1], ("direction", "output")]
+        ),
+        8.0,
+        "the cut stream reported no usage"
+    );
+    let input = get(
+        &m,
+        "switchyard_tokens_total",
+        &[p1[0], p1[1], ("direction", "input")],
+    );
+    assert!(input > 0.0);
+    let cost = get(&m, "switchyard_cost_usd_total", &p1);
+    assert!(
+        (cost - (input * 2.5 + 24.0 * 10.0) / 1e6).abs() < 1e-12,
+        "cost {cost}"
+    );
     // Bounded labels: nothing a client typed, no request ids.
     assert!(!text.contains("x-request-id") && !text.contains("\"{\""));
 }
@@ -249,4 +280,37 @@ async fn breaker_state_and_transitions_are_exported() {
         ),
         3.0
     );
+}
+
+#[tokio::test]
+async fn stream_usage_is_counted_when_the_client_asks_for_it() {
+    let primary = sim("primary").await;
+    let gw = gateway(&[&primary], FAST).await;
+    let client = client();
+    let mut body = chat_body(true);
+    body["stream_options"] = serde_json::json!({ "include_usage": true });
+    let reply = chat(&client, &gw, body).await;
+    assert_eq!(
+        sse_data(&reply.body).last().map(String::as_str),
+        Some("[DONE]")
+    );
+    let text = call(
+        &client,
+        Method::GET,
+        &format!("http://{}/metrics", gw.addr()),
+        "",
+        &[],
+    )
+    .await
+    .text();
+    let m = parse(&text);
+    assert_eq!(
+        get(
+            &m,
+            "switchyard_tokens_total",
+            &[("target", "p0/gpt-4o"), ("direction", "output")]
+        ),
+        8.0
+    );
+    assert!(get(&m, "switchyard_cost_usd_total", &[("target", "p0/gpt-4o")]) > 0.0);
 }

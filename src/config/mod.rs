@@ -3,6 +3,7 @@
 //! problem is reported with its key path and, where it helps, a hint.
 //! This module reads files and environment variables; it never opens a socket.
 
+pub mod prices;
 pub mod raw;
 
 use crate::resilience::breaker::BreakerPolicy;
@@ -143,6 +144,31 @@ pub struct Target {
     /// Lower is preferred; ties form a tier that shares load.
     pub priority: u32,
     pub weight: u32,
+    /// For cost accounting; `None` when neither the config nor the shipped
+    /// defaults know the model.
+    pub price: Option<Price>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+}
+
+impl Price {
+    pub const fn new(input_per_million: f64, output_per_million: f64) -> Self {
+        Price {
+            input_per_million,
+            output_per_million,
+        }
+    }
+
+    pub fn cost(&self, usage: crate::api::Usage) -> f64 {
+        (usage.prompt_tokens as f64 * self.input_per_million
+            + usage.completion_tokens as f64 * self.output_per_million)
+            / 1e6
+    }
 }
 
 impl Target {
@@ -737,6 +763,19 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         );
     }
 
+    for (model, p) in &raw.prices {
+        for (key, v) in [
+            ("input_per_million", p.input_per_million),
+            ("output_per_million", p.output_per_million),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                issues.push(
+                    format!("prices.\"{model}\".{key}"),
+                    format!("{v} is not a price (USD per million tokens, >= 0)"),
+                );
+            }
+        }
+    }
     let known_providers = raw.providers.keys().cloned().collect::<Vec<_>>().join(", ");
     let mut routes = HashMap::new();
     if raw.routes.is_empty() {
@@ -796,6 +835,17 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     "remove the target to stop sending it traffic",
                 );
             }
+            let price = raw
+                .prices
+                .get(&format!("{}/{}", t.provider, t.model))
+                .or_else(|| raw.prices.get(&t.model))
+                .map(|p| Price::new(p.input_per_million, p.output_per_million))
+                .or_else(|| {
+                    prices::DEFAULTS
+                        .iter()
+                        .find(|(m, _)| *m == t.model)
+                        .map(|(_, p)| *p)
+                });
             targets.push(Target {
                 provider: provider.clone(),
                 model: t.model.clone(),
@@ -803,6 +853,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 label,
                 priority: t.priority.unwrap_or(i as u32),
                 weight: t.weight.unwrap_or(1).max(1),
+                price,
             });
         }
         let retry = match &r.retry {

@@ -1,7 +1,7 @@
 //! Route table and request handlers.
 
 use super::AppState;
-use crate::api::{Endpoint, InspectedBody};
+use crate::api::{find_usage, Endpoint, InspectedBody, Usage};
 use crate::error::GatewayError;
 use crate::routing::table::LiveRoute;
 use crate::routing::{Dispatch, Served};
@@ -250,6 +250,8 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                 stream,
                 outcome: error.code(),
                 latency: started.elapsed(),
+                usage: None,
+                cost_usd: None,
             });
             let mut response = error.into_response();
             response.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -265,6 +267,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     let log = RequestEnd {
         request_id: request_id.clone(),
         target: target_label.clone(),
+        target_index: outcome.target_index,
         attempts,
         stream,
         started,
@@ -283,11 +286,16 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             } else {
                 "upstream_client_error"
             };
+            let usage = if status.is_success() {
+                find_usage(&body)
+            } else {
+                None
+            };
             // Logged when hyper drops the body, i.e. after the last byte was
             // written: formatting the line stays off the latency path.
             let body = LoggedBody {
                 inner: http_body_util::Full::new(body),
-                on_end: Some(Box::new(move || log.write(status.as_u16(), outcome))),
+                on_end: Some(Box::new(move || log.write(status.as_u16(), outcome, usage))),
             };
             let mut response = Response::new(Body::new(body));
             *response.status_mut() = status;
@@ -301,7 +309,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             let content_type = start.content_type.clone();
             let on_end = {
                 let state = state.clone();
-                Box::new(move |how: StreamEnd, _events: u64| {
+                Box::new(move |how: StreamEnd, usage: Option<Usage>| {
                     let counter = match how {
                         StreamEnd::Completed => &state.counters.streams_completed,
                         StreamEnd::Cut(_) => &state.counters.streams_cut,
@@ -311,7 +319,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                     if matches!(how, StreamEnd::Cut(_)) {
                         log.live.metrics.streams_cut.inc();
                     }
-                    log.write(200, how.as_str());
+                    log.write(200, how.as_str(), usage);
                 })
             };
             let relay = Relay::new(start, timeouts.idle, started + timeouts.total, on_end);
@@ -358,6 +366,7 @@ impl Drop for Inflight {
 struct RequestEnd {
     request_id: HeaderValue,
     target: HeaderValue,
+    target_index: usize,
     attempts: u32,
     stream: bool,
     started: Instant,
@@ -366,9 +375,13 @@ struct RequestEnd {
 }
 
 impl RequestEnd {
-    fn write(&self, status: u16, outcome: &str) {
+    fn write(&self, status: u16, outcome: &str, usage: Option<Usage>) {
         let latency = self.started.elapsed();
         self.live.metrics.request_done(status, self.stream, latency);
+        let price = self.live.route.targets[self.target_index].price;
+        if let Some(usage) = usage {
+            self.live.metrics.targets[self.target_index].usage(usage, price);
+        }
         log_request(&RequestLine {
             request_id: self.request_id.to_str().unwrap_or("-"),
             route: &self.live.route.name,
@@ -378,6 +391,8 @@ impl RequestEnd {
             stream: self.stream,
             outcome,
             latency,
+            usage,
+            cost_usd: usage.zip(price).map(|(u, p)| p.cost(u)),
         });
     }
 }

@@ -4,6 +4,7 @@
 //! upstream's `[DONE]` (or a synthesized one after a finish reason), or with
 //! a final OpenAI-format error event saying it was cut.
 
+use crate::api::Usage;
 use crate::routing::StreamStart;
 use crate::streaming::sse::{classify_event, EventKind, SseFramer};
 use bytes::Bytes;
@@ -61,7 +62,9 @@ const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 /// connection can return to the pool; the client already has every byte.
 const DRAIN_AFTER_DONE: Duration = Duration::from_secs(1);
 
-pub type OnEnd = Box<dyn FnOnce(StreamEnd, u64) + Send>;
+/// Called once when the stream ends, with the usage the upstream reported
+/// (if the client asked for it with `stream_options.include_usage`).
+pub type OnEnd = Box<dyn FnOnce(StreamEnd, Option<Usage>) + Send>;
 
 pub struct Relay {
     held: std::vec::IntoIter<Bytes>,
@@ -71,6 +74,7 @@ pub struct Relay {
     idle: Duration,
     deadline: Instant,
     events_sent: u64,
+    usage: Option<Usage>,
     on_end: Option<OnEnd>,
 }
 
@@ -84,6 +88,7 @@ impl Relay {
             idle,
             deadline,
             events_sent: 0,
+            usage: None,
             on_end: Some(on_end),
         }
     }
@@ -99,7 +104,7 @@ impl Relay {
 
     fn end(&mut self, how: StreamEnd) {
         if let Some(on_end) = self.on_end.take() {
-            on_end(how, self.events_sent);
+            on_end(how, self.usage);
         }
     }
 
@@ -134,7 +139,14 @@ impl Relay {
                         return Some(event);
                     }
                     EventKind::Error { .. } => return self.cut(CutReason::UpstreamError),
-                    EventKind::Other => return Some(event),
+                    EventKind::Other => {
+                        if memchr::memmem::find(&event, b"\"usage\"").is_some() {
+                            if let Some(data) = crate::streaming::sse::event_data(&event) {
+                                self.usage = crate::api::find_usage(&data).or(self.usage);
+                            }
+                        }
+                        return Some(event);
+                    }
                 }
             }
             let body = self.body.as_mut()?;

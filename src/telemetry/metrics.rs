@@ -7,6 +7,8 @@
 //! built with the route table), so recording is atomic adds and one
 //! uncontended histogram lock: no label hashing, no allocation.
 
+use crate::api::Usage;
+use crate::config::Price;
 use crate::resilience::breaker::State;
 use crate::resilience::FailureClass;
 use crate::routing::health::HealthRegistry;
@@ -16,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -53,6 +56,21 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub route: String,
+    pub target: String,
+    pub key: String,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CostLabels {
+    pub route: String,
+    pub target: String,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
     pub target: String,
 }
@@ -80,6 +98,8 @@ pub struct Metrics {
     budget_refusals: Family<RouteLabels, Counter>,
     breaker_skips: Family<RouteLabels, Counter>,
     streams_cut: Family<RouteLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     breaker_state: Family<TargetLabels, Gauge>,
     breaker_transitions: Family<TargetLabels, Counter>,
     target_inflight: Family<TargetLabels, Gauge>,
@@ -107,6 +127,8 @@ impl Metrics {
             budget_refusals: Family::default(),
             breaker_skips: Family::default(),
             streams_cut: Family::default(),
+            tokens: Family::default(),
+            cost: Family::default(),
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
             target_inflight: Family::default(),
@@ -168,6 +190,16 @@ impl Metrics {
             m.streams_cut.clone(),
         );
         registry.register(
+            "tokens",
+            "Tokens reported by upstreams for served requests (gen_ai.client.token.usage)",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "cost_usd",
+            "Cost of served requests in USD, from the price table",
+            m.cost.clone(),
+        );
+        registry.register(
             "breaker_state",
             "Circuit breaker state per target: 0 closed, 1 half-open, 2 open",
             m.breaker_state.clone(),
@@ -213,7 +245,27 @@ impl Metrics {
                     route: route.to_owned(),
                     target: target.clone(),
                 };
+                let tokens = |direction: &'static str| {
+                    self.tokens
+                        .get_or_create(&TokenLabels {
+                            route: route.to_owned(),
+                            target: target.clone(),
+                            key: "anonymous".to_owned(),
+                            direction,
+                        })
+                        .clone()
+                };
                 TargetMetrics {
+                    input_tokens: tokens("input"),
+                    output_tokens: tokens("output"),
+                    cost: self
+                        .cost
+                        .get_or_create(&CostLabels {
+                            route: route.to_owned(),
+                            target: target.clone(),
+                            key: "anonymous".to_owned(),
+                        })
+                        .clone(),
                     success: attempt("success", "none"),
                     failures: [
                         attempt("failure", FailureClass::Transient.as_str()),
@@ -313,6 +365,9 @@ fn status_class(status: u16) -> &'static str {
 /// Pre-resolved handles of one target within one route.
 #[derive(Clone)]
 pub struct TargetMetrics {
+    input_tokens: Counter,
+    output_tokens: Counter,
+    cost: Counter<f64, AtomicU64>,
     success: Counter,
     /// Indexed like `FailureClass` order: transient, rate limited, auth, client.
     failures: [Counter; 4],
@@ -336,6 +391,15 @@ impl TargetMetrics {
         };
         self.failures[i].inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Usage of a served request, and its cost when the price is known.
+    pub fn usage(&self, usage: Usage, price: Option<Price>) {
+        self.input_tokens.inc_by(usage.prompt_tokens);
+        self.output_tokens.inc_by(usage.completion_tokens);
+        if let Some(price) = price {
+            self.cost.inc_by(price.cost(usage));
+        }
     }
 
     pub fn attempt_cancelled(&self) {

@@ -212,6 +212,9 @@ pub struct RequestLine<'a> {
     pub stream: bool,
     pub outcome: &'a str,
     pub latency: Duration,
+    /// Tokens the upstream reported, when it did.
+    pub usage: Option<crate::api::Usage>,
+    pub cost_usd: Option<f64>,
 }
 
 /// Set when logs are JSON: request lines are then formatted here directly,
@@ -240,6 +243,9 @@ pub fn log_request(line: &RequestLine<'_>) {
         stream = line.stream,
         outcome = line.outcome,
         latency_ms = line.latency.as_secs_f64() * 1000.0,
+        prompt_tokens = line.usage.map(|u| u.prompt_tokens),
+        completion_tokens = line.usage.map(|u| u.completion_tokens),
+        cost_usd = line.cost_usd,
         "request"
     );
 }
@@ -266,11 +272,22 @@ fn write_json_line(out: &mut Vec<u8>, now: std::time::SystemTime, line: &Request
         line.attempts, line.status, line.stream
     );
     string(out, line.outcome);
-    let _ = writeln!(
+    let _ = write!(
         out,
-        ",\"latency_ms\":{:.3},\"target\":\"switchyard::request\"}}",
+        ",\"latency_ms\":{:.3}",
         line.latency.as_secs_f64() * 1000.0
     );
+    if let Some(u) = line.usage {
+        let _ = write!(
+            out,
+            ",\"prompt_tokens\":{},\"completion_tokens\":{}",
+            u.prompt_tokens, u.completion_tokens
+        );
+    }
+    if let Some(cost) = line.cost_usd {
+        let _ = write!(out, ",\"cost_usd\":{cost:.8}");
+    }
+    out.extend_from_slice(b",\"target\":\"switchyard::request\"}\n");
 }
 
 /// `2026-11-25T13:48:40.646698Z` (UTC, microseconds).
@@ -321,6 +338,11 @@ mod tests {
                 stream: true,
                 outcome: "completed",
                 latency: Duration::from_micros(12_345),
+                usage: Some(crate::api::Usage {
+                    prompt_tokens: 10,
+                    completion_tokens: 20,
+                }),
+                cost_usd: Some(0.000225),
             },
         );
         assert_eq!(out.last(), Some(&b'\n'));
@@ -335,6 +357,9 @@ mod tests {
         assert_eq!(v["stream"], true);
         assert_eq!(v["outcome"], "completed");
         assert_eq!(v["latency_ms"], 12.345);
+        assert_eq!(v["prompt_tokens"], 10);
+        assert_eq!(v["completion_tokens"], 20);
+        assert_eq!(v["cost_usd"], 0.000225);
     }
 
     #[test]
