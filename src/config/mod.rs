@@ -37,6 +37,7 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     pub region: Option<String>,
     pub watch_config: bool,
+    pub public_status: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -674,6 +675,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             .filter(|r| !r.is_empty())
             .or_else(|| raw.server.region.clone()),
         watch_config: raw.server.watch_config.unwrap_or(true),
+        public_status: raw.server.public_status.unwrap_or(false),
     };
 
     let default_retry = resolve_retry(&mut issues, "defaults.retry", &raw.defaults.retry, None);

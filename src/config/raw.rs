@@ -43,6 +43,8 @@ pub struct RawServer {
     /// Reload the config when the file changes (checked every 2 s). SIGHUP
     /// always reloads.
     pub watch_config: Option<bool>,
+    /// `/status` for the public: hides target names and internal detail.
+    pub public_status: Option<bool>,
 }
 
 /// A byte size: an integer number of bytes or a string such as `"4MiB"`.

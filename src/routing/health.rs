@@ -52,8 +52,82 @@ struct Ring {
     next: usize,
 }
 
+/// A breaker opening, from the first trip until the breaker closed again.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Incident {
+    pub target: String,
+    #[serde(with = "unix_seconds")]
+    pub started: std::time::SystemTime,
+    #[serde(with = "unix_seconds_opt")]
+    pub ended: Option<std::time::SystemTime>,
+    pub cause: String,
+}
+
+mod unix_seconds {
+    pub fn serialize<S: serde::Serializer>(
+        t: &std::time::SystemTime,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
+    }
+}
+
+mod unix_seconds_opt {
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<std::time::SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::unix_seconds::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// The last `INCIDENTS_KEPT` incidents, newest last.
+const INCIDENTS_KEPT: usize = 100;
+
+#[derive(Default)]
+pub struct Incidents(Mutex<std::collections::VecDeque<Incident>>);
+
+impl Incidents {
+    fn opened(&self, target: &str, cause: &str) {
+        let mut list = lock(&self.0);
+        if list.iter().any(|i| i.target == target && i.ended.is_none()) {
+            return; // still the same incident (open → half-open → open)
+        }
+        if list.len() == INCIDENTS_KEPT {
+            list.pop_front();
+        }
+        list.push_back(Incident {
+            target: target.to_owned(),
+            started: std::time::SystemTime::now(),
+            ended: None,
+            cause: cause.to_owned(),
+        });
+    }
+
+    fn closed(&self, target: &str) {
+        if let Some(i) = lock(&self.0)
+            .iter_mut()
+            .rev()
+            .find(|i| i.target == target && i.ended.is_none())
+        {
+            i.ended = Some(std::time::SystemTime::now());
+        }
+    }
+
+    pub fn all(&self) -> Vec<Incident> {
+        lock(&self.0).iter().cloned().collect()
+    }
+}
+
 pub struct TargetHealth {
     pub key: String,
+    incidents: Arc<Incidents>,
     breaker: Mutex<Breaker>,
     inflight: AtomicU32,
     latency: Mutex<PeakEwma>,
@@ -71,9 +145,10 @@ impl std::fmt::Debug for TargetHealth {
 }
 
 impl TargetHealth {
-    fn new(key: String, policy: BreakerPolicy, now: Instant) -> Self {
+    fn new(key: String, policy: BreakerPolicy, now: Instant, incidents: Arc<Incidents>) -> Self {
         TargetHealth {
             key,
+            incidents,
             breaker: Mutex::new(Breaker::new(policy, now)),
             inflight: AtomicU32::new(0),
             latency: Mutex::new(PeakEwma {
@@ -149,6 +224,11 @@ impl TargetHealth {
     }
 
     fn log_transition(&self, t: Transition, cause: &str) {
+        match t.to {
+            State::Open => self.incidents.opened(&self.key, cause),
+            State::Closed => self.incidents.closed(&self.key),
+            State::HalfOpen => {}
+        }
         tracing::warn!(
             target_key = %self.key,
             from = t.from.as_str(),
@@ -229,6 +309,7 @@ impl Drop for AttemptGuard {
 #[derive(Default)]
 pub struct HealthRegistry {
     targets: Mutex<HashMap<String, Arc<TargetHealth>>>,
+    pub incidents: Arc<Incidents>,
 }
 
 impl HealthRegistry {
@@ -239,7 +320,12 @@ impl HealthRegistry {
             lock(&h.breaker).set_policy(policy);
             return h.clone();
         }
-        let h = Arc::new(TargetHealth::new(key.to_owned(), policy, Instant::now()));
+        let h = Arc::new(TargetHealth::new(
+            key.to_owned(),
+            policy,
+            Instant::now(),
+            self.incidents.clone(),
+        ));
         map.insert(key.to_owned(), h.clone());
         h
     }

@@ -6,6 +6,7 @@
 use super::health::{HealthRegistry, TargetHealth};
 use crate::config::{BudgetPolicy, Config, Route, Strategy};
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
+use crate::telemetry::stats::{Series, StatsRegistry};
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,9 @@ pub struct LiveRoute {
     pub health: Vec<Arc<TargetHealth>>,
     pub budget: Arc<Budget>,
     pub metrics: RouteMetrics,
+    /// Rolling statistics of the route, and of each target within it.
+    pub stats: Arc<Series>,
+    pub target_stats: Vec<Arc<Series>>,
     /// Smooth weighted round-robin state, parallel to `route.targets`.
     swrr: Mutex<Vec<i64>>,
 }
@@ -52,10 +56,17 @@ impl RouteTable {
         config: Config,
         registry: Arc<HealthRegistry>,
         metrics: &Metrics,
+        stats: &StatsRegistry,
         previous: Option<&RouteTable>,
     ) -> RouteTable {
         let config = Arc::new(config);
         let mut keys = HashSet::new();
+        let mut series = HashSet::new();
+        let mut series_for = |name: String| {
+            let s = stats.get_or_create(&name);
+            series.insert(name);
+            s
+        };
         let mut routes = HashMap::new();
         for route in config.routes() {
             let health = route
@@ -86,11 +97,18 @@ impl RouteTable {
                             .map(|t| (t.label().to_owned(), t.region().to_owned()))
                             .collect::<Vec<_>>(),
                     ),
+                    stats: series_for(route.name.clone()),
+                    target_stats: route
+                        .targets
+                        .iter()
+                        .map(|t| series_for(format!("{} {}", route.name, t.label())))
+                        .collect(),
                     swrr: Mutex::new(vec![0; route.targets.len()]),
                 }),
             );
         }
         registry.retain(&keys);
+        stats.retain(&series);
         let global_budget = previous
             .map(|p| p.global_budget.clone())
             .filter(|b| b.policy == config.global_budget)

@@ -6,6 +6,7 @@ use crate::error::GatewayError;
 use crate::routing::table::LiveRoute;
 use crate::routing::{Dispatch, Served};
 use crate::streaming::relay::{Relay, StreamEnd};
+use crate::telemetry::stats::Sample;
 use crate::telemetry::{log_request, RequestLine};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -42,6 +43,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz).fallback(method_not_allowed("GET")))
         .route("/readyz", get(readyz).fallback(method_not_allowed("GET")))
         .route("/metrics", get(metrics).fallback(method_not_allowed("GET")))
+        .route(
+            "/admin/stats",
+            get(admin_stats).fallback(method_not_allowed("GET")),
+        )
+        .route(
+            "/status",
+            get(status_page).fallback(method_not_allowed("GET")),
+        )
+        .route(
+            "/status.json",
+            get(status_json).fallback(method_not_allowed("GET")),
+        )
         .route(
             "/admin/targets",
             get(admin_targets).fallback(method_not_allowed("GET")),
@@ -97,6 +110,22 @@ async fn models(State(state): State<Arc<AppState>>) -> Response {
         .map(|name| serde_json::json!({ "id": name, "object": "model", "created": 0, "owned_by": "switchyard" }))
         .collect();
     Json(serde_json::json!({ "object": "list", "data": data })).into_response()
+}
+
+/// Rolling statistics (1 m / 1 h / 24 h) per route and target.
+async fn admin_stats(State(state): State<Arc<AppState>>) -> Response {
+    Json(super::status::stats(&state)).into_response()
+}
+
+async fn status_page(State(state): State<Arc<AppState>>) -> Response {
+    let public = state.table.load().config.server.public_status;
+    let html = super::status::html(&super::status::report(&state, public));
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+async fn status_json(State(state): State<Arc<AppState>>) -> Response {
+    let public = state.table.load().config.server.public_status;
+    Json(super::status::report(&state, public)).into_response()
 }
 
 /// Prometheus scrape endpoint (OpenMetrics text format).
@@ -238,7 +267,19 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             let status = error.status().as_u16();
             state.counters.count_status(status);
             match &live_route {
-                Some(live) => live.metrics.request_done(status, stream, started.elapsed()),
+                Some(live) => {
+                    live.metrics.request_done(status, stream, started.elapsed());
+                    live.stats.record(
+                        Instant::now(),
+                        Sample {
+                            success: status < 500,
+                            error: Some(error.code()),
+                            latency: started.elapsed(),
+                            first_token: None,
+                            cost_usd: 0.0,
+                        },
+                    );
+                }
                 None => state.metrics.unrouted(status),
             }
             log_request(&RequestLine {
@@ -261,13 +302,15 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
 
     let target_label = outcome.target.label.clone();
     let attempts = outcome.attempts;
-    if matches!(outcome.served, Served::Stream(_)) {
-        live.metrics.targets[outcome.target_index].first_token(started.elapsed());
+    let first_token = matches!(outcome.served, Served::Stream(_)).then(|| started.elapsed());
+    if let Some(ttft) = first_token {
+        live.metrics.targets[outcome.target_index].first_token(ttft);
     }
     let log = RequestEnd {
         request_id: request_id.clone(),
         target: target_label.clone(),
         target_index: outcome.target_index,
+        first_token,
         attempts,
         stream,
         started,
@@ -367,6 +410,7 @@ struct RequestEnd {
     request_id: HeaderValue,
     target: HeaderValue,
     target_index: usize,
+    first_token: Option<std::time::Duration>,
     attempts: u32,
     stream: bool,
     started: Instant,
@@ -375,13 +419,26 @@ struct RequestEnd {
 }
 
 impl RequestEnd {
-    fn write(&self, status: u16, outcome: &str, usage: Option<Usage>) {
+    fn write(&self, status: u16, outcome: &'static str, usage: Option<Usage>) {
         let latency = self.started.elapsed();
         self.live.metrics.request_done(status, self.stream, latency);
         let price = self.live.route.targets[self.target_index].price;
         if let Some(usage) = usage {
             self.live.metrics.targets[self.target_index].usage(usage, price);
         }
+        let cost_usd = usage.zip(price).map(|(u, p)| p.cost(u));
+        // A cut stream failed the client; a client error did not fail the gateway.
+        let failed = status >= 500 || outcome == "cut";
+        let sample = Sample {
+            success: !failed,
+            error: (failed || status >= 400).then_some(outcome),
+            latency,
+            first_token: self.first_token,
+            cost_usd: cost_usd.unwrap_or(0.0),
+        };
+        let now = Instant::now();
+        self.live.stats.record(now, sample);
+        self.live.target_stats[self.target_index].record(now, sample);
         log_request(&RequestLine {
             request_id: self.request_id.to_str().unwrap_or("-"),
             route: &self.live.route.name,
@@ -392,7 +449,7 @@ impl RequestEnd {
             outcome,
             latency,
             usage,
-            cost_usd: usage.zip(price).map(|(u, p)| p.cost(u)),
+            cost_usd,
         });
     }
 }

@@ -6,11 +6,13 @@
 
 mod handlers;
 pub mod reload;
+pub mod status;
 
 use crate::config::Config;
 use crate::routing::health::HealthRegistry;
 use crate::routing::table::RouteTable;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::stats::StatsRegistry;
 use crate::telemetry::{Counters, CountersSnapshot};
 use arc_swap::ArcSwap;
 use axum::serve::ListenerExt;
@@ -29,6 +31,7 @@ pub struct AppState {
     pub table: ArcSwap<RouteTable>,
     pub registry: Arc<HealthRegistry>,
     pub metrics: Metrics,
+    pub stats: StatsRegistry,
     pub counters: Counters,
     pub draining: AtomicBool,
 }
@@ -41,6 +44,7 @@ impl AppState {
             config,
             self.registry.clone(),
             &self.metrics,
+            &self.stats,
             Some(&previous),
         );
         self.table.store(Arc::new(table));
@@ -49,15 +53,18 @@ impl AppState {
     pub fn new(config: Config) -> Arc<Self> {
         let registry = Arc::new(HealthRegistry::default());
         let metrics = Metrics::new();
+        let stats = StatsRegistry::default();
         Arc::new(AppState {
             table: ArcSwap::from_pointee(RouteTable::build(
                 config,
                 registry.clone(),
                 &metrics,
+                &stats,
                 None,
             )),
             registry,
             metrics,
+            stats,
             counters: Counters::default(),
             draining: AtomicBool::new(false),
         })

@@ -3,6 +3,7 @@
 //! logs can hold a secret: keys live only in `config::ApiKey`.
 
 pub mod metrics;
+pub mod stats;
 
 use crate::routing::EngineCounters;
 use std::io::Write;
