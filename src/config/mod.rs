@@ -8,6 +8,7 @@ pub mod raw;
 
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::{Backoff, Jitter};
+use crate::telemetry::slo::SloPolicy;
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use raw::{RawBreaker, RawBudget, RawConfig, RawRetry, RawSize, RawTimeouts};
@@ -21,12 +22,19 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Config {
     pub server: ServerSettings,
+    pub alerts: AlertSettings,
     /// The gateway-wide retry budget (from `[defaults.budget]`).
     pub global_budget: BudgetPolicy,
     pub providers: BTreeMap<String, Arc<Provider>>,
     routes: HashMap<String, Arc<Route>>,
     /// Public model names, sorted, for `/v1/models` and error messages.
     route_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    pub webhooks: Vec<Uri>,
+    pub evaluate_every: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +102,7 @@ pub struct Route {
     pub budget: BudgetPolicy,
     pub strategy: Strategy,
     pub hedge: Option<Hedge>,
+    pub slo: Option<SloPolicy>,
 }
 
 /// How targets of one priority tier share load.
@@ -612,6 +621,68 @@ fn resolve_budget(
     b
 }
 
+fn resolve_slo(issues: &mut Issues, path: &str, raw: &raw::RawSlo) -> Option<SloPolicy> {
+    let ratio = |issues: &mut Issues, key: &str, v: Option<f64>| -> Option<f64> {
+        let v = v?;
+        if v > 0.0 && v < 1.0 {
+            Some(v)
+        } else {
+            issues.hint(
+                format!("{path}.{key}"),
+                format!("{v} is not in (0, 1)"),
+                "e.g. 0.999 for 99.9%",
+            );
+            None
+        }
+    };
+    let success = ratio(issues, "success", raw.success);
+    let latency = match (
+        &raw.latency,
+        ratio(issues, "latency_target", raw.latency_target),
+    ) {
+        (Some(text), Some(target)) => match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Some((d, target)),
+            _ => {
+                issues.hint(
+                    format!("{path}.latency"),
+                    format!("invalid duration \"{text}\""),
+                    "e.g. \"2s\"",
+                );
+                None
+            }
+        },
+        (None, None) => None,
+        _ => {
+            issues.hint(
+                path,
+                "latency and latency_target go together",
+                "latency = \"2s\" and latency_target = 0.95",
+            );
+            None
+        }
+    };
+    if success.is_none() && latency.is_none() {
+        issues.hint(
+            path,
+            "an SLO needs `success` and/or `latency` + `latency_target`",
+            "success = 0.999",
+        );
+        return None;
+    }
+    let period_days = raw.period_days.unwrap_or(30);
+    if !(1..=90).contains(&period_days) {
+        issues.push(
+            format!("{path}.period_days"),
+            format!("{period_days} is not between 1 and 90"),
+        );
+    }
+    Some(SloPolicy {
+        success,
+        latency,
+        period_days: period_days.clamp(1, 90),
+    })
+}
+
 fn resolve_hedge(issues: &mut Issues, path: &str, value: Option<&String>) -> Option<Hedge> {
     let text = value?;
     if let Some(q) = text.strip_prefix('p') {
@@ -900,6 +971,10 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 Strategy::Weighted
             }
         };
+        let slo = r
+            .slo
+            .as_ref()
+            .and_then(|raw| resolve_slo(&mut issues, &format!("{path}.slo"), raw));
         let hedge = resolve_hedge(
             &mut issues,
             &format!("{path}.hedge_after"),
@@ -916,6 +991,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 budget,
                 strategy,
                 hedge,
+                slo,
             }),
         );
     }
@@ -925,8 +1001,30 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
     }
     let mut route_names: Vec<String> = routes.keys().cloned().collect();
     route_names.sort();
+    let mut webhooks = Vec::new();
+    for (i, url) in raw.alerts.webhooks.iter().enumerate() {
+        match url.parse::<Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) => webhooks.push(u),
+            _ => issues.push(
+                format!("alerts.webhooks[{i}]"),
+                format!("invalid URL \"{url}\""),
+            ),
+        }
+    }
+    let alerts = AlertSettings {
+        webhooks,
+        evaluate_every: issues.positive_duration(
+            "alerts.evaluate_every".into(),
+            raw.alerts.evaluate_every.as_ref(),
+            Duration::from_secs(30),
+        ),
+    };
+    if !issues.0.is_empty() {
+        return Err(ConfigErrors(issues.0));
+    }
     Ok(Config {
         server,
+        alerts,
         global_budget: default_budget,
         providers,
         routes,

@@ -22,6 +22,31 @@ pub struct RawConfig {
     /// USD per million tokens, by `provider/model` or by model name.
     #[serde(default)]
     pub prices: BTreeMap<String, RawPrice>,
+    #[serde(default)]
+    pub alerts: RawAlerts,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// URLs that receive a JSON POST on every alert state change.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// How often SLO burn rates are evaluated (default 30s).
+    pub evaluate_every: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlo {
+    /// Success ratio, e.g. 0.999.
+    pub success: Option<f64>,
+    /// Latency threshold, e.g. "2s" ...
+    pub latency: Option<String>,
+    /// ... met by this ratio of requests, e.g. 0.95.
+    pub latency_target: Option<f64>,
+    /// Error-budget period in days (default 30).
+    pub period_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +162,7 @@ pub struct RawRoute {
     /// A duration (`"300ms"`) or a percentile of the target's recent
     /// first-byte latency (`"p95"`).
     pub hedge_after: Option<String>,
+    pub slo: Option<RawSlo>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@
 use super::health::{HealthRegistry, TargetHealth};
 use crate::config::{BudgetPolicy, Config, Route, Strategy};
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
+use crate::telemetry::slo::{SloRegistry, SloTracker};
 use crate::telemetry::stats::{Series, StatsRegistry};
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
@@ -38,6 +39,7 @@ pub struct LiveRoute {
     /// Rolling statistics of the route, and of each target within it.
     pub stats: Arc<Series>,
     pub target_stats: Vec<Arc<Series>>,
+    pub slo: Option<Arc<SloTracker>>,
     /// Smooth weighted round-robin state, parallel to `route.targets`.
     swrr: Mutex<Vec<i64>>,
 }
@@ -57,6 +59,7 @@ impl RouteTable {
         registry: Arc<HealthRegistry>,
         metrics: &Metrics,
         stats: &StatsRegistry,
+        slos: &SloRegistry,
         previous: Option<&RouteTable>,
     ) -> RouteTable {
         let config = Arc::new(config);
@@ -98,6 +101,9 @@ impl RouteTable {
                             .collect::<Vec<_>>(),
                     ),
                     stats: series_for(route.name.clone()),
+                    slo: route
+                        .slo
+                        .map(|policy| slos.get_or_create(&route.name, policy)),
                     target_stats: route
                         .targets
                         .iter()
@@ -109,6 +115,13 @@ impl RouteTable {
         }
         registry.retain(&keys);
         stats.retain(&series);
+        slos.retain(
+            &config
+                .routes()
+                .filter(|r| r.slo.is_some())
+                .map(|r| r.name.clone())
+                .collect(),
+        );
         let global_budget = previous
             .map(|p| p.global_budget.clone())
             .filter(|b| b.policy == config.global_budget)

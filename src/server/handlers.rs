@@ -269,6 +269,9 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             match &live_route {
                 Some(live) => {
                     live.metrics.request_done(status, stream, started.elapsed());
+                    if let Some(slo) = &live.slo {
+                        slo.record(Instant::now(), status < 500, started.elapsed());
+                    }
                     live.stats.record(
                         Instant::now(),
                         Sample {
@@ -437,6 +440,9 @@ impl RequestEnd {
             cost_usd: cost_usd.unwrap_or(0.0),
         };
         let now = Instant::now();
+        if let Some(slo) = &self.live.slo {
+            slo.record(now, !failed, latency);
+        }
         self.live.stats.record(now, sample);
         self.live.target_stats[self.target_index].record(now, sample);
         log_request(&RequestLine {

@@ -11,7 +11,9 @@ pub mod status;
 use crate::config::Config;
 use crate::routing::health::HealthRegistry;
 use crate::routing::table::RouteTable;
+use crate::telemetry::alerts::{AlertCounters, Notifier};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::slo::SloRegistry;
 use crate::telemetry::stats::StatsRegistry;
 use crate::telemetry::{Counters, CountersSnapshot};
 use arc_swap::ArcSwap;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub registry: Arc<HealthRegistry>,
     pub metrics: Metrics,
     pub stats: StatsRegistry,
+    pub slos: SloRegistry,
+    pub alert_counters: Arc<AlertCounters>,
     pub counters: Counters,
     pub draining: AtomicBool,
 }
@@ -45,6 +49,7 @@ impl AppState {
             self.registry.clone(),
             &self.metrics,
             &self.stats,
+            &self.slos,
             Some(&previous),
         );
         self.table.store(Arc::new(table));
@@ -54,17 +59,21 @@ impl AppState {
         let registry = Arc::new(HealthRegistry::default());
         let metrics = Metrics::new();
         let stats = StatsRegistry::default();
+        let slos = SloRegistry::default();
         Arc::new(AppState {
             table: ArcSwap::from_pointee(RouteTable::build(
                 config,
                 registry.clone(),
                 &metrics,
                 &stats,
+                &slos,
                 None,
             )),
             registry,
             metrics,
             stats,
+            slos,
+            alert_counters: Arc::default(),
             counters: Counters::default(),
             draining: AtomicBool::new(false),
         })
@@ -160,6 +169,7 @@ pub fn run(
         handles.push(handle);
     }
     on_listening(addr);
+    let evaluator = signals.spawn(evaluate_slos(state.clone()));
     signals.block_on(async {
         let mut file = config_path.map(reload::ConfigFile::new);
         let mut tick = tokio::time::interval(reload::ConfigFile::POLL_EVERY);
@@ -188,6 +198,7 @@ pub fn run(
         drain_timeout_ms = state.table.load().config.server.drain_timeout.as_millis() as u64,
         "shutting down: draining in-flight requests"
     );
+    evaluator.abort();
     let _ = stop_tx.send(true);
     let mut result = Ok(());
     for handle in handles {
@@ -214,6 +225,23 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// Evaluates every route's SLO burn rates on the configured interval and
+/// delivers alert changes. Runs until the task is dropped.
+pub async fn evaluate_slos(state: Arc<AppState>) {
+    let notifier = Notifier::start(state.alert_counters.clone());
+    loop {
+        let every = state.table.load().config.alerts.evaluate_every;
+        tokio::time::sleep(every).await;
+        let table = state.table.load();
+        let now = tokio::time::Instant::now();
+        for tracker in state.slos.all() {
+            for change in tracker.evaluate(now) {
+                notifier.notify(&change, &table.config.alerts.webhooks);
+            }
+        }
+    }
+}
+
 /// A gateway running in the background: for tests, the demo and benchmarks.
 pub struct Gateway {
     addr: SocketAddr,
@@ -228,10 +256,17 @@ impl Gateway {
         let listener = TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
         let state = AppState::new(config);
+        let state_for_server = state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(serve(listener, state.clone(), async move {
-            let _ = rx.await;
-        }));
+        let evaluator = tokio::spawn(evaluate_slos(state.clone()));
+        let task = tokio::spawn(async move {
+            let result = serve(listener, state_for_server, async move {
+                let _ = rx.await;
+            })
+            .await;
+            evaluator.abort();
+            result
+        });
         Ok(Gateway {
             addr,
             state,

@@ -5,6 +5,7 @@
 use super::AppState;
 use crate::resilience::breaker::State;
 use crate::routing::health::Incident;
+use crate::telemetry::slo::{Objective, SloSummary};
 use crate::telemetry::stats::Percentiles;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -45,6 +46,8 @@ pub struct RouteStatus {
     pub requests_1h: u64,
     pub success_ratio_1h: Option<f64>,
     pub latency_1h: Option<Percentiles>,
+    /// Compliance and error budget left of each objective, if the route has an SLO.
+    pub slo: Vec<SloSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub targets: Option<Vec<TargetStatus>>,
 }
@@ -102,6 +105,11 @@ pub fn report(state: &AppState, public: bool) -> StatusReport {
             requests_1h: hour.requests,
             success_ratio_1h: hour.success_ratio,
             latency_1h: hour.latency,
+            slo: live
+                .slo
+                .as_ref()
+                .map(|t| t.summaries(now))
+                .unwrap_or_default(),
             targets: (!public).then_some(targets),
         });
     }
@@ -208,6 +216,27 @@ table{{border-collapse:collapse;width:100%;font-size:.9rem}} td,th{{text-align:l
             pct(r.success_ratio_1h),
             lat(r.latency_1h)
         );
+        for slo in &r.slo {
+            let what = match slo.objective {
+                Some(Objective::Latency) => "latency",
+                _ => "success",
+            };
+            let budget = slo.error_budget_remaining;
+            let class = if budget > 0.25 {
+                "operational"
+            } else if budget > 0.0 {
+                "degraded"
+            } else {
+                "outage"
+            };
+            let _ = write!(
+                out,
+                r#"<br>SLO {what} {}: compliance {}, <span class="{class}">error budget left {:.0}%</span>"#,
+                pct(Some(slo.target)),
+                pct(slo.compliance),
+                budget.max(0.0) * 100.0
+            );
+        }
         if let Some(targets) = &r.targets {
             out.push_str("<table><tr><th>target</th><th>region</th><th>breaker</th><th>success (1 h)</th><th>p50/p95/p99 (1 h)</th></tr>");
             for t in targets {

@@ -2,7 +2,9 @@
 //! counters. It observes; it never changes what a request does. No field it
 //! logs can hold a secret: keys live only in `config::ApiKey`.
 
+pub mod alerts;
 pub mod metrics;
+pub mod slo;
 pub mod stats;
 
 use crate::routing::EngineCounters;

@@ -1,0 +1,126 @@
+//! Alert delivery: every SLO alert state change is logged and POSTed as JSON
+//! to the configured webhooks, with retries and backoff, from a background
+//! task fed by a bounded queue, so a slow or dead receiver never blocks a
+//! request or the evaluator.
+//!
+//! The body is a stable schema (`version` 1):
+//! `{"version":1,"kind":"slo_burn_rate","state":"firing"|"resolved",
+//!   "severity":"page"|"ticket","route":..,"objective":"success"|"latency",
+//!   "burn_rate_long":..,"burn_rate_short":..,"window_long":"1h",
+//!   "window_short":"5m","error_budget_remaining":..,"at":<unix seconds>}`
+
+use super::slo::{AlertChange, Severity};
+use bytes::Bytes;
+use http::{header, Method, Request, Uri};
+use http_body_util::Full;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const QUEUE: usize = 1024;
+const ATTEMPTS: u32 = 5;
+
+#[derive(Debug, Default)]
+pub struct AlertCounters {
+    pub changes: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+pub fn body(change: &AlertChange, at: std::time::SystemTime) -> Bytes {
+    let (long, short) = match change.severity {
+        Severity::Page => ("1h", "5m"),
+        Severity::Ticket => ("6h", "30m"),
+    };
+    Bytes::from(
+        serde_json::json!({
+            "version": 1,
+            "kind": "slo_burn_rate",
+            "state": if change.firing { "firing" } else { "resolved" },
+            "severity": change.severity,
+            "route": change.route,
+            "objective": change.objective,
+            "burn_rate_long": change.burn_rate_long,
+            "burn_rate_short": change.burn_rate_short,
+            "window_long": long,
+            "window_short": short,
+            "error_budget_remaining": change.error_budget_remaining,
+            "at": at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        })
+        .to_string(),
+    )
+}
+
+/// Queues webhook deliveries; cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    tx: mpsc::Sender<(Uri, Bytes)>,
+    pub counters: Arc<AlertCounters>,
+}
+
+impl Notifier {
+    /// Starts the delivery task on the current runtime.
+    pub fn start(counters: Arc<AlertCounters>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(Uri, Bytes)>(QUEUE);
+        let c = counters.clone();
+        tokio::spawn(async move {
+            let client = crate::providers::client::for_connect_timeout(Duration::from_secs(3));
+            while let Some((url, body)) = rx.recv().await {
+                let mut delay = Duration::from_millis(500);
+                let mut delivered = false;
+                for attempt in 1..=ATTEMPTS {
+                    let request = Request::builder()
+                        .method(Method::POST)
+                        .uri(url.clone())
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .header(header::USER_AGENT, "switchyard-alerts/1")
+                        .body(Full::new(body.clone()));
+                    let Ok(request) = request else { break };
+                    match tokio::time::timeout(Duration::from_secs(5), client.request(request))
+                        .await
+                    {
+                        Ok(Ok(response)) if response.status().is_success() => {
+                            delivered = true;
+                            break;
+                        }
+                        other => {
+                            let why = match other {
+                                Ok(Ok(r)) => format!("status {}", r.status().as_u16()),
+                                Ok(Err(e)) => format!("{e}"),
+                                Err(_) => "timeout".to_owned(),
+                            };
+                            tracing::warn!(url = %url, attempt, error = %why, "alert webhook delivery failed");
+                        }
+                    }
+                    if attempt < ATTEMPTS {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
+                let counter = if delivered { &c.delivered } else { &c.failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Notifier { tx, counters }
+    }
+
+    /// Logs the change and queues it for every webhook.
+    pub fn notify(&self, change: &AlertChange, webhooks: &[Uri]) {
+        self.counters.changes.fetch_add(1, Ordering::Relaxed);
+        if change.firing {
+            tracing::warn!(route = %change.route, objective = ?change.objective, severity = ?change.severity,
+                burn_rate_long = change.burn_rate_long, burn_rate_short = change.burn_rate_short,
+                error_budget_remaining = change.error_budget_remaining, "SLO alert firing");
+        } else {
+            tracing::info!(route = %change.route, objective = ?change.objective, severity = ?change.severity, "SLO alert resolved");
+        }
+        let body = body(change, std::time::SystemTime::now());
+        for url in webhooks {
+            if self.tx.try_send((url.clone(), body.clone())).is_err() {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

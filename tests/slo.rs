@@ -1,0 +1,100 @@
+//! SLO burn-rate alerts end to end: failing traffic fires page and ticket
+//! alerts, delivered to a local webhook receiver (retried after a failure).
+
+mod common;
+
+use axum::routing::post;
+use common::*;
+use http::{Method, StatusCode};
+use std::sync::{Arc, Mutex};
+use switchyard::sim::Behavior;
+
+#[tokio::test]
+async fn burning_error_budget_fires_alerts_to_webhooks_with_retry() {
+    // A webhook receiver that fails its first delivery.
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        post({
+            let received = received.clone();
+            let calls = calls.clone();
+            move |body: axum::body::Bytes| async move {
+                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                received
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let primary = sim_with(
+        "primary",
+        Behavior {
+            status_rates: vec![(500, 1.0)],
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let extra = format!(
+        "{FAST}\n[alerts]\nwebhooks = [\"{hook}\"]\nevaluate_every = \"50ms\"\n[defaults.breaker]\nconsecutive_failures = 0\nmin_requests = 100000\n"
+    );
+    let text = config_text(&[&primary.base_url()], &extra).replace(
+        "[routes.chat-default]\n",
+        "[routes.chat-default]\nslo = { success = 0.999 }\n",
+    );
+    let gw = gateway_from_text(&text).await;
+    let client = client();
+    for _ in 0..20 {
+        assert_eq!(
+            chat(&client, &gw, chat_body(false)).await.status,
+            StatusCode::BAD_GATEWAY
+        );
+    }
+    eventually("both alerts delivered", || {
+        received.lock().unwrap().len() == 2
+    })
+    .await;
+    let bodies = received.lock().unwrap().clone();
+    let mut severities: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["severity"].as_str().unwrap())
+        .collect();
+    severities.sort();
+    assert_eq!(severities, ["page", "ticket"]);
+    for b in &bodies {
+        assert_eq!(b["version"], 1);
+        assert_eq!(b["kind"], "slo_burn_rate");
+        assert_eq!(b["state"], "firing");
+        assert_eq!(b["route"], "chat-default");
+        assert_eq!(b["objective"], "success");
+        let burn = b["burn_rate_short"].as_f64().unwrap();
+        assert!(
+            (burn - 1000.0).abs() < 1e-6,
+            "100% errors against a 0.1% budget: {burn}"
+        );
+        assert!(b["error_budget_remaining"].as_f64().unwrap() < 0.0);
+    }
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "the first delivery was retried"
+    );
+    let status = call(
+        &client,
+        Method::GET,
+        &format!("http://{}/status.json", gw.addr()),
+        "",
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(status["routes"][0]["slo"][0]["target"], 0.999);
+    assert_eq!(status["routes"][0]["slo"][0]["compliance"], 0.0);
+}
