@@ -314,3 +314,33 @@ async fn stream_usage_is_counted_when_the_client_asks_for_it() {
     );
     assert!(get(&m, "switchyard_cost_usd_total", &[("target", "p0/gpt-4o")]) > 0.0);
 }
+
+/// Every metric the shipped Grafana dashboard and Prometheus alert rules
+/// query exists in the exposition, so the two cannot drift apart.
+#[tokio::test]
+async fn dashboard_and_alert_rules_only_use_exported_metrics() {
+    let primary = sim("primary").await;
+    let gw = gateway(&[&primary], FAST).await;
+    let client = client();
+    let mut body = chat_body(true);
+    body["stream_options"] = serde_json::json!({ "include_usage": true });
+    chat(&client, &gw, body).await;
+    let text = call(&client, Method::GET, &format!("http://{}/metrics", gw.addr()), "", &[]).await.text();
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| &l[..l.find(['{', ' ']).unwrap_or(l.len())])
+        .collect();
+    for file in ["deploy/grafana-dashboard.json", "deploy/prometheus-alerts.yml"] {
+        let content = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut checked = 0;
+        let mut rest = content.as_str();
+        while let Some(at) = rest.find("switchyard_") {
+            let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            rest = &rest[at + name.len()..];
+            assert!(exported.contains(name.as_str()), "{file} queries {name}, which /metrics does not export");
+            checked += 1;
+        }
+        assert!(checked > 5, "{file}: only {checked} metric references found");
+    }
+}
