@@ -34,6 +34,51 @@ pub enum Command {
     Sim(Box<crate::sim::cli::SimArgs>),
     /// A self-contained demo: simulated providers with a scripted outage, the gateway, and load.
     Demo(crate::demo::DemoArgs),
+    /// Read the request log from the configured store.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LogCommand {
+    /// The newest requests, oldest first; `--follow` keeps printing new ones.
+    Tail {
+        #[arg(long, short, default_value = "switchyard.toml")]
+        config: PathBuf,
+        #[arg(long, short = 'n', default_value_t = 20)]
+        lines: i64,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Requests matching filters, newest first.
+    Query {
+        #[arg(long, short, default_value = "switchyard.toml")]
+        config: PathBuf,
+        /// How far back, e.g. 1h, 30m, 7d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        #[arg(long)]
+        route: Option<String>,
+        /// 2xx, 4xx or 5xx.
+        #[arg(long, value_parser = parse_status_class)]
+        status: Option<i32>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_status_class(text: &str) -> Result<i32, String> {
+    match text {
+        "2xx" => Ok(2),
+        "4xx" => Ok(4),
+        "5xx" => Ok(5),
+        other => Err(format!("\"{other}\" is not one of 2xx, 4xx, 5xx")),
+    }
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -42,6 +87,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve { config } => return exit_code(serve(config)),
         Command::Sim(args) => Task::Sim(args),
         Command::Demo(args) => Task::Demo(args),
+        Command::Log { command } => Task::Log(command),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -56,6 +102,7 @@ pub fn run(cli: Cli) -> ExitCode {
     exit_code(match task {
         Task::Sim(args) => runtime.block_on(crate::sim::cli::run(*args)),
         Task::Demo(args) => runtime.block_on(crate::demo::run(args)),
+        Task::Log(command) => runtime.block_on(log(command)),
     })
 }
 
@@ -63,6 +110,7 @@ pub fn run(cli: Cli) -> ExitCode {
 enum Task {
     Sim(Box<crate::sim::cli::SimArgs>),
     Demo(crate::demo::DemoArgs),
+    Log(LogCommand),
 }
 
 fn exit_code(result: anyhow::Result<()>) -> ExitCode {
@@ -117,4 +165,100 @@ fn worker_threads() -> usize {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+async fn open_store(path: &std::path::Path) -> anyhow::Result<crate::store::Store> {
+    let config = Config::load(path)
+        .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
+    Ok(crate::store::Store::connect(&config.store_url.0).await?)
+}
+
+fn print_row(row: &crate::store::RequestRow, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(row).unwrap_or_default());
+        return;
+    }
+    let at = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(row.at_ms.max(0) as u64),
+    );
+    println!(
+        "{at}  {:<36}  {:<16} {:>3} {:<22} {:>9.1} ms  {}{}",
+        row.request_id,
+        row.route,
+        row.status,
+        row.outcome,
+        row.latency_ms,
+        row.served_target.as_deref().unwrap_or("-"),
+        if row.attempts == "[]" {
+            String::new()
+        } else {
+            format!("  failed: {}", row.attempts)
+        }
+    );
+}
+
+async fn log(command: LogCommand) -> anyhow::Result<()> {
+    use crate::store::RequestQuery;
+    match command {
+        LogCommand::Query {
+            config,
+            since,
+            route,
+            status,
+            limit,
+            json,
+        } => {
+            let store = open_store(&config).await?;
+            let since_ms =
+                since.map(|d| crate::telemetry::request_log::now_ms() - d.as_millis() as i64);
+            for row in store
+                .query_requests(&RequestQuery {
+                    since_ms,
+                    route,
+                    status_class: status,
+                    limit,
+                })
+                .await?
+            {
+                print_row(&row, json);
+            }
+        }
+        LogCommand::Tail {
+            config,
+            lines,
+            follow,
+        } => {
+            let store = open_store(&config).await?;
+            let mut rows = store
+                .query_requests(&RequestQuery {
+                    limit: lines,
+                    ..Default::default()
+                })
+                .await?;
+            rows.reverse();
+            let mut last = rows.last().map_or(0, |r| r.at_ms);
+            for row in &rows {
+                print_row(row, false);
+            }
+            if !follow {
+                return Ok(());
+            }
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let mut new = store
+                    .query_requests(&RequestQuery {
+                        since_ms: Some(last + 1),
+                        limit: 1000,
+                        ..Default::default()
+                    })
+                    .await?;
+                new.reverse();
+                for row in &new {
+                    print_row(row, false);
+                    last = last.max(row.at_ms);
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -14,5 +14,6 @@ pub mod resilience;
 pub mod routing;
 pub mod server;
 pub mod sim;
+pub mod store;
 pub mod streaming;
 pub mod telemetry;

@@ -325,22 +325,43 @@ async fn dashboard_and_alert_rules_only_use_exported_metrics() {
     let mut body = chat_body(true);
     body["stream_options"] = serde_json::json!({ "include_usage": true });
     chat(&client, &gw, body).await;
-    let text = call(&client, Method::GET, &format!("http://{}/metrics", gw.addr()), "", &[]).await.text();
+    let text = call(
+        &client,
+        Method::GET,
+        &format!("http://{}/metrics", gw.addr()),
+        "",
+        &[],
+    )
+    .await
+    .text();
     let exported: std::collections::HashSet<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| &l[..l.find(['{', ' ']).unwrap_or(l.len())])
         .collect();
-    for file in ["deploy/grafana-dashboard.json", "deploy/prometheus-alerts.yml"] {
-        let content = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for file in [
+        "deploy/grafana-dashboard.json",
+        "deploy/prometheus-alerts.yml",
+    ] {
+        let content =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let mut checked = 0;
         let mut rest = content.as_str();
         while let Some(at) = rest.find("switchyard_") {
-            let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
             rest = &rest[at + name.len()..];
-            assert!(exported.contains(name.as_str()), "{file} queries {name}, which /metrics does not export");
+            assert!(
+                exported.contains(name.as_str()),
+                "{file} queries {name}, which /metrics does not export"
+            );
             checked += 1;
         }
-        assert!(checked > 5, "{file}: only {checked} metric references found");
+        assert!(
+            checked > 5,
+            "{file}: only {checked} metric references found"
+        );
     }
 }

@@ -23,12 +23,27 @@ use std::time::Duration;
 pub struct Config {
     pub server: ServerSettings,
     pub alerts: AlertSettings,
+    /// Where persistent data lives (the request log today).
+    pub store_url: StoreUrl,
+    /// `Some(retention)` when the request log is on.
+    pub request_log: Option<Duration>,
     /// The gateway-wide retry budget (from `[defaults.budget]`).
     pub global_budget: BudgetPolicy,
     pub providers: BTreeMap<String, Arc<Provider>>,
     routes: HashMap<String, Arc<Route>>,
     /// Public model names, sorted, for `/v1/models` and error messages.
     route_names: Vec<String>,
+}
+
+/// A database URL; it may carry a password, so `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(pub String);
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.0.split(':').next().unwrap_or("?");
+        write!(f, "StoreUrl({scheme}:<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1022,9 +1037,39 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
     if !issues.0.is_empty() {
         return Err(ConfigErrors(issues.0));
     }
+    let store_url = raw
+        .store
+        .url
+        .clone()
+        .unwrap_or_else(|| "sqlite://switchyard.db".to_owned());
+    if !(store_url.starts_with("sqlite:")
+        || store_url.starts_with("postgres:")
+        || store_url.starts_with("postgresql:"))
+    {
+        issues.hint(
+            "store.url",
+            format!("unsupported store URL \"{store_url}\""),
+            "use sqlite://path/to/file.db or postgres://user@host/db",
+        );
+    }
+    let retention = issues.positive_duration(
+        "request_log.retention".into(),
+        raw.request_log.retention.as_ref(),
+        Duration::from_secs(7 * 86_400),
+    );
+    let request_log = raw
+        .request_log
+        .enabled
+        .unwrap_or(false)
+        .then_some(retention);
+    if !issues.0.is_empty() {
+        return Err(ConfigErrors(issues.0));
+    }
     Ok(Config {
         server,
         alerts,
+        store_url: StoreUrl(store_url),
+        request_log,
         global_budget: default_budget,
         providers,
         routes,

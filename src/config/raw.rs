@@ -24,6 +24,25 @@ pub struct RawConfig {
     pub prices: BTreeMap<String, RawPrice>,
     #[serde(default)]
     pub alerts: RawAlerts,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub request_log: RawRequestLog,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `sqlite://path/to/file.db` (default `sqlite://switchyard.db`) or `postgres://…`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequestLog {
+    pub enabled: Option<bool>,
+    /// Rows older than this are deleted (default 7d).
+    pub retention: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -167,3 +167,23 @@ fn sizes_parse() {
     assert_eq!(parse_size("4 MiB"), Some(4 << 20));
     assert_eq!(parse_size("lots"), None);
 }
+
+#[test]
+fn store_and_request_log_settings() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    let config = Config::from_toml(base, |_| None).unwrap();
+    assert_eq!(config.request_log, None, "off unless enabled");
+    assert_eq!(config.store_url.0, "sqlite://switchyard.db");
+    let on = format!("{base}[request_log]\nenabled = true\nretention = \"2d\"\n[store]\nurl = \"postgres://u:hunter2@db/x\"\n");
+    let config = Config::from_toml(&on, |_| None).unwrap();
+    assert_eq!(config.request_log, Some(Duration::from_secs(2 * 86_400)));
+    assert!(
+        !format!("{config:?}").contains("hunter2"),
+        "store passwords never show in Debug"
+    );
+    let errs = errors(&format!("{base}[store]\nurl = \"mysql://x\"\n"));
+    assert!(
+        errs[0].starts_with("store.url: unsupported store URL"),
+        "{errs:?}"
+    );
+}

@@ -4,8 +4,10 @@ use super::AppState;
 use crate::api::{find_usage, Endpoint, InspectedBody, Usage};
 use crate::error::GatewayError;
 use crate::routing::table::LiveRoute;
-use crate::routing::{Dispatch, Served};
+use crate::routing::{AttemptRecord, Dispatch, Served};
+use crate::store::RequestRow;
 use crate::streaming::relay::{Relay, StreamEnd};
+use crate::telemetry::request_log::now_ms;
 use crate::telemetry::stats::Sample;
 use crate::telemetry::{log_request, RequestLine};
 use axum::body::Body;
@@ -285,7 +287,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                 }
                 None => state.metrics.unrouted(status),
             }
-            log_request(&RequestLine {
+            let line = RequestLine {
                 request_id: request_id.to_str().unwrap_or("-"),
                 route: route_name,
                 target: "-",
@@ -296,7 +298,16 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                 latency: started.elapsed(),
                 usage: None,
                 cost_usd: None,
-            });
+            };
+            log_request(&line);
+            if let Some(request_log) = state.request_log.get() {
+                let failures = match &error {
+                    GatewayError::Exhausted { attempts, .. }
+                    | GatewayError::DeadlineExceeded { attempts } => failures_json(attempts),
+                    _ => "[]".to_owned(),
+                };
+                request_log.push(request_row(&line, failures, None));
+            }
             let mut response = error.into_response();
             response.headers_mut().insert(X_REQUEST_ID, request_id);
             return response;
@@ -317,8 +328,12 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
         attempts,
         stream,
         started,
+        failures: state
+            .request_log
+            .get()
+            .map(|_| failures_json(&outcome.failures)),
         live,
-        _inflight: inflight,
+        inflight,
     };
     let mut response = match outcome.served {
         Served::Complete {
@@ -418,7 +433,9 @@ struct RequestEnd {
     stream: bool,
     started: Instant,
     live: Arc<LiveRoute>,
-    _inflight: Inflight,
+    /// The failed attempts as JSON, when the request log is on.
+    failures: Option<String>,
+    inflight: Inflight,
 }
 
 impl RequestEnd {
@@ -445,7 +462,7 @@ impl RequestEnd {
         }
         self.live.stats.record(now, sample);
         self.live.target_stats[self.target_index].record(now, sample);
-        log_request(&RequestLine {
+        let line = RequestLine {
             request_id: self.request_id.to_str().unwrap_or("-"),
             route: &self.live.route.name,
             target: self.target.to_str().unwrap_or("-"),
@@ -456,7 +473,44 @@ impl RequestEnd {
             latency,
             usage,
             cost_usd,
-        });
+        };
+        log_request(&line);
+        if let (Some(request_log), Some(failures)) =
+            (self.inflight.0.request_log.get(), &self.failures)
+        {
+            request_log.push(request_row(&line, failures.clone(), self.first_token));
+        }
+    }
+}
+
+fn failures_json(failures: &[AttemptRecord]) -> String {
+    let list: Vec<_> = failures
+        .iter()
+        .map(|f| serde_json::json!({ "target": f.target, "class": f.class.as_str(), "cause": f.cause.to_string() }))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+fn request_row(
+    line: &RequestLine<'_>,
+    failures: String,
+    first_token: Option<std::time::Duration>,
+) -> RequestRow {
+    RequestRow {
+        at_ms: now_ms(),
+        request_id: line.request_id.to_owned(),
+        key_name: "anonymous".to_owned(),
+        route: line.route.to_owned(),
+        stream: line.stream,
+        attempts: failures,
+        served_target: (line.target != "-").then(|| line.target.to_owned()),
+        status: i32::from(line.status),
+        outcome: line.outcome.to_owned(),
+        latency_ms: line.latency.as_secs_f64() * 1000.0,
+        first_token_ms: first_token.map(|d| d.as_secs_f64() * 1000.0),
+        prompt_tokens: line.usage.map(|u| u.prompt_tokens as i64),
+        completion_tokens: line.usage.map(|u| u.completion_tokens as i64),
+        cost_usd: line.cost_usd,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::routing::health::HealthRegistry;
 use crate::routing::table::RouteTable;
 use crate::telemetry::alerts::{AlertCounters, Notifier};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::request_log::RequestLog;
 use crate::telemetry::slo::SloRegistry;
 use crate::telemetry::stats::StatsRegistry;
 use crate::telemetry::{Counters, CountersSnapshot};
@@ -36,11 +37,24 @@ pub struct AppState {
     pub stats: StatsRegistry,
     pub slos: SloRegistry,
     pub alert_counters: Arc<AlertCounters>,
+    /// Set by `start_request_log` when the config enables it.
+    pub request_log: std::sync::OnceLock<RequestLog>,
     pub counters: Counters,
     pub draining: AtomicBool,
 }
 
 impl AppState {
+    /// Connects the store and starts the request log writer on the current
+    /// runtime, if the config enables the request log.
+    pub async fn start_request_log(&self) -> Result<(), crate::store::StoreError> {
+        let config = self.table.load_full().config.clone();
+        if let Some(retention) = config.request_log {
+            let store = crate::store::Store::connect(&config.store_url.0).await?;
+            let _ = self.request_log.set(RequestLog::start(store, retention));
+        }
+        Ok(())
+    }
+
     /// Swaps in a new config; health and unchanged budgets carry over.
     pub fn reload(&self, config: Config) {
         let previous = self.table.load_full();
@@ -74,6 +88,7 @@ impl AppState {
             stats,
             slos,
             alert_counters: Arc::default(),
+            request_log: std::sync::OnceLock::new(),
             counters: Counters::default(),
             draining: AtomicBool::new(false),
         })
@@ -134,6 +149,11 @@ pub fn run(
     let mut handlers = signals.block_on(async { Signals::install() })?;
     let mut addr = config.server.listen;
     let state = AppState::new(config);
+    // The request log writer lives on this runtime, which runs for as long
+    // as the process serves (the signal loop below).
+    signals
+        .block_on(state.start_request_log())
+        .map_err(|e| std::io::Error::other(format!("request log store: {e}")))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut handles = Vec::with_capacity(threads);
     for index in 0..threads {
@@ -208,6 +228,9 @@ pub fn run(
             Err(_) => result = Err(std::io::Error::other("a server thread panicked")),
         }
     }
+    if let Some(log) = state.request_log.get() {
+        signals.block_on(log.flush());
+    }
     tracing::info!("stopped");
     result
 }
@@ -256,6 +279,10 @@ impl Gateway {
         let listener = TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
         let state = AppState::new(config);
+        state
+            .start_request_log()
+            .await
+            .map_err(|e| std::io::Error::other(format!("request log store: {e}")))?;
         let state_for_server = state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let evaluator = tokio::spawn(evaluate_slos(state.clone()));

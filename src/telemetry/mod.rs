@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod metrics;
+pub mod request_log;
 pub mod slo;
 pub mod stats;
 

@@ -1,0 +1,248 @@
+//! Persistent storage: SQLite by default (a file, WAL mode, no server),
+//! PostgreSQL for production (`postgres://…`), one API over both. Owns the
+//! schema (created and migrated at connect) and every SQL statement; knows
+//! nothing about HTTP or routing. Both back ends run the same test suite.
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store URL scheme (use sqlite:// or postgres://)")]
+    Scheme,
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// One client request, as the request log keeps it. No prompt or
+/// completion content, no secret.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct RequestRow {
+    pub at_ms: i64,
+    pub request_id: String,
+    pub key_name: String,
+    pub route: String,
+    pub stream: bool,
+    /// JSON array of failed attempts: `[{"target","class","cause"}]`.
+    pub attempts: String,
+    pub served_target: Option<String>,
+    pub status: i32,
+    pub outcome: String,
+    pub latency_ms: f64,
+    pub first_token_ms: Option<f64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestQuery {
+    pub since_ms: Option<i64>,
+    pub route: Option<String>,
+    /// 2, 4 or 5 for 2xx, 4xx, 5xx.
+    pub status_class: Option<i32>,
+    pub limit: i64,
+}
+
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+const SQLITE_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS request_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL, request_id TEXT NOT NULL, key_name TEXT NOT NULL,
+        route TEXT NOT NULL, stream BOOLEAN NOT NULL, attempts TEXT NOT NULL,
+        served_target TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,
+        latency_ms REAL NOT NULL, first_token_ms REAL, prompt_tokens INTEGER,
+        completion_tokens INTEGER, cost_usd REAL)",
+    "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
+];
+
+const POSTGRES_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS request_log (
+        id BIGSERIAL PRIMARY KEY,
+        at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, key_name TEXT NOT NULL,
+        route TEXT NOT NULL, stream BOOLEAN NOT NULL, attempts TEXT NOT NULL,
+        served_target TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,
+        latency_ms DOUBLE PRECISION NOT NULL, first_token_ms DOUBLE PRECISION,
+        prompt_tokens BIGINT, completion_tokens BIGINT, cost_usd DOUBLE PRECISION)",
+    "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
+];
+
+const INSERT: &str = "INSERT INTO request_log (at_ms, request_id, key_name, route, stream, attempts, served_target, \
+     status, outcome, latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+const COLUMNS: &str =
+    "at_ms, request_id, key_name, route, stream, attempts, served_target, status, outcome, \
+     latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd";
+
+/// Binds a row's fields in INSERT order, for either back end.
+macro_rules! bind_row {
+    ($query:expr, $r:expr) => {
+        $query
+            .bind($r.at_ms)
+            .bind(&$r.request_id)
+            .bind(&$r.key_name)
+            .bind(&$r.route)
+            .bind($r.stream)
+            .bind(&$r.attempts)
+            .bind(&$r.served_target)
+            .bind($r.status)
+            .bind(&$r.outcome)
+            .bind($r.latency_ms)
+            .bind($r.first_token_ms)
+            .bind($r.prompt_tokens)
+            .bind($r.completion_tokens)
+            .bind($r.cost_usd)
+    };
+}
+
+/// `WHERE …` for a query, with `$n` placeholders in bind order.
+fn where_clause(q: &RequestQuery) -> String {
+    let mut conditions = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if q.since_ms.is_some() {
+        conditions.push(format!("at_ms >= {}", next()));
+    }
+    if q.route.is_some() {
+        conditions.push(format!("route = {}", next()));
+    }
+    if q.status_class.is_some() {
+        let (lo, hi) = (next(), next());
+        conditions.push(format!("status >= {lo} AND status < {hi}"));
+    }
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    }
+}
+
+macro_rules! bind_query {
+    ($query:expr, $q:expr) => {{
+        let mut query = $query;
+        if let Some(since) = $q.since_ms {
+            query = query.bind(since);
+        }
+        if let Some(route) = &$q.route {
+            query = query.bind(route.clone());
+        }
+        if let Some(class) = $q.status_class {
+            query = query.bind(class * 100).bind(class * 100 + 100);
+        }
+        query.bind($q.limit.max(1))
+    }};
+}
+
+impl Store {
+    /// Connects and creates or migrates the schema.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let store = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            Store::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(options)
+                    .await?,
+            )
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Store::Postgres(PgPoolOptions::new().max_connections(4).connect(url).await?)
+        } else {
+            return Err(StoreError::Scheme);
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                for statement in SQLITE_SCHEMA {
+                    sqlx::query(*statement).execute(pool).await?;
+                }
+            }
+            Store::Postgres(pool) => {
+                for statement in POSTGRES_SCHEMA {
+                    sqlx::query(*statement).execute(pool).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts a batch in one transaction.
+    pub async fn insert_requests(&self, rows: &[RequestRow]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for r in rows {
+                    bind_row!(sqlx::query(INSERT), r).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for r in rows {
+                    bind_row!(sqlx::query(INSERT), r).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Newest first.
+    pub async fn query_requests(&self, q: &RequestQuery) -> Result<Vec<RequestRow>, StoreError> {
+        let clause = where_clause(q);
+        let limit_at = [q.since_ms.is_some(), q.route.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count()
+            + if q.status_class.is_some() { 2 } else { 0 }
+            + 1;
+        // Only placeholders are formatted in; every value is bound.
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM request_log {clause} ORDER BY at_ms DESC, id DESC LIMIT ${limit_at}"
+        ));
+        Ok(match self {
+            Store::Sqlite(pool) => {
+                bind_query!(sqlx::query_as::<_, RequestRow>(sql), q)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Postgres(pool) => {
+                bind_query!(sqlx::query_as::<_, RequestRow>(sql), q)
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
+    }
+
+    /// Deletes rows older than `before_ms`; returns how many.
+    pub async fn delete_requests_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM request_log WHERE at_ms < $1";
+        Ok(match self {
+            Store::Sqlite(pool) => sqlx::query(SQL)
+                .bind(before_ms)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Store::Postgres(pool) => sqlx::query(SQL)
+                .bind(before_ms)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        })
+    }
+}

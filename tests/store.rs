@@ -1,0 +1,284 @@
+//! The store's test suite, run against both back ends: SQLite in a temp
+//! file and the machine's real PostgreSQL (127.0.0.1:5432, trust auth), in a
+//! database created for the test and dropped after it.
+
+use switchyard::store::{RequestQuery, RequestRow, Store};
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+struct Backend {
+    name: &'static str,
+    store: Store,
+    pg_database: Option<String>,
+    _dir: Option<std::path::PathBuf>,
+}
+
+async fn backends(test: &str) -> Vec<Backend> {
+    let dir = std::env::temp_dir().join(format!("switchyard-store-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = Store::connect(&format!("sqlite://{}", dir.join("store.db").display()))
+        .await
+        .expect("sqlite");
+    let database = format!("switchyard_test_{}_{test}", std::process::id());
+    let admin = Store::connect(PG_ADMIN)
+        .await
+        .expect("PostgreSQL must run on 127.0.0.1:5432 (see .ci/run)");
+    let Store::Postgres(admin_pool) = &admin else {
+        unreachable!()
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {database}"
+    )))
+    .execute(admin_pool)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(admin_pool)
+        .await
+        .unwrap();
+    let postgres = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{database}"))
+        .await
+        .expect("postgres");
+    vec![
+        Backend {
+            name: "sqlite",
+            store: sqlite,
+            pg_database: None,
+            _dir: Some(dir),
+        },
+        Backend {
+            name: "postgres",
+            store: postgres,
+            pg_database: Some(database),
+            _dir: None,
+        },
+    ]
+}
+
+async fn drop_backends(backends: Vec<Backend>) {
+    for b in backends {
+        if let Some(db) = b.pg_database {
+            drop(b.store);
+            let admin = Store::connect(PG_ADMIN).await.unwrap();
+            let Store::Postgres(pool) = &admin else {
+                unreachable!()
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+            )))
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        if let Some(dir) = b._dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn row(at_ms: i64, route: &str, status: i32) -> RequestRow {
+    RequestRow {
+        at_ms,
+        request_id: format!("req-{at_ms}"),
+        key_name: "anonymous".into(),
+        route: route.into(),
+        stream: at_ms % 2 == 0,
+        attempts: r#"[{"target":"p0/gpt-4o","class":"transient","cause":"status 503"}]"#.into(),
+        served_target: (status < 500).then(|| "p1/gpt-4o".into()),
+        status,
+        outcome: if status < 500 {
+            "ok".into()
+        } else {
+            "upstream_unavailable".into()
+        },
+        latency_ms: 12.5,
+        first_token_ms: Some(3.25),
+        prompt_tokens: Some(11),
+        completion_tokens: Some(22),
+        cost_usd: Some(0.000_25),
+    }
+}
+
+#[tokio::test]
+async fn request_log_insert_query_and_retention_on_both_back_ends() {
+    let backends = backends("reqlog").await;
+    for b in &backends {
+        let rows: Vec<RequestRow> = (0..10)
+            .map(|i| {
+                row(
+                    1_000 + i,
+                    if i % 2 == 0 { "chat" } else { "embed" },
+                    if i % 5 == 4 { 502 } else { 200 },
+                )
+            })
+            .collect();
+        b.store.insert_requests(&rows).await.unwrap();
+        let all = b
+            .store
+            .query_requests(&RequestQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 10, "{}", b.name);
+        assert_eq!(
+            all[0], rows[9],
+            "{}: newest first, every field round-trips",
+            b.name
+        );
+        let chat = b
+            .store
+            .query_requests(&RequestQuery {
+                route: Some("chat".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(chat.len(), 5, "{}", b.name);
+        let errors = b
+            .store
+            .query_requests(&RequestQuery {
+                status_class: Some(5),
+                since_ms: Some(1_005),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            errors.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+            vec![1_009],
+            "{}",
+            b.name
+        );
+        let limited = b
+            .store
+            .query_requests(&RequestQuery {
+                limit: 3,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(limited.len(), 3, "{}", b.name);
+        assert_eq!(
+            b.store.delete_requests_before(1_004).await.unwrap(),
+            4,
+            "{}",
+            b.name
+        );
+        let left = b
+            .store
+            .query_requests(&RequestQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 6, "{}", b.name);
+    }
+    drop_backends(backends).await;
+}
+
+#[tokio::test]
+async fn unsupported_url_is_a_clear_error() {
+    let err = Store::connect("mysql://localhost/x")
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("sqlite://") && err.to_string().contains("postgres://"));
+}
+
+mod common;
+
+use common::*;
+
+/// The gateway writes one row per request (asynchronously, batched) to
+/// SQLite and to PostgreSQL, and `switchyard log query` reads them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_request_log_on_both_back_ends_and_the_cli() {
+    let backends = backends("gwlog").await;
+    let dir = std::env::temp_dir().join(format!("switchyard-gwlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite_url = format!("sqlite://{}", dir.join("gw.db").display());
+    let pg_url = format!(
+        "postgres://postgres@127.0.0.1:5432/{}",
+        backends[1].pg_database.as_ref().unwrap()
+    );
+    for url in [sqlite_url, pg_url] {
+        let primary = sim("primary").await;
+        let secondary = sim("secondary").await;
+        primary.push_script([
+            switchyard::sim::Fault::status(503),
+            switchyard::sim::Fault::status(503),
+        ]);
+        let extra = format!(
+            "{FAST}\n[store]\nurl = \"{url}\"\n[request_log]\nenabled = true\nretention = \"1d\"\n"
+        );
+        let text = config_text(&[&primary.base_url(), &secondary.base_url()], &extra);
+        let gw = gateway_from_text(&text).await;
+        let client = client();
+        chat(&client, &gw, chat_body(false)).await; // fails over
+        chat(&client, &gw, chat_body(true)).await;
+        let bad = call(
+            &client,
+            http::Method::POST,
+            &format!("{}/chat/completions", gw.base_url()),
+            "{\"model\":\"nope\"}",
+            &[],
+        )
+        .await;
+        assert_eq!(bad.status, http::StatusCode::NOT_FOUND);
+        gw.state()
+            .request_log
+            .get()
+            .expect("request log on")
+            .flush()
+            .await;
+
+        let store = Store::connect(&url).await.unwrap();
+        let rows = store
+            .query_requests(&RequestQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3, "{url}");
+        let first = &rows[2];
+        assert_eq!(first.route, "chat-default");
+        assert_eq!(first.status, 200);
+        assert_eq!(first.served_target.as_deref(), Some("p1/gpt-4o"));
+        let failed: serde_json::Value = serde_json::from_str(&first.attempts).unwrap();
+        assert_eq!(failed.as_array().unwrap().len(), 2);
+        assert_eq!(failed[0]["cause"], "status 503");
+        assert_eq!(first.completion_tokens, Some(8));
+        assert!(first.cost_usd.unwrap() > 0.0);
+        assert!(rows[1].stream && rows[1].first_token_ms.is_some());
+        assert_eq!(rows[0].status, 404);
+        assert_eq!(rows[0].outcome, "model_not_found");
+
+        // The CLI reads the same store through the config file.
+        let config_path = dir.join("gw.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["log", "query", "--status", "2xx", "--json", "--config"])
+            .arg(&config_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{url}: two 2xx requests");
+        assert!(lines.iter().all(|l| l["status"] == 200));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    drop_backends(backends).await;
+}
