@@ -8,6 +8,8 @@ use http::{Method, StatusCode};
 use std::collections::HashMap;
 use switchyard::sim::{Fault, FaultAction};
 
+const OPENMETRICS: (&str, &str) = ("accept", "application/openmetrics-text; version=1.0.0");
+
 /// Parses the OpenMetrics text exposition into `name{labels}` → value,
 /// checking every line's syntax as it goes.
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -107,7 +109,7 @@ async fn counters_match_a_scripted_scenario() {
         Method::GET,
         &format!("http://{}/metrics", gw.addr()),
         "",
-        &[],
+        &[OPENMETRICS],
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -251,7 +253,7 @@ async fn breaker_state_and_transitions_are_exported() {
         Method::GET,
         &format!("http://{}/metrics", gw.addr()),
         "",
-        &[],
+        &[OPENMETRICS],
     )
     .await
     .text();
@@ -299,7 +301,7 @@ async fn stream_usage_is_counted_when_the_client_asks_for_it() {
         Method::GET,
         &format!("http://{}/metrics", gw.addr()),
         "",
-        &[],
+        &[OPENMETRICS],
     )
     .await
     .text();
@@ -330,7 +332,7 @@ async fn dashboard_and_alert_rules_only_use_exported_metrics() {
         Method::GET,
         &format!("http://{}/metrics", gw.addr()),
         "",
-        &[],
+        &[OPENMETRICS],
     )
     .await
     .text();
@@ -363,5 +365,41 @@ async fn dashboard_and_alert_rules_only_use_exported_metrics() {
             checked > 5,
             "{file}: only {checked} metric references found"
         );
+    }
+}
+
+/// Without OpenMetrics in `Accept`, the classic text format: counters named
+/// with `_total` in HELP/TYPE, no `# UNIT`/`# EOF` (what promtool checks).
+#[tokio::test]
+async fn classic_text_format_for_plain_scrapers() {
+    let primary = sim("primary").await;
+    let gw = gateway(&[&primary], FAST).await;
+    let client = client();
+    chat(&client, &gw, chat_body(false)).await;
+    let reply = call(
+        &client,
+        Method::GET,
+        &format!("http://{}/metrics", gw.addr()),
+        "",
+        &[],
+    )
+    .await;
+    assert!(reply
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = reply.text();
+    assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+    assert!(
+        text.contains("# TYPE switchyard_requests_total counter"),
+        "{text}"
+    );
+    assert!(text.contains("# HELP switchyard_requests_total "));
+    assert!(text.contains("# TYPE switchyard_request_duration_seconds histogram"));
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("switchyard_requests_total{"))
+    {
+        assert!(line.ends_with(" 1") || line.ends_with(" 0"), "{line}");
     }
 }

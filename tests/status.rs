@@ -60,9 +60,11 @@ async fn open_breaker_shows_as_degraded_with_an_ongoing_incident() {
     assert_eq!(route["success_ratio_1h"], 1.0, "the client saw no failure");
     assert_eq!(route["targets"][0]["breaker"], "open");
     assert_eq!(
-        route["targets"][0]["requests_1h"], 5,
-        "p0 served the first five"
+        route["targets"][0]["attempts_1h"], 7,
+        "five served, then two failures tripped the breaker"
     );
+    let p0_success = route["targets"][0]["success_ratio_1h"].as_f64().unwrap();
+    assert!((p0_success - 5.0 / 7.0).abs() < 1e-9);
     let incidents = status["incidents"].as_array().unwrap();
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0]["target"], "p0/gpt-4o@r0");

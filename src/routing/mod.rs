@@ -17,6 +17,7 @@ use crate::config::{Hedge, Target};
 use crate::error::GatewayError;
 use crate::resilience::{AttemptFailure, FailureCause, FailureClass, TimeoutKind};
 use crate::telemetry::metrics::TargetMetrics;
+use crate::telemetry::stats::Sample;
 use attempt::{attempt, AttemptContext};
 use health::AttemptGuard;
 use http::{HeaderValue, StatusCode};
@@ -121,7 +122,6 @@ impl<'r> Dispatch<'r, '_> {
             while pos < order.len() {
                 let index = order[pos];
                 pos += 1;
-                let target = &route.targets[index];
                 for try_index in 0..policy.max_attempts_per_target {
                     let guard = match live.health[index].admit(Instant::now()) {
                         Ok(g) => g,
@@ -164,10 +164,7 @@ impl<'r> Dispatch<'r, '_> {
                             )
                             .await
                         }
-                        None => (
-                            index,
-                            one(&ctx, target, &live.metrics.targets[index], guard, deadline).await,
-                        ),
+                        None => (index, one(&ctx, live, index, guard, deadline).await),
                     };
                     let failure = match step {
                         Step::Served(served) => {
@@ -300,13 +297,7 @@ impl<'r> Dispatch<'r, '_> {
             Hedge::After(d) => Some(d),
             Hedge::Percentile(q) => self.live.health[index].first_byte_quantile(q),
         };
-        let mut first = pin!(one(
-            ctx,
-            &route.targets[index],
-            &self.live.metrics.targets[index],
-            guard,
-            deadline
-        ));
+        let mut first = pin!(one(ctx, self.live, index, guard, deadline));
         let Some(delay) = delay else {
             return (index, first.await);
         };
@@ -336,13 +327,7 @@ impl<'r> Dispatch<'r, '_> {
         self.note(Event::Hedge);
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         *attempts += 1;
-        let mut hedge_attempt = pin!(one(
-            ctx,
-            &route.targets[second],
-            &self.live.metrics.targets[second],
-            second_guard,
-            deadline
-        ));
+        let mut hedge_attempt = pin!(one(ctx, self.live, second, second_guard, deadline));
         tokio::select! {
             step = &mut first => match step {
                 Step::Failed(f) => {
@@ -367,11 +352,14 @@ impl<'r> Dispatch<'r, '_> {
 /// as cancelled.
 async fn one(
     ctx: &AttemptContext<'_>,
-    target: &Target,
-    metrics: &TargetMetrics,
+    live: &LiveRoute,
+    index: usize,
     guard: AttemptGuard,
     deadline: Instant,
 ) -> Step {
+    let target = &live.route.targets[index];
+    let metrics = &live.metrics.targets[index];
+    let stats = &live.target_stats[index];
     struct Cancelled<'m>(Option<&'m TargetMetrics>);
     impl Drop for Cancelled<'_> {
         fn drop(&mut self) {
@@ -395,6 +383,7 @@ async fn one(
                 _ => {
                     guard.success(now);
                     metrics.attempt_succeeded(now - started);
+                    stats.record(now, attempt_sample(true, None, now - started));
                 }
             }
             Step::Served(served)
@@ -403,11 +392,27 @@ async fn one(
             let now = Instant::now();
             guard.failure(now, failure.class, failure.retry_after);
             metrics.attempt_failed(failure.class, now - started);
+            stats.record(
+                now,
+                attempt_sample(false, Some(failure.class.as_str()), now - started),
+            );
             Step::Failed(failure)
         }
     };
     cancelled.0 = None;
     step
+}
+
+/// A target's statistics count its attempts: success, failure class and
+/// time to the response head (or first content event, for streams).
+fn attempt_sample(success: bool, error: Option<&'static str>, took: Duration) -> Sample {
+    Sample {
+        success,
+        error,
+        latency: took,
+        first_token: None,
+        cost_usd: 0.0,
+    }
 }
 
 fn record(target: &Target, failure: &AttemptFailure) -> AttemptRecord {

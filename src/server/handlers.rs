@@ -130,17 +130,22 @@ async fn status_json(State(state): State<Arc<AppState>>) -> Response {
     Json(super::status::report(&state, public)).into_response()
 }
 
-/// Prometheus scrape endpoint (OpenMetrics text format).
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// Prometheus scrape endpoint: OpenMetrics when the scraper asks for it
+/// (Prometheus does), the classic text format otherwise.
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let body = state.metrics.render(&state.registry);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    } else {
+        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        let text = crate::telemetry::metrics::to_prometheus_text(&body);
+        ([(header::CONTENT_TYPE, content_type)], text).into_response()
+    }
 }
 
 /// Breaker state and recent health of every target.
@@ -461,7 +466,6 @@ impl RequestEnd {
             slo.record(now, !failed, latency);
         }
         self.live.stats.record(now, sample);
-        self.live.target_stats[self.target_index].record(now, sample);
         let line = RequestLine {
             request_id: self.request_id.to_str().unwrap_or("-"),
             route: &self.live.route.name,

@@ -57,7 +57,8 @@ pub struct TargetStatus {
     pub target: String,
     pub region: String,
     pub breaker: State,
-    pub requests_1h: u64,
+    /// Upstream attempts (not client requests) in the last hour.
+    pub attempts_1h: u64,
     pub success_ratio_1h: Option<f64>,
     pub latency_1h: Option<Percentiles>,
 }
@@ -82,7 +83,7 @@ pub fn report(state: &AppState, public: bool) -> StatusReport {
                     target: t.label().to_owned(),
                     region: t.region().to_owned(),
                     breaker: live.health[i].state(),
-                    requests_1h: th.requests,
+                    attempts_1h: th.requests,
                     success_ratio_1h: th.success_ratio,
                     latency_1h: th.latency,
                 }
@@ -193,7 +194,7 @@ pub fn html(report: &StatusReport) -> String {
         out,
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="refresh" content="15"><title>Status: {state}</title><style>
 body{{font-family:system-ui,sans-serif;margin:0 auto;max-width:56rem;padding:1rem;color:#1b1b1b;background:#fafafa}}
-h1{{font-size:1.4rem}} .card{{background:#fff;border:1px solid #ddd;border-radius:.5rem;padding:.8rem 1rem;margin:.8rem 0}}
+h1{{font-size:1.4rem}} .card{{background:#fff;border:1px solid #ddd;border-radius:.5rem;padding:.8rem 1rem;margin:.8rem 0;overflow-x:auto}}
 .operational{{color:#137333}} .degraded{{color:#b06000}} .outage{{color:#c5221f}} .badge{{font-weight:600;text-transform:uppercase;font-size:.8rem}}
 table{{border-collapse:collapse;width:100%;font-size:.9rem}} td,th{{text-align:left;padding:.25rem .4rem;border-top:1px solid #eee}}
 .banner{{padding:.8rem 1rem;border-radius:.5rem;color:#fff;font-weight:600}} .b-operational{{background:#137333}} .b-degraded{{background:#b06000}} .b-outage{{background:#c5221f}}
