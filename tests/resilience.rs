@@ -387,7 +387,8 @@ async fn caller_region_first_and_regional_outage_shifts_traffic() {
         ", priority = 0",
         ", priority = 0",
     );
-    let text = with_breaker(&text, "consecutive_failures = 2\nopen_base = \"60s\"");
+    let text = with_breaker(&text, "consecutive_failures = 2\nopen_base = \"60s\"")
+        + "[alerts]\nevaluate_every = \"20ms\"\n";
     let gw = gateway_from_text(&text).await;
     let client = client();
     let url = format!("{}/chat/completions", gw.base_url());
@@ -430,6 +431,25 @@ async fn caller_region_first_and_regional_outage_shifts_traffic() {
         Some(2),
         "only until the breaker opened"
     );
+    // The regional outage is recorded as an incident on the status page.
+    let status_url = format!("http://{}/status.json", gw.addr());
+    let mut recorded = false;
+    for _ in 0..200 {
+        let status = call(&client, Method::GET, &status_url, "", &[])
+            .await
+            .json();
+        if status["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["target"] == "region eu of route chat-default" && i["ended"].is_null())
+        {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(recorded, "regional outage recorded as an ongoing incident");
 }
 
 #[tokio::test]

@@ -94,7 +94,8 @@ const INCIDENTS_KEPT: usize = 100;
 pub struct Incidents(Mutex<std::collections::VecDeque<Incident>>);
 
 impl Incidents {
-    fn opened(&self, target: &str, cause: &str) {
+    /// Opens an incident for `target` unless one is already ongoing.
+    pub fn opened(&self, target: &str, cause: &str) {
         let mut list = lock(&self.0);
         if list.iter().any(|i| i.target == target && i.ended.is_none()) {
             return; // still the same incident (open → half-open → open)
@@ -110,7 +111,8 @@ impl Incidents {
         });
     }
 
-    fn closed(&self, target: &str) {
+    /// Ends the ongoing incident of `target`, if any.
+    pub fn closed(&self, target: &str) {
         if let Some(i) = lock(&self.0)
             .iter_mut()
             .rev()

@@ -248,8 +248,9 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// Evaluates every route's SLO burn rates on the configured interval and
-/// delivers alert changes. Runs until the task is dropped.
+/// On the configured interval: evaluates every route's SLO burn rates and
+/// delivers alert changes, and records regional outages (every target of a
+/// region in a route open) as incidents. Runs until the task is dropped.
 pub async fn evaluate_slos(state: Arc<AppState>) {
     let notifier = Notifier::start(state.alert_counters.clone());
     loop {
@@ -260,6 +261,37 @@ pub async fn evaluate_slos(state: Arc<AppState>) {
         for tracker in state.slos.all() {
             for change in tracker.evaluate(now) {
                 notifier.notify(&change, &table.config.alerts.webhooks);
+            }
+        }
+        record_regional_outages(&table, &state.registry.incidents);
+    }
+}
+
+fn record_regional_outages(table: &RouteTable, incidents: &crate::routing::health::Incidents) {
+    use crate::resilience::breaker::State;
+    use std::collections::BTreeMap;
+    for name in table.config.route_names() {
+        let Some(live) = table.route(name) else {
+            continue;
+        };
+        let mut regions: BTreeMap<&str, bool> = BTreeMap::new();
+        for (target, health) in live.route.targets.iter().zip(&live.health) {
+            let all_open = regions.entry(target.region()).or_insert(true);
+            *all_open &= health.state() == State::Open;
+        }
+        // A route with a single region is covered by its targets' incidents.
+        if regions.len() < 2 {
+            continue;
+        }
+        for (region, all_open) in regions {
+            let key = format!("region {region} of route {name}");
+            if all_open {
+                incidents.opened(
+                    &key,
+                    "every target in the region is open; traffic shifted to other regions",
+                );
+            } else {
+                incidents.closed(&key);
             }
         }
     }
