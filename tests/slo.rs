@@ -98,3 +98,51 @@ async fn burning_error_budget_fires_alerts_to_webhooks_with_retry() {
     assert_eq!(status["routes"][0]["slo"][0]["target"], 0.999);
     assert_eq!(status["routes"][0]["slo"][0]["compliance"], 0.0);
 }
+
+/// Cost per successful request doubling against the previous day fires a
+/// cost-regression alert (paused clock: two days pass in no time).
+#[tokio::test(start_paused = true)]
+async fn cost_regression_against_the_previous_day_alerts() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    use switchyard::telemetry::stats::Sample;
+    let text = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.chat-default]\ntargets = [{ provider = \"p\", model = \"gpt-4o\" }]\n[alerts]\nevaluate_every = \"1s\"\ncost_regression_ratio = 1.5\n";
+    let state = switchyard::server::AppState::new(
+        switchyard::config::Config::from_toml(text, |_| None).unwrap(),
+    );
+    let live = state.table.load().route("chat-default").unwrap().clone();
+    let sample = |cost_usd: f64| Sample {
+        success: true,
+        error: None,
+        latency: Duration::from_millis(10),
+        first_token: None,
+        cost_usd,
+    };
+    for _ in 0..10 {
+        live.stats
+            .record(tokio::time::Instant::now(), sample(0.001));
+    }
+    tokio::time::advance(Duration::from_secs(25 * 3600)).await;
+    for _ in 0..10 {
+        live.stats
+            .record(tokio::time::Instant::now(), sample(0.0014));
+    }
+    let evaluator = tokio::spawn(switchyard::server::evaluate_slos(state.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        state.alert_counters.changes.load(Ordering::SeqCst),
+        0,
+        "1.4x is under the 1.5x threshold"
+    );
+    for _ in 0..10 {
+        live.stats
+            .record(tokio::time::Instant::now(), sample(0.004));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        state.alert_counters.changes.load(Ordering::SeqCst),
+        1,
+        "(10*0.0014+10*0.004)/20 = 2.7x the previous day"
+    );
+    evaluator.abort();
+}

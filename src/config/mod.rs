@@ -50,6 +50,7 @@ impl fmt::Debug for StoreUrl {
 pub struct AlertSettings {
     pub webhooks: Vec<Uri>,
     pub evaluate_every: Duration,
+    pub cost_regression_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -1026,8 +1027,20 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             ),
         }
     }
+    let cost_regression_ratio = raw.alerts.cost_regression_ratio.filter(|r| {
+        let ok = r.is_finite() && *r > 1.0;
+        if !ok {
+            issues.hint(
+                "alerts.cost_regression_ratio",
+                format!("{r} is not greater than 1"),
+                "1.5 alerts when cost per success rises 50% over the previous day",
+            );
+        }
+        ok
+    });
     let alerts = AlertSettings {
         webhooks,
+        cost_regression_ratio,
         evaluate_every: issues.positive_duration(
             "alerts.evaluate_every".into(),
             raw.alerts.evaluate_every.as_ref(),

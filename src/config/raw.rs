@@ -53,6 +53,9 @@ pub struct RawAlerts {
     pub webhooks: Vec<String>,
     /// How often SLO burn rates are evaluated (default 30s).
     pub evaluate_every: Option<String>,
+    /// Alert when a route's cost per successful request over the last day
+    /// exceeds the previous day's by this factor (e.g. 1.5); off if unset.
+    pub cost_regression_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

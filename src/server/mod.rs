@@ -253,6 +253,7 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// region in a route open) as incidents. Runs until the task is dropped.
 pub async fn evaluate_slos(state: Arc<AppState>) {
     let notifier = Notifier::start(state.alert_counters.clone());
+    let mut cost_firing: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         let every = state.table.load().config.alerts.evaluate_every;
         tokio::time::sleep(every).await;
@@ -264,6 +265,31 @@ pub async fn evaluate_slos(state: Arc<AppState>) {
             }
         }
         record_regional_outages(&table, &state.registry.incidents);
+        if let Some(ratio) = table.config.alerts.cost_regression_ratio {
+            for name in table.config.route_names() {
+                let Some(live) = table.route(name) else {
+                    continue;
+                };
+                let [Some(today), Some(before)] = live.stats.cost_per_success_by_day(now) else {
+                    continue;
+                };
+                let firing = today >= before * ratio;
+                if firing != cost_firing.contains(name) {
+                    if firing {
+                        cost_firing.insert(name.clone());
+                    } else {
+                        cost_firing.remove(name);
+                    }
+                    notifier.notify_cost(
+                        name,
+                        firing,
+                        today,
+                        before,
+                        &table.config.alerts.webhooks,
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 //!   "severity":"page"|"ticket","route":..,"objective":"success"|"latency",
 //!   "burn_rate_long":..,"burn_rate_short":..,"window_long":"1h",
 //!   "window_short":"5m","error_budget_remaining":..,"at":<unix seconds>}`
+//! and for cost regressions `"kind":"cost_regression"` with
+//! `cost_per_success_usd`, `previous_day_cost_per_success_usd` and `ratio`.
 
 use super::slo::{AlertChange, Severity};
 use bytes::Bytes;
@@ -106,6 +108,60 @@ impl Notifier {
         Notifier { tx, counters }
     }
 
+    /// A route's cost per successful request rose (or fell back) against the
+    /// previous day: logged and sent with `"kind":"cost_regression"`.
+    pub fn notify_cost(
+        &self,
+        route: &str,
+        firing: bool,
+        current: f64,
+        previous: f64,
+        webhooks: &[Uri],
+    ) {
+        self.counters.changes.fetch_add(1, Ordering::Relaxed);
+        let ratio = current / previous;
+        if firing {
+            tracing::warn!(
+                route,
+                current,
+                previous,
+                ratio,
+                "cost per successful request regressed against the previous day"
+            );
+        } else {
+            tracing::info!(
+                route,
+                current,
+                previous,
+                ratio,
+                "cost per successful request back to normal"
+            );
+        }
+        let body = Bytes::from(
+            serde_json::json!({
+                "version": 1,
+                "kind": "cost_regression",
+                "state": if firing { "firing" } else { "resolved" },
+                "severity": "ticket",
+                "route": route,
+                "cost_per_success_usd": current,
+                "previous_day_cost_per_success_usd": previous,
+                "ratio": ratio,
+                "at": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            })
+            .to_string(),
+        );
+        self.queue(webhooks, body);
+    }
+
+    fn queue(&self, webhooks: &[Uri], body: Bytes) {
+        for url in webhooks {
+            if self.tx.try_send((url.clone(), body.clone())).is_err() {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Logs the change and queues it for every webhook.
     pub fn notify(&self, change: &AlertChange, webhooks: &[Uri]) {
         self.counters.changes.fetch_add(1, Ordering::Relaxed);
@@ -116,11 +172,6 @@ impl Notifier {
         } else {
             tracing::info!(route = %change.route, objective = ?change.objective, severity = ?change.severity, "SLO alert resolved");
         }
-        let body = body(change, std::time::SystemTime::now());
-        for url in webhooks {
-            if self.tx.try_send((url.clone(), body.clone())).is_err() {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.queue(webhooks, body(change, std::time::SystemTime::now()));
     }
 }

@@ -96,9 +96,43 @@ pub struct Sample {
     pub cost_usd: f64,
 }
 
+/// Cost and successes per hour over the last 48 hours, to compare the last
+/// day with the one before (cost regression alerts).
+struct HourlyCost {
+    slots: [(f64, u64); 48],
+    head: usize,
+    head_start: Instant,
+}
+
+impl HourlyCost {
+    fn advance(&mut self, now: Instant) {
+        let steps = (now.saturating_duration_since(self.head_start).as_secs() / 3600) as usize;
+        for _ in 0..steps.min(48) {
+            self.head = (self.head + 1) % 48;
+            self.slots[self.head] = (0.0, 0);
+        }
+        if steps > 0 {
+            self.head_start += Duration::from_secs(3600) * steps.min(u32::MAX as usize) as u32;
+        }
+    }
+
+    /// (cost, successes) of the newest 24 slots and of the 24 before.
+    fn days(&mut self, now: Instant) -> [(f64, u64); 2] {
+        self.advance(now);
+        let mut out = [(0.0, 0); 2];
+        for i in 0..48 {
+            let (cost, ok) = self.slots[(self.head + 48 - i) % 48];
+            out[i / 24].0 += cost;
+            out[i / 24].1 += ok;
+        }
+        out
+    }
+}
+
 /// The three windows of one series.
 pub struct Series {
     rings: Mutex<[Ring; 3]>,
+    hourly_cost: Mutex<HourlyCost>,
 }
 
 pub const WINDOWS: [&str; 3] = ["1m", "1h", "24h"];
@@ -111,10 +145,22 @@ impl Series {
                 Ring::new(Duration::from_secs(300), 12, now),
                 Ring::new(Duration::from_secs(3600), 24, now),
             ]),
+            hourly_cost: Mutex::new(HourlyCost {
+                slots: [(0.0, 0); 48],
+                head: 0,
+                head_start: now,
+            }),
         }
     }
 
     pub fn record(&self, now: Instant, sample: Sample) {
+        if sample.success {
+            let mut hourly = self.hourly_cost.lock().unwrap_or_else(|p| p.into_inner());
+            hourly.advance(now);
+            let head = hourly.head;
+            hourly.slots[head].0 += sample.cost_usd;
+            hourly.slots[head].1 += 1;
+        }
         let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
         let micros = |d: Duration| (d.as_micros() as u64).clamp(1, 600_000_000);
         for ring in rings.iter_mut() {
@@ -133,6 +179,17 @@ impl Series {
                 let _ = slot.first_token.record(micros(t));
             }
         }
+    }
+
+    /// Cost per successful request over the last 24 hours and over the 24
+    /// hours before (None where there was no success or no cost).
+    pub fn cost_per_success_by_day(&self, now: Instant) -> [Option<f64>; 2] {
+        let days = self
+            .hourly_cost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .days(now);
+        days.map(|(cost, ok)| (ok > 0 && cost > 0.0).then(|| cost / ok as f64))
     }
 
     /// Summaries of the three windows, in `WINDOWS` order.
@@ -255,6 +312,12 @@ mod tests {
         assert_eq!(m1.requests, 0);
         assert_eq!(m1.success_ratio, None);
         assert_eq!(h1.requests, 101);
+        // Cost per success moves from "today" to "the day before".
+        let close = |v: Option<f64>| v.is_some_and(|v| (v - 0.001).abs() < 1e-12);
+        let [today, before] = s.cost_per_success_by_day(t0);
+        assert!(close(today) && before.is_none());
+        let [today, before] = s.cost_per_success_by_day(t0 + Duration::from_secs(25 * 3600));
+        assert!(today.is_none() && close(before));
         // After 25 hours everything has aged out.
         let [_, h1, d1] = s.summaries(t0 + Duration::from_secs(25 * 3600));
         assert_eq!((h1.requests, d1.requests), (0, 0));
