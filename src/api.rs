@@ -114,6 +114,11 @@ impl InspectedBody {
         self.body.len()
     }
 
+    /// The body as the client sent it.
+    pub fn bytes(&self) -> &Bytes {
+        &self.body
+    }
+
     pub fn is_empty(&self) -> bool {
         self.body.is_empty()
     }

@@ -96,6 +96,9 @@ fn row(at_ms: i64, route: &str, status: i32) -> RequestRow {
         prompt_tokens: Some(11),
         completion_tokens: Some(22),
         cost_usd: Some(0.000_25),
+        request_body: (at_ms % 3 == 0)
+            .then(|| r#"{"model":"chat","messages":[{"content":"héllo"}]}"#.into()),
+        response_body: None,
     }
 }
 
@@ -216,7 +219,8 @@ async fn gateway_request_log_on_both_back_ends_and_the_cli() {
         let extra = format!(
             "{FAST}\n[store]\nurl = \"{url}\"\n[request_log]\nenabled = true\nretention = \"1d\"\n"
         );
-        let text = config_text(&[&primary.base_url(), &secondary.base_url()], &extra);
+        let text = config_text(&[&primary.base_url(), &secondary.base_url()], &extra)
+            .replace("[routes.embed]\n", "[routes.embed]\nlog_content = true\n");
         let gw = gateway_from_text(&text).await;
         let client = client();
         chat(&client, &gw, chat_body(false)).await; // fails over
@@ -258,6 +262,36 @@ async fn gateway_request_log_on_both_back_ends_and_the_cli() {
         assert!(rows[1].stream && rows[1].first_token_ms.is_some());
         assert_eq!(rows[0].status, 404);
         assert_eq!(rows[0].outcome, "model_not_found");
+        assert!(
+            rows.iter().all(|r| r.request_body.is_none()),
+            "no content unless the route enables it"
+        );
+
+        // The embeddings route logs content: request and response bodies.
+        let input = serde_json::json!({"model": "embed", "input": "secret-free text"}).to_string();
+        let reply = call(
+            &client,
+            http::Method::POST,
+            &format!("{}/embeddings", gw.base_url()),
+            input.clone(),
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status, http::StatusCode::OK);
+        gw.state().request_log.get().unwrap().flush().await;
+        let logged = store
+            .query_requests(&RequestQuery {
+                route: Some("embed".into()),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(logged[0].request_body.as_deref(), Some(input.as_str()));
+        assert_eq!(
+            logged[0].response_body.as_deref(),
+            Some(reply.text().as_str())
+        );
 
         // The CLI reads the same store through the config file.
         let config_path = dir.join("gw.toml");
@@ -276,7 +310,11 @@ async fn gateway_request_log_on_both_back_ends_and_the_cli() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 2, "{url}: two 2xx requests");
+        assert_eq!(
+            lines.len(),
+            3,
+            "{url}: two chat requests and one embeddings request succeeded"
+        );
         assert!(lines.iter().all(|l| l["status"] == 200));
     }
     let _ = std::fs::remove_dir_all(&dir);

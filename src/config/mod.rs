@@ -119,6 +119,8 @@ pub struct Route {
     pub strategy: Strategy,
     pub hedge: Option<Hedge>,
     pub slo: Option<SloPolicy>,
+    /// Request log rows of this route carry the request and response bodies.
+    pub log_content: bool,
 }
 
 /// How targets of one priority tier share load.
@@ -1008,6 +1010,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 strategy,
                 hedge,
                 slo,
+                log_content: r.log_content.unwrap_or(false),
             }),
         );
     }

@@ -185,6 +185,8 @@ pub struct RawRoute {
     /// first-byte latency (`"p95"`).
     pub hedge_after: Option<String>,
     pub slo: Option<RawSlo>,
+    /// Keep request and (non-stream) response bodies in the request log.
+    pub log_content: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

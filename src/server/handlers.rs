@@ -232,6 +232,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     let inflight = Inflight::start(&state);
     let mut route_name = "-";
     let mut live_route = None;
+    let mut request_text = None;
     let mut stream = false;
     let result = async {
         let bytes = read_body(body, &parts.headers, config.server.max_request_body).await?;
@@ -246,6 +247,9 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
         let route = &live.route;
         route_name = &route.name;
         live_route = Some(live.clone());
+        if route.log_content && state.request_log.get().is_some() {
+            request_text = Some(String::from_utf8_lossy(inspected.bytes()).into_owned());
+        }
         let caller_region = parts
             .headers
             .get(X_REGION)
@@ -311,7 +315,12 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                     | GatewayError::DeadlineExceeded { attempts } => failures_json(attempts),
                     _ => "[]".to_owned(),
                 };
-                request_log.push(request_row(&line, failures, None));
+                request_log.push(request_row(
+                    &line,
+                    failures,
+                    None,
+                    request_text.take().map(|r| (r, None)),
+                ));
             }
             let mut response = error.into_response();
             response.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -325,7 +334,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     if let Some(ttft) = first_token {
         live.metrics.targets[outcome.target_index].first_token(ttft);
     }
-    let log = RequestEnd {
+    let mut log = RequestEnd {
         request_id: request_id.clone(),
         target: target_label.clone(),
         target_index: outcome.target_index,
@@ -337,6 +346,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             .request_log
             .get()
             .map(|_| failures_json(&outcome.failures)),
+        content: request_text.map(|r| (r, None)),
         live,
         inflight,
     };
@@ -346,6 +356,9 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             content_type,
             body,
         } => {
+            if let Some((_, response)) = log.content.as_mut() {
+                *response = Some(String::from_utf8_lossy(&body).into_owned());
+            }
             state.counters.count_status(status.as_u16());
             let outcome = if status.is_success() {
                 "ok"
@@ -440,11 +453,13 @@ struct RequestEnd {
     live: Arc<LiveRoute>,
     /// The failed attempts as JSON, when the request log is on.
     failures: Option<String>,
+    /// Request and response bodies, for routes with `log_content`.
+    content: Option<(String, Option<String>)>,
     inflight: Inflight,
 }
 
 impl RequestEnd {
-    fn write(&self, status: u16, outcome: &'static str, usage: Option<Usage>) {
+    fn write(mut self, status: u16, outcome: &'static str, usage: Option<Usage>) {
         let latency = self.started.elapsed();
         self.live.metrics.request_done(status, self.stream, latency);
         let price = self.live.route.targets[self.target_index].price;
@@ -482,7 +497,12 @@ impl RequestEnd {
         if let (Some(request_log), Some(failures)) =
             (self.inflight.0.request_log.get(), &self.failures)
         {
-            request_log.push(request_row(&line, failures.clone(), self.first_token));
+            request_log.push(request_row(
+                &line,
+                failures.clone(),
+                self.first_token,
+                self.content.take(),
+            ));
         }
     }
 }
@@ -499,7 +519,12 @@ fn request_row(
     line: &RequestLine<'_>,
     failures: String,
     first_token: Option<std::time::Duration>,
+    content: Option<(String, Option<String>)>,
 ) -> RequestRow {
+    let (request_body, response_body) = match content {
+        Some((request, response)) => (Some(request), response),
+        None => (None, None),
+    };
     RequestRow {
         at_ms: now_ms(),
         request_id: line.request_id.to_owned(),
@@ -515,6 +540,8 @@ fn request_row(
         prompt_tokens: line.usage.map(|u| u.prompt_tokens as i64),
         completion_tokens: line.usage.map(|u| u.completion_tokens as i64),
         cost_usd: line.cost_usd,
+        request_body,
+        response_body,
     }
 }
 

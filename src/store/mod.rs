@@ -34,6 +34,10 @@ pub struct RequestRow {
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
+    /// Only for routes with `log_content = true`: the client's request body
+    /// and (non-stream) the response body, as UTF-8 text.
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,7 +62,7 @@ const SQLITE_SCHEMA: &[&str] = &[
         route TEXT NOT NULL, stream BOOLEAN NOT NULL, attempts TEXT NOT NULL,
         served_target TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,
         latency_ms REAL NOT NULL, first_token_ms REAL, prompt_tokens INTEGER,
-        completion_tokens INTEGER, cost_usd REAL)",
+        completion_tokens INTEGER, cost_usd REAL, request_body TEXT, response_body TEXT)",
     "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
 ];
 
@@ -69,17 +73,18 @@ const POSTGRES_SCHEMA: &[&str] = &[
         route TEXT NOT NULL, stream BOOLEAN NOT NULL, attempts TEXT NOT NULL,
         served_target TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,
         latency_ms DOUBLE PRECISION NOT NULL, first_token_ms DOUBLE PRECISION,
-        prompt_tokens BIGINT, completion_tokens BIGINT, cost_usd DOUBLE PRECISION)",
+        prompt_tokens BIGINT, completion_tokens BIGINT, cost_usd DOUBLE PRECISION,
+        request_body TEXT, response_body TEXT)",
     "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
 ];
 
 const INSERT: &str = "INSERT INTO request_log (at_ms, request_id, key_name, route, stream, attempts, served_target, \
-     status, outcome, latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+     status, outcome, latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd, request_body, response_body) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
 const COLUMNS: &str =
     "at_ms, request_id, key_name, route, stream, attempts, served_target, status, outcome, \
-     latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd";
+     latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd, request_body, response_body";
 
 /// Binds a row's fields in INSERT order, for either back end.
 macro_rules! bind_row {
@@ -99,6 +104,8 @@ macro_rules! bind_row {
             .bind($r.prompt_tokens)
             .bind($r.completion_tokens)
             .bind($r.cost_usd)
+            .bind(&$r.request_body)
+            .bind(&$r.response_body)
     };
 }
 
