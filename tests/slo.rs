@@ -127,7 +127,7 @@ async fn cost_regression_against_the_previous_day_alerts() {
         live.stats
             .record(tokio::time::Instant::now(), sample(0.0014));
     }
-    let evaluator = tokio::spawn(switchyard::server::evaluate_slos(state.clone()));
+    let evaluator = tokio::spawn(switchyard::server::evaluate_alerts(state.clone()));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         state.alert_counters.changes.load(Ordering::SeqCst),

@@ -1015,9 +1015,6 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         );
     }
 
-    if !issues.0.is_empty() {
-        return Err(ConfigErrors(issues.0));
-    }
     let mut route_names: Vec<String> = routes.keys().cloned().collect();
     route_names.sort();
     let mut webhooks = Vec::new();
@@ -1050,9 +1047,6 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             Duration::from_secs(30),
         ),
     };
-    if !issues.0.is_empty() {
-        return Err(ConfigErrors(issues.0));
-    }
     let store_url = raw
         .store
         .url

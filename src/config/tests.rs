@@ -88,6 +88,8 @@ base_url = "ftp://example"
 api_key_env = "MISSING_KEY"
 [routes.r]
 targets = []
+[alerts]
+webhooks = ["not a url"]
 "#,
     );
     let joined = errs.join("\n");
@@ -100,6 +102,7 @@ targets = []
         "defaults.timeouts.total:",
         "providers.p.base_url:",
         "routes.r.targets:",
+        "alerts.webhooks[0]:",
     ] {
         assert!(joined.contains(path), "missing {path} in:\n{joined}");
     }

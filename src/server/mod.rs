@@ -189,7 +189,7 @@ pub fn run(
         handles.push(handle);
     }
     on_listening(addr);
-    let evaluator = signals.spawn(evaluate_slos(state.clone()));
+    let evaluator = signals.spawn(evaluate_alerts(state.clone()));
     signals.block_on(async {
         let mut file = config_path.map(reload::ConfigFile::new);
         let mut tick = tokio::time::interval(reload::ConfigFile::POLL_EVERY);
@@ -251,7 +251,7 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// On the configured interval: evaluates every route's SLO burn rates and
 /// delivers alert changes, and records regional outages (every target of a
 /// region in a route open) as incidents. Runs until the task is dropped.
-pub async fn evaluate_slos(state: Arc<AppState>) {
+pub async fn evaluate_alerts(state: Arc<AppState>) {
     let notifier = Notifier::start(state.alert_counters.clone());
     let mut cost_firing: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
@@ -343,7 +343,7 @@ impl Gateway {
             .map_err(|e| std::io::Error::other(format!("request log store: {e}")))?;
         let state_for_server = state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let evaluator = tokio::spawn(evaluate_slos(state.clone()));
+        let evaluator = tokio::spawn(evaluate_alerts(state.clone()));
         let task = tokio::spawn(async move {
             let result = serve(listener, state_for_server, async move {
                 let _ = rx.await;
