@@ -230,7 +230,6 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     let config = &table.config;
 
     let inflight = Inflight::start(&state);
-    let mut route_name = "-";
     let mut live_route = None;
     let mut request_text = None;
     let mut stream = false;
@@ -245,7 +244,6 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                 known: config.route_names().join(", "),
             })?;
         let route = &live.route;
-        route_name = &route.name;
         live_route = Some(live.clone());
         if route.log_content && state.request_log.get().is_some() {
             request_text = Some(String::from_utf8_lossy(inspected.bytes()).into_owned());
@@ -275,53 +273,24 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     let (outcome, timeouts, live) = match result {
         Ok(ok) => ok,
         Err(error) => {
-            let status = error.status().as_u16();
-            state.counters.count_status(status);
-            match &live_route {
-                Some(live) => {
-                    live.metrics.request_done(status, stream, started.elapsed());
-                    if let Some(slo) = &live.slo {
-                        slo.record(Instant::now(), status < 500, started.elapsed());
-                    }
-                    live.stats.record(
-                        Instant::now(),
-                        Sample {
-                            success: status < 500,
-                            error: Some(error.code()),
-                            latency: started.elapsed(),
-                            first_token: None,
-                            cost_usd: 0.0,
-                        },
-                    );
-                }
-                None => state.metrics.unrouted(status),
-            }
-            let line = RequestLine {
-                request_id: request_id.to_str().unwrap_or("-"),
-                route: route_name,
-                target: "-",
-                attempts: attempt_count(&error),
-                status,
-                stream,
-                outcome: error.code(),
-                latency: started.elapsed(),
-                usage: None,
-                cost_usd: None,
+            let failures = match &error {
+                GatewayError::Exhausted { attempts, .. }
+                | GatewayError::DeadlineExceeded { attempts } => attempts.as_slice(),
+                _ => &[],
             };
-            log_request(&line);
-            if let Some(request_log) = state.request_log.get() {
-                let failures = match &error {
-                    GatewayError::Exhausted { attempts, .. }
-                    | GatewayError::DeadlineExceeded { attempts } => failures_json(attempts),
-                    _ => "[]".to_owned(),
-                };
-                request_log.push(request_row(
-                    &line,
-                    failures,
-                    None,
-                    request_text.take().map(|r| (r, None)),
-                ));
-            }
+            let end = RequestEnd {
+                request_id: request_id.clone(),
+                live: live_route,
+                served: None,
+                first_token: None,
+                attempts: failures.len() as u32,
+                stream,
+                started,
+                failures: state.request_log.get().map(|_| failures_json(failures)),
+                content: request_text.map(|r| (r, None)),
+                inflight,
+            };
+            end.write(error.status().as_u16(), error.code(), None);
             let mut response = error.into_response();
             response.headers_mut().insert(X_REQUEST_ID, request_id);
             return response;
@@ -336,8 +305,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     }
     let mut log = RequestEnd {
         request_id: request_id.clone(),
-        target: target_label.clone(),
-        target_index: outcome.target_index,
+        served: Some((outcome.target_index, target_label.clone())),
         first_token,
         attempts,
         stream,
@@ -347,7 +315,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             .get()
             .map(|_| failures_json(&outcome.failures)),
         content: request_text.map(|r| (r, None)),
-        live,
+        live: Some(live),
         inflight,
     };
     let mut response = match outcome.served {
@@ -359,7 +327,6 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             if let Some((_, response)) = log.content.as_mut() {
                 *response = Some(String::from_utf8_lossy(&body).into_owned());
             }
-            state.counters.count_status(status.as_u16());
             let outcome = if status.is_success() {
                 "ok"
             } else {
@@ -384,7 +351,6 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             response
         }
         Served::Stream(start) => {
-            state.counters.count_status(200);
             let content_type = start.content_type.clone();
             let on_end = {
                 let state = state.clone();
@@ -395,8 +361,8 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                         StreamEnd::ClientGone => &state.counters.client_disconnects,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    if matches!(how, StreamEnd::Cut(_)) {
-                        log.live.metrics.streams_cut.inc();
+                    if let (StreamEnd::Cut(_), Some(live)) = (how, &log.live) {
+                        live.metrics.streams_cut.inc();
                     }
                     log.write(200, how.as_str(), usage);
                 })
@@ -416,15 +382,6 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     response
 }
 
-fn attempt_count(error: &GatewayError) -> u32 {
-    match error {
-        GatewayError::Exhausted { attempts, .. } | GatewayError::DeadlineExceeded { attempts } => {
-            attempts.len() as u32
-        }
-        _ => 0,
-    }
-}
-
 /// Counts a client request in flight (the `inflight_requests` gauge) until dropped.
 struct Inflight(Arc<AppState>);
 
@@ -441,16 +398,19 @@ impl Drop for Inflight {
     }
 }
 
-/// What the log line and the metrics need once the response is done.
+/// Everything the request's end needs: the log line, the request log row,
+/// metrics, statistics and SLO counts are all recorded in `write`, for
+/// served responses and gateway errors alike.
 struct RequestEnd {
     request_id: HeaderValue,
-    target: HeaderValue,
-    target_index: usize,
+    /// `None` when the request never resolved a route (bad input, unknown model).
+    live: Option<Arc<LiveRoute>>,
+    /// Index and label of the target that served, if one did.
+    served: Option<(usize, HeaderValue)>,
     first_token: Option<std::time::Duration>,
     attempts: u32,
     stream: bool,
     started: Instant,
-    live: Arc<LiveRoute>,
     /// The failed attempts as JSON, when the request log is on.
     failures: Option<String>,
     /// Request and response bodies, for routes with `log_content`.
@@ -460,31 +420,47 @@ struct RequestEnd {
 
 impl RequestEnd {
     fn write(mut self, status: u16, outcome: &'static str, usage: Option<Usage>) {
+        let state = &self.inflight.0;
         let latency = self.started.elapsed();
-        self.live.metrics.request_done(status, self.stream, latency);
-        let price = self.live.route.targets[self.target_index].price;
-        if let Some(usage) = usage {
-            self.live.metrics.targets[self.target_index].usage(usage, price);
-        }
+        let now = Instant::now();
+        state.counters.count_status(status);
+        let price = match (&self.live, &self.served) {
+            (Some(live), Some((i, _))) => live.route.targets[*i].price,
+            _ => None,
+        };
         let cost_usd = usage.zip(price).map(|(u, p)| p.cost(u));
         // A cut stream failed the client; a client error did not fail the gateway.
         let failed = status >= 500 || outcome == "cut";
-        let sample = Sample {
-            success: !failed,
-            error: (failed || status >= 400).then_some(outcome),
-            latency,
-            first_token: self.first_token,
-            cost_usd: cost_usd.unwrap_or(0.0),
-        };
-        let now = Instant::now();
-        if let Some(slo) = &self.live.slo {
-            slo.record(now, !failed, latency);
+        match &self.live {
+            None => state.metrics.unrouted(status),
+            Some(live) => {
+                live.metrics.request_done(status, self.stream, latency);
+                if let (Some(usage), Some((i, _))) = (usage, &self.served) {
+                    live.metrics.targets[*i].usage(usage, price);
+                }
+                if let Some(slo) = &live.slo {
+                    slo.record(now, !failed, latency);
+                }
+                live.stats.record(
+                    now,
+                    Sample {
+                        success: !failed,
+                        error: (failed || status >= 400).then_some(outcome),
+                        latency,
+                        first_token: self.first_token,
+                        cost_usd: cost_usd.unwrap_or(0.0),
+                    },
+                );
+            }
         }
-        self.live.stats.record(now, sample);
         let line = RequestLine {
             request_id: self.request_id.to_str().unwrap_or("-"),
-            route: &self.live.route.name,
-            target: self.target.to_str().unwrap_or("-"),
+            route: self.live.as_ref().map_or("-", |l| l.route.name.as_str()),
+            target: self
+                .served
+                .as_ref()
+                .and_then(|(_, t)| t.to_str().ok())
+                .unwrap_or("-"),
             attempts: self.attempts,
             status,
             stream: self.stream,
@@ -494,9 +470,7 @@ impl RequestEnd {
             cost_usd,
         };
         log_request(&line);
-        if let (Some(request_log), Some(failures)) =
-            (self.inflight.0.request_log.get(), &self.failures)
-        {
+        if let (Some(request_log), Some(failures)) = (state.request_log.get(), &self.failures) {
             request_log.push(request_row(
                 &line,
                 failures.clone(),
