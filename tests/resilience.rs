@@ -624,3 +624,43 @@ async fn latency_strategy_prefers_the_faster_target() {
         slow.stats().requests
     );
 }
+
+#[tokio::test]
+async fn streams_that_die_mid_way_trip_the_breaker() {
+    let primary = sim_with(
+        "primary",
+        Behavior {
+            drop_after: Some((2, 1.0)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let secondary = sim("secondary").await;
+    let gw = gateway(
+        &[&primary, &secondary],
+        &with_breaker(ONE_TRY, "consecutive_failures = 3\nopen_base = \"60s\""),
+    )
+    .await;
+    let client = client();
+    for _ in 0..3 {
+        let reply = chat(&client, &gw, chat_body(true)).await;
+        assert!(
+            reply.text().contains("stream_cut"),
+            "cut after content: no failover possible"
+        );
+    }
+    assert_eq!(
+        target_state(&admin_targets(&gw).await, "p0/gpt-4o")["state"],
+        "open"
+    );
+    let reply = chat(&client, &gw, chat_body(true)).await;
+    assert_eq!(
+        reply.header("x-switchyard-target"),
+        Some("p1/gpt-4o"),
+        "the breaker now routes around it"
+    );
+    assert_eq!(
+        sse_data(&reply.body).last().map(String::as_str),
+        Some("[DONE]")
+    );
+}

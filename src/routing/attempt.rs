@@ -2,6 +2,7 @@
 //! first content event), classify what came back. Every timeout that applies
 //! to a single attempt is enforced here.
 
+use super::health::AttemptGuard;
 use crate::api::{Endpoint, InspectedBody};
 use crate::config::{Target, Timeouts};
 use crate::providers::{self, HttpClient};
@@ -42,6 +43,8 @@ pub struct StreamStart {
     pub finished: bool,
     pub framer: SseFramer,
     pub body: Incoming,
+    /// The target's breaker hears how the stream ends (see `AttemptGuard::first_content`).
+    pub guard: Option<AttemptGuard>,
 }
 
 pub struct AttemptContext<'a> {
@@ -169,6 +172,7 @@ async fn first_content(
                         finished,
                         framer,
                         body,
+                        guard: None,
                     }));
                 }
                 EventKind::Error { kind, code, .. } => {

@@ -184,6 +184,7 @@ impl TargetHealth {
             probe,
             started: now,
             done: false,
+            timed: false,
         })
     }
 
@@ -248,6 +249,8 @@ pub struct AttemptGuard {
     probe: bool,
     started: Instant,
     done: bool,
+    /// Latency already sampled (at a stream's first content).
+    timed: bool,
 }
 
 impl AttemptGuard {
@@ -255,19 +258,29 @@ impl AttemptGuard {
         self.probe
     }
 
+    /// Samples the target's latency (time to first byte or first content).
+    /// A stream calls this at its first content and reports its outcome
+    /// only when it ends, so a stream that breaks half-way counts as a
+    /// failure, not a success.
+    pub fn first_content(&mut self, now: Instant) {
+        if std::mem::replace(&mut self.timed, true) {
+            return;
+        }
+        let h = &self.health;
+        let elapsed = now.saturating_duration_since(self.started);
+        lock(&h.latency).observe(elapsed, now);
+        let mut ring = lock(&h.first_bytes);
+        let next = ring.next;
+        ring.samples[next] = elapsed.as_micros().min(u128::from(u32::MAX)) as u32;
+        ring.next = (next + 1) % RING;
+        ring.len = (ring.len + 1).min(RING);
+    }
+
     pub fn success(mut self, now: Instant) {
+        self.first_content(now);
         self.done = true;
         let h = &self.health;
         h.inflight.fetch_sub(1, Ordering::Relaxed);
-        let elapsed = now.saturating_duration_since(self.started);
-        lock(&h.latency).observe(elapsed, now);
-        {
-            let mut ring = lock(&h.first_bytes);
-            let next = ring.next;
-            ring.samples[next] = elapsed.as_micros().min(u128::from(u32::MAX)) as u32;
-            ring.next = (next + 1) % RING;
-            ring.len = (ring.len + 1).min(RING);
-        }
         let transition = lock(&h.breaker).on_success(now, self.probe);
         if let Some(t) = transition {
             h.log_transition(t, "probe succeeded");
@@ -289,8 +302,10 @@ impl AttemptGuard {
             return;
         }
         h.failures.fetch_add(1, Ordering::Relaxed);
-        // A slow failure still tells the balancer the target is slow.
-        lock(&h.latency).observe(now.saturating_duration_since(self.started), now);
+        if !self.timed {
+            // A slow failure still tells the balancer the target is slow.
+            lock(&h.latency).observe(now.saturating_duration_since(self.started), now);
+        }
         let transition = lock(&h.breaker).on_failure(now, self.probe, retry_after);
         if let Some(t) = transition {
             h.log_transition(t, class.as_str());

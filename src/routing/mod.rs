@@ -373,15 +373,23 @@ async fn one(
     let step = match timeout_at(deadline, attempt(ctx, target)).await {
         // The guard, dropped unreported, frees its probe slot.
         Err(_) => return Step::DeadlineHit,
-        Ok(Ok(served)) => {
+        Ok(Ok(mut served)) => {
             let now = Instant::now();
-            match &served {
+            match &mut served {
                 Served::Complete { status, .. } if !status.is_success() => {
                     guard.failure(now, FailureClass::ClientError, None);
                     metrics.attempt_failed(FailureClass::ClientError, now - started);
                 }
-                _ => {
+                Served::Complete { .. } => {
                     guard.success(now);
+                    metrics.attempt_succeeded(now - started);
+                    stats.record(now, attempt_sample(true, None, now - started));
+                }
+                Served::Stream(start) => {
+                    // The breaker hears the outcome when the stream ends.
+                    let mut guard = guard;
+                    guard.first_content(now);
+                    start.guard = Some(guard);
                     metrics.attempt_succeeded(now - started);
                     stats.record(now, attempt_sample(true, None, now - started));
                 }

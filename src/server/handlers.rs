@@ -3,10 +3,11 @@
 use super::AppState;
 use crate::api::{find_usage, Endpoint, InspectedBody, Usage};
 use crate::error::GatewayError;
+use crate::resilience::FailureClass;
 use crate::routing::table::LiveRoute;
 use crate::routing::{AttemptRecord, Dispatch, Served};
 use crate::store::RequestRow;
-use crate::streaming::relay::{Relay, StreamEnd};
+use crate::streaming::relay::{CutReason, Relay, StreamEnd};
 use crate::telemetry::request_log::now_ms;
 use crate::telemetry::stats::Sample;
 use crate::telemetry::{log_request, RequestLine};
@@ -350,8 +351,9 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             }
             response
         }
-        Served::Stream(start) => {
+        Served::Stream(mut start) => {
             let content_type = start.content_type.clone();
+            let guard = start.guard.take();
             let on_end = {
                 let state = state.clone();
                 Box::new(move |how: StreamEnd, usage: Option<Usage>| {
@@ -363,6 +365,17 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                     counter.fetch_add(1, Ordering::Relaxed);
                     if let (StreamEnd::Cut(_), Some(live)) = (how, &log.live) {
                         live.metrics.streams_cut.inc();
+                    }
+                    if let Some(guard) = guard {
+                        match how {
+                            StreamEnd::Completed => guard.success(Instant::now()),
+                            // The upstream broke the stream: a failure for its breaker.
+                            StreamEnd::Cut(reason) if reason != CutReason::Deadline => {
+                                guard.failure(Instant::now(), FailureClass::Transient, None)
+                            }
+                            // Out of time or the client left: no verdict on the upstream.
+                            _ => drop(guard),
+                        }
                     }
                     log.write(200, how.as_str(), usage);
                 })
