@@ -10,6 +10,19 @@ use switchyard::sim::{Fault, FaultAction};
 
 const OPENMETRICS: (&str, &str) = ("accept", "application/openmetrics-text; version=1.0.0");
 
+/// The OpenMetrics exposition, as Prometheus scrapes it.
+async fn scrape(client: &TestClient, gw: &switchyard::server::Gateway) -> String {
+    call(
+        client,
+        Method::GET,
+        &format!("http://{}/metrics", gw.addr()),
+        "",
+        &[OPENMETRICS],
+    )
+    .await
+    .text()
+}
+
 /// Parses the OpenMetrics text exposition into `name{labels}` → value,
 /// checking every line's syntax as it goes.
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -248,15 +261,7 @@ async fn breaker_state_and_transitions_are_exported() {
     for _ in 0..5 {
         chat(&client, &gw, chat_body(false)).await;
     }
-    let text = call(
-        &client,
-        Method::GET,
-        &format!("http://{}/metrics", gw.addr()),
-        "",
-        &[OPENMETRICS],
-    )
-    .await
-    .text();
+    let text = scrape(&client, &gw).await;
     let m = parse(&text);
     assert_eq!(
         get(
@@ -296,15 +301,7 @@ async fn stream_usage_is_counted_when_the_client_asks_for_it() {
         sse_data(&reply.body).last().map(String::as_str),
         Some("[DONE]")
     );
-    let text = call(
-        &client,
-        Method::GET,
-        &format!("http://{}/metrics", gw.addr()),
-        "",
-        &[OPENMETRICS],
-    )
-    .await
-    .text();
+    let text = scrape(&client, &gw).await;
     let m = parse(&text);
     assert_eq!(
         get(
@@ -327,15 +324,7 @@ async fn dashboard_and_alert_rules_only_use_exported_metrics() {
     let mut body = chat_body(true);
     body["stream_options"] = serde_json::json!({ "include_usage": true });
     chat(&client, &gw, body).await;
-    let text = call(
-        &client,
-        Method::GET,
-        &format!("http://{}/metrics", gw.addr()),
-        "",
-        &[OPENMETRICS],
-    )
-    .await
-    .text();
+    let text = scrape(&client, &gw).await;
     let exported: std::collections::HashSet<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
