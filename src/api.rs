@@ -15,15 +15,6 @@ pub enum Endpoint {
     Embeddings,
 }
 
-impl Endpoint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "chat.completions",
-            Endpoint::Embeddings => "embeddings",
-        }
-    }
-}
-
 /// A client request body with the routing fields located but not copied.
 #[derive(Debug, Clone)]
 pub struct InspectedBody {
@@ -110,17 +101,9 @@ impl InspectedBody {
         self.stream
     }
 
-    pub fn len(&self) -> usize {
-        self.body.len()
-    }
-
     /// The body as the client sent it.
     pub fn bytes(&self) -> &Bytes {
         &self.body
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.body.is_empty()
     }
 
     /// The body with `model` replaced by `model_json` (a JSON string literal);

@@ -229,12 +229,7 @@ async fn log(command: LogCommand) -> anyhow::Result<()> {
             follow,
         } => {
             let store = open_store(&config).await?;
-            let mut rows = store
-                .query_requests(&RequestQuery {
-                    limit: lines,
-                    ..Default::default()
-                })
-                .await?;
+            let mut rows = store.query_requests(&RequestQuery::newest(lines)).await?;
             rows.reverse();
             let mut last = rows.last().map_or(0, |r| r.at_ms);
             for row in &rows {

@@ -771,17 +771,7 @@ async fn shutdown_drains_in_flight_requests_then_stops_accepting() {
     .await;
     let mut gw = gateway(&[&primary], FAST).await;
     let addr = gw.addr();
-    let url = format!("{}/chat/completions", gw.base_url());
-    let in_flight = tokio::spawn(async move {
-        call(
-            &client(),
-            Method::POST,
-            &url,
-            chat_body(false).to_string(),
-            &[],
-        )
-        .await
-    });
+    let in_flight = spawn_chat(&gw);
     eventually("request reached the upstream", || {
         primary.stats().requests == 1
     })
@@ -815,17 +805,7 @@ async fn client_disconnect_before_the_response_cancels_the_upstream_request() {
             .as_str(),
     )
     .await;
-    let url = format!("{}/chat/completions", gw.base_url());
-    let request = tokio::spawn(async move {
-        call(
-            &client(),
-            Method::POST,
-            &url,
-            chat_body(false).to_string(),
-            &[],
-        )
-        .await
-    });
+    let request = spawn_chat(&gw);
     eventually("request reached the upstream", || {
         primary.stats().requests == 1
     })

@@ -244,14 +244,7 @@ async fn counters_match_a_scripted_scenario() {
 
 #[tokio::test]
 async fn breaker_state_and_transitions_are_exported() {
-    let primary = sim_with(
-        "primary",
-        switchyard::sim::Behavior {
-            status_rates: vec![(503, 1.0)],
-            ..Default::default()
-        },
-    )
-    .await;
+    let primary = sim_with("primary", failing(503)).await;
     let secondary = sim("secondary").await;
     let extra =
         format!("{FAST}\n[defaults.breaker]\nconsecutive_failures = 2\nopen_base = \"60s\"\n")

@@ -10,13 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard::sim::{Behavior, Fault};
 
-fn failing(code: u16) -> Behavior {
-    Behavior {
-        status_rates: vec![(code, 1.0)],
-        ..Behavior::default()
-    }
-}
-
 const ONE_TRY: &str = r#"
 [defaults.retry]
 max_attempts_per_target = 1

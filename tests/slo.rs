@@ -7,7 +7,6 @@ use axum::routing::post;
 use common::*;
 use http::{Method, StatusCode};
 use std::sync::{Arc, Mutex};
-use switchyard::sim::Behavior;
 
 #[tokio::test]
 async fn burning_error_budget_fires_alerts_to_webhooks_with_retry() {
@@ -35,14 +34,7 @@ async fn burning_error_budget_fires_alerts_to_webhooks_with_retry() {
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let primary = sim_with(
-        "primary",
-        Behavior {
-            status_rates: vec![(500, 1.0)],
-            ..Behavior::default()
-        },
-    )
-    .await;
+    let primary = sim_with("primary", failing(500)).await;
     let extra = format!(
         "{FAST}\n[alerts]\nwebhooks = [\"{hook}\"]\nevaluate_every = \"50ms\"\n[defaults.breaker]\nconsecutive_failures = 0\nmin_requests = 100000\n"
     );

@@ -4,7 +4,6 @@ mod common;
 
 use common::*;
 use http::{Method, StatusCode};
-use switchyard::sim::Behavior;
 
 fn breaker(extra: &str) -> String {
     format!("{FAST}\n[defaults.breaker]\nconsecutive_failures = 2\nopen_base = \"60s\"\n{extra}")
@@ -33,10 +32,7 @@ async fn open_breaker_shows_as_degraded_with_an_ongoing_incident() {
     assert_eq!(status["state"], "operational");
     assert_eq!(status["incidents"].as_array().unwrap().len(), 0);
 
-    primary.set_behavior(Behavior {
-        status_rates: vec![(503, 1.0)],
-        ..Behavior::default()
-    });
+    primary.set_behavior(failing(503));
     for _ in 0..5 {
         assert_eq!(
             chat(&client, &gw, chat_body(false)).await.status,
@@ -108,14 +104,7 @@ async fn open_breaker_shows_as_degraded_with_an_ongoing_incident() {
 
 #[tokio::test]
 async fn public_status_hides_targets() {
-    let primary = sim_with(
-        "primary",
-        Behavior {
-            status_rates: vec![(503, 1.0)],
-            ..Behavior::default()
-        },
-    )
-    .await;
+    let primary = sim_with("primary", failing(503)).await;
     let secondary = sim("secondary").await;
     let gw = gateway(
         &[&primary, &secondary],

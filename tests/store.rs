@@ -118,10 +118,7 @@ async fn request_log_insert_query_and_retention_on_both_back_ends() {
         b.store.insert_requests(&rows).await.unwrap();
         let all = b
             .store
-            .query_requests(&RequestQuery {
-                limit: 100,
-                ..Default::default()
-            })
+            .query_requests(&RequestQuery::newest(100))
             .await
             .unwrap();
         assert_eq!(all.len(), 10, "{}", b.name);
@@ -158,10 +155,7 @@ async fn request_log_insert_query_and_retention_on_both_back_ends() {
         );
         let limited = b
             .store
-            .query_requests(&RequestQuery {
-                limit: 3,
-                ..Default::default()
-            })
+            .query_requests(&RequestQuery::newest(3))
             .await
             .unwrap();
         assert_eq!(limited.len(), 3, "{}", b.name);
@@ -173,10 +167,7 @@ async fn request_log_insert_query_and_retention_on_both_back_ends() {
         );
         let left = b
             .store
-            .query_requests(&RequestQuery {
-                limit: 100,
-                ..Default::default()
-            })
+            .query_requests(&RequestQuery::newest(100))
             .await
             .unwrap();
         assert_eq!(left.len(), 6, "{}", b.name);
@@ -243,10 +234,7 @@ async fn gateway_request_log_on_both_back_ends_and_the_cli() {
 
         let store = Store::connect(&url).await.unwrap();
         let rows = store
-            .query_requests(&RequestQuery {
-                limit: 10,
-                ..Default::default()
-            })
+            .query_requests(&RequestQuery::newest(10))
             .await
             .unwrap();
         assert_eq!(rows.len(), 3, "{url}");

@@ -198,10 +198,6 @@ impl Breaker {
         }
     }
 
-    pub fn policy(&self) -> &BreakerPolicy {
-        &self.policy
-    }
-
     /// Keeps the state and counts; adopts a new policy (hot reload).
     pub fn set_policy(&mut self, policy: BreakerPolicy) {
         if policy.window != self.policy.window {

@@ -134,10 +134,6 @@ impl AttemptFailure {
             retry_after: None,
         }
     }
-
-    pub fn is_timeout(&self) -> bool {
-        matches!(self.cause, FailureCause::Timeout(_))
-    }
 }
 
 #[cfg(test)]

@@ -205,10 +205,6 @@ impl TargetHealth {
         lock(&self.breaker).traffic_share(now)
     }
 
-    pub fn next_probe(&self) -> Option<Instant> {
-        lock(&self.breaker).next_probe()
-    }
-
     pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
         lock(&self.breaker).snapshot(now)
     }
@@ -254,10 +250,6 @@ pub struct AttemptGuard {
 }
 
 impl AttemptGuard {
-    pub fn is_probe(&self) -> bool {
-        self.probe
-    }
-
     /// Samples the target's latency (time to first byte or first content).
     /// A stream calls this at its first content and reports its outcome
     /// only when it ends, so a stream that breaks half-way counts as a

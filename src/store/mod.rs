@@ -49,6 +49,16 @@ pub struct RequestQuery {
     pub limit: i64,
 }
 
+impl RequestQuery {
+    /// The newest `limit` rows, unfiltered.
+    pub fn newest(limit: i64) -> Self {
+        RequestQuery {
+            limit,
+            ..RequestQuery::default()
+        }
+    }
+}
+
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqlitePool),

@@ -17,6 +17,29 @@ use switchyard::sim::{Behavior, SimConfig, SimHandle, Simulator};
 
 pub const LOOPBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
 
+/// A behaviour that answers every request with `code`.
+pub fn failing(code: u16) -> Behavior {
+    Behavior {
+        status_rates: vec![(code, 1.0)],
+        ..Behavior::default()
+    }
+}
+
+/// Sends a non-stream chat request in the background.
+pub fn spawn_chat(gw: &Gateway) -> tokio::task::JoinHandle<Reply> {
+    let url = format!("{}/chat/completions", gw.base_url());
+    tokio::spawn(async move {
+        call(
+            &client(),
+            Method::POST,
+            &url,
+            chat_body(false).to_string(),
+            &[],
+        )
+        .await
+    })
+}
+
 pub async fn sim(name: &str) -> SimHandle {
     sim_with(name, Behavior::default()).await
 }
