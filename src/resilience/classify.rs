@@ -20,6 +20,10 @@ pub enum FailureClass {
     /// 400, 413, 422 and other 4xx: the request itself is wrong; every target
     /// would refuse it, so the client gets the error as is.
     ClientError,
+    /// The prompt does not fit this target's context window (each provider
+    /// says so in its own shape, see `providers`): never retried on the same
+    /// target; a route may fail over to a target with a larger window.
+    ContextLength,
 }
 
 impl FailureClass {
@@ -43,7 +47,9 @@ impl FailureClass {
             FailureClass::RateLimited
         } else if has("auth") || has("permission") || has("not_found") {
             FailureClass::UpstreamAuth
-        } else if has("invalid_request") || has("context_length") {
+        } else if has("context_length") {
+            FailureClass::ContextLength
+        } else if has("invalid_request") {
             FailureClass::ClientError
         } else {
             FailureClass::Transient
@@ -60,6 +66,7 @@ impl FailureClass {
             FailureClass::RateLimited => "rate_limited",
             FailureClass::UpstreamAuth => "upstream_auth",
             FailureClass::ClientError => "client_error",
+            FailureClass::ContextLength => "context_length",
         }
     }
 }
@@ -197,5 +204,6 @@ mod tests {
         assert!(FailureClass::RateLimited.retries_same_target());
         assert!(!FailureClass::UpstreamAuth.retries_same_target());
         assert!(!FailureClass::ClientError.retries_same_target());
+        assert!(!FailureClass::ContextLength.retries_same_target());
     }
 }

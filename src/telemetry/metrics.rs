@@ -272,6 +272,7 @@ impl Metrics {
                         attempt("failure", FailureClass::RateLimited.as_str()),
                         attempt("failure", FailureClass::UpstreamAuth.as_str()),
                         attempt("failure", FailureClass::ClientError.as_str()),
+                        attempt("failure", FailureClass::ContextLength.as_str()),
                     ],
                     cancelled: attempt("cancelled", "none"),
                     duration: self.upstream_duration.get_or_create(&rt).clone(),
@@ -404,8 +405,8 @@ pub struct TargetMetrics {
     output_tokens: Counter,
     cost: Counter<f64, AtomicU64>,
     success: Counter,
-    /// Indexed like `FailureClass` order: transient, rate limited, auth, client.
-    failures: [Counter; 4],
+    /// Indexed like `FailureClass` order: transient, rate limited, auth, client, context.
+    failures: [Counter; 5],
     cancelled: Counter,
     duration: Histogram,
     first_token: Histogram,
@@ -423,6 +424,7 @@ impl TargetMetrics {
             FailureClass::RateLimited => 1,
             FailureClass::UpstreamAuth => 2,
             FailureClass::ClientError => 3,
+            FailureClass::ContextLength => 4,
         };
         self.failures[i].inc();
         self.duration.observe(took.as_secs_f64());

@@ -3,6 +3,8 @@
 //! target without touching any other byte, and the error body shape.
 //! Pure functions over bytes: no I/O, no config.
 
+pub mod anthropic;
+
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
