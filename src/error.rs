@@ -42,6 +42,14 @@ pub enum GatewayError {
         open: Vec<(String, Duration)>,
         retry_after: Duration,
     },
+    /// An Anthropic-format request the gateway cannot translate.
+    #[error("{0}")]
+    Inbound(#[from] crate::api::anthropic::InboundError),
+    /// No target of the route can express the request (and none tried it).
+    #[error("{0}")]
+    Unsupported(#[from] crate::providers::Unsupported),
+    #[error("no target of route `{route}` may serve this request: each is past its deprecation date, or degraded while the request forbids degradation (x-switchyard-allow-degraded: false)")]
+    NoEligibleTarget { route: String },
 }
 
 fn describe_open(open: &[(String, Duration)]) -> String {
@@ -80,7 +88,10 @@ fn describe(headline: &str, attempts: &[AttemptRecord]) -> String {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::Body(_) | GatewayError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Body(_)
+            | GatewayError::BodyRead(_)
+            | GatewayError::Unsupported(_)
+            | GatewayError::Inbound(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => {
                 StatusCode::NOT_FOUND
@@ -88,9 +99,9 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Exhausted { status, .. } => *status,
             GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::ShuttingDown | GatewayError::AllTargetsOpen { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::ShuttingDown
+            | GatewayError::AllTargetsOpen { .. }
+            | GatewayError::NoEligibleTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -102,10 +113,13 @@ impl GatewayError {
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::UnknownModel { .. }
             | GatewayError::NotFound { .. }
-            | GatewayError::MethodNotAllowed { .. } => "invalid_request_error",
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::Unsupported(_)
+            | GatewayError::Inbound(_) => "invalid_request_error",
             GatewayError::Exhausted { .. }
             | GatewayError::DeadlineExceeded { .. }
-            | GatewayError::AllTargetsOpen { .. } => "upstream_error",
+            | GatewayError::AllTargetsOpen { .. }
+            | GatewayError::NoEligibleTarget { .. } => "upstream_error",
             GatewayError::ShuttingDown => "service_unavailable",
         }
     }
@@ -129,6 +143,9 @@ impl GatewayError {
             GatewayError::DeadlineExceeded { .. } => "deadline_exceeded",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::AllTargetsOpen { .. } => "targets_unavailable",
+            GatewayError::Unsupported(_) => "unsupported_parameter",
+            GatewayError::Inbound(_) => "invalid_request",
+            GatewayError::NoEligibleTarget { .. } => "no_eligible_target",
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::telemetry::slo::SloPolicy;
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use raw::{RawBreaker, RawBudget, RawConfig, RawRetry, RawSize, RawTimeouts};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -68,10 +68,35 @@ pub struct ServerSettings {
 pub enum ProviderKind {
     /// Any OpenAI-compatible API (OpenAI, Groq, Together, vLLM, Ollama, ...).
     OpenAi,
+    /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
+    AzureOpenAi,
+    /// Anthropic's Messages API, translated.
+    Anthropic,
+    /// Google Gemini's generateContent API, translated.
+    Gemini,
 }
 
 impl ProviderKind {
-    pub const KNOWN: &'static str = "openai";
+    pub const KNOWN: &'static str = "openai, azure_openai, anthropic, gemini";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::AzureOpenAi => "azure_openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+
+    /// The header an API key travels in.
+    pub fn auth_header(self) -> http::HeaderName {
+        match self {
+            ProviderKind::OpenAi => http::header::AUTHORIZATION,
+            ProviderKind::AzureOpenAi => http::HeaderName::from_static("api-key"),
+            ProviderKind::Anthropic => http::HeaderName::from_static("x-api-key"),
+            ProviderKind::Gemini => http::HeaderName::from_static("x-goog-api-key"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -79,9 +104,21 @@ pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
     pub region: String,
-    pub chat_url: Uri,
-    pub embeddings_url: Uri,
-    pub auth_header: Option<ApiKey>,
+    /// `azure_openai`: `api-version`; `anthropic`: `anthropic-version`.
+    pub api_version: Option<HeaderValue>,
+    /// `anthropic`: `max_tokens` when the client sent none.
+    pub default_max_tokens: u32,
+    /// Empty for a keyless upstream; several form a pool used in turn.
+    pub keys: Vec<Arc<PoolKey>>,
+}
+
+/// One upstream credential of a provider.
+#[derive(Debug)]
+pub struct PoolKey {
+    /// From the config (`api_key_env`'s variable name for a single key).
+    pub name: String,
+    pub value: ApiKey,
+    pub weight: u32,
 }
 
 /// An upstream credential, ready to send. Its `Debug` never shows the value
@@ -90,8 +127,12 @@ pub struct Provider {
 pub struct ApiKey(HeaderValue);
 
 impl ApiKey {
-    fn bearer(secret: &str) -> Result<Self, String> {
-        let mut value = HeaderValue::try_from(format!("Bearer {secret}"))
+    fn for_kind(kind: ProviderKind, secret: &str) -> Result<Self, String> {
+        let text = match kind {
+            ProviderKind::OpenAi => format!("Bearer {secret}"),
+            _ => secret.to_owned(),
+        };
+        let mut value = HeaderValue::try_from(text)
             .map_err(|_| "the key contains characters not allowed in a header".to_owned())?;
         value.set_sensitive(true);
         Ok(ApiKey(value))
@@ -121,6 +162,11 @@ pub struct Route {
     pub slo: Option<SloPolicy>,
     /// Request log rows of this route carry the request and response bodies.
     pub log_content: bool,
+    /// Responses from a target this close to its `deprecated_after` carry
+    /// `x-switchyard-deprecation`.
+    pub deprecation_warning: Duration,
+    /// A context-length error moves on to targets with a larger window.
+    pub context_fallback: bool,
 }
 
 /// How targets of one priority tier share load.
@@ -175,6 +221,85 @@ pub struct Target {
     /// For cost accounting; `None` when neither the config nor the shipped
     /// defaults know the model.
     pub price: Option<Price>,
+    /// The key this target sends (`None` for a keyless upstream). A provider
+    /// with a pool of keys yields one target per key, each its own breaker
+    /// subject, so one key's 429s or revocation never stop the others.
+    pub key: Option<Arc<PoolKey>>,
+    /// Whether `key` is one of several: pooled keys cool down on 429 and are
+    /// disabled on 401/403 individually.
+    pub pooled: bool,
+    /// Index of the configured target this one came from; targets sharing it
+    /// are keys of one pool.
+    pub group: usize,
+    pub chat_url: Uri,
+    /// Gemini streams from a different URL; everyone else uses `chat_url`.
+    pub stream_url: Uri,
+    /// `None`: the provider has no OpenAI-style embeddings endpoint.
+    pub embeddings_url: Option<Uri>,
+    /// A cheaper or faster fallback: served only if the client allows it.
+    pub degraded: bool,
+    pub deprecated_after: Option<Deprecation>,
+    pub context_window: Option<u32>,
+}
+
+/// The last day a target may be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deprecation {
+    /// Days since 1970-01-01 (UTC) of the last allowed day.
+    pub last_day: i64,
+    /// As configured, `YYYY-MM-DD`.
+    pub date: String,
+}
+
+impl Deprecation {
+    /// Parses `YYYY-MM-DD`.
+    pub fn parse(text: &str) -> Option<Deprecation> {
+        let mut parts = text.splitn(3, '-');
+        let y: i64 = parts.next()?.parse().ok()?;
+        let m: u32 = parts.next()?.parse().ok()?;
+        let d: u32 = parts.next()?.parse().ok()?;
+        let days_in_month = match m {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+            2 => 28,
+            _ => return None,
+        };
+        if text.len() != 10 || !(1..=days_in_month).contains(&d) {
+            return None;
+        }
+        Some(Deprecation {
+            last_day: days_from_civil(y, m, d),
+            date: text.to_owned(),
+        })
+    }
+
+    /// Past its last day at `now`.
+    pub fn expired(&self, now: std::time::SystemTime) -> bool {
+        unix_day(now) > self.last_day
+    }
+
+    /// Within `window` of its last day (and not yet past it).
+    pub fn warning(&self, now: std::time::SystemTime, window: Duration) -> bool {
+        let today = unix_day(now);
+        today <= self.last_day && self.last_day - today < (window.as_secs() / 86_400) as i64
+    }
+}
+
+fn unix_day(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| (d.as_secs() / 86_400) as i64)
+}
+
+/// Howard Hinnant's `days_from_civil`: days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// USD per million tokens.
@@ -212,7 +337,17 @@ impl Target {
     /// What identifies this target's health across reloads: provider, model
     /// and region (a provider moved to another region is another target).
     pub fn health_key(&self) -> String {
-        format!("{}@{}", self.label(), self.provider.region)
+        match (&self.key, self.pooled) {
+            (Some(key), true) => {
+                format!("{}@{}#{}", self.label(), self.provider.region, key.name)
+            }
+            _ => format!("{}@{}", self.label(), self.provider.region),
+        }
+    }
+
+    /// Another key of the same pool as `other`.
+    pub fn is_sibling_of(&self, other: &Target) -> bool {
+        self.pooled && self.group == other.group
     }
 }
 
@@ -788,10 +923,14 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
     );
 
     let mut providers = BTreeMap::new();
+    let mut bases: HashMap<String, String> = HashMap::new();
     for (name, p) in &raw.providers {
         let path = format!("providers.{name}");
         let kind = match p.kind.as_str() {
             "openai" => ProviderKind::OpenAi,
+            "azure_openai" => ProviderKind::AzureOpenAi,
+            "anthropic" => ProviderKind::Anthropic,
+            "gemini" => ProviderKind::Gemini,
             other => {
                 issues.push(
                     format!("{path}.kind"),
@@ -803,55 +942,131 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 ProviderKind::OpenAi
             }
         };
-        let base = p.base_url.trim_end_matches('/');
-        let endpoint = |suffix: &str| -> Option<Uri> {
-            let uri: Uri = format!("{base}{suffix}").parse().ok()?;
-            matches!(uri.scheme_str(), Some("http" | "https")).then_some(uri)
+        let default_base = match kind {
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+            ProviderKind::OpenAi | ProviderKind::AzureOpenAi => None,
         };
-        let (Some(chat_url), Some(embeddings_url)) =
-            (endpoint("/chat/completions"), endpoint("/embeddings"))
-        else {
+        let Some(base) = p.base_url.as_deref().or(default_base) else {
             issues.hint(
                 format!("{path}.base_url"),
-                format!("invalid URL \"{}\"", p.base_url),
-                "use an http:// or https:// URL including the API prefix, e.g. \"https://api.openai.com/v1\"",
+                "missing base_url",
+                match kind {
+                    ProviderKind::AzureOpenAi => "base_url = \"https://<resource>.openai.azure.com\"",
+                    _ => "base_url = \"https://api.openai.com/v1\" (including the API prefix)",
+                },
             );
             continue;
         };
-        let auth_header = match &p.api_key_env {
-            None => None,
-            Some(var) => match env(var) {
-                Some(secret) if !secret.trim().is_empty() => match ApiKey::bearer(secret.trim()) {
-                    Ok(key) => Some(key),
-                    Err(e) => {
-                        issues.push(
-                            format!("{path}.api_key_env"),
-                            format!("environment variable \"{var}\": {e}"),
-                        );
-                        None
-                    }
-                },
-                _ => {
-                    issues.hint(
-                        format!("{path}.api_key_env"),
-                        format!("environment variable \"{var}\" is not set or empty"),
-                        format!("export {var}=... before starting, or remove api_key_env for a keyless upstream"),
-                    );
-                    None
-                }
-            },
+        let base = base.trim_end_matches('/');
+        let valid_base = base
+            .parse::<Uri>()
+            .ok()
+            .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.query().is_none());
+        if !valid_base {
+            issues.hint(
+                format!("{path}.base_url"),
+                format!("invalid URL \"{base}\""),
+                "use an http:// or https:// URL including the API prefix, e.g. \"https://api.openai.com/v1\"",
+            );
+            continue;
+        }
+        let api_version = match (kind, p.api_version.as_deref()) {
+            (ProviderKind::AzureOpenAi, v) => Some(v.unwrap_or("2024-10-21")),
+            (ProviderKind::Anthropic, v) => Some(v.unwrap_or("2023-06-01")),
+            (_, Some(_)) => {
+                issues.push(
+                    format!("{path}.api_version"),
+                    "only azure_openai and anthropic providers take an api_version",
+                );
+                None
+            }
+            (_, None) => None,
         };
+        let api_version = api_version.and_then(|v| match HeaderValue::try_from(v) {
+            Ok(h) if v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') => Some(h),
+            _ => {
+                issues.push(format!("{path}.api_version"), format!("invalid version \"{v}\""));
+                None
+            }
+        });
+        if p.default_max_tokens.is_some() && kind != ProviderKind::Anthropic {
+            issues.push(
+                format!("{path}.default_max_tokens"),
+                "only anthropic providers need a default max_tokens",
+            );
+        }
+        if p.default_max_tokens == Some(0) {
+            issues.push(format!("{path}.default_max_tokens"), "must be at least 1");
+        }
+        let secret = |issues: &mut Issues, field: String, var: &str| {
+            resolve_secret(issues, &env, kind, field, var)
+        };
+        let mut keys = Vec::new();
+        match (&p.api_key_env, &p.keys) {
+            (Some(_), Some(_)) => issues.hint(
+                format!("{path}.keys"),
+                "both api_key_env and keys are set",
+                "use api_key_env for one key or keys = [{ name, env }, ...] for a pool",
+            ),
+            (Some(var), None) => {
+                if let Some(value) = secret(&mut issues, format!("{path}.api_key_env"), var) {
+                    keys.push(Arc::new(PoolKey {
+                        name: var.clone(),
+                        value,
+                        weight: 1,
+                    }));
+                }
+            }
+            (None, Some(pool)) => {
+                if pool.is_empty() {
+                    issues.hint(
+                        format!("{path}.keys"),
+                        "an empty key pool",
+                        "list at least one { name, env }, or remove keys for a keyless upstream",
+                    );
+                }
+                let mut names = HashSet::new();
+                for (i, k) in pool.iter().enumerate() {
+                    let kpath = format!("{path}.keys[{i}]");
+                    let name_ok = !k.name.is_empty()
+                        && k.name.len() <= 64
+                        && k.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                    if !name_ok {
+                        issues.hint(
+                            format!("{kpath}.name"),
+                            format!("invalid key name \"{}\"", k.name),
+                            "letters, digits, '-', '_' and '.', at most 64",
+                        );
+                    } else if !names.insert(k.name.as_str()) {
+                        issues.push(format!("{kpath}.name"), format!("duplicate key name \"{}\"", k.name));
+                    }
+                    if k.weight == Some(0) {
+                        issues.push(format!("{kpath}.weight"), "must be at least 1");
+                    }
+                    if let Some(value) = secret(&mut issues, format!("{kpath}.env"), &k.env) {
+                        keys.push(Arc::new(PoolKey {
+                            name: k.name.clone(),
+                            value,
+                            weight: k.weight.unwrap_or(1).max(1),
+                        }));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
         providers.insert(
             name.clone(),
             Arc::new(Provider {
                 name: name.clone(),
                 kind,
                 region: p.region.clone().unwrap_or_else(|| "default".to_owned()),
-                chat_url,
-                embeddings_url,
-                auth_header,
+                api_version,
+                default_max_tokens: p.default_max_tokens.unwrap_or(4096).max(1),
+                keys,
             }),
         );
+        bases.insert(name.clone(), base.to_owned());
     }
 
     for (model, p) in &raw.prices {
@@ -937,15 +1152,69 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                         .find(|(m, _)| *m == t.model)
                         .map(|(_, p)| *p)
                 });
-            targets.push(Target {
-                provider: provider.clone(),
-                model: t.model.clone(),
-                model_json,
-                label,
-                priority: t.priority.unwrap_or(i as u32),
-                weight: t.weight.unwrap_or(1).max(1),
-                price,
+            let degraded = match t.tier.as_deref() {
+                None | Some("primary") => false,
+                Some("degraded") => true,
+                Some(other) => {
+                    issues.push(
+                        format!("{tpath}.tier"),
+                        format!("unknown tier \"{other}\" (known: primary, degraded)"),
+                    );
+                    false
+                }
+            };
+            let deprecated_after = t.deprecated_after.as_deref().and_then(|d| {
+                let parsed = Deprecation::parse(d);
+                if parsed.is_none() {
+                    issues.hint(
+                        format!("{tpath}.deprecated_after"),
+                        format!("invalid date \"{d}\""),
+                        "a date as YYYY-MM-DD, e.g. \"2026-12-31\"",
+                    );
+                }
+                parsed
             });
+            if t.context_window == Some(0) {
+                issues.push(format!("{tpath}.context_window"), "must be at least 1 token");
+            }
+            let version = provider.api_version.as_ref().and_then(|v| v.to_str().ok());
+            let urls = bases.get(&t.provider).and_then(|base| {
+                crate::providers::adapter(provider.kind).urls(base, &t.model, version)
+            });
+            let Some(urls) = urls else {
+                issues.push(
+                    format!("{tpath}.model"),
+                    format!("\"{}\" cannot be part of a URL", t.model),
+                );
+                continue;
+            };
+            let weight = t.weight.unwrap_or(1).max(1);
+            let keys: Vec<Option<Arc<PoolKey>>> = if provider.keys.is_empty() {
+                vec![None]
+            } else {
+                provider.keys.iter().cloned().map(Some).collect()
+            };
+            let pooled = keys.len() > 1;
+            for key in keys {
+                targets.push(Target {
+                    provider: provider.clone(),
+                    model: t.model.clone(),
+                    model_json: model_json.clone(),
+                    label: label.clone(),
+                    priority: t.priority.unwrap_or(i as u32),
+                    weight: weight.saturating_mul(key.as_ref().map_or(1, |k| k.weight)),
+                    price,
+                    key,
+                    pooled,
+                    group: i,
+                    chat_url: urls.chat.clone(),
+                    stream_url: urls.stream.clone(),
+                    embeddings_url: urls.embeddings.clone(),
+                    degraded,
+                    deprecated_after: deprecated_after.clone(),
+                    context_window: t.context_window,
+                });
+            }
         }
         let retry = match &r.retry {
             Some(raw_retry) => resolve_retry(
@@ -1011,6 +1280,12 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 hedge,
                 slo,
                 log_content: r.log_content.unwrap_or(false),
+                deprecation_warning: issues.duration(
+                    format!("{path}.deprecation_warning"),
+                    r.deprecation_warning.as_ref(),
+                    Duration::from_secs(30 * 86_400),
+                ),
+                context_fallback: r.context_fallback.unwrap_or(true),
             }),
         );
     }
@@ -1085,6 +1360,33 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         routes,
         route_names,
     })
+}
+
+/// An API key from the environment, or an issue at `field`.
+fn resolve_secret(
+    issues: &mut Issues,
+    env: &impl Fn(&str) -> Option<String>,
+    kind: ProviderKind,
+    field: String,
+    var: &str,
+) -> Option<ApiKey> {
+    match env(var) {
+        Some(secret) if !secret.trim().is_empty() => match ApiKey::for_kind(kind, secret.trim()) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                issues.push(field, format!("environment variable \"{var}\": {e}"));
+                None
+            }
+        },
+        _ => {
+            issues.hint(
+                field,
+                format!("environment variable \"{var}\" is not set or empty"),
+                format!("export {var}=... before starting, or remove it for a keyless upstream"),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]

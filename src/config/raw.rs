@@ -160,11 +160,31 @@ pub struct RawTimeouts {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
+    /// `openai` (default), `azure_openai`, `anthropic` or `gemini`.
     #[serde(default = "default_kind")]
     pub kind: String,
-    pub base_url: String,
+    /// Required for `openai` and `azure_openai`; `anthropic` and `gemini`
+    /// default to the vendor's public endpoint.
+    pub base_url: Option<String>,
     pub api_key_env: Option<String>,
+    /// A pool of keys used in turn instead of `api_key_env`.
+    pub keys: Option<Vec<RawPoolKey>>,
     pub region: Option<String>,
+    /// `azure_openai`: the `api-version` query parameter; `anthropic`: the
+    /// `anthropic-version` header.
+    pub api_version: Option<String>,
+    /// `anthropic`: `max_tokens` sent when the client did not set one.
+    pub default_max_tokens: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoolKey {
+    /// Names the key in logs and `/admin/targets`; the value never appears.
+    pub name: String,
+    pub env: String,
+    /// Share of traffic among the pool's keys; default 1.
+    pub weight: Option<u32>,
 }
 
 fn default_kind() -> String {
@@ -187,6 +207,12 @@ pub struct RawRoute {
     pub slo: Option<RawSlo>,
     /// Keep request and (non-stream) response bodies in the request log.
     pub log_content: Option<bool>,
+    /// How long before a target's `deprecated_after` responses carry
+    /// `x-switchyard-deprecation` (default 30d).
+    pub deprecation_warning: Option<String>,
+    /// When a target says the prompt exceeds its context window, try the
+    /// route's targets with a larger `context_window` (default true).
+    pub context_fallback: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,4 +224,11 @@ pub struct RawTarget {
     pub priority: Option<u32>,
     /// Share within a priority tier (weighted strategy); default 1.
     pub weight: Option<u32>,
+    /// `"primary"` (default) or `"degraded"`: a cheaper or faster model
+    /// served only when the client allows it, flagged in the response.
+    pub tier: Option<String>,
+    /// `"YYYY-MM-DD"`: from the day after, the target is skipped.
+    pub deprecated_after: Option<String>,
+    /// Tokens; used to pick a larger target after a context-length error.
+    pub context_window: Option<u32>,
 }

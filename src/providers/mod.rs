@@ -1,10 +1,13 @@
 //! Upstream providers: the pooled HTTP client every provider shares, and the
-//! per-kind knowledge of how to address a provider (URL, auth header, body)
-//! and how to translate its wire format to and from OpenAI's.
-//! Providers build requests and translate bytes; they never decide about
-//! retries or failover.
+//! per-kind knowledge of how to address a provider (URLs, auth header) and
+//! how to translate its wire format to and from OpenAI's, which is the
+//! gateway's canonical form. One module per provider, each implementing
+//! [`Provider`]. Providers build requests and translate bytes; they never
+//! decide about retries or failover (that is `routing`'s job, fed by the
+//! failure classes `classify_error` refines).
 
 pub mod anthropic;
+pub mod azure;
 pub mod client;
 pub mod gemini;
 pub mod openai;
@@ -13,9 +16,11 @@ pub use client::HttpClient;
 
 use crate::api::{Endpoint, InspectedBody};
 use crate::config::{ProviderKind, Target};
+use crate::resilience::FailureClass;
 use bytes::Bytes;
-use http::{HeaderValue, Request};
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A request field a provider cannot express. The client gets a 400 naming
 /// the field and the provider, unless another target of the route can serve
@@ -40,14 +45,141 @@ pub trait StreamTranslator: Send {
     fn translate(&mut self, event: &[u8], out: &mut Vec<Bytes>);
 }
 
-/// Builds the upstream request for one attempt at `target`.
+/// Where a target is reached.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    pub chat: Uri,
+    /// Differs from `chat` only for Gemini.
+    pub stream: Uri,
+    /// `None`: no OpenAI-style embeddings endpoint.
+    pub embeddings: Option<Uri>,
+}
+
+/// What one kind of upstream needs beyond plain HTTP.
+pub trait Provider: Sync {
+    fn name(&self) -> &'static str;
+
+    /// Whether the upstream's responses are already in OpenAI's format (then
+    /// they are passed through untouched, content type included).
+    fn speaks_openai(&self) -> bool {
+        false
+    }
+
+    /// The target's URLs from the configured base URL (validated, no
+    /// trailing slash), or `None` if `model` cannot be part of one.
+    fn urls(&self, base: &str, model: &str, api_version: Option<&str>) -> Option<Urls>;
+
+    /// The upstream body for an OpenAI-format client request.
+    fn translate_request(
+        &self,
+        target: &Target,
+        endpoint: Endpoint,
+        body: &InspectedBody,
+    ) -> Result<Bytes, Unsupported>;
+
+    /// Headers other than auth, content type and request id.
+    fn extra_headers(&self, _target: &Target, _headers: &mut HeaderMap) {}
+
+    /// A successful non-stream upstream body, as an OpenAI response; `None`
+    /// if the upstream sent something unreadable.
+    fn translate_response(&self, target: &Target, body: Bytes) -> Option<Bytes>;
+
+    /// `None` when the upstream already streams OpenAI chunks.
+    fn stream_translator(
+        &self,
+        _target: &Target,
+        _body: &InspectedBody,
+    ) -> Option<Box<dyn StreamTranslator>> {
+        None
+    }
+
+    /// Refines the status-based failure class from the error body (context
+    /// length, overload, invalid key); `None` keeps the status's class.
+    fn classify_error(&self, status: StatusCode, body: &[u8]) -> Option<FailureClass>;
+
+    /// An upstream error body in OpenAI's error shape, for the client.
+    fn error_to_openai(&self, status: StatusCode, body: Bytes) -> Bytes;
+}
+
+pub fn adapter(kind: ProviderKind) -> &'static dyn Provider {
+    match kind {
+        ProviderKind::OpenAi => &openai::OpenAi,
+        ProviderKind::AzureOpenAi => &azure::AzureOpenAi,
+        ProviderKind::Anthropic => &anthropic::Anthropic,
+        ProviderKind::Gemini => &gemini::Gemini,
+    }
+}
+
+/// Builds the upstream request for one attempt at `target`, carrying
+/// `upstream_body` (from [`Provider::translate_request`]).
 pub fn build_request(
     target: &Target,
     endpoint: Endpoint,
-    body: &InspectedBody,
+    stream: bool,
+    upstream_body: Bytes,
     request_id: &HeaderValue,
-) -> Request<Full<Bytes>> {
-    match target.provider.kind {
-        ProviderKind::OpenAi => openai::build_request(target, endpoint, body, request_id),
+) -> Option<Request<Full<Bytes>>> {
+    let uri = match (endpoint, stream) {
+        (Endpoint::ChatCompletions, false) => target.chat_url.clone(),
+        (Endpoint::ChatCompletions, true) => target.stream_url.clone(),
+        (Endpoint::Embeddings, _) => target.embeddings_url.clone()?,
+    };
+    let accept = if stream {
+        HeaderValue::from_static("text/event-stream")
+    } else {
+        HeaderValue::from_static("application/json")
+    };
+    let mut request = Request::new(Full::new(upstream_body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::ACCEPT, accept);
+    headers.insert("x-request-id", request_id.clone());
+    if let Some(key) = &target.key {
+        headers.insert(
+            target.provider.kind.auth_header(),
+            key.value.header_value().clone(),
+        );
+    }
+    adapter(target.provider.kind).extra_headers(target, headers);
+    Some(request)
+}
+
+/// Unix seconds, for the `created` field of translated responses.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether a chat request asked for a final usage chunk in its stream.
+pub(crate) fn wants_stream_usage(body: &InspectedBody) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        stream_options: Option<StreamOptions>,
+    }
+    #[derive(serde::Deserialize)]
+    struct StreamOptions {
+        include_usage: Option<bool>,
+    }
+    serde_json::from_slice::<Peek>(body.bytes())
+        .ok()
+        .and_then(|p| p.stream_options?.include_usage)
+        .unwrap_or(false)
+}
+
+/// Endpoints only OpenAI-style upstreams have.
+pub(crate) fn chat_only(provider: &'static str, endpoint: Endpoint) -> Result<(), Unsupported> {
+    match endpoint {
+        Endpoint::ChatCompletions => Ok(()),
+        Endpoint::Embeddings => Err(Unsupported {
+            provider,
+            field: "/v1/embeddings".into(),
+            reason: "is not offered by this provider".into(),
+        }),
     }
 }

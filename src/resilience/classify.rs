@@ -100,6 +100,8 @@ pub enum FailureCause {
     /// The stream ended before it produced any content.
     EmptyStream,
     ResponseTooLarge,
+    /// A success body the provider's translator could not read.
+    Unreadable,
 }
 
 impl fmt::Display for FailureCause {
@@ -114,6 +116,7 @@ impl fmt::Display for FailureCause {
             FailureCause::StreamError => f.write_str("error event before content"),
             FailureCause::EmptyStream => f.write_str("stream ended before content"),
             FailureCause::ResponseTooLarge => f.write_str("response too large"),
+            FailureCause::Unreadable => f.write_str("unreadable response"),
         }
     }
 }
@@ -123,6 +126,9 @@ pub struct AttemptFailure {
     pub class: FailureClass,
     pub cause: FailureCause,
     pub retry_after: Option<Duration>,
+    /// For a context-length error: the upstream's error body (in OpenAI's
+    /// shape), served if no larger target can take the request.
+    pub rejection: Option<bytes::Bytes>,
 }
 
 impl AttemptFailure {
@@ -131,6 +137,7 @@ impl AttemptFailure {
             class,
             cause: FailureCause::Status(status),
             retry_after,
+            rejection: None,
         }
     }
 
@@ -139,6 +146,7 @@ impl AttemptFailure {
             class: FailureClass::Transient,
             cause,
             retry_after: None,
+            rejection: None,
         }
     }
 }

@@ -7,7 +7,8 @@ use crate::api::{Endpoint, InspectedBody};
 use crate::config::{Target, Timeouts};
 use crate::providers::{self, HttpClient};
 use crate::resilience::{retry_after, AttemptFailure, FailureCause, FailureClass, TimeoutKind};
-use crate::streaming::sse::{classify_event, EventKind, SseFramer};
+use crate::streaming::events::UpstreamEvents;
+use crate::streaming::sse::{classify_event, EventKind};
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -41,7 +42,7 @@ pub struct StreamStart {
     pub held: Vec<Bytes>,
     /// Whether a finish reason was already seen among `held`.
     pub finished: bool,
-    pub framer: SseFramer,
+    pub framer: UpstreamEvents,
     pub body: Incoming,
     /// The target's breaker hears how the stream ends (see `AttemptGuard::first_content`).
     pub guard: Option<AttemptGuard>,
@@ -56,10 +57,27 @@ pub struct AttemptContext<'a> {
     pub max_response_body: usize,
 }
 
-pub async fn attempt(ctx: &AttemptContext<'_>, target: &Target) -> Result<Served, AttemptFailure> {
+/// `upstream_body` is the request body in the target's format (see
+/// `providers::Provider::translate_request`).
+pub async fn attempt(
+    ctx: &AttemptContext<'_>,
+    target: &Target,
+    upstream_body: Bytes,
+) -> Result<Served, AttemptFailure> {
     let started = Instant::now();
     let first_byte_deadline = started + ctx.timeouts.first_byte;
-    let request = providers::build_request(target, ctx.endpoint, ctx.body, ctx.request_id);
+    let adapter = providers::adapter(target.provider.kind);
+    let stream = ctx.body.stream();
+    let Some(request) = providers::build_request(
+        target,
+        ctx.endpoint,
+        stream,
+        upstream_body,
+        ctx.request_id,
+    ) else {
+        // `translate_request` refuses endpoints a provider lacks first.
+        return Err(AttemptFailure::transient(FailureCause::Unreadable));
+    };
     let response = match timeout_at(first_byte_deadline, ctx.client.request(request)).await {
         Err(_) => {
             return Err(AttemptFailure::transient(FailureCause::Timeout(
@@ -78,19 +96,32 @@ pub async fn attempt(ctx: &AttemptContext<'_>, target: &Target) -> Result<Served
     };
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    if let Some(class) = FailureClass::from_status(status) {
+    if let Some(status_class) = FailureClass::from_status(status) {
         let retry_after = retry_after::parse(response.headers(), SystemTime::now());
-        let limit = if class == FailureClass::ClientError {
+        let limit = if status_class == FailureClass::ClientError {
             ctx.max_response_body
         } else {
             MAX_ERROR_BODY
         };
-        let body = collect(response.into_body(), limit, ctx.timeouts).await;
-        return match (class, body) {
-            (FailureClass::ClientError, Ok(body)) => Ok(Served::Complete {
+        let Ok(body) = collect(response.into_body(), limit, ctx.timeouts).await else {
+            return Err(AttemptFailure::status(status, status_class, retry_after));
+        };
+        let class = adapter
+            .classify_error(status, &body)
+            .unwrap_or(status_class);
+        return match class {
+            FailureClass::ClientError => Ok(Served::Complete {
                 status,
-                content_type,
-                body,
+                content_type: if adapter.speaks_openai() {
+                    content_type
+                } else {
+                    Some(HeaderValue::from_static("application/json"))
+                },
+                body: adapter.error_to_openai(status, body),
+            }),
+            FailureClass::ContextLength => Err(AttemptFailure {
+                rejection: Some(adapter.error_to_openai(status, body)),
+                ..AttemptFailure::status(status, class, None)
             }),
             _ => Err(AttemptFailure::status(status, class, retry_after)),
         };
@@ -101,14 +132,26 @@ pub async fn attempt(ctx: &AttemptContext<'_>, target: &Target) -> Result<Served
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_sse {
         let content_type = content_type.unwrap_or(HeaderValue::from_static("text/event-stream"));
-        return first_content(response.into_body(), content_type, first_byte_deadline).await;
+        let events = UpstreamEvents::new(adapter.stream_translator(target, ctx.body));
+        return first_content(response.into_body(), content_type, events, first_byte_deadline)
+            .await;
     }
     let body = collect(response.into_body(), ctx.max_response_body, ctx.timeouts).await?;
-    Ok(Served::Complete {
-        status,
-        content_type,
-        body,
-    })
+    if adapter.speaks_openai() {
+        return Ok(Served::Complete {
+            status,
+            content_type,
+            body,
+        });
+    }
+    match adapter.translate_response(target, body) {
+        Some(body) => Ok(Served::Complete {
+            status,
+            content_type: Some(HeaderValue::from_static("application/json")),
+            body,
+        }),
+        None => Err(AttemptFailure::transient(FailureCause::Unreadable)),
+    }
 }
 
 /// Reads a whole body, bounded in size and in silence between frames.
@@ -156,9 +199,9 @@ async fn collect(
 async fn first_content(
     mut body: Incoming,
     content_type: HeaderValue,
+    mut framer: UpstreamEvents,
     deadline: Instant,
 ) -> Result<Served, AttemptFailure> {
-    let mut framer = SseFramer::new();
     let mut held = Vec::new();
     let mut held_bytes = 0usize;
     loop {
@@ -180,6 +223,7 @@ async fn first_content(
                         class: FailureClass::from_error_object(&kind, &code),
                         cause: FailureCause::StreamError,
                         retry_after: None,
+                        rejection: None,
                     });
                 }
                 EventKind::Done => {

@@ -7,7 +7,7 @@ use crate::resilience::breaker::{
 };
 use crate::resilience::FailureClass;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -41,6 +41,10 @@ impl PeakEwma {
         self.updated = Some(now);
     }
 }
+
+/// What a disabled key answers when asked when to come back: it will not
+/// on its own, but callers need a finite time.
+const DISABLED_RETRY: Duration = Duration::from_secs(60);
 
 /// The last `RING` first-byte latencies, for hedging at a percentile.
 const RING: usize = 128;
@@ -136,6 +140,13 @@ pub struct TargetHealth {
     first_bytes: Mutex<Ring>,
     pub attempts: AtomicU64,
     pub failures: AtomicU64,
+    /// A pooled upstream key rate limited until then (its Retry-After).
+    cooled_until: Mutex<Option<Instant>>,
+    /// A pooled upstream key the provider refused (401/403): out of use
+    /// until the config is reloaded.
+    disabled: AtomicBool,
+    /// The deprecation warning is logged once per target.
+    pub deprecation_logged: AtomicBool,
 }
 
 impl std::fmt::Debug for TargetHealth {
@@ -164,11 +175,54 @@ impl TargetHealth {
             }),
             attempts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            cooled_until: Mutex::new(None),
+            disabled: AtomicBool::new(false),
+            deprecation_logged: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps requests away until `until` (a pooled key's 429).
+    pub fn cool_until(&self, until: Instant) {
+        let mut cooled = lock(&self.cooled_until);
+        if cooled.is_none_or(|t| t < until) {
+            *cooled = Some(until);
+        }
+    }
+
+    /// Takes a pooled key out of use until the next reload.
+    pub fn disable(&self, reason: &str) {
+        if !self.disabled.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                target_key = %self.key,
+                reason,
+                "upstream key refused by the provider: disabled until the config is reloaded"
+            );
+        }
+    }
+
+    /// A reload gives refused keys another chance (the operator may have
+    /// fixed the secret).
+    pub fn enable(&self) {
+        self.disabled.store(false, Ordering::Relaxed);
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// When a cooling key may be used again.
+    pub fn cooled_until(&self, now: Instant) -> Option<Instant> {
+        lock(&self.cooled_until).filter(|t| *t > now)
     }
 
     /// Asks the breaker for an attempt. `Err` carries when to ask again.
     pub fn admit(self: &Arc<Self>, now: Instant) -> Result<AttemptGuard, Instant> {
+        if self.is_disabled() {
+            return Err(now + DISABLED_RETRY);
+        }
+        if let Some(until) = self.cooled_until(now) {
+            return Err(until);
+        }
         let probe = match lock(&self.breaker).admit(now) {
             Admission::Allowed => false,
             Admission::Probe => true,

@@ -13,6 +13,8 @@ pub mod table;
 pub use attempt::{Served, StreamStart};
 
 use crate::api::{error_body, Endpoint, InspectedBody};
+use crate::providers::Unsupported;
+use bytes::Bytes;
 use crate::config::{Hedge, Target};
 use crate::error::GatewayError;
 use crate::resilience::{AttemptFailure, FailureCause, FailureClass, TimeoutKind};
@@ -75,6 +77,8 @@ pub struct Dispatch<'r, 'a> {
     pub caller_region: Option<&'a str>,
     pub max_response_body: usize,
     pub counters: &'a EngineCounters,
+    /// Whether targets marked `tier = "degraded"` may serve this request.
+    pub allow_degraded: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -115,18 +119,31 @@ impl<'r> Dispatch<'r, '_> {
         let mut failures: Vec<AttemptRecord> = Vec::new();
         let mut attempts = 0u32;
         let mut open_waits = 0;
+        let mut bodies = UpstreamBodies::default();
+        let mut context = ContextFallback::default();
         loop {
-            let order = live.plan(self.caller_region, Instant::now());
+            let mut order = live.plan(self.caller_region, Instant::now());
             let mut skipped: Vec<(usize, Instant)> = Vec::new();
             let mut pos = 0;
             while pos < order.len() {
                 let index = order[pos];
                 pos += 1;
+                let target = &route.targets[index];
+                if !self.eligible(index, &context) {
+                    continue;
+                }
+                let upstream_body = match bodies.get(target, self.endpoint, self.body) {
+                    Ok(body) => body,
+                    Err(()) => continue,
+                };
                 for try_index in 0..policy.max_attempts_per_target {
+                    if Instant::now() >= deadline {
+                        return Err(GatewayError::DeadlineExceeded { attempts: failures });
+                    }
                     let guard = match live.health[index].admit(Instant::now()) {
                         Ok(g) => g,
                         Err(retry_at) => {
-                            if try_index == 0 {
+                            if try_index == 0 && !live.health[index].is_disabled() {
                                 skipped.push((index, retry_at));
                                 self.note(Event::BreakerSkip);
                             }
@@ -154,17 +171,21 @@ impl<'r> Dispatch<'r, '_> {
                             self.hedged(
                                 &ctx,
                                 hedge,
-                                index,
-                                guard,
+                                (index, guard, upstream_body.clone()),
                                 &order,
                                 &mut pos,
+                                &mut bodies,
+                                &context,
                                 deadline,
                                 &mut attempts,
                                 &mut failures,
                             )
                             .await
                         }
-                        None => (index, one(&ctx, live, index, guard, deadline).await),
+                        None => (
+                            index,
+                            one(&ctx, live, index, guard, upstream_body.clone(), deadline).await,
+                        ),
                     };
                     let failure = match step {
                         Step::Served(served) => {
@@ -187,16 +208,50 @@ impl<'r> Dispatch<'r, '_> {
                     };
                     let failed_target = &route.targets[served_by];
                     failures.push(record(failed_target, &failure));
-                    if failure.class == FailureClass::ClientError {
-                        // Only an in-stream error event gets here (client-error
-                        // statuses are passed through as served responses).
-                        return Ok(Outcome {
-                            served: rejected_in_stream(),
-                            target: failed_target,
-                            target_index: served_by,
-                            attempts,
-                            failures,
-                        });
+                    match failure.class {
+                        FailureClass::ClientError => {
+                            // Only an in-stream error event gets here (client-error
+                            // statuses are passed through as served responses).
+                            return Ok(Outcome {
+                                served: rejected_in_stream(),
+                                target: failed_target,
+                                target_index: served_by,
+                                attempts,
+                                failures,
+                            });
+                        }
+                        FailureClass::ContextLength => {
+                            context.rejected(failed_target, failure.rejection.clone());
+                            if !route.context_fallback || !self.larger_remains(&order[pos..], &context) {
+                                return Ok(Outcome {
+                                    served: context.into_served(),
+                                    target: failed_target,
+                                    target_index: served_by,
+                                    attempts,
+                                    failures,
+                                });
+                            }
+                            break;
+                        }
+                        FailureClass::RateLimited if failed_target.pooled => {
+                            // Cool this key and try its siblings before
+                            // anyone else: another key of the same account
+                            // is the cheapest way around a per-key limit.
+                            let wait = failure.retry_after.unwrap_or(POOLED_KEY_COOLDOWN);
+                            live.health[served_by].cool_until(Instant::now() + wait);
+                            siblings_first(&route.targets, served_by, &mut order[pos..]);
+                            break;
+                        }
+                        FailureClass::UpstreamAuth if failed_target.pooled => {
+                            if let FailureCause::Status(status) = failure.cause {
+                                if matches!(status.as_u16(), 401 | 403) {
+                                    live.health[served_by].disable(status.as_str());
+                                    siblings_first(&route.targets, served_by, &mut order[pos..]);
+                                }
+                            }
+                            break;
+                        }
+                        _ => {}
                     }
                     if served_by != index
                         || !failure.class.retries_same_target()
@@ -244,10 +299,51 @@ impl<'r> Dispatch<'r, '_> {
             }
             break;
         }
+        if attempts == 0 {
+            if let Some(unsupported) = bodies.unsupported {
+                return Err(GatewayError::Unsupported(unsupported));
+            }
+            return Err(GatewayError::NoEligibleTarget {
+                route: route.name.clone(),
+            });
+        }
         if Instant::now() >= deadline {
             return Err(GatewayError::DeadlineExceeded { attempts: failures });
         }
         Err(exhausted(failures))
+    }
+
+    /// Whether the target at `index` may be tried for this request at all:
+    /// not degraded against the client's wish, not past its deprecation
+    /// date, and large enough after a context-length error.
+    fn eligible(&self, index: usize, context: &ContextFallback) -> bool {
+        let target = &self.live.route.targets[index];
+        if target.degraded && !self.allow_degraded {
+            return false;
+        }
+        if let Some(deprecation) = &target.deprecated_after {
+            if deprecation.expired(std::time::SystemTime::now()) {
+                let health = &self.live.health[index];
+                if !health.deprecation_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        route = %self.live.route.name,
+                        target = target.label(),
+                        deprecated_after = %deprecation.date,
+                        "skipping a target past its deprecation date; remove it from the config"
+                    );
+                }
+                return false;
+            }
+        }
+        context.admits(target)
+    }
+
+    /// After a context-length error: is any target left with a larger window?
+    fn larger_remains(&self, rest: &[usize], context: &ContextFallback) -> bool {
+        rest.iter().any(|&i| {
+            let target = &self.live.route.targets[i];
+            context.admits(target) && (!target.degraded || self.allow_degraded)
+        })
     }
 
     /// Counts an engine event gateway-wide and in the route's metrics.
@@ -284,10 +380,11 @@ impl<'r> Dispatch<'r, '_> {
         &self,
         ctx: &AttemptContext<'_>,
         hedge: Hedge,
-        index: usize,
-        guard: AttemptGuard,
+        (index, guard, upstream_body): (usize, AttemptGuard, Bytes),
         order: &[usize],
         pos: &mut usize,
+        bodies: &mut UpstreamBodies,
+        context: &ContextFallback,
         deadline: Instant,
         attempts: &mut u32,
         failures: &mut Vec<AttemptRecord>,
@@ -297,7 +394,7 @@ impl<'r> Dispatch<'r, '_> {
             Hedge::After(d) => Some(d),
             Hedge::Percentile(q) => self.live.health[index].first_byte_quantile(q),
         };
-        let mut first = pin!(one(ctx, self.live, index, guard, deadline));
+        let mut first = pin!(one(ctx, self.live, index, guard, upstream_body, deadline));
         let Some(delay) = delay else {
             return (index, first.await);
         };
@@ -305,17 +402,24 @@ impl<'r> Dispatch<'r, '_> {
             step = &mut first => return (index, step),
             () = tokio::time::sleep(delay) => {}
         }
-        // Find the next target that admits a request.
+        // Find the next target that can take the request and admits one.
         let mut second_index = None;
         while *pos < order.len() {
             let candidate = order[*pos];
             *pos += 1;
+            if !self.eligible(candidate, context) {
+                continue;
+            }
+            let target = &route.targets[candidate];
+            let Ok(body) = bodies.get(target, self.endpoint, self.body) else {
+                continue;
+            };
             if let Ok(g) = self.live.health[candidate].admit(Instant::now()) {
-                second_index = Some((candidate, g));
+                second_index = Some((candidate, g, body));
                 break;
             }
         }
-        let Some((second, second_guard)) = second_index else {
+        let Some((second, second_guard, second_body)) = second_index else {
             return (index, first.await);
         };
         if !self.withdraw() {
@@ -327,7 +431,14 @@ impl<'r> Dispatch<'r, '_> {
         self.note(Event::Hedge);
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         *attempts += 1;
-        let mut hedge_attempt = pin!(one(ctx, self.live, second, second_guard, deadline));
+        let mut hedge_attempt = pin!(one(
+            ctx,
+            self.live,
+            second,
+            second_guard,
+            second_body,
+            deadline
+        ));
         tokio::select! {
             step = &mut first => match step {
                 Step::Failed(f) => {
@@ -347,6 +458,95 @@ impl<'r> Dispatch<'r, '_> {
     }
 }
 
+/// How long a pooled key rests after a 429 that gave no Retry-After.
+const POOLED_KEY_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// Moves the other keys of `failed`'s pool to the front of `rest`, keeping
+/// everyone's relative order.
+fn siblings_first(targets: &[Target], failed: usize, rest: &mut [usize]) {
+    let failed = &targets[failed];
+    rest.sort_by_key(|&i| !targets[i].is_sibling_of(failed));
+}
+
+/// Request bodies in each target's format, translated once per configured
+/// target (the keys of a pool share one), and the first reason a provider
+/// gave for not being able to express the request.
+#[derive(Default)]
+struct UpstreamBodies {
+    last: Option<(usize, Bytes)>,
+    unsupported: Option<Unsupported>,
+}
+
+impl UpstreamBodies {
+    fn get(
+        &mut self,
+        target: &Target,
+        endpoint: Endpoint,
+        body: &InspectedBody,
+    ) -> Result<Bytes, ()> {
+        if let Some((group, bytes)) = &self.last {
+            if *group == target.group {
+                return Ok(bytes.clone());
+            }
+        }
+        match crate::providers::adapter(target.provider.kind).translate_request(
+            target, endpoint, body,
+        ) {
+            Ok(bytes) => {
+                self.last = Some((target.group, bytes.clone()));
+                Ok(bytes)
+            }
+            Err(unsupported) => {
+                tracing::debug!(target = target.label(), %unsupported, "target cannot serve the request");
+                self.unsupported.get_or_insert(unsupported);
+                Err(())
+            }
+        }
+    }
+}
+
+/// After a target said the prompt exceeds its context window, only targets
+/// with a larger configured `context_window` are worth trying.
+#[derive(Default)]
+struct ContextFallback {
+    /// The largest window known to be too small (0 when the failing target
+    /// has none configured).
+    too_small: Option<u32>,
+    /// The upstream's error, for the client if no larger target succeeds.
+    rejection: Option<Bytes>,
+}
+
+impl ContextFallback {
+    fn rejected(&mut self, target: &Target, rejection: Option<Bytes>) {
+        let window = target.context_window.unwrap_or(0);
+        self.too_small = Some(self.too_small.map_or(window, |w| w.max(window)));
+        if rejection.is_some() {
+            self.rejection = rejection;
+        }
+    }
+
+    fn admits(&self, target: &Target) -> bool {
+        match self.too_small {
+            None => true,
+            Some(too_small) => target.context_window.is_some_and(|w| w > too_small),
+        }
+    }
+
+    fn into_served(self) -> Served {
+        Served::Complete {
+            status: StatusCode::BAD_REQUEST,
+            content_type: Some(HeaderValue::from_static("application/json")),
+            body: self.rejection.unwrap_or_else(|| {
+                error_body(
+                    "the prompt exceeds the context window of every target of this route",
+                    "invalid_request_error",
+                    Some("context_length_exceeded"),
+                )
+            }),
+        }
+    }
+}
+
 /// One attempt at one target, its outcome reported to the target's health
 /// and metrics. Dropped unfinished (a hedge lost, the client left) it counts
 /// as cancelled.
@@ -355,6 +555,7 @@ async fn one(
     live: &LiveRoute,
     index: usize,
     guard: AttemptGuard,
+    upstream_body: Bytes,
     deadline: Instant,
 ) -> Step {
     let target = &live.route.targets[index];
@@ -370,7 +571,7 @@ async fn one(
     }
     let mut cancelled = Cancelled(Some(metrics));
     let started = Instant::now();
-    let step = match timeout_at(deadline, attempt(ctx, target)).await {
+    let step = match timeout_at(deadline, attempt(ctx, target, upstream_body)).await {
         // The guard, dropped unreported, frees its probe slot.
         Err(_) => return Step::DeadlineHit,
         Ok(Ok(mut served)) => {

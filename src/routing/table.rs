@@ -78,7 +78,9 @@ impl RouteTable {
                 .map(|t| {
                     let key = t.health_key();
                     keys.insert(key.clone());
-                    registry.get_or_create(&key, route.breaker)
+                    let health = registry.get_or_create(&key, route.breaker);
+                    health.enable();
+                    health
                 })
                 .collect();
             let budget = previous

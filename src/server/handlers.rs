@@ -1,7 +1,9 @@
 //! Route table and request handlers.
 
 use super::AppState;
-use crate::api::{find_usage, Endpoint, InspectedBody, Usage};
+use crate::api::{anthropic, find_usage, Endpoint, InspectedBody, Usage};
+use futures_util::StreamExt;
+use std::convert::Infallible;
 use crate::error::GatewayError;
 use crate::resilience::FailureClass;
 use crate::routing::table::LiveRoute;
@@ -28,12 +30,28 @@ const X_TARGET: &str = "x-switchyard-target";
 const X_ATTEMPTS: &str = "x-switchyard-attempts";
 /// Lets a client say where it is, overriding the node's configured region.
 const X_REGION: &str = "x-switchyard-region";
+/// `false` forbids serving this request from a `tier = "degraded"` target.
+const X_ALLOW_DEGRADED: &str = "x-switchyard-allow-degraded";
+const X_DEGRADED: &str = "x-switchyard-degraded";
+const X_DEPRECATION: &str = "x-switchyard-deprecation";
+
+/// The wire protocol a client speaks; routing always works in OpenAI's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inbound {
+    OpenAi,
+    /// Anthropic's Messages API (`POST /v1/messages`), translated both ways.
+    Anthropic,
+}
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/v1/chat/completions",
             post(chat_completions).fallback(method_not_allowed("POST")),
+        )
+        .route(
+            "/v1/messages",
+            post(messages).fallback(method_not_allowed("POST")),
         )
         .route(
             "/v1/embeddings",
@@ -172,6 +190,8 @@ async fn admin_targets(State(state): State<Arc<AppState>>) -> Response {
                 "latency_ewma_ms": (h.latency_micros() / 10.0).round() / 100.0,
                 "first_byte_p95_ms": h.first_byte_quantile(0.95).map(|d| secs(d) * 1000.0),
                 "inflight": h.inflight(),
+                "disabled": h.is_disabled(),
+                "cooling_for_seconds": h.cooled_until(now).map(|t| secs(t.saturating_duration_since(now))),
                 "attempts": h.attempts.load(Ordering::Relaxed),
                 "failures": h.failures.load(Ordering::Relaxed),
             })
@@ -182,11 +202,51 @@ async fn admin_targets(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn chat_completions(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    proxy(state, Endpoint::ChatCompletions, request).await
+    proxy(state, Endpoint::ChatCompletions, Inbound::OpenAi, request).await
 }
 
 async fn embeddings(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    proxy(state, Endpoint::Embeddings, request).await
+    proxy(state, Endpoint::Embeddings, Inbound::OpenAi, request).await
+}
+
+async fn messages(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    proxy(state, Endpoint::ChatCompletions, Inbound::Anthropic, request).await
+}
+
+/// A gateway error in the client's protocol.
+fn error_response(error: GatewayError, inbound: Inbound) -> Response {
+    match inbound {
+        Inbound::OpenAi => error.into_response(),
+        Inbound::Anthropic => {
+            let status = error.status();
+            let mut response = error.into_response();
+            let body = std::mem::take(response.body_mut());
+            let openai = match futures_util::FutureExt::now_or_never(body.collect()) {
+                Some(Ok(collected)) => collected.to_bytes(),
+                _ => Bytes::new(),
+            };
+            *response.body_mut() =
+                Body::from(anthropic::error_from_openai(status.as_u16(), &openai));
+            response
+        }
+    }
+}
+
+/// An upstream's complete answer (already in OpenAI's format) in the
+/// client's protocol.
+fn complete_body(status: StatusCode, body: Bytes, inbound: Inbound) -> Bytes {
+    match inbound {
+        Inbound::OpenAi => body,
+        Inbound::Anthropic if status.is_success() => match anthropic::response_from_openai(&body)
+        {
+            Ok(translated) => Bytes::from(translated),
+            Err(e) => Bytes::from(anthropic::error_from_openai(
+                502,
+                &crate::api::error_body(&e.message, "upstream_error", Some("untranslatable")),
+            )),
+        },
+        Inbound::Anthropic => Bytes::from(anthropic::error_from_openai(status.as_u16(), &body)),
+    }
 }
 
 /// A client-supplied id is echoed if it is a sane token; otherwise a new one.
@@ -222,7 +282,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     }
 }
 
-async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Response {
+async fn proxy(
+    state: Arc<AppState>,
+    endpoint: Endpoint,
+    inbound: Inbound,
+    request: Request,
+) -> Response {
     let started = Instant::now();
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = request.into_parts();
@@ -235,7 +300,10 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     let mut request_text = None;
     let mut stream = false;
     let result = async {
-        let bytes = read_body(body, &parts.headers, config.server.max_request_body).await?;
+        let mut bytes = read_body(body, &parts.headers, config.server.max_request_body).await?;
+        if inbound == Inbound::Anthropic {
+            bytes = Bytes::from(anthropic::request_to_openai(&bytes)?);
+        }
         let inspected = InspectedBody::parse(bytes)?;
         stream = inspected.stream();
         let live = table
@@ -264,6 +332,10 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             request_id: &request_id,
             max_response_body: config.server.max_response_body,
             counters: &state.counters.engine,
+            allow_degraded: parts
+                .headers
+                .get(X_ALLOW_DEGRADED)
+                .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"false")),
         }
         .run(started)
         .await?;
@@ -292,13 +364,28 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                 inflight,
             };
             end.write(error.status().as_u16(), error.code(), None);
-            let mut response = error.into_response();
+            let mut response = error_response(error, inbound);
             response.headers_mut().insert(X_REQUEST_ID, request_id);
             return response;
         }
     };
 
     let target_label = outcome.target.label.clone();
+    let degraded = outcome.target.degraded;
+    let deprecation = outcome
+        .target
+        .deprecated_after
+        .as_ref()
+        .filter(|d| d.warning(std::time::SystemTime::now(), live.route.deprecation_warning))
+        .and_then(|d| {
+            HeaderValue::try_from(format!(
+                "{} is deprecated after {}",
+                outcome.target.label(),
+                d.date
+            ))
+            .ok()
+        });
+    let model = live.route.name.clone();
     let attempts = outcome.attempts;
     let first_token = matches!(outcome.served, Served::Stream(_)).then(|| started.elapsed());
     if let Some(ttft) = first_token {
@@ -338,6 +425,7 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
             } else {
                 None
             };
+            let body = complete_body(status, body, inbound);
             // Logged when hyper drops the body, i.e. after the last byte was
             // written: formatting the line stays off the latency path.
             let body = LoggedBody {
@@ -381,7 +469,19 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
                 })
             };
             let relay = Relay::new(start, timeouts.idle, started + timeouts.total, on_end);
-            let mut response = Response::new(Body::from_stream(relay.into_stream()));
+            let body = match inbound {
+                Inbound::OpenAi => Body::from_stream(relay.into_stream()),
+                Inbound::Anthropic => {
+                    let mut to_anthropic = anthropic::ToAnthropicStream::new(&model);
+                    Body::from_stream(relay.into_stream().flat_map(move |event| {
+                        let mut out = Vec::new();
+                        let Ok(event) = event;
+                        to_anthropic.translate(&event, &mut out);
+                        futures_util::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
+                    }))
+                }
+            };
+            let mut response = Response::new(body);
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, content_type);
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -392,6 +492,12 @@ async fn proxy(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     headers.insert(X_REQUEST_ID, request_id);
     headers.insert(X_TARGET, target_label);
     headers.insert(X_ATTEMPTS, HeaderValue::from(attempts));
+    if degraded {
+        headers.insert(X_DEGRADED, HeaderValue::from_static("true"));
+    }
+    if let Some(deprecation) = deprecation {
+        headers.insert(X_DEPRECATION, deprecation);
+    }
     response
 }
 

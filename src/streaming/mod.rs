@@ -3,5 +3,6 @@
 //! (`relay`). It owns the "never a clean-looking truncated answer" rule and
 //! knows nothing about routes, retries or config files.
 
+pub mod events;
 pub mod relay;
 pub mod sse;

@@ -6,7 +6,8 @@
 
 use crate::api::Usage;
 use crate::routing::StreamStart;
-use crate::streaming::sse::{classify_event, EventKind, SseFramer};
+use crate::streaming::events::UpstreamEvents;
+use crate::streaming::sse::{classify_event, EventKind};
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body_util::BodyExt;
@@ -68,7 +69,7 @@ pub type OnEnd = Box<dyn FnOnce(StreamEnd, Option<Usage>) + Send>;
 
 pub struct Relay {
     held: std::vec::IntoIter<Bytes>,
-    framer: SseFramer,
+    framer: UpstreamEvents,
     body: Option<Incoming>,
     finished: bool,
     idle: Duration,
