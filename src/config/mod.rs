@@ -952,17 +952,18 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 format!("{path}.base_url"),
                 "missing base_url",
                 match kind {
-                    ProviderKind::AzureOpenAi => "base_url = \"https://<resource>.openai.azure.com\"",
+                    ProviderKind::AzureOpenAi => {
+                        "base_url = \"https://<resource>.openai.azure.com\""
+                    }
                     _ => "base_url = \"https://api.openai.com/v1\" (including the API prefix)",
                 },
             );
             continue;
         };
         let base = base.trim_end_matches('/');
-        let valid_base = base
-            .parse::<Uri>()
-            .ok()
-            .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.query().is_none());
+        let valid_base = base.parse::<Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.query().is_none()
+        });
         if !valid_base {
             issues.hint(
                 format!("{path}.base_url"),
@@ -984,9 +985,17 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             (_, None) => None,
         };
         let api_version = api_version.and_then(|v| match HeaderValue::try_from(v) {
-            Ok(h) if v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') => Some(h),
+            Ok(h)
+                if v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+            {
+                Some(h)
+            }
             _ => {
-                issues.push(format!("{path}.api_version"), format!("invalid version \"{v}\""));
+                issues.push(
+                    format!("{path}.api_version"),
+                    format!("invalid version \"{v}\""),
+                );
                 None
             }
         });
@@ -1031,7 +1040,9 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     let kpath = format!("{path}.keys[{i}]");
                     let name_ok = !k.name.is_empty()
                         && k.name.len() <= 64
-                        && k.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                        && k.name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
                     if !name_ok {
                         issues.hint(
                             format!("{kpath}.name"),
@@ -1039,7 +1050,10 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                             "letters, digits, '-', '_' and '.', at most 64",
                         );
                     } else if !names.insert(k.name.as_str()) {
-                        issues.push(format!("{kpath}.name"), format!("duplicate key name \"{}\"", k.name));
+                        issues.push(
+                            format!("{kpath}.name"),
+                            format!("duplicate key name \"{}\"", k.name),
+                        );
                     }
                     if k.weight == Some(0) {
                         issues.push(format!("{kpath}.weight"), "must be at least 1");
@@ -1175,7 +1189,10 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 parsed
             });
             if t.context_window == Some(0) {
-                issues.push(format!("{tpath}.context_window"), "must be at least 1 token");
+                issues.push(
+                    format!("{tpath}.context_window"),
+                    "must be at least 1 token",
+                );
             }
             let version = provider.api_version.as_ref().and_then(|v| v.to_str().ok());
             let urls = bases.get(&t.provider).and_then(|base| {

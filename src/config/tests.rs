@@ -190,3 +190,169 @@ fn store_and_request_log_settings() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn provider_kinds_build_their_urls_and_auth() {
+    let config = Config::from_toml(
+        r#"
+[providers.oai]
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+[providers.az]
+kind = "azure_openai"
+base_url = "https://res.openai.azure.com/"
+api_key_env = "OPENAI_API_KEY"
+[providers.claude]
+kind = "anthropic"
+api_key_env = "OPENAI_API_KEY"
+default_max_tokens = 1024
+[providers.gem]
+kind = "gemini"
+api_key_env = "OPENAI_API_KEY"
+[routes.chat]
+targets = [
+  { provider = "oai", model = "gpt-4o" },
+  { provider = "az", model = "gpt-4o-prod" },
+  { provider = "claude", model = "claude-sonnet-4-5" },
+  { provider = "gem", model = "gemini-2.5-flash" },
+]
+"#,
+        env_with_keys,
+    )
+    .unwrap();
+    let t = &config.route("chat").unwrap().targets;
+    assert_eq!(t[0].chat_url, "https://api.openai.com/v1/chat/completions");
+    assert_eq!(
+        t[1].chat_url,
+        "https://res.openai.azure.com/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(t[2].chat_url, "https://api.anthropic.com/v1/messages");
+    assert!(t[2].embeddings_url.is_none());
+    assert_eq!(t[2].provider.default_max_tokens, 1024);
+    assert_eq!(
+        t[3].stream_url,
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+    let auth = |i: usize| t[i].key.as_ref().unwrap().value.header_value().clone();
+    assert_eq!(auth(0), "Bearer sk-test-OPENAI_API_KEY");
+    assert_eq!(auth(1), "sk-test-OPENAI_API_KEY");
+    assert_eq!(t[1].provider.kind.auth_header(), "api-key");
+    assert_eq!(t[2].provider.kind.auth_header(), "x-api-key");
+    assert_eq!(t[3].provider.kind.auth_header(), "x-goog-api-key");
+}
+
+#[test]
+fn a_key_pool_yields_one_target_per_key() {
+    let config = Config::from_toml(
+        r#"
+[providers.oai]
+base_url = "http://127.0.0.1:1/v1"
+keys = [
+  { name = "team-a", env = "OPENAI_API_KEY", weight = 3 },
+  { name = "team-b", env = "TOGETHER_API_KEY" },
+]
+[providers.other]
+base_url = "http://127.0.0.1:2/v1"
+[routes.chat]
+targets = [{ provider = "oai", model = "gpt-4o", weight = 2 }, { provider = "other", model = "m" }]
+"#,
+        env_with_keys,
+    )
+    .unwrap();
+    let t = &config.route("chat").unwrap().targets;
+    assert_eq!(t.len(), 3);
+    assert_eq!(t[0].health_key(), "oai/gpt-4o@default#team-a");
+    assert_eq!(t[1].health_key(), "oai/gpt-4o@default#team-b");
+    assert_eq!(t[2].health_key(), "other/m@default");
+    assert_eq!((t[0].weight, t[1].weight), (6, 2));
+    assert!(t[0].is_sibling_of(&t[1]) && !t[0].is_sibling_of(&t[2]));
+    assert_eq!(t[0].priority, t[1].priority);
+    // The label (headers, metrics) names the model, not the key.
+    assert_eq!(t[1].label(), "oai/gpt-4o");
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("sk-test-"), "{debug}");
+}
+
+#[test]
+fn provider_and_target_mistakes_are_explained() {
+    let errs = errors(
+        r#"
+[providers.a]
+kind = "azure_openai"
+[providers.b]
+kind = "cohere"
+base_url = "http://127.0.0.1:1/v1"
+[providers.c]
+base_url = "http://127.0.0.1:1/v1"
+api_key_env = "OPENAI_API_KEY"
+keys = [{ name = "x", env = "OPENAI_API_KEY" }]
+[providers.d]
+base_url = "http://127.0.0.1:1/v1"
+api_version = "2024-01-01"
+keys = [{ name = "dup", env = "OPENAI_API_KEY" }, { name = "dup", env = "MISSING_KEY", weight = 0 }]
+[routes.r]
+targets = [
+  { provider = "d", model = "m", tier = "cheap", deprecated_after = "2026-02-30", context_window = 0 },
+]
+"#,
+    );
+    let has = |needle: &str| errs.iter().any(|e| e.contains(needle));
+    assert!(has("providers.a.base_url: missing base_url"), "{errs:#?}");
+    assert!(
+        has("providers.b.kind: unknown provider kind \"cohere\""),
+        "{errs:#?}"
+    );
+    assert!(
+        has("providers.c.keys: both api_key_env and keys are set"),
+        "{errs:#?}"
+    );
+    assert!(
+        has("providers.d.api_version: only azure_openai and anthropic"),
+        "{errs:#?}"
+    );
+    assert!(
+        has("providers.d.keys[1].name: duplicate key name \"dup\""),
+        "{errs:#?}"
+    );
+    assert!(
+        has("providers.d.keys[1].weight: must be at least 1"),
+        "{errs:#?}"
+    );
+    assert!(
+        has("providers.d.keys[1].env: environment variable \"MISSING_KEY\""),
+        "{errs:#?}"
+    );
+    assert!(
+        has("routes.r.targets[0].tier: unknown tier \"cheap\""),
+        "{errs:#?}"
+    );
+    assert!(
+        has("routes.r.targets[0].deprecated_after: invalid date \"2026-02-30\""),
+        "{errs:#?}"
+    );
+    assert!(
+        has("routes.r.targets[0].context_window: must be at least 1"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn deprecation_dates_expire_after_their_day_and_warn_before() {
+    let d = Deprecation::parse("2026-12-01").unwrap();
+    let day = |y, m, dd| {
+        std::time::UNIX_EPOCH
+            + Duration::from_secs(days_from_civil(y, m, dd) as u64 * 86_400 + 3_600)
+    };
+    let month = Duration::from_secs(30 * 86_400);
+    assert!(!d.expired(day(2026, 12, 1)));
+    assert!(d.expired(day(2026, 12, 2)));
+    assert!(d.warning(day(2026, 11, 25), month));
+    assert!(d.warning(day(2026, 12, 1), month));
+    assert!(!d.warning(day(2026, 10, 1), month));
+    assert!(!d.warning(day(2026, 12, 2), month));
+    assert_eq!(days_from_civil(1970, 1, 1), 0);
+    assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    assert!(Deprecation::parse("2024-02-29").is_some());
+    assert!(Deprecation::parse("2023-02-29").is_none());
+    assert!(Deprecation::parse("2026-1-01").is_none());
+}

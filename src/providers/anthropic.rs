@@ -67,8 +67,12 @@ impl super::Provider for Anthropic {
         body: &crate::api::InspectedBody,
     ) -> Result<Bytes, Unsupported> {
         super::chat_only(PROVIDER, endpoint)?;
-        translate_request(body.bytes(), &target.model, target.provider.default_max_tokens)
-            .map(Bytes::from)
+        translate_request(
+            body.bytes(),
+            &target.model,
+            target.provider.default_max_tokens,
+        )
+        .map(Bytes::from)
     }
 
     fn extra_headers(&self, target: &crate::config::Target, headers: &mut http::HeaderMap) {

@@ -80,7 +80,11 @@ mod tests {
     #[test]
     fn deployment_urls_carry_the_api_version() {
         let urls = AzureOpenAi
-            .urls("https://res.openai.azure.com", "gpt-4o-prod", Some("2024-10-21"))
+            .urls(
+                "https://res.openai.azure.com",
+                "gpt-4o-prod",
+                Some("2024-10-21"),
+            )
             .unwrap();
         assert_eq!(
             urls.chat.to_string(),

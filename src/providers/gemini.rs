@@ -13,7 +13,14 @@ pub const PROVIDER: &str = "gemini";
 pub struct TranslateError;
 
 pub fn path(model: &str, stream: bool) -> String {
-    format!("/v1beta/models/{model}:{}", if stream { "streamGenerateContent?alt=sse" } else { "generateContent" })
+    format!(
+        "/v1beta/models/{model}:{}",
+        if stream {
+            "streamGenerateContent?alt=sse"
+        } else {
+            "generateContent"
+        }
+    )
 }
 pub fn translate_request(_openai: &[u8]) -> Result<Vec<u8>, Unsupported> {
     Err(Unsupported {
@@ -22,7 +29,11 @@ pub fn translate_request(_openai: &[u8]) -> Result<Vec<u8>, Unsupported> {
         reason: "pending".into(),
     })
 }
-pub fn translate_response(_gemini: &[u8], _model: &str, _created: u64) -> Result<Vec<u8>, TranslateError> {
+pub fn translate_response(
+    _gemini: &[u8],
+    _model: &str,
+    _created: u64,
+) -> Result<Vec<u8>, TranslateError> {
     Err(TranslateError)
 }
 pub struct GeminiStream;

@@ -82,9 +82,16 @@ mod tests {
             classify_openai_error(StatusCode::BAD_REQUEST, body),
             Some(FailureClass::ContextLength)
         );
-        let other = br#"{"error":{"message":"bad","type":"invalid_request_error","code":"invalid_value"}}"#;
+        let other =
+            br#"{"error":{"message":"bad","type":"invalid_request_error","code":"invalid_value"}}"#;
         assert_eq!(classify_openai_error(StatusCode::BAD_REQUEST, other), None);
-        assert_eq!(classify_openai_error(StatusCode::BAD_REQUEST, b"not json"), None);
-        assert_eq!(classify_openai_error(StatusCode::TOO_MANY_REQUESTS, body), None);
+        assert_eq!(
+            classify_openai_error(StatusCode::BAD_REQUEST, b"not json"),
+            None
+        );
+        assert_eq!(
+            classify_openai_error(StatusCode::TOO_MANY_REQUESTS, body),
+            None
+        );
     }
 }

@@ -33,7 +33,7 @@ pub enum Served {
         body: Bytes,
     },
     /// A stream that has produced its first content event.
-    Stream(StreamStart),
+    Stream(Box<StreamStart>),
 }
 
 pub struct StreamStart {
@@ -68,13 +68,9 @@ pub async fn attempt(
     let first_byte_deadline = started + ctx.timeouts.first_byte;
     let adapter = providers::adapter(target.provider.kind);
     let stream = ctx.body.stream();
-    let Some(request) = providers::build_request(
-        target,
-        ctx.endpoint,
-        stream,
-        upstream_body,
-        ctx.request_id,
-    ) else {
+    let Some(request) =
+        providers::build_request(target, ctx.endpoint, stream, upstream_body, ctx.request_id)
+    else {
         // `translate_request` refuses endpoints a provider lacks first.
         return Err(AttemptFailure::transient(FailureCause::Unreadable));
     };
@@ -133,8 +129,13 @@ pub async fn attempt(
     if is_sse {
         let content_type = content_type.unwrap_or(HeaderValue::from_static("text/event-stream"));
         let events = UpstreamEvents::new(adapter.stream_translator(target, ctx.body));
-        return first_content(response.into_body(), content_type, events, first_byte_deadline)
-            .await;
+        return first_content(
+            response.into_body(),
+            content_type,
+            events,
+            first_byte_deadline,
+        )
+        .await;
     }
     let body = collect(response.into_body(), ctx.max_response_body, ctx.timeouts).await?;
     if adapter.speaks_openai() {
@@ -209,14 +210,14 @@ async fn first_content(
             match classify_event(&event) {
                 EventKind::Content { finished } => {
                     held.push(event);
-                    return Ok(Served::Stream(StreamStart {
+                    return Ok(Served::Stream(Box::new(StreamStart {
                         content_type,
                         held,
                         finished,
                         framer,
                         body,
                         guard: None,
-                    }));
+                    })));
                 }
                 EventKind::Error { kind, code, .. } => {
                     return Err(AttemptFailure {

@@ -13,14 +13,14 @@ pub mod table;
 pub use attempt::{Served, StreamStart};
 
 use crate::api::{error_body, Endpoint, InspectedBody};
-use crate::providers::Unsupported;
-use bytes::Bytes;
 use crate::config::{Hedge, Target};
 use crate::error::GatewayError;
+use crate::providers::Unsupported;
 use crate::resilience::{AttemptFailure, FailureCause, FailureClass, TimeoutKind};
 use crate::telemetry::metrics::TargetMetrics;
 use crate::telemetry::stats::Sample;
 use attempt::{attempt, AttemptContext};
+use bytes::Bytes;
 use health::AttemptGuard;
 use http::{HeaderValue, StatusCode};
 use std::pin::pin;
@@ -222,7 +222,9 @@ impl<'r> Dispatch<'r, '_> {
                         }
                         FailureClass::ContextLength => {
                             context.rejected(failed_target, failure.rejection.clone());
-                            if !route.context_fallback || !self.larger_remains(&order[pos..], &context) {
+                            if !route.context_fallback
+                                || !self.larger_remains(&order[pos..], &context)
+                            {
                                 return Ok(Outcome {
                                     served: context.into_served(),
                                     target: failed_target,
@@ -489,9 +491,9 @@ impl UpstreamBodies {
                 return Ok(bytes.clone());
             }
         }
-        match crate::providers::adapter(target.provider.kind).translate_request(
-            target, endpoint, body,
-        ) {
+        match crate::providers::adapter(target.provider.kind)
+            .translate_request(target, endpoint, body)
+        {
             Ok(bytes) => {
                 self.last = Some((target.group, bytes.clone()));
                 Ok(bytes)

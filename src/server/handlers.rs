@@ -2,8 +2,6 @@
 
 use super::AppState;
 use crate::api::{anthropic, find_usage, Endpoint, InspectedBody, Usage};
-use futures_util::StreamExt;
-use std::convert::Infallible;
 use crate::error::GatewayError;
 use crate::resilience::FailureClass;
 use crate::routing::table::LiveRoute;
@@ -20,7 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -210,7 +210,13 @@ async fn embeddings(State(state): State<Arc<AppState>>, request: Request) -> Res
 }
 
 async fn messages(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    proxy(state, Endpoint::ChatCompletions, Inbound::Anthropic, request).await
+    proxy(
+        state,
+        Endpoint::ChatCompletions,
+        Inbound::Anthropic,
+        request,
+    )
+    .await
 }
 
 /// A gateway error in the client's protocol.
@@ -237,8 +243,7 @@ fn error_response(error: GatewayError, inbound: Inbound) -> Response {
 fn complete_body(status: StatusCode, body: Bytes, inbound: Inbound) -> Bytes {
     match inbound {
         Inbound::OpenAi => body,
-        Inbound::Anthropic if status.is_success() => match anthropic::response_from_openai(&body)
-        {
+        Inbound::Anthropic if status.is_success() => match anthropic::response_from_openai(&body) {
             Ok(translated) => Bytes::from(translated),
             Err(e) => Bytes::from(anthropic::error_from_openai(
                 502,
@@ -468,7 +473,7 @@ async fn proxy(
                     log.write(200, how.as_str(), usage);
                 })
             };
-            let relay = Relay::new(start, timeouts.idle, started + timeouts.total, on_end);
+            let relay = Relay::new(*start, timeouts.idle, started + timeouts.total, on_end);
             let body = match inbound {
                 Inbound::OpenAi => Body::from_stream(relay.into_stream()),
                 Inbound::Anthropic => {
