@@ -132,8 +132,8 @@ pub fn translate_request(
             }
             "top_p" => out.top_p = parse(value, &at, "must be a number")?,
             "stream" => {
-                out.stream = parse::<Option<bool>>(value, &at, "must be a boolean")?
-                    .unwrap_or(false)
+                out.stream =
+                    parse::<Option<bool>>(value, &at, "must be a boolean")?.unwrap_or(false)
             }
             "user" => {
                 out.metadata = parse::<Option<Cow<'_, str>>>(value, &at, "must be a string")?
@@ -223,7 +223,8 @@ pub fn translate_request(
     conversation.read(messages, &messages_at)?;
 
     if let Some(value) = response_format {
-        if let Some(instruction) = response_format_instruction(value, &root.key("response_format"))? {
+        if let Some(instruction) = response_format_instruction(value, &root.key("response_format"))?
+        {
             conversation.system.push(Cow::Owned(instruction));
         }
     }
@@ -387,7 +388,9 @@ impl<'a> Conversation<'a> {
             (Some(first), Some(i)) if first.role != Role::User => Err(at
                 .index(i)
                 .key("role")
-                .unsupported("is assistant, but Anthropic needs the conversation to start with a user message")),
+                .unsupported(
+                "is assistant, but Anthropic needs the conversation to start with a user message",
+            )),
             (Some(_), _) => Ok(()),
             _ => Err(at.unsupported(
                 "has no user or assistant message with content; Anthropic needs at least one",
@@ -401,6 +404,15 @@ impl<'a> Conversation<'a> {
             Some(role) => parse::<Cow<'_, str>>(role, &at.key("role"), "must be a string")?,
             None => return Err(at.key("role").unsupported("is required")),
         };
+        match role.as_ref() {
+            "system" | "developer" | "user" | "assistant" | "tool" => {}
+            "function" => {
+                return Err(at
+                    .key("role")
+                    .unsupported("is OpenAI's legacy function result; send a `tool` message"))
+            }
+            _ => return Err(at.key("role").unsupported("is not a chat role")),
+        }
         let mut content = None;
         let mut tool_calls = None;
         let mut refusal = None;
@@ -434,11 +446,8 @@ impl<'a> Conversation<'a> {
                     }
                 }
                 ("tool", "tool_call_id") => {
-                    tool_call_id = Some(parse::<Cow<'a, str>>(
-                        value,
-                        &field_at,
-                        "must be a string",
-                    )?)
+                    tool_call_id =
+                        Some(parse::<Cow<'a, str>>(value, &field_at, "must be a string")?)
                 }
                 _ => return Err(field_at.unsupported("is not a field this translation knows")),
             }
@@ -448,10 +457,11 @@ impl<'a> Conversation<'a> {
             "system" | "developer" => {
                 let mut blocks = Vec::new();
                 read_content(content, &content_at, Accept::Text, &mut blocks)?;
-                self.system.extend(blocks.into_iter().filter_map(|b| match b {
-                    Block::Text { text } => Some(text),
-                    _ => None,
-                }));
+                self.system
+                    .extend(blocks.into_iter().filter_map(|b| match b {
+                        Block::Text { text } => Some(text),
+                        _ => None,
+                    }));
             }
             "user" => {
                 let mut blocks = Vec::new();
@@ -481,12 +491,8 @@ impl<'a> Conversation<'a> {
                 };
                 self.push(Role::User, vec![block]);
             }
-            "function" => {
-                return Err(at.key("role").unsupported(
-                    "is OpenAI's legacy function result; send a `tool` message",
-                ))
-            }
-            _ => return Err(at.key("role").unsupported("is not a chat role")),
+            // Roles were checked above.
+            _ => {}
         }
         Ok(())
     }
@@ -867,7 +873,10 @@ fn settle_tool_choice<'a>(
     }
 }
 
-fn stop_sequences<'a>(value: &'a RawValue, at: &Path<'_>) -> Result<Vec<Cow<'a, str>>, Unsupported> {
+fn stop_sequences<'a>(
+    value: &'a RawValue,
+    at: &Path<'_>,
+) -> Result<Vec<Cow<'a, str>>, Unsupported> {
     const EXPECTED: &str = "must be a string or an array of strings";
     let stops = if is_null(value) {
         Vec::new()
@@ -1032,10 +1041,12 @@ impl AnthropicUsage {
             self.cache_read_input_tokens,
             self.cache_creation_input_tokens,
         ];
-        parts
-            .iter()
-            .any(Option::is_some)
-            .then(|| parts.iter().flatten().fold(0u64, |a, b| a.saturating_add(*b)))
+        parts.iter().any(Option::is_some).then(|| {
+            parts
+                .iter()
+                .flatten()
+                .fold(0u64, |a, b| a.saturating_add(*b))
+        })
     }
 }
 
@@ -1551,7 +1562,10 @@ pub fn classify_error(status: u16, body: &[u8]) -> Option<FailureClass> {
 pub fn error_to_openai(status: u16, body: &[u8]) -> Vec<u8> {
     let error = parse_error(body);
     let kind = error.as_ref().and_then(|e| e.kind.as_deref()).unwrap_or("");
-    let message = error.as_ref().and_then(|e| e.message.as_deref()).unwrap_or("");
+    let message = error
+        .as_ref()
+        .and_then(|e| e.message.as_deref())
+        .unwrap_or("");
     serde_json::to_vec(&openai_error(Some(status), kind, message)).unwrap_or_else(|_| {
         br#"{"error":{"message":"anthropic: upstream error","type":"server_error","code":null}}"#
             .to_vec()
@@ -1628,7 +1642,10 @@ fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
-    let end = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    let end = (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
     s.get(..end).unwrap_or("")
 }
 
@@ -1774,6 +1791,873 @@ impl<'p> Path<'p> {
             provider: PROVIDER,
             field,
             reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streaming::sse::SseFramer;
+    use serde_json::{json, Value};
+
+    const MODEL: &str = "claude-sonnet-4-5";
+    const DEFAULT_MAX_TOKENS: u32 = 1024;
+    const CREATED: u64 = 1_700_000_000;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/anthropic/",
+                $name
+            ))
+            .as_slice()
+        };
+    }
+
+    fn json(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).expect("test JSON parses")
+    }
+
+    /// `created` is the caller's clock: checked once, then left out of comparisons.
+    fn without_created(mut v: Value) -> Value {
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(created) = obj.remove("created") {
+                assert_eq!(created, json!(CREATED));
+            }
+        }
+        v
+    }
+
+    fn request(body: &[u8]) -> Result<Value, Unsupported> {
+        translate_request(body, MODEL, DEFAULT_MAX_TOKENS).map(|out| json(&out))
+    }
+
+    fn request_value(body: Value) -> Result<Value, Unsupported> {
+        request(body.to_string().as_bytes())
+    }
+
+    fn refused_field(body: Value) -> String {
+        let err = request_value(body.clone()).expect_err("should be refused");
+        assert_eq!(err.provider, PROVIDER);
+        assert!(err.to_string().contains(&err.field), "{err}");
+        err.field
+    }
+
+    fn user(text: &str) -> Value {
+        json!({"role": "user", "content": text})
+    }
+
+    // --- requests -------------------------------------------------------
+
+    #[test]
+    fn request_fixtures() {
+        let pairs: [(&str, &[u8], &[u8]); 5] = [
+            (
+                "system_multiturn",
+                fixture!("request_system_multiturn.openai.json"),
+                fixture!("request_system_multiturn.anthropic.json"),
+            ),
+            (
+                "images",
+                fixture!("request_images.openai.json"),
+                fixture!("request_images.anthropic.json"),
+            ),
+            (
+                "tools",
+                fixture!("request_tools.openai.json"),
+                fixture!("request_tools.anthropic.json"),
+            ),
+            (
+                "tool_results",
+                fixture!("request_tool_results.openai.json"),
+                fixture!("request_tool_results.anthropic.json"),
+            ),
+            (
+                "json_schema",
+                fixture!("request_json_schema.openai.json"),
+                fixture!("request_json_schema.anthropic.json"),
+            ),
+        ];
+        for (name, openai, anthropic) in pairs {
+            let got = request(openai).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got, json(anthropic), "{name}");
+        }
+    }
+
+    #[test]
+    fn each_unsupported_field_is_named() {
+        let base = |extra: Value| {
+            let mut body = json!({"model": "m", "messages": [user("hi")]});
+            if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+                b.extend(e.clone());
+            }
+            body
+        };
+        let cases = [
+            (json!({"n": 2}), "n"),
+            (json!({"logprobs": true}), "logprobs"),
+            (json!({"top_logprobs": 3}), "top_logprobs"),
+            (
+                json!({"audio": {"voice": "alloy", "format": "wav"}}),
+                "audio",
+            ),
+            (json!({"modalities": ["text", "audio"]}), "modalities"),
+            (json!({"frequency_penalty": 0.5}), "frequency_penalty"),
+            (json!({"presence_penalty": -1}), "presence_penalty"),
+            (json!({"logit_bias": {"50256": -100}}), "logit_bias"),
+            (json!({"seed": 42}), "seed"),
+            (json!({"functions": [{"name": "f"}]}), "functions"),
+            (json!({"function_call": "auto"}), "function_call"),
+            (
+                json!({"prediction": {"type": "content", "content": "x"}}),
+                "prediction",
+            ),
+            (json!({"temperature": 1.5}), "temperature"),
+            (json!({"temperature": -0.1}), "temperature"),
+            (json!({"reasoning_effort": "high"}), "reasoning_effort"),
+            (json!({"max_tokens": -1}), "max_tokens"),
+            (json!({"stop": 3}), "stop"),
+            (
+                json!({"tools": [{"type": "custom", "custom": {"name": "x"}}]}),
+                "tools[0].type",
+            ),
+            (
+                json!({"tools": [{"type": "function"}]}),
+                "tools[0].function",
+            ),
+            (
+                json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "allowed_tools", "allowed_tools": {}}}),
+                "tool_choice.type",
+            ),
+            (json!({"tool_choice": "sometimes"}), "tool_choice"),
+            (
+                json!({"response_format": {"type": "yaml"}}),
+                "response_format.type",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema"}}),
+                "response_format.json_schema",
+            ),
+        ];
+        for (extra, field) in cases {
+            assert_eq!(refused_field(base(extra.clone())), field, "{extra}");
+        }
+    }
+
+    #[test]
+    fn each_unsupported_message_shape_is_named() {
+        let with = |messages: Value| json!({"model": "m", "messages": messages});
+        let part = |p: Value| with(json!([{"role": "user", "content": [p]}]));
+        let image = |url: &str| part(json!({"type": "image_url", "image_url": {"url": url}}));
+        let call = |arguments: &str| {
+            with(json!([
+                user("hi"),
+                {"role": "assistant", "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments}}
+                ]}
+            ]))
+        };
+        let cases = [
+            (
+                part(
+                    json!({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}),
+                ),
+                "messages[0].content[0].type",
+            ),
+            (
+                part(json!({"type": "file", "file": {"file_id": "file-1"}})),
+                "messages[0].content[0].type",
+            ),
+            (
+                part(json!({"type": "video"})),
+                "messages[0].content[0].type",
+            ),
+            (
+                part(json!({"type": "text", "text": "x", "cache_control": {}})),
+                "messages[0].content[0]",
+            ),
+            (
+                image("data:image/svg+xml;base64,PHN2Zz4="),
+                "messages[0].content[0].image_url.url",
+            ),
+            (
+                image("data:image/png,rawbytes"),
+                "messages[0].content[0].image_url.url",
+            ),
+            (
+                image("data:image/png;base64"),
+                "messages[0].content[0].image_url.url",
+            ),
+            (
+                image("ftp://example.com/a.png"),
+                "messages[0].content[0].image_url.url",
+            ),
+            (image("cat.png"), "messages[0].content[0].image_url.url"),
+            (
+                call("{not json"),
+                "messages[1].tool_calls[0].function.arguments",
+            ),
+            (
+                call("[1, 2]"),
+                "messages[1].tool_calls[0].function.arguments",
+            ),
+            (
+                with(json!([{"role": "user", "content": "hi", "name": "ada"}])),
+                "messages[0].name",
+            ),
+            (
+                with(json!([{"role": "function", "name": "f", "content": "1"}])),
+                "messages[0].role",
+            ),
+            (
+                with(json!([{"role": "critic", "content": "hi"}])),
+                "messages[0].role",
+            ),
+            (with(json!([{"content": "hi"}])), "messages[0].role"),
+            (
+                with(json!([{"role": "user", "content": 7}])),
+                "messages[0].content",
+            ),
+            (
+                with(json!([{"role": "user", "content": "hi", "tool_call_id": "x"}])),
+                "messages[0].tool_call_id",
+            ),
+            (
+                with(json!([user("hi"), {"role": "tool", "content": "1"}])),
+                "messages[1].tool_call_id",
+            ),
+            (
+                with(
+                    json!([user("hi"), {"role": "assistant", "content": "a", "function_call": {"name": "f", "arguments": "{}"}}]),
+                ),
+                "messages[1].function_call",
+            ),
+            (
+                with(json!([user("hi"), {"role": "assistant", "audio": {"id": "a1"}}])),
+                "messages[1].audio",
+            ),
+            (
+                with(
+                    json!([user("hi"), {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]),
+                ),
+                "messages[1].content[0].type",
+            ),
+            (
+                with(
+                    json!([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}, user("hi")]),
+                ),
+                "messages[0].content[0].type",
+            ),
+            (
+                with(
+                    json!([{"role": "system", "content": "s"}, {"role": "assistant", "content": "I start."}, user("hi")]),
+                ),
+                "messages[1].role",
+            ),
+            (
+                with(json!([{"role": "system", "content": "only a system prompt"}])),
+                "messages",
+            ),
+            (with(json!([])), "messages"),
+            (with(json!("hi")), "messages"),
+            (json!({"model": "m"}), "messages"),
+        ];
+        for (body, field) in cases {
+            assert_eq!(refused_field(body.clone()), field, "{body}");
+        }
+        assert_eq!(request(b"[1, 2]").unwrap_err().field, "(body)");
+        assert_eq!(request(b"{\"model\":").unwrap_err().field, "(body)");
+    }
+
+    #[test]
+    fn neutral_values_of_refused_fields_are_accepted() {
+        let got = request_value(json!({
+            "model": "m",
+            "messages": [user("hi")],
+            "n": 1, "logprobs": false, "top_logprobs": 0, "frequency_penalty": 0,
+            "presence_penalty": 0, "logit_bias": {}, "seed": null, "functions": null,
+            "function_call": null, "audio": null, "modalities": ["text"],
+            "reasoning_effort": "none", "response_format": {"type": "text"},
+            "temperature": 1, "stop": [], "user": null, "tools": [], "tool_choice": "auto"
+        }))
+        .expect("accepted");
+        assert_eq!(
+            got,
+            json!({
+                "model": MODEL, "max_tokens": DEFAULT_MAX_TOKENS, "temperature": 1.0,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+            })
+        );
+    }
+
+    #[test]
+    fn tool_choice_and_parallel_tool_calls() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let choice = |tool_choice: Value, parallel: Value, tools: &Value| {
+            let body = json!({"model": "m", "messages": [user("hi")], "tools": tools,
+                              "tool_choice": tool_choice, "parallel_tool_calls": parallel});
+            request_value(body).expect("translates")["tool_choice"].clone()
+        };
+        assert_eq!(
+            choice(json!("auto"), json!(null), &tools),
+            json!({"type": "auto"})
+        );
+        assert_eq!(
+            choice(json!("required"), json!(true), &tools),
+            json!({"type": "any"})
+        );
+        assert_eq!(
+            choice(json!("none"), json!(false), &tools),
+            json!({"type": "none"})
+        );
+        assert_eq!(
+            choice(json!("auto"), json!(false), &tools),
+            json!({"type": "auto", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(
+            choice(json!("required"), json!(false), &tools),
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(
+            choice(json!(null), json!(false), &tools),
+            json!({"type": "auto", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(choice(json!(null), json!(null), &tools), Value::Null);
+        assert_eq!(
+            choice(
+                json!({"type": "function", "function": {"name": "f"}}),
+                json!(null),
+                &tools
+            ),
+            json!({"type": "tool", "name": "f"})
+        );
+        // Without tools "auto"/"none" say nothing, and Anthropic would refuse them.
+        assert_eq!(
+            choice(json!("none"), json!(false), &json!(null)),
+            Value::Null
+        );
+        assert_eq!(choice(json!("auto"), json!(null), &json!([])), Value::Null);
+    }
+
+    #[test]
+    fn max_tokens_precedence_and_json_object() {
+        let body = |extra: Value| {
+            let mut b = json!({"model": "m", "messages": [user("hi")]});
+            if let (Some(b), Some(e)) = (b.as_object_mut(), extra.as_object()) {
+                b.extend(e.clone());
+            }
+            request_value(b).expect("translates")
+        };
+        assert_eq!(body(json!({}))["max_tokens"], json!(DEFAULT_MAX_TOKENS));
+        assert_eq!(body(json!({"max_tokens": 7}))["max_tokens"], json!(7));
+        assert_eq!(
+            body(json!({"max_completion_tokens": 9, "max_tokens": 7}))["max_tokens"],
+            json!(9)
+        );
+        assert_eq!(
+            body(json!({"stop": ["END", "", "STOP"]}))["stop_sequences"],
+            json!(["END", "STOP"])
+        );
+        let json_object = body(json!({"response_format": {"type": "json_object"}}));
+        assert_eq!(json_object["system"], json!(JSON_ONLY));
+    }
+
+    #[test]
+    fn escaped_text_round_trips() {
+        let got = request(
+            br#"{"model":"m","messages":[{"role":"user","content":"tab\there \u00e9 \"q\" \ud83d\ude00"}]}"#,
+        )
+        .expect("translates");
+        assert_eq!(
+            got["messages"][0]["content"][0]["text"],
+            json!("tab\there é \"q\" 😀")
+        );
+    }
+
+    // --- responses ------------------------------------------------------
+
+    #[test]
+    fn response_fixtures() {
+        let pairs: [(&str, &[u8], &[u8]); 2] = [
+            (
+                "text",
+                fixture!("response_text.anthropic.json"),
+                fixture!("response_text.openai.json"),
+            ),
+            (
+                "tool_use",
+                fixture!("response_tool_use.anthropic.json"),
+                fixture!("response_tool_use.openai.json"),
+            ),
+        ];
+        for (name, anthropic, openai) in pairs {
+            let got =
+                translate_response(anthropic, CREATED).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(without_created(json(&got)), json(openai), "{name}");
+        }
+    }
+
+    #[test]
+    fn finish_reasons_and_usage() {
+        let cases = [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("pause_turn", "stop"),
+            ("max_tokens", "length"),
+            ("model_context_window_exceeded", "length"),
+            ("tool_use", "tool_calls"),
+            ("refusal", "content_filter"),
+            ("a_reason_from_the_future", "stop"),
+        ];
+        for (stop_reason, expected) in cases {
+            let body = json!({
+                "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+                "content": [], "stop_reason": stop_reason,
+                "usage": {"input_tokens": 3, "cache_read_input_tokens": null, "output_tokens": 4}
+            });
+            let got = json(&translate_response(body.to_string().as_bytes(), CREATED).expect("ok"));
+            assert_eq!(
+                got["choices"][0]["finish_reason"],
+                json!(expected),
+                "{stop_reason}"
+            );
+            // No text block: content is null, as OpenAI reports it.
+            assert_eq!(got["choices"][0]["message"]["content"], Value::Null);
+            assert_eq!(
+                got["usage"],
+                json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7})
+            );
+        }
+    }
+
+    #[test]
+    fn unparseable_responses_are_errors_that_quote_nothing() {
+        let secretish = br#"{"id": "sk-ant-secret-looking", "content": "not an array"}"#;
+        for body in [
+            b"".as_slice(),
+            b"<html>502 Bad Gateway</html>",
+            b"{\"id\":\"msg\",",
+            secretish,
+            br#"{"type":"error","error":{"type":"api_error","message":"x"}}"#,
+        ] {
+            let err = translate_response(body, CREATED).expect_err("malformed");
+            let text = err.to_string();
+            assert!(text.starts_with("anthropic sent a body"), "{text}");
+            assert!(!text.contains("sk-ant"), "{text}");
+            assert!(!text.contains("html"), "{text}");
+        }
+    }
+
+    // --- streams --------------------------------------------------------
+
+    /// Frames an Anthropic transcript into events and translates each.
+    fn run_stream(transcript: &[u8], include_usage: bool) -> Vec<Bytes> {
+        let mut framer = SseFramer::new();
+        framer.push(Bytes::copy_from_slice(transcript));
+        let mut translator = AnthropicStream::new(include_usage, CREATED);
+        let mut out = Vec::new();
+        while let Some(event) = framer.next_event() {
+            translator.translate(&event, &mut out);
+        }
+        assert_eq!(
+            framer.pending_len(),
+            0,
+            "transcript ends on an event boundary"
+        );
+        out
+    }
+
+    /// Each output event is `data: …\n\n`; returns the data parts as JSON
+    /// (with `created` checked and removed) or the `[DONE]` marker.
+    fn decode_events(events: &[Bytes]) -> Vec<Value> {
+        events
+            .iter()
+            .map(|e| {
+                let data = e
+                    .strip_prefix(b"data: ")
+                    .and_then(|d| d.strip_suffix(b"\n\n"))
+                    .unwrap_or_else(|| panic!("not one data event: {e:?}"));
+                if data == b"[DONE]" {
+                    json!("[DONE]")
+                } else {
+                    without_created(json(data))
+                }
+            })
+            .collect()
+    }
+
+    fn expected_events(openai: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(openai).expect("utf-8 fixture");
+        text.split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| {
+                let data = e.strip_prefix("data: ").expect("fixture event is data");
+                if data == "[DONE]" {
+                    json!("[DONE]")
+                } else {
+                    json(data.as_bytes())
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stream_fixtures() {
+        let cases: [(&str, &[u8], &[u8], bool); 3] = [
+            (
+                "text",
+                fixture!("stream_text.anthropic.sse"),
+                fixture!("stream_text.openai.sse"),
+                true,
+            ),
+            (
+                "tool_use",
+                fixture!("stream_tool_use.anthropic.sse"),
+                fixture!("stream_tool_use.openai.sse"),
+                false,
+            ),
+            (
+                "error",
+                fixture!("stream_error.anthropic.sse"),
+                fixture!("stream_error.openai.sse"),
+                true,
+            ),
+        ];
+        for (name, anthropic, openai, include_usage) in cases {
+            let got = decode_events(&run_stream(anthropic, include_usage));
+            assert_eq!(got, expected_events(openai), "{name}");
+        }
+    }
+
+    #[test]
+    fn crlf_events_translate_like_lf_events() {
+        let lf = fixture!("stream_text.anthropic.sse");
+        let crlf = String::from_utf8_lossy(lf).replace('\n', "\r\n");
+        assert_eq!(
+            decode_events(&run_stream(crlf.as_bytes(), true)),
+            decode_events(&run_stream(lf, true))
+        );
+    }
+
+    #[test]
+    fn garbage_becomes_one_server_error_event() {
+        let start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\"}}\n\n";
+        for garbage in [
+            b"event: content_block_delta\ndata: {not json\n\n".as_slice(),
+            b"data: \xff\xfe\n\n",
+            b"data: []\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":0}\n\n",
+            b"data: {\"type\":\"message_start\"}\n\n",
+            // A tool delta for a block that never started.
+            b"data: {\"type\":\"content_block_delta\",\"index\":5,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{}\"}}\n\n",
+        ] {
+            let mut translator = AnthropicStream::new(true, CREATED);
+            let mut out = Vec::new();
+            translator.translate(start, &mut out);
+            translator.translate(garbage, &mut out);
+            // Nothing may follow the error, not even a later clean end.
+            translator.translate(b"data: {\"type\":\"message_stop\"}\n\n", &mut out);
+            let events = decode_events(&out);
+            assert_eq!(events.len(), 2, "{:?}", String::from_utf8_lossy(garbage));
+            assert_eq!(events[1]["error"]["type"], json!("server_error"));
+            assert_eq!(events[1]["error"]["code"], json!("invalid_upstream_event"));
+        }
+        // Keep-alive comments and data-less events are not garbage.
+        let mut translator = AnthropicStream::new(true, CREATED);
+        let mut out = Vec::new();
+        translator.translate(b": keep-alive\n\n", &mut out);
+        translator.translate(b"event: ping\n\n", &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn in_stream_errors_map_to_openai_types() {
+        let cases = [
+            (
+                "overloaded_error",
+                "Overloaded",
+                "server_error",
+                json!("overloaded"),
+            ),
+            (
+                "api_error",
+                "Internal server error",
+                "server_error",
+                json!("api_error"),
+            ),
+            (
+                "rate_limit_error",
+                "Slow down",
+                "rate_limit_error",
+                json!("rate_limit_exceeded"),
+            ),
+            (
+                "invalid_request_error",
+                "Bad",
+                "invalid_request_error",
+                Value::Null,
+            ),
+            (
+                "invalid_request_error",
+                "prompt is too long: 250000 tokens > 200000 maximum",
+                "invalid_request_error",
+                json!("context_length_exceeded"),
+            ),
+            ("brand_new_error", "?", "server_error", Value::Null),
+        ];
+        for (kind, message, openai_kind, code) in cases {
+            let event = format!(
+                "event: error\ndata: {}\n\n",
+                json!({"type": "error", "error": {"type": kind, "message": message}})
+            );
+            let mut out = Vec::new();
+            AnthropicStream::new(false, CREATED).translate(event.as_bytes(), &mut out);
+            let events = decode_events(&out);
+            assert_eq!(
+                events,
+                vec![json!({"error": {
+                    "message": format!("anthropic: {message}"), "type": openai_kind, "code": code
+                }})],
+                "{kind}"
+            );
+            // The gateway's stream classifier reads it as the same class.
+            let class = match crate::streaming::sse::classify_event(&out[0]) {
+                crate::streaming::sse::EventKind::Error { kind, code, .. } => {
+                    FailureClass::from_error_object(&kind, &code)
+                }
+                other => panic!("not an error event: {other:?}"),
+            };
+            let expected = match kind {
+                "rate_limit_error" => FailureClass::RateLimited,
+                "invalid_request_error" if code.is_string() => FailureClass::ContextLength,
+                "invalid_request_error" => FailureClass::ClientError,
+                _ => FailureClass::Transient,
+            };
+            assert_eq!(class, expected, "{kind}");
+        }
+    }
+
+    #[test]
+    fn usage_chunk_is_found_by_the_relay() {
+        let out = run_stream(fixture!("stream_text.anthropic.sse"), true);
+        let usage = out
+            .iter()
+            .filter_map(|e| event_data(e).and_then(|d| crate::api::find_usage(&d)))
+            .next_back();
+        assert_eq!(
+            usage,
+            Some(crate::api::Usage {
+                prompt_tokens: 30,
+                completion_tokens: 15
+            })
+        );
+    }
+
+    // --- errors ---------------------------------------------------------
+
+    fn anthropic_error(kind: &str, message: &str) -> Vec<u8> {
+        json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_1"})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn classify_error_refines_overload_and_context_length() {
+        let too_long = anthropic_error(
+            "invalid_request_error",
+            "prompt is too long: 250000 tokens > 200000 maximum",
+        );
+        let exceeds = anthropic_error(
+            "invalid_request_error",
+            "input length and `max_tokens` exceed context limit: 197626 + 8192 > 200000, \
+             decrease input length or `max_tokens` and try again",
+        );
+        let overloaded = anthropic_error("overloaded_error", "Overloaded");
+        let bad = anthropic_error("invalid_request_error", "messages: field required");
+        assert_eq!(
+            classify_error(529, &overloaded),
+            Some(FailureClass::Transient)
+        );
+        assert_eq!(
+            classify_error(529, b"<html>busy</html>"),
+            Some(FailureClass::Transient)
+        );
+        // Overload reported under another status is still overload.
+        assert_eq!(
+            classify_error(500, &overloaded),
+            Some(FailureClass::Transient)
+        );
+        assert_eq!(
+            classify_error(400, &too_long),
+            Some(FailureClass::ContextLength)
+        );
+        assert_eq!(
+            classify_error(400, &exceeds),
+            Some(FailureClass::ContextLength)
+        );
+        assert_eq!(classify_error(400, &bad), None);
+        assert_eq!(classify_error(413, &too_long), None);
+        assert_eq!(
+            classify_error(429, &anthropic_error("rate_limit_error", "x")),
+            None
+        );
+        assert_eq!(classify_error(400, b"not json"), None);
+    }
+
+    #[test]
+    fn error_to_openai_maps_every_type() {
+        let cases = [
+            (
+                400,
+                "invalid_request_error",
+                "messages: field required",
+                "invalid_request_error",
+                Value::Null,
+            ),
+            (
+                400,
+                "invalid_request_error",
+                "prompt is too long: 250000 tokens > 200000 maximum",
+                "invalid_request_error",
+                json!("context_length_exceeded"),
+            ),
+            (
+                401,
+                "authentication_error",
+                "invalid x-api-key",
+                "authentication_error",
+                Value::Null,
+            ),
+            (
+                403,
+                "permission_error",
+                "no access",
+                "permission_error",
+                Value::Null,
+            ),
+            (
+                404,
+                "not_found_error",
+                "model: claude-9",
+                "not_found_error",
+                Value::Null,
+            ),
+            (
+                413,
+                "request_too_large",
+                "Request exceeds the maximum size",
+                "invalid_request_error",
+                json!("request_too_large"),
+            ),
+            (
+                429,
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit",
+                "rate_limit_error",
+                json!("rate_limit_exceeded"),
+            ),
+            (
+                500,
+                "api_error",
+                "Internal server error",
+                "server_error",
+                json!("api_error"),
+            ),
+            (
+                529,
+                "overloaded_error",
+                "Overloaded",
+                "server_error",
+                json!("overloaded"),
+            ),
+        ];
+        for (status, kind, message, openai_kind, code) in cases {
+            let got = json(&error_to_openai(status, &anthropic_error(kind, message)));
+            assert_eq!(
+                got,
+                json!({"error": {"message": format!("anthropic: {message}"), "type": openai_kind, "code": code}}),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_bodies_that_are_not_anthropic_errors_are_not_echoed() {
+        let cases = [
+            (
+                502,
+                b"<html>sk-ant-api03-leaked</html>".as_slice(),
+                "server_error",
+                Value::Null,
+            ),
+            (529, b"", "server_error", json!("overloaded")),
+            (429, b"{}", "rate_limit_error", json!("rate_limit_exceeded")),
+            (
+                401,
+                b"{\"error\":\"sk-ant-x\"}",
+                "authentication_error",
+                Value::Null,
+            ),
+            (418, b"[1]", "invalid_request_error", Value::Null),
+        ];
+        for (status, body, kind, code) in cases {
+            let got = json(&error_to_openai(status, body));
+            assert_eq!(
+                got,
+                json!({"error": {
+                    "message": format!("anthropic: upstream error (HTTP {status})"),
+                    "type": kind, "code": code
+                }}),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_upstream_messages_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(MAX_ERROR_MESSAGE_BYTES);
+        let got = json(&error_to_openai(
+            400,
+            &anthropic_error("invalid_request_error", &long),
+        ));
+        let message = got["error"]["message"].as_str().expect("message");
+        let kept = message.strip_prefix("anthropic: ").expect("prefix");
+        assert_eq!(kept.len(), MAX_ERROR_MESSAGE_BYTES);
+        assert!(kept.chars().all(|c| c == 'é'));
+    }
+
+    // --- robustness -----------------------------------------------------
+
+    /// Every prefix of every fixture, fed to the function that reads it:
+    /// errors are fine, panics are not.
+    #[test]
+    fn truncated_inputs_never_panic() {
+        let requests: [&[u8]; 3] = [
+            fixture!("request_tool_results.openai.json"),
+            fixture!("request_images.openai.json"),
+            fixture!("request_json_schema.openai.json"),
+        ];
+        for body in requests {
+            for end in 0..body.len() {
+                let _ = translate_request(&body[..end], MODEL, DEFAULT_MAX_TOKENS);
+            }
+        }
+        let response = fixture!("response_tool_use.anthropic.json");
+        for end in 0..response.len() {
+            let _ = translate_response(&response[..end], CREATED);
+            let _ = error_to_openai(500, &response[..end]);
+            let _ = classify_error(400, &response[..end]);
+        }
+        let stream = fixture!("stream_tool_use.anthropic.sse");
+        for end in 0..stream.len() {
+            let mut translator = AnthropicStream::new(true, CREATED);
+            let mut out = Vec::new();
+            translator.translate(&stream[..end], &mut out);
+            for event in &out {
+                assert!(event.starts_with(b"data: ") && event.ends_with(b"\n\n"));
+            }
         }
     }
 }
