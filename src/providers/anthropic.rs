@@ -42,8 +42,17 @@
 //! `response_format` is best effort: `json_object` and `json_schema` become
 //! an instruction appended to `system` (the schema quoted in it). Anthropic
 //! does not enforce it the way OpenAI's structured outputs do.
-//! Images: `detail` is accepted and dropped (Anthropic sizes images itself).
-//! A tool call whose `arguments` is empty is sent as the empty object.
+//! Images: `detail` is accepted and dropped (Anthropic sizes images itself);
+//! `image/jpg` data URLs are read as `image/jpeg`. A tool call whose
+//! `arguments` is empty is sent as the empty object. A function's `strict`
+//! is forwarded as Anthropic's tool `strict` (the same guarantee under the
+//! same name; a model without it refuses the request rather than ignore it).
+//! Empty stop strings are left out (they stop nothing; Anthropic refuses
+//! them).
+//!
+//! A conversation that ends with an assistant message is sent as is:
+//! Anthropic reads it as a prefill and continues that message, where OpenAI
+//! would start a new one.
 //!
 //! # Responses and streams
 //!
