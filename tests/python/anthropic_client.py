@@ -164,8 +164,9 @@ check(out["cut"]["text"] == "tok0 tok1 ", "cut: the text before the cut")
 check("cut" in out["cut"].get("message", ""), "cut: the message says the stream was cut")
 
 # 6. A request the gateway cannot translate: a 400 in Anthropic's shape.
+#    (`top_k` goes through `extra_body`: this SDK version no longer has it.)
 try:
-    client.messages.create(model=MODEL, max_tokens=64, messages=HELLO, top_k=5)
+    client.messages.create(model=MODEL, max_tokens=64, messages=HELLO, extra_body={"top_k": 5})
     out["rejected"] = {"raised": False}
 except anthropic.BadRequestError as e:
     out["rejected"] = {
