@@ -9,38 +9,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use switchyard::sim::{Fault, FaultAction};
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SWITCHYARD_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join(".venv");
-    let python = venv.join("bin/python");
-    let ready = Command::new(&python)
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        let ok = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "-r"])
-                .arg(root.join("tests/python/requirements.txt"))
-                .status()
-                .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "could not install the openai SDK into {}",
-            venv.display()
-        );
-    }
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_sdk_works_through_the_gateway() {
     let primary = sim("primary").await;

@@ -239,51 +239,31 @@ fn error_response(error: GatewayError, inbound: Inbound) -> Response {
 }
 
 /// An upstream's complete answer (already in OpenAI's format) in the
-/// client's protocol.
-fn complete_body(status: StatusCode, body: Bytes, inbound: Inbound) -> Bytes {
+/// client's protocol, with the status to send it with.
+fn complete_body(status: StatusCode, body: Bytes, inbound: Inbound) -> (StatusCode, Bytes) {
     match inbound {
-        Inbound::OpenAi => body,
-        Inbound::Anthropic if status.is_success() => match anthropic::response_from_openai(&body) {
-            Ok(translated) => Bytes::from(translated),
-            Err(e) => Bytes::from(anthropic::error_from_openai(
-                502,
-                &crate::api::error_body(&e.message, "upstream_error", Some("untranslatable")),
-            )),
-        },
-        Inbound::Anthropic => Bytes::from(anthropic::error_from_openai(status.as_u16(), &body)),
-    }
-}
-
-/// A client-supplied id is echoed if it is a sane token; otherwise a new one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    headers
-        .get(X_REQUEST_ID)
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
-        })
-        .cloned()
-        .unwrap_or_else(|| {
-            let id = uuid::Uuid::new_v4();
-            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
-                .unwrap_or(HeaderValue::from_static("unknown"))
-        })
-}
-
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(GatewayError::PayloadTooLarge { limit });
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(GatewayError::PayloadTooLarge { limit })
+        Inbound::OpenAi => (status, body),
+        Inbound::Anthropic if status.is_success() => {
+            match anthropic::response_from_openai(&body) {
+                Ok(translated) => (status, Bytes::from(translated)),
+                // The upstream's answer was not a chat completion.
+                Err(e) => (
+                    StatusCode::BAD_GATEWAY,
+                    Bytes::from(anthropic::error_from_openai(
+                        502,
+                        &crate::api::error_body(
+                            &e.message,
+                            "upstream_error",
+                            Some("untranslatable"),
+                        ),
+                    )),
+                ),
+            }
         }
-        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+        Inbound::Anthropic => (
+            status,
+            Bytes::from(anthropic::error_from_openai(status.as_u16(), &body)),
+        ),
     }
 }
 
@@ -430,7 +410,7 @@ async fn proxy(
             } else {
                 None
             };
-            let body = complete_body(status, body, inbound);
+            let (status, body) = complete_body(status, body, inbound);
             // Logged when hyper drops the body, i.e. after the last byte was
             // written: formatting the line stays off the latency path.
             let body = LoggedBody {
