@@ -267,6 +267,39 @@ fn complete_body(status: StatusCode, body: Bytes, inbound: Inbound) -> (StatusCo
     }
 }
 
+/// A client-supplied id is echoed if it is a sane token; otherwise a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(X_REQUEST_ID)
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            let id = uuid::Uuid::new_v4();
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        })
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(GatewayError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+    }
+}
+
 async fn proxy(
     state: Arc<AppState>,
     endpoint: Endpoint,
