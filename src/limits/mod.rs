@@ -255,6 +255,15 @@ impl Limiter {
         }
         self.local.admit(key_id, limits, estimated_tokens)
     }
+
+    /// Waits until the releases and reconciliations queued so far have
+    /// reached Redis (or failed); immediate for local limits. For a graceful
+    /// shutdown, so this replica's slots are not left to expire.
+    pub async fn flush(&self) {
+        if let Some(shared) = &self.shared {
+            shared.flush().await;
+        }
+    }
 }
 
 /// An admitted request. Holds its concurrency slot until dropped.

@@ -10,7 +10,7 @@ use redis::Script;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 const FUNCTIONS: &str = include_str!("shared.lua");
 
@@ -48,6 +48,8 @@ pub(super) struct Shared {
 enum Deferred {
     Release { key: Box<str>, lease: Box<str> },
     Reconcile { key: Box<str>, limit: u32, delta: i64 },
+    /// Answered once everything queued before it is done.
+    Flush(oneshot::Sender<()>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,8 @@ pub(super) enum SharedError {
     Timeout,
     #[error("unexpected answer from the limits script")]
     Malformed,
+    #[error("the queue of releases and reconciliations is full")]
+    QueueFull,
 }
 
 impl Shared {
@@ -177,10 +181,19 @@ impl Shared {
         millis(self.started.elapsed())
     }
 
+    pub async fn flush(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.queue.send(Deferred::Flush(done)).await.is_ok() {
+            // An error means the task is gone, with nothing left to wait for.
+            let _ = finished.await;
+        }
+    }
+
     fn defer(&self, work: Deferred) {
         if self.queue.try_send(work).is_err() {
-            // Full or gone: a lease then expires by itself, a reconciliation is lost.
-            self.failed(&SharedError::Timeout);
+            // Redis is not keeping up: a lease then expires by itself, a
+            // reconciliation is lost, and admissions go local for a while.
+            self.failed(&SharedError::QueueFull);
         }
     }
 }
@@ -301,6 +314,11 @@ async fn run_deferred(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Def
                 let mut call = RECONCILE.prepare_invoke();
                 call.key(&*key).arg(limit).arg(delta);
                 tokio::time::timeout(TIMEOUT, call.invoke_async::<()>(&mut conn)).await
+            }
+            Deferred::Flush(done) => {
+                // The asker may have given up; nothing to do then.
+                let _ = done.send(());
+                continue;
             }
         };
         if !matches!(done, Ok(Ok(()))) {
