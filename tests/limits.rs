@@ -29,7 +29,9 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn collect(headers: impl Iterator<Item = (http::HeaderName, http::HeaderValue)>) -> Vec<(String, String)> {
+fn collect(
+    headers: impl Iterator<Item = (http::HeaderName, http::HeaderValue)>,
+) -> Vec<(String, String)> {
     headers
         .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
         .collect()
@@ -129,7 +131,10 @@ async fn headers_on_success_and_refusal() {
     let ok = limiter.admit(1, &l, 30).await.unwrap();
     let headers = collect(ok.headers());
     assert_eq!(header(&headers, "x-ratelimit-limit-requests"), Some("2"));
-    assert_eq!(header(&headers, "x-ratelimit-remaining-requests"), Some("1"));
+    assert_eq!(
+        header(&headers, "x-ratelimit-remaining-requests"),
+        Some("1")
+    );
     assert_eq!(header(&headers, "x-ratelimit-limit-tokens"), Some("100"));
     assert_eq!(header(&headers, "x-ratelimit-remaining-tokens"), Some("70"));
     // 30 tokens at 100/min replenish in 18 s; one request at 2/min in 30 s.
@@ -146,13 +151,19 @@ async fn headers_on_success_and_refusal() {
     assert!((1..=30).contains(&retry), "{retry}");
     let retry_ms: u64 = header(&headers, "retry-after-ms").unwrap().parse().unwrap();
     assert!(retry_ms <= retry * 1000 && retry_ms > (retry - 1) * 1000);
-    assert_eq!(header(&headers, "x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(
+        header(&headers, "x-ratelimit-remaining-requests"),
+        Some("0")
+    );
     let reset = header(&headers, "x-ratelimit-reset-requests").unwrap();
     assert!(reset.ends_with('s') && reset != "0s", "{reset}");
     assert!(refusal.to_string().contains("requests per minute"));
 
     // A key without limits gets no headers and is never refused.
-    let free = limiter.admit(2, &Limits::default(), u32::MAX).await.unwrap();
+    let free = limiter
+        .admit(2, &Limits::default(), u32::MAX)
+        .await
+        .unwrap();
     assert_eq!(free.headers().count(), 0);
 }
 
@@ -174,10 +185,7 @@ struct RedisScope {
 impl RedisScope {
     fn new(test: &str) -> RedisScope {
         RedisScope {
-            prefix: format!(
-                "switchyard-test-{test}-{}",
-                uuid::Uuid::new_v4().simple()
-            ),
+            prefix: format!("switchyard-test-{test}-{}", uuid::Uuid::new_v4().simple()),
         }
     }
 
@@ -221,7 +229,13 @@ impl RedisScope {
 }
 
 /// `n` admissions at once, alternating between replicas; the admitted ones are kept.
-async fn hammer(replicas: &[Arc<Limiter>], key: i64, l: Limits, tokens: u32, n: usize) -> Vec<Admission> {
+async fn hammer(
+    replicas: &[Arc<Limiter>],
+    key: i64,
+    l: Limits,
+    tokens: u32,
+    n: usize,
+) -> Vec<Admission> {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let limiter = replicas[i % replicas.len()].clone();
@@ -310,7 +324,9 @@ async fn redis_unreachable_falls_back_to_each_replica_alone() {
         redis_url: Some(RedisUrl("redis://127.0.0.1:1".to_owned())),
         key_prefix: "switchyard-test-down".to_owned(),
     };
-    let a = Limiter::new(&settings).await.expect("a Redis that is down is not a startup error");
+    let a = Limiter::new(&settings)
+        .await
+        .expect("a Redis that is down is not a startup error");
     let b = Limiter::new(&settings).await.unwrap();
     let l = limits(Some(3), None, None);
     let mut admitted = Vec::new();

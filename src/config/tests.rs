@@ -215,7 +215,10 @@ fn limits_settings() {
     ));
     assert_eq!(errs.len(), 2, "{errs:?}");
     assert!(errs[0].starts_with("limits.redis_url: TLS"), "{errs:?}");
-    assert!(errs[1].starts_with("limits.key_prefix: invalid"), "{errs:?}");
+    assert!(
+        errs[1].starts_with("limits.key_prefix: invalid"),
+        "{errs:?}"
+    );
     assert!(
         errs.iter().all(|e| !e.contains("hunter2")),
         "errors never echo the URL: {errs:?}"

@@ -144,7 +144,9 @@ mod tests {
         let now = 100 * SEC;
         let mut tat = 0;
         for i in 0..60 {
-            let c = g.charge(tat, now, 1).unwrap_or_else(|w| panic!("cell {i}: {w:?}"));
+            let c = g
+                .charge(tat, now, 1)
+                .unwrap_or_else(|w| panic!("cell {i}: {w:?}"));
             tat = c.tat;
         }
         assert_eq!(g.remaining(tat, now), 0);

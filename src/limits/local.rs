@@ -148,26 +148,25 @@ where
     /// earlier charges, and governor's charge is the one that cannot be undone.
     fn admit(self: &Arc<Self>, now: u64, estimated_tokens: u32) -> Result<Admission, Refusal> {
         self.last_seen.fetch_max(now, Ordering::Relaxed);
-        let slot = match self.limits.max_concurrent {
-            Some(max) => {
-                if self.inflight.fetch_add(1, Ordering::AcqRel) >= max {
-                    self.inflight.fetch_sub(1, Ordering::AcqRel);
-                    return Err(Refusal {
-                        which: LimitKind::Concurrency,
-                        retry_after: CONCURRENCY_RETRY,
-                        requests: None,
-                        tokens: self.token_window(now),
-                    });
-                }
-                true
-            }
-            None => false,
-        };
+        // Counted even without a concurrency limit: a key with requests in
+        // flight is never evicted, so their reconciliations are not lost.
+        let in_flight = self.inflight.fetch_add(1, Ordering::AcqRel);
         let release_slot = || {
-            if slot {
-                self.inflight.fetch_sub(1, Ordering::AcqRel);
-            }
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
         };
+        if self
+            .limits
+            .max_concurrent
+            .is_some_and(|max| in_flight >= max)
+        {
+            release_slot();
+            return Err(Refusal {
+                which: LimitKind::Concurrency,
+                retry_after: CONCURRENCY_RETRY,
+                requests: None,
+                tokens: self.token_window(now),
+            });
+        }
         let (tokens, charged) = match &self.tokens {
             None => (None, 0),
             Some(cell) => match cell.charge(now, estimated_tokens) {
@@ -226,7 +225,7 @@ where
             charged: AtomicU32::new(charged),
             hold: Hold::Local(LocalHold {
                 state: self.clone(),
-                slot,
+                in_flight: true,
             }),
         })
     }
@@ -273,8 +272,8 @@ where
 
 pub(super) struct LocalHold {
     state: Arc<dyn Held>,
-    /// Whether this admission counts toward the key's requests in flight.
-    slot: bool,
+    /// Until released, this admission counts toward the key's requests in flight.
+    in_flight: bool,
 }
 
 impl LocalHold {
@@ -283,7 +282,7 @@ impl LocalHold {
     }
 
     pub fn release(&mut self) {
-        if std::mem::take(&mut self.slot) {
+        if std::mem::take(&mut self.in_flight) {
             self.state.release_slot();
         }
     }
@@ -358,6 +357,10 @@ mod tests {
         let local = Local::with_clock(clock.clone());
         let l = limits(Some(10), Some(100), Some(2));
         let held = local.admit(1, &l, 10).unwrap();
+        // In flight without a concurrency limit: kept too, or its
+        // reconciliation would land on a forgotten state.
+        let tokens_only = limits(None, Some(100), None);
+        let streaming = local.admit(5, &tokens_only, 10).unwrap();
         drop(local.admit(2, &l, 10).unwrap());
         // Key 3 owes tokens well beyond the idle time.
         let debtor = local.admit(3, &l, 10).unwrap();
@@ -365,8 +368,13 @@ mod tests {
         drop(debtor);
         clock.advance(IDLE + SWEEP_EVERY);
         drop(local.admit(4, &l, 0).unwrap()); // runs the due sweep
-        assert_eq!(local.known_keys(), 3, "keys 1 (in flight), 3 (debt), 4 remain");
+        assert_eq!(
+            local.known_keys(),
+            4,
+            "keys 1 and 5 (in flight), 3 (debt), 4 remain"
+        );
         drop(held);
+        drop(streaming);
         clock.advance(IDLE * 10);
         drop(local.admit(4, &l, 0).unwrap());
         assert_eq!(local.known_keys(), 1);

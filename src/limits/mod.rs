@@ -28,8 +28,8 @@
 //! # Local
 //!
 //! Per-key state lives in a sharded map (`dashmap`): no lock shared by all
-//! keys, and the fast path for a known key is a shard read lock, two atomic
-//! read-modify-writes and no allocation. Keys unused for two minutes, with
+//! keys, and the fast path for a known key is a shard read lock, a few
+//! atomic operations and no allocation. Keys unused for two minutes, with
 //! nothing in flight and no token debt, are evicted by a sweep that runs at
 //! most once a minute on the request that finds it due. A key whose limits
 //! change starts from fresh state (requests in flight under the old limits
@@ -55,7 +55,8 @@
 //! full limits on its own, so a key gets up to N times its limit across N
 //! replicas. A warning is logged at most every 30 s, and Redis is not asked
 //! again for a second, so an outage does not add a timeout to every request.
-//! Unreachable at startup is not an error for the same reason.
+//! Unreachable at startup is not an error for the same reason. A call that
+//! timed out may still have been counted by Redis; its lease then expires.
 
 mod gcra;
 mod local;
@@ -223,7 +224,9 @@ impl Limiter {
     /// does not answer yet is not an error (see the module doc).
     pub async fn new(settings: &LimitSettings) -> Result<Limiter, LimitError> {
         let shared = match &settings.redis_url {
-            Some(url) => Some(Shared::connect(&url.0, &settings.key_prefix, CONCURRENCY_LEASE).await?),
+            Some(url) => {
+                Some(Shared::connect(&url.0, &settings.key_prefix, CONCURRENCY_LEASE).await?)
+            }
             None => None,
         };
         Ok(Limiter {

@@ -46,8 +46,15 @@ pub(super) struct Shared {
 
 /// Work that may happen after the request: a lost one costs accuracy only.
 enum Deferred {
-    Release { key: Box<str>, lease: Box<str> },
-    Reconcile { key: Box<str>, limit: u32, delta: i64 },
+    Release {
+        key: Box<str>,
+        lease: Box<str>,
+    },
+    Reconcile {
+        key: Box<str>,
+        limit: u32,
+        delta: i64,
+    },
     /// Answered once everything queued before it is done.
     Flush(oneshot::Sender<()>),
 }
@@ -124,7 +131,12 @@ impl Shared {
         if due
             && self
                 .warned_at
-                .compare_exchange(last, now.saturating_add(1), Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(
+                    last,
+                    now.saturating_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
@@ -154,7 +166,13 @@ impl Shared {
         call.key(format!("{base}:rpm"))
             .key(format!("{base}:tpm"))
             .key(format!("{base}:conc"));
-        args(&mut call, limits, estimated_tokens, lease.as_deref(), self.lease);
+        args(
+            &mut call,
+            limits,
+            estimated_tokens,
+            lease.as_deref(),
+            self.lease,
+        );
         let mut conn = self.conn.clone();
         let answer: Vec<i64> = tokio::time::timeout(TIMEOUT, call.invoke_async(&mut conn))
             .await
@@ -163,12 +181,17 @@ impl Shared {
         let charged = limits
             .tokens_per_minute
             .map_or(0, |limit| estimated_tokens.min(limit));
-        Ok(decision.into_result(|| Hold::Shared(SharedHold {
-            shared: self.clone(),
-            key: base,
-            lease,
-            tokens_limit: limits.tokens_per_minute,
-        }), charged))
+        Ok(decision.into_result(
+            || {
+                Hold::Shared(SharedHold {
+                    shared: self.clone(),
+                    key: base,
+                    lease,
+                    tokens_limit: limits.tokens_per_minute,
+                })
+            },
+            charged,
+        ))
     }
 
     /// `{prefix}:{id}`: the braces make every key of one id a Redis Cluster
@@ -322,7 +345,9 @@ async fn run_deferred(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Def
             }
         };
         if !matches!(done, Ok(Ok(()))) {
-            tracing::debug!("rate limits: a deferred Redis update failed; its lease expires by itself");
+            tracing::debug!(
+                "rate limits: a deferred Redis update failed; its lease expires by itself"
+            );
         }
     }
 }
@@ -337,11 +362,12 @@ mod tests {
 
     use super::*;
 
-    static ADMIT_AT: LazyLock<Script> = LazyLock::new(|| {
-        Script::new(&format!("{FUNCTIONS}\nreturn admit(tonumber(ARGV[7]))\n"))
-    });
+    static ADMIT_AT: LazyLock<Script> =
+        LazyLock::new(|| Script::new(&format!("{FUNCTIONS}\nreturn admit(tonumber(ARGV[7]))\n")));
     static RECONCILE_AT: LazyLock<Script> = LazyLock::new(|| {
-        Script::new(&format!("{FUNCTIONS}\nreturn reconcile(tonumber(ARGV[3]))\n"))
+        Script::new(&format!(
+            "{FUNCTIONS}\nreturn reconcile(tonumber(ARGV[3]))\n"
+        ))
     });
 
     const SEC: i64 = 1_000_000;
@@ -355,7 +381,10 @@ mod tests {
         async fn new(test: &str) -> Lua {
             let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
             let conn = client.get_multiplexed_async_connection().await.unwrap();
-            let base = format!("switchyard-test-lua-{test}-{}:{{1}}", uuid::Uuid::new_v4().simple());
+            let base = format!(
+                "switchyard-test-lua-{test}-{}:{{1}}",
+                uuid::Uuid::new_v4().simple()
+            );
             Lua { conn, base }
         }
 
@@ -364,7 +393,13 @@ mod tests {
             call.key(format!("{}:rpm", self.base))
                 .key(format!("{}:tpm", self.base))
                 .key(format!("{}:conc", self.base));
-            args(&mut call, &limits, tokens, Some(lease), Duration::from_secs(10));
+            args(
+                &mut call,
+                &limits,
+                tokens,
+                Some(lease),
+                Duration::from_secs(10),
+            );
             call.arg(now);
             let answer: Vec<i64> = call.invoke_async(&mut self.conn).await.unwrap();
             Decision::parse(&answer, &limits).unwrap()
@@ -372,13 +407,20 @@ mod tests {
 
         async fn reconcile(&mut self, limit: u32, delta: i64, now: i64) {
             let mut call = RECONCILE_AT.prepare_invoke();
-            call.key(format!("{}:tpm", self.base)).arg(limit).arg(delta).arg(now);
+            call.key(format!("{}:tpm", self.base))
+                .arg(limit)
+                .arg(delta)
+                .arg(now);
             call.invoke_async::<()>(&mut self.conn).await.unwrap();
         }
 
         async fn clean(mut self) {
             let keys = ["rpm", "tpm", "conc"].map(|k| format!("{}:{k}", self.base));
-            redis::cmd("DEL").arg(&keys).query_async::<()>(&mut self.conn).await.unwrap();
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut self.conn)
+                .await
+                .unwrap();
         }
     }
 
