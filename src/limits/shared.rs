@@ -346,7 +346,7 @@ async fn run_deferred(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Def
         };
         if !matches!(done, Ok(Ok(()))) {
             tracing::debug!(
-                "rate limits: a deferred Redis update failed; its lease expires by itself"
+                "rate limits: a release or reconciliation did not reach Redis (a lease then expires by itself)"
             );
         }
     }
