@@ -27,6 +27,8 @@ pub struct Config {
     pub store_url: StoreUrl,
     /// `Some(retention)` when the request log is on.
     pub request_log: Option<Duration>,
+    /// Where per-key rate limits are kept (`[limits]`).
+    pub limits: LimitSettings,
     /// The gateway-wide retry budget (from `[defaults.budget]`).
     pub global_budget: BudgetPolicy,
     pub providers: BTreeMap<String, Arc<Provider>>,
@@ -43,6 +45,35 @@ impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = self.0.split(':').next().unwrap_or("?");
         write!(f, "StoreUrl({scheme}:<redacted>)")
+    }
+}
+
+/// Where per-key rate limits are kept: in this process only, or in Redis
+/// (shared by every replica) when `redis_url` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub redis_url: Option<RedisUrl>,
+    /// Starts every Redis key, so several gateways (or tests) can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            redis_url: None,
+            key_prefix: "switchyard".to_owned(),
+        }
+    }
+}
+
+/// A Redis URL; it may carry a password, so `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.0.split(':').next().unwrap_or("?");
+        write!(f, "RedisUrl({scheme}:<redacted>)")
     }
 }
 
@@ -1364,6 +1395,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         .enabled
         .unwrap_or(false)
         .then_some(retention);
+    let limits = resolve_limits(&mut issues, &raw.limits);
     if !issues.0.is_empty() {
         return Err(ConfigErrors(issues.0));
     }
@@ -1372,6 +1404,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         alerts,
         store_url: StoreUrl(store_url),
         request_log,
+        limits,
         global_budget: default_budget,
         providers,
         routes,
@@ -1404,6 +1437,43 @@ fn resolve_secret(
             None
         }
     }
+}
+
+fn resolve_limits(issues: &mut Issues, raw: &raw::RawLimits) -> LimitSettings {
+    let mut settings = LimitSettings::default();
+    if let Some(url) = &raw.redis_url {
+        // Never echo the URL: it may carry a password.
+        let scheme = url.split("://").next().unwrap_or_default();
+        if url.contains("://") && matches!(scheme, "redis" | "redis+unix" | "unix") {
+            settings.redis_url = Some(RedisUrl(url.clone()));
+        } else if scheme == "rediss" {
+            issues.hint(
+                "limits.redis_url",
+                "TLS to Redis (rediss://) is not supported",
+                "use redis:// to a Redis on a private network or over a TLS tunnel",
+            );
+        } else {
+            issues.hint(
+                "limits.redis_url",
+                "not a Redis URL",
+                "write e.g. \"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\"",
+            );
+        }
+    }
+    if let Some(prefix) = &raw.key_prefix {
+        // Braces would form a cluster hash tag and split one key's state across slots.
+        if prefix.is_empty() || prefix.contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
+            issues.hint(
+                "limits.key_prefix",
+                format!("invalid key prefix \"{prefix}\""),
+                "use a non-empty name without spaces or braces, e.g. \"switchyard-prod\"",
+            );
+        } else {
+            settings.key_prefix = prefix.clone();
+        }
+    }
+    settings
 }
 
 #[cfg(test)]

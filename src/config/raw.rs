@@ -28,6 +28,18 @@ pub struct RawConfig {
     pub store: RawStore,
     #[serde(default)]
     pub request_log: RawRequestLog,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// `redis://[user:password@]host:port[/db]`: per-key limits are shared by
+    /// every gateway using it; without it each gateway enforces them alone.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key the limiter writes (default `switchyard`).
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

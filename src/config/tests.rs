@@ -356,3 +356,39 @@ fn deprecation_dates_expire_after_their_day_and_warn_before() {
     assert!(Deprecation::parse("2023-02-29").is_none());
     assert!(Deprecation::parse("2026-1-01").is_none());
 }
+
+#[test]
+fn limits_settings() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    let config = Config::from_toml(base, |_| None).unwrap();
+    assert_eq!(config.limits, LimitSettings::default(), "local unless set");
+    assert_eq!(config.limits.key_prefix, "switchyard");
+    let shared = format!(
+        "{base}[limits]\nredis_url = \"redis://:hunter2@127.0.0.1:6379/0\"\nkey_prefix = \"gw-prod\"\n"
+    );
+    let config = Config::from_toml(&shared, |_| None).unwrap();
+    assert_eq!(config.limits.key_prefix, "gw-prod");
+    assert_eq!(
+        config.limits.redis_url.as_ref().map(|u| u.0.as_str()),
+        Some("redis://:hunter2@127.0.0.1:6379/0")
+    );
+    assert!(
+        !format!("{config:?}").contains("hunter2"),
+        "Redis passwords never show in Debug"
+    );
+    let errs = errors(&format!(
+        "{base}[limits]\nredis_url = \"rediss://:hunter2@h:6380\"\nkey_prefix = \"a {{b}}\"\n"
+    ));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].starts_with("limits.redis_url: TLS"), "{errs:?}");
+    assert!(
+        errs[1].starts_with("limits.key_prefix: invalid"),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().all(|e| !e.contains("hunter2")),
+        "errors never echo the URL: {errs:?}"
+    );
+    let errs = errors(&format!("{base}[limits]\nredis_url = \"127.0.0.1:6379\"\n"));
+    assert!(errs[0].contains("(hint: write e.g."), "{errs:?}");
+}
