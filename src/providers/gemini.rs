@@ -1,2 +1,2206 @@
-//! Google Gemini's generateContent API: translation between OpenAI chat
-//! completions and Gemini (requests, responses, streams, errors).
+//! Google Gemini's `generateContent` API (v1beta REST): translation between
+//! OpenAI chat completions, the gateway's canonical form, and Gemini's
+//! requests, responses, SSE streams and errors.
+//!
+//! Owns every mapping decision between the two wire formats. May not do I/O,
+//! read config or decide about retries: [`classify_error`] only refines the
+//! failure class, `resilience` decides what happens next.
+//!
+//! # Requests
+//!
+//! Translated: `messages` (`system`/`developer` → `systemInstruction`
+//! wherever they appear; `user`/`assistant`/`tool` → `contents` with
+//! consecutive turns of one role merged, tool results being
+//! `functionResponse` parts of a `user` turn), `tools`, `tool_choice`,
+//! `max_tokens`/`max_completion_tokens` (the latter wins), `temperature`,
+//! `top_p`, `stop`, `n` (1 only: just choice 0 is translated back), `seed`
+//! (32-bit in Gemini), `presence_penalty`, `frequency_penalty`,
+//! `response_format`.
+//!
+//! Accepted without effect because they do not change the answer: `model`
+//! (it goes in the URL, see [`path`]), `stream` and `stream_options` (the
+//! caller picks the endpoint and builds [`GeminiStream`]), `store`,
+//! `metadata`, `user`, `service_tier`, a message's `name`, an image's
+//! `detail`, a tool's `strict`, `logprobs: false`, `top_logprobs: 0`, an
+//! empty `logit_bias`, `modalities: ["text"]`, `parallel_tool_calls: true`.
+//! Every other field is [`Unsupported`], never silently dropped.
+//!
+//! Tool calls round-trip Gemini's thought signatures (required by Gemini 3
+//! for function calling) the way Google's own OpenAI-compatible endpoint
+//! does: as `extra_content.google.thought_signature` on the tool call.
+//!
+//! # Tool schemas
+//!
+//! `parameters` is Gemini's `Schema`, an OpenAPI 3.0 subset, and Gemini
+//! rejects JSON Schema keywords outside it. So each tool's schema is
+//! rewritten: types are upper-cased (`"object"` → `"OBJECT"`), a type list
+//! with `"null"` and an `anyOf` member `{"type":"null"}` become `nullable`,
+//! local `$ref`s into `$defs`/`definitions` and single-member `allOf`s are
+//! inlined, `oneOf` becomes `anyOf`, a string `const` becomes a one-value
+//! `enum`, `format`s Gemini does not know and non-string `enum`s are
+//! dropped, empty `properties` are dropped (Gemini refuses them; a function
+//! whose parameters end up without properties is declared without
+//! parameters), `required` keeps only declared properties. Validation-only
+//! keywords Gemini has no field for (`additionalProperties`, `$schema`,
+//! `$id`, `$comment`, `examples`, `exclusiveMinimum`, `multipleOf`,
+//! `uniqueItems`, `patternProperties`, `not`, …) are dropped: they constrain
+//! what the tool accepts, which the tool still checks, not what it means.
+//! Recursive `$ref`s, several types in one schema, multi-member `allOf` and
+//! tuple `items` cannot be expressed and are [`Unsupported`].
+//! `response_format.json_schema` needs none of this: it goes to
+//! `responseJsonSchema`, which takes JSON Schema as is.
+
+use crate::api::error_body;
+use crate::providers::{StreamTranslator, Unsupported};
+use crate::resilience::FailureClass;
+use bytes::Bytes;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+
+pub const PROVIDER: &str = "gemini";
+
+/// URL path (after the base URL) for a model:
+/// `/v1beta/models/{model}:generateContent`, or
+/// `:streamGenerateContent?alt=sse` for a stream. A leading `models/` (the
+/// resource name form) is accepted; anything that is not a URL-safe
+/// character is percent-encoded so the result is always a valid path.
+pub fn path(model: &str, stream: bool) -> String {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    let method = if stream {
+        ":streamGenerateContent?alt=sse"
+    } else {
+        ":generateContent"
+    };
+    let mut out = String::with_capacity(15 + model.len() + method.len());
+    out.push_str("/v1beta/models/");
+    for byte in model.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out.push_str(method);
+    out
+}
+
+fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> Unsupported {
+    Unsupported {
+        provider: PROVIDER,
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests: OpenAI chat request → Gemini GenerateContentRequest
+// ---------------------------------------------------------------------------
+
+/// The OpenAI request fields the translation reads. Parsed by a hand-written
+/// visitor so that an unknown or inexpressible field becomes an
+/// [`Unsupported`] naming it, without buffering the body into a `Value`.
+#[derive(Default)]
+struct ChatRequest<'a> {
+    messages: Vec<Message<'a>>,
+    tools: Vec<Tool<'a>>,
+    tool_choice: Option<ToolChoice>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
+    stop: Option<Stop>,
+    n: Option<u64>,
+    seed: Option<i64>,
+    response_format: Option<ResponseFormat<'a>>,
+    /// The first field found that Gemini cannot express.
+    rejected: Option<Unsupported>,
+}
+
+impl ChatRequest<'_> {
+    fn reject(&mut self, field: &str, reason: &str) {
+        if self.rejected.is_none() {
+            self.rejected = Some(unsupported(field, reason));
+        }
+    }
+}
+
+/// A map key, borrowed from the body unless it has escapes.
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+struct RequestVisitor<'s> {
+    /// Set to the top-level field whose value did not parse, so the error
+    /// names it.
+    failing_field: &'s mut Option<String>,
+}
+
+impl<'de> Visitor<'de> for RequestVisitor<'_> {
+    type Value = ChatRequest<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an OpenAI chat completion request object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChatRequest<'de>, A::Error> {
+        let mut request = ChatRequest::default();
+        while let Some(Key(key)) = map.next_key()? {
+            macro_rules! value {
+                () => {
+                    match map.next_value() {
+                        Ok(value) => value,
+                        Err(error) => {
+                            *self.failing_field = Some(key.into_owned());
+                            return Err(error);
+                        }
+                    }
+                };
+            }
+            match key.as_ref() {
+                "messages" => request.messages = value!(),
+                "tools" => {
+                    let tools: Option<Vec<Tool<'de>>> = value!();
+                    request.tools = tools.unwrap_or_default();
+                }
+                "tool_choice" => request.tool_choice = value!(),
+                "max_tokens" => request.max_tokens = value!(),
+                "max_completion_tokens" => request.max_completion_tokens = value!(),
+                "temperature" => request.temperature = value!(),
+                "top_p" => request.top_p = value!(),
+                "presence_penalty" => request.presence_penalty = value!(),
+                "frequency_penalty" => request.frequency_penalty = value!(),
+                "stop" => request.stop = value!(),
+                "n" => request.n = value!(),
+                "seed" => request.seed = value!(),
+                "response_format" => request.response_format = value!(),
+                "model" | "stream" | "stream_options" | "store" | "metadata" | "user"
+                | "service_tier" => {
+                    let _: IgnoredAny = value!();
+                }
+                "logprobs" => {
+                    let wanted: Option<bool> = value!();
+                    if wanted == Some(true) {
+                        request.reject(&key, "cannot be served: Gemini returns no log probabilities through this adapter");
+                    }
+                }
+                "top_logprobs" => {
+                    let count: Option<u64> = value!();
+                    if count.is_some_and(|count| count > 0) {
+                        request.reject(&key, "cannot be served: Gemini returns no log probabilities through this adapter");
+                    }
+                }
+                "logit_bias" => {
+                    let bias: Option<HashMap<Cow<'de, str>, IgnoredAny>> = value!();
+                    if bias.is_some_and(|bias| !bias.is_empty()) {
+                        request.reject(&key, "has no Gemini equivalent");
+                    }
+                }
+                "audio" => {
+                    let audio: Option<IgnoredAny> = value!();
+                    if audio.is_some() {
+                        request.reject(
+                            &key,
+                            "cannot be served: this adapter does not produce audio",
+                        );
+                    }
+                }
+                "modalities" => {
+                    let modalities: Option<Vec<Cow<'de, str>>> = value!();
+                    if modalities.is_some_and(|list| list.iter().any(|m| m != "text")) {
+                        request.reject(
+                            &key,
+                            "asks for output other than text, which this adapter does not produce",
+                        );
+                    }
+                }
+                "functions" | "function_call" => {
+                    let legacy: Option<IgnoredAny> = value!();
+                    if legacy.is_some() {
+                        request.reject(
+                            &key,
+                            "is the legacy function-calling API; use `tools` and `tool_choice`",
+                        );
+                    }
+                }
+                "parallel_tool_calls" => {
+                    let parallel: Option<bool> = value!();
+                    if parallel == Some(false) {
+                        request.reject(
+                            &key,
+                            "cannot be false: Gemini cannot be told to call one function at a time",
+                        );
+                    }
+                }
+                _ => {
+                    let _: IgnoredAny = value!();
+                    request.reject(&key, "is not a field the Gemini adapter can translate");
+                }
+            }
+        }
+        Ok(request)
+    }
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    #[serde(borrow, default)]
+    content: Option<MessageContent<'a>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+    #[serde(borrow, default)]
+    tool_call_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    function_call: Option<IgnoredAny>,
+    #[serde(default)]
+    audio: Option<IgnoredAny>,
+}
+
+/// A message's `content`: a string or a list of typed parts. Deserialized by
+/// hand because an untagged enum would copy the (possibly large) content
+/// into serde's buffer first.
+enum MessageContent<'a> {
+    Text(Cow<'a, str>),
+    Parts(Vec<ContentPart<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MessageContent<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ContentVisitor<'a> {
+            type Value = MessageContent<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MessageContent::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MessageContent::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(MessageContent::Text(Cow::Owned(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(MessageContent::Parts(parts))
+            }
+        }
+        deserializer.deserialize_any(ContentVisitor(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+struct ContentPart<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    image_url: Option<ImageUrl<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ImageUrl<'a> {
+    #[serde(borrow)]
+    url: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct ToolCall<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: CalledFunction<'a>,
+    #[serde(borrow, default)]
+    extra_content: Option<ExtraContent<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CalledFunction<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    arguments: Cow<'a, str>,
+}
+
+/// Provider-specific data on a tool call, as Google's OpenAI-compatible
+/// endpoint places it.
+#[derive(Deserialize, Serialize)]
+struct ExtraContent<'a> {
+    #[serde(borrow, default)]
+    google: Option<GoogleExtra<'a>>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct GoogleExtra<'a> {
+    #[serde(borrow, default)]
+    thought_signature: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Tool<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    function: Option<FunctionDefinition<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDefinition<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    description: Option<Cow<'a, str>>,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ToolChoice {
+    Mode(String),
+    Function {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        function: Option<NamedFunction>,
+    },
+}
+
+#[derive(Deserialize)]
+struct NamedFunction {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct ResponseFormat<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    json_schema: Option<JsonSchemaFormat<'a>>,
+}
+
+#[derive(Deserialize)]
+struct JsonSchemaFormat<'a> {
+    #[serde(borrow, default)]
+    schema: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateContentRequest<'a> {
+    contents: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<SystemInstruction<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<GeminiTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<ToolConfig>,
+    #[serde(skip_serializing_if = "GenerationConfig::is_empty")]
+    generation_config: GenerationConfig<'a>,
+}
+
+#[derive(Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Serialize)]
+struct SystemInstruction<'a> {
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Part<'a> {
+    Text {
+        text: &'a str,
+    },
+    InlineData {
+        #[serde(rename = "inlineData")]
+        inline_data: MediaData<'a>,
+    },
+    FileData {
+        #[serde(rename = "fileData")]
+        file_data: MediaFile<'a>,
+    },
+    FunctionCall {
+        #[serde(rename = "functionCall")]
+        function_call: FunctionCallPart<'a>,
+        #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
+        thought_signature: Option<&'a str>,
+    },
+    FunctionResponse {
+        #[serde(rename = "functionResponse")]
+        function_response: FunctionResponsePart<'a>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MediaData<'a> {
+    mime_type: &'a str,
+    data: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MediaFile<'a> {
+    mime_type: &'static str,
+    file_uri: &'a str,
+}
+
+#[derive(Serialize)]
+struct FunctionCallPart<'a> {
+    name: &'a str,
+    args: Box<RawValue>,
+}
+
+#[derive(Serialize)]
+struct FunctionResponsePart<'a> {
+    name: &'a str,
+    response: ToolResult<'a>,
+}
+
+#[derive(Serialize)]
+struct ToolResult<'a> {
+    content: ToolResultContent<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolResultContent<'a> {
+    Json(Box<RawValue>),
+    Text(Cow<'a, str>),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiTool<'a> {
+    function_declarations: Vec<FunctionDeclaration<'a>>,
+}
+
+#[derive(Serialize)]
+struct FunctionDeclaration<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolConfig {
+    function_calling_config: FunctionCallingConfig,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionCallingConfig {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_function_names: Option<[String; 1]>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidate_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_json_schema: Option<&'a RawValue>,
+}
+
+impl GenerationConfig<'_> {
+    fn is_empty(&self) -> bool {
+        self.max_output_tokens.is_none()
+            && self.temperature.is_none()
+            && self.top_p.is_none()
+            && self.stop_sequences.is_none()
+            && self.candidate_count.is_none()
+            && self.seed.is_none()
+            && self.presence_penalty.is_none()
+            && self.frequency_penalty.is_none()
+            && self.response_mime_type.is_none()
+            && self.response_json_schema.is_none()
+    }
+}
+
+/// OpenAI chat request body (a JSON object) → Gemini GenerateContentRequest
+/// body (the model goes in the URL, not the body).
+pub fn translate_request(openai: &[u8]) -> Result<Vec<u8>, Unsupported> {
+    let mut failing_field = None;
+    let mut deserializer = serde_json::Deserializer::from_slice(openai);
+    let parsed = deserializer
+        .deserialize_map(RequestVisitor {
+            failing_field: &mut failing_field,
+        })
+        .and_then(|request| deserializer.end().map(|()| request));
+    let request = match parsed {
+        Ok(request) => request,
+        Err(error) => {
+            let field = failing_field.unwrap_or_else(|| "body".to_owned());
+            return Err(unsupported(field, format!("is not valid: {error}")));
+        }
+    };
+    if let Some(rejected) = request.rejected {
+        return Err(rejected);
+    }
+    let (contents, system) = translate_messages(&request.messages)?;
+    let tools = translate_tools(&request.tools)?;
+    let tool_config = match &request.tool_choice {
+        Some(choice) => tool_config(choice, !tools.is_empty())?,
+        None => None,
+    };
+    let gemini = GenerateContentRequest {
+        contents,
+        system_instruction: (!system.is_empty()).then_some(SystemInstruction { parts: system }),
+        tools: if tools.is_empty() {
+            Vec::new()
+        } else {
+            vec![GeminiTool {
+                function_declarations: tools,
+            }]
+        },
+        tool_config,
+        generation_config: generation_config(&request)?,
+    };
+    serde_json::to_vec(&gemini)
+        .map_err(|error| unsupported("body", format!("could not be encoded: {error}")))
+}
+
+type Translated<'a> = (Vec<Turn<'a>>, Vec<Part<'a>>);
+
+fn translate_messages<'a>(messages: &'a [Message<'a>]) -> Result<Translated<'a>, Unsupported> {
+    let mut contents: Vec<Turn<'a>> = Vec::with_capacity(messages.len());
+    let mut system = Vec::new();
+    // (tool call id, function name) of every assistant tool call so far; a
+    // tool result names only the id, Gemini wants the name.
+    let mut calls: Vec<(&'a str, &'a str)> = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        let at = |field: &str| format!("messages[{i}].{field}");
+        if message.function_call.is_some() {
+            return Err(unsupported(
+                at("function_call"),
+                "is the legacy function-calling API; use `tool_calls`",
+            ));
+        }
+        if message.audio.is_some() {
+            return Err(unsupported(
+                at("audio"),
+                "cannot be sent to Gemini by this adapter",
+            ));
+        }
+        if message.tool_calls.is_some() && message.role != "assistant" {
+            return Err(unsupported(
+                at("tool_calls"),
+                "is only valid on assistant messages",
+            ));
+        }
+        let content = message.content.as_ref();
+        match message.role.as_ref() {
+            "system" | "developer" => text_parts(content, i, &mut system, TextOnly::System)?,
+            "user" => {
+                let mut parts = Vec::new();
+                user_parts(content, i, &mut parts)?;
+                push_turn(&mut contents, "user", parts);
+            }
+            "assistant" => {
+                let mut parts = Vec::new();
+                text_parts(content, i, &mut parts, TextOnly::Assistant)?;
+                for (j, call) in message.tool_calls.iter().flatten().enumerate() {
+                    let at = |field: &str| format!("messages[{i}].tool_calls[{j}].{field}");
+                    if let Some(kind) = call.kind.as_deref().filter(|kind| *kind != "function") {
+                        return Err(unsupported(at("type"), format!("`{kind}` tool calls cannot be sent to Gemini; only function calls translate")));
+                    }
+                    let args = function_arguments(&call.function.arguments).ok_or_else(|| {
+                        unsupported(
+                            at("function.arguments"),
+                            "is not a JSON object; Gemini takes function arguments as an object",
+                        )
+                    })?;
+                    calls.push((&call.id, &call.function.name));
+                    let thought_signature = call
+                        .extra_content
+                        .as_ref()
+                        .and_then(|extra| extra.google.as_ref())
+                        .and_then(|google| google.thought_signature.as_deref());
+                    parts.push(Part::FunctionCall {
+                        function_call: FunctionCallPart {
+                            name: &call.function.name,
+                            args,
+                        },
+                        thought_signature,
+                    });
+                }
+                push_turn(&mut contents, "model", parts);
+            }
+            "tool" => {
+                let Some(id) = message.tool_call_id.as_deref() else {
+                    return Err(unsupported(
+                        at("tool_call_id"),
+                        "is required on tool messages",
+                    ));
+                };
+                let Some(&(_, name)) = calls.iter().rev().find(|(call_id, _)| *call_id == id)
+                else {
+                    return Err(unsupported(
+                        at("tool_call_id"),
+                        "does not match a tool call of an earlier assistant message; Gemini needs the function's name",
+                    ));
+                };
+                let text = tool_result_text(content, i)?;
+                let content = match serde_json::from_str::<Box<RawValue>>(&text) {
+                    Ok(json) => ToolResultContent::Json(json),
+                    Err(_) => ToolResultContent::Text(text),
+                };
+                let part = Part::FunctionResponse {
+                    function_response: FunctionResponsePart {
+                        name,
+                        response: ToolResult { content },
+                    },
+                };
+                push_turn(&mut contents, "user", vec![part]);
+            }
+            "function" => {
+                return Err(unsupported(
+                    at("role"),
+                    "`function` is the legacy function-calling API; use `tool` messages",
+                ));
+            }
+            other => {
+                return Err(unsupported(
+                    at("role"),
+                    format!("`{other}` is not a chat role"),
+                ))
+            }
+        }
+    }
+    if contents.is_empty() {
+        return Err(unsupported(
+            "messages",
+            "has no user or assistant message with content; Gemini needs at least one",
+        ));
+    }
+    Ok((contents, system))
+}
+
+/// Appends a message's parts to the conversation: Gemini wants turns to
+/// alternate, so a message of the same role as the last turn joins it, and
+/// a message with nothing to say adds no (invalid) empty turn.
+fn push_turn<'a>(contents: &mut Vec<Turn<'a>>, role: &'static str, parts: Vec<Part<'a>>) {
+    if parts.is_empty() {
+        return;
+    }
+    match contents.last_mut() {
+        Some(last) if last.role == role => last.parts.extend(parts),
+        _ => contents.push(Turn { role, parts }),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum TextOnly {
+    System,
+    Assistant,
+}
+
+/// Text of a system or assistant message. Empty strings are skipped: Gemini
+/// rejects a part with empty text.
+fn text_parts<'a>(
+    content: Option<&'a MessageContent<'a>>,
+    i: usize,
+    out: &mut Vec<Part<'a>>,
+    role: TextOnly,
+) -> Result<(), Unsupported> {
+    match content {
+        None => {}
+        Some(MessageContent::Text(text)) => {
+            if !text.is_empty() {
+                out.push(Part::Text { text });
+            }
+        }
+        Some(MessageContent::Parts(parts)) => {
+            for (j, part) in parts.iter().enumerate() {
+                let text = match (part.kind.as_ref(), role) {
+                    ("text", _) => part.text.as_deref(),
+                    ("refusal", TextOnly::Assistant) => part.refusal.as_deref(),
+                    (kind, TextOnly::System) => {
+                        return Err(unsupported(
+                            format!("messages[{i}].content[{j}].type"),
+                            format!("`{kind}` cannot be part of a Gemini system instruction, which is text only"),
+                        ))
+                    }
+                    (kind, TextOnly::Assistant) => {
+                        return Err(unsupported(
+                            format!("messages[{i}].content[{j}].type"),
+                            format!("`{kind}` cannot be part of an assistant message sent to Gemini"),
+                        ))
+                    }
+                };
+                let Some(text) = text else {
+                    return Err(unsupported(
+                        format!("messages[{i}].content[{j}]"),
+                        "has no text",
+                    ));
+                };
+                if !text.is_empty() {
+                    out.push(Part::Text { text });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn user_parts<'a>(
+    content: Option<&'a MessageContent<'a>>,
+    i: usize,
+    out: &mut Vec<Part<'a>>,
+) -> Result<(), Unsupported> {
+    let parts = match content {
+        None => return Ok(()),
+        Some(MessageContent::Text(text)) => {
+            if !text.is_empty() {
+                out.push(Part::Text { text });
+            }
+            return Ok(());
+        }
+        Some(MessageContent::Parts(parts)) => parts,
+    };
+    for (j, part) in parts.iter().enumerate() {
+        let at = |field: &str| format!("messages[{i}].content[{j}].{field}");
+        match part.kind.as_ref() {
+            "text" => {
+                let Some(text) = part.text.as_deref() else {
+                    return Err(unsupported(at("text"), "is required on text parts"));
+                };
+                if !text.is_empty() {
+                    out.push(Part::Text { text });
+                }
+            }
+            "image_url" => {
+                let Some(image) = &part.image_url else {
+                    return Err(unsupported(
+                        at("image_url"),
+                        "is required on image_url parts",
+                    ));
+                };
+                out.push(
+                    image_part(&image.url)
+                        .map_err(|reason| unsupported(at("image_url.url"), reason))?,
+                );
+            }
+            "input_audio" => {
+                return Err(unsupported(
+                    at("type"),
+                    "`input_audio` parts cannot be sent to Gemini by this adapter",
+                ));
+            }
+            "file" => {
+                return Err(unsupported(
+                    at("type"),
+                    "`file` parts cannot be sent to Gemini by this adapter",
+                ));
+            }
+            other => {
+                return Err(unsupported(
+                    at("type"),
+                    format!("`{other}` is not a content part type this adapter knows"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `data:` URL becomes inline bytes; an http(s) URL becomes a file
+/// reference, which Gemini wants typed, so its type comes from the file
+/// extension.
+fn image_part(url: &str) -> Result<Part<'_>, &'static str> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let Some((meta, data)) = rest.split_once(',') else {
+            return Err("is a data URL without data");
+        };
+        let Some(meta) = meta.strip_suffix(";base64") else {
+            return Err(
+                "is a data URL that is not base64-encoded; Gemini takes inline data as base64",
+            );
+        };
+        let mime_type = meta.split(';').next().unwrap_or_default();
+        if mime_type.is_empty() {
+            return Err("is a data URL without a media type");
+        }
+        return Ok(Part::InlineData {
+            inline_data: MediaData { mime_type, data },
+        });
+    }
+    let scheme_len = if starts_with_ignore_case(url, "https://") {
+        8
+    } else if starts_with_ignore_case(url, "http://") {
+        7
+    } else {
+        return Err("is neither a data: URL nor an http(s) URL");
+    };
+    let mime_type = url
+        .get(scheme_len..)
+        .and_then(image_type_from_extension)
+        .ok_or("has no image file extension Gemini accepts (png, jpg, jpeg, webp, heic, heif), and Gemini needs the media type of a file URL")?;
+    Ok(Part::FileData {
+        file_data: MediaFile {
+            mime_type,
+            file_uri: url,
+        },
+    })
+}
+
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+}
+
+/// `host/dir/photo.JPG?x=1#y` → `image/jpeg`.
+fn image_type_from_extension(after_scheme: &str) -> Option<&'static str> {
+    let without_query = after_scheme.split(['?', '#']).next()?;
+    let (_, path) = without_query.split_once('/')?;
+    let file = path.rsplit('/').next()?;
+    let (_, extension) = file.rsplit_once('.')?;
+    const TYPES: &[(&str, &str)] = &[
+        ("png", "image/png"),
+        ("jpg", "image/jpeg"),
+        ("jpeg", "image/jpeg"),
+        ("webp", "image/webp"),
+        ("heic", "image/heic"),
+        ("heif", "image/heif"),
+    ];
+    TYPES
+        .iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(extension))
+        .map(|(_, mime)| *mime)
+}
+
+/// Gemini takes `args` as an object; clients send a JSON string. An empty
+/// string is how some clients spell "no arguments".
+fn function_arguments(arguments: &str) -> Option<Box<RawValue>> {
+    if arguments.trim().is_empty() {
+        return RawValue::from_string("{}".to_owned()).ok();
+    }
+    let raw: Box<RawValue> = serde_json::from_str(arguments).ok()?;
+    raw.get().starts_with('{').then_some(raw)
+}
+
+fn tool_result_text<'a>(
+    content: Option<&'a MessageContent<'a>>,
+    i: usize,
+) -> Result<Cow<'a, str>, Unsupported> {
+    let parts = match content {
+        None => return Ok(Cow::Borrowed("")),
+        Some(MessageContent::Text(text)) => return Ok(Cow::Borrowed(text)),
+        Some(MessageContent::Parts(parts)) => parts,
+    };
+    let mut texts = Vec::with_capacity(parts.len());
+    for (j, part) in parts.iter().enumerate() {
+        match (part.kind.as_ref(), part.text.as_deref()) {
+            ("text", Some(text)) => texts.push(text),
+            _ => {
+                return Err(unsupported(
+                    format!("messages[{i}].content[{j}]"),
+                    "is not a text part; Gemini function responses are sent as text or JSON",
+                ))
+            }
+        }
+    }
+    Ok(match texts.as_slice() {
+        [one] => Cow::Borrowed(one),
+        many => Cow::Owned(many.concat()),
+    })
+}
+
+fn translate_tools<'a>(tools: &'a [Tool<'a>]) -> Result<Vec<FunctionDeclaration<'a>>, Unsupported> {
+    let mut declarations = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        if tool.kind != "function" {
+            return Err(unsupported(
+                format!("tools[{i}].type"),
+                format!(
+                    "`{}` tools cannot be sent to Gemini; only function tools translate",
+                    tool.kind
+                ),
+            ));
+        }
+        let Some(function) = &tool.function else {
+            return Err(unsupported(
+                format!("tools[{i}].function"),
+                "is required on function tools",
+            ));
+        };
+        let parameters = match &function.parameters {
+            Some(schema) => {
+                function_parameters(schema, &format!("tools[{i}].function.parameters"))?
+            }
+            None => None,
+        };
+        declarations.push(FunctionDeclaration {
+            name: &function.name,
+            description: function.description.as_deref(),
+            parameters,
+        });
+    }
+    Ok(declarations)
+}
+
+fn tool_config(choice: &ToolChoice, has_tools: bool) -> Result<Option<ToolConfig>, Unsupported> {
+    let (mode, name) = match choice {
+        ToolChoice::Mode(mode) => match mode.as_str() {
+            "auto" => ("AUTO", None),
+            "none" => ("NONE", None),
+            "required" => ("ANY", None),
+            other => {
+                return Err(unsupported(
+                    "tool_choice",
+                    format!("`{other}` is not a tool choice this adapter knows"),
+                ))
+            }
+        },
+        ToolChoice::Function { kind, function } => match (kind.as_str(), function) {
+            ("function", Some(function)) => ("ANY", Some([function.name.clone()])),
+            ("function", None) => return Err(unsupported("tool_choice.function", "is required")),
+            (other, _) => {
+                return Err(unsupported(
+                    "tool_choice.type",
+                    format!("`{other}` cannot be expressed in Gemini's function calling config"),
+                ))
+            }
+        },
+    };
+    if !has_tools {
+        // Without tools, `auto` and `none` both mean a plain answer; forcing
+        // a call is a contradiction Gemini would reject less clearly.
+        return match mode {
+            "AUTO" | "NONE" => Ok(None),
+            _ => Err(unsupported(
+                "tool_choice",
+                "requires a function call but the request has no tools",
+            )),
+        };
+    }
+    Ok(Some(ToolConfig {
+        function_calling_config: FunctionCallingConfig {
+            mode,
+            allowed_function_names: name,
+        },
+    }))
+}
+
+fn generation_config<'a>(request: &ChatRequest<'a>) -> Result<GenerationConfig<'a>, Unsupported> {
+    let candidate_count = match request.n {
+        None => None,
+        Some(1) => Some(1),
+        Some(0) => return Err(unsupported("n", "must be at least 1")),
+        Some(_) => {
+            return Err(unsupported(
+                "n",
+                "must be 1: the Gemini adapter translates only the first choice back",
+            ))
+        }
+    };
+    let seed = match request.seed {
+        None => None,
+        Some(seed) => Some(
+            i32::try_from(seed)
+                .map_err(|_| unsupported("seed", "must fit in 32 bits for Gemini"))?,
+        ),
+    };
+    let stop_sequences = match &request.stop {
+        None => None,
+        Some(Stop::One(one)) => Some(vec![one.clone()]),
+        Some(Stop::Many(many)) => Some(many.clone()),
+    };
+    let (response_mime_type, response_json_schema) = match &request.response_format {
+        None => (None, None),
+        Some(format) => match format.kind.as_ref() {
+            "text" => (None, None),
+            "json_object" => (Some("application/json"), None),
+            "json_schema" => {
+                let Some(schema) = format.json_schema.as_ref().and_then(|j| j.schema) else {
+                    return Err(unsupported(
+                        "response_format.json_schema.schema",
+                        "is required",
+                    ));
+                };
+                (Some("application/json"), Some(schema))
+            }
+            other => {
+                return Err(unsupported(
+                    "response_format.type",
+                    format!("`{other}` is not a response format this adapter knows"),
+                ))
+            }
+        },
+    };
+    Ok(GenerationConfig {
+        max_output_tokens: request.max_completion_tokens.or(request.max_tokens),
+        temperature: request.temperature,
+        top_p: request.top_p,
+        stop_sequences,
+        candidate_count,
+        seed,
+        presence_penalty: request.presence_penalty,
+        frequency_penalty: request.frequency_penalty,
+        response_mime_type,
+        response_json_schema,
+    })
+}
+
+// --- Tool schemas: JSON Schema → Gemini's OpenAPI-subset `Schema` ---
+
+/// Keywords of Gemini's `Schema` that mean the same as in JSON Schema.
+const KEPT_KEYWORDS: &[&str] = &[
+    "title",
+    "description",
+    "nullable",
+    "default",
+    "example",
+    "pattern",
+    "minimum",
+    "maximum",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "minProperties",
+    "maxProperties",
+    "propertyOrdering",
+];
+
+/// The `format`s Gemini accepts; others make it reject the request.
+const GEMINI_FORMATS: &[&str] = &["enum", "date-time", "float", "double", "int32", "int64"];
+
+/// Deeper nesting (counting `$ref` hops) than this is refused rather than
+/// risk the stack on a hostile schema.
+const MAX_SCHEMA_DEPTH: usize = 48;
+/// `$ref`s can expand a small schema exponentially; this bounds the work.
+const MAX_SCHEMA_NODES: usize = 4096;
+
+struct SchemaContext<'r> {
+    root: &'r Value,
+    /// `$ref`s being expanded, outermost first: one seen twice is a cycle.
+    expanding: Vec<&'r str>,
+    depth: usize,
+    nodes_left: usize,
+}
+
+/// A function's `parameters`, or `None` when it declares no properties
+/// (Gemini refuses an object schema with empty `properties`).
+fn function_parameters(schema: &Value, path: &str) -> Result<Option<Value>, Unsupported> {
+    let mut cx = SchemaContext {
+        root: schema,
+        expanding: Vec::new(),
+        depth: 0,
+        nodes_left: MAX_SCHEMA_NODES,
+    };
+    let out = gemini_schema(schema, &mut cx, path)?;
+    Ok(out.contains_key("properties").then_some(Value::Object(out)))
+}
+
+fn gemini_schema<'r>(
+    schema: &'r Value,
+    cx: &mut SchemaContext<'r>,
+    path: &str,
+) -> Result<Map<String, Value>, Unsupported> {
+    let object = match schema {
+        Value::Object(object) => object,
+        // `true` accepts anything: an unconstrained schema.
+        Value::Bool(true) => return Ok(Map::new()),
+        _ => return Err(unsupported(path, "is not a JSON schema object")),
+    };
+    if cx.depth >= MAX_SCHEMA_DEPTH {
+        return Err(unsupported(
+            path,
+            format!("nests deeper than {MAX_SCHEMA_DEPTH} levels"),
+        ));
+    }
+    cx.nodes_left = cx.nodes_left.checked_sub(1).ok_or_else(|| {
+        unsupported(
+            path,
+            format!("expands to more than {MAX_SCHEMA_NODES} schemas"),
+        )
+    })?;
+    cx.depth += 1;
+    let result = schema_object(object, cx, path);
+    cx.depth -= 1;
+    result
+}
+
+fn schema_object<'r>(
+    object: &'r Map<String, Value>,
+    cx: &mut SchemaContext<'r>,
+    path: &str,
+) -> Result<Map<String, Value>, Unsupported> {
+    // Precedence: the schema's own keywords over a single `allOf` member
+    // over a `$ref` target, as JSON Schema siblings refine what they sit by.
+    let mut out = match object.get("$ref") {
+        Some(reference) => expand_ref(reference, cx, &format!("{path}.$ref"))?,
+        None => Map::new(),
+    };
+    if let Some(all_of) = object.get("allOf") {
+        let at = format!("{path}.allOf");
+        match all_of.as_array().map(Vec::as_slice) {
+            Some([only]) => out.extend(gemini_schema(only, cx, &format!("{at}[0]"))?),
+            _ => {
+                return Err(unsupported(
+                    at,
+                    "combines several schemas; Gemini's schema subset has no allOf",
+                ))
+            }
+        }
+    }
+    let mut any_of = None;
+    for (key, value) in object {
+        match key.as_str() {
+            "type" => {
+                let (kind, nullable) = gemini_type(value)
+                    .map_err(|reason| unsupported(format!("{path}.type"), reason))?;
+                out.insert("type".to_owned(), Value::String(kind.to_owned()));
+                if nullable {
+                    out.insert("nullable".to_owned(), Value::Bool(true));
+                }
+            }
+            "format" => {
+                if value
+                    .as_str()
+                    .is_some_and(|format| GEMINI_FORMATS.contains(&format))
+                {
+                    out.insert(key.clone(), value.clone());
+                }
+            }
+            "enum" => {
+                if value
+                    .as_array()
+                    .is_some_and(|values| values.iter().all(Value::is_string))
+                {
+                    out.insert(key.clone(), value.clone());
+                }
+            }
+            "const" => {
+                if value.is_string() {
+                    out.insert("enum".to_owned(), Value::Array(vec![value.clone()]));
+                }
+            }
+            "properties" => {
+                let Some(properties) = value.as_object() else {
+                    return Err(unsupported(
+                        format!("{path}.properties"),
+                        "is not an object",
+                    ));
+                };
+                let mut translated = Map::new();
+                for (name, property) in properties {
+                    let property =
+                        gemini_schema(property, cx, &format!("{path}.properties.{name}"))?;
+                    translated.insert(name.clone(), Value::Object(property));
+                }
+                if !translated.is_empty() {
+                    out.insert(key.clone(), Value::Object(translated));
+                }
+            }
+            "required" => {
+                if value
+                    .as_array()
+                    .is_some_and(|names| names.iter().all(Value::is_string))
+                {
+                    out.insert(key.clone(), value.clone());
+                }
+            }
+            "items" => {
+                if value.is_array() {
+                    return Err(unsupported(
+                        format!("{path}.items"),
+                        "is a tuple schema; Gemini's schema subset has one item schema per array",
+                    ));
+                }
+                let items = gemini_schema(value, cx, &format!("{path}.items"))?;
+                out.insert(key.clone(), Value::Object(items));
+            }
+            "anyOf" | "oneOf" => {
+                let Some(members) = value.as_array() else {
+                    return Err(unsupported(format!("{path}.{key}"), "is not an array"));
+                };
+                let mut translated = Vec::with_capacity(members.len());
+                for (i, member) in members.iter().enumerate() {
+                    translated.push(gemini_schema(member, cx, &format!("{path}.{key}[{i}]"))?);
+                }
+                any_of = Some(translated);
+            }
+            keyword if KEPT_KEYWORDS.contains(&keyword) => {
+                out.insert(key.clone(), value.clone());
+            }
+            // Everything else is validation-only or JSON Schema bookkeeping
+            // that Gemini rejects (see the module docs).
+            _ => {}
+        }
+    }
+    if let Some(members) = any_of {
+        merge_any_of(&mut out, members);
+    }
+    if let Some(Value::Array(required)) = out.remove("required") {
+        let declared = out.get("properties").and_then(Value::as_object);
+        let required: Vec<Value> = required
+            .into_iter()
+            .filter(|name| {
+                name.as_str()
+                    .is_some_and(|name| declared.is_some_and(|d| d.contains_key(name)))
+            })
+            .collect();
+        if !required.is_empty() {
+            out.insert("required".to_owned(), Value::Array(required));
+        }
+    }
+    Ok(out)
+}
+
+fn expand_ref<'r>(
+    reference: &'r Value,
+    cx: &mut SchemaContext<'r>,
+    path: &str,
+) -> Result<Map<String, Value>, Unsupported> {
+    let Some(reference) = reference.as_str() else {
+        return Err(unsupported(path, "is not a string"));
+    };
+    let target = reference
+        .strip_prefix('#')
+        .and_then(|pointer| cx.root.pointer(pointer))
+        .ok_or_else(|| {
+            unsupported(
+                path,
+                "is not a reference into this schema (e.g. `#/$defs/Name`)",
+            )
+        })?;
+    if cx.expanding.contains(&reference) {
+        return Err(unsupported(
+            path,
+            "is recursive; Gemini's schema subset cannot express recursion",
+        ));
+    }
+    cx.expanding.push(reference);
+    let expanded = gemini_schema(target, cx, path);
+    cx.expanding.pop();
+    expanded
+}
+
+/// `anyOf` with a `{"type":"null"}` member is how JSON Schema spells
+/// "nullable"; a single remaining member is just that schema.
+fn merge_any_of(out: &mut Map<String, Value>, mut members: Vec<Map<String, Value>>) {
+    let before = members.len();
+    members.retain(|member| {
+        !(member.len() == 1 && member.get("type").and_then(Value::as_str) == Some("NULL"))
+    });
+    if members.len() != before {
+        out.insert("nullable".to_owned(), Value::Bool(true));
+    }
+    match members.len() {
+        0 => {}
+        1 => {
+            for (key, value) in members.into_iter().flatten() {
+                out.entry(key).or_insert(value);
+            }
+        }
+        _ => {
+            out.insert(
+                "anyOf".to_owned(),
+                Value::Array(members.into_iter().map(Value::Object).collect()),
+            );
+        }
+    }
+}
+
+/// JSON Schema `type` (a name or a list of names) → Gemini's upper-case
+/// `Type` and whether `null` was allowed.
+fn gemini_type(value: &Value) -> Result<(&'static str, bool), &'static str> {
+    fn one(name: &str) -> Option<&'static str> {
+        const TYPES: &[(&str, &str)] = &[
+            ("string", "STRING"),
+            ("number", "NUMBER"),
+            ("integer", "INTEGER"),
+            ("boolean", "BOOLEAN"),
+            ("array", "ARRAY"),
+            ("object", "OBJECT"),
+            ("null", "NULL"),
+        ];
+        TYPES
+            .iter()
+            .find(|(json, _)| json.eq_ignore_ascii_case(name))
+            .map(|(_, gemini)| *gemini)
+    }
+    const UNKNOWN: &str = "is not a JSON Schema type";
+    match value {
+        Value::String(name) => one(name).map(|kind| (kind, false)).ok_or(UNKNOWN),
+        Value::Array(names) => {
+            let mut kind = None;
+            let mut nullable = false;
+            for name in names {
+                match name.as_str().and_then(one) {
+                    None => return Err(UNKNOWN),
+                    Some("NULL") => nullable = true,
+                    Some(other) if kind.is_none() => kind = Some(other),
+                    Some(_) => {
+                        return Err("lists several types; Gemini's schema takes one (use anyOf)")
+                    }
+                }
+            }
+            match kind {
+                Some(kind) => Ok((kind, nullable)),
+                None if nullable => Ok(("NULL", false)),
+                None => Err("is an empty list of types"),
+            }
+        }
+        _ => Err(UNKNOWN),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Responses: Gemini GenerateContentResponse → OpenAI chat.completion
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiResponse<'a> {
+    #[serde(borrow, default)]
+    candidates: Vec<Candidate<'a>>,
+    #[serde(borrow, default)]
+    prompt_feedback: Option<PromptFeedback<'a>>,
+    #[serde(default)]
+    usage_metadata: Option<UsageMetadata>,
+    #[serde(borrow, default)]
+    model_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    response_id: Option<Cow<'a, str>>,
+    /// Only in streams: Gemini reports a failure after the head this way.
+    #[serde(borrow, default)]
+    error: Option<GeminiError<'a>>,
+}
+
+impl GeminiResponse<'_> {
+    fn first_candidate(&self) -> Option<&Candidate<'_>> {
+        self.candidates
+            .iter()
+            .find(|candidate| candidate.index == 0)
+    }
+
+    fn prompt_blocked(&self) -> bool {
+        self.prompt_feedback
+            .as_ref()
+            .is_some_and(|feedback| feedback.block_reason.is_some())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate<'a> {
+    #[serde(borrow, default)]
+    content: Option<CandidateContent<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    index: u32,
+}
+
+impl Candidate<'_> {
+    fn parts(&self) -> &[GeminiPart<'_>] {
+        self.content.as_ref().map_or(&[], |content| &content.parts)
+    }
+}
+
+#[derive(Deserialize)]
+struct CandidateContent<'a> {
+    #[serde(borrow, default)]
+    parts: Vec<GeminiPart<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiPart<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    /// A thought summary, not part of the answer.
+    #[serde(default)]
+    thought: Option<bool>,
+    #[serde(borrow, default)]
+    function_call: Option<GeminiFunctionCall<'a>>,
+    #[serde(borrow, default)]
+    thought_signature: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct GeminiFunctionCall<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    args: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback<'a> {
+    #[serde(borrow, default)]
+    block_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(default)]
+    prompt_token_count: u64,
+    #[serde(default)]
+    candidates_token_count: u64,
+    #[serde(default)]
+    thoughts_token_count: u64,
+    #[serde(default)]
+    cached_content_token_count: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    // Last, where `api::find_usage` looks for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<OpenAiUsage>,
+}
+
+#[derive(Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    message: AssistantMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct AssistantMessage<'a> {
+    role: &'static str,
+    content: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<OpenAiToolCall<'a>>,
+}
+
+#[derive(Serialize)]
+struct OpenAiToolCall<'a> {
+    /// Only in stream deltas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OpenAiFunction<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extra_content: Option<ExtraContent<'a>>,
+}
+
+#[derive(Serialize)]
+struct OpenAiFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct OpenAiUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<CachedTokens>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<ReasoningTokens>,
+}
+
+#[derive(Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+impl From<UsageMetadata> for OpenAiUsage {
+    /// Thinking tokens are billed as output, so they count as completion
+    /// tokens, as OpenAI counts reasoning tokens.
+    fn from(usage: UsageMetadata) -> Self {
+        let completion_tokens = usage
+            .candidates_token_count
+            .saturating_add(usage.thoughts_token_count);
+        OpenAiUsage {
+            prompt_tokens: usage.prompt_token_count,
+            completion_tokens,
+            total_tokens: usage.prompt_token_count.saturating_add(completion_tokens),
+            prompt_tokens_details: usage
+                .cached_content_token_count
+                .map(|cached_tokens| CachedTokens { cached_tokens }),
+            completion_tokens_details: (usage.thoughts_token_count > 0).then_some(
+                ReasoningTokens {
+                    reasoning_tokens: usage.thoughts_token_count,
+                },
+            ),
+        }
+    }
+}
+
+/// Why a Gemini success body could not be translated. Never quotes the body:
+/// only positions and Gemini's status names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    #[error("gemini response is not a readable GenerateContentResponse ({kind} error at line {line}, column {column})")]
+    Malformed {
+        kind: &'static str,
+        line: usize,
+        column: usize,
+    },
+    #[error("gemini response has no candidate and no block reason")]
+    NoCandidate,
+    #[error("gemini answered with an error object (status {status})")]
+    ErrorObject { status: &'static str },
+}
+
+impl TranslateError {
+    fn malformed(error: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        TranslateError::Malformed {
+            kind: match error.classify() {
+                Category::Io => "io",
+                Category::Syntax => "syntax",
+                Category::Data => "data",
+                Category::Eof => "truncation",
+            },
+            line: error.line(),
+            column: error.column(),
+        }
+    }
+}
+
+/// Gemini GenerateContentResponse → OpenAI `chat.completion` body; `model`
+/// is the target's model name, replaced by Gemini's `modelVersion` when the
+/// response names one.
+pub fn translate_response(
+    gemini: &[u8],
+    model: &str,
+    created: u64,
+) -> Result<Vec<u8>, TranslateError> {
+    let response: GeminiResponse<'_> =
+        serde_json::from_slice(gemini).map_err(|error| TranslateError::malformed(&error))?;
+    if let Some(error) = &response.error {
+        return Err(TranslateError::ErrorObject {
+            status: error.status(0).as_str(),
+        });
+    }
+    let (content, tool_calls, finish_reason) = match response.first_candidate() {
+        Some(candidate) => {
+            let parts = candidate.parts();
+            let tool_calls = openai_tool_calls(parts, 0, false);
+            let finish = finish_reason(candidate.finish_reason.as_deref(), !tool_calls.is_empty());
+            (joined_text(parts), tool_calls, finish)
+        }
+        None if response.prompt_blocked() => (None, Vec::new(), "content_filter"),
+        None => return Err(TranslateError::NoCandidate),
+    };
+    let id = completion_id(response.response_id.as_deref());
+    let completion = Completion {
+        id: &id,
+        object: "chat.completion",
+        created,
+        model: response
+            .model_version
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .unwrap_or(model),
+        choices: [CompletionChoice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content,
+                tool_calls,
+            },
+            logprobs: None,
+            finish_reason,
+        }],
+        usage: response.usage_metadata.map(OpenAiUsage::from),
+    };
+    serde_json::to_vec(&completion).map_err(|error| TranslateError::malformed(&error))
+}
+
+/// `chatcmpl-` + Gemini's `responseId`, so a response can be found in
+/// Gemini's logs; a fresh id when Gemini sent none.
+fn completion_id(response_id: Option<&str>) -> String {
+    match response_id.filter(|id| !id.is_empty()) {
+        Some(id) => format!("chatcmpl-{id}"),
+        None => format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+/// The answer's text: text parts joined, thought summaries left out, `None`
+/// when there is no text at all.
+fn joined_text<'a>(parts: &'a [GeminiPart<'a>]) -> Option<Cow<'a, str>> {
+    let mut texts = parts
+        .iter()
+        .filter(|part| part.thought != Some(true))
+        .filter_map(|part| part.text.as_deref())
+        .filter(|text| !text.is_empty());
+    let first = texts.next()?;
+    let Some(second) = texts.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut joined = String::with_capacity(first.len() + second.len());
+    joined.push_str(first);
+    joined.push_str(second);
+    texts.for_each(|text| joined.push_str(text));
+    Some(Cow::Owned(joined))
+}
+
+/// `functionCall` parts as OpenAI tool calls with ids `call_<n>`, numbered
+/// from `first` (a stream numbers across its events).
+fn openai_tool_calls<'a>(
+    parts: &'a [GeminiPart<'a>],
+    first: usize,
+    stream: bool,
+) -> Vec<OpenAiToolCall<'a>> {
+    parts
+        .iter()
+        .filter_map(|part| {
+            Some((
+                part.function_call.as_ref()?,
+                part.thought_signature.as_deref(),
+            ))
+        })
+        .enumerate()
+        .map(|(n, (call, signature))| {
+            let index = first.saturating_add(n);
+            OpenAiToolCall {
+                index: stream.then_some(index),
+                id: format!("call_{index}"),
+                kind: "function",
+                function: OpenAiFunction {
+                    name: &call.name,
+                    arguments: call.args.map_or("{}", RawValue::get),
+                },
+                extra_content: signature.map(|signature| ExtraContent {
+                    google: Some(GoogleExtra {
+                        thought_signature: Some(Cow::Borrowed(signature)),
+                    }),
+                }),
+            }
+        })
+        .collect()
+}
+
+fn finish_reason(reason: Option<&str>, called_functions: bool) -> &'static str {
+    match reason {
+        Some("MAX_TOKENS") => "length",
+        Some(
+            "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY",
+        ) => "content_filter",
+        None | Some("STOP") if called_functions => "tool_calls",
+        _ => "stop",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Streams: `streamGenerateContent?alt=sse` events → chat.completion.chunk
+// ---------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [ChunkChoice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<OpenAiUsage>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize, Default)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<OpenAiToolCall<'a>>,
+}
+
+const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+
+/// Translates one Gemini stream into OpenAI chunks. Gemini has no
+/// end-of-stream event: the event carrying a `finishReason` ends the answer,
+/// so that is when the finish chunk, the usage chunk and `[DONE]` are sent.
+pub struct GeminiStream {
+    /// Decided by the first event (Gemini's `responseId`), then fixed.
+    id: String,
+    model: String,
+    include_usage: bool,
+    created: u64,
+    /// The first chunk, which carries `role`, has been sent.
+    started: bool,
+    tool_calls: usize,
+    usage: Option<UsageMetadata>,
+    /// `[DONE]` or an error event has been sent; later events are ignored.
+    ended: bool,
+}
+
+impl GeminiStream {
+    pub fn new(model: &str, include_usage: bool, created: u64) -> Self {
+        GeminiStream {
+            id: String::new(),
+            model: model.to_owned(),
+            include_usage,
+            created,
+            started: false,
+            tool_calls: 0,
+            usage: None,
+            ended: false,
+        }
+    }
+
+    fn on_response(&mut self, response: &GeminiResponse<'_>, out: &mut Vec<Bytes>) {
+        if let Some(error) = &response.error {
+            out.push(error_event(&openai_error(error, 0)));
+            self.ended = true;
+            return;
+        }
+        if self.id.is_empty() {
+            self.id = completion_id(response.response_id.as_deref());
+        }
+        if !self.started {
+            if let Some(version) = response.model_version.as_deref().filter(|v| !v.is_empty()) {
+                version.clone_into(&mut self.model);
+            }
+        }
+        if let Some(usage) = response.usage_metadata {
+            self.usage = Some(usage);
+        }
+        let Some(candidate) = response.first_candidate() else {
+            if response.prompt_blocked() {
+                self.finish("content_filter", out);
+            }
+            return;
+        };
+        let parts = candidate.parts();
+        let content = joined_text(parts);
+        let tool_calls = openai_tool_calls(parts, self.tool_calls, true);
+        if content.is_some() || !tool_calls.is_empty() {
+            let called = tool_calls.len();
+            let delta = Delta {
+                role: (!self.started).then_some("assistant"),
+                content,
+                tool_calls,
+            };
+            out.push(self.chunk_event(delta, None));
+            self.started = true;
+            self.tool_calls = self.tool_calls.saturating_add(called);
+        }
+        let reason = candidate
+            .finish_reason
+            .as_deref()
+            .filter(|reason| !reason.is_empty() && *reason != "FINISH_REASON_UNSPECIFIED");
+        if let Some(reason) = reason {
+            self.finish(finish_reason(Some(reason), self.tool_calls > 0), out);
+        }
+    }
+
+    fn finish(&mut self, reason: &'static str, out: &mut Vec<Bytes>) {
+        let delta = Delta {
+            role: (!self.started).then_some("assistant"),
+            ..Delta::default()
+        };
+        out.push(self.chunk_event(delta, Some(reason)));
+        self.started = true;
+        if self.include_usage {
+            if let Some(usage) = self.usage {
+                let chunk = Chunk {
+                    id: &self.id,
+                    object: "chat.completion.chunk",
+                    created: self.created,
+                    model: &self.model,
+                    choices: &[],
+                    usage: Some(OpenAiUsage::from(usage)),
+                };
+                out.push(sse_event(&chunk));
+            }
+        }
+        out.push(Bytes::from_static(DONE_EVENT));
+        self.ended = true;
+    }
+
+    fn chunk_event(&self, delta: Delta<'_>, finish_reason: Option<&'static str>) -> Bytes {
+        let choices = [ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason,
+        }];
+        sse_event(&Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: &choices,
+            usage: None,
+        })
+    }
+
+    fn unreadable(&mut self, out: &mut Vec<Bytes>) {
+        out.push(error_event(&OpenAiError {
+            message: Cow::Borrowed("gemini: unreadable stream event"),
+            kind: "server_error",
+            code: None,
+        }));
+        self.ended = true;
+    }
+}
+
+impl StreamTranslator for GeminiStream {
+    fn translate(&mut self, event: &[u8], out: &mut Vec<Bytes>) {
+        if self.ended {
+            return;
+        }
+        let Some(data) = crate::streaming::sse::event_data(event) else {
+            return;
+        };
+        let data = data.trim_ascii();
+        if data.is_empty() {
+            return;
+        }
+        match serde_json::from_slice::<GeminiResponse<'_>>(data) {
+            Ok(response) => self.on_response(&response, out),
+            Err(_) => self.unreadable(out),
+        }
+    }
+}
+
+/// `data: {json}\n\n`.
+fn sse_event<T: Serialize>(value: &T) -> Bytes {
+    let mut event = Vec::with_capacity(256);
+    event.extend_from_slice(b"data: ");
+    if serde_json::to_writer(&mut event, value).is_err() {
+        // Unreachable for these types (no maps with non-string keys); an
+        // error event keeps the stream well-formed regardless.
+        return error_event(&OpenAiError {
+            message: Cow::Borrowed("gemini: could not encode a stream chunk"),
+            kind: "server_error",
+            code: None,
+        });
+    }
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+fn error_event(error: &OpenAiError<'_>) -> Bytes {
+    let body = error_body(&error.message, error.kind, error.code);
+    let mut event = Vec::with_capacity(body.len() + 8);
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(&body);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+// ---------------------------------------------------------------------------
+// Errors: {"error":{"code","message","status","details"}} → class / OpenAI body
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct ErrorEnvelope<'a> {
+    #[serde(borrow)]
+    error: GeminiError<'a>,
+}
+
+#[derive(Deserialize)]
+struct GeminiError<'a> {
+    #[serde(borrow, default)]
+    code: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    details: Option<Vec<ErrorDetail<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail<'a> {
+    #[serde(borrow, default)]
+    reason: Option<Cow<'a, str>>,
+}
+
+/// Google's canonical error codes that change the mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    InvalidArgument,
+    FailedPrecondition,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    Internal,
+    DeadlineExceeded,
+    Other,
+}
+
+impl Status {
+    const NAMES: [(&'static str, Status); 9] = [
+        ("INVALID_ARGUMENT", Status::InvalidArgument),
+        ("FAILED_PRECONDITION", Status::FailedPrecondition),
+        ("UNAUTHENTICATED", Status::Unauthenticated),
+        ("PERMISSION_DENIED", Status::PermissionDenied),
+        ("NOT_FOUND", Status::NotFound),
+        ("RESOURCE_EXHAUSTED", Status::ResourceExhausted),
+        ("UNAVAILABLE", Status::Unavailable),
+        ("INTERNAL", Status::Internal),
+        ("DEADLINE_EXCEEDED", Status::DeadlineExceeded),
+    ];
+
+    fn parse(name: &str) -> Option<Status> {
+        Self::NAMES
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, status)| *status)
+    }
+
+    /// The status Google pairs with an HTTP code, for bodies without one.
+    fn from_http(code: u16) -> Status {
+        match code {
+            400 => Status::InvalidArgument,
+            401 => Status::Unauthenticated,
+            403 => Status::PermissionDenied,
+            404 => Status::NotFound,
+            429 => Status::ResourceExhausted,
+            500 => Status::Internal,
+            503 => Status::Unavailable,
+            504 => Status::DeadlineExceeded,
+            405..=499 => Status::FailedPrecondition,
+            _ => Status::Other,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, status)| *status == self)
+            .map_or("UNKNOWN", |(name, _)| name)
+    }
+}
+
+impl GeminiError<'_> {
+    /// The canonical status: the body's own, else the HTTP status (or the
+    /// body's numeric `code` inside a stream, where there is no HTTP status).
+    fn status(&self, http_status: u16) -> Status {
+        if let Some(status) = self.status.as_deref().and_then(Status::parse) {
+            return status;
+        }
+        let code = self
+            .code
+            .and_then(|code| code.get().parse::<u16>().ok())
+            .unwrap_or(http_status);
+        Status::from_http(code)
+    }
+
+    /// `API_KEY_INVALID` (and its siblings such as `API_KEY_EXPIRED`) comes
+    /// as a 400 INVALID_ARGUMENT: only the details tell it is the key.
+    fn key_rejected(&self) -> bool {
+        self.details.iter().flatten().any(|detail| {
+            detail
+                .reason
+                .as_deref()
+                .is_some_and(|reason| reason.starts_with("API_KEY_"))
+        })
+    }
+
+    /// "The input token count (N) exceeds the maximum number of tokens
+    /// allowed (M)."
+    fn context_too_long(&self, status: Status) -> bool {
+        status == Status::InvalidArgument
+            && self.message.as_deref().is_some_and(|message| {
+                message.contains("input token count") && message.contains("exceeds the maximum")
+            })
+    }
+}
+
+fn parse_error(body: &[u8]) -> Option<GeminiError<'_>> {
+    // Some Gemini endpoints wrap the error object in a one-element array.
+    if body.trim_ascii_start().starts_with(b"[") {
+        let mut list: Vec<ErrorEnvelope<'_>> = serde_json::from_slice(body).ok()?;
+        return (!list.is_empty()).then(|| list.swap_remove(0).error);
+    }
+    serde_json::from_slice::<ErrorEnvelope<'_>>(body)
+        .ok()
+        .map(|envelope| envelope.error)
+}
+
+/// Refines the status-based class for Gemini's error shapes; `None` = use
+/// the status class.
+pub fn classify_error(status: u16, body: &[u8]) -> Option<FailureClass> {
+    let error = parse_error(body)?;
+    let kind = error.status(status);
+    if error.key_rejected() || matches!(kind, Status::Unauthenticated | Status::PermissionDenied) {
+        return Some(FailureClass::UpstreamAuth);
+    }
+    match kind {
+        Status::ResourceExhausted => Some(FailureClass::RateLimited),
+        Status::Unavailable | Status::Internal | Status::DeadlineExceeded => {
+            Some(FailureClass::Transient)
+        }
+        Status::InvalidArgument if error.context_too_long(kind) => {
+            Some(FailureClass::ContextLength)
+        }
+        _ => None,
+    }
+}
+
+struct OpenAiError<'a> {
+    message: Cow<'a, str>,
+    kind: &'static str,
+    code: Option<&'static str>,
+}
+
+/// OpenAI's `type` and `code` for a Gemini error.
+fn openai_kind(
+    status: Status,
+    key_rejected: bool,
+    context_too_long: bool,
+) -> (&'static str, Option<&'static str>) {
+    if context_too_long {
+        return ("invalid_request_error", Some("context_length_exceeded"));
+    }
+    if key_rejected {
+        return ("authentication_error", Some("invalid_api_key"));
+    }
+    match status {
+        Status::InvalidArgument => ("invalid_request_error", Some("invalid_argument")),
+        Status::FailedPrecondition => ("invalid_request_error", Some("failed_precondition")),
+        Status::Unauthenticated => ("authentication_error", Some("unauthenticated")),
+        Status::PermissionDenied => ("permission_error", Some("permission_denied")),
+        Status::NotFound => ("not_found_error", Some("not_found")),
+        Status::ResourceExhausted => ("rate_limit_error", Some("rate_limit_exceeded")),
+        Status::Unavailable => ("server_error", Some("unavailable")),
+        Status::Internal => ("server_error", Some("internal")),
+        Status::DeadlineExceeded => ("server_error", Some("deadline_exceeded")),
+        Status::Other => ("server_error", None),
+    }
+}
+
+fn openai_error<'a>(error: &'a GeminiError<'a>, http_status: u16) -> OpenAiError<'a> {
+    let status = error.status(http_status);
+    let (kind, code) = openai_kind(status, error.key_rejected(), error.context_too_long(status));
+    let message = match error
+        .message
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        Some(message) => Cow::Owned(format!("gemini: {}", redact_api_keys(message))),
+        None => Cow::Owned(generic_message(http_status)),
+    };
+    OpenAiError {
+        message,
+        kind,
+        code,
+    }
+}
+
+fn generic_message(status: u16) -> String {
+    match http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+    {
+        Some(reason) => format!("gemini: upstream error (HTTP {status} {reason})"),
+        None => format!("gemini: upstream error (HTTP {status})"),
+    }
+}
+
+/// Google API keys are `AIza` and 35 more characters. Gemini's messages do
+/// not normally quote the key, but an error body must never carry one to a
+/// client, so any key-shaped token is masked.
+fn redact_api_keys(message: &str) -> Cow<'_, str> {
+    if !message.contains("AIza") {
+        return Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some((before, after)) = rest.split_once("AIza") {
+        out.push_str(before);
+        out.push_str("[redacted]");
+        rest =
+            after.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Gemini error body → OpenAI error body `{"error":{"message","type","code"}}`.
+/// Only Gemini's `message` is kept (prefixed `gemini: `), never its
+/// `details`, which can hold debug data; a body that is not a Gemini error
+/// gets a message made from the status alone.
+pub fn error_to_openai(status: u16, body: &[u8]) -> Vec<u8> {
+    let body = match parse_error(body) {
+        Some(error) => {
+            let error = openai_error(&error, status);
+            error_body(&error.message, error.kind, error.code)
+        }
+        None => {
+            let (kind, code) = openai_kind(Status::from_http(status), false, false);
+            error_body(&generic_message(status), kind, code)
+        }
+    };
+    Vec::from(body)
+}
