@@ -1134,7 +1134,8 @@ struct SchemaContext<'r> {
 fn function_parameters(schema: &Value, path: &str) -> Result<Option<Value>, Unsupported> {
     let mut cx = SchemaContext {
         root: schema,
-        expanding: Vec::new(),
+        // The root is being expanded: `"$ref": "#"` refers back to it.
+        expanding: vec!["#"],
         depth: 0,
         nodes_left: MAX_SCHEMA_NODES,
     };
@@ -1281,6 +1282,10 @@ fn schema_object<'r>(
     }
     if let Some(members) = any_of {
         merge_any_of(&mut out, members);
+    }
+    // Only string enums are kept, and Gemini wants an enum's type spelled out.
+    if out.contains_key("enum") && !out.contains_key("type") {
+        out.insert("type".to_owned(), Value::String("STRING".to_owned()));
     }
     if let Some(Value::Array(required)) = out.remove("required") {
         let declared = out.get("properties").and_then(Value::as_object);
@@ -2048,10 +2053,13 @@ impl GeminiError<'_> {
         if let Some(status) = self.status.as_deref().and_then(Status::parse) {
             return status;
         }
-        let code = self
-            .code
-            .and_then(|code| code.get().parse::<u16>().ok())
-            .unwrap_or(http_status);
+        let code = match http_status {
+            0 => self
+                .code
+                .and_then(|code| code.get().parse::<u16>().ok())
+                .unwrap_or(0),
+            status => status,
+        };
         Status::from_http(code)
     }
 
@@ -2139,7 +2147,9 @@ fn openai_kind(
     }
 }
 
-fn openai_error<'a>(error: &'a GeminiError<'a>, http_status: u16) -> OpenAiError<'a> {
+/// `http_status` is 0 inside a stream, where only the body's own `code`
+/// and `status` say what failed.
+fn openai_error(error: &GeminiError<'_>, http_status: u16) -> OpenAiError<'static> {
     let status = error.status(http_status);
     let (kind, code) = openai_kind(status, error.key_rejected(), error.context_too_long(status));
     let message = match error
@@ -2148,11 +2158,12 @@ fn openai_error<'a>(error: &'a GeminiError<'a>, http_status: u16) -> OpenAiError
         .map(str::trim)
         .filter(|m| !m.is_empty())
     {
-        Some(message) => Cow::Owned(format!("gemini: {}", redact_api_keys(message))),
-        None => Cow::Owned(generic_message(http_status)),
+        Some(message) => format!("gemini: {}", redact_api_keys(message)),
+        None if http_status == 0 => format!("gemini: error in stream (status {})", status.as_str()),
+        None => generic_message(http_status),
     };
     OpenAiError {
-        message,
+        message: Cow::Owned(message),
         kind,
         code,
     }
@@ -2203,4 +2214,1023 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> Vec<u8> {
         }
     };
     Vec::from(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streaming::sse::{classify_event, EventKind, SseFramer};
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/gemini/",
+                $name
+            ))
+        };
+    }
+
+    const CREATED: u64 = 1_700_000_000;
+
+    /// Compares JSON documents; an expected string `"<generated>"` matches
+    /// any string (ids the adapter makes up).
+    fn assert_json(actual: &[u8], expected: &str, what: &str) {
+        let actual: Value = serde_json::from_slice(actual).unwrap_or_else(|e| {
+            panic!(
+                "{what}: output is not JSON ({e}): {}",
+                String::from_utf8_lossy(actual)
+            )
+        });
+        let expected: Value = serde_json::from_str(expected).expect("fixture is JSON");
+        if let Err(at) = json_matches(&expected, &actual, "$") {
+            panic!("{what}: mismatch at {at}\nexpected: {expected:#}\nactual:   {actual:#}");
+        }
+    }
+
+    fn json_matches(expected: &Value, actual: &Value, at: &str) -> Result<(), String> {
+        match (expected, actual) {
+            (Value::String(e), Value::String(_)) if e == "<generated>" => Ok(()),
+            (Value::Object(e), Value::Object(a)) => {
+                for key in e.keys().chain(a.keys()) {
+                    let (Some(ev), Some(av)) = (e.get(key), a.get(key)) else {
+                        return Err(format!("{at}.{key} (present on one side only)"));
+                    };
+                    json_matches(ev, av, &format!("{at}.{key}"))?;
+                }
+                Ok(())
+            }
+            (Value::Array(e), Value::Array(a)) if e.len() == a.len() => e
+                .iter()
+                .zip(a)
+                .enumerate()
+                .try_for_each(|(i, (ev, av))| json_matches(ev, av, &format!("{at}[{i}]"))),
+            _ if expected == actual => Ok(()),
+            _ => Err(at.to_owned()),
+        }
+    }
+
+    fn request(body: &str) -> Result<Value, Unsupported> {
+        translate_request(body.as_bytes())
+            .map(|out| serde_json::from_slice(&out).expect("output is JSON"))
+    }
+
+    fn run_stream(input: &str, model: &str, include_usage: bool) -> Vec<Bytes> {
+        let mut framer = SseFramer::new();
+        framer.push(Bytes::copy_from_slice(input.as_bytes()));
+        let mut stream = GeminiStream::new(model, include_usage, CREATED);
+        let mut out = Vec::new();
+        while let Some(event) = framer.next_event() {
+            stream.translate(&event, &mut out);
+        }
+        assert_eq!(
+            framer.pending_len(),
+            0,
+            "fixture ends with a complete event"
+        );
+        out
+    }
+
+    /// Each output element must be exactly one `data: …\n\n` event.
+    fn event_data(event: &Bytes) -> &str {
+        let text = std::str::from_utf8(event).expect("utf-8 event");
+        let data = text
+            .strip_prefix("data: ")
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .unwrap_or_else(|| panic!("not one SSE data event: {text:?}"));
+        assert!(!data.contains('\n'), "event data spans lines: {text:?}");
+        data
+    }
+
+    fn assert_stream(out: &[Bytes], expected: &str, what: &str) {
+        let expected: Vec<&str> = expected
+            .split("\n\n")
+            .map(str::trim)
+            .filter(|event| !event.is_empty())
+            .collect();
+        assert_eq!(
+            out.len(),
+            expected.len(),
+            "{what}: event count; got {out:#?}"
+        );
+        for (i, (actual, expected)) in out.iter().zip(expected).enumerate() {
+            let data = event_data(actual);
+            let expected = expected.strip_prefix("data: ").expect("fixture event");
+            if expected == "[DONE]" {
+                assert_eq!(data, "[DONE]", "{what}: event {i}");
+            } else {
+                assert_json(data.as_bytes(), expected, &format!("{what}: event {i}"));
+            }
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            path("gemini-2.5-flash", false),
+            "/v1beta/models/gemini-2.5-flash:generateContent"
+        );
+        assert_eq!(
+            path("models/gemini-2.5-flash", true),
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(
+            path("a b/é?", false),
+            "/v1beta/models/a%20b%2F%C3%A9%3F:generateContent"
+        );
+    }
+
+    #[test]
+    fn request_fixtures() {
+        let cases = [
+            (
+                "conversation",
+                fixture!("request_conversation.openai.json"),
+                fixture!("request_conversation.gemini.json"),
+            ),
+            (
+                "images",
+                fixture!("request_images.openai.json"),
+                fixture!("request_images.gemini.json"),
+            ),
+            (
+                "tools",
+                fixture!("request_tools.openai.json"),
+                fixture!("request_tools.gemini.json"),
+            ),
+            (
+                "tool results",
+                fixture!("request_tool_results.openai.json"),
+                fixture!("request_tool_results.gemini.json"),
+            ),
+            (
+                "json schema",
+                fixture!("request_json_schema.openai.json"),
+                fixture!("request_json_schema.gemini.json"),
+            ),
+        ];
+        for (what, openai, gemini) in cases {
+            let out =
+                translate_request(openai.as_bytes()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_json(&out, gemini, what);
+        }
+    }
+
+    #[test]
+    fn request_small_mappings() {
+        let json_object = request(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"},"max_tokens":9,"stop":["a","b"]}"#).unwrap();
+        assert_eq!(
+            json_object["generationConfig"]["responseMimeType"],
+            "application/json"
+        );
+        assert_eq!(json_object["generationConfig"]["maxOutputTokens"], 9);
+        assert_eq!(
+            json_object["generationConfig"]["stopSequences"],
+            serde_json::json!(["a", "b"])
+        );
+        let tools = r#"[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"x":{"type":"string"}}}}}]"#;
+        for (choice, mode) in [
+            (r#""auto""#, "AUTO"),
+            (r#""none""#, "NONE"),
+            (r#""required""#, "ANY"),
+        ] {
+            let out = request(&format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"tools":{tools},"tool_choice":{choice}}}"#)).unwrap();
+            assert_eq!(
+                out["toolConfig"]["functionCallingConfig"]["mode"], mode,
+                "{choice}"
+            );
+            assert!(out["toolConfig"]["functionCallingConfig"]
+                .get("allowedFunctionNames")
+                .is_none());
+        }
+        // Without tools, `auto`/`none` need no config at all.
+        let out = request(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tool_choice":"auto","tools":null}"#).unwrap();
+        assert!(out.get("toolConfig").is_none() && out.get("tools").is_none());
+        // A plain request has nothing but contents.
+        let out = request(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"contents":[{"role":"user","parts":[{"text":"hi"}]}]})
+        );
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        const USER: &str = r#"{"role":"user","content":"hi"}"#;
+        let with = |extra: &str| format!(r#"{{"model":"m","messages":[{USER}],{extra}}}"#);
+        let messages = |list: &str| format!(r#"{{"model":"m","messages":[{list}]}}"#);
+        let call = |args: &str| {
+            format!(
+                r#"{USER},{{"role":"assistant","tool_calls":[{{"id":"c1","type":"function","function":{{"name":"f","arguments":{args}}}}}]}}"#
+            )
+        };
+        let tool_schema = |schema: &str| {
+            with(&format!(
+                r#""tools":[{{"type":"function","function":{{"name":"f","parameters":{schema}}}}}]"#
+            ))
+        };
+        let cases: Vec<(String, &str, &str)> = vec![
+            (with(r#""logprobs":true"#), "logprobs", "log probabilities"),
+            (
+                with(r#""top_logprobs":3"#),
+                "top_logprobs",
+                "log probabilities",
+            ),
+            (
+                with(r#""logit_bias":{"50256":-100}"#),
+                "logit_bias",
+                "no Gemini equivalent",
+            ),
+            (
+                with(r#""audio":{"voice":"alloy","format":"wav"}"#),
+                "audio",
+                "audio",
+            ),
+            (
+                with(r#""modalities":["text","audio"]"#),
+                "modalities",
+                "other than text",
+            ),
+            (with(r#""functions":[{"name":"f"}]"#), "functions", "legacy"),
+            (with(r#""function_call":"auto""#), "function_call", "legacy"),
+            (
+                with(r#""parallel_tool_calls":false"#),
+                "parallel_tool_calls",
+                "cannot be false",
+            ),
+            (
+                with(r#""reasoning_effort":"high""#),
+                "reasoning_effort",
+                "not a field",
+            ),
+            (with(r#""n":2"#), "n", "first choice"),
+            (with(r#""n":0"#), "n", "at least 1"),
+            (with(r#""seed":1099511627776"#), "seed", "32 bits"),
+            (
+                with(r#""tool_choice":"required""#),
+                "tool_choice",
+                "no tools",
+            ),
+            (
+                with(r#""response_format":{"type":"grammar"}"#),
+                "response_format.type",
+                "`grammar`",
+            ),
+            (
+                with(r#""response_format":{"type":"json_schema","json_schema":{"name":"x"}}"#),
+                "response_format.json_schema.schema",
+                "required",
+            ),
+            (
+                with(r#""temperature":"hot""#),
+                "temperature",
+                "is not valid",
+            ),
+            (
+                r#"{"model":"m","messages":{"role":"user"}}"#.to_owned(),
+                "messages",
+                "is not valid",
+            ),
+            (
+                messages(r#"{"role":"system","content":"only rules"}"#),
+                "messages",
+                "at least one",
+            ),
+            (
+                messages(
+                    r#"{"role":"user","content":[{"type":"text","text":"listen"},{"type":"input_audio","input_audio":{"data":"AAA=","format":"wav"}}]}"#,
+                ),
+                "messages[0].content[1].type",
+                "input_audio",
+            ),
+            (
+                messages(
+                    r#"{"role":"user","content":[{"type":"file","file":{"file_id":"file-1"}}]}"#,
+                ),
+                "messages[0].content[0].type",
+                "`file`",
+            ),
+            (
+                messages(
+                    r#"{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/anim.gif"}}]}"#,
+                ),
+                "messages[0].content[0].image_url.url",
+                "extension",
+            ),
+            (
+                messages(
+                    r#"{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/"}}]}"#,
+                ),
+                "messages[0].content[0].image_url.url",
+                "extension",
+            ),
+            (
+                messages(
+                    r#"{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png,rawbytes"}}]}"#,
+                ),
+                "messages[0].content[0].image_url.url",
+                "base64",
+            ),
+            (
+                messages(
+                    r#"{"role":"user","content":[{"type":"image_url","image_url":{"url":"ftp://example.com/a.png"}}]}"#,
+                ),
+                "messages[0].content[0].image_url.url",
+                "http(s)",
+            ),
+            (
+                messages(
+                    r#"{"role":"system","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]},{"role":"user","content":"hi"}"#,
+                ),
+                "messages[0].content[0].type",
+                "text only",
+            ),
+            (
+                messages(&call(r#""{\"city\": \"Par""#)),
+                "messages[1].tool_calls[0].function.arguments",
+                "JSON object",
+            ),
+            (
+                messages(&call(r#""[1, 2]""#)),
+                "messages[1].tool_calls[0].function.arguments",
+                "JSON object",
+            ),
+            (
+                messages(&format!(
+                    r#"{},{{"role":"tool","tool_call_id":"c2","content":"x"}}"#,
+                    call(r#""{}""#)
+                )),
+                "messages[2].tool_call_id",
+                "function's name",
+            ),
+            (
+                messages(&format!(r#"{USER},{{"role":"tool","content":"x"}}"#)),
+                "messages[1].tool_call_id",
+                "required",
+            ),
+            (
+                messages(&format!(
+                    r#"{USER},{{"role":"function","name":"f","content":"x"}}"#
+                )),
+                "messages[1].role",
+                "legacy",
+            ),
+            (
+                messages(&format!(
+                    r#"{USER},{{"role":"assistant","content":null,"function_call":{{"name":"f","arguments":"{{}}"}}}}"#
+                )),
+                "messages[1].function_call",
+                "legacy",
+            ),
+            (
+                messages(&format!(
+                    r#"{USER},{{"role":"assistant","tool_calls":[{{"id":"c","type":"custom","function":{{"name":"f"}}}}]}}"#
+                )),
+                "messages[1].tool_calls[0].type",
+                "`custom`",
+            ),
+            (
+                messages(r#"{"role":"user","content":"hi","tool_calls":[]}"#),
+                "messages[0].tool_calls",
+                "assistant",
+            ),
+            (
+                messages(r#"{"role":"critic","content":"hi"}"#),
+                "messages[0].role",
+                "`critic`",
+            ),
+            (
+                with(r#""tools":[{"type":"web_search"}]"#),
+                "tools[0].type",
+                "`web_search`",
+            ),
+            (
+                tool_schema(r##"{"type":"object","properties":{"child":{"$ref":"#"}}}"##),
+                "tools[0].function.parameters.properties.child.$ref",
+                "recursive",
+            ),
+            (
+                tool_schema(
+                    r##"{"type":"object","$defs":{"N":{"type":"object","properties":{"next":{"$ref":"#/$defs/N"}}}},"properties":{"head":{"$ref":"#/$defs/N"}}}"##,
+                ),
+                "tools[0].function.parameters.properties.head.$ref.properties.next.$ref",
+                "recursive",
+            ),
+            (
+                tool_schema(r##"{"type":"object","properties":{"x":{"$ref":"#/$defs/Missing"}}}"##),
+                "tools[0].function.parameters.properties.x.$ref",
+                "reference",
+            ),
+            (
+                tool_schema(
+                    r#"{"type":"object","properties":{"x":{"type":["string","integer"]}}}"#,
+                ),
+                "tools[0].function.parameters.properties.x.type",
+                "several types",
+            ),
+            (
+                tool_schema(r#"{"type":"object","properties":{"x":{"type":"date"}}}"#),
+                "tools[0].function.parameters.properties.x.type",
+                "not a JSON Schema type",
+            ),
+            (
+                tool_schema(
+                    r#"{"type":"object","properties":{"x":{"allOf":[{"type":"string"},{"minLength":2}]}}}"#,
+                ),
+                "tools[0].function.parameters.properties.x.allOf",
+                "allOf",
+            ),
+            (
+                tool_schema(
+                    r#"{"type":"object","properties":{"x":{"type":"array","items":[{"type":"string"}]}}}"#,
+                ),
+                "tools[0].function.parameters.properties.x.items",
+                "tuple",
+            ),
+            (
+                tool_schema(r#"{"type":"object","properties":{"x":3}}"#),
+                "tools[0].function.parameters.properties.x",
+                "not a JSON schema",
+            ),
+        ];
+        for (body, field, reason) in cases {
+            let error = translate_request(body.as_bytes()).expect_err(&body);
+            assert_eq!(error.provider, "gemini", "{body}");
+            assert_eq!(error.field, field, "{body}: {error}");
+            assert!(
+                error.reason.contains(reason),
+                "{body}: reason {:?} lacks {reason:?}",
+                error.reason
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_schemas_are_bounded() {
+        // Each definition references the next twice: 2^20 nodes if expanded.
+        let mut defs = Vec::new();
+        for i in 0..20 {
+            defs.push(format!(
+                r##""D{i}":{{"type":"object","properties":{{"a":{{"$ref":"#/$defs/D{n}"}},"b":{{"$ref":"#/$defs/D{n}"}}}}}}"##,
+                n = i + 1
+            ));
+        }
+        defs.push(r#""D20":{"type":"string"}"#.to_owned());
+        let body = format!(
+            r##"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"tools":[{{"type":"function","function":{{"name":"f","parameters":{{"type":"object","$defs":{{{}}},"properties":{{"x":{{"$ref":"#/$defs/D0"}}}}}}}}}}]}}"##,
+            defs.join(",")
+        );
+        let error = translate_request(body.as_bytes()).expect_err("explodes");
+        assert!(error.reason.contains("more than"), "{error}");
+        // A chain of distinct references deeper than the limit.
+        let mut defs = Vec::new();
+        for i in 0..200 {
+            defs.push(format!(r##""D{i}":{{"$ref":"#/$defs/D{}"}}"##, i + 1));
+        }
+        defs.push(r#""D200":{"type":"string"}"#.to_owned());
+        let body = format!(
+            r##"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"tools":[{{"type":"function","function":{{"name":"f","parameters":{{"type":"object","$defs":{{{}}},"properties":{{"x":{{"$ref":"#/$defs/D0"}}}}}}}}}}]}}"##,
+            defs.join(",")
+        );
+        let error = translate_request(body.as_bytes()).expect_err("too deep");
+        assert!(error.reason.contains("deeper"), "{error}");
+    }
+
+    #[test]
+    fn response_fixtures() {
+        let cases = [
+            (
+                "text",
+                fixture!("response_text.gemini.json"),
+                fixture!("response_text.openai.json"),
+            ),
+            (
+                "tool calls",
+                fixture!("response_tool_calls.gemini.json"),
+                fixture!("response_tool_calls.openai.json"),
+            ),
+            (
+                "blocked prompt",
+                fixture!("response_blocked.gemini.json"),
+                fixture!("response_blocked.openai.json"),
+            ),
+        ];
+        for (what, gemini, openai) in cases {
+            let out = translate_response(gemini.as_bytes(), "gemini-target", CREATED)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_json(&out, openai, what);
+            // The gateway's usage accounting reads the translated body.
+            assert!(
+                crate::api::find_usage(&out).is_some_and(|u| u.prompt_tokens > 0),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn finish_reasons() {
+        let cases = [
+            ("STOP", false, "stop"),
+            ("STOP", true, "tool_calls"),
+            ("MAX_TOKENS", false, "length"),
+            ("MAX_TOKENS", true, "length"),
+            ("SAFETY", false, "content_filter"),
+            ("RECITATION", false, "content_filter"),
+            ("BLOCKLIST", false, "content_filter"),
+            ("PROHIBITED_CONTENT", false, "content_filter"),
+            ("SPII", false, "content_filter"),
+            ("IMAGE_SAFETY", false, "content_filter"),
+            ("MALFORMED_FUNCTION_CALL", false, "stop"),
+            ("OTHER", false, "stop"),
+            ("LANGUAGE", false, "stop"),
+        ];
+        for (reason, call, expected) in cases {
+            let part = if call {
+                r#"{"functionCall":{"name":"f","args":{}}}"#
+            } else {
+                r#"{"text":"partial"}"#
+            };
+            let body = format!(
+                r#"{{"candidates":[{{"content":{{"parts":[{part}],"role":"model"}},"finishReason":"{reason}","index":0}}]}}"#
+            );
+            let out: Value =
+                serde_json::from_slice(&translate_response(body.as_bytes(), "m", CREATED).unwrap())
+                    .unwrap();
+            assert_eq!(
+                out["choices"][0]["finish_reason"], expected,
+                "{reason} call={call}"
+            );
+        }
+        // A candidate stopped for safety before any text has null content.
+        let out: Value = serde_json::from_slice(
+            &translate_response(
+                br#"{"candidates":[{"finishReason":"SAFETY","index":0}]}"#,
+                "m",
+                CREATED,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["choices"][0]["message"]["content"], Value::Null);
+        assert_eq!(out["choices"][0]["finish_reason"], "content_filter");
+        assert!(out.get("usage").is_none(), "no usage is invented");
+        assert_eq!(out["model"], "m");
+        assert_eq!(out["created"], CREATED);
+    }
+
+    #[test]
+    fn response_errors() {
+        assert_eq!(
+            translate_response(br#"{"usageMetadata":{"promptTokenCount":1}}"#, "m", CREATED),
+            Err(TranslateError::NoCandidate)
+        );
+        assert_eq!(
+            translate_response(
+                br#"{"error":{"code":500,"message":"boom","status":"INTERNAL"}}"#,
+                "m",
+                CREATED
+            ),
+            Err(TranslateError::ErrorObject { status: "INTERNAL" })
+        );
+        let secret = br#"{"candidates":"AIzaSySecretSecretSecretSecretSecret123"}"#;
+        let error = translate_response(secret, "m", CREATED).expect_err("wrong shape");
+        assert!(
+            matches!(error, TranslateError::Malformed { kind: "data", .. }),
+            "{error:?}"
+        );
+        assert!(
+            !error.to_string().contains("AIza"),
+            "the body is never quoted: {error}"
+        );
+        assert!(matches!(
+            translate_response(b"<html>", "m", CREATED),
+            Err(TranslateError::Malformed { kind: "syntax", .. })
+        ));
+    }
+
+    #[test]
+    fn stream_fixtures() {
+        let text = run_stream(fixture!("stream_text.gemini.sse"), "gemini-target", true);
+        assert_stream(&text, fixture!("stream_text.openai.sse"), "text");
+        let calls = run_stream(
+            fixture!("stream_function_call.gemini.sse"),
+            "gemini-target",
+            false,
+        );
+        assert_stream(
+            &calls,
+            fixture!("stream_function_call.openai.sse"),
+            "function call",
+        );
+        let error = run_stream(fixture!("stream_error.gemini.sse"), "gemini-target", true);
+        assert_stream(&error, fixture!("stream_error.openai.sse"), "error");
+    }
+
+    #[test]
+    fn stream_events_mean_what_the_relay_expects() {
+        let text = run_stream(fixture!("stream_text.gemini.sse"), "gemini-target", true);
+        let kinds: Vec<EventKind> = text.iter().map(|event| classify_event(event)).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Content { finished: false },
+                EventKind::Content { finished: false },
+                EventKind::Content { finished: false },
+                EventKind::Content { finished: true },
+                EventKind::Other,
+                EventKind::Done,
+            ]
+        );
+        let usage = crate::streaming::sse::event_data(&text[4])
+            .and_then(|data| crate::api::find_usage(&data));
+        assert_eq!(
+            usage,
+            Some(crate::api::Usage {
+                prompt_tokens: 9,
+                completion_tokens: 21
+            })
+        );
+        let error = run_stream(fixture!("stream_error.gemini.sse"), "gemini-target", true);
+        assert!(
+            matches!(classify_event(&error[1]), EventKind::Error { kind, .. } if kind == "server_error")
+        );
+        let id = |event: &Bytes| -> Value {
+            serde_json::from_str::<Value>(event_data(event)).unwrap()["id"].clone()
+        };
+        let calls = run_stream(
+            fixture!("stream_function_call.gemini.sse"),
+            "gemini-target",
+            false,
+        );
+        assert!(
+            calls[..3].iter().all(|event| id(event) == "chatcmpl-fc-1"),
+            "one id per stream"
+        );
+    }
+
+    #[test]
+    fn stream_without_response_id_keeps_one_generated_id() {
+        let input = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},\"index\":0}]}\n\n\
+                     : keep-alive\n\n\
+                     data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"\"}]},\"finishReason\":\"MAX_TOKENS\",\"index\":0}]}\n\n\
+                     data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"late\"}]},\"index\":0}]}\n\n";
+        let out = run_stream(input, "gemini-target", true);
+        // No usage was reported, so none is invented; nothing after the end.
+        assert_eq!(out.len(), 3, "{out:#?}");
+        let first: Value = serde_json::from_str(event_data(&out[0])).unwrap();
+        let finish: Value = serde_json::from_str(event_data(&out[1])).unwrap();
+        assert!(first["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("chatcmpl-") && id.len() > 9));
+        assert_eq!(first["id"], finish["id"]);
+        assert_eq!(first["model"], "gemini-target");
+        assert_eq!(finish["choices"][0]["finish_reason"], "length");
+        assert_eq!(finish["choices"][0]["delta"], serde_json::json!({}));
+        assert_eq!(event_data(&out[2]), "[DONE]");
+    }
+
+    #[test]
+    fn stream_blocked_prompt_and_error_statuses() {
+        let blocked = "data: {\"promptFeedback\":{\"blockReason\":\"PROHIBITED_CONTENT\"},\"usageMetadata\":{\"promptTokenCount\":4,\"totalTokenCount\":4},\"responseId\":\"b\"}\n\n";
+        let out = run_stream(blocked, "m", true);
+        assert_eq!(out.len(), 3);
+        let finish: Value = serde_json::from_str(event_data(&out[0])).unwrap();
+        assert_eq!(
+            finish["choices"][0]["delta"],
+            serde_json::json!({"role": "assistant"})
+        );
+        assert_eq!(finish["choices"][0]["finish_reason"], "content_filter");
+        let usage: Value = serde_json::from_str(event_data(&out[1])).unwrap();
+        assert_eq!(usage["usage"]["prompt_tokens"], 4);
+        assert_eq!(usage["choices"], serde_json::json!([]));
+
+        let cases = [
+            (
+                r#"{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}"#,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            ),
+            (
+                r#"{"code":500,"message":"An internal error has occurred.","status":"INTERNAL"}"#,
+                "server_error",
+                Some("internal"),
+            ),
+            (
+                r#"{"code":504,"message":"Deadline expired before operation could complete.","status":"DEADLINE_EXCEEDED"}"#,
+                "server_error",
+                Some("deadline_exceeded"),
+            ),
+            (
+                r#"{"code":400,"message":"Request contains an invalid argument.","status":"INVALID_ARGUMENT"}"#,
+                "invalid_request_error",
+                Some("invalid_argument"),
+            ),
+            (
+                r#"{"code":429}"#,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            ),
+            (r#"{"message":"odd"}"#, "server_error", None),
+        ];
+        for (error, kind, code) in cases {
+            let out = run_stream(&format!("data: {{\"error\":{error}}}\n\n"), "m", true);
+            assert_eq!(out.len(), 1, "{error}");
+            let event: Value = serde_json::from_str(event_data(&out[0])).unwrap();
+            assert_eq!(event["error"]["type"], kind, "{error}");
+            assert_eq!(
+                event["error"]["code"],
+                code.map_or(Value::Null, Value::from),
+                "{error}"
+            );
+            assert!(
+                event["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("gemini: ")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn stream_garbage_is_an_error_event() {
+        for garbage in [
+            "data: not json\n\n",
+            "data: {\"candidates\":7}\n\n",
+            "data: [1,\n\n",
+            "data: \u{1F600}\n\n",
+        ] {
+            let out = run_stream(garbage, "m", true);
+            assert_eq!(out.len(), 1, "{garbage:?}");
+            let event: Value = serde_json::from_str(event_data(&out[0])).unwrap();
+            assert_eq!(event["error"]["type"], "server_error");
+            assert!(
+                !event_data(&out[0]).contains("not json"),
+                "garbage is never echoed"
+            );
+        }
+        // Comments, empty data and non-data fields are not events to translate.
+        assert!(run_stream(": ping\n\nevent: x\n\ndata:\n\n", "m", true).is_empty());
+    }
+
+    #[test]
+    fn error_fixtures() {
+        let cases = [
+            (
+                "context length",
+                400,
+                fixture!("error_context_length.gemini.json"),
+                fixture!("error_context_length.openai.json"),
+                Some(FailureClass::ContextLength),
+            ),
+            (
+                "api key",
+                400,
+                fixture!("error_api_key_invalid.gemini.json"),
+                fixture!("error_api_key_invalid.openai.json"),
+                Some(FailureClass::UpstreamAuth),
+            ),
+            (
+                "rate limit",
+                429,
+                fixture!("error_rate_limit.gemini.json"),
+                fixture!("error_rate_limit.openai.json"),
+                Some(FailureClass::RateLimited),
+            ),
+            (
+                "unavailable",
+                503,
+                fixture!("error_unavailable.gemini.json"),
+                fixture!("error_unavailable.openai.json"),
+                Some(FailureClass::Transient),
+            ),
+        ];
+        for (what, status, gemini, openai, class) in cases {
+            assert_eq!(classify_error(status, gemini.as_bytes()), class, "{what}");
+            let out = error_to_openai(status, gemini.as_bytes());
+            assert_json(&out, openai, what);
+            assert!(
+                !String::from_utf8_lossy(&out).contains("AIza"),
+                "{what}: no key-shaped text"
+            );
+        }
+    }
+
+    #[test]
+    fn error_mappings() {
+        let body = |status: &str, message: &str| {
+            format!(r#"{{"error":{{"code":0,"message":"{message}","status":"{status}"}}}}"#)
+        };
+        let cases = [
+            (
+                403,
+                body(
+                    "PERMISSION_DENIED",
+                    "Permission denied on resource project x.",
+                ),
+                "permission_error",
+                Some(FailureClass::UpstreamAuth),
+            ),
+            (
+                401,
+                body(
+                    "UNAUTHENTICATED",
+                    "Request had invalid authentication credentials.",
+                ),
+                "authentication_error",
+                Some(FailureClass::UpstreamAuth),
+            ),
+            (
+                400,
+                body("PERMISSION_DENIED", "odd but seen"),
+                "permission_error",
+                Some(FailureClass::UpstreamAuth),
+            ),
+            (
+                404,
+                body(
+                    "NOT_FOUND",
+                    "models/gemini-9 is not found for API version v1beta",
+                ),
+                "not_found_error",
+                None,
+            ),
+            (
+                400,
+                body(
+                    "FAILED_PRECONDITION",
+                    "User location is not supported for the API use.",
+                ),
+                "invalid_request_error",
+                None,
+            ),
+            (
+                400,
+                body("INVALID_ARGUMENT", "Invalid JSON payload received."),
+                "invalid_request_error",
+                None,
+            ),
+            (
+                500,
+                body("INTERNAL", "An internal error has occurred."),
+                "server_error",
+                Some(FailureClass::Transient),
+            ),
+            (
+                504,
+                body("DEADLINE_EXCEEDED", "Deadline expired."),
+                "server_error",
+                Some(FailureClass::Transient),
+            ),
+            (
+                499,
+                body("CANCELLED", "The operation was cancelled."),
+                "invalid_request_error",
+                None,
+            ),
+            (
+                503,
+                r#"{"error":{"code":503,"message":"Service busy"}}"#.to_owned(),
+                "server_error",
+                Some(FailureClass::Transient),
+            ),
+        ];
+        for (status, body, kind, class) in cases {
+            assert_eq!(classify_error(status, body.as_bytes()), class, "{body}");
+            let out: Value =
+                serde_json::from_slice(&error_to_openai(status, body.as_bytes())).unwrap();
+            assert_eq!(out["error"]["type"], kind, "{body}");
+            assert!(
+                out["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("gemini: ")),
+                "{body}"
+            );
+        }
+        // The context-length wording only counts as such for INVALID_ARGUMENT.
+        let wording = "The input token count (9) exceeds the maximum number of tokens allowed (8).";
+        assert_eq!(
+            classify_error(500, body("INTERNAL", wording).as_bytes()),
+            Some(FailureClass::Transient)
+        );
+    }
+
+    #[test]
+    fn unreadable_error_bodies_get_a_generic_message() {
+        for (status, body, kind) in [
+            (
+                502,
+                &b"<html><body>AIzaSyLeakedLeakedLeakedLeakedLeaked12 Bad Gateway</body></html>"[..],
+                "server_error",
+            ),
+            (429, b"", "rate_limit_error"),
+            (
+                400,
+                b"{\"error\":\"just a string\"}",
+                "invalid_request_error",
+            ),
+            (418, b"\xff\xfe", "invalid_request_error"),
+            (999, b"[]", "server_error"),
+        ] {
+            assert_eq!(classify_error(status, body), None);
+            let out = error_to_openai(status, body);
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                !text.contains("html") && !text.contains("AIza") && !text.contains("just a string"),
+                "{text}"
+            );
+            let out: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(out["error"]["type"], kind, "{status}");
+            assert!(
+                out["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("gemini: upstream error (HTTP ")),
+                "{text}"
+            );
+        }
+        let out: Value = serde_json::from_slice(&error_to_openai(502, b"")).unwrap();
+        assert_eq!(
+            out["error"]["message"],
+            "gemini: upstream error (HTTP 502 Bad Gateway)"
+        );
+    }
+
+    #[test]
+    fn key_shaped_text_is_redacted_from_messages() {
+        let body = r#"{"error":{"code":400,"message":"Key AIzaSyAbCdEfGhIjKlMnOpQrStUvWxYz0123456, rejected; also AIza.","status":"INVALID_ARGUMENT"}}"#;
+        let out: Value = serde_json::from_slice(&error_to_openai(400, body.as_bytes())).unwrap();
+        assert_eq!(
+            out["error"]["message"],
+            "gemini: Key [redacted], rejected; also [redacted]."
+        );
+    }
+
+    /// Truncations of every fixture and assorted junk through every entry
+    /// point: errors are fine, panics are not.
+    #[test]
+    fn no_input_panics() {
+        let fixtures = [
+            fixture!("request_conversation.openai.json"),
+            fixture!("request_images.openai.json"),
+            fixture!("request_tools.openai.json"),
+            fixture!("request_tool_results.openai.json"),
+            fixture!("request_json_schema.openai.json"),
+            fixture!("response_text.gemini.json"),
+            fixture!("response_tool_calls.gemini.json"),
+            fixture!("response_blocked.gemini.json"),
+            fixture!("error_api_key_invalid.gemini.json"),
+            fixture!("error_context_length.gemini.json"),
+            fixture!("stream_text.gemini.sse"),
+            fixture!("stream_function_call.gemini.sse"),
+        ];
+        let junk: [&[u8]; 12] = [
+            b"",
+            b"null",
+            b"[]",
+            b"{}",
+            b"\xff",
+            b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+            br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:"}}]}]}"#,
+            br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://\u00e9.png"}}]}]}"#,
+            br#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":[1]}}]},"index":4294967295}]}"#,
+            br#"{"candidates":[],"usageMetadata":{"promptTokenCount":18446744073709551615,"candidatesTokenCount":18446744073709551615,"thoughtsTokenCount":1}}"#,
+            br#"{"error":{"code":"x","details":[{"reason":7}]}}"#,
+            br#"[{"error":null}]"#,
+        ];
+        let mut inputs: Vec<&[u8]> = junk.to_vec();
+        for fixture in fixtures {
+            let bytes = fixture.as_bytes();
+            inputs.extend(
+                (0..bytes.len())
+                    .step_by(3)
+                    .filter_map(|end| bytes.get(..end)),
+            );
+        }
+        for input in inputs {
+            let _ = translate_request(input);
+            let _ = translate_response(input, "m", CREATED);
+            let _ = classify_error(400, input);
+            let error: Value = serde_json::from_slice(&error_to_openai(400, input))
+                .expect("always a JSON error body");
+            assert!(error["error"]["message"].is_string());
+            let mut event = b"data: ".to_vec();
+            event.extend_from_slice(input);
+            event.extend_from_slice(b"\n\n");
+            let mut out = Vec::new();
+            GeminiStream::new("m", true, CREATED).translate(&event, &mut out);
+            for event in &out {
+                assert!(event.starts_with(b"data: ") && event.ends_with(b"\n\n"));
+            }
+        }
+        // Saturating usage arithmetic: the sums do not overflow.
+        let out = translate_response(
+            br#"{"candidates":[{"index":0}],"usageMetadata":{"promptTokenCount":18446744073709551615,"candidatesTokenCount":18446744073709551615,"thoughtsTokenCount":1}}"#,
+            "m",
+            CREATED,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).unwrap()["usage"]["total_tokens"],
+            u64::MAX
+        );
+    }
 }
