@@ -753,12 +753,8 @@ fn text_parts<'a>(
     role: TextOnly,
 ) -> Result<(), Unsupported> {
     match content {
-        None => {}
-        Some(MessageContent::Text(text)) => {
-            if !text.is_empty() {
-                out.push(Part::Text { text });
-            }
-        }
+        Some(MessageContent::Text(text)) if !text.is_empty() => out.push(Part::Text { text }),
+        None | Some(MessageContent::Text(_)) => {}
         Some(MessageContent::Parts(parts)) => {
             for (j, part) in parts.iter().enumerate() {
                 let text = match (part.kind.as_ref(), role) {
@@ -1206,26 +1202,23 @@ fn schema_object<'r>(
                     out.insert("nullable".to_owned(), Value::Bool(true));
                 }
             }
-            "format" => {
+            "format"
                 if value
                     .as_str()
-                    .is_some_and(|format| GEMINI_FORMATS.contains(&format))
-                {
-                    out.insert(key.clone(), value.clone());
-                }
+                    .is_some_and(|format| GEMINI_FORMATS.contains(&format)) =>
+            {
+                out.insert(key.clone(), value.clone());
             }
-            "enum" => {
+            // Gemini's `enum` is a list of strings; `required` names properties.
+            "enum" | "required"
                 if value
                     .as_array()
-                    .is_some_and(|values| values.iter().all(Value::is_string))
-                {
-                    out.insert(key.clone(), value.clone());
-                }
+                    .is_some_and(|values| values.iter().all(Value::is_string)) =>
+            {
+                out.insert(key.clone(), value.clone());
             }
-            "const" => {
-                if value.is_string() {
-                    out.insert("enum".to_owned(), Value::Array(vec![value.clone()]));
-                }
+            "const" if value.is_string() => {
+                out.insert("enum".to_owned(), Value::Array(vec![value.clone()]));
             }
             "properties" => {
                 let Some(properties) = value.as_object() else {
@@ -1242,14 +1235,6 @@ fn schema_object<'r>(
                 }
                 if !translated.is_empty() {
                     out.insert(key.clone(), Value::Object(translated));
-                }
-            }
-            "required" => {
-                if value
-                    .as_array()
-                    .is_some_and(|names| names.iter().all(Value::is_string))
-                {
-                    out.insert(key.clone(), value.clone());
                 }
             }
             "items" => {
