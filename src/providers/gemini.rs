@@ -23,7 +23,11 @@
 //! `metadata`, `user`, `service_tier`, a message's `name`, an image's
 //! `detail`, a tool's `strict`, `logprobs: false`, `top_logprobs: 0`, an
 //! empty `logit_bias`, `modalities: ["text"]`, `parallel_tool_calls: true`.
-//! Every other field is [`Unsupported`], never silently dropped.
+//! Every other top-level field is [`Unsupported`], never silently dropped.
+//! Inside a message, fields other than `role`, `content`, `tool_calls`,
+//! `tool_call_id`, `refusal` (sent as assistant text), `function_call` and
+//! `audio` (both refused) are ignored: clients echo assistant messages back
+//! with response-only fields such as `annotations`.
 //!
 //! Tool calls round-trip Gemini's thought signatures (required by Gemini 3
 //! for function calling) the way Google's own OpenAI-compatible endpoint
@@ -257,6 +261,9 @@ struct Message<'a> {
     tool_calls: Option<Vec<ToolCall<'a>>>,
     #[serde(borrow, default)]
     tool_call_id: Option<Cow<'a, str>>,
+    /// An assistant's earlier refusal: what it said, so it is sent as text.
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
     #[serde(default)]
     function_call: Option<IgnoredAny>,
     #[serde(default)]
@@ -648,6 +655,9 @@ fn translate_messages<'a>(messages: &'a [Message<'a>]) -> Result<Translated<'a>,
             "assistant" => {
                 let mut parts = Vec::new();
                 text_parts(content, i, &mut parts, TextOnly::Assistant)?;
+                if let Some(refusal) = message.refusal.as_deref().filter(|r| !r.is_empty()) {
+                    parts.push(Part::Text { text: refusal });
+                }
                 for (j, call) in message.tool_calls.iter().flatten().enumerate() {
                     let at = |field: &str| format!("messages[{i}].tool_calls[{j}].{field}");
                     if let Some(kind) = call.kind.as_deref().filter(|kind| *kind != "function") {
