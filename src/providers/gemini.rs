@@ -1059,6 +1059,7 @@ fn generation_config<'a>(request: &ChatRequest<'a>) -> Result<GenerationConfig<'
     let stop_sequences = match &request.stop {
         None => None,
         Some(Stop::One(one)) => Some(vec![one.clone()]),
+        Some(Stop::Many(many)) if many.is_empty() => None,
         Some(Stop::Many(many)) => Some(many.clone()),
     };
     let (response_mime_type, response_json_schema) = match &request.response_format {
@@ -2401,6 +2402,14 @@ mod tests {
         // Without tools, `auto`/`none` need no config at all.
         let out = request(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tool_choice":"auto","tools":null}"#).unwrap();
         assert!(out.get("toolConfig").is_none() && out.get("tools").is_none());
+        // Arguments with surrounding whitespace are still an object; an
+        // empty stop list asks for nothing.
+        let out = request(r#"{"model":"m","stop":[],"messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"  {\"a\": 1} "}}]}]}"#).unwrap();
+        assert_eq!(
+            out["contents"][1]["parts"][0]["functionCall"]["args"],
+            serde_json::json!({"a": 1})
+        );
+        assert!(out.get("generationConfig").is_none());
         // A plain request has nothing but contents.
         let out = request(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         assert_eq!(
