@@ -29,7 +29,7 @@ struct MessagesRequest<'a> {
     #[serde(default)]
     max_tokens: Option<u64>,
     #[serde(default)]
-    messages: Option<IgnoredAny>,
+    messages: Option<Vec<IgnoredAny>>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default, borrow)]
@@ -144,8 +144,14 @@ struct Message<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ContentBlock<'a> {
-    Text { text: &'a str },
-    ToolUse { id: &'a str, name: &'a str, input: ToolInput },
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: ToolInput,
+    },
 }
 
 /// The arguments of every simulated tool call ([`TOOL_INPUT_JSON`]).
@@ -310,8 +316,14 @@ struct BlockStart<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum StartBlock<'a> {
-    Text { text: &'a str },
-    ToolUse { id: &'a str, name: &'a str, input: Empty },
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Empty,
+    },
 }
 
 #[derive(Serialize)]

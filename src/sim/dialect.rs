@@ -52,7 +52,11 @@ impl SimEndpoint {
 
 /// The status and body of `error` as `endpoint`'s provider would send it;
 /// `name` is the sim's name, quoted in messages of injected faults.
-pub(crate) fn render(endpoint: SimEndpoint, error: SimError<'_>, name: &str) -> (StatusCode, Bytes) {
+pub(crate) fn render(
+    endpoint: SimEndpoint,
+    error: SimError<'_>,
+    name: &str,
+) -> (StatusCode, Bytes) {
     match endpoint.dialect() {
         Dialect::OpenAi => openai::error(endpoint, error, name),
         Dialect::Azure => openai::azure_error(endpoint, error, name),

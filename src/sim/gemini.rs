@@ -28,7 +28,7 @@ use super::Shared;
 #[derive(Deserialize)]
 struct GenerateContentRequest<'a> {
     #[serde(default)]
-    contents: Option<IgnoredAny>,
+    contents: Option<Vec<IgnoredAny>>,
     #[serde(default, borrow)]
     tools: Option<Vec<Tool<'a>>>,
     #[serde(default, borrow, rename = "toolConfig", alias = "tool_config")]
@@ -80,7 +80,11 @@ impl GenerateContentRequest<'_> {
     /// The function the request forces (mode `ANY`), which the answer then
     /// calls: the first allowed name, else the first declared one.
     fn forced_function(&self) -> Option<&str> {
-        let config = self.tool_config.as_ref()?.function_calling_config.as_ref()?;
+        let config = self
+            .tool_config
+            .as_ref()?
+            .function_calling_config
+            .as_ref()?;
         if config.mode.as_deref() != Some("ANY") {
             return None;
         }
@@ -91,7 +95,10 @@ impl GenerateContentRequest<'_> {
             .filter_map(|t| t.function_declarations.as_deref())
             .flatten()
             .next()?;
-        let allowed = config.allowed_function_names.as_deref().and_then(<[_]>::first);
+        let allowed = config
+            .allowed_function_names
+            .as_deref()
+            .and_then(<[_]>::first);
         Some(allowed.unwrap_or(&declared.name))
     }
 }
@@ -113,7 +120,7 @@ pub(crate) async fn generate(
         Ok(req) => req,
         Err(response) => return response,
     };
-    if req.contents.is_none() {
+    if req.contents.as_ref().is_none_or(Vec::is_empty) {
         let message = "* GenerateContentRequest.contents: contents is not specified\n";
         let status = StatusCode::BAD_REQUEST;
         return ctx.reject(Some(model), stream, status, message, body.len());

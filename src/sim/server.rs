@@ -230,7 +230,11 @@ impl<'a> Ctx<'a> {
     /// The dialect's own credential and version checks, then the accepted
     /// keys. They come before the body is parsed, as at a real provider, and
     /// consume no request index or script entry.
-    fn authorize(&self, path_model: Option<&str>, body_len: usize) -> Result<(), Box<Response<Body>>> {
+    fn authorize(
+        &self,
+        path_model: Option<&str>,
+        body_len: usize,
+    ) -> Result<(), Box<Response<Body>>> {
         let dialect = self.endpoint.dialect();
         let stream = self.path_stream();
         if dialect == Dialect::Azure && self.query_param("api-version").is_none() {
@@ -382,7 +386,11 @@ impl<'a> Ctx<'a> {
 
     /// The answer of a non-stream request whose action is not a status,
     /// context-length error or hang.
-    fn non_stream_answer(&self, action: &FaultAction, body: impl FnOnce() -> Bytes) -> Response<Body> {
+    fn non_stream_answer(
+        &self,
+        action: &FaultAction,
+        body: impl FnOnce() -> Bytes,
+    ) -> Response<Body> {
         let stats = &self.shared.stats;
         let mut response = match action {
             FaultAction::DropAfter(_) => {
@@ -400,7 +408,8 @@ impl<'a> Ctx<'a> {
             }
             FaultAction::ErrorEventFirst | FaultAction::ErrorEventAfter(_) => {
                 bump(&stats.error_events);
-                let (_, body) = dialect::render(self.endpoint, SimError::Overloaded, &self.shared.name);
+                let (_, body) =
+                    dialect::render(self.endpoint, SimError::Overloaded, &self.shared.name);
                 Response::new(Body::from(body))
             }
             _ => {
@@ -457,7 +466,13 @@ impl<'a> Ctx<'a> {
         response
     }
 
-    fn record(&self, model: Option<&str>, stream: bool, outcome: Cow<'static, str>, body_len: usize) {
+    fn record(
+        &self,
+        model: Option<&str>,
+        stream: bool,
+        outcome: Cow<'static, str>,
+        body_len: usize,
+    ) {
         self.shared.log.push(RequestRecord {
             at: tokio::time::Instant::now(),
             path: self.parts.uri.path().to_owned(),

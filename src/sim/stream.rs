@@ -175,8 +175,8 @@ impl<F: StreamFormat> Stream for SimStream<F> {
                     }
                 },
                 Step::Content => {
-                    let finishing =
-                        this.end == StreamEnd::Complete && this.sent.saturating_add(1) == this.limit;
+                    let finishing = this.end == StreamEnd::Complete
+                        && this.sent.saturating_add(1) == this.limit;
                     let frame = this.format.content(this.sent, finishing);
                     this.sent += 1;
                     this.step = this.after_content();
