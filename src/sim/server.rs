@@ -100,22 +100,23 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     // The OpenAI paths are matched first and exactly: the sim is the
     // upstream of overhead benchmarks, so other dialects cost them nothing.
-    let (endpoint, path_model) = match (&parts.method, parts.uri.path()) {
-        (&Method::POST, CHAT_PATH) => (SimEndpoint::OpenAiChat, None),
-        (&Method::POST, EMBEDDINGS_PATH) => (SimEndpoint::OpenAiEmbeddings, None),
-        (&Method::POST, MESSAGES_PATH) => (SimEndpoint::AnthropicMessages, None),
+    let route = match (&parts.method, parts.uri.path()) {
+        (&Method::POST, CHAT_PATH) => Route::Chat { deployment: None },
+        (&Method::POST, EMBEDDINGS_PATH) => Route::Embeddings { deployment: None },
+        (&Method::POST, MESSAGES_PATH) => Route::Messages,
         (&Method::GET, "/v1/models") => return json(StatusCode::OK, shared.models_body.clone()),
         (&Method::GET, "/healthz") => {
             return json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
         }
-        (&Method::POST, path) => match endpoint_of(path) {
-            Some((endpoint, model)) => (endpoint, Some(model)),
+        (&Method::POST, path) => match Route::keyed_by_path(path) {
+            Some(route) => route,
             None => return unknown_route(shared, &parts),
         },
         _ => return unknown_route(shared, &parts),
     };
     bump(&shared.stats.requests);
-    let ctx = Ctx::new(shared, &parts, endpoint);
+    let ctx = Ctx::new(shared, &parts, route.endpoint());
+    let path_model = route.path_model();
     let body = match read_body(&ctx, path_model, body).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -123,44 +124,80 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if let Err(response) = ctx.authorize(path_model, body.len()) {
         return *response;
     }
-    match (endpoint, path_model) {
-        (SimEndpoint::OpenAiChat, _) => chat(&ctx, &body, None).await,
-        (SimEndpoint::AzureChat, Some(deployment)) => chat(&ctx, &body, Some(deployment)).await,
-        (SimEndpoint::OpenAiEmbeddings, _) => embeddings(&ctx, &body, None).await,
-        (SimEndpoint::AzureEmbeddings, Some(deployment)) => {
-            embeddings(&ctx, &body, Some(deployment)).await
-        }
-        (SimEndpoint::AnthropicMessages, _) => anthropic::messages(&ctx, &body).await,
-        (SimEndpoint::GeminiGenerateContent, Some(model)) => {
-            gemini::generate(&ctx, &body, model, false).await
-        }
-        (SimEndpoint::GeminiStreamGenerateContent, Some(model)) => {
-            gemini::generate(&ctx, &body, model, true).await
-        }
-        // `endpoint_of` names a model for exactly the path-keyed endpoints.
-        _ => unknown_route(shared, &parts),
+    match route {
+        Route::Chat { deployment } => chat(&ctx, &body, deployment).await,
+        Route::Embeddings { deployment } => embeddings(&ctx, &body, deployment).await,
+        Route::Messages => anthropic::messages(&ctx, &body).await,
+        Route::Generate { model, stream } => gemini::generate(&ctx, &body, model, stream).await,
     }
 }
 
-/// The Gemini and Azure endpoints, which carry the model in the path.
-fn endpoint_of(path: &str) -> Option<(SimEndpoint, &str)> {
-    if let Some(rest) = path.strip_prefix(GEMINI_PREFIX) {
-        let (model, method) = rest.rsplit_once(':')?;
-        let endpoint = match method {
-            "generateContent" => SimEndpoint::GeminiGenerateContent,
-            "streamGenerateContent" => SimEndpoint::GeminiStreamGenerateContent,
-            _ => return None,
-        };
-        return (!model.is_empty() && !model.contains('/')).then_some((endpoint, model));
+/// An inference endpoint, with what its path says.
+#[derive(Clone, Copy)]
+enum Route<'p> {
+    /// OpenAI's, or Azure's when the path names a deployment.
+    Chat {
+        deployment: Option<&'p str>,
+    },
+    Embeddings {
+        deployment: Option<&'p str>,
+    },
+    Messages,
+    Generate {
+        model: &'p str,
+        stream: bool,
+    },
+}
+
+impl<'p> Route<'p> {
+    /// The Gemini and Azure endpoints, which carry the model in the path.
+    fn keyed_by_path(path: &'p str) -> Option<Self> {
+        if let Some(rest) = path.strip_prefix(GEMINI_PREFIX) {
+            let (model, method) = rest.rsplit_once(':')?;
+            let stream = match method {
+                "generateContent" => false,
+                "streamGenerateContent" => true,
+                _ => return None,
+            };
+            return (!model.is_empty() && !model.contains('/'))
+                .then_some(Self::Generate { model, stream });
+        }
+        let rest = path.strip_prefix(AZURE_PREFIX)?;
+        let (deployment, operation) = rest.split_once('/')?;
+        if deployment.is_empty() {
+            return None;
+        }
+        let deployment = Some(deployment);
+        match operation {
+            "chat/completions" => Some(Self::Chat { deployment }),
+            "embeddings" => Some(Self::Embeddings { deployment }),
+            _ => None,
+        }
     }
-    let rest = path.strip_prefix(AZURE_PREFIX)?;
-    let (deployment, operation) = rest.split_once('/')?;
-    let endpoint = match operation {
-        "chat/completions" => SimEndpoint::AzureChat,
-        "embeddings" => SimEndpoint::AzureEmbeddings,
-        _ => return None,
-    };
-    (!deployment.is_empty()).then_some((endpoint, deployment))
+
+    fn endpoint(self) -> SimEndpoint {
+        match self {
+            Self::Chat { deployment: None } => SimEndpoint::OpenAiChat,
+            Self::Chat {
+                deployment: Some(_),
+            } => SimEndpoint::AzureChat,
+            Self::Embeddings { deployment: None } => SimEndpoint::OpenAiEmbeddings,
+            Self::Embeddings {
+                deployment: Some(_),
+            } => SimEndpoint::AzureEmbeddings,
+            Self::Messages => SimEndpoint::AnthropicMessages,
+            Self::Generate { stream: false, .. } => SimEndpoint::GeminiGenerateContent,
+            Self::Generate { stream: true, .. } => SimEndpoint::GeminiStreamGenerateContent,
+        }
+    }
+
+    fn path_model(self) -> Option<&'p str> {
+        match self {
+            Self::Chat { deployment } | Self::Embeddings { deployment } => deployment,
+            Self::Messages => None,
+            Self::Generate { model, .. } => Some(model),
+        }
+    }
 }
 
 fn unknown_route(shared: &Arc<Shared>, parts: &Parts) -> Response<Body> {
@@ -201,7 +238,7 @@ async fn read_body(
 /// and the answer: the request, the dialect it speaks and the key it
 /// presented.
 pub(crate) struct Ctx<'a> {
-    pub(crate) shared: &'a Arc<Shared>,
+    shared: &'a Arc<Shared>,
     parts: &'a Parts,
     endpoint: SimEndpoint,
     api_key: Option<&'a str>,
@@ -557,7 +594,7 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
             Ok(req) => (req.model, req.stream, req.stream_options),
             Err(response) => return response,
         },
-        Some(deployment) => match ctx.parse::<DeploymentChatRequest>(deployment.into(), body) {
+        Some(deployment) => match ctx.parse::<DeploymentChatRequest>(Some(deployment), body) {
             Ok(req) => (Cow::Borrowed(deployment), req.stream, req.stream_options),
             Err(response) => return response,
         },
@@ -588,11 +625,12 @@ async fn embeddings(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Re
             Ok(req) => (req.model, req.input),
             Err(response) => return response,
         },
-        Some(deployment) => match ctx.parse::<DeploymentEmbeddingsRequest>(deployment.into(), body)
-        {
-            Ok(req) => (Cow::Borrowed(deployment), req.input),
-            Err(response) => return response,
-        },
+        Some(deployment) => {
+            match ctx.parse::<DeploymentEmbeddingsRequest>(Some(deployment), body) {
+                Ok(req) => (Cow::Borrowed(deployment), req.input),
+                Err(response) => return response,
+            }
+        }
     };
     let inputs = match input.as_ref().map(parse_inputs) {
         Some(Some(inputs)) => inputs,
