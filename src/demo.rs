@@ -98,6 +98,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             behavior,
             timeline,
+            accepted_keys: None,
         }
     };
     let primary = Simulator::start(

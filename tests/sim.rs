@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use switchyard::sim::{
-    Behavior, Fault, FaultAction, Phase, SimConfig, SimHandle, SimStats, Simulator,
+    Behavior, Fault, FaultAction, Phase, SimConfig, SimEndpoint, SimHandle, SimStats, Simulator,
 };
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -158,6 +158,8 @@ async fn non_stream_chat_has_openai_shape() {
     assert_eq!(records.len(), 1);
     let r = &records[0];
     assert_eq!(r.path, "/v1/chat/completions");
+    assert_eq!(r.endpoint, SimEndpoint::OpenAiChat);
+    assert_eq!(r.api_key.as_deref(), Some("sk-very-secret"));
     assert_eq!(r.model.as_deref(), Some("gpt-4o-mini"));
     assert!(!r.stream);
     assert_eq!(r.outcome, "ok");
@@ -773,4 +775,1000 @@ async fn http2_streams_and_drops() {
         (stats.ok, stats.dropped, stats.streams_completed),
         (2, 1, 1)
     );
+}
+
+// ---- Anthropic Messages, Gemini and Azure OpenAI dialects ----
+
+const ANTHROPIC_KEY: &str = "sk-ant-test-1";
+const GEMINI_KEY: &str = "AIza-test-1";
+const AZURE_KEY: &str = "azure-test-1";
+
+fn anthropic_body(stream: bool) -> Value {
+    json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "hello there"}],
+        "stream": stream,
+    })
+}
+
+fn weather_tool() -> Value {
+    json!({
+        "name": "get_weather",
+        "description": "Weather at a place",
+        "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}},
+    })
+}
+
+/// `POST /v1/messages` with Anthropic's required headers plus `headers`.
+async fn anthropic(
+    client: &HttpClient,
+    sim: &SimHandle,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
+    let mut all = vec![
+        ("x-api-key", ANTHROPIC_KEY),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    all.extend_from_slice(headers);
+    let url = format!("{}/messages", sim.base_url());
+    send(client, Method::POST, url, body.to_string(), &all).await
+}
+
+fn gemini_body() -> Value {
+    json!({"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]})
+}
+
+fn gemini_url(sim: &SimHandle, model: &str, stream: bool) -> String {
+    if stream {
+        format!(
+            "{}/v1beta/models/{model}:streamGenerateContent?alt=sse",
+            sim.origin()
+        )
+    } else {
+        format!("{}/v1beta/models/{model}:generateContent", sim.origin())
+    }
+}
+
+/// A Gemini call keyed by the `x-goog-api-key` header, plus `headers`.
+async fn gemini(
+    client: &HttpClient,
+    sim: &SimHandle,
+    stream: bool,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
+    let mut all = vec![("x-goog-api-key", GEMINI_KEY)];
+    all.extend_from_slice(headers);
+    let url = gemini_url(sim, "gemini-2.5-flash", stream);
+    send(client, Method::POST, url, body.to_string(), &all).await
+}
+
+fn azure_url(sim: &SimHandle, deployment: &str, operation: &str) -> String {
+    format!(
+        "{}/openai/deployments/{deployment}/{operation}?api-version=2024-10-21",
+        sim.origin()
+    )
+}
+
+/// Anthropic's SSE events as (event name, data), checking the framing.
+fn named_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').expect("event and data lines");
+            let name = name.strip_prefix("event: ").expect("event line");
+            let data = data.strip_prefix("data: ").expect("data line");
+            (name.to_owned(), serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+/// Gemini's SSE events, framed as Gemini frames them (`\r\n\r\n`).
+fn gemini_events(body: &str) -> Vec<Value> {
+    assert!(body.ends_with("\r\n\r\n"), "{body:?}");
+    body.split("\r\n\r\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let data = e
+                .strip_prefix("data: ")
+                .expect("every event is a data line");
+            serde_json::from_str(data).unwrap()
+        })
+        .collect()
+}
+
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+/// Reads a body that must end in an abort; returns what arrived first.
+async fn until_abort(resp: Response<Incoming>) -> String {
+    let mut body = resp.into_body();
+    let mut received = Vec::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => received.extend_from_slice(frame.data_ref().unwrap()),
+            Some(Err(_)) => break,
+            None => panic!("body ended cleanly instead of aborting"),
+        }
+    }
+    String::from_utf8(received).unwrap()
+}
+
+#[tokio::test]
+async fn anthropic_non_stream_has_messages_shape() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let body = anthropic_body(false);
+    let resp = anthropic(&client, &sim, &body, &[("x-request-id", "req-7")]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(header(&resp, "content-type"), Some("application/json"));
+    assert_eq!(header(&resp, "x-sim-name"), Some("sim"));
+    let v = json_body(resp).await;
+    assert!(v["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["role"], "assistant");
+    assert_eq!(v["model"], "claude-sonnet-4-5");
+    assert_eq!(
+        v["content"],
+        json!([{"type": "text", "text": "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"}])
+    );
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["stop_sequence"], Value::Null);
+    let prompt_tokens = body.to_string().len().div_ceil(4) as u64;
+    assert_eq!(
+        v["usage"],
+        json!({"input_tokens": prompt_tokens, "output_tokens": 8})
+    );
+
+    let records = sim.requests();
+    let r = &records[0];
+    assert_eq!(r.endpoint, SimEndpoint::AnthropicMessages);
+    assert_eq!(r.path, "/v1/messages");
+    assert_eq!(r.api_key.as_deref(), Some(ANTHROPIC_KEY));
+    assert_eq!(r.model.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(r.outcome, "ok");
+    assert!(r
+        .headers
+        .contains(&("x-api-key".to_owned(), "present".to_owned())));
+    // The key is in the record for tests, never in its Debug output.
+    assert!(!format!("{records:?}").contains(ANTHROPIC_KEY));
+    assert_eq!((sim.stats().requests, sim.stats().ok), (1, 1));
+}
+
+#[tokio::test]
+async fn anthropic_stream_sends_the_documented_event_sequence() {
+    let sim = start_with(Behavior {
+        completion_tokens: 3,
+        ..Behavior::default()
+    })
+    .await;
+    let client = client();
+    let body = anthropic_body(true);
+    let prompt_tokens = body.to_string().len().div_ceil(4) as u64;
+    let resp = anthropic(&client, &sim, &body, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(header(&resp, "content-type"), Some("text/event-stream"));
+    let events = named_events(&text(resp).await);
+    assert_eq!(
+        names(&events),
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ]
+    );
+    for (name, data) in &events {
+        assert_eq!(data["type"], name.as_str());
+    }
+    let start = &events[0].1["message"];
+    assert!(start["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(start["type"], "message");
+    assert_eq!(start["role"], "assistant");
+    assert_eq!(start["model"], "claude-sonnet-4-5");
+    assert_eq!(start["content"], json!([]));
+    assert_eq!(start["stop_reason"], Value::Null);
+    assert_eq!(start["usage"]["input_tokens"], prompt_tokens);
+    assert_eq!(
+        events[1].1["content_block"],
+        json!({"type": "text", "text": ""})
+    );
+    for (i, (_, delta)) in events[3..6].iter().enumerate() {
+        assert_eq!(delta["index"], 0);
+        assert_eq!(
+            delta["delta"],
+            json!({"type": "text_delta", "text": format!("tok{i} ")})
+        );
+    }
+    assert_eq!(events[6].1["index"], 0);
+    assert_eq!(
+        events[7].1["delta"],
+        json!({"stop_reason": "end_turn", "stop_sequence": null})
+    );
+    assert_eq!(events[7].1["usage"], json!({"output_tokens": 3}));
+    let stats = sim.stats();
+    assert_eq!((stats.ok, stats.streams_completed), (1, 1));
+    assert!(sim.requests()[0].stream);
+}
+
+#[tokio::test]
+async fn anthropic_forced_tool_choice_answers_with_tool_use() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = anthropic_body(false);
+    body["tools"] = json!([weather_tool(), {"name": "lookup", "input_schema": {"type": "object"}}]);
+    body["tool_choice"] = json!({"type": "any"});
+    let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(v["stop_reason"], "tool_use");
+    let block = &v["content"][0];
+    assert_eq!(block["type"], "tool_use");
+    assert!(block["id"].as_str().unwrap().starts_with("toolu_"));
+    assert_eq!(block["name"], "get_weather");
+    assert_eq!(
+        block["input"],
+        json!({"location": "Paris", "unit": "celsius"})
+    );
+
+    body["tool_choice"] = json!({"type": "tool", "name": "lookup"});
+    let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(v["content"][0]["name"], "lookup");
+
+    // `auto` leaves the choice to the model: the sim answers with text.
+    body["tool_choice"] = json!({"type": "auto"});
+    let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(v["content"][0]["type"], "text");
+    assert_eq!(v["stop_reason"], "end_turn");
+
+    body["tool_choice"] = json!({"type": "any"});
+    body["stream"] = json!(true);
+    let events = named_events(&text(anthropic(&client, &sim, &body, &[]).await).await);
+    let block = &events[1].1["content_block"];
+    assert_eq!(block["type"], "tool_use");
+    assert_eq!(block["name"], "get_weather");
+    assert_eq!(block["input"], json!({}));
+    let mut partial = String::new();
+    for (name, data) in &events {
+        if name == "content_block_delta" {
+            assert_eq!(data["delta"]["type"], "input_json_delta");
+            partial.push_str(data["delta"]["partial_json"].as_str().unwrap());
+        }
+    }
+    assert_eq!(
+        serde_json::from_str::<Value>(&partial).unwrap(),
+        json!({"location": "Paris", "unit": "celsius"})
+    );
+    let (name, delta) = &events[events.len() - 2];
+    assert_eq!(name, "message_delta");
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    assert_eq!(names(&events).last(), Some(&"message_stop"));
+}
+
+#[tokio::test]
+async fn anthropic_errors_have_anthropic_shape_and_status() {
+    let sim = start(SimConfig {
+        name: "ant".into(),
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client();
+    let body = anthropic_body(false);
+    for (code, kind) in [
+        ("429", "rate_limit_error"),
+        ("500", "api_error"),
+        ("529", "overloaded_error"),
+        ("503", "overloaded_error"),
+        ("400", "invalid_request_error"),
+        ("401", "authentication_error"),
+    ] {
+        let resp = anthropic(&client, &sim, &body, &[("x-sim-status", code)]).await;
+        assert_eq!(resp.status().as_str(), code);
+        assert_eq!(
+            json_body(resp).await,
+            json!({"type": "error", "error": {"type": kind, "message": format!("simulated {code} from ant")}})
+        );
+    }
+    let resp = anthropic(
+        &client,
+        &sim,
+        &body,
+        &[("x-sim-status", "429"), ("x-sim-retry-after-ms", "1500")],
+    )
+    .await;
+    assert_eq!(header(&resp, "retry-after"), Some("2"));
+    assert_eq!(header(&resp, "retry-after-ms"), Some("1500"));
+
+    // The protocol's own checks, before any fault.
+    let url = format!("{}/messages", sim.base_url());
+    let no_key = [("anthropic-version", "2023-06-01")];
+    let resp = send(
+        &client,
+        Method::POST,
+        url.clone(),
+        body.to_string(),
+        &no_key,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let v = json_body(resp).await;
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "authentication_error");
+    let no_version = [("x-api-key", ANTHROPIC_KEY)];
+    let resp = send(&client, Method::POST, url, body.to_string(), &no_version).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v = json_body(resp).await;
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("anthropic-version"));
+
+    let mut no_max_tokens = anthropic_body(false);
+    no_max_tokens.as_object_mut().unwrap().remove("max_tokens");
+    let resp = anthropic(&client, &sim, &no_max_tokens, &[]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json_body(resp).await["error"]["message"],
+        "max_tokens: Field required"
+    );
+    let mut unknown = anthropic_body(false);
+    unknown["model"] = json!("claude-9");
+    let resp = anthropic(&client, &sim, &unknown, &[]).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_body(resp).await["error"]["type"], "not_found_error");
+
+    let stats = sim.stats();
+    assert_eq!(stats.errors_by_status.values().sum::<u64>(), 7);
+    assert_eq!((stats.unauthorized, stats.bad_requests), (1, 3));
+}
+
+#[tokio::test]
+async fn anthropic_stream_faults() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let body = anthropic_body(true);
+
+    let resp = anthropic(&client, &sim, &body, &[("x-sim-error-event", "first")]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let events = named_events(&text(resp).await);
+    assert_eq!(names(&events), ["error"]);
+    assert_eq!(
+        events[0].1,
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "simulated overload from sim"}})
+    );
+
+    let resp = anthropic(&client, &sim, &body, &[("x-sim-error-event", "2")]).await;
+    let events = named_events(&text(resp).await);
+    assert_eq!(
+        names(&events),
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta",
+            "error",
+        ]
+    );
+
+    let resp = anthropic(&client, &sim, &body, &[("x-sim-drop-after", "2")]).await;
+    let received = until_abort(resp).await;
+    assert!(
+        received.contains("tok1 ") && !received.contains("tok2 "),
+        "{received}"
+    );
+    assert!(!received.contains("message_stop"));
+
+    sim.push_script([FaultAction::TruncateAfter(1).into()]);
+    let events = named_events(&text(anthropic(&client, &sim, &body, &[]).await).await);
+    assert_eq!(names(&events).last(), Some(&"content_block_delta"));
+
+    // On a non-stream request the error event is the whole 200 body.
+    let resp = anthropic(
+        &client,
+        &sim,
+        &anthropic_body(false),
+        &[("x-sim-error-event", "first")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json_body(resp).await["error"]["type"], "overloaded_error");
+
+    let stats = sim.stats();
+    assert_eq!(
+        (
+            stats.error_events,
+            stats.dropped,
+            stats.truncated,
+            stats.streams_completed
+        ),
+        (3, 1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn gemini_non_stream_has_generate_content_shape() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let body = gemini_body();
+    let resp = gemini(&client, &sim, false, &body, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(header(&resp, "content-type"), Some("application/json"));
+    let v = json_body(resp).await;
+    let candidate = &v["candidates"][0];
+    assert_eq!(
+        candidate["content"],
+        json!({"parts": [{"text": "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"}], "role": "model"})
+    );
+    assert_eq!(candidate["finishReason"], "STOP");
+    assert_eq!(candidate["index"], 0);
+    let prompt_tokens = body.to_string().len().div_ceil(4) as u64;
+    assert_eq!(
+        v["usageMetadata"],
+        json!({"promptTokenCount": prompt_tokens, "candidatesTokenCount": 8, "totalTokenCount": prompt_tokens + 8})
+    );
+    assert_eq!(v["modelVersion"], "gemini-2.5-flash");
+    assert!(!v["responseId"].as_str().unwrap().is_empty());
+
+    // The key may also come as `?key=`.
+    let url = format!(
+        "{}?key=AIza-in-query",
+        gemini_url(&sim, "gemini-2.5-flash", false)
+    );
+    let resp = send(&client, Method::POST, url, body.to_string(), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let records = sim.requests();
+    assert_eq!(records[0].endpoint, SimEndpoint::GeminiGenerateContent);
+    assert_eq!(
+        records[0].path,
+        "/v1beta/models/gemini-2.5-flash:generateContent"
+    );
+    assert_eq!(records[0].model.as_deref(), Some("gemini-2.5-flash"));
+    assert_eq!(records[0].api_key.as_deref(), Some(GEMINI_KEY));
+    assert_eq!(records[1].api_key.as_deref(), Some("AIza-in-query"));
+    assert!(!records[1].stream);
+}
+
+#[tokio::test]
+async fn gemini_stream_sends_chunks_then_ends_without_done() {
+    let sim = start_with(Behavior {
+        completion_tokens: 3,
+        ..Behavior::default()
+    })
+    .await;
+    let client = client();
+    let body = gemini_body();
+    let prompt_tokens = body.to_string().len().div_ceil(4) as u64;
+    let resp = gemini(&client, &sim, true, &body, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(header(&resp, "content-type"), Some("text/event-stream"));
+    let raw = text(resp).await;
+    assert!(!raw.contains("[DONE]"));
+    let events = gemini_events(&raw);
+    assert_eq!(events.len(), 3, "{raw}");
+    for (i, e) in events.iter().enumerate() {
+        let candidate = &e["candidates"][0];
+        assert_eq!(candidate["content"]["parts"][0]["text"], format!("tok{i} "));
+        assert_eq!(candidate["content"]["role"], "model");
+        assert_eq!(e["modelVersion"], "gemini-2.5-flash");
+        assert_eq!(e["responseId"], events[0]["responseId"]);
+        assert_eq!(e["usageMetadata"]["promptTokenCount"], prompt_tokens);
+    }
+    for e in &events[..2] {
+        assert!(e["candidates"][0].get("finishReason").is_none());
+        assert!(e["usageMetadata"].get("candidatesTokenCount").is_none());
+    }
+    assert_eq!(events[2]["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(
+        events[2]["usageMetadata"],
+        json!({"promptTokenCount": prompt_tokens, "candidatesTokenCount": 3, "totalTokenCount": prompt_tokens + 3})
+    );
+
+    // No content at all still ends with a finished chunk.
+    let resp = gemini(&client, &sim, true, &body, &[("x-sim-tokens", "0")]).await;
+    let events = gemini_events(&text(resp).await);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(events[0]["usageMetadata"]["candidatesTokenCount"], 0);
+
+    let stats = sim.stats();
+    assert_eq!((stats.ok, stats.streams_completed), (2, 2));
+    let r = &sim.requests()[0];
+    assert_eq!(r.endpoint, SimEndpoint::GeminiStreamGenerateContent);
+    assert!(r.stream);
+}
+
+#[tokio::test]
+async fn gemini_function_calling_mode_any_answers_with_function_call() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = gemini_body();
+    body["tools"] = json!([{"functionDeclarations": [
+        {"name": "get_weather", "parameters": {"type": "object"}},
+        {"name": "lookup"},
+    ]}]);
+    body["toolConfig"] = json!({"functionCallingConfig": {"mode": "ANY"}});
+    let call = json!({"functionCall": {"name": "get_weather", "args": {"location": "Paris", "unit": "celsius"}}});
+    let v = json_body(gemini(&client, &sim, false, &body, &[]).await).await;
+    assert_eq!(v["candidates"][0]["content"]["parts"], json!([call]));
+    assert_eq!(v["candidates"][0]["finishReason"], "STOP");
+
+    let events = gemini_events(&text(gemini(&client, &sim, true, &body, &[]).await).await);
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0]["candidates"][0]["content"]["parts"],
+        json!([call])
+    );
+    assert_eq!(events[0]["candidates"][0]["finishReason"], "STOP");
+
+    // snake_case field names and allowed names work as at Gemini.
+    let snake = json!({
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "tools": [{"function_declarations": [{"name": "get_weather"}, {"name": "lookup"}]}],
+        "tool_config": {"function_calling_config": {"mode": "ANY", "allowed_function_names": ["lookup"]}},
+    });
+    let v = json_body(gemini(&client, &sim, false, &snake, &[]).await).await;
+    assert_eq!(
+        v["candidates"][0]["content"]["parts"][0]["functionCall"]["name"],
+        "lookup"
+    );
+
+    body["toolConfig"] = json!({"functionCallingConfig": {"mode": "AUTO"}});
+    let v = json_body(gemini(&client, &sim, false, &body, &[]).await).await;
+    assert!(v["candidates"][0]["content"]["parts"][0]["text"].is_string());
+}
+
+#[tokio::test]
+async fn gemini_errors_have_gemini_shape_and_status() {
+    let sim = start(SimConfig {
+        name: "gem".into(),
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client();
+    let body = gemini_body();
+    for (code, status) in [
+        (429, "RESOURCE_EXHAUSTED"),
+        (503, "UNAVAILABLE"),
+        (500, "INTERNAL"),
+        (400, "INVALID_ARGUMENT"),
+        (401, "UNAUTHENTICATED"),
+        (403, "PERMISSION_DENIED"),
+    ] {
+        let code_text = code.to_string();
+        let resp = gemini(&client, &sim, false, &body, &[("x-sim-status", &code_text)]).await;
+        assert_eq!(resp.status().as_u16(), code);
+        assert_eq!(
+            json_body(resp).await,
+            json!({"error": {"code": code, "message": format!("simulated {code} from gem"), "status": status}})
+        );
+    }
+    let resp = gemini(
+        &client,
+        &sim,
+        true,
+        &body,
+        &[("x-sim-status", "503"), ("x-sim-retry-after-ms", "2000")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&resp, "retry-after"), Some("2"));
+
+    let url = gemini_url(&sim, "gemini-2.5-flash", false);
+    let resp = send(&client, Method::POST, url, body.to_string(), &[]).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let v = json_body(resp).await;
+    assert_eq!(
+        (v["error"]["code"].as_u64(), v["error"]["status"].as_str()),
+        (Some(403), Some("PERMISSION_DENIED"))
+    );
+
+    let url = gemini_url(&sim, "gemini-9", false);
+    let resp = send(
+        &client,
+        Method::POST,
+        url,
+        body.to_string(),
+        &[("x-goog-api-key", GEMINI_KEY)],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_body(resp).await["error"]["status"], "NOT_FOUND");
+
+    let no_sse = format!(
+        "{}/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        sim.origin()
+    );
+    let resp = send(
+        &client,
+        Method::POST,
+        no_sse,
+        body.to_string(),
+        &[("x-goog-api-key", GEMINI_KEY)],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_body(resp).await["error"]["status"], "INVALID_ARGUMENT");
+
+    for bad in [json!({"contents": null}), json!({"contents": []})] {
+        let resp = gemini(&client, &sim, false, &bad, &[]).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let resp = gemini(&client, &sim, false, &json!([1]), &[]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_body(resp).await["error"]["code"], 400);
+
+    let stats = sim.stats();
+    assert_eq!(stats.errors_by_status.values().sum::<u64>(), 7);
+    assert_eq!((stats.unauthorized, stats.bad_requests), (1, 5));
+}
+
+#[tokio::test]
+async fn gemini_stream_faults() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let body = gemini_body();
+    let resp = gemini(
+        &client,
+        &sim,
+        true,
+        &body,
+        &[("x-sim-error-event", "first")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let events = gemini_events(&text(resp).await);
+    assert_eq!(
+        events,
+        [
+            json!({"error": {"code": 503, "message": "simulated overload from sim", "status": "UNAVAILABLE"}})
+        ]
+    );
+
+    let resp = gemini(&client, &sim, true, &body, &[("x-sim-error-event", "2")]).await;
+    let events = gemini_events(&text(resp).await);
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[1]["candidates"][0]["content"]["parts"][0]["text"],
+        "tok1 "
+    );
+    assert!(events[1]["candidates"][0].get("finishReason").is_none());
+    assert_eq!(events[2]["error"]["status"], "UNAVAILABLE");
+
+    let resp = gemini(&client, &sim, true, &body, &[("x-sim-drop-after", "1")]).await;
+    let received = until_abort(resp).await;
+    assert!(
+        received.contains("tok0 ") && !received.contains("STOP"),
+        "{received}"
+    );
+
+    // Truncated after every chunk but the finish: no finishReason anywhere.
+    let resp = gemini(&client, &sim, true, &body, &[("x-sim-truncate-after", "8")]).await;
+    let events = gemini_events(&text(resp).await);
+    assert_eq!(events.len(), 8);
+    assert!(events
+        .iter()
+        .all(|e| e["candidates"][0].get("finishReason").is_none()));
+
+    let stats = sim.stats();
+    assert_eq!(
+        (
+            stats.error_events,
+            stats.dropped,
+            stats.truncated,
+            stats.streams_completed
+        ),
+        (2, 1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn azure_deployments_answer_like_openai() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let key = [("api-key", AZURE_KEY)];
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let resp = send(
+        &client,
+        Method::POST,
+        azure_url(&sim, "gpt-4o", "chat/completions"),
+        body.to_string(),
+        &key,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = json_body(resp).await;
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "gpt-4o");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
+    );
+
+    let stream = json!({"messages": [], "stream": true, "stream_options": {"include_usage": true}});
+    let resp = send(
+        &client,
+        Method::POST,
+        azure_url(&sim, "gpt-4o", "chat/completions"),
+        stream.to_string(),
+        &key,
+    )
+    .await;
+    let events = sse_events(&text(resp).await);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(events[events.len() - 2].contains("\"usage\""));
+
+    let emb = json!({"input": "hello"});
+    let resp = send(
+        &client,
+        Method::POST,
+        azure_url(&sim, "text-embedding-3-small", "embeddings"),
+        emb.to_string(),
+        &key,
+    )
+    .await;
+    let v = json_body(resp).await;
+    assert_eq!(v["model"], "text-embedding-3-small");
+    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 8);
+
+    // Injected faults are OpenAI-shaped.
+    let resp = send(
+        &client,
+        Method::POST,
+        azure_url(&sim, "gpt-4o", "chat/completions"),
+        body.to_string(),
+        &[("api-key", AZURE_KEY), ("x-sim-status", "429")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(json_body(resp).await["error"]["type"], "rate_limit_error");
+
+    // Azure's own gateway errors.
+    let no_version = format!(
+        "{}/openai/deployments/gpt-4o/chat/completions",
+        sim.origin()
+    );
+    let resp = send(&client, Method::POST, no_version, body.to_string(), &key).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        json_body(resp).await,
+        json!({"error": {"code": "404", "message": "Resource not found"}})
+    );
+    let resp = send(
+        &client,
+        Method::POST,
+        azure_url(&sim, "gpt-4o", "chat/completions"),
+        body.to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_body(resp).await["error"]["code"], "401");
+    let resp = send(
+        &client,
+        Method::POST,
+        azure_url(&sim, "nope", "chat/completions"),
+        body.to_string(),
+        &key,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_body(resp).await["error"]["code"], "DeploymentNotFound");
+
+    let records = sim.requests();
+    assert_eq!(records[0].endpoint, SimEndpoint::AzureChat);
+    assert_eq!(
+        records[0].path,
+        "/openai/deployments/gpt-4o/chat/completions"
+    );
+    assert_eq!(records[0].model.as_deref(), Some("gpt-4o"));
+    assert_eq!(records[0].api_key.as_deref(), Some(AZURE_KEY));
+    assert!(records[1].stream);
+    assert_eq!(records[2].endpoint, SimEndpoint::AzureEmbeddings);
+    let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "ok",
+            "ok",
+            "ok",
+            "status:429",
+            "not_found",
+            "unauthorized",
+            "not_found"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn context_length_action_in_each_dialect() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let flag = [("x-sim-context-length", "1")];
+
+    let resp = chat(&client, &sim, chat_body(false), &flag).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v = json_body(resp).await;
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["param"], "messages");
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("This model's maximum context length is"));
+
+    // A scripted one on a stream request is a plain 400, not a stream.
+    sim.push_script([FaultAction::ContextLength.into()]);
+    let resp = anthropic(&client, &sim, &anthropic_body(true), &[]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(header(&resp, "content-type"), Some("application/json"));
+    assert_eq!(
+        json_body(resp).await,
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long: 250000 tokens > 200000 maximum"}})
+    );
+
+    let resp = gemini(&client, &sim, true, &gemini_body(), &flag).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v = json_body(resp).await;
+    assert_eq!(v["error"]["code"], 400);
+    assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exceeds the maximum number of tokens allowed (1048576)"));
+
+    let key = ("api-key", AZURE_KEY);
+    let resp = send(
+        &client,
+        Method::POST,
+        azure_url(&sim, "text-embedding-3-small", "embeddings"),
+        json!({"input": "x"}).to_string(),
+        &[key, flag[0]],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v = json_body(resp).await;
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["param"].as_str()),
+        (Some("context_length_exceeded"), Some("input"))
+    );
+
+    let stats = sim.stats();
+    assert_eq!(
+        stats.errors_by_status.into_iter().collect::<Vec<_>>(),
+        [(400, 4)]
+    );
+    assert_eq!(stats.ok, 0);
+    assert!(sim.requests().iter().all(|r| r.outcome == "context_length"));
+
+    // Sampled from the behaviour as well.
+    sim.set_behavior(Behavior {
+        context_length_rate: 1.0,
+        ..Behavior::default()
+    });
+    let resp = chat(&client, &sim, chat_body(true), &[]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn accepted_keys_refuse_other_keys_in_each_dialect() {
+    let sim = start(SimConfig {
+        accepted_keys: Some(vec!["good-key".into(), "other-good".into()]),
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client();
+    // A refused request consumes no script entry.
+    sim.push_script([Fault::status(503)]);
+    let wrong = "sk-wrong-secret";
+
+    let resp = chat(&client, &sim, chat_body(false), &[]).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let bearer = format!("Bearer {wrong}");
+    let resp = chat(
+        &client,
+        &sim,
+        chat_body(false),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body = text(resp).await;
+    assert!(!body.contains(wrong), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+
+    let resp = send(
+        &client,
+        Method::POST,
+        format!("{}/messages", sim.base_url()),
+        anthropic_body(false).to_string(),
+        &[("x-api-key", wrong), ("anthropic-version", "2023-06-01")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        json_body(resp).await["error"]["type"],
+        "authentication_error"
+    );
+
+    let resp = send(
+        &client,
+        Method::POST,
+        gemini_url(&sim, "gemini-2.5-flash", false),
+        gemini_body().to_string(),
+        &[("x-goog-api-key", wrong)],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v = json_body(resp).await;
+    assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(v["error"]["details"][0]["reason"], "API_KEY_INVALID");
+
+    let resp = send(
+        &client,
+        Method::POST,
+        azure_url(&sim, "gpt-4o", "chat/completions"),
+        json!({"messages": []}).to_string(),
+        &[("api-key", wrong)],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    let stats = sim.stats();
+    assert_eq!((stats.requests, stats.unauthorized, stats.ok), (5, 5, 0));
+    assert!(stats.errors_by_status.is_empty());
+
+    // An accepted key gets the queued fault, then success.
+    let resp = chat(
+        &client,
+        &sim,
+        chat_body(false),
+        &[("authorization", "Bearer good-key")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let resp = send(
+        &client,
+        Method::POST,
+        format!("{}/messages", sim.base_url()),
+        anthropic_body(false).to_string(),
+        &[
+            ("x-api-key", "other-good"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let records = sim.requests();
+    let keys: Vec<(SimEndpoint, Option<&str>, &str)> = records
+        .iter()
+        .map(|r| (r.endpoint, r.api_key.as_deref(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (SimEndpoint::OpenAiChat, None, "unauthorized"),
+            (SimEndpoint::OpenAiChat, Some(wrong), "unauthorized"),
+            (SimEndpoint::AnthropicMessages, Some(wrong), "unauthorized"),
+            (
+                SimEndpoint::GeminiGenerateContent,
+                Some(wrong),
+                "unauthorized"
+            ),
+            (SimEndpoint::AzureChat, Some(wrong), "unauthorized"),
+            (SimEndpoint::OpenAiChat, Some("good-key"), "status:503"),
+            (SimEndpoint::AnthropicMessages, Some("other-good"), "ok"),
+        ]
+    );
+    assert!(!format!("{records:?}").contains("good-key"));
 }

@@ -23,6 +23,7 @@ const H_STATUS: HeaderName = HeaderName::from_static("x-sim-status");
 const H_RETRY_AFTER_MS: HeaderName = HeaderName::from_static("x-sim-retry-after-ms");
 const H_DELAY_MS: HeaderName = HeaderName::from_static("x-sim-delay-ms");
 const H_HANG: HeaderName = HeaderName::from_static("x-sim-hang");
+const H_CONTEXT_LENGTH: HeaderName = HeaderName::from_static("x-sim-context-length");
 const H_DROP_AFTER: HeaderName = HeaderName::from_static("x-sim-drop-after");
 const H_ERROR_EVENT: HeaderName = HeaderName::from_static("x-sim-error-event");
 const H_TRUNCATE_AFTER: HeaderName = HeaderName::from_static("x-sim-truncate-after");
@@ -99,6 +100,9 @@ impl Behavior {
         let drop_draw: f64 = rng.random();
         let event_draw: f64 = rng.random();
         let delay = self.latency.sample(&mut rng);
+        // Drawn last: earlier draws, and so every existing seed's sequence,
+        // are unchanged by the rate's existence.
+        let context_draw: f64 = rng.random();
 
         let action = if hang_draw < self.hang_rate {
             FaultAction::Hang
@@ -109,6 +113,8 @@ impl Behavior {
                 None
             };
             FaultAction::Status { code, retry_after }
+        } else if context_draw < self.context_length_rate {
+            FaultAction::ContextLength
         } else if !stream {
             FaultAction::Ok
         } else if let Some((n, _)) = self.drop_after.filter(|&(_, p)| drop_draw < p) {
@@ -182,11 +188,8 @@ impl Overrides {
             return Err(format!("{H_TOKENS} must be at most {MAX_HEADER_TOKENS}"));
         }
         let delay = number::<u64>(headers, &H_DELAY_MS)?.map(Duration::from_millis);
-        let hang = match text(headers, &H_HANG)? {
-            None | Some("0" | "false") => false,
-            Some("1" | "true") => true,
-            Some(_) => return Err(format!("{H_HANG} must be 1, 0, true or false")),
-        };
+        let hang = flag(headers, &H_HANG)?;
+        let context_length = flag(headers, &H_CONTEXT_LENGTH)?;
         let status = number::<u16>(headers, &H_STATUS)?;
         let drop_after = number::<u32>(headers, &H_DROP_AFTER)?;
         let error_event = match text(headers, &H_ERROR_EVENT)? {
@@ -204,6 +207,8 @@ impl Overrides {
         } else if let Some(code) = status {
             let retry_after = number::<u64>(headers, &H_RETRY_AFTER_MS)?.map(Duration::from_millis);
             Some(FaultAction::Status { code, retry_after })
+        } else if context_length {
+            Some(FaultAction::ContextLength)
         } else if let Some(n) = drop_after {
             Some(FaultAction::DropAfter(n))
         } else if error_event.is_some() {
@@ -229,6 +234,14 @@ fn text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>
             .to_str()
             .map(|s| Some(s.trim()))
             .map_err(|_| format!("{name} is not valid text")),
+    }
+}
+
+fn flag(headers: &HeaderMap, name: &HeaderName) -> Result<bool, String> {
+    match text(headers, name)? {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(_) => Err(format!("{name} must be 1, 0, true or false")),
     }
 }
 
@@ -305,6 +318,47 @@ mod tests {
             FaultAction::DropAfter(2)
         );
         assert_eq!(stream_only.sample(1, 0, false).action, FaultAction::Ok);
+    }
+
+    #[test]
+    fn context_length_after_status_before_stream_faults() {
+        let b = Behavior {
+            status_rates: vec![(500, 1.0)],
+            context_length_rate: 1.0,
+            drop_after: Some((2, 1.0)),
+            ..Behavior::default()
+        };
+        assert!(matches!(
+            b.sample(1, 0, true).action,
+            FaultAction::Status { code: 500, .. }
+        ));
+        let b = Behavior {
+            status_rates: vec![],
+            ..b
+        };
+        assert_eq!(b.sample(1, 0, true).action, FaultAction::ContextLength);
+        assert_eq!(b.sample(1, 0, false).action, FaultAction::ContextLength);
+    }
+
+    #[test]
+    fn context_length_rate_leaves_other_draws_alone() {
+        let base = Behavior {
+            status_rates: vec![(503, 0.3)],
+            hang_rate: 0.1,
+            ..Behavior::default()
+        };
+        let with = Behavior {
+            context_length_rate: 0.2,
+            ..base.clone()
+        };
+        for i in 0..200 {
+            let (a, b) = (base.sample(9, i, false), with.sample(9, i, false));
+            if b.action != FaultAction::ContextLength {
+                assert_eq!(a, b, "request {i}");
+            } else {
+                assert_eq!(a.action, FaultAction::Ok, "request {i}");
+            }
+        }
     }
 
     #[test]
@@ -403,6 +457,13 @@ mod tests {
         assert_eq!(o.fault, None);
         assert!(Overrides::parse(&headers(&[("x-sim-status", "abc")])).is_err());
         assert!(Overrides::parse(&headers(&[("x-sim-hang", "maybe")])).is_err());
+        let o = Overrides::parse(&headers(&[
+            ("x-sim-context-length", "1"),
+            ("x-sim-drop-after", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(o.fault, Some(FaultAction::ContextLength.into()));
+        assert!(Overrides::parse(&headers(&[("x-sim-context-length", "yes")])).is_err());
         assert!(Overrides::parse(&headers(&[("x-sim-tokens", "99999999")])).is_err());
     }
 }

@@ -6,8 +6,9 @@
 //! - `CODE=P`: status CODE with probability P; the phase's status list
 //!   replaces the base `--error-rate` list,
 //! - `hang=P`: hang probability,
+//! - `context_length=P`: context-length error probability,
 //! - `latency=DURATION`: base latency,
-//! - `ok`: no status errors and no hangs.
+//! - `ok`: no status errors, context-length errors or hangs.
 //!
 //! Everything not named in the phase is copied from the base flags. Example:
 //! `--phase 10s..20s:503=1.0 --phase 20s..30s:429=0.5,hang=0.1 --phase 30s..:ok`.
@@ -34,9 +35,13 @@ pub struct SimArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "gpt-4o-mini,gpt-4o,text-embedding-3-small"
+        default_value = "gpt-4o-mini,gpt-4o,text-embedding-3-small,claude-sonnet-4-5,gemini-2.5-flash"
     )]
     pub models: Vec<String>,
+
+    /// Only these API keys are accepted, comma-separated (default: any key).
+    #[arg(long, value_delimiter = ',', value_name = "KEYS")]
+    pub accepted_keys: Option<Vec<String>>,
 
     /// Error status probability as CODE=P, e.g. 503=0.1 (repeatable).
     #[arg(long = "error-rate", value_name = "CODE=P", value_parser = parse_status_rate)]
@@ -65,6 +70,10 @@ pub struct SimArgs {
     /// Probability that a request is never answered.
     #[arg(long, value_parser = parse_probability, default_value_t = 0.0)]
     pub hang_rate: f64,
+
+    /// Probability of a context-length error (400 in the dialect's shape).
+    #[arg(long, value_parser = parse_probability, default_value_t = 0.0)]
+    pub context_length_rate: f64,
 
     /// Streams abort the connection after N content chunks (see --drop-rate).
     #[arg(long, value_name = "N")]
@@ -103,6 +112,7 @@ pub struct PhaseSpec {
     /// Replaces the base status rates when `Some`.
     pub status_rates: Option<Vec<(u16, f64)>>,
     pub hang_rate: Option<f64>,
+    pub context_length_rate: Option<f64>,
     pub latency: Option<Duration>,
 }
 
@@ -114,6 +124,9 @@ impl PhaseSpec {
         }
         if let Some(hang_rate) = self.hang_rate {
             behavior.hang_rate = hang_rate;
+        }
+        if let Some(rate) = self.context_length_rate {
+            behavior.context_length_rate = rate;
         }
         if let Some(latency) = self.latency {
             behavior.latency.base = latency;
@@ -138,6 +151,7 @@ impl SimArgs {
             error_event_rate: self.error_event_rate,
             tokens_per_sec: self.tokens_per_sec,
             completion_tokens: self.completion_tokens,
+            context_length_rate: self.context_length_rate,
         }
     }
 
@@ -158,6 +172,7 @@ impl SimArgs {
             models: self.models.clone(),
             behavior,
             timeline,
+            accepted_keys: self.accepted_keys.clone(),
         }
     }
 }
@@ -246,6 +261,7 @@ fn parse_phase(s: &str) -> anyhow::Result<PhaseSpec> {
         until,
         status_rates: None,
         hang_rate: None,
+        context_length_rate: None,
         latency: None,
     };
     for spec in specs.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -253,15 +269,19 @@ fn parse_phase(s: &str) -> anyhow::Result<PhaseSpec> {
             None if spec == "ok" => {
                 phase.status_rates = Some(Vec::new());
                 phase.hang_rate = Some(0.0);
+                phase.context_length_rate = Some(0.0);
             }
             Some(("hang", p)) => phase.hang_rate = Some(parse_probability(p)?),
+            Some(("context_length", p)) => {
+                phase.context_length_rate = Some(parse_probability(p)?);
+            }
             Some(("latency", d)) => phase.latency = Some(parse_duration(d)?),
             Some(_) => phase
                 .status_rates
                 .get_or_insert_with(Vec::new)
                 .push(parse_status_rate(spec)?),
             None => {
-                bail!("unknown phase spec {spec:?} (expected CODE=P, hang=P, latency=DUR or ok)")
+                bail!("unknown phase spec {spec:?} (expected CODE=P, hang=P, context_length=P, latency=DUR or ok)")
             }
         }
     }
@@ -293,6 +313,36 @@ mod tests {
         assert_eq!(config.name, "sim");
         assert!(config.timeline.is_empty());
         assert!(config.behavior.status_rates.is_empty());
+        assert_eq!(config.behavior.context_length_rate, 0.0);
+        assert_eq!(config.accepted_keys, None);
+    }
+
+    #[test]
+    fn context_length_and_accepted_keys() {
+        let args = parse(&[
+            "--context-length-rate",
+            "0.25",
+            "--accepted-keys",
+            "k1,k2",
+            "--phase",
+            "10s..20s:context_length=1.0",
+            "--phase",
+            "20s..:ok",
+        ])
+        .unwrap();
+        let config = args.config();
+        assert_eq!(config.behavior.context_length_rate, 0.25);
+        assert_eq!(
+            config.accepted_keys,
+            Some(vec!["k1".to_owned(), "k2".to_owned()])
+        );
+        let [p1, p2] = &config.timeline[..] else {
+            panic!("expected two phases");
+        };
+        assert_eq!(p1.behavior.context_length_rate, 1.0);
+        assert_eq!(p2.behavior.context_length_rate, 0.0);
+        assert!(parse(&["--context-length-rate", "2"]).is_err());
+        assert!(parse(&["--phase", "0s..1s:context_length=x"]).is_err());
     }
 
     #[test]

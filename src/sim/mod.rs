@@ -1,13 +1,26 @@
-//! A fake OpenAI-compatible provider with fault injection.
+//! A fake LLM provider with fault injection.
 //!
 //! The simulator owns everything a test, demo or benchmark needs from an
-//! upstream: an HTTP server (`/v1/chat/completions`, `/v1/embeddings`,
-//! `/v1/models`, `/healthz`), OpenAI-shaped JSON and SSE bodies, a
-//! deterministic fault model (status errors, latency, hangs, dropped or
-//! truncated streams, in-band error events), runtime control of that model
-//! (default behaviour, timeline phases, a per-request script, per-request
-//! `x-sim-*` override headers), and counters plus a bounded request log that
-//! let tests prove what the gateway actually sent upstream.
+//! upstream: an HTTP server speaking four providers' dialects, chosen by path
+//! ([`SimEndpoint`]):
+//! - OpenAI: `POST /v1/chat/completions`, `POST /v1/embeddings` (plus the
+//!   control-plane `GET /v1/models` and `GET /healthz`),
+//! - Azure OpenAI: `POST /openai/deployments/{deployment}/chat/completions`
+//!   and `.../embeddings`, both with `?api-version=` and an `api-key` header;
+//!   the deployment is the model,
+//! - Anthropic Messages: `POST /v1/messages` with `x-api-key` and
+//!   `anthropic-version` headers,
+//! - Gemini: `POST /v1beta/models/{model}:generateContent` and
+//!   `:streamGenerateContent?alt=sse`, keyed by `x-goog-api-key` or `?key=`;
+//!
+//! each with its provider's JSON and SSE bodies and error shapes; a
+//! deterministic fault model (status errors, context-length errors, latency,
+//! hangs, dropped or truncated streams, in-band error events) that applies
+//! to every dialect alike; runtime control of that model (default behaviour,
+//! timeline phases, a per-request script, per-request `x-sim-*` override
+//! headers); an optional set of accepted API keys; and counters plus a
+//! bounded request log that let tests prove what the gateway actually sent
+//! upstream, with which key and in which dialect.
 //!
 //! It must not depend on the gateway's modules (config, providers, routing,
 //! streaming, ...): it stands in for a third-party provider, and sharing code
@@ -23,11 +36,15 @@
 //! Behaviours are sampled with an RNG seeded from `seed` and the request's
 //! index, so a given seed yields the same fault sequence whatever the timing.
 
+mod anthropic;
 mod behavior;
 pub mod cli;
+mod dialect;
+mod gemini;
 mod openai;
 mod server;
 mod stats;
+mod stream;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -54,6 +71,13 @@ pub struct SimConfig {
     pub models: Vec<String>,
     pub behavior: Behavior,
     pub timeline: Vec<Phase>,
+    /// When set, only these API keys are accepted, in every dialect
+    /// (OpenAI's `Authorization: Bearer`, Azure's `api-key`, Anthropic's
+    /// `x-api-key`, Gemini's `x-goog-api-key` or `key`); any other key, or
+    /// none, gets the dialect's authentication error before fault selection.
+    /// When unset, OpenAI requests need no key and the other dialects need
+    /// one (any value).
+    pub accepted_keys: Option<Vec<String>>,
 }
 
 impl Default for SimConfig {
@@ -65,9 +89,12 @@ impl Default for SimConfig {
                 "gpt-4o-mini".to_owned(),
                 "gpt-4o".to_owned(),
                 "text-embedding-3-small".to_owned(),
+                "claude-sonnet-4-5".to_owned(),
+                "gemini-2.5-flash".to_owned(),
             ],
             behavior: Behavior::default(),
             timeline: Vec::new(),
+            accepted_keys: None,
         }
     }
 }
@@ -105,6 +132,9 @@ pub struct Behavior {
     pub tokens_per_sec: f64,
     /// Number of content tokens; 0 means 8.
     pub completion_tokens: u32,
+    /// Probability of a context-length error (checked after the status
+    /// rates, for streams and non-streams alike).
+    pub context_length_rate: f64,
 }
 
 /// `delay = base + uniform(0..jitter) + (spike with probability spike_rate)`.
@@ -155,11 +185,13 @@ impl From<FaultAction> for Fault {
     }
 }
 
+/// Every action applies to every dialect, in that provider's own shapes.
+///
 /// The stream variants describe SSE responses. On non-stream requests they
 /// map to the nearest plain-HTTP pathology: `DropAfter` sends the head and
 /// half the body then aborts the connection, `TruncateAfter` sends the first
 /// half of the JSON body with a clean end, and `ErrorEvent*` answer 200 with
-/// an OpenAI error object as the body.
+/// the dialect's error object as the body.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultAction {
     Ok,
@@ -178,23 +210,28 @@ pub enum FaultAction {
     /// `[DONE]`.
     ErrorEventAfter(u32),
     /// A clean end after `n` content chunks, without a finish_reason chunk
-    /// and without `[DONE]`.
+    /// and without `[DONE]` (or the dialect's equivalents).
     TruncateAfter(u32),
+    /// A 400 saying the prompt exceeds the model's context window, worded as
+    /// the provider words it (OpenAI `context_length_exceeded`, Anthropic
+    /// "prompt is too long", Gemini "input token count ... exceeds").
+    ContextLength,
 }
 
 /// A snapshot of the counters.
 ///
-/// Counted requests are those to `/v1/chat/completions`, `/v1/embeddings` and
-/// unknown routes; `/v1/models` and `/healthz` are control-plane calls and are
-/// neither counted nor logged, so gateway health probes cannot disturb
-/// attempt counts.
+/// Counted requests are those to the inference endpoints of every dialect
+/// and to unknown routes; `/v1/models` and `/healthz` are control-plane calls
+/// and are neither counted nor logged, so gateway health probes cannot
+/// disturb attempt counts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SimStats {
     pub requests: u64,
     /// 200 answers without a fault: non-stream when the body is sent,
     /// streams when the head is sent (see `streams_completed`).
     pub ok: u64,
-    /// Injected error statuses only (validation errors are `bad_requests`).
+    /// Injected error statuses only (validation errors are `bad_requests`);
+    /// context-length errors count as 400.
     pub errors_by_status: BTreeMap<u16, u64>,
     pub hangs: u64,
     pub dropped: u64,
@@ -204,21 +241,57 @@ pub struct SimStats {
     pub cancelled: u64,
     /// Unreadable or invalid requests (400), unknown models and routes (404).
     pub bad_requests: u64,
-    /// Streams that sent `data: [DONE]`.
+    /// Streams that sent their dialect's last event (`data: [DONE]`,
+    /// `message_stop`, Gemini's chunk with `finishReason`).
     pub streams_completed: u64,
+    /// Requests refused for a missing or unaccepted API key.
+    pub unauthorized: u64,
+}
+
+/// The endpoint a request hit, which is also the dialect it spoke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SimEndpoint {
+    /// `POST /v1/chat/completions`
+    OpenAiChat,
+    /// `POST /v1/embeddings`
+    OpenAiEmbeddings,
+    /// `POST /openai/deployments/{deployment}/chat/completions`
+    AzureChat,
+    /// `POST /openai/deployments/{deployment}/embeddings`
+    AzureEmbeddings,
+    /// `POST /v1/messages`
+    AnthropicMessages,
+    /// `POST /v1beta/models/{model}:generateContent`
+    GeminiGenerateContent,
+    /// `POST /v1beta/models/{model}:streamGenerateContent`
+    GeminiStreamGenerateContent,
+    /// Any other route (answered 404 in OpenAI's shape).
+    Unknown,
 }
 
 /// One logged request.
-#[derive(Clone, Debug)]
+///
+/// `Debug` prints `api_key` as `present`, so a record in a log line or an
+/// assertion message never shows a key.
+#[derive(Clone)]
 pub struct RequestRecord {
     /// Tokio's clock, so paused-time tests see consistent values.
     pub at: tokio::time::Instant,
+    /// Without the query string.
     pub path: String,
+    pub endpoint: SimEndpoint,
+    /// The key the request presented in its dialect's credential header (or
+    /// Gemini's `key` query parameter), whether accepted or not. The sim is
+    /// test infrastructure with fake keys; this lets tests tell which
+    /// upstream key a request used.
+    pub api_key: Option<String>,
+    /// For Gemini and Azure, the model (deployment) named in the path.
     pub model: Option<String>,
     pub stream: bool,
-    /// `ok`, `status:<code>`, `hang`, `drop`, `error_event`, `truncate`,
-    /// `bad_request` or `not_found` (unknown model or route). Decided when
-    /// the request arrives, before any delay.
+    /// `ok`, `status:<code>`, `context_length`, `hang`, `drop`,
+    /// `error_event`, `truncate`, `unauthorized`, `bad_request` or
+    /// `not_found` (unknown model, deployment or route, or Azure without
+    /// `api-version`). Decided when the request arrives, before any delay.
     pub outcome: String,
     /// Lower-case names. `x-request-id` is kept verbatim; `authorization` and
     /// credential-like headers (`*key*`, `*token*`, `*secret*`, `cookie`) are
@@ -227,12 +300,29 @@ pub struct RequestRecord {
     pub body_len: usize,
 }
 
+impl std::fmt::Debug for RequestRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestRecord")
+            .field("at", &self.at)
+            .field("path", &self.path)
+            .field("endpoint", &self.endpoint)
+            .field("api_key", &self.api_key.as_ref().map(|_| "present"))
+            .field("model", &self.model)
+            .field("stream", &self.stream)
+            .field("outcome", &self.outcome)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body_len)
+            .finish()
+    }
+}
+
 /// Starts simulated providers.
 ///
 /// Per-request override headers, which win over the script and timeline:
 /// `x-sim-status: 503` (with optional `x-sim-retry-after-ms: 1500`),
-/// `x-sim-hang: 1`, `x-sim-drop-after: N`, `x-sim-error-event: first|N`,
-/// `x-sim-truncate-after: N`, `x-sim-delay-ms: 200`. If any of these is
+/// `x-sim-hang: 1`, `x-sim-context-length: 1`, `x-sim-drop-after: N`,
+/// `x-sim-error-event: first|N`, `x-sim-truncate-after: N`,
+/// `x-sim-delay-ms: 200`. If any of these is
 /// present the fault comes from the headers alone (missing action = ok,
 /// missing delay = 0) and the script is not consumed. `x-sim-tokens: N` sets
 /// the number of content tokens independently. Invalid values get a 400.
@@ -289,13 +379,20 @@ impl SimHandle {
     /// `http://HOST:PORT/v1`; an unspecified listen address is replaced by
     /// loopback so the URL is always connectable.
     pub fn base_url(&self) -> String {
+        format!("{}/v1", self.origin())
+    }
+
+    /// `http://HOST:PORT`, for dialects whose paths do not start with `/v1`
+    /// (Gemini's `/v1beta/...`, Azure's `/openai/...`); loopback as in
+    /// [`SimHandle::base_url`].
+    pub fn origin(&self) -> String {
         let mut addr = self.inner.addr;
         match addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
             _ => {}
         }
-        format!("http://{addr}/v1")
+        format!("http://{addr}")
     }
 
     /// Replaces the default behaviour; requests already past fault selection
@@ -364,8 +461,9 @@ pub(crate) struct Shared {
     seed: u64,
     models: Vec<String>,
     models_body: Bytes,
-    /// The in-band error event, identical for every stream of this sim.
+    /// OpenAI's in-band error event, identical for every stream of this sim.
     overload_event: Bytes,
+    accepted_keys: Option<Vec<String>>,
     behavior: ArcSwap<Behavior>,
     timeline: ArcSwap<Vec<Phase>>,
     clock: Clock,
@@ -386,6 +484,7 @@ impl Shared {
         Ok(Self {
             models_body: openai::models_body(&config.models, &config.name),
             overload_event: openai::overload_event(&config.name),
+            accepted_keys: config.accepted_keys,
             name_header,
             seed: config.seed,
             models: config.models,

@@ -1,20 +1,15 @@
-//! OpenAI wire formats: JSON bodies, error objects and the SSE chat stream.
+//! OpenAI wire formats: JSON bodies, error objects and the SSE chat stream;
+//! Azure OpenAI shares them and differs only in its gateway errors.
 
 use std::fmt::Write as _;
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::Stream;
+use http::StatusCode;
 use serde::Serialize;
-use tokio::time::{Instant, Sleep};
 
-use super::stats::bump;
-use super::Shared;
+use super::dialect::{injected_status, SimError};
+use super::stream::{Closing, StreamFormat};
+use super::{Shared, SimEndpoint};
 
 pub(crate) const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
@@ -29,7 +24,7 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn to_bytes<T: Serialize>(value: &T) -> Bytes {
+pub(crate) fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     // Serializing these plain structs cannot fail (string keys, no maps);
     // an empty body is a safe fallback if it ever did.
     serde_json::to_vec(value)
@@ -72,6 +67,147 @@ pub(crate) fn status_error_kind(status: u16) -> (&'static str, Option<&'static s
         500..=599 => ("server_error", Some("server_error")),
         _ => ("invalid_request_error", None),
     }
+}
+
+/// The full error object (`param` and `code` always present, possibly
+/// null), as OpenAI sends it for authentication and context-length errors.
+#[derive(Serialize)]
+struct FullErrorEnvelope<'a> {
+    error: FullErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct FullErrorObject<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+fn full_error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
+    to_bytes(&FullErrorEnvelope {
+        error: FullErrorObject {
+            message,
+            kind,
+            param,
+            code,
+        },
+    })
+}
+
+const MISSING_KEY: &str = "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You can obtain an API key from https://platform.openai.com/account/api-keys.";
+/// The real message quotes a masked key; the sim never echoes a key.
+const INVALID_KEY: &str = "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.";
+const CONTEXT_LENGTH: &str = "This model's maximum context length is 128000 tokens. However, your messages resulted in 250000 tokens. Please reduce the length of the messages.";
+
+/// An error in OpenAI's shape.
+pub(crate) fn error(endpoint: SimEndpoint, error: SimError<'_>, name: &str) -> (StatusCode, Bytes) {
+    match error {
+        SimError::Injected(code) => {
+            let (kind, error_code) = status_error_kind(code);
+            let message = format!("simulated {code} from {name}");
+            (
+                injected_status(code),
+                error_body(&message, kind, error_code),
+            )
+        }
+        SimError::Invalid { status, message } => (
+            status,
+            error_body(message, "invalid_request_error", Some("invalid_request")),
+        ),
+        SimError::UnknownModel(model) => {
+            let message =
+                format!("The model `{model}` does not exist or you do not have access to it.");
+            (
+                StatusCode::NOT_FOUND,
+                error_body(&message, "invalid_request_error", Some("model_not_found")),
+            )
+        }
+        SimError::MissingKey => (
+            StatusCode::UNAUTHORIZED,
+            full_error_body(MISSING_KEY, "invalid_request_error", None, None),
+        ),
+        SimError::InvalidKey => (
+            StatusCode::UNAUTHORIZED,
+            full_error_body(
+                INVALID_KEY,
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
+            ),
+        ),
+        SimError::MissingVersion => (
+            StatusCode::BAD_REQUEST,
+            error_body(
+                "missing api-version",
+                "invalid_request_error",
+                Some("invalid_request"),
+            ),
+        ),
+        SimError::ContextLength => {
+            let param = match endpoint {
+                SimEndpoint::OpenAiEmbeddings | SimEndpoint::AzureEmbeddings => "input",
+                _ => "messages",
+            };
+            (
+                StatusCode::BAD_REQUEST,
+                full_error_body(
+                    CONTEXT_LENGTH,
+                    "invalid_request_error",
+                    Some(param),
+                    Some("context_length_exceeded"),
+                ),
+            )
+        }
+        SimError::Overloaded => {
+            let message = format!("simulated overload from {name}");
+            (
+                StatusCode::OK,
+                error_body(&message, "overloaded_error", Some("overloaded")),
+            )
+        }
+    }
+}
+
+/// Azure's own gateway errors (`{"error":{"code":"401","message":…}}`);
+/// everything past its gateway is OpenAI's shape.
+pub(crate) fn azure_error(
+    endpoint: SimEndpoint,
+    error: SimError<'_>,
+    name: &str,
+) -> (StatusCode, Bytes) {
+    let (status, code, message) = match error {
+        SimError::MissingKey | SimError::InvalidKey => (
+            StatusCode::UNAUTHORIZED,
+            "401",
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
+        ),
+        SimError::MissingVersion => (StatusCode::NOT_FOUND, "404", "Resource not found"),
+        SimError::UnknownModel(_) => (
+            StatusCode::NOT_FOUND,
+            "DeploymentNotFound",
+            "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.",
+        ),
+        _ => return self::error(endpoint, error, name),
+    };
+    (
+        status,
+        to_bytes(&AzureErrorEnvelope {
+            error: AzureErrorObject { code, message },
+        }),
+    )
+}
+
+#[derive(Serialize)]
+struct AzureErrorEnvelope<'a> {
+    error: AzureErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct AzureErrorObject<'a> {
+    code: &'a str,
+    message: &'a str,
 }
 
 pub(crate) fn overload_event(name: &str) -> Bytes {
@@ -156,8 +292,8 @@ struct Message<'a> {
     content: &'a str,
 }
 
-/// A non-stream `chat.completion` whose content is `tok0 tok1 ...`.
-pub(crate) fn chat_completion(index: u64, model: &str, tokens: u32, prompt_tokens: u32) -> Bytes {
+/// `tok0 tok1 ...`: the text of every non-stream answer, in every dialect.
+pub(crate) fn completion_text(tokens: u32) -> String {
     let mut content = String::with_capacity(tokens as usize * 6);
     for i in 0..tokens {
         if i > 0 {
@@ -165,6 +301,12 @@ pub(crate) fn chat_completion(index: u64, model: &str, tokens: u32, prompt_token
         }
         let _ = write!(content, "tok{i}");
     }
+    content
+}
+
+/// A non-stream `chat.completion` whose content is `tok0 tok1 ...`.
+pub(crate) fn chat_completion(index: u64, model: &str, tokens: u32, prompt_tokens: u32) -> Bytes {
+    let content = completion_text(tokens);
     let id = format!("chatcmpl-sim-{index}");
     to_bytes(&ChatCompletion {
         id: &id,
@@ -292,112 +434,39 @@ pub(crate) fn embeddings_body(model: &str, inputs: &[EmbeddingInput<'_>]) -> Byt
     })
 }
 
-/// How a stream ends once its content chunks are out.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum StreamEnd {
-    /// finish chunk, optional usage chunk, `[DONE]`.
-    Complete { include_usage: bool },
-    /// Abort the connection.
-    Drop,
-    /// An error event, then a clean end.
-    ErrorEvent,
-    /// A clean end, nothing more.
-    Truncate,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Step {
-    Role,
-    Content,
-    End,
-    Usage,
-    Done,
-    Finished,
-}
-
-/// The body of a streamed chat completion: a hand-rolled state machine
-/// rather than a spawned task and channel, so each event costs no task
-/// switch, and dropping the body (hyper does when the peer goes away) is
-/// exactly what counts the stream as cancelled.
-pub(crate) struct ChatStream {
-    shared: Arc<Shared>,
+/// The `chat.completion.chunk` stream: a role chunk, one chunk per content
+/// token, then a finish chunk, an optional usage chunk and `[DONE]`.
+pub(crate) struct ChatChunks {
     /// `data: {..."choices":[`, shared by every chunk of this stream.
     prefix: String,
-    step: Step,
-    sent: u32,
-    /// Content chunks to send before `end`.
-    limit: u32,
-    end: StreamEnd,
+    tokens: u32,
+    include_usage: bool,
     prompt_tokens: u32,
-    pace: Option<Duration>,
-    /// Reused for the initial delay and every pacing pause.
-    timer: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
-    drop_flushed: bool,
-    /// Set once the stream reached its planned end; otherwise drop = cancel.
-    finished: bool,
 }
 
-pub(crate) struct ChatStreamPlan {
-    pub(crate) index: u64,
-    pub(crate) model: String,
-    pub(crate) delay: Duration,
-    pub(crate) pace: Option<Duration>,
-    pub(crate) chunks: u32,
-    pub(crate) end: StreamEnd,
-    /// Skip the role chunk (an error event that is the first event).
-    pub(crate) skip_role: bool,
-    pub(crate) prompt_tokens: u32,
-}
-
-impl ChatStream {
-    pub(crate) fn new(shared: Arc<Shared>, plan: ChatStreamPlan) -> Self {
-        let mut prefix = String::with_capacity(plan.model.len() + 120);
+impl ChatChunks {
+    pub(crate) fn new(
+        index: u64,
+        model: &str,
+        tokens: u32,
+        include_usage: bool,
+        prompt_tokens: u32,
+    ) -> Self {
+        let mut prefix = String::with_capacity(model.len() + 120);
         let _ = write!(
             prefix,
-            "data: {{\"id\":\"chatcmpl-sim-{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":",
-            plan.index,
+            "data: {{\"id\":\"chatcmpl-sim-{index}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":",
             unix_now()
         );
         // serde_json escapes the model name; writing a str cannot fail.
-        let _ = serde_json::to_string(&plan.model).map(|m| prefix.push_str(&m));
+        let _ = serde_json::to_string(model).map(|m| prefix.push_str(&m));
         prefix.push_str(",\"choices\":[");
-
-        let mut stream = Self {
-            shared,
+        Self {
             prefix,
-            step: if plan.skip_role {
-                Step::End
-            } else {
-                Step::Role
-            },
-            sent: 0,
-            limit: plan.chunks,
-            end: plan.end,
-            prompt_tokens: plan.prompt_tokens,
-            pace: plan.pace,
-            timer: None,
-            waiting: false,
-            drop_flushed: false,
-            finished: false,
-        };
-        if !plan.delay.is_zero() {
-            stream.wait(plan.delay);
+            tokens,
+            include_usage,
+            prompt_tokens,
         }
-        stream
-    }
-
-    fn wait(&mut self, pause: Duration) {
-        let now = Instant::now();
-        // Far-future fallback: `Instant + Duration::MAX` would overflow.
-        let deadline = now
-            .checked_add(pause)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(deadline),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
-        self.waiting = true;
     }
 
     fn chunk(&self, body: &str) -> Bytes {
@@ -408,7 +477,31 @@ impl ChatStream {
         out.freeze()
     }
 
-    fn content_chunk(&self, n: u32) -> Bytes {
+    fn usage_chunk(&self, sent: u32) -> Bytes {
+        let usage = Usage::new(self.prompt_tokens, sent);
+        let mut out = BytesMut::with_capacity(self.prefix.len() + 100);
+        out.put_slice(self.prefix.as_bytes());
+        out.put_slice(b"],\"usage\":");
+        out.put_slice(&to_bytes(&usage));
+        out.put_slice(b"}\n\n");
+        out.freeze()
+    }
+}
+
+impl StreamFormat for ChatChunks {
+    fn chunks(&self) -> u32 {
+        self.tokens
+    }
+
+    fn preamble(&mut self, step: usize) -> Option<Bytes> {
+        (step == 0).then(|| {
+            self.chunk(
+                r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#,
+            )
+        })
+    }
+
+    fn content(&mut self, n: u32, _finishing: bool) -> Bytes {
         let mut body = String::with_capacity(80);
         let _ = write!(
             body,
@@ -417,151 +510,20 @@ impl ChatStream {
         self.chunk(&body)
     }
 
-    fn usage_chunk(&self) -> Bytes {
-        let usage = Usage::new(self.prompt_tokens, self.sent);
-        let mut out = BytesMut::with_capacity(self.prefix.len() + 100);
-        out.put_slice(self.prefix.as_bytes());
-        out.put_slice(b"],\"usage\":");
-        out.put_slice(&to_bytes(&usage));
-        out.put_slice(b"}\n\n");
-        out.freeze()
-    }
-
-    fn finish(&mut self) {
-        self.finished = true;
-        self.step = Step::Finished;
-    }
-
-    fn after_content(&self) -> Step {
-        if self.sent < self.limit {
-            Step::Content
-        } else {
-            Step::End
+    fn closing(&mut self, step: usize, sent: u32) -> Option<Closing> {
+        let done = || Closing::Last(Bytes::from_static(DONE_EVENT));
+        match (step, self.include_usage) {
+            (0, _) => Some(Closing::More(
+                self.chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#),
+            )),
+            (1, true) => Some(Closing::More(self.usage_chunk(sent))),
+            (1, false) | (2, true) => Some(done()),
+            _ => None,
         }
     }
-}
 
-impl Stream for ChatStream {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.waiting {
-            if let Some(timer) = &mut this.timer {
-                ready!(timer.as_mut().poll(cx));
-            }
-            this.waiting = false;
-        }
-        // Counters are bumped before the event is handed to hyper, so a
-        // client that has seen the event also sees the count.
-        let frame = match this.step {
-            Step::Role => {
-                this.step = this.after_content();
-                this.chunk(
-                    r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#,
-                )
-            }
-            Step::Content => {
-                let frame = this.content_chunk(this.sent);
-                this.sent += 1;
-                this.step = this.after_content();
-                if let (Step::Content, Some(pace)) = (this.step, this.pace) {
-                    this.wait(pace);
-                }
-                frame
-            }
-            Step::End => match this.end {
-                StreamEnd::Complete { include_usage } => {
-                    this.step = if include_usage {
-                        Step::Usage
-                    } else {
-                        Step::Done
-                    };
-                    this.chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#)
-                }
-                StreamEnd::Drop => {
-                    // Hyper discards unflushed output when the body fails;
-                    // one Pending first lets it flush what was sent so far.
-                    if !this.drop_flushed {
-                        this.drop_flushed = true;
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    bump(&this.shared.stats.dropped);
-                    this.finish();
-                    return Poll::Ready(Some(Err(simulated_drop())));
-                }
-                StreamEnd::ErrorEvent => {
-                    bump(&this.shared.stats.error_events);
-                    this.finish();
-                    this.shared.overload_event.clone()
-                }
-                StreamEnd::Truncate => {
-                    bump(&this.shared.stats.truncated);
-                    this.finish();
-                    return Poll::Ready(None);
-                }
-            },
-            Step::Usage => {
-                this.step = Step::Done;
-                this.usage_chunk()
-            }
-            Step::Done => {
-                bump(&this.shared.stats.streams_completed);
-                this.finish();
-                Bytes::from_static(DONE_EVENT)
-            }
-            Step::Finished => return Poll::Ready(None),
-        };
-        Poll::Ready(Some(Ok(frame)))
-    }
-}
-
-impl Drop for ChatStream {
-    fn drop(&mut self) {
-        if !self.finished {
-            bump(&self.shared.stats.cancelled);
-        }
-    }
-}
-
-fn simulated_drop() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "simulated connection drop",
-    )
-}
-
-/// A body that sends `data` and then aborts the connection: a non-stream
-/// response cut off mid-body.
-pub(crate) struct AbortAfter {
-    data: Option<Bytes>,
-    flushed: bool,
-}
-
-impl AbortAfter {
-    pub(crate) fn new(data: Bytes) -> Self {
-        Self {
-            data: Some(data),
-            flushed: false,
-        }
-    }
-}
-
-impl Stream for AbortAfter {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(data) = self.data.take() {
-            return Poll::Ready(Some(Ok(data)));
-        }
-        // See `StreamEnd::Drop`: give hyper a chance to flush first.
-        if !self.flushed {
-            self.flushed = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        Poll::Ready(Some(Err(simulated_drop())))
+    fn error_event(&self, shared: &Shared) -> Bytes {
+        shared.overload_event.clone()
     }
 }
 

@@ -1,4 +1,6 @@
-//! The HTTP side: accept loop, routing and the request handlers.
+//! The HTTP side: accept loop, routing by dialect, the flow every inference
+//! request follows (authorize, parse, admit, answer its fault) and the
+//! OpenAI and Azure handlers.
 //!
 //! The accept loop is hand-rolled on hyper-util instead of `axum::serve`
 //! because shutdown must close connections that hold hanging requests, which
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -24,17 +26,26 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::behavior::{decide, Decision};
-use super::openai::{self, AbortAfter, ChatStream, ChatStreamPlan, EmbeddingInput, StreamEnd};
+use super::dialect::{self, Dialect, SimError};
+use super::openai::{self, ChatChunks, EmbeddingInput};
 use super::stats::{bump, CancelGuard};
-use super::{FaultAction, RequestRecord, Shared};
+use super::stream::{AbortAfter, SimStream, StreamEnd, StreamFormat, StreamPlan};
+use super::{anthropic, gemini, FaultAction, RequestRecord, Shared, SimEndpoint};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 const EMBEDDINGS_PATH: &str = "/v1/embeddings";
+const MESSAGES_PATH: &str = "/v1/messages";
+const GEMINI_PREFIX: &str = "/v1beta/models/";
+const AZURE_PREFIX: &str = "/openai/deployments/";
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 const X_SIM_NAME: HeaderName = HeaderName::from_static("x-sim-name");
 const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const AZURE_API_KEY: HeaderName = HeaderName::from_static("api-key");
+const ANTHROPIC_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const GOOGLE_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -87,44 +98,127 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 
 async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    match (&parts.method, parts.uri.path()) {
-        (&Method::POST, CHAT_PATH) => {
-            bump(&shared.stats.requests);
-            match read_body(shared, &parts, body).await {
-                Ok(body) => chat(shared, &parts, &body).await,
-                Err(response) => response,
-            }
-        }
-        (&Method::POST, EMBEDDINGS_PATH) => {
-            bump(&shared.stats.requests);
-            match read_body(shared, &parts, body).await {
-                Ok(body) => embeddings(shared, &parts, &body).await,
-                Err(response) => response,
-            }
-        }
-        (&Method::GET, "/v1/models") => json(StatusCode::OK, shared.models_body.clone()),
+    // The OpenAI paths are matched first and exactly: the sim is the
+    // upstream of overhead benchmarks, so other dialects cost them nothing.
+    let route = match (&parts.method, parts.uri.path()) {
+        (&Method::POST, CHAT_PATH) => Route::Chat { deployment: None },
+        (&Method::POST, EMBEDDINGS_PATH) => Route::Embeddings { deployment: None },
+        (&Method::POST, MESSAGES_PATH) => Route::Messages,
+        (&Method::GET, "/v1/models") => return json(StatusCode::OK, shared.models_body.clone()),
         (&Method::GET, "/healthz") => {
-            json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+            return json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
         }
-        (method, path) => {
-            bump(&shared.stats.requests);
-            bump(&shared.stats.bad_requests);
-            record(shared, &parts, None, false, Cow::Borrowed("not_found"), 0);
-            let message = format!("Invalid URL ({method} {path})");
-            error(
-                shared,
-                StatusCode::NOT_FOUND,
-                &message,
-                "invalid_request_error",
-                Some("unknown_url"),
-            )
+        (&Method::POST, path) => match Route::keyed_by_path(path) {
+            Some(route) => route,
+            None => return unknown_route(shared, &parts),
+        },
+        _ => return unknown_route(shared, &parts),
+    };
+    bump(&shared.stats.requests);
+    let ctx = Ctx::new(shared, &parts, route.endpoint());
+    let path_model = route.path_model();
+    let body = match read_body(&ctx, path_model, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(response) = ctx.authorize(path_model, body.len()) {
+        return *response;
+    }
+    match route {
+        Route::Chat { deployment } => chat(&ctx, &body, deployment).await,
+        Route::Embeddings { deployment } => embeddings(&ctx, &body, deployment).await,
+        Route::Messages => anthropic::messages(&ctx, &body).await,
+        Route::Generate { model, stream } => gemini::generate(&ctx, &body, model, stream).await,
+    }
+}
+
+/// An inference endpoint, with what its path says.
+#[derive(Clone, Copy)]
+enum Route<'p> {
+    /// OpenAI's, or Azure's when the path names a deployment.
+    Chat {
+        deployment: Option<&'p str>,
+    },
+    Embeddings {
+        deployment: Option<&'p str>,
+    },
+    Messages,
+    Generate {
+        model: &'p str,
+        stream: bool,
+    },
+}
+
+impl<'p> Route<'p> {
+    /// The Gemini and Azure endpoints, which carry the model in the path.
+    fn keyed_by_path(path: &'p str) -> Option<Self> {
+        if let Some(rest) = path.strip_prefix(GEMINI_PREFIX) {
+            let (model, method) = rest.rsplit_once(':')?;
+            let stream = match method {
+                "generateContent" => false,
+                "streamGenerateContent" => true,
+                _ => return None,
+            };
+            return (!model.is_empty() && !model.contains('/'))
+                .then_some(Self::Generate { model, stream });
+        }
+        let rest = path.strip_prefix(AZURE_PREFIX)?;
+        let (deployment, operation) = rest.split_once('/')?;
+        if deployment.is_empty() {
+            return None;
+        }
+        let deployment = Some(deployment);
+        match operation {
+            "chat/completions" => Some(Self::Chat { deployment }),
+            "embeddings" => Some(Self::Embeddings { deployment }),
+            _ => None,
+        }
+    }
+
+    fn endpoint(self) -> SimEndpoint {
+        match self {
+            Self::Chat { deployment: None } => SimEndpoint::OpenAiChat,
+            Self::Chat {
+                deployment: Some(_),
+            } => SimEndpoint::AzureChat,
+            Self::Embeddings { deployment: None } => SimEndpoint::OpenAiEmbeddings,
+            Self::Embeddings {
+                deployment: Some(_),
+            } => SimEndpoint::AzureEmbeddings,
+            Self::Messages => SimEndpoint::AnthropicMessages,
+            Self::Generate { stream: false, .. } => SimEndpoint::GeminiGenerateContent,
+            Self::Generate { stream: true, .. } => SimEndpoint::GeminiStreamGenerateContent,
+        }
+    }
+
+    fn path_model(self) -> Option<&'p str> {
+        match self {
+            Self::Chat { deployment } | Self::Embeddings { deployment } => deployment,
+            Self::Messages => None,
+            Self::Generate { model, .. } => Some(model),
         }
     }
 }
 
+fn unknown_route(shared: &Arc<Shared>, parts: &Parts) -> Response<Body> {
+    bump(&shared.stats.requests);
+    bump(&shared.stats.bad_requests);
+    let ctx = Ctx::new(shared, parts, SimEndpoint::Unknown);
+    ctx.record(None, false, Cow::Borrowed("not_found"), 0);
+    let message = format!("Invalid URL ({} {})", parts.method, parts.uri.path());
+    let mut response = json(
+        StatusCode::NOT_FOUND,
+        openai::error_body(&message, "invalid_request_error", Some("unknown_url")),
+    );
+    response
+        .headers_mut()
+        .insert(X_SIM_NAME, shared.name_header.clone());
+    response
+}
+
 async fn read_body(
-    shared: &Shared,
-    parts: &Parts,
+    ctx: &Ctx<'_>,
+    path_model: Option<&str>,
     body: Incoming,
 ) -> Result<Bytes, Response<Body>> {
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
@@ -135,15 +229,338 @@ async fn read_body(
             } else {
                 (StatusCode::BAD_REQUEST, "could not read request body")
             };
-            Err(bad_request(shared, parts, None, false, status, message, 0))
+            Err(ctx.reject(path_model, ctx.path_stream(), status, message, 0))
         }
     }
+}
+
+/// One inference request on its way through validation, fault selection
+/// and the answer: the request, the dialect it speaks and the key it
+/// presented.
+pub(crate) struct Ctx<'a> {
+    shared: &'a Arc<Shared>,
+    parts: &'a Parts,
+    endpoint: SimEndpoint,
+    api_key: Option<&'a str>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(shared: &'a Arc<Shared>, parts: &'a Parts, endpoint: SimEndpoint) -> Self {
+        Self {
+            shared,
+            parts,
+            endpoint,
+            api_key: presented_key(parts, endpoint),
+        }
+    }
+
+    pub(crate) fn query_param(&self, name: &str) -> Option<&'a str> {
+        query_param(self.parts, name)
+    }
+
+    /// Whether the path alone says the request streams (Gemini's
+    /// `streamGenerateContent`), for records made before the body is read.
+    fn path_stream(&self) -> bool {
+        self.endpoint == SimEndpoint::GeminiStreamGenerateContent
+    }
+
+    /// The dialect's own credential and version checks, then the accepted
+    /// keys. They come before the body is parsed, as at a real provider, and
+    /// consume no request index or script entry.
+    fn authorize(
+        &self,
+        path_model: Option<&str>,
+        body_len: usize,
+    ) -> Result<(), Box<Response<Body>>> {
+        let dialect = self.endpoint.dialect();
+        let stream = self.path_stream();
+        if dialect == Dialect::Azure && self.query_param("api-version").is_none() {
+            bump(&self.shared.stats.bad_requests);
+            self.record(path_model, stream, Cow::Borrowed("not_found"), body_len);
+            return Err(Box::new(self.error(SimError::MissingVersion)));
+        }
+        let key_required = dialect != Dialect::OpenAi;
+        let refusal = match (self.api_key, &self.shared.accepted_keys) {
+            (None, Some(_)) => Some(SimError::MissingKey),
+            (None, None) if key_required => Some(SimError::MissingKey),
+            (Some(key), Some(accepted)) if !accepted.iter().any(|k| k == key) => {
+                Some(SimError::InvalidKey)
+            }
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            bump(&self.shared.stats.unauthorized);
+            self.record(path_model, stream, Cow::Borrowed("unauthorized"), body_len);
+            return Err(Box::new(self.error(refusal)));
+        }
+        if dialect == Dialect::Anthropic && !self.parts.headers.contains_key(ANTHROPIC_VERSION) {
+            bump(&self.shared.stats.bad_requests);
+            self.record(path_model, stream, Cow::Borrowed("bad_request"), body_len);
+            return Err(Box::new(self.error(SimError::MissingVersion)));
+        }
+        Ok(())
+    }
+
+    /// Parses a request body, answering 400 (counted and logged) if it does
+    /// not fit.
+    // The error is the response to send; boxing it would only add an
+    // allocation.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn parse<'b, T: Deserialize<'b>>(
+        &self,
+        path_model: Option<&str>,
+        body: &'b Bytes,
+    ) -> Result<T, Response<Body>> {
+        serde_json::from_slice(body).map_err(|err| {
+            let message = format!("invalid request body: {err}");
+            self.reject(
+                path_model,
+                self.path_stream(),
+                StatusCode::BAD_REQUEST,
+                &message,
+                body.len(),
+            )
+        })
+    }
+
+    /// Validates the model and override headers, then decides the fault and
+    /// logs the request; `Err` is the rejection to send (boxed: it is the
+    /// rare path and the response is large).
+    pub(crate) fn admit(
+        &self,
+        model: &str,
+        stream: bool,
+        body_len: usize,
+    ) -> Result<Decision, Box<Response<Body>>> {
+        let shared = self.shared;
+        if !shared.models.iter().any(|m| m == model) {
+            bump(&shared.stats.bad_requests);
+            self.record(Some(model), stream, Cow::Borrowed("not_found"), body_len);
+            return Err(Box::new(self.error(SimError::UnknownModel(model))));
+        }
+        let decision = match decide(shared, &self.parts.headers, stream) {
+            Ok(decision) => decision,
+            Err(message) => {
+                let status = StatusCode::BAD_REQUEST;
+                let response = self.reject(Some(model), stream, status, &message, body_len);
+                return Err(Box::new(response));
+            }
+        };
+        let outcome = match decision.fault.action {
+            FaultAction::Ok => Cow::Borrowed("ok"),
+            FaultAction::Status { code, .. } => Cow::Owned(format!("status:{code}")),
+            FaultAction::ContextLength => Cow::Borrowed("context_length"),
+            FaultAction::Hang => Cow::Borrowed("hang"),
+            FaultAction::DropAfter(_) => Cow::Borrowed("drop"),
+            FaultAction::ErrorEventFirst | FaultAction::ErrorEventAfter(_) => {
+                Cow::Borrowed("error_event")
+            }
+            FaultAction::TruncateAfter(_) => Cow::Borrowed("truncate"),
+        };
+        self.record(Some(model), stream, outcome, body_len);
+        if decision.fault.action == FaultAction::Hang {
+            bump(&shared.stats.hangs);
+        }
+        Ok(decision)
+    }
+
+    /// Carries out an admitted request's fault. `stream` is the event
+    /// format for a streamed request; `complete` builds the whole body of a
+    /// successful non-stream answer (also cut short by the stream faults).
+    pub(crate) async fn answer<F: StreamFormat>(
+        &self,
+        decision: Decision,
+        stream: Option<F>,
+        complete: impl FnOnce() -> Bytes,
+    ) -> Response<Body> {
+        let Decision { fault, pace, .. } = decision;
+        match fault.action {
+            FaultAction::Status { code, retry_after } => {
+                sleep(fault.delay).await;
+                return self.status_error(code, retry_after);
+            }
+            FaultAction::ContextLength => {
+                sleep(fault.delay).await;
+                self.shared.stats.status(400);
+                return self.error(SimError::ContextLength);
+            }
+            FaultAction::Hang => return hang().await,
+            _ => {}
+        }
+        let Some(format) = stream else {
+            sleep(fault.delay).await;
+            return self.non_stream_answer(&fault.action, complete);
+        };
+        let tokens = format.chunks();
+        let (chunks, end, skip_preamble) = match fault.action {
+            FaultAction::DropAfter(n) => (n.min(tokens), StreamEnd::Drop, false),
+            FaultAction::ErrorEventFirst => (0, StreamEnd::ErrorEvent, true),
+            FaultAction::ErrorEventAfter(n) => (n.min(tokens), StreamEnd::ErrorEvent, false),
+            FaultAction::TruncateAfter(n) => (n.min(tokens), StreamEnd::Truncate, false),
+            _ => {
+                bump(&self.shared.stats.ok);
+                (tokens, StreamEnd::Complete, false)
+            }
+        };
+        let body = SimStream::new(
+            Arc::clone(self.shared),
+            format,
+            StreamPlan {
+                delay: fault.delay,
+                pace,
+                chunks,
+                end,
+                skip_preamble,
+            },
+        );
+        let mut response = Response::new(Body::from_stream(body));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(X_SIM_NAME, self.shared.name_header.clone());
+        response
+    }
+
+    /// The answer of a non-stream request whose action is not a status,
+    /// context-length error or hang.
+    fn non_stream_answer(
+        &self,
+        action: &FaultAction,
+        body: impl FnOnce() -> Bytes,
+    ) -> Response<Body> {
+        let stats = &self.shared.stats;
+        let mut response = match action {
+            FaultAction::DropAfter(_) => {
+                bump(&stats.dropped);
+                let body = body();
+                let half = body.slice(..body.len() / 2);
+                // The head and half the body go out, then the connection is
+                // aborted.
+                Response::new(Body::from_stream(AbortAfter::new(half)))
+            }
+            FaultAction::TruncateAfter(_) => {
+                bump(&stats.truncated);
+                let body = body();
+                Response::new(Body::from(body.slice(..body.len() / 2)))
+            }
+            FaultAction::ErrorEventFirst | FaultAction::ErrorEventAfter(_) => {
+                bump(&stats.error_events);
+                let (_, body) =
+                    dialect::render(self.endpoint, SimError::Overloaded, &self.shared.name);
+                Response::new(Body::from(body))
+            }
+            _ => {
+                bump(&stats.ok);
+                Response::new(Body::from(body()))
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+        headers.insert(X_SIM_NAME, self.shared.name_header.clone());
+        response
+    }
+
+    fn status_error(&self, code: u16, retry_after: Option<Duration>) -> Response<Body> {
+        self.shared.stats.status(code);
+        let mut response = self.error(SimError::Injected(code));
+        if let Some(retry_after) = retry_after {
+            let millis = retry_after.as_nanos().div_ceil(1_000_000);
+            let secs = millis.div_ceil(1000);
+            let headers = response.headers_mut();
+            headers.insert(
+                RETRY_AFTER,
+                HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX)),
+            );
+            headers.insert(
+                RETRY_AFTER_MS,
+                HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
+            );
+        }
+        response
+    }
+
+    /// A 4xx for an unreadable or invalid request, counted and logged.
+    pub(crate) fn reject(
+        &self,
+        model: Option<&str>,
+        stream: bool,
+        status: StatusCode,
+        message: &str,
+        body_len: usize,
+    ) -> Response<Body> {
+        bump(&self.shared.stats.bad_requests);
+        self.record(model, stream, Cow::Borrowed("bad_request"), body_len);
+        self.error(SimError::Invalid { status, message })
+    }
+
+    /// `error` in the dialect's shape, with the sim's name header.
+    fn error(&self, error: SimError<'_>) -> Response<Body> {
+        let (status, body) = dialect::render(self.endpoint, error, &self.shared.name);
+        let mut response = json(status, body);
+        response
+            .headers_mut()
+            .insert(X_SIM_NAME, self.shared.name_header.clone());
+        response
+    }
+
+    fn record(
+        &self,
+        model: Option<&str>,
+        stream: bool,
+        outcome: Cow<'static, str>,
+        body_len: usize,
+    ) {
+        self.shared.log.push(RequestRecord {
+            at: tokio::time::Instant::now(),
+            path: self.parts.uri.path().to_owned(),
+            endpoint: self.endpoint,
+            api_key: self.api_key.map(str::to_owned),
+            model: model.map(str::to_owned),
+            stream,
+            outcome: outcome.into_owned(),
+            headers: recorded_headers(&self.parts.headers),
+            body_len,
+        });
+    }
+}
+
+/// The key in the dialect's credential header (Gemini also takes `?key=`).
+/// A value that is not visible ASCII counts as absent.
+fn presented_key(parts: &Parts, endpoint: SimEndpoint) -> Option<&str> {
+    let header = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    match endpoint.dialect() {
+        Dialect::OpenAi => header(&AUTHORIZATION).and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        }),
+        Dialect::Azure => header(&AZURE_API_KEY),
+        Dialect::Anthropic => header(&ANTHROPIC_API_KEY),
+        Dialect::Gemini => header(&GOOGLE_API_KEY).or_else(|| query_param(parts, "key")),
+    }
+}
+
+/// The raw (not percent-decoded) value of a query parameter; keys and API
+/// versions need no decoding.
+fn query_param<'p>(parts: &'p Parts, name: &str) -> Option<&'p str> {
+    parts.uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
 }
 
 #[derive(Deserialize)]
 struct ChatRequest<'a> {
     #[serde(borrow)]
     model: Cow<'a, str>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+/// Azure's chat body: the deployment in the path is the model.
+#[derive(Deserialize)]
+struct DeploymentChatRequest {
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -164,107 +581,63 @@ struct EmbeddingsRequest<'a> {
     input: Option<serde_json::Value>,
 }
 
-/// Parses a request body, answering 400 (counted and logged) if it does not fit.
-// The error is the response to send; boxing it would only add an allocation.
-#[allow(clippy::result_large_err)]
-fn parse<'a, T: Deserialize<'a>>(
-    shared: &Arc<Shared>,
-    parts: &Parts,
-    body: &'a Bytes,
-) -> Result<T, Response<Body>> {
-    serde_json::from_slice(body).map_err(|err| {
-        let message = format!("invalid request body: {err}");
-        bad_request(
-            shared,
-            parts,
-            None,
-            false,
-            StatusCode::BAD_REQUEST,
-            &message,
-            body.len(),
-        )
-    })
+#[derive(Deserialize)]
+struct DeploymentEmbeddingsRequest {
+    #[serde(default)]
+    input: Option<serde_json::Value>,
 }
 
-async fn chat(shared: &Arc<Shared>, parts: &Parts, body: &Bytes) -> Response<Body> {
-    let req: ChatRequest<'_> = match parse(shared, parts, body) {
-        Ok(req) => req,
-        Err(response) => return response,
+/// OpenAI chat, or Azure's when `deployment` is set.
+async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response<Body> {
+    let (model, stream, stream_options) = match deployment {
+        None => match ctx.parse::<ChatRequest<'_>>(None, body) {
+            Ok(req) => (req.model, req.stream, req.stream_options),
+            Err(response) => return response,
+        },
+        Some(deployment) => match ctx.parse::<DeploymentChatRequest>(Some(deployment), body) {
+            Ok(req) => (Cow::Borrowed(deployment), req.stream, req.stream_options),
+            Err(response) => return response,
+        },
     };
-    let stream = req.stream.unwrap_or(false);
-    let decision = match admit(shared, parts, &req.model, stream, body.len()) {
+    let stream = stream.unwrap_or(false);
+    let decision = match ctx.admit(&model, stream, body.len()) {
         Ok(decision) => decision,
         Err(response) => return *response,
     };
-    let Decision {
-        index,
-        fault,
-        tokens,
-        pace,
-    } = decision;
+    let (index, tokens) = (decision.index, decision.tokens);
     let prompt_tokens = openai::approx_tokens(body.len());
-
-    if let FaultAction::Status { code, retry_after } = fault.action {
-        sleep(fault.delay).await;
-        return status_error(shared, code, retry_after);
-    }
-    if fault.action == FaultAction::Hang {
-        return hang().await;
-    }
-    if stream {
-        let (chunks, end, skip_role) = match fault.action {
-            FaultAction::DropAfter(n) => (n.min(tokens), StreamEnd::Drop, false),
-            FaultAction::ErrorEventFirst => (0, StreamEnd::ErrorEvent, true),
-            FaultAction::ErrorEventAfter(n) => (n.min(tokens), StreamEnd::ErrorEvent, false),
-            FaultAction::TruncateAfter(n) => (n.min(tokens), StreamEnd::Truncate, false),
-            _ => {
-                bump(&shared.stats.ok);
-                let include_usage = req
-                    .stream_options
-                    .and_then(|o| o.include_usage)
-                    .unwrap_or(false);
-                (tokens, StreamEnd::Complete { include_usage }, false)
-            }
-        };
-        let body = ChatStream::new(
-            Arc::clone(shared),
-            ChatStreamPlan {
-                index,
-                model: req.model.into_owned(),
-                delay: fault.delay,
-                pace,
-                chunks,
-                end,
-                skip_role,
-                prompt_tokens,
-            },
-        );
-        let mut response = Response::new(Body::from_stream(body));
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        headers.insert(X_SIM_NAME, shared.name_header.clone());
-        return response;
-    }
-
-    sleep(fault.delay).await;
-    let completion = || openai::chat_completion(index, &req.model, tokens, prompt_tokens);
-    non_stream_answer(shared, &fault.action, completion)
+    let format = stream.then(|| {
+        let include_usage = stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        ChatChunks::new(index, &model, tokens, include_usage, prompt_tokens)
+    });
+    ctx.answer(decision, format, || {
+        openai::chat_completion(index, &model, tokens, prompt_tokens)
+    })
+    .await
 }
 
-async fn embeddings(shared: &Arc<Shared>, parts: &Parts, body: &Bytes) -> Response<Body> {
-    let req: EmbeddingsRequest<'_> = match parse(shared, parts, body) {
-        Ok(req) => req,
-        Err(response) => return response,
+/// OpenAI embeddings, or Azure's when `deployment` is set.
+async fn embeddings(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response<Body> {
+    let (model, input) = match deployment {
+        None => match ctx.parse::<EmbeddingsRequest<'_>>(None, body) {
+            Ok(req) => (req.model, req.input),
+            Err(response) => return response,
+        },
+        Some(deployment) => {
+            match ctx.parse::<DeploymentEmbeddingsRequest>(Some(deployment), body) {
+                Ok(req) => (Cow::Borrowed(deployment), req.input),
+                Err(response) => return response,
+            }
+        }
     };
-    let inputs = match req.input.as_ref().map(parse_inputs) {
+    let inputs = match input.as_ref().map(parse_inputs) {
         Some(Some(inputs)) => inputs,
         _ => {
             let message = "`input` must be a non-empty string, array of strings, array of token ids or array of token id arrays";
-            return bad_request(
-                shared,
-                parts,
-                Some(&req.model),
+            return ctx.reject(
+                Some(&model),
                 false,
                 StatusCode::BAD_REQUEST,
                 message,
@@ -272,22 +645,14 @@ async fn embeddings(shared: &Arc<Shared>, parts: &Parts, body: &Bytes) -> Respon
             );
         }
     };
-    let decision = match admit(shared, parts, &req.model, false, body.len()) {
+    let decision = match ctx.admit(&model, false, body.len()) {
         Ok(decision) => decision,
         Err(response) => return *response,
     };
-    let fault = decision.fault;
-    if let FaultAction::Status { code, retry_after } = fault.action {
-        sleep(fault.delay).await;
-        return status_error(shared, code, retry_after);
-    }
-    if fault.action == FaultAction::Hang {
-        return hang().await;
-    }
-    sleep(fault.delay).await;
-    non_stream_answer(shared, &fault.action, || {
-        openai::embeddings_body(&req.model, &inputs)
+    ctx.answer(decision, None::<ChatChunks>, || {
+        openai::embeddings_body(&model, &inputs)
     })
+    .await
 }
 
 fn parse_inputs(input: &serde_json::Value) -> Option<Vec<EmbeddingInput<'_>>> {
@@ -313,109 +678,6 @@ fn parse_inputs(input: &serde_json::Value) -> Option<Vec<EmbeddingInput<'_>>> {
     (!inputs.is_empty()).then_some(inputs)
 }
 
-/// Validates the model and override headers, then decides the fault and
-/// logs the request; `Err` is the rejection to send (boxed: it is the rare
-/// path and the response is large).
-fn admit(
-    shared: &Shared,
-    parts: &Parts,
-    model: &str,
-    stream: bool,
-    body_len: usize,
-) -> Result<Decision, Box<Response<Body>>> {
-    if !shared.models.iter().any(|m| m == model) {
-        bump(&shared.stats.bad_requests);
-        record(
-            shared,
-            parts,
-            Some(model),
-            stream,
-            Cow::Borrowed("not_found"),
-            body_len,
-        );
-        let message =
-            format!("The model `{model}` does not exist or you do not have access to it.");
-        return Err(Box::new(error(
-            shared,
-            StatusCode::NOT_FOUND,
-            &message,
-            "invalid_request_error",
-            Some("model_not_found"),
-        )));
-    }
-    let decision = match decide(shared, &parts.headers, stream) {
-        Ok(decision) => decision,
-        Err(message) => {
-            let status = StatusCode::BAD_REQUEST;
-            let response = bad_request(
-                shared,
-                parts,
-                Some(model),
-                stream,
-                status,
-                &message,
-                body_len,
-            );
-            return Err(Box::new(response));
-        }
-    };
-    let outcome = match decision.fault.action {
-        FaultAction::Ok => Cow::Borrowed("ok"),
-        FaultAction::Status { code, .. } => Cow::Owned(format!("status:{code}")),
-        FaultAction::Hang => Cow::Borrowed("hang"),
-        FaultAction::DropAfter(_) => Cow::Borrowed("drop"),
-        FaultAction::ErrorEventFirst | FaultAction::ErrorEventAfter(_) => {
-            Cow::Borrowed("error_event")
-        }
-        FaultAction::TruncateAfter(_) => Cow::Borrowed("truncate"),
-    };
-    record(shared, parts, Some(model), stream, outcome, body_len);
-    if decision.fault.action == FaultAction::Hang {
-        bump(&shared.stats.hangs);
-    }
-    Ok(decision)
-}
-
-/// The answer of a non-stream request whose action is not a status or hang.
-fn non_stream_answer(
-    shared: &Shared,
-    action: &FaultAction,
-    body: impl FnOnce() -> Bytes,
-) -> Response<Body> {
-    let mut response = match action {
-        FaultAction::DropAfter(_) => {
-            bump(&shared.stats.dropped);
-            let body = body();
-            let half = body.slice(..body.len() / 2);
-            // The head and half the body go out, then the connection is
-            // aborted.
-            Response::new(Body::from_stream(AbortAfter::new(half)))
-        }
-        FaultAction::TruncateAfter(_) => {
-            bump(&shared.stats.truncated);
-            let body = body();
-            Response::new(Body::from(body.slice(..body.len() / 2)))
-        }
-        FaultAction::ErrorEventFirst | FaultAction::ErrorEventAfter(_) => {
-            bump(&shared.stats.error_events);
-            let message = format!("simulated overload from {}", shared.name);
-            Response::new(Body::from(openai::error_body(
-                &message,
-                "overloaded_error",
-                Some("overloaded"),
-            )))
-        }
-        _ => {
-            bump(&shared.stats.ok);
-            Response::new(Body::from(body()))
-        }
-    };
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
-    headers.insert(X_SIM_NAME, shared.name_header.clone());
-    response
-}
-
 async fn sleep(delay: Duration) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -429,69 +691,6 @@ async fn hang() -> Response<Body> {
     Response::new(Body::empty())
 }
 
-fn status_error(shared: &Shared, code: u16, retry_after: Option<Duration>) -> Response<Body> {
-    shared.stats.status(code);
-    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let (kind, error_code) = openai::status_error_kind(code);
-    let message = format!("simulated {code} from {}", shared.name);
-    let mut response = error(shared, status, &message, kind, error_code);
-    if let Some(retry_after) = retry_after {
-        let millis = retry_after.as_nanos().div_ceil(1_000_000);
-        let secs = millis.div_ceil(1000);
-        let headers = response.headers_mut();
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX)),
-        );
-        headers.insert(
-            RETRY_AFTER_MS,
-            HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
-        );
-    }
-    response
-}
-
-fn bad_request(
-    shared: &Shared,
-    parts: &Parts,
-    model: Option<&str>,
-    stream: bool,
-    status: StatusCode,
-    message: &str,
-    body_len: usize,
-) -> Response<Body> {
-    bump(&shared.stats.bad_requests);
-    record(
-        shared,
-        parts,
-        model,
-        stream,
-        Cow::Borrowed("bad_request"),
-        body_len,
-    );
-    error(
-        shared,
-        status,
-        message,
-        "invalid_request_error",
-        Some("invalid_request"),
-    )
-}
-
-fn error(
-    shared: &Shared,
-    status: StatusCode,
-    message: &str,
-    kind: &str,
-    code: Option<&str>,
-) -> Response<Body> {
-    let mut response = json(status, openai::error_body(message, kind, code));
-    response
-        .headers_mut()
-        .insert(X_SIM_NAME, shared.name_header.clone());
-    response
-}
-
 fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
@@ -499,25 +698,6 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, APPLICATION_JSON);
     response
-}
-
-fn record(
-    shared: &Shared,
-    parts: &Parts,
-    model: Option<&str>,
-    stream: bool,
-    outcome: Cow<'static, str>,
-    body_len: usize,
-) {
-    shared.log.push(RequestRecord {
-        at: tokio::time::Instant::now(),
-        path: parts.uri.path().to_owned(),
-        model: model.map(str::to_owned),
-        stream,
-        outcome: outcome.into_owned(),
-        headers: recorded_headers(&parts.headers),
-        body_len,
-    });
 }
 
 /// Keeps `x-request-id` and the presence, never the value, of credentials.

@@ -20,6 +20,7 @@ pub(crate) struct Stats {
     pub(crate) cancelled: AtomicU64,
     pub(crate) bad_requests: AtomicU64,
     pub(crate) streams_completed: AtomicU64,
+    pub(crate) unauthorized: AtomicU64,
     by_status: Box<[AtomicU64]>,
 }
 
@@ -39,6 +40,7 @@ impl Stats {
             cancelled: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
             streams_completed: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -71,6 +73,7 @@ impl Stats {
             cancelled: get(&self.cancelled),
             bad_requests: get(&self.bad_requests),
             streams_completed: get(&self.streams_completed),
+            unauthorized: get(&self.unauthorized),
         }
     }
 
@@ -85,6 +88,7 @@ impl Stats {
             &self.cancelled,
             &self.bad_requests,
             &self.streams_completed,
+            &self.unauthorized,
         ] {
             c.store(0, Ordering::Relaxed);
         }
