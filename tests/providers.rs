@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use http::{Method, StatusCode};
+use switchyard::sim::{Fault, FaultAction, SimEndpoint, SimHandle};
 
 /// Today plus `days`, as `YYYY-MM-DD` (UTC).
 fn date_in(days: i64) -> String {
@@ -27,7 +28,7 @@ fn date_in(days: i64) -> String {
 
 /// A simulator's address without the OpenAI `/v1` prefix (Anthropic and
 /// Gemini URLs carry their own version path).
-fn root(sim: &switchyard::sim::SimHandle) -> String {
+fn root(sim: &SimHandle) -> String {
     sim.base_url().trim_end_matches("/v1").to_owned()
 }
 
@@ -221,5 +222,342 @@ async fn embeddings_skip_providers_without_them_and_otherwise_name_the_gap() {
         anthropic_sim.stats().requests,
         0,
         "nothing was sent upstream"
+    );
+}
+
+/// One provider per dialect, all simulated, and a route over them in the
+/// given order (`oai`, `claude`, `gem` name the providers).
+fn dialects(oai: &SimHandle, claude: &SimHandle, gem: &SimHandle, routes: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{FAST}\n\
+         [providers.oai]\nbase_url = \"{}\"\napi_key_env = \"OAI_KEY\"\n\
+         [providers.claude]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key_env = \"CLAUDE_KEY\"\n\
+         [providers.gem]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"GEM_KEY\"\n{routes}",
+        oai.base_url(),
+        claude.origin(),
+        gem.origin(),
+    )
+}
+
+fn fake_keys(name: &str) -> Option<String> {
+    Some(format!("test-{}", name.to_lowercase()))
+}
+
+const CANNED: &str = "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7";
+
+fn ask(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
+    })
+}
+
+const ALL_THREE: &str = r#"[routes.chat]
+targets = [
+  { provider = "oai", model = "gpt-4o" },
+  { provider = "claude", model = "claude-sonnet-4-5" },
+  { provider = "gem", model = "gemini-2.5-flash" },
+]
+"#;
+
+#[tokio::test]
+async fn one_route_fails_over_openai_to_anthropic_to_gemini() {
+    let oai = sim_with("oai", failing(503)).await;
+    let claude = sim_with("claude", failing(529)).await;
+    let gem = sim("gem").await;
+    let gw = gateway_with_env(&dialects(&oai, &claude, &gem, ALL_THREE), fake_keys).await;
+    let client = client();
+
+    let reply = chat(&client, &gw, ask("chat", false)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.header("x-switchyard-target"),
+        Some("gem/gemini-2.5-flash")
+    );
+    let v = reply.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], CANNED);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{v}");
+    // Each upstream was spoken to in its own dialect, with its own key.
+    let last = |s: &SimHandle| s.requests().last().cloned().expect("a request");
+    assert_eq!(last(&oai).endpoint, SimEndpoint::OpenAiChat);
+    assert_eq!(last(&claude).endpoint, SimEndpoint::AnthropicMessages);
+    assert_eq!(last(&claude).api_key.as_deref(), Some("test-claude_key"));
+    assert_eq!(last(&gem).endpoint, SimEndpoint::GeminiGenerateContent);
+    assert_eq!(last(&gem).api_key.as_deref(), Some("test-gem_key"));
+
+    let reply = chat(&client, &gw, ask("chat", true)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let events = sse_data(&reply.body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(sse_content(&events).trim_end(), CANNED);
+    assert_eq!(
+        last(&gem).endpoint,
+        SimEndpoint::GeminiStreamGenerateContent
+    );
+}
+
+#[tokio::test]
+async fn anthropic_upstreams_are_translated_both_ways_including_streams() {
+    let oai = sim_with("oai", failing(503)).await;
+    let claude = sim("claude").await;
+    let gem = sim("gem").await;
+    let route = r#"[routes.chat]
+targets = [{ provider = "claude", model = "claude-sonnet-4-5" }]
+"#;
+    let gw = gateway_with_env(&dialects(&oai, &claude, &gem, route), fake_keys).await;
+    let client = client();
+
+    let reply = chat(&client, &gw, ask("chat", false)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let v = reply.json();
+    assert_eq!(v["choices"][0]["message"]["content"], CANNED);
+    assert_eq!(v["model"], "claude-sonnet-4-5");
+
+    let reply = chat(&client, &gw, ask("chat", true)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let events = sse_data(&reply.body);
+    assert_eq!(sse_content(&events).trim_end(), CANNED);
+    let usage: Vec<serde_json::Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .filter(|v| v["usage"].is_object())
+        .collect();
+    assert_eq!(usage.len(), 1, "one usage chunk, as include_usage asked");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+
+    // A stream the upstream cuts ends with the gateway's typed error event.
+    claude.push_script([FaultAction::DropAfter(2).into()]);
+    let reply = chat(&client, &gw, ask("chat", true)).await;
+    let events = sse_data(&reply.body);
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_cut", "{events:?}");
+}
+
+#[tokio::test]
+async fn each_providers_errors_map_to_the_same_classes() {
+    // 429 from Gemini is rate limiting: retried on the same target after
+    // its Retry-After, not failed over.
+    let oai = sim("oai").await;
+    let claude = sim("claude").await;
+    let gem = sim("gem").await;
+    gem.push_script([FaultAction::Status {
+        code: 429,
+        retry_after: Some(std::time::Duration::from_millis(50)),
+    }
+    .into()]);
+    let route = r#"[routes.gem-first]
+targets = [{ provider = "gem", model = "gemini-2.5-flash" }, { provider = "oai", model = "gpt-4o" }]
+[routes.claude-first]
+targets = [{ provider = "claude", model = "claude-sonnet-4-5" }, { provider = "oai", model = "gpt-4o" }]
+"#;
+    let gw = gateway_with_env(&dialects(&oai, &claude, &gem, route), fake_keys).await;
+    let client = client();
+    let reply = chat(&client, &gw, ask("gem-first", false)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header("x-switchyard-target"),
+        Some("gem/gemini-2.5-flash")
+    );
+    assert_eq!(reply.header("x-switchyard-attempts"), Some("2"));
+
+    // Anthropic's 529 overloaded is transient: retried, then failed over.
+    claude.push_script([Fault::status(529), Fault::status(529)]);
+    let reply = chat(&client, &gw, ask("claude-first", false)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-switchyard-target"), Some("oai/gpt-4o"));
+    assert_eq!(reply.header("x-switchyard-attempts"), Some("3"));
+
+    // Anthropic's 400 is the client's fault: not retried, not failed over,
+    // and the client reads it in OpenAI's shape.
+    claude.push_script([Fault::status(400)]);
+    let before = oai.stats().requests;
+    let reply = chat(&client, &gw, ask("claude-first", false)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let (message, kind, _) = reply.openai_error();
+    assert_eq!(kind, "invalid_request_error");
+    assert!(message.starts_with("anthropic: "), "{message}");
+    assert_eq!(oai.stats().requests, before);
+}
+
+#[tokio::test]
+async fn context_length_errors_move_to_a_larger_window_only() {
+    let oai = sim("oai").await;
+    let claude = sim("claude").await;
+    let gem = sim("gem").await;
+    let route = r#"[routes.chat]
+targets = [
+  { provider = "oai", model = "gpt-4o", context_window = 128000 },
+  { provider = "claude", model = "claude-sonnet-4-5", context_window = 100000 },
+  { provider = "gem", model = "gemini-2.5-flash", context_window = 1048576 },
+]
+[routes.no-fallback]
+context_fallback = false
+targets = [
+  { provider = "claude", model = "claude-sonnet-4-5", context_window = 200000 },
+  { provider = "gem", model = "gemini-2.5-flash", context_window = 1048576 },
+]
+"#;
+    let gw = gateway_with_env(&dialects(&oai, &claude, &gem, route), fake_keys).await;
+    let client = client();
+
+    oai.push_script([FaultAction::ContextLength.into()]);
+    let reply = chat(&client, &gw, ask("chat", false)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.header("x-switchyard-target"),
+        Some("gem/gemini-2.5-flash")
+    );
+    assert_eq!(reply.header("x-switchyard-attempts"), Some("2"));
+    assert_eq!(oai.stats().requests, 1, "not retried on the same target");
+    assert_eq!(claude.stats().requests, 0, "the smaller window was skipped");
+
+    // The largest target too small: the client gets the context error, in
+    // OpenAI's shape, whoever said it.
+    oai.push_script([FaultAction::ContextLength.into()]);
+    gem.push_script([FaultAction::ContextLength.into()]);
+    let reply = chat(&client, &gw, ask("chat", false)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    let (message, _, code) = reply.openai_error();
+    assert_eq!(code, "context_length_exceeded");
+    assert!(message.starts_with("gemini: "), "{message}");
+
+    claude.push_script([FaultAction::ContextLength.into()]);
+    let before = gem.stats().requests;
+    let reply = chat(&client, &gw, ask("no-fallback", false)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.openai_error().2, "context_length_exceeded");
+    assert_eq!(gem.stats().requests, before, "context_fallback = false");
+}
+
+#[tokio::test]
+async fn fields_a_provider_cannot_express_fail_over_or_are_named() {
+    let oai = sim("oai").await;
+    let claude = sim("claude").await;
+    let gem = sim("gem").await;
+    let route = r#"[routes.chat]
+targets = [{ provider = "claude", model = "claude-sonnet-4-5" }, { provider = "oai", model = "gpt-4o" }]
+[routes.claude-only]
+targets = [{ provider = "claude", model = "claude-sonnet-4-5" }]
+"#;
+    let gw = gateway_with_env(&dialects(&oai, &claude, &gem, route), fake_keys).await;
+    let client = client();
+    let mut body = ask("chat", false);
+    body["logit_bias"] = serde_json::json!({"50256": -100});
+    let reply = chat(&client, &gw, body.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("x-switchyard-target"), Some("oai/gpt-4o"));
+    assert_eq!(reply.header("x-switchyard-attempts"), Some("1"));
+
+    body["model"] = "claude-only".into();
+    let reply = chat(&client, &gw, body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let (message, _, code) = reply.openai_error();
+    assert_eq!(code, "unsupported_parameter");
+    assert!(
+        message.contains("anthropic") && message.contains("logit_bias"),
+        "{message}"
+    );
+    assert_eq!(claude.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn a_key_pool_rotates_on_429_and_drops_a_refused_key() {
+    let upstream = sim_accepting("pool", &["key-a", "key-b"]).await;
+    let backup = sim("backup").await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{FAST}\n\
+         [providers.pooled]\nbase_url = \"{}\"\nkeys = [{{ name = \"a\", env = \"KEY_A\" }}, {{ name = \"b\", env = \"KEY_B\" }}, {{ name = \"revoked\", env = \"KEY_C\" }}]\n\
+         [providers.backup]\nbase_url = \"{}\"\n\
+         [routes.chat]\ntargets = [{{ provider = \"pooled\", model = \"gpt-4o\" }}, {{ provider = \"backup\", model = \"gpt-4o\" }}]\n",
+        upstream.base_url(),
+        backup.base_url()
+    );
+    let env = |name: &str| match name {
+        "KEY_A" => Some("key-a".to_owned()),
+        "KEY_B" => Some("key-b".to_owned()),
+        "KEY_C" => Some("key-c".to_owned()),
+        _ => None,
+    };
+    let gw = gateway_with_env(&text, env).await;
+    let client = client();
+
+    // A 429 on whichever key goes first: the next attempt uses another key
+    // of the pool, not the backup provider.
+    upstream.push_script([FaultAction::Status {
+        code: 429,
+        retry_after: Some(std::time::Duration::from_secs(30)),
+    }
+    .into()]);
+    let reply = chat(&client, &gw, ask("chat", false)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(backup.stats().requests, 0, "stayed within the pool");
+    let keys: Vec<String> = upstream
+        .requests()
+        .iter()
+        .filter_map(|r| r.api_key.clone())
+        .collect();
+    assert!(keys.len() >= 2, "{keys:?}");
+    assert_ne!(keys[0], keys[keys.len() - 1], "another key after the 429");
+    let cooled = keys[0].clone();
+
+    // Until its Retry-After ends, the rate-limited key is not used; the
+    // revoked key is tried at most once, then disabled.
+    for _ in 0..12 {
+        let reply = chat(&client, &gw, ask("chat", false)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    let later: Vec<String> = upstream.requests()[keys.len()..]
+        .iter()
+        .filter_map(|r| r.api_key.clone())
+        .collect();
+    assert!(!later.contains(&cooled), "{later:?}");
+    let all_keys: Vec<String> = upstream
+        .requests()
+        .iter()
+        .filter_map(|r| r.api_key.clone())
+        .collect();
+    assert_eq!(
+        all_keys.iter().filter(|k| *k == "key-c").count(),
+        1,
+        "the refused key was tried once, then never again: {all_keys:?}"
+    );
+
+    let targets = call(
+        &client,
+        Method::GET,
+        &format!("{}/admin/targets", gw.base_url().trim_end_matches("/v1")),
+        "",
+        &[],
+    )
+    .await
+    .json();
+    let subjects: Vec<&str> = targets["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["target"].as_str())
+        .collect();
+    for key in ["#a", "#b", "#revoked"] {
+        assert!(subjects.iter().any(|s| s.ends_with(key)), "{subjects:?}");
+    }
+    let subject = |suffix: &str| {
+        targets["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"].as_str().unwrap_or_default().ends_with(suffix))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(subject("#revoked")["disabled"], true);
+    assert_eq!(subject("#b")["disabled"], false);
+    let text = targets.to_string();
+    assert!(
+        !text.contains("key-a") && !text.contains("key-c"),
+        "no key values: {text}"
     );
 }

@@ -280,3 +280,23 @@ pub fn python() -> PathBuf {
     }
     python
 }
+
+/// A gateway whose config resolves `api_key_env` / pool `env` names with `env`.
+pub async fn gateway_with_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Gateway {
+    let config = Config::from_toml(text, env).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
+    Gateway::start(config).await.expect("start gateway")
+}
+
+/// A simulator that accepts only `keys` as upstream API keys.
+pub async fn sim_accepting(name: &str, keys: &[&str]) -> SimHandle {
+    Simulator::start(
+        SimConfig {
+            name: name.to_owned(),
+            accepted_keys: Some(keys.iter().map(|k| (*k).to_owned()).collect()),
+            ..SimConfig::default()
+        },
+        SocketAddr::from(LOOPBACK),
+    )
+    .await
+    .expect("start simulator")
+}
