@@ -451,6 +451,8 @@ fn verify(entry: &Entry, digest: &secret::Digest, now: i64) -> Result<Arc<KeyInf
 async fn background(inner: Weak<Inner>, every: Duration) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; nothing is pending yet.
+    tick.tick().await;
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };

@@ -245,9 +245,17 @@ impl Store {
                 }
             }
             Store::Postgres(pool) => {
+                // Concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
+                // PostgreSQL's catalog (replicas starting together): one
+                // migration at a time per database.
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7365921042)")
+                    .execute(&mut *tx)
+                    .await?;
                 for statement in POSTGRES_SCHEMA {
-                    sqlx::query(*statement).execute(pool).await?;
+                    sqlx::query(*statement).execute(&mut *tx).await?;
                 }
+                tx.commit().await?;
             }
         }
         Ok(())
