@@ -700,11 +700,10 @@ async fn the_cache_answers_while_the_store_is_down() {
 }
 
 fn admin_key(value: &str) -> AdminKey {
-    let text = format!(
+    let text =
         "[admin]\nkey_env = \"ADMIN_KEY\"\n[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
-         [routes.r]\ntargets = [{{ provider = \"p\", model = \"m\" }}]\n"
-    );
-    Config::from_toml(&text, |_| Some(value.to_owned()))
+         [routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    Config::from_toml(text, |_| Some(value.to_owned()))
         .unwrap()
         .admin
         .key
