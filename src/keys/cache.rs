@@ -204,3 +204,96 @@ impl KeyCache {
             .retain(|_, until| *until > now_ms);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn prefix(n: u32) -> PrefixKey {
+        PrefixKey::from_prefix(&format!("sy-{n:08}")).unwrap()
+    }
+
+    fn empty(at: i64) -> Arc<Entry> {
+        Arc::new(Entry {
+            loaded_at_ms: at,
+            fresh_until_ms: at + 1_000,
+            candidates: Vec::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_prefix_load_once() {
+        let cache = Arc::new(KeyCache::new(10, 1));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (cache, loads, entered) = (cache.clone(), loads.clone(), entered.clone());
+                let mut released = released.clone();
+                tokio::spawn(async move {
+                    // Joining the flight happens in this same poll, before
+                    // any await inside `load`.
+                    entered.fetch_add(1, Ordering::SeqCst);
+                    cache
+                        .load(prefix(1), || async move {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            let _ = released.wait_for(|go| *go).await;
+                            Ok(empty(0))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for _ in 0..1_000 {
+            if entered.load(Ordering::SeqCst) == 20 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(entered.load(Ordering::SeqCst), 20);
+        release.send(true).unwrap();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap().unwrap());
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert!(results.iter().all(|r| Arc::ptr_eq(r, &results[0])));
+        assert!(cache.inflight.lock().unwrap().is_empty(), "flight cleared");
+    }
+
+    #[test]
+    fn the_negative_cache_is_bounded() {
+        let cache = KeyCache::new(10, 1);
+        for n in 0..10 {
+            cache.insert(prefix(n), empty(0), cache.generation(), 1_000);
+        }
+        assert!(matches!(cache.get(prefix(3), 500), Cached::KnownUnknown));
+        assert!(matches!(cache.get(prefix(3), 1_000), Cached::Miss(None)));
+        cache.insert(prefix(10), empty(0), cache.generation(), 1_000);
+        assert!(cache.negative.lock().unwrap().len() <= 10);
+        assert!(matches!(cache.get(prefix(10), 500), Cached::KnownUnknown));
+        // Expired entries make room before anything fresh is dropped.
+        let cache = KeyCache::new(10, 1);
+        for n in 0..10 {
+            cache.insert(prefix(n), empty(0), cache.generation(), 100 + i64::from(n));
+        }
+        cache.insert(prefix(10), empty(105), cache.generation(), 2_000);
+        let negative = cache.negative.lock().unwrap();
+        assert_eq!(negative.len(), 5, "only the expired ones went");
+    }
+
+    #[test]
+    fn a_load_that_raced_an_invalidation_is_not_cached() {
+        let cache = KeyCache::new(10, 1);
+        let before = cache.generation();
+        cache.invalidate(7, Some(prefix(1)));
+        cache.insert(prefix(1), empty(0), before, 1_000);
+        assert!(matches!(cache.get(prefix(1), 1), Cached::Miss(None)));
+        cache.insert(prefix(1), empty(0), cache.generation(), 1_000);
+        assert!(matches!(cache.get(prefix(1), 1), Cached::KnownUnknown));
+        cache.invalidate(7, Some(prefix(1)));
+        assert!(matches!(cache.get(prefix(1), 1), Cached::Miss(None)));
+    }
+}

@@ -3,7 +3,7 @@
 //! error names its field), turns rows into views. A secret leaves this
 //! module only inside [`Issued`], once, when it is created.
 
-use super::budget::{period_labels, SpendCell};
+use super::budget::{civil_from_days, period_labels, SpendCell};
 use super::secret::{self, PrefixKey, Secret};
 use super::{KeyBudget, KeyError, KeyInfo, KeyLimits, Keys};
 use crate::store::{KeyRow, SecretRow, StoreError, UsageRow};
@@ -157,10 +157,23 @@ pub fn parse_date(text: &str) -> Option<i64> {
     i64::try_from(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ`, for any time (humantime's formatter fails past
+/// the year 9999).
 pub(crate) fn rfc3339(unix_ms: i64) -> String {
-    let since_epoch = Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + since_epoch).to_string()
+    let secs = unix_ms.div_euclid(1_000);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let of_day = secs.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3_600,
+        of_day % 3_600 / 60,
+        of_day % 60
+    )
 }
+
+/// Expiries end by the last second of the year 9999, so every date tool
+/// can still read them.
+const LATEST_EXPIRY_MS: i64 = 253_402_300_799_000;
 
 fn invalid(field: &'static str, message: impl Into<String>) -> KeyError {
     KeyError::Invalid {
@@ -414,8 +427,16 @@ impl Keys {
         let now = self.now_ms();
         let expires_at_ms = match new.expires {
             None => None,
+            Some(Expiry::At(at)) if at > LATEST_EXPIRY_MS => {
+                return Err(invalid("expires_at", "is after the year 9999"))
+            }
             Some(Expiry::At(at)) if at > now => Some(at),
             Some(Expiry::At(_)) => return Err(invalid("expires_at", "is not in the future")),
+            Some(Expiry::After(after))
+                if now.saturating_add(super::millis(after)) > LATEST_EXPIRY_MS =>
+            {
+                return Err(invalid("expires_in", "ends after the year 9999"))
+            }
             Some(Expiry::After(after)) if !after.is_zero() => {
                 Some(now.saturating_add(super::millis(after)))
             }
@@ -552,5 +573,34 @@ impl Keys {
         self.inner.store.update_key_limits(&row).await?;
         self.inner.cache.invalidate(row.id, None);
         self.view_of(&row).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_for_any_time() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_764_066_600_999), "2025-11-25T10:30:00Z");
+        assert_eq!(rfc3339(LATEST_EXPIRY_MS), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert!(rfc3339(i64::MAX).starts_with("292278994-"));
+        assert!(rfc3339(i64::MIN).ends_with('Z'));
+        assert_eq!(parse_date("2027-01-01"), Some(1_798_761_600_000));
+        assert_eq!(
+            parse_date("2027-01-01T12:00:00Z"),
+            Some(1_798_761_600_000 + 12 * 3_600_000)
+        );
+        for bad in [
+            "",
+            "tomorrow",
+            "2027-13-01",
+            "2027-01-01T00:00:00+02:00",
+            "é027-01-01",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
     }
 }
