@@ -1064,6 +1064,13 @@ fn presented_secret_reads_bearer_or_x_api_key() {
         None
     );
     assert_eq!(
+        presented_secret(&headers(&[
+            ("authorization", "Basic abc"),
+            ("x-api-key", "sy-c")
+        ])),
+        Some("sy-c")
+    );
+    assert_eq!(
         presented_secret(&headers(&[("authorization", "Bearer ")])),
         None
     );

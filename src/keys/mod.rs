@@ -222,20 +222,21 @@ impl KeySettings {
 }
 
 /// The secret a request presents: `Authorization: Bearer …` (scheme
-/// case-insensitive) or `x-api-key`.
+/// case-insensitive; OpenAI clients), else `x-api-key` (Anthropic clients).
 pub fn presented_secret(headers: &http::HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-        let text = value.to_str().ok()?.trim();
-        let (scheme, rest) = text.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim())
-            .filter(|s| !s.is_empty());
-    }
-    headers
-        .get("x-api-key")
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+        .and_then(|text| text.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, rest)| rest.trim());
+    bearer
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        })
         .filter(|s| !s.is_empty())
 }
 
@@ -262,9 +263,10 @@ impl fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// Starts the background spend writer on the current runtime (it stops
-    /// when the last clone of this `Keys` is dropped). The store must have
-    /// been connected (`Store::connect` creates the tables).
+    /// Starts the background spend writer on the current runtime, so call
+    /// it on one that runs as long as the gateway (as the request log
+    /// writer does); the writer stops when the last clone of this `Keys`
+    /// is dropped. `Store::connect` has created the tables.
     pub async fn open(store: Store, settings: KeySettings) -> Result<Keys, KeyError> {
         let inner = Arc::new(Inner {
             cache: KeyCache::new(settings.negative_capacity, settings.concurrent_lookups),
