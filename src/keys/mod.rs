@@ -319,7 +319,7 @@ impl Keys {
         stale: Option<Arc<Entry>>,
     ) -> Result<Arc<Entry>, AuthError> {
         let inner = &self.inner;
-        let generation = inner.cache.generation();
+        let generation_before = inner.cache.generation();
         let loading = inner.cache.load(key, || async {
             let generation = inner.cache.generation();
             let candidates = self
@@ -357,7 +357,7 @@ impl Keys {
                     fresh_until_ms: now.saturating_add(1_000),
                     candidates: stale.candidates.clone(),
                 });
-                inner.cache.insert(key, retry, generation, now);
+                inner.cache.insert(key, retry, generation_before, now);
                 Ok(stale)
             }
             _ => Err(error),
@@ -438,7 +438,8 @@ fn verify(entry: &Entry, digest: &secret::Digest, now: i64) -> Result<Arc<KeyInf
     }
     let candidate = matched.ok_or(AuthError::Unknown)?;
     let info = &candidate.info;
-    if info.revoked_at_ms.is_some_and(|at| at <= now) {
+    // Revocation is immediate whatever the revoking node's clock said.
+    if info.revoked_at_ms.is_some() {
         return Err(AuthError::Revoked);
     }
     let expired = |at: Option<i64>| at.is_some_and(|at| at <= now);
