@@ -39,6 +39,8 @@ pub enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Manage virtual keys (create, list, show, rotate, revoke, set-limits) in the configured store.
+    Keys(crate::keys::cli::KeysArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,6 +90,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sim(args) => Task::Sim(args),
         Command::Demo(args) => Task::Demo(args),
         Command::Log { command } => Task::Log(command),
+        Command::Keys(args) => Task::Keys(args),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -103,6 +106,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Task::Sim(args) => runtime.block_on(crate::sim::cli::run(*args)),
         Task::Demo(args) => runtime.block_on(crate::demo::run(args)),
         Task::Log(command) => runtime.block_on(log(command)),
+        Task::Keys(args) => runtime.block_on(crate::keys::cli::run(args)),
     })
 }
 
@@ -111,6 +115,7 @@ enum Task {
     Sim(Box<crate::sim::cli::SimArgs>),
     Demo(crate::demo::DemoArgs),
     Log(LogCommand),
+    Keys(crate::keys::cli::KeysArgs),
 }
 
 fn exit_code(result: anyhow::Result<()>) -> ExitCode {

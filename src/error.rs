@@ -3,6 +3,7 @@
 //! secret: upstream error bodies are not quoted (some echo masked keys).
 
 use crate::api::{error_body, BodyError};
+use crate::keys::{AuthError, BudgetExceeded};
 use crate::routing::AttemptRecord;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
@@ -50,6 +51,14 @@ pub enum GatewayError {
     Unsupported(#[from] crate::providers::Unsupported),
     #[error("no target of route `{route}` may serve this request: each is past its deprecation date, or degraded while the request forbids degradation (x-switchyard-allow-degraded: false)")]
     NoEligibleTarget { route: String },
+    /// A virtual key was missing, unknown, expired or revoked, or could not
+    /// be checked (`AuthError::Store`: 503).
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("this API key may not use the model `{route}`")]
+    RouteNotAllowed { route: String },
+    #[error("{0}")]
+    BudgetExceeded(#[from] BudgetExceeded),
 }
 
 fn describe_open(open: &[(String, Duration)]) -> String {
@@ -102,6 +111,10 @@ impl GatewayError {
             GatewayError::ShuttingDown
             | GatewayError::AllTargetsOpen { .. }
             | GatewayError::NoEligibleTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Unauthorized(AuthError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::RouteNotAllowed { .. } => StatusCode::FORBIDDEN,
+            GatewayError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -120,7 +133,12 @@ impl GatewayError {
             | GatewayError::DeadlineExceeded { .. }
             | GatewayError::AllTargetsOpen { .. }
             | GatewayError::NoEligibleTarget { .. } => "upstream_error",
-            GatewayError::ShuttingDown => "service_unavailable",
+            GatewayError::ShuttingDown | GatewayError::Unauthorized(AuthError::Store(_)) => {
+                "service_unavailable"
+            }
+            GatewayError::Unauthorized(_) => "invalid_request_error",
+            GatewayError::RouteNotAllowed { .. } => "permission_error",
+            GatewayError::BudgetExceeded(_) => "insufficient_quota",
         }
     }
 
@@ -146,6 +164,13 @@ impl GatewayError {
             GatewayError::Unsupported(_) => "unsupported_parameter",
             GatewayError::Inbound(_) => "invalid_request",
             GatewayError::NoEligibleTarget { .. } => "no_eligible_target",
+            GatewayError::Unauthorized(AuthError::Missing) => "missing_api_key",
+            GatewayError::Unauthorized(AuthError::Unknown) => "invalid_api_key",
+            GatewayError::Unauthorized(AuthError::Expired) => "expired_api_key",
+            GatewayError::Unauthorized(AuthError::Revoked) => "revoked_api_key",
+            GatewayError::Unauthorized(AuthError::Store(_)) => "key_store_unavailable",
+            GatewayError::RouteNotAllowed { .. } => "model_not_allowed",
+            GatewayError::BudgetExceeded(_) => "budget_exceeded",
         }
     }
 }
@@ -172,6 +197,17 @@ impl IntoResponse for GatewayError {
             }
             GatewayError::MethodNotAllowed { allowed, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
+            }
+            GatewayError::BudgetExceeded(exceeded) => {
+                let wait = exceeded.retry_after;
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            GatewayError::Unauthorized(AuthError::Store(_)) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            GatewayError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod keys;
 pub mod limits;
 pub mod loadgen;
 pub mod providers;

@@ -29,6 +29,8 @@ pub struct Config {
     pub request_log: Option<Duration>,
     /// Where per-key rate limits are kept (`[limits]`).
     pub limits: LimitSettings,
+    pub admin: AdminSettings,
+    pub keys: VirtualKeySettings,
     /// The gateway-wide retry budget (from `[defaults.budget]`).
     pub global_budget: BudgetPolicy,
     pub providers: BTreeMap<String, Arc<Provider>>,
@@ -75,6 +77,38 @@ impl fmt::Debug for RedisUrl {
         let scheme = self.0.split(':').next().unwrap_or("?");
         write!(f, "RedisUrl({scheme}:<redacted>)")
     }
+}
+
+/// The admin API (`/admin/keys`): off unless `[admin] key_env` names a set
+/// environment variable.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    pub key: Option<AdminKey>,
+    /// A separate listener for the admin API; `None`: the main one.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The admin API credential. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminKey(String);
+
+impl AdminKey {
+    /// The key itself, for the (constant-time) comparison only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminKey(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualKeySettings {
+    /// How long an authenticated key is trusted from memory.
+    pub cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -895,6 +929,59 @@ fn resolve_hedge(issues: &mut Issues, path: &str, value: Option<&String>) -> Opt
     }
 }
 
+fn resolve_admin(
+    issues: &mut Issues,
+    raw: &raw::RawAdmin,
+    env: &impl Fn(&str) -> Option<String>,
+) -> AdminSettings {
+    let listen = raw.listen.as_deref().and_then(|text| {
+        let parsed = text.parse().ok();
+        if parsed.is_none() {
+            issues.hint(
+                "admin.listen",
+                format!("invalid address \"{text}\""),
+                "write IP:PORT, e.g. \"127.0.0.1:8081\"",
+            );
+        }
+        parsed
+    });
+    let key = raw.key_env.as_ref().and_then(|var| {
+        let secret = env(var).map(|s| s.trim().to_owned()).unwrap_or_default();
+        let problem = if secret.is_empty() {
+            Some(format!("environment variable \"{var}\" is not set or empty"))
+        } else if secret.starts_with(crate::keys::secret::SCHEME) {
+            Some(format!(
+                "environment variable \"{var}\" holds a virtual key; the admin key must be a separate secret"
+            ))
+        } else if secret.len() < 16 {
+            Some(format!(
+                "environment variable \"{var}\" holds fewer than 16 characters"
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => {
+                issues.hint(
+                    "admin.key_env",
+                    message,
+                    format!("export {var}=\"$(openssl rand -hex 32)\" before starting"),
+                );
+                None
+            }
+            None => Some(AdminKey(secret)),
+        }
+    });
+    if listen.is_some() && raw.key_env.is_none() {
+        issues.hint(
+            "admin.listen",
+            "an admin listener without an admin key would refuse every request",
+            "set [admin] key_env as well",
+        );
+    }
+    AdminSettings { key, listen }
+}
+
 fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let mut issues = Issues::default();
 
@@ -1396,10 +1483,20 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         .unwrap_or(false)
         .then_some(retention);
     let limits = resolve_limits(&mut issues, &raw.limits);
+    let admin = resolve_admin(&mut issues, &raw.admin, env);
+    let keys = VirtualKeySettings {
+        cache_ttl: issues.duration(
+            "keys.cache_ttl".into(),
+            raw.keys.cache_ttl.as_ref(),
+            Duration::from_secs(5),
+        ),
+    };
     if !issues.0.is_empty() {
         return Err(ConfigErrors(issues.0));
     }
     Ok(Config {
+        admin,
+        keys,
         server,
         alerts,
         store_url: StoreUrl(store_url),

@@ -30,6 +30,10 @@ pub struct RawConfig {
     pub request_log: RawRequestLog,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub keys: RawKeys,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -40,6 +44,23 @@ pub struct RawLimits {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key the limiter writes (default `switchyard`).
     pub key_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Environment variable holding the admin API key; no admin API without it.
+    pub key_env: Option<String>,
+    /// Serve the admin API on this address instead of the main listener.
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    /// How long a virtual key is trusted from memory (default 5s): the
+    /// bound on how late a revocation made elsewhere takes effect.
+    pub cache_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

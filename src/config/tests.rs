@@ -392,3 +392,67 @@ fn limits_settings() {
     let errs = errors(&format!("{base}[limits]\nredis_url = \"127.0.0.1:6379\"\n"));
     assert!(errs[0].contains("(hint: write e.g."), "{errs:?}");
 }
+
+const ONE_ROUTE: &str = r#"
+[providers.p]
+base_url = "http://127.0.0.1:1/v1"
+[routes.r]
+targets = [{ provider = "p", model = "m" }]
+"#;
+
+#[test]
+fn admin_and_key_settings() {
+    let config = Config::from_toml(ONE_ROUTE, env_with_keys).unwrap();
+    assert!(config.admin.key.is_none() && config.admin.listen.is_none());
+    assert_eq!(config.keys.cache_ttl, Duration::from_secs(5));
+
+    let text = format!(
+        "[admin]\nkey_env = \"ADMIN\"\nlisten = \"127.0.0.1:8081\"\n[keys]\ncache_ttl = \"2s\"\n{ONE_ROUTE}"
+    );
+    let config = Config::from_toml(&text, |name| {
+        (name == "ADMIN").then(|| " admin-key-of-enough-length ".to_owned())
+    })
+    .unwrap();
+    assert_eq!(
+        config.admin.key.as_ref().map(|k| k.expose()),
+        Some("admin-key-of-enough-length")
+    );
+    assert_eq!(config.admin.listen, Some("127.0.0.1:8081".parse().unwrap()));
+    assert_eq!(config.keys.cache_ttl, Duration::from_secs(2));
+    assert!(!format!("{config:?}").contains("admin-key-of"));
+}
+
+#[test]
+fn admin_key_problems_name_the_key_path() {
+    let errs = errors(&format!(
+        "[admin]\nkey_env = \"NOT_SET\"\nlisten = \"everywhere\"\n[keys]\ncache_ttl = \"soon\"\n{ONE_ROUTE}"
+    ));
+    let joined = errs.join("\n");
+    for expected in [
+        "admin.key_env: environment variable \"NOT_SET\" is not set or empty",
+        "admin.listen: invalid address \"everywhere\"",
+        "keys.cache_ttl: invalid duration \"soon\"",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "missing {expected} in:\n{joined}"
+        );
+    }
+    for (value, problem) in [
+        ("short", "fewer than 16 characters"),
+        ("sy-0123456789abcdefghijklmnop", "holds a virtual key"),
+    ] {
+        let text = format!("[admin]\nkey_env = \"ADMIN\"\n{ONE_ROUTE}");
+        let e = Config::from_toml(&text, |_| Some(value.to_owned())).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].path, "admin.key_env");
+        assert!(e.0[0].message.contains(problem), "{e}");
+        assert!(!e.to_string().contains(value), "never echo the key: {e}");
+    }
+    let e = Config::from_toml(
+        &format!("[admin]\nlisten = \"127.0.0.1:8081\"\n{ONE_ROUTE}"),
+        env_with_keys,
+    )
+    .unwrap_err();
+    assert_eq!(e.0[0].path, "admin.listen");
+}

@@ -3,6 +3,10 @@
 //! schema (created and migrated at connect) and every SQL statement; knows
 //! nothing about HTTP or routing. Both back ends run the same test suite.
 
+mod keys;
+
+pub use keys::{KeyRow, PrefixMatch, SecretRow, UsageDelta, UsageRow};
+
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use std::str::FromStr;
@@ -13,6 +17,20 @@ pub enum StoreError {
     Scheme,
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// A unique constraint refused the write (e.g. a key name already taken).
+    #[error("a row with that name already exists")]
+    Duplicate,
+    #[error("the database did not answer in time")]
+    Timeout,
+}
+
+impl StoreError {
+    fn from_write(e: sqlx::Error) -> StoreError {
+        match e.as_database_error() {
+            Some(db) if db.is_unique_violation() => StoreError::Duplicate,
+            _ => StoreError::Db(e),
+        }
+    }
 }
 
 /// One client request, as the request log keeps it. No prompt or
@@ -74,6 +92,24 @@ const SQLITE_SCHEMA: &[&str] = &[
         latency_ms REAL NOT NULL, first_token_ms REAL, prompt_tokens INTEGER,
         completion_tokens INTEGER, cost_usd REAL, request_body TEXT, response_body TEXT)",
     "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
+    "CREATE TABLE IF NOT EXISTS virtual_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE, service TEXT NOT NULL, allowed_routes TEXT,
+        expires_at_ms INTEGER, requests_per_minute INTEGER, tokens_per_minute INTEGER,
+        max_concurrent INTEGER, daily_budget_usd REAL, monthly_budget_usd REAL,
+        allow_degraded BOOLEAN NOT NULL, metadata TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL, revoked_at_ms INTEGER)",
+    "CREATE TABLE IF NOT EXISTS key_secrets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_id INTEGER NOT NULL REFERENCES virtual_keys (id),
+        prefix TEXT NOT NULL, hash TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL, expires_at_ms INTEGER)",
+    "CREATE INDEX IF NOT EXISTS key_secrets_prefix ON key_secrets (prefix)",
+    "CREATE INDEX IF NOT EXISTS key_secrets_key ON key_secrets (key_id)",
+    "CREATE TABLE IF NOT EXISTS key_usage (
+        key_id INTEGER NOT NULL, period TEXT NOT NULL,
+        cost_usd REAL NOT NULL, requests INTEGER NOT NULL,
+        PRIMARY KEY (key_id, period))",
 ];
 
 const POSTGRES_SCHEMA: &[&str] = &[
@@ -86,6 +122,25 @@ const POSTGRES_SCHEMA: &[&str] = &[
         prompt_tokens BIGINT, completion_tokens BIGINT, cost_usd DOUBLE PRECISION,
         request_body TEXT, response_body TEXT)",
     "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
+    "CREATE TABLE IF NOT EXISTS virtual_keys (
+        id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE, service TEXT NOT NULL, allowed_routes TEXT,
+        expires_at_ms BIGINT, requests_per_minute BIGINT, tokens_per_minute BIGINT,
+        max_concurrent BIGINT, daily_budget_usd DOUBLE PRECISION,
+        monthly_budget_usd DOUBLE PRECISION,
+        allow_degraded BOOLEAN NOT NULL, metadata TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL, revoked_at_ms BIGINT)",
+    "CREATE TABLE IF NOT EXISTS key_secrets (
+        id BIGSERIAL PRIMARY KEY,
+        key_id BIGINT NOT NULL REFERENCES virtual_keys (id),
+        prefix TEXT NOT NULL, hash TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT)",
+    "CREATE INDEX IF NOT EXISTS key_secrets_prefix ON key_secrets (prefix)",
+    "CREATE INDEX IF NOT EXISTS key_secrets_key ON key_secrets (key_id)",
+    "CREATE TABLE IF NOT EXISTS key_usage (
+        key_id BIGINT NOT NULL, period TEXT NOT NULL,
+        cost_usd DOUBLE PRECISION NOT NULL, requests BIGINT NOT NULL,
+        PRIMARY KEY (key_id, period))",
 ];
 
 const INSERT: &str = "INSERT INTO request_log (at_ms, request_id, key_name, route, stream, attempts, served_target, \
@@ -190,9 +245,17 @@ impl Store {
                 }
             }
             Store::Postgres(pool) => {
+                // Concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
+                // PostgreSQL's catalog (replicas starting together): one
+                // migration at a time per database.
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7365921042)")
+                    .execute(&mut *tx)
+                    .await?;
                 for statement in POSTGRES_SCHEMA {
-                    sqlx::query(*statement).execute(pool).await?;
+                    sqlx::query(*statement).execute(&mut *tx).await?;
                 }
+                tx.commit().await?;
             }
         }
         Ok(())
