@@ -82,6 +82,7 @@ async fn main() {
         r#"
 [server]
 listen = "127.0.0.1:0"
+auth = "none"
 [defaults.retry]
 max_attempts_per_target = 2
 base_backoff = "20ms"

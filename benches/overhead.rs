@@ -142,7 +142,7 @@ fn main() {
         false,
     );
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[providers.sim]\nbase_url = \"{}\"\n[routes.chat-default]\ntargets = [{{ provider = \"sim\", model = \"gpt-4o-mini\" }}]\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n[providers.sim]\nbase_url = \"{}\"\n[routes.chat-default]\ntargets = [{{ provider = \"sim\", model = \"gpt-4o-mini\" }}]\n",
         sim.base_url
     );
     let config_path =

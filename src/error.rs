@@ -59,6 +59,9 @@ pub enum GatewayError {
     RouteNotAllowed { route: String },
     #[error("{0}")]
     BudgetExceeded(#[from] BudgetExceeded),
+    /// The key's requests/min, tokens/min or concurrency limit.
+    #[error("{0}")]
+    RateLimited(#[from] crate::limits::Refusal),
 }
 
 fn describe_open(open: &[(String, Duration)]) -> String {
@@ -114,7 +117,9 @@ impl GatewayError {
             GatewayError::Unauthorized(AuthError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RouteNotAllowed { .. } => StatusCode::FORBIDDEN,
-            GatewayError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::BudgetExceeded(_) | GatewayError::RateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -139,6 +144,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => "invalid_request_error",
             GatewayError::RouteNotAllowed { .. } => "permission_error",
             GatewayError::BudgetExceeded(_) => "insufficient_quota",
+            GatewayError::RateLimited(_) => "rate_limit_error",
         }
     }
 
@@ -171,6 +177,7 @@ impl GatewayError {
             GatewayError::Unauthorized(AuthError::Store(_)) => "key_store_unavailable",
             GatewayError::RouteNotAllowed { .. } => "model_not_allowed",
             GatewayError::BudgetExceeded(_) => "budget_exceeded",
+            GatewayError::RateLimited(_) => "rate_limit_exceeded",
         }
     }
 }
@@ -205,6 +212,11 @@ impl IntoResponse for GatewayError {
             }
             GatewayError::Unauthorized(AuthError::Store(_)) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            GatewayError::RateLimited(refusal) => {
+                for (name, value) in refusal.headers() {
+                    headers.insert(name, value);
+                }
             }
             GatewayError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

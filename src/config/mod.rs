@@ -127,6 +127,16 @@ pub struct ServerSettings {
     pub region: Option<String>,
     pub watch_config: bool,
     pub public_status: bool,
+    pub auth: AuthMode,
+}
+
+/// Who may call the gateway's API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A virtual key (`Authorization: Bearer` or `x-api-key`) per request.
+    Keys,
+    /// No authentication: only for demos and trusted networks.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1018,6 +1028,18 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             .or_else(|| raw.server.region.clone()),
         watch_config: raw.server.watch_config.unwrap_or(true),
         public_status: raw.server.public_status.unwrap_or(false),
+        auth: match raw.server.auth.as_deref() {
+            None | Some("keys") => AuthMode::Keys,
+            Some("none") => AuthMode::None,
+            Some(other) => {
+                issues.hint(
+                    "server.auth",
+                    format!("unknown auth mode \"{other}\""),
+                    "\"keys\" (virtual keys, the default) or \"none\" (no authentication)",
+                );
+                AuthMode::Keys
+            }
+        },
     };
 
     let default_retry = resolve_retry(&mut issues, "defaults.retry", &raw.defaults.retry, None);

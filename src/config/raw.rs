@@ -125,6 +125,9 @@ pub struct RawServer {
     pub watch_config: Option<bool>,
     /// `/status` for the public: hides target names and internal detail.
     pub public_status: Option<bool>,
+    /// `"keys"` (default): every request needs a virtual key. `"none"`:
+    /// anyone who reaches the port may use every route.
+    pub auth: Option<String>,
 }
 
 /// A byte size: an integer number of bytes or a string such as `"4MiB"`.

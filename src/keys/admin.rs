@@ -133,22 +133,40 @@ impl FromRequestParts<Shared> for Admin {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, AdminError> {
-        let presented = presented_secret(&parts.headers).ok_or(AdminError::Unauthorized(
-            "the admin API needs the admin key: send `Authorization: Bearer <admin key>`",
-        ))?;
-        // The admin key can never look like a virtual key (config refuses
-        // it), so saying so reveals nothing about it.
-        if presented.starts_with(secret::SCHEME) {
-            return Err(AdminError::Unauthorized(
-                "virtual keys cannot use the admin API; use the admin key",
-            ));
-        }
-        if secret::digests_equal(&secret::digest(presented), &state.admin_digest) {
-            Ok(Admin)
-        } else {
-            Err(AdminError::Unauthorized("the admin key is not valid"))
-        }
+        check_admin(&parts.headers, &state.admin_digest)
     }
+}
+
+fn check_admin(headers: &http::HeaderMap, admin_digest: &Digest) -> Result<Admin, AdminError> {
+    let presented = presented_secret(headers).ok_or(AdminError::Unauthorized(
+        "the admin API needs the admin key: send `Authorization: Bearer <admin key>`",
+    ))?;
+    // The admin key can never look like a virtual key (config refuses
+    // it), so saying so reveals nothing about it.
+    if presented.starts_with(secret::SCHEME) {
+        return Err(AdminError::Unauthorized(
+            "virtual keys cannot use the admin API; use the admin key",
+        ));
+    }
+    if secret::digests_equal(&secret::digest(presented), admin_digest) {
+        Ok(Admin)
+    } else {
+        Err(AdminError::Unauthorized("the admin key is not valid"))
+    }
+}
+
+/// The admin key's digest, for [`admin_check`].
+pub fn admin_digest(admin_key: &AdminKey) -> Digest {
+    secret::digest(admin_key.expose())
+}
+
+/// For other admin routes (the server's operator views): `Err` carries the
+/// 401 response the admin API itself would give.
+#[allow(clippy::result_large_err)]
+pub fn admin_check(headers: &http::HeaderMap, admin_digest: &Digest) -> Result<(), Response> {
+    check_admin(headers, admin_digest)
+        .map(|_| ())
+        .map_err(IntoResponse::into_response)
 }
 
 fn key_name(path: Result<Path<String>, PathRejection>) -> Result<String, AdminError> {

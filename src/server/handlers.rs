@@ -44,7 +44,7 @@ enum Inbound {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route(
             "/v1/chat/completions",
             post(chat_completions).fallback(method_not_allowed("POST")),
@@ -65,10 +65,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz).fallback(method_not_allowed("GET")))
         .route("/metrics", get(metrics).fallback(method_not_allowed("GET")))
         .route(
-            "/admin/stats",
-            get(admin_stats).fallback(method_not_allowed("GET")),
-        )
-        .route(
             "/status",
             get(status_page).fallback(method_not_allowed("GET")),
         )
@@ -76,12 +72,53 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/status.json",
             get(status_json).fallback(method_not_allowed("GET")),
         )
+        .fallback(not_found)
+        .with_state(state.clone());
+    let config = state.table.load_full().config.clone();
+    match admin_router(&state) {
+        // The admin API has a listener of its own.
+        Some(_) if config.admin.listen.is_some() => api,
+        Some(admin) => api.merge(admin),
+        // No admin key configured: the read-only views stay open, as
+        // before virtual keys existed (bind the port privately).
+        None => api.merge(operator_views(state)),
+    }
+}
+
+/// Breaker and statistics views for operators.
+fn operator_views(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/admin/stats",
+            get(admin_stats).fallback(method_not_allowed("GET")),
+        )
         .route(
             "/admin/targets",
             get(admin_targets).fallback(method_not_allowed("GET")),
         )
-        .fallback(not_found)
         .with_state(state)
+}
+
+/// The admin API (`/admin/keys`, `/admin/targets`, `/admin/stats`), all
+/// behind the admin key; `None` unless an admin key is configured and
+/// virtual keys are on.
+pub fn admin_router(state: &Arc<AppState>) -> Option<Router> {
+    let config = state.table.load_full().config.clone();
+    let admin_key = config.admin.key.clone()?;
+    let keys = state.keys.get()?.clone();
+    let digest = crate::keys::admin::admin_digest(&admin_key);
+    let views = operator_views(state.clone()).layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| {
+            let check = crate::keys::admin::admin_check(request.headers(), &digest);
+            async move {
+                match check {
+                    Ok(()) => next.run(request).await,
+                    Err(refused) => refused,
+                }
+            }
+        },
+    ));
+    Some(crate::keys::admin::router(keys, &admin_key).merge(views))
 }
 
 fn method_not_allowed(
@@ -317,7 +354,14 @@ async fn proxy(
     let mut live_route = None;
     let mut request_text = None;
     let mut stream = false;
+    let mut key = None;
+    let mut admission = None;
     let result = async {
+        // Authenticate before reading the body: strangers cost no memory.
+        if let Some(keys) = state.keys.get() {
+            let presented = crate::keys::presented_secret(&parts.headers).unwrap_or_default();
+            key = Some(keys.authenticate(presented).await?);
+        }
         let mut bytes = read_body(body, &parts.headers, config.server.max_request_body).await?;
         if inbound == Inbound::Anthropic {
             bytes = Bytes::from(anthropic::request_to_openai(&bytes)?);
@@ -332,6 +376,30 @@ async fn proxy(
             })?;
         let route = &live.route;
         live_route = Some(live.clone());
+        if let (Some(key), Some(keys)) = (&key, state.keys.get()) {
+            if !key.allows_route(&route.name) {
+                return Err(GatewayError::RouteNotAllowed {
+                    route: route.name.clone(),
+                });
+            }
+            keys.check_budget(key)?;
+            if let Some(limiter) = state.limiter.get() {
+                let limits = crate::limits::Limits {
+                    requests_per_minute: key.limits.requests_per_minute,
+                    tokens_per_minute: key.limits.tokens_per_minute,
+                    max_concurrent: key.limits.max_concurrent,
+                };
+                let estimate = if limits.tokens_per_minute.is_some() {
+                    crate::limits::estimate_tokens(
+                        inspected.bytes().len(),
+                        requested_max_tokens(&inspected),
+                    )
+                } else {
+                    0
+                };
+                admission = Some(limiter.admit(key.id, &limits, estimate).await?);
+            }
+        }
         if route.log_content && state.request_log.get().is_some() {
             request_text = Some(String::from_utf8_lossy(inspected.bytes()).into_owned());
         }
@@ -350,10 +418,11 @@ async fn proxy(
             request_id: &request_id,
             max_response_body: config.server.max_response_body,
             counters: &state.counters.engine,
-            allow_degraded: parts
-                .headers
-                .get(X_ALLOW_DEGRADED)
-                .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"false")),
+            allow_degraded: key.as_ref().is_none_or(|k| k.allow_degraded)
+                && parts
+                    .headers
+                    .get(X_ALLOW_DEGRADED)
+                    .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"false")),
         }
         .run(started)
         .await?;
@@ -380,6 +449,8 @@ async fn proxy(
                 failures: state.request_log.get().map(|_| failures_json(failures)),
                 content: request_text.map(|r| (r, None)),
                 inflight,
+                key,
+                admission: None,
             };
             end.write(error.status().as_u16(), error.code(), None);
             let mut response = error_response(error, inbound);
@@ -404,6 +475,7 @@ async fn proxy(
             .ok()
         });
     let model = live.route.name.clone();
+    let rate_limit_headers: Vec<_> = admission.iter().flat_map(|a| a.headers()).collect();
     let attempts = outcome.attempts;
     let first_token = matches!(outcome.served, Served::Stream(_)).then(|| started.elapsed());
     if let Some(ttft) = first_token {
@@ -421,9 +493,14 @@ async fn proxy(
             .get()
             .map(|_| failures_json(&outcome.failures)),
         content: request_text.map(|r| (r, None)),
+        key,
+        admission: None,
         live: Some(live),
         inflight,
     };
+    // Held until the response ends (streams included): the concurrency slot
+    // stays taken and the token estimate is reconciled with real usage.
+    log.admission = admission;
     let mut response = match outcome.served {
         Served::Complete {
             status,
@@ -516,7 +593,22 @@ async fn proxy(
     if let Some(deprecation) = deprecation {
         headers.insert(X_DEPRECATION, deprecation);
     }
+    for (name, value) in rate_limit_headers {
+        headers.insert(name, value);
+    }
     response
+}
+
+/// The completion budget a request asked for, for the token estimate.
+fn requested_max_tokens(body: &InspectedBody) -> Option<u32> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        max_tokens: Option<u32>,
+        max_completion_tokens: Option<u32>,
+    }
+    serde_json::from_slice::<Peek>(body.bytes())
+        .ok()
+        .and_then(|p| p.max_completion_tokens.or(p.max_tokens))
 }
 
 /// Counts a client request in flight (the `inflight_requests` gauge) until dropped.
@@ -553,6 +645,10 @@ struct RequestEnd {
     /// Request and response bodies, for routes with `log_content`.
     content: Option<(String, Option<String>)>,
     inflight: Inflight,
+    /// The virtual key the request was made with (`None` with `auth = "none"`).
+    key: Option<Arc<crate::keys::KeyInfo>>,
+    /// The rate limiter's grant, released when this is dropped.
+    admission: Option<crate::limits::Admission>,
 }
 
 impl RequestEnd {
@@ -566,14 +662,36 @@ impl RequestEnd {
             _ => None,
         };
         let cost_usd = usage.zip(price).map(|(u, p)| p.cost(u));
+        if let (Some(admission), Some(usage)) = (&self.admission, usage) {
+            let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+            admission.reconcile(u32::try_from(tokens).unwrap_or(u32::MAX));
+        }
+        let key_name = self.key.as_ref().map_or("anonymous", |k| k.name.as_str());
+        if let (Some(key), Some(cost), Some(keys)) = (&self.key, cost_usd, state.keys.get()) {
+            keys.record_spend(key, cost);
+        }
         // A cut stream failed the client; a client error did not fail the gateway.
         let failed = status >= 500 || outcome == "cut";
         match &self.live {
-            None => state.metrics.unrouted(status),
+            None => state.metrics.unrouted(status, key_name),
             Some(live) => {
-                live.metrics.request_done(status, self.stream, latency);
+                match &self.key {
+                    None => live.metrics.request_done(status, self.stream, latency),
+                    Some(key) => {
+                        live.metrics.request_duration(self.stream, latency);
+                        state
+                            .metrics
+                            .keyed_request(&live.route.name, &key.name, status);
+                    }
+                }
                 if let (Some(usage), Some((i, _))) = (usage, &self.served) {
-                    live.metrics.targets[*i].usage(usage, price);
+                    live.metrics.targets[*i].usage(usage, price, self.key.is_none());
+                    if let (Some(key), Some(cost)) = (&self.key, cost_usd) {
+                        let target = live.route.targets[*i].label();
+                        state
+                            .metrics
+                            .keyed_cost(&live.route.name, target, &key.name, cost);
+                    }
                 }
                 if let Some(slo) = &live.slo {
                     slo.record(now, !failed, latency);
@@ -599,6 +717,7 @@ impl RequestEnd {
                 .and_then(|(_, t)| t.to_str().ok())
                 .unwrap_or("-"),
             attempts: self.attempts,
+            key: key_name,
             status,
             stream: self.stream,
             outcome,
@@ -639,7 +758,7 @@ fn request_row(
     RequestRow {
         at_ms: now_ms(),
         request_id: line.request_id.to_owned(),
-        key_name: "anonymous".to_owned(),
+        key_name: line.key.to_owned(),
         route: line.route.to_owned(),
         stream: line.stream,
         attempts: failures,

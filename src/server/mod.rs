@@ -8,7 +8,7 @@ mod handlers;
 pub mod reload;
 pub mod status;
 
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::routing::health::HealthRegistry;
 use crate::routing::table::RouteTable;
 use crate::telemetry::alerts::{AlertCounters, Notifier};
@@ -37,22 +37,61 @@ pub struct AppState {
     pub stats: StatsRegistry,
     pub slos: SloRegistry,
     pub alert_counters: Arc<AlertCounters>,
-    /// Set by `start_request_log` when the config enables it.
+    /// Set by `start_services` when the config enables it.
     pub request_log: std::sync::OnceLock<RequestLog>,
+    /// Virtual keys; set by `start_services` unless `auth = "none"`.
+    pub keys: std::sync::OnceLock<crate::keys::Keys>,
+    /// Per-key rate limits; set by `start_services`.
+    pub limiter: std::sync::OnceLock<crate::limits::Limiter>,
     pub counters: Counters,
     pub draining: AtomicBool,
 }
 
 impl AppState {
-    /// Connects the store and starts the request log writer on the current
-    /// runtime, if the config enables the request log.
-    pub async fn start_request_log(&self) -> Result<(), crate::store::StoreError> {
+    /// Connects the store (once, if anything needs it) and starts, on the
+    /// current runtime, what outlives single requests: the request log
+    /// writer, the virtual-key cache and spend writer, the rate limiter.
+    /// The runtime must run for as long as the gateway serves.
+    pub async fn start_services(&self) -> Result<(), StartError> {
         let config = self.table.load_full().config.clone();
-        if let Some(retention) = config.request_log {
-            let store = crate::store::Store::connect(&config.store_url.0).await?;
-            let _ = self.request_log.set(RequestLog::start(store, retention));
+        let needs_keys = config.server.auth == AuthMode::Keys;
+        let store = if config.request_log.is_some() || needs_keys {
+            Some(crate::store::Store::connect(&config.store_url.0).await?)
+        } else {
+            None
+        };
+        if let (Some(retention), Some(store)) = (config.request_log, &store) {
+            let _ = self
+                .request_log
+                .set(RequestLog::start(store.clone(), retention));
         }
+        if let (true, Some(store)) = (needs_keys, store) {
+            let keys =
+                crate::keys::Keys::open(store, crate::keys::KeySettings::from_config(&config))
+                    .await?;
+            let _ = self.keys.set(keys);
+        } else {
+            tracing::warn!(
+                "auth = \"none\": anyone who can reach this port may use every route; use virtual keys outside demos and trusted networks"
+            );
+        }
+        let limiter = crate::limits::Limiter::new(&config.limits).await?;
+        let _ = self.limiter.set(limiter);
         Ok(())
+    }
+
+    /// Writes what is buffered (request log rows, key spend, queued shared
+    /// limit releases) before the process exits.
+    pub async fn flush(&self) {
+        if let Some(log) = self.request_log.get() {
+            log.flush().await;
+        }
+        if let Some(keys) = self.keys.get() {
+            keys.flush().await;
+        }
+        if let Some(limiter) = self.limiter.get() {
+            limiter.flush().await;
+        }
     }
 
     /// Swaps in a new config; health and unchanged budgets carry over.
@@ -89,10 +128,23 @@ impl AppState {
             slos,
             alert_counters: Arc::default(),
             request_log: std::sync::OnceLock::new(),
+            keys: std::sync::OnceLock::new(),
+            limiter: std::sync::OnceLock::new(),
             counters: Counters::default(),
             draining: AtomicBool::new(false),
         })
     }
+}
+
+/// What can stop the gateway from starting its services.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("virtual keys: {0}")]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("rate limiter: {0}")]
+    Limits(#[from] crate::limits::LimitError),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
@@ -152,8 +204,17 @@ pub fn run(
     // The request log writer lives on this runtime, which runs for as long
     // as the process serves (the signal loop below).
     signals
-        .block_on(state.start_request_log())
-        .map_err(|e| std::io::Error::other(format!("request log store: {e}")))?;
+        .block_on(state.start_services())
+        .map_err(std::io::Error::other)?;
+    let admin_listen = state.table.load().config.admin.listen;
+    let admin_server = match (admin_listen, handlers::admin_router(&state)) {
+        (Some(admin_addr), Some(admin)) => {
+            let listener = signals.block_on(TcpListener::bind(admin_addr))?;
+            tracing::info!(addr = %admin_addr, "admin API listening");
+            Some(signals.spawn(async move { axum::serve(listener, admin).await }))
+        }
+        _ => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut handles = Vec::with_capacity(threads);
     for index in 0..threads {
@@ -228,9 +289,10 @@ pub fn run(
             Err(_) => result = Err(std::io::Error::other("a server thread panicked")),
         }
     }
-    if let Some(log) = state.request_log.get() {
-        signals.block_on(log.flush());
+    if let Some(admin) = admin_server {
+        admin.abort();
     }
+    signals.block_on(state.flush());
     tracing::info!("stopped");
     result
 }
@@ -338,9 +400,9 @@ impl Gateway {
         let addr = listener.local_addr()?;
         let state = AppState::new(config);
         state
-            .start_request_log()
+            .start_services()
             .await
-            .map_err(|e| std::io::Error::other(format!("request log store: {e}")))?;
+            .map_err(std::io::Error::other)?;
         let state_for_server = state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let evaluator = tokio::spawn(evaluate_alerts(state.clone()));

@@ -311,14 +311,32 @@ impl Metrics {
     }
 
     /// Requests that never reached a route (bad input, unknown model).
-    pub fn unrouted(&self, status: u16) {
+    pub fn unrouted(&self, status: u16, key: &str) {
+        self.keyed_request("-", key, status);
+    }
+
+    /// A request made with a virtual key, counted under the key's name. A
+    /// label lookup per request; anonymous requests use the route's
+    /// pre-resolved handles instead.
+    pub fn keyed_request(&self, route: &str, key: &str, status: u16) {
         self.requests
             .get_or_create(&RequestLabels {
-                route: "-".to_owned(),
-                key: "anonymous".to_owned(),
+                route: route.to_owned(),
+                key: key.to_owned(),
                 status_class: status_class(status),
             })
             .inc();
+    }
+
+    /// Spend of a request made with a virtual key.
+    pub fn keyed_cost(&self, route: &str, target: &str, key: &str, cost_usd: f64) {
+        self.cost
+            .get_or_create(&CostLabels {
+                route: route.to_owned(),
+                target: target.to_owned(),
+                key: key.to_owned(),
+            })
+            .inc_by(cost_usd);
     }
 
     pub fn inflight(&self) -> &Gauge {
@@ -430,11 +448,12 @@ impl TargetMetrics {
         self.duration.observe(took.as_secs_f64());
     }
 
-    /// Usage of a served request, and its cost when the price is known.
-    pub fn usage(&self, usage: Usage, price: Option<Price>) {
+    /// Usage of a served request, and its cost when the price is known
+    /// (counted here for anonymous requests; see `Metrics::keyed_cost`).
+    pub fn usage(&self, usage: Usage, price: Option<Price>, anonymous: bool) {
         self.input_tokens.inc_by(usage.prompt_tokens);
         self.output_tokens.inc_by(usage.completion_tokens);
-        if let Some(price) = price {
+        if let (Some(price), true) = (price, anonymous) {
             self.cost.inc_by(price.cost(usage));
         }
     }
@@ -465,6 +484,7 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// An anonymous request's end (`auth = "none"`).
     pub fn request_done(&self, status: u16, stream: bool, took: Duration) {
         let i = match status {
             200..=299 => 0,
@@ -472,6 +492,10 @@ impl RouteMetrics {
             _ => 2,
         };
         self.by_status[i].inc();
+        self.request_duration(stream, took);
+    }
+
+    pub fn request_duration(&self, stream: bool, took: Duration) {
         self.duration[usize::from(stream)].observe(took.as_secs_f64());
     }
 }

@@ -212,6 +212,8 @@ pub struct RequestLine<'a> {
     pub route: &'a str,
     pub target: &'a str,
     pub attempts: u32,
+    /// The virtual key's name (`anonymous` without auth); never its secret.
+    pub key: &'a str,
     pub status: u16,
     pub stream: bool,
     pub outcome: &'a str,
@@ -242,6 +244,7 @@ pub fn log_request(line: &RequestLine<'_>) {
         request_id = line.request_id,
         route = line.route,
         target_served = line.target,
+        key = line.key,
         attempts = line.attempts,
         status = line.status,
         stream = line.stream,
@@ -270,6 +273,8 @@ fn write_json_line(out: &mut Vec<u8>, now: std::time::SystemTime, line: &Request
     string(out, line.route);
     out.extend_from_slice(b",\"target_served\":");
     string(out, line.target);
+    out.extend_from_slice(b",\"key\":");
+    string(out, line.key);
     let _ = write!(
         out,
         ",\"attempts\":{},\"status\":{},\"stream\":{},\"outcome\":",
@@ -338,6 +343,7 @@ mod tests {
                 route: "chat-default",
                 target: "openai/gpt-4o",
                 attempts: 2,
+                key: "billing-service",
                 status: 200,
                 stream: true,
                 outcome: "completed",
@@ -356,6 +362,7 @@ mod tests {
         assert_eq!(v["request_id"], "id-\"quoted\"\\");
         assert_eq!(v["route"], "chat-default");
         assert_eq!(v["target_served"], "openai/gpt-4o");
+        assert_eq!(v["key"], "billing-service");
         assert_eq!(v["attempts"], 2);
         assert_eq!(v["status"], 200);
         assert_eq!(v["stream"], true);

@@ -63,7 +63,7 @@ pub async fn sim_with(name: &str, behavior: Behavior) -> SimHandle {
 /// (providers p0, p1, ... each serving model `gpt-4o`), plus `extra` TOML
 /// appended verbatim (policy overrides).
 pub fn config_text(upstreams: &[&str], extra: &str) -> String {
-    let listen = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    let listen = "[server]\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n";
     let mut text = String::new();
     if extra.contains("[server]\n") {
         text.push_str(&extra.replace("[server]\n", listen));
@@ -112,9 +112,18 @@ pub async fn gateway(upstreams: &[&SimHandle], extra: &str) -> Gateway {
 }
 
 pub async fn gateway_from_text(text: &str) -> Gateway {
-    let config =
-        Config::from_toml(text, |_| None).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
-    Gateway::start(config).await.expect("start gateway")
+    gateway_with_env(text, |_| None).await
+}
+
+/// Tests run without virtual keys unless their config asks for them.
+pub fn without_auth_unless_set(text: &str) -> String {
+    if text.contains("\nauth = ") {
+        text.to_owned()
+    } else if text.contains("[server]\n") {
+        text.replacen("[server]\n", "[server]\nauth = \"none\"\n", 1)
+    } else {
+        format!("[server]\nauth = \"none\"\n{text}")
+    }
 }
 
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
@@ -283,6 +292,7 @@ pub fn python() -> PathBuf {
 
 /// A gateway whose config resolves `api_key_env` / pool `env` names with `env`.
 pub async fn gateway_with_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Gateway {
+    let text = &without_auth_unless_set(text);
     let config = Config::from_toml(text, env).unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
     Gateway::start(config).await.expect("start gateway")
 }

@@ -1,0 +1,325 @@
+//! Virtual keys on the request path: every refusal has its status and code,
+//! limits and budgets answer 429 with the right headers, the admin API
+//! wants the admin key, and no secret ever leaves the gateway.
+
+mod common;
+
+use common::*;
+use http::{Method, StatusCode};
+use std::time::Duration;
+use switchyard::config::Config;
+use switchyard::keys::{Expiry, KeyBudget, KeyLimits, Keys, NewKey};
+use switchyard::server::Gateway;
+
+const ADMIN_KEY: &str = "admin-key-0123456789-abcdef";
+
+struct Keyed {
+    gw: Gateway,
+    keys: Keys,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A gateway with virtual keys on, its store a fresh SQLite file.
+async fn keyed_gateway(test: &str, upstream: &switchyard::sim::SimHandle) -> Keyed {
+    let dir = std::env::temp_dir().join(format!("switchyard-auth-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nauth = \"keys\"\n{FAST}\n\
+         [admin]\nkey_env = \"ADMIN_KEY\"\n\
+         [store]\nurl = \"sqlite://{}\"\n\
+         [providers.p0]\nbase_url = \"{}\"\n\
+         [routes.chat-default]\ntargets = [{{ provider = \"p0\", model = \"gpt-4o\" }}]\n\
+         [routes.other]\ntargets = [{{ provider = \"p0\", model = \"gpt-4o-mini\" }}]\n",
+        dir.join("store.db").display(),
+        upstream.base_url(),
+    );
+    let config = Config::from_toml(&text, |name| {
+        (name == "ADMIN_KEY").then(|| ADMIN_KEY.to_owned())
+    })
+    .unwrap();
+    let gw = Gateway::start(config).await.expect("start");
+    let keys = gw.state().keys.get().expect("keys on").clone();
+    Keyed {
+        gw,
+        keys,
+        _dir: TempDir(dir),
+    }
+}
+
+async fn create(keys: &Keys, new: NewKey) -> String {
+    keys.create(new)
+        .await
+        .expect("create")
+        .secret
+        .expose()
+        .to_owned()
+}
+
+async fn chat_as(gw: &Gateway, key: Option<&str>, model: &str) -> Reply {
+    let bearer = key.map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| vec![("authorization", b)])
+        .unwrap_or_default();
+    call(
+        &client(),
+        Method::POST,
+        &format!("{}/chat/completions", gw.base_url()),
+        serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+        &headers,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_status_and_code() {
+    let upstream = sim("upstream").await;
+    let k = keyed_gateway("refusals", &upstream).await;
+    let good = create(&k.keys, NewKey::new("good", "billing")).await;
+    let scoped = create(
+        &k.keys,
+        NewKey {
+            allowed_routes: Some(vec!["other".into()]),
+            ..NewKey::new("scoped", "search")
+        },
+    )
+    .await;
+    let revoked = create(&k.keys, NewKey::new("gone", "x")).await;
+    k.keys.revoke("gone").await.unwrap();
+    let rotated_out = create(&k.keys, NewKey::new("rotated", "x")).await;
+    let fresh = k.keys.rotate("rotated", Duration::ZERO).await.unwrap();
+    let expired = create(
+        &k.keys,
+        NewKey {
+            expires: Some(Expiry::After(Duration::from_millis(1))),
+            ..NewKey::new("short-lived", "x")
+        },
+    )
+    .await;
+
+    let reply = chat_as(&k.gw, Some(&good), "chat-default").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    let cases: Vec<(Option<&str>, &str, StatusCode, &str)> = vec![
+        (
+            None,
+            "chat-default",
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+        ),
+        (
+            Some("not-a-key"),
+            "chat-default",
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+        ),
+        (
+            Some("sy-0000000000000000000000000000000000000000000"),
+            "chat-default",
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+        ),
+        (
+            Some(&revoked),
+            "chat-default",
+            StatusCode::UNAUTHORIZED,
+            "revoked_api_key",
+        ),
+        (
+            Some(&rotated_out),
+            "chat-default",
+            StatusCode::UNAUTHORIZED,
+            "expired_api_key",
+        ),
+        (
+            Some(&scoped),
+            "chat-default",
+            StatusCode::FORBIDDEN,
+            "model_not_allowed",
+        ),
+    ];
+    for (key, model, status, code) in cases {
+        let reply = chat_as(&k.gw, key, model).await;
+        assert_eq!(reply.status, status, "{key:?}: {}", reply.text());
+        let (message, _, got) = reply.openai_error();
+        assert_eq!(got, code, "{key:?}: {message}");
+        if let Some(key) = key {
+            assert!(
+                !message.contains(key),
+                "the secret is not echoed: {message}"
+            );
+        }
+    }
+    let reply = chat_as(&k.gw, Some(&scoped), "chat-default").await;
+    assert!(
+        reply.openai_error().0.contains("chat-default"),
+        "names the route"
+    );
+    assert_eq!(
+        chat_as(&k.gw, Some(&scoped), "other").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        chat_as(&k.gw, Some(fresh.secret.expose()), "chat-default")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // The expiry is in the past by the time this runs (1 ms after creation).
+    let reply = chat_as(&k.gw, Some(&expired), "chat-default").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.openai_error().2, "expired_api_key");
+    assert_eq!(
+        upstream.stats().requests,
+        3,
+        "refused requests never reach an upstream"
+    );
+}
+
+#[tokio::test]
+async fn limits_and_budgets_answer_429_with_their_headers() {
+    let upstream = sim("upstream").await;
+    let k = keyed_gateway("limits", &upstream).await;
+    let limited = create(
+        &k.keys,
+        NewKey {
+            limits: KeyLimits {
+                requests_per_minute: Some(2),
+                ..KeyLimits::default()
+            },
+            ..NewKey::new("limited", "batch")
+        },
+    )
+    .await;
+    let ok = chat_as(&k.gw, Some(&limited), "chat-default").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.header("x-ratelimit-limit-requests"), Some("2"));
+    assert_eq!(ok.header("x-ratelimit-remaining-requests"), Some("1"));
+    assert_eq!(
+        chat_as(&k.gw, Some(&limited), "chat-default").await.status,
+        StatusCode::OK
+    );
+    let refused = chat_as(&k.gw, Some(&limited), "chat-default").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refused.openai_error().2, "rate_limit_exceeded");
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert!(refused.header("x-ratelimit-reset-requests").is_some());
+
+    let budgeted = create(
+        &k.keys,
+        NewKey {
+            budget: KeyBudget {
+                daily_usd: Some(0.000001),
+                monthly_usd: None,
+            },
+            ..NewKey::new("budgeted", "batch")
+        },
+    )
+    .await;
+    // gpt-4o has a price: the first answer's cost exceeds the tiny budget.
+    assert_eq!(
+        chat_as(&k.gw, Some(&budgeted), "chat-default").await.status,
+        StatusCode::OK
+    );
+    let over = chat_as(&k.gw, Some(&budgeted), "chat-default").await;
+    assert_eq!(
+        over.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        over.text()
+    );
+    assert_eq!(over.openai_error().2, "budget_exceeded");
+    assert!(over.header("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn anthropic_clients_authenticate_with_x_api_key() {
+    let upstream = sim("upstream").await;
+    let k = keyed_gateway("x-api-key", &upstream).await;
+    let secret = create(&k.keys, NewKey::new("claude-code", "dev-tools")).await;
+    let url = format!("{}/messages", k.gw.base_url());
+    let body = serde_json::json!({"model": "chat-default", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let reply = call(
+        &client(),
+        Method::POST,
+        &url,
+        body.clone(),
+        &[("x-api-key", &secret)],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["type"], "message");
+    let reply = call(&client(), Method::POST, &url, body, &[]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        reply.json()["error"]["type"],
+        "authentication_error",
+        "Anthropic's shape"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_wants_the_admin_key_and_nothing_else() {
+    let upstream = sim("upstream").await;
+    let k = keyed_gateway("admin", &upstream).await;
+    let virtual_key = create(&k.keys, NewKey::new("app", "web")).await;
+    let root = k.gw.base_url().trim_end_matches("/v1").to_owned();
+    for path in ["/admin/keys", "/admin/targets", "/admin/stats"] {
+        let url = format!("{root}{path}");
+        for auth in [
+            None,
+            Some(virtual_key.as_str()),
+            Some("wrong-admin-key-0000000"),
+        ] {
+            let bearer = auth.map(|a| format!("Bearer {a}"));
+            let headers: Vec<(&str, &str)> = bearer
+                .as_deref()
+                .map(|b| vec![("authorization", b)])
+                .unwrap_or_default();
+            let reply = call(&client(), Method::GET, &url, "", &headers).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path} {auth:?}");
+        }
+        let bearer = format!("Bearer {ADMIN_KEY}");
+        let reply = call(
+            &client(),
+            Method::GET,
+            &url,
+            "",
+            &[("authorization", &bearer)],
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
+    }
+    let bearer = format!("Bearer {ADMIN_KEY}");
+    let created = call(
+        &client(),
+        Method::POST,
+        &format!("{root}/admin/keys"),
+        serde_json::json!({"name": "via-api", "service": "ops"}).to_string(),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert!(created.status.is_success(), "{}", created.text());
+    let secret = created.json()["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        chat_as(&k.gw, Some(&secret), "chat-default").await.status,
+        StatusCode::OK
+    );
+}
