@@ -2,7 +2,13 @@
 //! simulator and through the gateway, interleaved in one run, so the
 //! difference is what the gateway adds.
 //!
-//! Run: `cargo bench --bench overhead` (about 2 minutes). Both the simulator
+//! Besides gateway vs direct, it compares gateway configurations against
+//! each other: a virtual key check, a Redis-shared rate limit, and an
+//! Anthropic upstream (request and response translated) against an
+//! OpenAI-format one.
+//!
+//! Run: `cargo bench --bench overhead` (about 4 minutes; needs Redis on
+//! 127.0.0.1:6379). Both the simulator
 //! and the gateway run as separate processes of the release binary; the load
 //! driver runs here. Everything shares this machine's cores, so absolute
 //! numbers include the driver's own cost; the *difference* is the gateway's.
@@ -32,6 +38,7 @@ impl Drop for Proc {
 fn spawn(args: &[&str], log: bool) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
+        .env("BENCH_UPSTREAM_KEY", "bench-upstream-key")
         .env(
             "RUST_LOG",
             if log {
@@ -76,27 +83,6 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-async fn drive(
-    base_url: &str,
-    model: &str,
-    rate: Option<f64>,
-    concurrency: usize,
-    secs: u64,
-    stream_share: f64,
-) -> LoadReport {
-    let spec = LoadSpec {
-        base_url: base_url.to_owned(),
-        model: model.to_owned(),
-        rate,
-        concurrency,
-        duration: Duration::from_secs(secs),
-        stream_share,
-        request_timeout: Duration::from_secs(10),
-        ..LoadSpec::default()
-    };
-    loadgen::run(&spec, Arc::new(Live::default())).await
-}
-
 fn merge(into: &mut Option<LoadReport>, r: LoadReport) {
     match into {
         None => *into = Some(r),
@@ -110,15 +96,85 @@ fn merge(into: &mut Option<LoadReport>, r: LoadReport) {
     }
 }
 
+/// Two ways of serving the same load; the difference is what `candidate` adds.
 struct Row {
     name: String,
-    direct: LoadReport,
-    gateway: LoadReport,
+    labels: (&'static str, &'static str),
+    base: LoadReport,
+    candidate: LoadReport,
 }
 
 fn q(r: &LoadReport, quantile: f64, ttfb: bool) -> f64 {
     let h = if ttfb { &r.ttfb_us } else { &r.latency_us };
     h.value_at_quantile(quantile) as f64
+}
+
+/// One side of a comparison: where the load goes and as whom.
+#[derive(Clone)]
+struct Endpoint {
+    label: &'static str,
+    base_url: String,
+    model: &'static str,
+    api_key: Option<String>,
+}
+
+async fn drive_at(
+    to: &Endpoint,
+    rate: Option<f64>,
+    concurrency: usize,
+    secs: u64,
+    stream_share: f64,
+) -> LoadReport {
+    let spec = LoadSpec {
+        base_url: to.base_url.clone(),
+        model: to.model.to_owned(),
+        rate,
+        concurrency,
+        duration: Duration::from_secs(secs),
+        stream_share,
+        request_timeout: Duration::from_secs(10),
+        api_key: to.api_key.clone(),
+        ..LoadSpec::default()
+    };
+    loadgen::run(&spec, Arc::new(Live::default())).await
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "switchyard-bench-{}-{name}.toml",
+        std::process::id()
+    ));
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("write config");
+    path
+}
+
+/// `keys create` with the bench's config; returns the secret.
+fn create_key(config: &std::path::Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "keys",
+        "create",
+        "bench",
+        "--service",
+        "bench",
+        "--json",
+        "--config",
+    ];
+    args.push(config.to_str().expect("utf-8 path"));
+    args.extend_from_slice(extra);
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(&args)
+        .env("BENCH_UPSTREAM_KEY", "bench-upstream-key")
+        .output()
+        .expect("keys create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    v["secret"].as_str().expect("secret").to_owned()
 }
 
 fn main() {
@@ -141,89 +197,198 @@ fn main() {
         ],
         false,
     );
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n[providers.sim]\nbase_url = \"{}\"\n[routes.chat-default]\ntargets = [{{ provider = \"sim\", model = \"gpt-4o-mini\" }}]\n",
-        sim.base_url
-    );
-    let config_path =
-        std::env::temp_dir().join(format!("switchyard-bench-{}.toml", std::process::id()));
-    std::fs::File::create(&config_path)
-        .and_then(|mut f| f.write_all(config.as_bytes()))
-        .expect("write config");
-    // Logging at info, as in production: one JSON line per request (to /dev/null).
-    let gateway = spawn(
+    // About 1 KB of answer (160 tokens), for the translation comparison.
+    let sim_1k = spawn(
         &[
-            "serve",
-            "--config",
-            config_path.to_str().expect("utf-8 path"),
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--models",
+            "gpt-4o-mini,claude-sonnet-4-5",
+            "--completion-tokens",
+            "160",
         ],
-        true,
+        false,
     );
+    let routes = format!(
+        "[providers.sim]\nbase_url = \"{}\"\n\
+         [providers.sim1k]\nbase_url = \"{}\"\n\
+         [providers.claude1k]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key_env = \"BENCH_UPSTREAM_KEY\"\n\
+         [routes.chat-default]\ntargets = [{{ provider = \"sim\", model = \"gpt-4o-mini\" }}]\n\
+         [routes.chat-1k]\ntargets = [{{ provider = \"sim1k\", model = \"gpt-4o-mini\" }}]\n\
+         [routes.chat-1k-anthropic]\ntargets = [{{ provider = \"claude1k\", model = \"claude-sonnet-4-5\" }}]\n",
+        sim.base_url,
+        sim_1k.base_url,
+        sim_1k.base_url.trim_end_matches("/v1"),
+    );
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let store = |name: &str| format!("[store]\nurl = \"sqlite://{}\"\n", dir.join(name).display());
+    let anon_config = write_config(
+        "anon",
+        &format!("[server]\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n{routes}"),
+    );
+    let keyed_config = write_config(
+        "keyed",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}{routes}",
+            store("keyed.db")
+        ),
+    );
+    let redis_config = write_config(
+        "redis",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}[limits]\nredis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"switchyard-bench-{}\"\n{routes}",
+            store("redis.db"),
+            std::process::id()
+        ),
+    );
+    let key = create_key(&keyed_config, &[]);
+    // A limit far above the load: every request pays the Redis round trip.
+    let limited_key = create_key(&redis_config, &["--rpm", "100000000"]);
+    let serve = |config: &std::path::Path| {
+        spawn(
+            &["serve", "--config", config.to_str().expect("utf-8 path")],
+            true,
+        )
+    };
+    // Logging at info, as in production: one JSON line per request (to /dev/null).
+    let gateway = serve(&anon_config);
+    let keyed = serve(&keyed_config);
+    let redis = serve(&redis_config);
     let gw_pid = gateway.child.id();
     let rss_start = rss_kib(gw_pid);
 
+    let at = |label, base_url: &str, model, api_key: Option<&String>| Endpoint {
+        label,
+        base_url: base_url.to_owned(),
+        model,
+        api_key: api_key.cloned(),
+    };
+    let direct = at("direct", &sim.base_url, "gpt-4o-mini", None);
+    let through = at("gateway", &gateway.base_url, "chat-default", None);
+    let comparisons: Vec<(&str, Endpoint, Endpoint, Option<f64>, usize, f64)> = vec![
+        (
+            "1,000 req/s steady, non-stream",
+            direct.clone(),
+            through.clone(),
+            Some(1000.0),
+            256,
+            0.0,
+        ),
+        (
+            "200 req/s steady, streaming (16 chunks)",
+            direct.clone(),
+            through.clone(),
+            Some(200.0),
+            256,
+            1.0,
+        ),
+        (
+            "saturation, 32 concurrent, non-stream",
+            direct,
+            through.clone(),
+            None,
+            32,
+            0.0,
+        ),
+        (
+            "virtual key check (cached), 1,000 req/s",
+            at(
+                "gateway, auth none",
+                &gateway.base_url,
+                "chat-default",
+                None,
+            ),
+            at(
+                "gateway, virtual key",
+                &keyed.base_url,
+                "chat-default",
+                Some(&key),
+            ),
+            Some(1000.0),
+            256,
+            0.0,
+        ),
+        (
+            "virtual key + Redis rate limit, 1,000 req/s",
+            at(
+                "gateway, auth none",
+                &gateway.base_url,
+                "chat-default",
+                None,
+            ),
+            at(
+                "gateway, key + Redis limit",
+                &redis.base_url,
+                "chat-default",
+                Some(&limited_key),
+            ),
+            Some(1000.0),
+            256,
+            0.0,
+        ),
+        (
+            "Anthropic translation, ~1 KB answer, 1,000 req/s",
+            at(
+                "gateway → OpenAI format",
+                &gateway.base_url,
+                "chat-1k",
+                None,
+            ),
+            at(
+                "gateway → Anthropic (translated)",
+                &gateway.base_url,
+                "chat-1k-anthropic",
+                None,
+            ),
+            Some(1000.0),
+            256,
+            0.0,
+        ),
+    ];
+
     let mut rows = Vec::new();
     runtime.block_on(async {
-        // Warm up pools and caches on both paths.
-        drive(&sim.base_url, "gpt-4o-mini", None, 16, 2, 0.0).await;
-        drive(&gateway.base_url, "chat-default", None, 16, 2, 0.0).await;
-
-        let scenarios: [(&str, Option<f64>, usize, f64); 3] = [
-            ("1,000 req/s steady, non-stream", Some(1000.0), 256, 0.0),
-            (
-                "200 req/s steady, streaming (16 chunks)",
-                Some(200.0),
-                256,
-                1.0,
-            ),
-            ("saturation, 32 concurrent, non-stream", None, 32, 0.0),
-        ];
-        for (name, rate, concurrency, stream_share) in scenarios {
-            let (mut direct, mut through) = (None, None);
+        // Warm up pools and caches on every path.
+        for (_, base, candidate, ..) in &comparisons {
+            drive_at(base, None, 16, 2, 0.0).await;
+            drive_at(candidate, None, 16, 2, 0.0).await;
+        }
+        for (name, base, candidate, rate, concurrency, stream_share) in comparisons {
+            let (mut a, mut b) = (None, None);
             for _ in 0..rounds {
                 merge(
-                    &mut direct,
-                    drive(
-                        &sim.base_url,
-                        "gpt-4o-mini",
-                        rate,
-                        concurrency,
-                        round_secs,
-                        stream_share,
-                    )
-                    .await,
+                    &mut a,
+                    drive_at(&base, rate, concurrency, round_secs, stream_share).await,
                 );
                 merge(
-                    &mut through,
-                    drive(
-                        &gateway.base_url,
-                        "chat-default",
-                        rate,
-                        concurrency,
-                        round_secs,
-                        stream_share,
-                    )
-                    .await,
+                    &mut b,
+                    drive_at(&candidate, rate, concurrency, round_secs, stream_share).await,
                 );
             }
-            let (direct, gateway) = (direct.expect("rounds > 0"), through.expect("rounds > 0"));
             eprintln!("done: {name}");
             rows.push(Row {
                 name: name.to_owned(),
-                direct,
-                gateway,
+                labels: (base.label, candidate.label),
+                base: a.expect("rounds > 0"),
+                candidate: b.expect("rounds > 0"),
             });
         }
     });
 
-    let gateway_requests: u64 = rows.iter().map(|r| r.gateway.sent).sum::<u64>();
+    let gateway_requests: u64 = rows
+        .iter()
+        .filter(|r| r.labels.1 == "gateway")
+        .map(|r| r.candidate.sent)
+        .sum::<u64>();
     let rss_end = rss_kib(gw_pid);
 
     let mut out = String::new();
     out.push_str("| scenario | path | req/s | ok | p50 µs | p95 µs | p99 µs |\n|---|---|---:|---:|---:|---:|---:|\n");
     for row in &rows {
         let ttfb = row.name.contains("streaming");
-        for (path, r) in [("direct", &row.direct), ("gateway", &row.gateway)] {
+        for (path, r) in [(row.labels.0, &row.base), (row.labels.1, &row.candidate)] {
             out.push_str(&format!(
                 "| {} | {}{} | {:.0} | {:.4}% | {:.0} | {:.0} | {:.0} |\n",
                 row.name,
@@ -237,21 +402,23 @@ fn main() {
             ));
         }
     }
-    out.push_str("\n| scenario | added p50 µs | added p95 µs | added p99 µs | throughput ratio (gateway/direct) |\n|---|---:|---:|---:|---:|\n");
+    out.push_str("\n| scenario | compared | added p50 µs | added p95 µs | added p99 µs | throughput ratio |\n|---|---|---:|---:|---:|---:|\n");
     for row in &rows {
         let ttfb = row.name.contains("streaming");
-        let add = |quantile| q(&row.gateway, quantile, ttfb) - q(&row.direct, quantile, ttfb);
+        let add = |quantile| q(&row.candidate, quantile, ttfb) - q(&row.base, quantile, ttfb);
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} |\n",
+            "| {} | {} vs {} | {:.0} | {:.0} | {:.0} | {:.2} |\n",
             row.name,
+            row.labels.1,
+            row.labels.0,
             add(0.50),
             add(0.95),
             add(0.99),
-            row.gateway.throughput() / row.direct.throughput().max(1e-9)
+            row.candidate.throughput() / row.base.throughput().max(1e-9)
         ));
     }
     out.push_str(&format!(
-        "\nGateway RSS: {:.1} MiB at start, {:.1} MiB after {} requests through it.\n",
+        "\nGateway (auth none) RSS: {:.1} MiB at start, {:.1} MiB after {} direct-comparison requests and the baselines of the others.\n",
         rss_start as f64 / 1024.0,
         rss_end as f64 / 1024.0,
         gateway_requests
@@ -259,5 +426,8 @@ fn main() {
     println!("{out}");
     let _ = std::fs::create_dir_all("target");
     let _ = std::fs::write("target/bench-overhead.md", &out);
-    let _ = std::fs::remove_file(&config_path);
+    for path in [&anon_config, &keyed_config, &redis_config] {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

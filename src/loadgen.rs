@@ -33,6 +33,8 @@ pub struct LoadSpec {
     pub seed: u64,
     /// Per-request timeout on the client side.
     pub request_timeout: Duration,
+    /// A virtual key, sent as `Authorization: Bearer`.
+    pub api_key: Option<String>,
 }
 
 impl Default for LoadSpec {
@@ -47,6 +49,7 @@ impl Default for LoadSpec {
             stream_share: 0.0,
             seed: 1,
             request_timeout: Duration::from_secs(60),
+            api_key: None,
         }
     }
 }
@@ -154,7 +157,7 @@ pub async fn run(spec: &LoadSpec, live: Arc<Live>) -> LoadReport {
             Ok(u) => u,
             Err(_) => return LoadReport::new(),
         };
-    let bodies = RequestBodies::new(&spec.model);
+    let bodies = RequestBodies::new(&spec.model, spec.api_key.as_deref());
     let started = Instant::now();
     let end = started + spec.duration;
     let report = Arc::new(Mutex::new(LoadReport::new()));
@@ -249,10 +252,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct RequestBodies {
     plain: Bytes,
     stream: Bytes,
+    authorization: Option<http::HeaderValue>,
 }
 
 impl RequestBodies {
-    fn new(model: &str) -> Self {
+    fn new(model: &str, api_key: Option<&str>) -> Self {
         let make = |stream: bool| {
             Bytes::from(
                 serde_json::json!({
@@ -270,6 +274,11 @@ impl RequestBodies {
         RequestBodies {
             plain: make(false),
             stream: make(true),
+            authorization: api_key.and_then(|k| {
+                let mut value = http::HeaderValue::try_from(format!("Bearer {k}")).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            }),
         }
     }
 }
@@ -291,11 +300,14 @@ async fn one_request(
     } else {
         bodies.plain.clone()
     };
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(Method::POST)
         .uri(url.clone())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body));
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(authorization) = &bodies.authorization {
+        request = request.header(header::AUTHORIZATION, authorization.clone());
+    }
+    let request = request.body(Full::new(body));
     let started = Instant::now();
     let outcome = match request {
         Ok(request) => tokio::time::timeout(timeout, exchange(client, request))
