@@ -2,7 +2,12 @@ use super::*;
 
 fn env_with_keys(name: &str) -> Option<String> {
     match name {
-        "OPENAI_API_KEY" | "TOGETHER_API_KEY" => Some(format!("sk-test-{name}")),
+        "OPENAI_API_KEY"
+        | "TOGETHER_API_KEY"
+        | "ANTHROPIC_API_KEY"
+        | "ANTHROPIC_API_KEY_2"
+        | "GEMINI_API_KEY"
+        | "SWITCHYARD_ADMIN_KEY" => Some(format!("sk-test-{name}-0123456789")),
         _ => None,
     }
 }
@@ -22,7 +27,13 @@ fn shipped_example_validates() {
     ))
     .unwrap();
     let config = Config::from_toml(&text, env_with_keys).unwrap();
-    assert_eq!(config.route_names(), ["chat-default", "embeddings"]);
+    assert_eq!(
+        config.route_names(),
+        ["chat-default", "embeddings", "long-context"]
+    );
+    let long = config.route("long-context").unwrap();
+    assert_eq!(long.targets.len(), 4, "the claude pool has two keys");
+    assert!(long.targets[3].degraded);
     let chat = config.route("chat-default").unwrap();
     assert_eq!(chat.targets.len(), 3);
     assert_eq!(chat.targets[0].label(), "openai/gpt-4o");
@@ -234,8 +245,8 @@ targets = [
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     );
     let auth = |i: usize| t[i].key.as_ref().unwrap().value.header_value().clone();
-    assert_eq!(auth(0), "Bearer sk-test-OPENAI_API_KEY");
-    assert_eq!(auth(1), "sk-test-OPENAI_API_KEY");
+    assert_eq!(auth(0), "Bearer sk-test-OPENAI_API_KEY-0123456789");
+    assert_eq!(auth(1), "sk-test-OPENAI_API_KEY-0123456789");
     assert_eq!(t[1].provider.kind.auth_header(), "api-key");
     assert_eq!(t[2].provider.kind.auth_header(), "x-api-key");
     assert_eq!(t[3].provider.kind.auth_header(), "x-goog-api-key");

@@ -60,15 +60,21 @@ mod tests {
         let adapter = super::super::adapter(row.provider);
         if row.status == 200 {
             let translator: Option<Box<dyn super::super::StreamTranslator>> = match row.provider {
-                Anthropic => Some(Box::new(super::super::anthropic::AnthropicStream::new(false, 0))),
-                Gemini => Some(Box::new(super::super::gemini::GeminiStream::new("m", false, 0))),
+                Anthropic => Some(Box::new(super::super::anthropic::AnthropicStream::new(
+                    false, 0,
+                ))),
+                Gemini => Some(Box::new(super::super::gemini::GeminiStream::new(
+                    "m", false, 0,
+                ))),
                 OpenAi | AzureOpenAi => None,
             };
             let mut events = UpstreamEvents::new(translator);
             events.push(bytes::Bytes::from_static(row.example.as_bytes()));
             let event = events.next_event()?;
             return match classify_event(&event) {
-                EventKind::Error { kind, code, .. } => Some(FailureClass::from_error_object(&kind, &code)),
+                EventKind::Error { kind, code, .. } => {
+                    Some(FailureClass::from_error_object(&kind, &code))
+                }
                 _ => None,
             };
         }
