@@ -32,6 +32,7 @@ healthy=$(start sim --listen 127.0.0.1:0 --models gpt-4o --name healthy)
 cat >"$work/gw.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
+auth = "none"
 [defaults.retry]
 max_attempts_per_target = 1
 [defaults.breaker]
