@@ -109,6 +109,10 @@ fn q(r: &LoadReport, quantile: f64, ttfb: bool) -> f64 {
     h.value_at_quantile(quantile) as f64
 }
 
+/// A name, baseline and candidate, and the load: rate (None: closed loop),
+/// concurrency, share of streaming requests.
+type Comparison = (&'static str, Endpoint, Endpoint, Option<f64>, usize, f64);
+
 /// One side of a comparison: where the load goes and as whom.
 #[derive(Clone)]
 struct Endpoint {
@@ -267,7 +271,7 @@ fn main() {
     };
     let direct = at("direct", &sim.base_url, "gpt-4o-mini", None);
     let through = at("gateway", &gateway.base_url, "chat-default", None);
-    let comparisons: Vec<(&str, Endpoint, Endpoint, Option<f64>, usize, f64)> = vec![
+    let comparisons: Vec<Comparison> = vec![
         (
             "1,000 req/s steady, non-stream",
             direct.clone(),

@@ -93,7 +93,11 @@ pub async fn attempt(
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     if let Some(status_class) = FailureClass::from_status(status) {
-        let retry_after = retry_after::parse(response.headers(), SystemTime::now());
+        let retry_after = if status_class == FailureClass::RateLimited {
+            retry_after::parse_rate_limited(response.headers(), SystemTime::now())
+        } else {
+            retry_after::parse(response.headers(), SystemTime::now())
+        };
         let limit = if status_class == FailureClass::ClientError {
             ctx.max_response_body
         } else {
