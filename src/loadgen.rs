@@ -231,7 +231,7 @@ pub fn new_histogram() -> Histogram<u64> {
     }
 }
 
-type LoadClient = Client<HttpConnector, Full<Bytes>>;
+pub type LoadClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn client() -> LoadClient {
     let mut connector = HttpConnector::new();
