@@ -63,8 +63,9 @@ pub enum Verdict {
 /// scenario, gateway unreachable, ...), as opposed to one that ran and
 /// failed its expectations.
 pub async fn run(args: DrillArgs) -> anyhow::Result<Verdict> {
-    // Per-request lines would drown the live view; warnings still show.
-    let _log_guard = crate::telemetry::init_logging("warn");
+    // Log lines would drown the live view, and the report lists the breaker
+    // changes the gateway warns about; errors still show (RUST_LOG overrides).
+    let _log_guard = crate::telemetry::init_logging("error");
     let scenario = Scenario::load(&args.scenario).map_err(|errors| {
         anyhow::anyhow!("invalid scenario {}:\n{errors}", args.scenario.display())
     })?;
@@ -253,8 +254,10 @@ async fn drive(
     mode: &'static str,
 ) -> Report {
     let t0 = tokio::time::Instant::now();
-    let recorder = Arc::new(Recorder::new(t0, &scenario.phases()));
-    let watch = Watch::start(source, t0, provider_of).await;
+    let phases = scenario.phases();
+    let recorder = Arc::new(Recorder::new(t0, &phases));
+    let cuts = phases.iter().skip(1).map(|p| p.from).collect();
+    let watch = Watch::start(source, t0, provider_of, cuts).await;
     let live = Arc::new(Live::default());
     let view = LiveView::start(
         view,

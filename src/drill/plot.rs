@@ -31,8 +31,9 @@ fn x_range(r: &Report) -> f64 {
     (r.timeseries.len() as f64).max(r.load.duration_s).max(1.0)
 }
 
-/// Dashed lines at every phase start but the first, and a short red tick at
-/// the top for each breaker opening.
+/// Dashed lines at every phase start but the first, phase numbers along
+/// the top, and a short tick at the top for each breaker opening (red) and
+/// closing (green).
 fn marks<DB: DrawingBackend>(
     chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
     r: &Report,
@@ -49,11 +50,24 @@ where
             PHASE_LINE.stroke_width(1),
         ))?;
     }
-    let tick = (y.1 - y.0) * 0.08;
-    for e in r.breaker_events.iter().filter(|e| e.state == "open") {
+    let span = (y.1 - y.0).max(f64::EPSILON);
+    for p in &r.phases {
+        chart.draw_series(std::iter::once(Text::new(
+            format!("P{}", p.index),
+            (p.from_s + x_range(r) * 0.004, y.1 - span * 0.02),
+            ("sans-serif", 12).into_font().color(&PHASE_LINE),
+        )))?;
+    }
+    let tick = span * 0.08;
+    for e in &r.breaker_events {
+        let color = match e.state {
+            "open" => RED,
+            "closed" => RATIO,
+            _ => continue,
+        };
         chart.draw_series(LineSeries::new(
             [(e.at_s, y.1 - tick), (e.at_s, y.1)],
-            RED.stroke_width(2),
+            color.stroke_width(2),
         ))?;
     }
     Ok(())
@@ -80,6 +94,9 @@ pub fn success_svg(r: &Report) -> String {
             .configure_mesh()
             .x_desc("seconds since start")
             .y_desc("success %")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.1}"))
+            .light_line_style(WHITE)
             .draw()?;
         marks(&mut chart, r, y)?;
         chart.draw_series(LineSeries::new(
@@ -100,7 +117,7 @@ pub fn latency_svg(r: &Report) -> String {
             .iter()
             .filter_map(|p| p.p99_ms)
             .fold(1.0_f64, f64::max);
-        let y = (0.0, highest * 1.1);
+        let y = (0.0, highest * 1.15);
         let mut chart = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(32)
@@ -110,6 +127,9 @@ pub fn latency_svg(r: &Report) -> String {
             .configure_mesh()
             .x_desc("seconds since start")
             .y_desc("ms")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .light_line_style(WHITE)
             .draw()?;
         marks(&mut chart, r, y)?;
         for (label, color, pick) in [

@@ -231,7 +231,8 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// The first sample taken at or after `t` (else the last one).
+    /// The first sample taken at or after `t` (else the last one): the
+    /// watcher wakes at each phase boundary, so this is the boundary's.
     fn at(&self, t: Duration) -> Option<&Sample> {
         self.samples
             .iter()
@@ -932,7 +933,7 @@ table{{border-collapse:collapse;width:100%;font-size:.85rem}} td,th{{text-align:
     out.push_str(&super::plot::success_svg(r));
     out.push_str("<h2>Latency per second (successful requests)</h2>");
     out.push_str(&super::plot::latency_svg(r));
-    out.push_str("<p class=\"muted\">Dashed lines: phase boundaries. Red ticks: a breaker opened. Requests are placed by the second they were sent.</p></div>");
+    out.push_str("<p class=\"muted\">Dashed lines: phase boundaries (P1, P2, … as in the table below). Red ticks at the top: a breaker opened; green: one closed. Requests are placed by the second they were sent.</p></div>");
     out.push_str("<div class=\"card\"><h2>Phases</h2><table><tr><th>phase</th><th class=\"l\">window</th><th class=\"l\">faults</th><th>requests</th><th>success</th><th>p50/p95/p99 ms</th><th>ttft p50/p95/p99 ms</th><th>upstream</th><th>amp.</th><th>retries</th><th>failovers</th><th>hedges</th><th>budget refusals</th><th>streams cut</th></tr>");
     for p in &r.phases {
         let gw = p.upstream.as_ref().and_then(|u| u.gateway);

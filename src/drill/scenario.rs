@@ -433,7 +433,13 @@ fn gateway_config(
                 .collect(),
         )
     })?;
-    if !config.server.listen.ip().is_loopback() {
+    // The default listen address (port 8080) would clash with a gateway
+    // already running there: a drill takes a free port unless the config
+    // asks for a loopback address of its own.
+    let listen_set = toml::from_str::<toml::Table>(&text)
+        .ok()
+        .is_some_and(|t| t.get("server").and_then(|s| s.get("listen")).is_some());
+    if !(listen_set && config.server.listen.ip().is_loopback()) {
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     }
     Ok(config)

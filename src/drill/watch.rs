@@ -1,7 +1,10 @@
 //! Watching the gateway and the upstreams while a drill runs: breaker
-//! changes (polled, so their times are as precise as the poll period),
-//! and samples of the gateway's counters and of the requests each upstream
-//! received, from which the report takes per-phase differences.
+//! changes (polled, so their times are as precise as the poll period, and a
+//! breaker that goes half-open and back to open between two polls is seen
+//! as staying open), and samples of the gateway's counters and of the
+//! requests each upstream received, taken at the start, at every phase
+//! boundary (the watcher wakes for them) and at the end, from which the
+//! report takes per-phase differences.
 //!
 //! In self-contained mode the gateway's state and the simulators' counters
 //! are read in-process; with `--target` the gateway's `/admin/targets` is
@@ -24,8 +27,6 @@ use tokio::time::Instant;
 const LOCAL_POLL: Duration = Duration::from_millis(50);
 /// An HTTP request per poll to a gateway that is also serving the load.
 const REMOTE_POLL: Duration = Duration::from_millis(500);
-/// Counter samples are kept this often (breakers are checked every poll).
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the figures come from.
@@ -62,7 +63,12 @@ struct Reading {
 impl Watch {
     /// Takes the first sample before returning, so it is the baseline of
     /// everything the drill then sends.
-    pub async fn start(source: Source, t0: Instant, provider_of: ProviderOf) -> Watch {
+    pub async fn start(
+        source: Source,
+        t0: Instant,
+        provider_of: ProviderOf,
+        cuts: Vec<Duration>,
+    ) -> Watch {
         let client = crate::loadgen::client();
         let open: OpenBreakers = Arc::default();
         let (stop, mut stopped) = watch::channel(false);
@@ -74,7 +80,6 @@ impl Watch {
                 upstream_is_sims: matches!(source, Source::InProcess { .. }),
                 ..Observed::default()
             },
-            next_sample: Duration::ZERO,
             open: open.clone(),
         };
         let first = read(&source, &client).await;
@@ -84,13 +89,20 @@ impl Watch {
             Source::Remote { .. } => REMOTE_POLL,
         };
         let task = tokio::spawn(async move {
+            let mut cuts = cuts.into_iter().peekable();
             loop {
+                let poll = Instant::now() + period;
+                let wake = cuts
+                    .peek()
+                    .and_then(|cut| t0.checked_add(*cut))
+                    .map_or(poll, |cut| cut.min(poll));
                 let finishing = tokio::select! {
-                    _ = tokio::time::sleep(period) => false,
+                    _ = tokio::time::sleep_until(wake) => false,
                     _ = stopped.wait_for(|s| *s) => true,
                 };
+                let at_cut = cuts.next_if(|cut| t0.elapsed() >= *cut).is_some();
                 let reading = read(&source, &client).await;
-                tracker.take(reading, finishing);
+                tracker.take(reading, finishing || at_cut);
                 if finishing {
                     return tracker.observed;
                 }
@@ -115,12 +127,12 @@ struct Tracker {
     provider_of: ProviderOf,
     last: BTreeMap<String, State>,
     observed: Observed,
-    next_sample: Duration,
     open: OpenBreakers,
 }
 
 impl Tracker {
-    fn take(&mut self, reading: Reading, force_sample: bool) {
+    /// Records breaker changes, and a counter sample if `sample`.
+    fn take(&mut self, reading: Reading, sample: bool) {
         let at = self.t0.elapsed();
         let mut open = Vec::new();
         for (key, state, _) in &reading.targets {
@@ -147,8 +159,7 @@ impl Tracker {
             }
         }
         *self.open.lock().unwrap_or_else(|p| p.into_inner()) = open;
-        if force_sample || at >= self.next_sample {
-            self.next_sample = at + SAMPLE_EVERY;
+        if sample {
             let upstream = if self.observed.upstream_is_sims {
                 reading.upstream
             } else {
@@ -279,7 +290,6 @@ mod tests {
             provider_of: [("primary".to_owned(), "primary-sim".to_owned())].into(),
             last: BTreeMap::new(),
             observed: Observed::default(),
-            next_sample: Duration::ZERO,
             open: Arc::default(),
         };
         let reading = |state| Reading {
@@ -288,7 +298,7 @@ mod tests {
             upstream: BTreeMap::new(),
         };
         tracker.take(reading(State::Closed), true);
-        tracker.take(reading(State::Closed), true);
+        tracker.take(reading(State::Closed), false);
         tracker.take(reading(State::Open), true);
         tracker.take(reading(State::Open), true);
         tracker.take(reading(State::Closed), true);
@@ -298,6 +308,6 @@ mod tests {
             tracker.observed.breaker_events[0].provider.as_deref(),
             Some("primary-sim")
         );
-        assert_eq!(tracker.observed.samples.len(), 5);
+        assert_eq!(tracker.observed.samples.len(), 4);
     }
 }
