@@ -546,12 +546,18 @@ async fn exchange(
             tail_len = push_tail(&mut tail, tail_len, &data);
         }
     }
-    let clean = !saw_error && tail.get(..tail_len).is_some_and(|t| t.ends_with(b"data: [DONE]\n\n"));
+    let clean = !saw_error
+        && tail
+            .get(..tail_len)
+            .is_some_and(|t| t.ends_with(b"data: [DONE]\n\n"));
     Ok(Exchange {
         status: parts.status,
         target,
         attempts,
-        ttfb: parts.status.is_success().then(|| ttfb.unwrap_or_else(|| started.elapsed())),
+        ttfb: parts
+            .status
+            .is_success()
+            .then(|| ttfb.unwrap_or_else(|| started.elapsed())),
         clean,
     })
 }
@@ -578,7 +584,12 @@ mod tests {
         let mut tail = [0u8; TAIL];
         let mut len = 0;
         let mut all = Vec::new();
-        for chunk in [&b"data: {\"a\":1}\n\n"[..], &[b'x'; 100], b"da", b"ta: [DONE]\n\n"] {
+        for chunk in [
+            &b"data: {\"a\":1}\n\n"[..],
+            &[b'x'; 100],
+            b"da",
+            b"ta: [DONE]\n\n",
+        ] {
             len = push_tail(&mut tail, len, chunk);
             all.extend_from_slice(chunk);
             let expected = &all[all.len().saturating_sub(TAIL)..];

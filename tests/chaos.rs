@@ -29,8 +29,8 @@ fn scenario_path(relative: &str) -> PathBuf {
 }
 
 async fn drill(relative: &str) -> (SelfContained, Report) {
-    let scenario = Scenario::load(&scenario_path(relative))
-        .unwrap_or_else(|e| panic!("{relative}:\n{e}"));
+    let scenario =
+        Scenario::load(&scenario_path(relative)).unwrap_or_else(|e| panic!("{relative}:\n{e}"));
     let drill = SelfContained::start(scenario).await.expect("start drill");
     let report = drill.run(View::Quiet).await;
     (drill, report)
@@ -55,8 +55,13 @@ fn every_shipped_scenario_is_valid_and_ci_variants_are_short() {
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
                 continue;
             }
-            let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
-            assert!(scenario.gateway.is_some(), "{} has a gateway", path.display());
+            let scenario =
+                Scenario::load(&path).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
+            assert!(
+                scenario.gateway.is_some(),
+                "{} has a gateway",
+                path.display()
+            );
             assert!(!scenario.phases().is_empty());
             if dir.ends_with("ci") {
                 assert!(
@@ -97,15 +102,25 @@ async fn primary_outage_is_invisible_and_amplification_stays_within_the_retry_bu
     // 5 per second over the run and the budget's 10 s memory.
     let elapsed = report.elapsed_s.ceil() + 10.0;
     let budget = 0.2 * client.requests as f64 + 5.0 * elapsed;
-    assert!((gw.retries as f64) <= budget, "{} retries > {budget}\n{summary}", gw.retries);
-    assert!(upstream.amplification.unwrap_or(f64::MAX) <= 1.3, "{summary}");
+    assert!(
+        (gw.retries as f64) <= budget,
+        "{} retries > {budget}\n{summary}",
+        gw.retries
+    );
+    assert!(
+        upstream.amplification.unwrap_or(f64::MAX) <= 1.3,
+        "{summary}"
+    );
 
     // While the primary is down its breaker keeps it from most requests.
     let outage = &report.phases[1];
     assert_eq!(outage.faults, ["primary: 503 × 100%"]);
     let by = &outage.upstream.as_ref().unwrap().by_upstream;
     assert!(by["primary"] * 10 < outage.client.requests, "{summary}");
-    assert!(by["secondary"] >= outage.client.requests * 9 / 10, "{summary}");
+    assert!(
+        by["secondary"] >= outage.client.requests * 9 / 10,
+        "{summary}"
+    );
     assert_eq!(report.outages.len(), 1);
     assert!(report.outages[0].detected_after_s.is_some(), "{summary}");
     assert!(report.passed, "{summary}");
@@ -116,19 +131,37 @@ async fn primary_outage_is_invisible_and_amplification_stays_within_the_retry_bu
 async fn regional_outage_shifts_traffic_to_the_other_region_and_back() {
     let (drill, report) = drill("ci/regional-outage.toml").await;
     let summary = table(&report);
-    assert!(report.client.success_ratio.unwrap_or(0.0) >= 0.999, "{summary}");
+    assert!(
+        report.client.success_ratio.unwrap_or(0.0) >= 0.999,
+        "{summary}"
+    );
     let [before, during, after] = &report.phases[..] else {
         panic!("three phases expected:\n{summary}");
     };
     // Before: the gateway's own region (us-east) takes the traffic.
-    assert!(region(before, "us-east") >= before.client.requests * 9 / 10, "{summary}");
-    assert!(region(before, "eu-west") * 10 <= before.client.requests, "{summary}");
+    assert!(
+        region(before, "us-east") >= before.client.requests * 9 / 10,
+        "{summary}"
+    );
+    assert!(
+        region(before, "eu-west") * 10 <= before.client.requests,
+        "{summary}"
+    );
     // During: eu-west serves; us-east sees only what it takes to detect the
     // failure and probe for recovery.
-    assert!(region(during, "eu-west") >= during.client.requests * 9 / 10, "{summary}");
-    assert!(region(during, "us-east") * 4 < region(during, "eu-west"), "{summary}");
+    assert!(
+        region(during, "eu-west") >= during.client.requests * 9 / 10,
+        "{summary}"
+    );
+    assert!(
+        region(during, "us-east") * 4 < region(during, "eu-west"),
+        "{summary}"
+    );
     // After: traffic returns to us-east.
-    assert!(region(after, "us-east") > region(after, "eu-west"), "{summary}");
+    assert!(
+        region(after, "us-east") > region(after, "eu-west"),
+        "{summary}"
+    );
     for outage in &report.outages {
         assert!(outage.detected_after_s.is_some(), "{summary}");
         assert!(outage.recovered_after_s.is_some(), "{summary}");
@@ -140,9 +173,17 @@ async fn regional_outage_shifts_traffic_to_the_other_region_and_back() {
 async fn no_retry_reaches_a_rate_limited_target_before_its_retry_after() {
     let (drill, report) = drill("ci/rate-limit-storm.toml").await;
     let summary = table(&report);
-    assert!(report.client.success_ratio.unwrap_or(0.0) >= 0.999, "{summary}");
+    assert!(
+        report.client.success_ratio.unwrap_or(0.0) >= 0.999,
+        "{summary}"
+    );
     let primary = &drill.sims["primary"];
-    let limited = primary.stats().errors_by_status.get(&429).copied().unwrap_or(0);
+    let limited = primary
+        .stats()
+        .errors_by_status
+        .get(&429)
+        .copied()
+        .unwrap_or(0);
     assert!(limited > 50, "{limited} 429s\n{summary}");
 
     // The simulator's own log: for each request id, consecutive arrivals at
@@ -173,7 +214,10 @@ async fn no_retry_reaches_a_rate_limited_target_before_its_retry_after() {
             }
         }
     }
-    assert!(retried > 10, "only {retried} retries after a 429\n{summary}");
+    assert!(
+        retried > 10,
+        "only {retried} retries after a 429\n{summary}"
+    );
     let gw = report.upstream.as_ref().unwrap().gateway.unwrap();
     assert!(gw.retries >= retried, "{summary}");
     drill.shutdown().await.unwrap();
@@ -218,7 +262,11 @@ async fn sigterm_during_load_completes_every_accepted_request() {
         &mut line,
     )
     .unwrap();
-    let base = line.split_whitespace().last().expect("listening line").to_owned();
+    let base = line
+        .split_whitespace()
+        .last()
+        .expect("listening line")
+        .to_owned();
 
     const IN_FLIGHT: u64 = 40;
     let spec = LoadSpec {
@@ -308,7 +356,9 @@ async fn config_reloads_during_load_cause_zero_client_errors() {
                 1 => config_text(&[&b, &a], ""),
                 _ => config_text(&[&a, &b], "[defaults.retry]\nmax_attempts_per_target = 1\n"),
             };
-            drill.gateway.reload(Config::from_toml(&text, |_| None).unwrap());
+            drill
+                .gateway
+                .reload(Config::from_toml(&text, |_| None).unwrap());
             reloads += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -321,7 +371,10 @@ async fn config_reloads_during_load_cause_zero_client_errors() {
     assert_eq!(report.client.ok, report.client.requests, "{summary}");
     assert!(report.passed, "{summary}");
     let by = &report.upstream.as_ref().unwrap().by_upstream;
-    assert!(by["a"] > 0 && by["b"] > 0, "both orders were used\n{summary}");
+    assert!(
+        by["a"] > 0 && by["b"] > 0,
+        "both orders were used\n{summary}"
+    );
     drill.shutdown().await.unwrap();
 }
 
@@ -367,7 +420,12 @@ max_streams_cut = 0
         .arg(&failing)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report["scenario"], "always-503");
     assert_eq!(report["mode"], "self_contained");
@@ -379,7 +437,14 @@ max_streams_cut = 0
     assert_eq!(expectations[0]["passed"], false);
     assert_eq!(expectations[1]["name"], "max_streams_cut");
     assert_eq!(expectations[1]["passed"], true);
-    for key in ["phases", "outages", "breaker_events", "timeseries", "upstream", "rss"] {
+    for key in [
+        "phases",
+        "outages",
+        "breaker_events",
+        "timeseries",
+        "upstream",
+        "rss",
+    ] {
         assert!(!report[key].is_null(), "{key} missing");
     }
     let page = std::fs::read_to_string(&html).unwrap();
@@ -387,7 +452,11 @@ max_streams_cut = 0
     assert!(!page.contains("<script"));
     assert!(page.contains("min_success_ratio"));
 
-    let invalid = write_scenario(&dir, "invalid.toml", "[load]\nrate = -1\nduration = \"1s\"\n");
+    let invalid = write_scenario(
+        &dir,
+        "invalid.toml",
+        "[load]\nrate = -1\nduration = \"1s\"\n",
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["drill", "--quiet"])
         .arg(&invalid)
@@ -395,7 +464,10 @@ max_streams_cut = 0
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("load.rate: -1 is not within (0, 1000000]"), "{stderr}");
+    assert!(
+        stderr.contains("load.rate: -1 is not within (0, 1000000]"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -419,7 +491,12 @@ async fn drill_against_a_running_gateway_reads_its_admin_endpoint() {
     })
     .await
     .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["mode"], "target");
     assert_eq!(report["client"]["requests"], 40);

@@ -57,9 +57,7 @@ impl LiveView {
             };
             let millis = u64::try_from(feeds.duration.as_millis()).unwrap_or(u64::MAX);
             let bar = ProgressBar::with_draw_target(Some(millis), target);
-            if let Ok(style) =
-                ProgressStyle::with_template("{elapsed:>4} [{bar:24}] {msg}")
-            {
+            if let Ok(style) = ProgressStyle::with_template("{elapsed:>4} [{bar:24}] {msg}") {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar
@@ -87,13 +85,19 @@ async fn run(view: View, feeds: Feeds, bar: Option<ProgressBar>) {
         let sent = feeds.live.sent.load(Ordering::Relaxed);
         let ok = feeds.live.ok.load(Ordering::Relaxed);
         let failed = feeds.live.failed.load(Ordering::Relaxed);
-        let span = now.saturating_duration_since(last_at).as_secs_f64().max(1e-3);
+        let span = now
+            .saturating_duration_since(last_at)
+            .as_secs_f64()
+            .max(1e-3);
         let rps = sent.saturating_sub(last.0) as f64 / span;
         let (done_ok, done_failed) = (ok.saturating_sub(last.1), failed.saturating_sub(last.2));
         let ratio = if done_ok + done_failed == 0 {
             "–".to_owned()
         } else {
-            format!("{:.2}%", done_ok as f64 * 100.0 / (done_ok + done_failed) as f64)
+            format!(
+                "{:.2}%",
+                done_ok as f64 * 100.0 / (done_ok + done_failed) as f64
+            )
         };
         last = (sent, ok, failed);
         last_at = now;
@@ -104,7 +108,9 @@ async fn run(view: View, feeds: Feeds, bar: Option<ProgressBar>) {
             .checked_sub(1)
             .and_then(|s| usize::try_from(s).ok())
             .and_then(|s| feeds.recorder.bucket_p99(s))
-            .map_or("–".to_owned(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0));
+            .map_or("–".to_owned(), |d| {
+                format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+            });
         let open = feeds.open.lock().map(|o| o.clone()).unwrap_or_default();
         let breakers = if open.is_empty() {
             "breakers: all closed".to_owned()

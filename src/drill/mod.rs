@@ -205,7 +205,9 @@ pub async fn run_against(scenario: &Scenario, target: &str, view: View) -> anyho
         .parse()
         .with_context(|| format!("--target {target:?} is not a URL"))?;
     if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        anyhow::bail!("--target must be an http:// URL such as http://127.0.0.1:8080, got {target:?}");
+        anyhow::bail!(
+            "--target must be an http:// URL such as http://127.0.0.1:8080, got {target:?}"
+        );
     }
     reachable(origin)
         .await

@@ -35,7 +35,11 @@ fn x_range(r: &Report) -> f64 {
 /// the top, and a short tick at the top for each breaker opening (red) and
 /// closing (green).
 fn marks<DB: DrawingBackend>(
-    chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
     r: &Report,
     y: (f64, f64),
 ) -> Drawn
@@ -133,7 +137,11 @@ pub fn latency_svg(r: &Report) -> String {
             .draw()?;
         marks(&mut chart, r, y)?;
         for (label, color, pick) in [
-            ("p50", P50, (|p| p.p50_ms) as fn(&super::report::SecondPoint) -> Option<f64>),
+            (
+                "p50",
+                P50,
+                (|p| p.p50_ms) as fn(&super::report::SecondPoint) -> Option<f64>,
+            ),
             ("p99", P99, |p| p.p99_ms),
         ] {
             chart
@@ -144,7 +152,9 @@ pub fn latency_svg(r: &Report) -> String {
                     color.stroke_width(2),
                 ))?
                 .label(label)
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()

@@ -242,7 +242,11 @@ impl Observed {
 
     fn between(&self, from: Duration, to: Duration, last: bool) -> Option<(&Sample, &Sample)> {
         let start = self.at(from)?;
-        let end = if last { self.samples.last()? } else { self.at(to)? };
+        let end = if last {
+            self.samples.last()?
+        } else {
+            self.at(to)?
+        };
         Some((start, end))
     }
 }
@@ -617,9 +621,10 @@ fn evaluate(expect: &Expectations, report: &Report, total: &Window) -> Vec<Expec
         results.push(ExpectationResult {
             name: "max_amplification",
             limit: format!("≤ {max:.2}"),
-            actual: amp.map_or("not measured (gateway admin endpoint unreachable)".to_owned(), |a| {
-                format!("{a:.3}")
-            }),
+            actual: amp.map_or(
+                "not measured (gateway admin endpoint unreachable)".to_owned(),
+                |a| format!("{a:.3}"),
+            ),
             passed: amp.is_some_and(|a| a <= max),
         });
     }
@@ -650,11 +655,15 @@ fn evaluate(expect: &Expectations, report: &Report, total: &Window) -> Vec<Expec
     }
     if let Some(max) = expect.max_detect {
         let limit = max.as_secs_f64();
-        let worst = report.outages.iter().map(|o| (o, o.detected_after_s)).max_by(|a, b| {
-            // An undetected outage is the worst case.
-            a.1.unwrap_or(f64::INFINITY)
-                .total_cmp(&b.1.unwrap_or(f64::INFINITY))
-        });
+        let worst = report
+            .outages
+            .iter()
+            .map(|o| (o, o.detected_after_s))
+            .max_by(|a, b| {
+                // An undetected outage is the worst case.
+                a.1.unwrap_or(f64::INFINITY)
+                    .total_cmp(&b.1.unwrap_or(f64::INFINITY))
+            });
         results.push(ExpectationResult {
             name: "max_detect",
             limit: format!("≤ {}", show(max)),
@@ -684,7 +693,10 @@ fn evaluate(expect: &Expectations, report: &Report, total: &Window) -> Vec<Expec
             actual: match worst {
                 None => "no detected outage to recover from".to_owned(),
                 Some(o) => match o.recovered_after_s {
-                    None => format!("{} (fault ended at {}s): not recovered by the end", o.provider, o.to_s),
+                    None => format!(
+                        "{} (fault ended at {}s): not recovered by the end",
+                        o.provider, o.to_s
+                    ),
                     Some(r) => format!("worst: {} after {r:.1}s", o.provider),
                 },
             },
@@ -707,7 +719,9 @@ fn pct(r: Option<f64>) -> String {
 }
 
 fn lat(p: Option<Percentiles>) -> String {
-    p.map_or("–".to_owned(), |p| format!("{:.0}/{:.0}/{:.0}", p.p50, p.p95, p.p99))
+    p.map_or("–".to_owned(), |p| {
+        format!("{:.0}/{:.0}/{:.0}", p.p50, p.p95, p.p99)
+    })
 }
 
 /// The report as a terminal table (plain text, no escape codes).
@@ -792,7 +806,9 @@ pub fn table(r: &Report) -> String {
             client.requests,
             pct(client.success_ratio),
             lat(client.latency_ms),
-            client.ttft_ms.map_or("–".to_owned(), |t| format!("{:.0} ms", t.p50)),
+            client
+                .ttft_ms
+                .map_or("–".to_owned(), |t| format!("{:.0} ms", t.p50)),
             opt(upstream.as_ref().map(|u| u.requests)),
             upstream
                 .as_ref()
@@ -811,20 +827,31 @@ pub fn table(r: &Report) -> String {
             .iter()
             .map(|(code, n)| format!("{n}×{code}"))
             .chain((client.refused > 0).then(|| format!("{} refused", client.refused)))
-            .chain((client.transport_errors > 0).then(|| format!("{} transport", client.transport_errors)))
+            .chain(
+                (client.transport_errors > 0)
+                    .then(|| format!("{} transport", client.transport_errors)),
+            )
             .chain((client.timeouts > 0).then(|| format!("{} timeouts", client.timeouts)))
             .collect();
         if !errors.is_empty() {
             let _ = writeln!(out, "      client errors: {}", errors.join(", "));
         }
         if let Some(u) = upstream {
-            let by: Vec<String> = u.by_upstream.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let by: Vec<String> = u
+                .by_upstream
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             if !by.is_empty() && name != "all" {
                 let _ = writeln!(out, "      upstream: {}", by.join(", "));
             }
         }
         for e in events {
-            let _ = writeln!(out, "      {:>7.1}s breaker {} {}", e.at_s, e.target, e.state);
+            let _ = writeln!(
+                out,
+                "      {:>7.1}s breaker {} {}",
+                e.at_s, e.target, e.state
+            );
         }
     }
     if !r.outages.is_empty() {
@@ -840,7 +867,11 @@ pub fn table(r: &Report) -> String {
                 (Some(_), None) => ", not recovered by the end".to_owned(),
                 (Some(_), Some(r)) => format!(", breakers closed {r:.1}s after the fault ended"),
             };
-            let _ = writeln!(out, "  {} {}–{}s: {detected}{recovered}", o.provider, o.from_s, o.to_s);
+            let _ = writeln!(
+                out,
+                "  {} {}–{}s: {detected}{recovered}",
+                o.provider, o.from_s, o.to_s
+            );
         }
     }
     if let Some(rss) = r.rss {
@@ -864,11 +895,7 @@ pub fn table(r: &Report) -> String {
             );
         }
     }
-    let verdict = if r.passed {
-        "PASSED"
-    } else {
-        "FAILED"
-    };
+    let verdict = if r.passed { "PASSED" } else { "FAILED" };
     let failed = r.expectations.iter().filter(|e| !e.passed).count();
     let _ = if failed > 0 {
         writeln!(out, "\nDrill {verdict}: {failed} expectation(s) not met.")
@@ -908,8 +935,16 @@ table{{border-collapse:collapse;width:100%;font-size:.85rem}} td,th{{text-align:
         mode = r.mode.replace('_', "-"),
         gw = escape(&r.gateway),
         load = escape(&match r.load.rate {
-            Some(rate) => format!("{rate} req/s {}, {:.0}% streams", r.load.arrival, r.load.stream_share * 100.0),
-            None => format!("{} workers, {:.0}% streams", r.load.concurrency, r.load.stream_share * 100.0),
+            Some(rate) => format!(
+                "{rate} req/s {}, {:.0}% streams",
+                r.load.arrival,
+                r.load.stream_share * 100.0
+            ),
+            None => format!(
+                "{} workers, {:.0}% streams",
+                r.load.concurrency,
+                r.load.stream_share * 100.0
+            ),
         }),
         rps = r.achieved_rps,
         elapsed = r.elapsed_s,
@@ -967,7 +1002,12 @@ table{{border-collapse:collapse;width:100%;font-size:.85rem}} td,th{{text-align:
                     .iter()
                     .map(|(k, v)| format!("{} {v}", escape(k)))
                     .collect();
-                let _ = write!(out, "<p class=\"muted\">Phase {}: upstream {}</p>", p.index, by.join(", "));
+                let _ = write!(
+                    out,
+                    "<p class=\"muted\">Phase {}: upstream {}</p>",
+                    p.index,
+                    by.join(", ")
+                );
             }
         }
     }
@@ -981,8 +1021,10 @@ table{{border-collapse:collapse;width:100%;font-size:.85rem}} td,th{{text-align:
                 escape(&o.provider),
                 o.from_s,
                 o.to_s,
-                o.detected_after_s.map_or("never".to_owned(), |d| format!("{d:.1} s")),
-                o.recovered_after_s.map_or("–".to_owned(), |d| format!("{d:.1} s"))
+                o.detected_after_s
+                    .map_or("never".to_owned(), |d| format!("{d:.1} s")),
+                o.recovered_after_s
+                    .map_or("–".to_owned(), |d| format!("{d:.1} s"))
             );
         }
         out.push_str("</table></div>");

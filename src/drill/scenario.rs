@@ -393,7 +393,9 @@ impl Scenario {
 }
 
 fn path_stem(path: &Path) -> &str {
-    path.file_stem().and_then(|s| s.to_str()).unwrap_or("scenario")
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("scenario")
 }
 
 fn gateway_config(
@@ -421,7 +423,8 @@ fn gateway_config(
         ConfigErrors(
             e.0.into_iter()
                 .map(|issue| ConfigIssue {
-                    path: if issue.path.starts_with("line ") && template.origin == "gateway.config" {
+                    path: if issue.path.starts_with("line ") && template.origin == "gateway.config"
+                    {
                         // Line numbers of an inline table are those of its
                         // re-serialized text: the key path is the useful part.
                         template.origin.clone()
@@ -469,7 +472,12 @@ impl Issues {
         });
     }
 
-    fn hint(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+    fn hint(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         self.0.push(ConfigIssue {
             path: path.into(),
             message: message.into(),
@@ -500,7 +508,11 @@ impl Issues {
         if (0.0..=1.0).contains(&p) {
             Some(p)
         } else {
-            self.hint(path, format!("{p} is not within 0..=1"), "a probability, e.g. 0.3 for 30%");
+            self.hint(
+                path,
+                format!("{p} is not within 0..=1"),
+                "a probability, e.g. 0.3 for 30%",
+            );
             None
         }
     }
@@ -537,7 +549,9 @@ fn validate(raw: RawScenario, dir: &Path, default_name: &str) -> Result<Scenario
 }
 
 fn validate_load(issues: &mut Issues, raw: &RawLoad) -> Load {
-    let duration = issues.duration("load.duration".into(), &raw.duration).unwrap_or_default();
+    let duration = issues
+        .duration("load.duration".into(), &raw.duration)
+        .unwrap_or_default();
     if duration.is_zero() {
         issues.push("load.duration", "must be greater than zero");
     }
@@ -614,7 +628,10 @@ fn validate_load(issues: &mut Issues, raw: &RawLoad) -> Load {
     if raw.max_requests == Some(0) {
         issues.push("load.max_requests", "must be at least 1");
     }
-    let model = raw.model.clone().unwrap_or_else(|| "chat-default".to_owned());
+    let model = raw
+        .model
+        .clone()
+        .unwrap_or_else(|| "chat-default".to_owned());
     if model.is_empty() {
         issues.push("load.model", "must not be empty");
     }
@@ -639,7 +656,11 @@ fn validate_provider(
 ) -> Option<SimProvider> {
     let path = format!("providers.{name}");
     let before = issues.0.len();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         issues.hint(
             &path,
             format!("invalid provider name \"{name}\""),
@@ -665,9 +686,15 @@ fn validate_provider(
             Format::OpenAi
         }
     };
-    let models = raw.models.clone().unwrap_or_else(|| SimConfig::default().models);
+    let models = raw
+        .models
+        .clone()
+        .unwrap_or_else(|| SimConfig::default().models);
     if models.is_empty() || models.iter().any(String::is_empty) {
-        issues.push(format!("{path}.models"), "must list at least one non-empty model name");
+        issues.push(
+            format!("{path}.models"),
+            "must list at least one non-empty model name",
+        );
     }
     let mut base = Behavior::default();
     apply_faults(issues, &path, &raw.faults(), &mut base);
@@ -686,7 +713,10 @@ fn validate_provider(
         if (1..=100_000).contains(&n) {
             base.completion_tokens = n;
         } else {
-            issues.push(format!("{path}.completion_tokens"), format!("{n} is not within 1..=100000"));
+            issues.push(
+                format!("{path}.completion_tokens"),
+                format!("{n} is not within 1..=100000"),
+            );
         }
     }
     let mut timeline = Vec::new();
@@ -759,7 +789,9 @@ fn apply_faults(issues: &mut Issues, path: &str, raw: &RawFaults<'_>, behavior: 
     let mut statuses: Option<Vec<(u16, f64)>> = None;
     match (raw.status, raw.rate) {
         (Some(code), rate) => {
-            let rate = issues.probability(format!("{path}.rate"), rate).unwrap_or(1.0);
+            let rate = issues
+                .probability(format!("{path}.rate"), rate)
+                .unwrap_or(1.0);
             statuses.get_or_insert_with(Vec::new).push((code, rate));
         }
         (None, Some(_)) => issues.hint(
@@ -772,7 +804,8 @@ fn apply_faults(issues: &mut Issues, path: &str, raw: &RawFaults<'_>, behavior: 
     if let Some(errors) = raw.errors {
         let list = statuses.get_or_insert_with(Vec::new);
         for (i, e) in errors.iter().enumerate() {
-            if let Some(rate) = issues.probability(format!("{path}.errors[{i}].rate"), Some(e.rate)) {
+            if let Some(rate) = issues.probability(format!("{path}.errors[{i}].rate"), Some(e.rate))
+            {
                 list.push((e.status, rate));
             }
         }
@@ -780,7 +813,10 @@ fn apply_faults(issues: &mut Issues, path: &str, raw: &RawFaults<'_>, behavior: 
     if let Some(list) = statuses {
         for &(code, _) in &list {
             if !(100..=999).contains(&code) {
-                issues.push(format!("{path}.status"), format!("{code} is not an HTTP status (100..=999)"));
+                issues.push(
+                    format!("{path}.status"),
+                    format!("{code} is not an HTTP status (100..=999)"),
+                );
             }
         }
         let total: f64 = list.iter().map(|&(_, r)| r).sum();
@@ -802,7 +838,10 @@ fn apply_faults(issues: &mut Issues, path: &str, raw: &RawFaults<'_>, behavior: 
     if let Some(p) = issues.probability(format!("{path}.error_event_rate"), raw.error_event_rate) {
         behavior.error_event_rate = p;
     }
-    match (issues.probability(format!("{path}.drop_rate"), raw.drop_rate), raw.drop_after) {
+    match (
+        issues.probability(format!("{path}.drop_rate"), raw.drop_rate),
+        raw.drop_after,
+    ) {
         (Some(p), after) => behavior.drop_after = Some((after.unwrap_or(2), p)),
         (None, Some(_)) if raw.drop_rate.is_none() => issues.hint(
             format!("{path}.drop_after"),
@@ -852,7 +891,10 @@ fn validate_gateway(
                     origin: format!("gateway.file ({})", path.display()),
                 },
                 Err(e) => {
-                    issues.push("gateway.file", format!("cannot read {}: {e}", path.display()));
+                    issues.push(
+                        "gateway.file",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
                     return None;
                 }
             }
@@ -900,10 +942,12 @@ fn validate_expect(issues: &mut Issues, raw: &RawExpect) -> Expectations {
         a => a,
     };
     Expectations {
-        min_success_ratio: issues.probability("expect.min_success_ratio".into(), raw.min_success_ratio),
+        min_success_ratio: issues
+            .probability("expect.min_success_ratio".into(), raw.min_success_ratio),
         max_amplification,
         max_p99: issues.opt_duration("expect.max_p99".into(), raw.max_p99.as_ref()),
-        max_phase_p99: issues.opt_duration("expect.max_phase_p99".into(), raw.max_phase_p99.as_ref()),
+        max_phase_p99: issues
+            .opt_duration("expect.max_phase_p99".into(), raw.max_phase_p99.as_ref()),
         max_detect: issues.opt_duration("expect.max_detect".into(), raw.max_detect.as_ref()),
         max_recover: issues.opt_duration("expect.max_recover".into(), raw.max_recover.as_ref()),
         max_streams_cut: raw.max_streams_cut,
@@ -940,7 +984,11 @@ fn describe(phase: &Behavior, base: &Behavior) -> String {
             part.push_str(&format!("+0..{}", show(l.jitter)));
         }
         if l.spike_rate > 0.0 {
-            part.push_str(&format!(", {} spikes of {}", pct(l.spike_rate), show(l.spike)));
+            part.push_str(&format!(
+                ", {} spikes of {}",
+                pct(l.spike_rate),
+                show(l.spike)
+            ));
         }
         parts.push(part);
     }
@@ -1038,7 +1086,10 @@ min_success_ratio = 0.99
         assert_eq!(phases[1].faults, ["primary: 503 × 100%"]);
         let windows = s.fault_windows();
         assert_eq!(windows.len(), 1, "adjacent phases are one outage");
-        assert_eq!((windows[0].from, windows[0].to), (Duration::from_secs(2), Duration::from_secs(7)));
+        assert_eq!(
+            (windows[0].from, windows[0].to),
+            (Duration::from_secs(2), Duration::from_secs(7))
+        );
         assert_eq!(s.expect.min_success_ratio, Some(0.99));
         assert_eq!(s.load.concurrency, 4096);
     }
@@ -1052,7 +1103,10 @@ min_success_ratio = 0.99
         .unwrap();
         let urls: BTreeMap<String, String> = [
             ("primary".to_owned(), "http://127.0.0.1:1111/v1".to_owned()),
-            ("secondary".to_owned(), "http://127.0.0.1:2222/v1".to_owned()),
+            (
+                "secondary".to_owned(),
+                "http://127.0.0.1:2222/v1".to_owned(),
+            ),
         ]
         .into();
         let config = s.gateway_config(&urls).unwrap();
@@ -1073,11 +1127,20 @@ min_success_ratio = 0.99
         assert!(parse(&text).is_ok(), "{:?}", parse(&text).err());
         let unknown = text.replace("{sim.primary}", "{sim.primry}");
         let e = errors(&unknown);
-        assert!(e.contains("gateway.config: {sim.primry} names no simulated provider"), "{e}");
+        assert!(
+            e.contains("gateway.config: {sim.primry} names no simulated provider"),
+            "{e}"
+        );
         assert!(e.contains("primary, secondary"), "{e}");
-        let broken = text.replace("provider = \"primary\", model", "provider = \"ghost\", model");
+        let broken = text.replace(
+            "provider = \"primary\", model",
+            "provider = \"ghost\", model",
+        );
         let e = errors(&broken);
-        assert!(e.contains("gateway.config: routes.chat-default.targets[0].provider"), "{e}");
+        assert!(
+            e.contains("gateway.config: routes.chat-default.targets[0].provider"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1086,8 +1149,14 @@ min_success_ratio = 0.99
             .replace("status = 503 }", "status = 503, rate = 1.5 }")
             .replace("to = \"7s\"", "to = \"4s\"")
             .replace("rate = 50", "rate = 50\nconcurrency = 4")
-            .replace("min_success_ratio = 0.99", "min_success_ratio = 0.99\nmax_detect = \"soon\"")
-            .replace("region = \"us-east\"", "region = \"us-east\"\nformat = \"anthropic\"");
+            .replace(
+                "min_success_ratio = 0.99",
+                "min_success_ratio = 0.99\nmax_detect = \"soon\"",
+            )
+            .replace(
+                "region = \"us-east\"",
+                "region = \"us-east\"\nformat = \"anthropic\"",
+            );
         let e = errors(&text);
         for expected in [
             "providers.primary.timeline[0].rate: 1.5 is not within 0..=1",
@@ -1106,14 +1175,22 @@ min_success_ratio = 0.99
         assert!(e.contains("unknown field `rps`"), "{e}");
         assert!(e.starts_with("line "), "{e}");
         let e = errors(&MINIMAL.replace("from = \"5s\"", "from = \"4s\""));
-        assert!(e.contains("providers.primary.timeline[1].from: overlaps providers.primary.timeline[0]"), "{e}");
+        assert!(
+            e.contains(
+                "providers.primary.timeline[1].from: overlaps providers.primary.timeline[0]"
+            ),
+            "{e}"
+        );
         let e = errors(&MINIMAL.replace("[load]\nrate = 50\n", "[load]\n"));
         assert!(e.contains("neither rate nor concurrency"), "{e}");
         let e = errors(&MINIMAL.replace("format", "x").replace(
             "region = \"us-east\"",
             "region = \"us-east\"\nerrors = [{ status = 500, rate = 0.7 }, { status = 503, rate = 0.7 }]",
         ));
-        assert!(e.contains("providers.primary.errors: error rates add up to 1.4"), "{e}");
+        assert!(
+            e.contains("providers.primary.errors: error rates add up to 1.4"),
+            "{e}"
+        );
     }
 
     #[test]

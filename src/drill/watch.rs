@@ -302,7 +302,12 @@ mod tests {
         tracker.take(reading(State::Open), true);
         tracker.take(reading(State::Open), true);
         tracker.take(reading(State::Closed), true);
-        let states: Vec<&str> = tracker.observed.breaker_events.iter().map(|e| e.state).collect();
+        let states: Vec<&str> = tracker
+            .observed
+            .breaker_events
+            .iter()
+            .map(|e| e.state)
+            .collect();
         assert_eq!(states, ["open", "closed"]);
         assert_eq!(
             tracker.observed.breaker_events[0].provider.as_deref(),
