@@ -288,7 +288,10 @@ pub async fn run_observed(
         observer,
     });
     let started = Instant::now();
-    let end = started + spec.duration;
+    // A duration too large for the clock means "until max_requests".
+    let end = started
+        .checked_add(spec.duration)
+        .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400));
     let stream_share = if spec.stream_share.is_nan() {
         0.0
     } else {
@@ -620,6 +623,23 @@ mod tests {
         let secs = poisson.next_offset().as_secs_f64();
         assert!((9.5..10.5).contains(&secs), "{secs}");
         assert!(gaps_differ);
+    }
+
+    #[tokio::test]
+    async fn refused_connections_are_told_apart_and_a_huge_duration_is_fine() {
+        // Nothing listens on the discard port of loopback.
+        let spec = LoadSpec {
+            base_url: "http://127.0.0.1:9/v1".to_owned(),
+            concurrency: 2,
+            max_requests: 4,
+            duration: Duration::MAX,
+            ..LoadSpec::default()
+        };
+        let report = run(&spec, Arc::new(Live::default())).await;
+        assert_eq!(report.sent, 4);
+        assert_eq!(report.refused, 4);
+        assert_eq!(report.transport_errors, 4);
+        assert_eq!(report.ok, 0);
     }
 
     #[test]

@@ -18,6 +18,9 @@ use std::time::Duration;
 /// What a gateway config names a simulated provider's base URL with.
 pub const PLACEHOLDER_PREFIX: &str = "{sim.";
 
+/// The longest load a scenario may ask for.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 86_400);
+
 /// Stands in for a simulator's URL while the gateway config is validated,
 /// before any simulator runs.
 const PLACEHOLDER_URL: &str = "http://127.0.0.1:9/v1";
@@ -549,12 +552,23 @@ fn validate(raw: RawScenario, dir: &Path, default_name: &str) -> Result<Scenario
 }
 
 fn validate_load(issues: &mut Issues, raw: &RawLoad) -> Load {
-    let duration = issues
-        .duration("load.duration".into(), &raw.duration)
-        .unwrap_or_default();
-    if duration.is_zero() {
-        issues.push("load.duration", "must be greater than zero");
-    }
+    let duration = match issues.duration("load.duration".into(), &raw.duration) {
+        Some(d) if d.is_zero() => {
+            issues.push("load.duration", "must be greater than zero");
+            d
+        }
+        Some(d) if d > MAX_DURATION => {
+            issues.hint(
+                "load.duration",
+                format!("{} is longer than a week", show(d)),
+                "a drill runs in one process; soak for hours, not months",
+            );
+            d
+        }
+        Some(d) => d,
+        // Reported already; a stand-in keeps the phase checks quiet.
+        None => Duration::MAX,
+    };
     let rate = match (raw.rate, raw.concurrency) {
         (Some(_), Some(_)) => {
             issues.hint(
@@ -1179,6 +1193,11 @@ min_success_ratio = 0.99
             e.contains(
                 "providers.primary.timeline[1].from: overlaps providers.primary.timeline[0]"
             ),
+            "{e}"
+        );
+        let e = errors(&MINIMAL.replace("duration = \"10s\"", "duration = \"3000years\""));
+        assert!(
+            e.contains("load.duration: ") && e.contains("longer than a week"),
             "{e}"
         );
         let e = errors(&MINIMAL.replace("[load]\nrate = 50\n", "[load]\n"));
