@@ -398,8 +398,10 @@ models = ["gpt-4o"]
 status = 503
 [gateway]
 config = '''
+# The breaker never opens: every request gets the upstream's 503 at once.
 [defaults.breaker]
 consecutive_failures = 0
+min_requests = 100000
 [providers.down]
 base_url = "{sim.down}"
 [routes.chat-default]
