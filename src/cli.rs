@@ -34,6 +34,8 @@ pub enum Command {
     Sim(Box<crate::sim::cli::SimArgs>),
     /// A self-contained demo: simulated providers with a scripted outage, the gateway, and load.
     Demo(crate::demo::DemoArgs),
+    /// Rehearse an outage: run a scenario (simulated providers with scripted faults, a gateway, load) and check its expectations. Exit code 1 when an expectation fails, 2 when the drill cannot run.
+    Drill(crate::drill::DrillArgs),
     /// Read the request log from the configured store.
     Log {
         #[command(subcommand)]
@@ -91,6 +93,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => Task::Demo(args),
         Command::Log { command } => Task::Log(command),
         Command::Keys(args) => Task::Keys(args),
+        Command::Drill(args) => Task::Drill(args),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -103,6 +106,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     exit_code(match task {
+        Task::Drill(args) => return drill_exit_code(runtime.block_on(crate::drill::run(args))),
         Task::Sim(args) => runtime.block_on(crate::sim::cli::run(*args)),
         Task::Demo(args) => runtime.block_on(crate::demo::run(args)),
         Task::Log(command) => runtime.block_on(log(command)),
@@ -116,6 +120,20 @@ enum Task {
     Demo(crate::demo::DemoArgs),
     Log(LogCommand),
     Keys(crate::keys::cli::KeysArgs),
+    Drill(crate::drill::DrillArgs),
+}
+
+/// 0 passed, 1 an expectation failed, 2 the drill could not run: a script
+/// can tell a failed rehearsal from a broken one.
+fn drill_exit_code(result: anyhow::Result<crate::drill::Verdict>) -> ExitCode {
+    match result {
+        Ok(crate::drill::Verdict::Passed) => ExitCode::SUCCESS,
+        Ok(crate::drill::Verdict::Failed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn exit_code(result: anyhow::Result<()>) -> ExitCode {
