@@ -128,6 +128,45 @@ async fn primary_outage_is_invisible_and_amplification_stays_within_the_retry_bu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fails_over_across_dialects_invisibly() {
+    use switchyard::sim::SimEndpoint;
+    let (drill, report) = drill("ci/provider-failover.toml").await;
+    let summary = table(&report);
+    let client = &report.client;
+    assert_eq!(client.requests, 800, "{summary}");
+    assert!(client.success_ratio.unwrap_or(0.0) >= 0.999, "{summary}");
+    assert_eq!(client.streams_cut, 0, "{summary}");
+    // Each simulator was spoken to in its own dialect, and while both the
+    // OpenAI primary and Anthropic were down, Gemini carried the load.
+    let endpoints = |name: &str| -> Vec<SimEndpoint> {
+        drill.sims[name]
+            .requests()
+            .iter()
+            .map(|r| r.endpoint)
+            .collect()
+    };
+    assert!(endpoints("openai")
+        .iter()
+        .all(|e| matches!(e, SimEndpoint::OpenAiChat)));
+    let claude = endpoints("claude");
+    assert!(
+        !claude.is_empty() && claude.iter().all(|e| *e == SimEndpoint::AnthropicMessages),
+        "{summary}"
+    );
+    let gemini = endpoints("gemini");
+    assert!(
+        !gemini.is_empty()
+            && gemini.iter().all(|e| matches!(
+                e,
+                SimEndpoint::GeminiGenerateContent | SimEndpoint::GeminiStreamGenerateContent
+            )),
+        "{summary}"
+    );
+    assert!(report.passed, "{summary}");
+    drill.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regional_outage_shifts_traffic_to_the_other_region_and_back() {
     let (drill, report) = drill("ci/regional-outage.toml").await;
     let summary = table(&report);

@@ -121,9 +121,10 @@ impl SelfContained {
                 .with_context(|| format!("starting simulator {}", p.name))?;
             sims.insert(p.name.clone(), sim);
         }
-        let urls = sims
+        let urls = scenario
+            .providers
             .iter()
-            .map(|(name, sim)| (name.clone(), sim.base_url()))
+            .filter_map(|p| Some((p.name.clone(), p.format.base_url(sims.get(&p.name)?))))
             .collect();
         let config = scenario
             .gateway_config(&urls)

@@ -195,15 +195,37 @@ pub struct Scenario {
     pub expect: Expectations,
 }
 
+/// An `api_key_env` that resolves to a fixed key in a self-contained drill
+/// (simulators accept any key), unless the environment sets it.
+pub const SIM_KEY_ENV: &str = "SWITCHYARD_DRILL_SIM_KEY";
+
+/// The dialect the gateway uses with a simulated provider. The simulator
+/// answers every dialect at its own paths; the format decides what
+/// `{sim.NAME}` stands for in the gateway config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     OpenAi,
+    AzureOpenAi,
+    Anthropic,
+    Gemini,
 }
 
 impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::OpenAi => "openai",
+            Format::AzureOpenAi => "azure_openai",
+            Format::Anthropic => "anthropic",
+            Format::Gemini => "gemini",
+        }
+    }
+
+    /// The base URL a provider of this kind is configured with: OpenAI's
+    /// includes `/v1`; the others add their own paths to the origin.
+    pub fn base_url(self, sim: &crate::sim::SimHandle) -> String {
+        match self {
+            Format::OpenAi => sim.base_url(),
+            Format::AzureOpenAi | Format::Anthropic | Format::Gemini => sim.origin(),
         }
     }
 }
@@ -423,7 +445,14 @@ fn gateway_config(
             )),
         }]));
     }
-    let mut config = Config::from_toml(&text, |name| std::env::var(name).ok()).map_err(|e| {
+    // Simulated Anthropic and Gemini providers want some key; a scenario
+    // names this variable rather than put a secret in the file.
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| (name == SIM_KEY_ENV).then(|| "drill-simulator-key".to_owned()))
+    };
+    let mut config = Config::from_toml(&text, env).map_err(|e| {
         ConfigErrors(
             e.0.into_iter()
                 .map(|issue| ConfigIssue {
@@ -691,19 +720,14 @@ fn validate_provider(
     }
     let format = match raw.format.as_deref() {
         None | Some("openai") => Format::OpenAi,
-        Some(f @ ("anthropic" | "gemini")) => {
-            issues.hint(
-                format!("{path}.format"),
-                format!("format \"{f}\" is not supported yet"),
-                "the simulator speaks the \"openai\" format only for now",
-            );
-            Format::OpenAi
-        }
+        Some("azure_openai") => Format::AzureOpenAi,
+        Some("anthropic") => Format::Anthropic,
+        Some("gemini") => Format::Gemini,
         Some(other) => {
             issues.hint(
                 format!("{path}.format"),
                 format!("unknown format \"{other}\""),
-                "one of: openai (anthropic and gemini are coming)",
+                "one of: openai, azure_openai, anthropic, gemini (the gateway provider's `kind`)",
             );
             Format::OpenAi
         }
@@ -1184,7 +1208,7 @@ min_success_ratio = 0.99
             )
             .replace(
                 "region = \"us-east\"",
-                "region = \"us-east\"\nformat = \"anthropic\"",
+                "region = \"us-east\"\nformat = \"cohere\"",
             );
         let e = errors(&text);
         for expected in [
@@ -1192,7 +1216,7 @@ min_success_ratio = 0.99
             "providers.primary.timeline[1].to: ends (4s) before it starts (5s)",
             "load: rate and concurrency are both set",
             "expect.max_detect: invalid duration \"soon\"",
-            "providers.primary.format: format \"anthropic\" is not supported yet",
+            "providers.primary.format: unknown format \"cohere\"",
         ] {
             assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
         }
