@@ -59,6 +59,7 @@ pub struct ServerSettings {
     pub max_request_body: usize,
     pub max_response_body: usize,
     pub drain_timeout: Duration,
+    pub header_read_timeout: Duration,
     pub region: Option<String>,
     pub watch_config: bool,
     pub public_status: bool,
@@ -758,6 +759,11 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         drain_timeout: issues.duration(
             "server.drain_timeout".into(),
             raw.server.drain_timeout.as_ref(),
+            Duration::from_secs(30),
+        ),
+        header_read_timeout: issues.positive_duration(
+            "server.header_read_timeout".into(),
+            raw.server.header_read_timeout.as_ref(),
             Duration::from_secs(30),
         ),
         region: env("SWITCHYARD_REGION")
