@@ -117,9 +117,9 @@ impl GatewayError {
             GatewayError::Body(
                 BodyError::InvalidJson(_) | BodyError::Empty | BodyError::NotAnObject,
             ) => "invalid_json",
-            GatewayError::Body(BodyError::ModelNotString | BodyError::StreamNotBool) => {
-                "invalid_type"
-            }
+            GatewayError::Body(
+                BodyError::ModelNotString | BodyError::StreamNotBool | BodyError::MessagesNotArray,
+            ) => "invalid_type",
             GatewayError::BodyRead(_) => "body_read_error",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
             GatewayError::UnknownModel { .. } => "model_not_found",

@@ -40,6 +40,8 @@ pub enum BodyError {
     ModelNotString,
     #[error("'stream' must be a boolean")]
     StreamNotBool,
+    #[error("'messages' must be an array")]
+    MessagesNotArray,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +50,8 @@ struct Peek<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
 }
 
 impl InspectedBody {
@@ -84,6 +88,11 @@ impl InspectedBody {
             Some("true") => true,
             Some(_) => return Err(BodyError::StreamNotBool),
         };
+        // Refused here rather than upstream: some upstreams accept it, and a
+        // translating adapter would otherwise fail in a less helpful way.
+        if peek.messages.is_some_and(|m| !m.get().starts_with('[')) {
+            return Err(BodyError::MessagesNotArray);
+        }
         // RawValue borrows from `body`, so its offset locates the bytes to replace.
         let start = raw_model.get().as_ptr() as usize - body.as_ptr() as usize;
         let model_span = start..start + raw_model.get().len();
@@ -193,6 +202,14 @@ mod tests {
             parse(r#"{"model":"m","stream":"yes"}"#).unwrap_err(),
             BodyError::StreamNotBool
         );
+        for messages in ["5", "\"hi\"", "{}", "true"] {
+            assert_eq!(
+                parse(&format!(r#"{{"model":"m","messages":{messages}}}"#)).unwrap_err(),
+                BodyError::MessagesNotArray,
+                "{messages}"
+            );
+        }
+        assert!(parse(r#"{"model":"m","messages":[]}"#).is_ok());
         assert!(
             matches!(parse(r#"{"model":"a","model":"b"}"#).unwrap_err(), BodyError::InvalidJson(m) if m.contains("duplicate"))
         );

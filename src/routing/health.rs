@@ -283,7 +283,10 @@ impl AttemptGuard {
         self.done = true;
         let h = &self.health;
         h.inflight.fetch_sub(1, Ordering::Relaxed);
-        if matches!(class, FailureClass::ClientError | FailureClass::ContextLength) {
+        if matches!(
+            class,
+            FailureClass::ClientError | FailureClass::ContextLength
+        ) {
             // The upstream answered sensibly about a bad request: alive.
             if self.probe {
                 let t = lock(&h.breaker).on_success(now, true);

@@ -141,9 +141,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for SniffDeadline<T> {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Err(
-                io::Error::new(io::ErrorKind::TimedOut, "no request within the header-read timeout"),
-            )),
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the header-read timeout",
+                )))
+            }
             other => other,
         }
     }
