@@ -115,7 +115,10 @@ impl GatewayError {
         match self {
             GatewayError::Body(BodyError::MissingModel) => "missing_model",
             GatewayError::Body(
-                BodyError::InvalidJson(_) | BodyError::Empty | BodyError::NotAnObject,
+                BodyError::InvalidJson(_)
+                | BodyError::Empty
+                | BodyError::NotAnObject
+                | BodyError::TooDeep,
             ) => "invalid_json",
             GatewayError::Body(
                 BodyError::ModelNotString | BodyError::StreamNotBool | BodyError::MessagesNotArray,
