@@ -17,6 +17,8 @@ pub enum GatewayError {
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("the request body did not arrive within {} ms", .after.as_millis())]
+    BodyTimeout { after: Duration },
     #[error("the model `{model}` does not exist; known models: {known}")]
     UnknownModel { model: String, known: String },
     #[error("method {method} is not allowed on {path}; allowed: {allowed}")]
@@ -82,6 +84,7 @@ impl GatewayError {
         match self {
             GatewayError::Body(_) | GatewayError::BodyRead(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -100,6 +103,7 @@ impl GatewayError {
             GatewayError::Body(_)
             | GatewayError::BodyRead(_)
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::BodyTimeout { .. }
             | GatewayError::UnknownModel { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::MethodNotAllowed { .. } => "invalid_request_error",
@@ -125,6 +129,7 @@ impl GatewayError {
             ) => "invalid_type",
             GatewayError::BodyRead(_) => "body_read_error",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
+            GatewayError::BodyTimeout { .. } => "request_timeout",
             GatewayError::UnknownModel { .. } => "model_not_found",
             GatewayError::NotFound { .. } => "unknown_url",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",

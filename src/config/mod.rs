@@ -60,6 +60,7 @@ pub struct ServerSettings {
     pub max_response_body: usize,
     pub drain_timeout: Duration,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub region: Option<String>,
     pub watch_config: bool,
     pub public_status: bool,
@@ -765,6 +766,11 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             "server.header_read_timeout".into(),
             raw.server.header_read_timeout.as_ref(),
             Duration::from_secs(30),
+        ),
+        body_read_timeout: issues.positive_duration(
+            "server.body_read_timeout".into(),
+            raw.server.body_read_timeout.as_ref(),
+            Duration::from_secs(60),
         ),
         region: env("SWITCHYARD_REGION")
             .filter(|r| !r.is_empty())

@@ -89,6 +89,9 @@ pub struct RawServer {
     /// connection, to show which protocol it speaks); also the idle timeout
     /// of HTTP/1 keep-alive connections.
     pub header_read_timeout: Option<String>,
+    /// How long a client may take to send a request's body once its head
+    /// arrived (slow-body guard).
+    pub body_read_timeout: Option<String>,
     /// This node's region; `SWITCHYARD_REGION` overrides it.
     pub region: Option<String>,
     /// Reload the config when the file changes (checked every 2 s). SIGHUP
