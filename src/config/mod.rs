@@ -272,7 +272,19 @@ impl Config {
                 .span()
                 .map(|s| format!("line {}", line_of(text, s.start)))
                 .unwrap_or_else(|| "config".to_owned());
-            ConfigErrors::one(path, e.message().to_owned(), None)
+            // toml reports a control character in a comment with an empty
+            // message (found by fuzzing): name the character instead.
+            let message = match e.message() {
+                "" => e
+                    .span()
+                    .and_then(|s| text.get(s.start..)?.chars().next())
+                    .map_or_else(
+                        || "invalid TOML".to_owned(),
+                        |c| format!("unexpected character {c:?}"),
+                    ),
+                m => m.to_owned(),
+            };
+            ConfigErrors::one(path, message, None)
         })?;
         validate(raw, &env)
     }
