@@ -516,6 +516,7 @@ async fn hostile_clients_get_clean_refusals_while_healthy_traffic_flows() {
     oversized_heads(&main).await;
     malformed_http(&main).await;
     slow_and_silent_clients(&strict).await;
+    silent_h2_clients(&strict).await;
     rss_peak = rss_peak.max(rss_bytes());
     rss_peak = rss_peak.max(idle_keep_alive_connections(&main, &strict).await);
     resets(&main, &slow, &slow_upstream).await;
@@ -826,6 +827,29 @@ async fn slow_and_silent_clients(gw: &Gateway) {
         assert!(
             reply.sent < full as u64,
             "{what}: the gateway waited for all {full} bytes: {reply:?}"
+        );
+    }
+}
+
+/// h2c clients that complete the handshake and then never answer a ping
+/// are dropped (the HTTP/2 side of the header-read timeout).
+async fn silent_h2_clients(gw: &Gateway) {
+    let mut tasks = JoinSet::new();
+    for _ in 0..10 {
+        let addr = gw.addr();
+        tasks.spawn(async move {
+            let (mut read, write) = h2_connect(addr).await;
+            let mut seen = H2Seen::default();
+            read_h2(&mut read, &mut seen, |_| false).await;
+            drop(write);
+            seen
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let seen = done.expect("silent h2 task");
+        assert!(
+            seen.closed || seen.goaway.is_some(),
+            "silent h2 client kept: {seen:?}"
         );
     }
 }

@@ -87,7 +87,8 @@ pub struct RawServer {
     pub drain_timeout: Option<String>,
     /// How long a client may take to send a request's head (and, on a new
     /// connection, to show which protocol it speaks); also the idle timeout
-    /// of HTTP/1 keep-alive connections.
+    /// of HTTP/1 keep-alive connections, and how long an HTTP/2 client may
+    /// leave a ping unanswered.
     pub header_read_timeout: Option<String>,
     /// How long a client may take to send a request's body once its head
     /// arrived (slow-body guard).
