@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
         Err(errors) => {
             assert!(!errors.0.is_empty(), "an error without issues");
             for issue in &errors.0 {
-                assert!(!issue.path.is_empty() && !issue.message.is_empty(), "{issue:?}");
+                assert!(
+                    !issue.path.is_empty() && !issue.message.is_empty(),
+                    "{issue:?}"
+                );
             }
             errors.to_string()
         }

@@ -47,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
     for model in models {
         let literal = serde_json::to_vec(&model).expect("a string serializes");
         let rewritten = inspected.with_model(&literal);
-        assert_eq!(rewritten.get(..start), data.get(..start), "bytes before the model");
+        assert_eq!(
+            rewritten.get(..start),
+            data.get(..start),
+            "bytes before the model"
+        );
         assert_eq!(
             rewritten.get(start..start + literal.len()),
             Some(&literal[..]),

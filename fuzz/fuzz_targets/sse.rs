@@ -30,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole_pending, bytewise_pending);
 
     let framed: Vec<u8> = whole.iter().flat_map(|e| e.iter().copied()).collect();
-    assert_eq!(framed.len() + whole_pending, stream.len(), "bytes lost or repeated");
+    assert_eq!(
+        framed.len() + whole_pending,
+        stream.len(),
+        "bytes lost or repeated"
+    );
     assert_eq!(stream.get(..framed.len()), Some(&framed[..]));
     for event in &whole {
         assert!(
