@@ -18,6 +18,8 @@ pub enum GatewayError {
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("the request body did not arrive within {} ms", .after.as_millis())]
+    BodyTimeout { after: Duration },
     #[error("the model `{model}` does not exist; known models: {known}")]
     UnknownModel { model: String, known: String },
     #[error("method {method} is not allowed on {path}; allowed: {allowed}")]
@@ -105,6 +107,7 @@ impl GatewayError {
             | GatewayError::Unsupported(_)
             | GatewayError::Inbound(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -129,6 +132,7 @@ impl GatewayError {
             GatewayError::Body(_)
             | GatewayError::BodyRead(_)
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::BodyTimeout { .. }
             | GatewayError::UnknownModel { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::MethodNotAllowed { .. }
@@ -153,13 +157,17 @@ impl GatewayError {
         match self {
             GatewayError::Body(BodyError::MissingModel) => "missing_model",
             GatewayError::Body(
-                BodyError::InvalidJson(_) | BodyError::Empty | BodyError::NotAnObject,
+                BodyError::InvalidJson(_)
+                | BodyError::Empty
+                | BodyError::NotAnObject
+                | BodyError::TooDeep,
             ) => "invalid_json",
-            GatewayError::Body(BodyError::ModelNotString | BodyError::StreamNotBool) => {
-                "invalid_type"
-            }
+            GatewayError::Body(
+                BodyError::ModelNotString | BodyError::StreamNotBool | BodyError::MessagesNotArray,
+            ) => "invalid_type",
             GatewayError::BodyRead(_) => "body_read_error",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
+            GatewayError::BodyTimeout { .. } => "request_timeout",
             GatewayError::UnknownModel { .. } => "model_not_found",
             GatewayError::NotFound { .. } => "unknown_url",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",

@@ -40,7 +40,16 @@ pub enum BodyError {
     ModelNotString,
     #[error("'stream' must be a boolean")]
     StreamNotBool,
+    #[error("'messages' must be an array")]
+    MessagesNotArray,
+    #[error("the request body nests arrays and objects deeper than {MAX_DEPTH} levels")]
+    TooDeep,
 }
+
+/// The deepest nesting serde_json reads (its recursion limit is 128): a
+/// body nested deeper could not be read into a `serde_json::Value` by an
+/// adapter or a serde-based upstream.
+pub const MAX_DEPTH: usize = 127;
 
 #[derive(Deserialize)]
 struct Peek<'a> {
@@ -48,6 +57,8 @@ struct Peek<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
 }
 
 impl InspectedBody {
@@ -84,6 +95,16 @@ impl InspectedBody {
             Some("true") => true,
             Some(_) => return Err(BodyError::StreamNotBool),
         };
+        // Refused here rather than upstream: some upstreams accept it, and a
+        // translating adapter would otherwise fail in a less helpful way.
+        if peek.messages.is_some_and(|m| !m.get().starts_with('[')) {
+            return Err(BodyError::MessagesNotArray);
+        }
+        // serde_json skips the fields it does not peek at without a depth
+        // limit, so 100k nested brackets would otherwise be sent upstream.
+        if nests_deeper_than(&body, MAX_DEPTH) {
+            return Err(BodyError::TooDeep);
+        }
         // RawValue borrows from `body`, so its offset locates the bytes to replace.
         let start = raw_model.get().as_ptr() as usize - body.as_ptr() as usize;
         let model_span = start..start + raw_model.get().len();
@@ -121,6 +142,40 @@ impl InspectedBody {
         out.extend_from_slice(&self.body[end..]);
         out.freeze()
     }
+}
+
+/// Whether valid JSON nests arrays and objects deeper than `max`. One pass
+/// that jumps over strings (most of a chat body) with memchr.
+fn nests_deeper_than(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut rest = json;
+    while let Some((&byte, tail)) = rest.split_first() {
+        rest = tail;
+        match byte {
+            b'"' => loop {
+                let Some(at) = memchr::memchr2(b'"', b'\\', rest) else {
+                    return false;
+                };
+                let closing = rest.get(at) == Some(&b'"');
+                // An escape covers the byte after the backslash.
+                rest = rest
+                    .get(at + if closing { 1 } else { 2 }..)
+                    .unwrap_or_default();
+                if closing {
+                    break;
+                }
+            },
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// `{"error":{"message","type","code"}}`, the shape OpenAI SDKs parse.
@@ -192,6 +247,36 @@ mod tests {
         assert_eq!(
             parse(r#"{"model":"m","stream":"yes"}"#).unwrap_err(),
             BodyError::StreamNotBool
+        );
+        for messages in ["5", "\"hi\"", "{}", "true"] {
+            assert_eq!(
+                parse(&format!(r#"{{"model":"m","messages":{messages}}}"#)).unwrap_err(),
+                BodyError::MessagesNotArray,
+                "{messages}"
+            );
+        }
+        assert!(parse(r#"{"model":"m","messages":[]}"#).is_ok());
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"model":"m","x":{}"[{{\"]"{}}}"#,
+                "[".repeat(depth - 1),
+                "]".repeat(depth - 1)
+            )
+        };
+        // As deep as serde_json reads into a Value, and no deeper.
+        let deepest = nested(MAX_DEPTH);
+        assert!(serde_json::from_str::<serde_json::Value>(&deepest).is_ok());
+        assert!(parse(&deepest).is_ok());
+        let too_deep = nested(MAX_DEPTH + 1);
+        assert!(serde_json::from_str::<serde_json::Value>(&too_deep).is_err());
+        assert_eq!(parse(&too_deep).unwrap_err(), BodyError::TooDeep);
+        assert_eq!(
+            parse(&format!(
+                r#"{{"model":"m","x":{}}}"#,
+                "[".repeat(100_000) + &"]".repeat(100_000)
+            ))
+            .unwrap_err(),
+            BodyError::TooDeep
         );
         assert!(
             matches!(parse(r#"{"model":"a","model":"b"}"#).unwrap_err(), BodyError::InvalidJson(m) if m.contains("duplicate"))

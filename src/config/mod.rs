@@ -124,6 +124,8 @@ pub struct ServerSettings {
     pub max_request_body: usize,
     pub max_response_body: usize,
     pub drain_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub region: Option<String>,
     pub watch_config: bool,
     pub public_status: bool,
@@ -480,7 +482,19 @@ impl Config {
                 .span()
                 .map(|s| format!("line {}", line_of(text, s.start)))
                 .unwrap_or_else(|| "config".to_owned());
-            ConfigErrors::one(path, e.message().to_owned(), None)
+            // toml reports a control character in a comment with an empty
+            // message (found by fuzzing): name the character instead.
+            let message = match e.message() {
+                "" => e
+                    .span()
+                    .and_then(|s| text.get(s.start..)?.chars().next())
+                    .map_or_else(
+                        || "invalid TOML".to_owned(),
+                        |c| format!("unexpected character {c:?}"),
+                    ),
+                m => m.to_owned(),
+            };
+            ConfigErrors::one(path, message, None)
         })?;
         validate(raw, &env)
     }
@@ -1022,6 +1036,16 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             "server.drain_timeout".into(),
             raw.server.drain_timeout.as_ref(),
             Duration::from_secs(30),
+        ),
+        header_read_timeout: issues.positive_duration(
+            "server.header_read_timeout".into(),
+            raw.server.header_read_timeout.as_ref(),
+            Duration::from_secs(30),
+        ),
+        body_read_timeout: issues.positive_duration(
+            "server.body_read_timeout".into(),
+            raw.server.body_read_timeout.as_ref(),
+            Duration::from_secs(60),
         ),
         region: env("SWITCHYARD_REGION")
             .filter(|r| !r.is_empty())

@@ -118,6 +118,14 @@ pub struct RawServer {
     pub max_request_body: Option<RawSize>,
     pub max_response_body: Option<RawSize>,
     pub drain_timeout: Option<String>,
+    /// How long a client may take to send a request's head (and, on a new
+    /// connection, to show which protocol it speaks); also the idle timeout
+    /// of HTTP/1 keep-alive connections, and how long an HTTP/2 client may
+    /// leave a ping unanswered.
+    pub header_read_timeout: Option<String>,
+    /// How long a client may take to send a request's body once its head
+    /// arrived (slow-body guard).
+    pub body_read_timeout: Option<String>,
     /// This node's region; `SWITCHYARD_REGION` overrides it.
     pub region: Option<String>,
     /// Reload the config when the file changes (checked every 2 s). SIGHUP

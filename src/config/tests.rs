@@ -61,6 +61,17 @@ fn secrets_never_show_in_debug() {
 }
 
 #[test]
+fn toml_errors_always_say_what_is_wrong() {
+    // Fuzzing found control characters in comments reported with no message.
+    for text in ["# a\u{0}b\n", "x = 1\n# \u{7f}\n"] {
+        let errs = Config::from_toml(text, env_with_keys).unwrap_err();
+        let issue = &errs.0[0];
+        assert!(issue.message.contains("unexpected character"), "{issue:?}");
+        assert!(issue.path.starts_with("line "), "{issue:?}");
+    }
+}
+
+#[test]
 fn unknown_provider_names_the_path_and_known_ones() {
     let errs = errors(
         r#"

@@ -320,7 +320,15 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         })
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
+/// The body, refused with 413 past `limit` (at once if the declared length
+/// says so) and with 408 if it has not all arrived within `timeout`: a client
+/// trickling a body must not hold a connection and a handler forever.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, GatewayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -328,7 +336,10 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::PayloadTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| GatewayError::BodyTimeout { after: timeout })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(GatewayError::PayloadTooLarge { limit })
@@ -362,7 +373,13 @@ async fn proxy(
             let presented = crate::keys::presented_secret(&parts.headers).unwrap_or_default();
             key = Some(keys.authenticate(presented).await?);
         }
-        let mut bytes = read_body(body, &parts.headers, config.server.max_request_body).await?;
+        let mut bytes = read_body(
+            body,
+            &parts.headers,
+            config.server.max_request_body,
+            config.server.body_read_timeout,
+        )
+        .await?;
         if inbound == Inbound::Anthropic {
             bytes = Bytes::from(anthropic::request_to_openai(&bytes)?);
         }

@@ -4,6 +4,7 @@
 //! a response; it never decides about retries and never talks to upstreams
 //! itself.
 
+mod accept;
 mod handlers;
 pub mod reload;
 pub mod status;
@@ -18,8 +19,7 @@ use crate::telemetry::slo::SloRegistry;
 use crate::telemetry::stats::StatsRegistry;
 use crate::telemetry::{Counters, CountersSnapshot};
 use arc_swap::ArcSwap;
-use axum::serve::ListenerExt;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -154,30 +154,20 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let drain_timeout = state.table.load().config.server.drain_timeout;
-    let (drain_tx, mut drain_rx) = watch::channel(false);
-    let listener = listener.tap_io(|tcp| {
-        // Small SSE events must not wait for Nagle's algorithm.
-        let _ = tcp.set_nodelay(true);
-    });
+    let settings = state.table.load().config.server.clone();
+    let limits = accept::ConnLimits {
+        header_read_timeout: settings.header_read_timeout,
+    };
     let app = handlers::router(state.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = drain_rx.wait_for(|draining| *draining).await;
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => return result,
-        () = shutdown => {}
-    }
+    let connections = accept::accept_until(listener, app, limits, shutdown).await;
     state.draining.store(true, Ordering::SeqCst);
-    let _ = drain_tx.send(true);
-    match tokio::time::timeout(drain_timeout, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!("drain timeout reached; closing the remaining connections");
-            Ok(())
-        }
+    if tokio::time::timeout(settings.drain_timeout, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing the remaining connections");
     }
+    Ok(())
 }
 
 /// Runs the gateway until SIGINT/SIGTERM, then drains. One single-threaded

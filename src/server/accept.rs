@@ -1,0 +1,245 @@
+//! The accept loop and the per-connection HTTP settings: HTTP/1 and HTTP/2
+//! (h2c prior knowledge) on one port, the header-read timeout, and graceful
+//! shutdown of every connection. Hand-rolled on hyper-util instead of
+//! `axum::serve`, which sets no timer and so cannot time out a client that
+//! never finishes its request head (slow-loris).
+//! It serves whatever router it is given; it knows nothing about requests.
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::time::Sleep;
+
+/// What a connection is allowed, from the validated config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnLimits {
+    pub header_read_timeout: Duration,
+}
+
+/// Accepts until `stop` resolves, then stops accepting and returns a handle
+/// that finishes every open connection gracefully.
+pub(crate) async fn accept_until(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    stop: impl Future<Output = ()>,
+) -> GracefulShutdown {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    // The HTTP/2 counterpart: a peer that stops answering pings for as
+    // long (a client that sent the preface and went silent) is dropped.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => tcp,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Typically fd exhaustion: back off instead of spinning
+                    // until connections close.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                        () = &mut stop => break,
+                    }
+                }
+            },
+            () = &mut stop => break,
+        };
+        // Small SSE events must not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(SniffDeadline::new(tcp, limits.header_read_timeout));
+        let service = TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                // Clients vanishing, timing out or speaking garbage is routine.
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    graceful
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Fails a connection's reads once its deadline passes while the protocol
+/// is still undecided. hyper-util tells HTTP/1 from HTTP/2 by reading until
+/// the bytes stop matching the HTTP/2 preface, without a timeout of its own,
+/// and hyper's HTTP/1 header timer only starts after that: without this, a
+/// client that connects and sends nothing (or the preface a byte a minute)
+/// would hold its socket forever. Disarmed for good once the protocol is
+/// known, so it costs nothing afterwards.
+struct SniffDeadline<T> {
+    inner: T,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Bytes read so far, all matching the preface.
+    matched: usize,
+}
+
+impl<T> SniffDeadline<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        SniffDeadline {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            matched: 0,
+        }
+    }
+
+    /// Whether the bytes read so far settle the protocol (the same rule as
+    /// hyper-util's sniffing: a mismatch, the whole preface, or EOF).
+    fn decided_by(&mut self, new: &[u8]) -> bool {
+        if new.is_empty() {
+            return true;
+        }
+        let expected = H2_PREFACE.get(self.matched..).unwrap_or_default();
+        if expected.iter().zip(new).any(|(a, b)| a != b) || new.len() >= expected.len() {
+            return true;
+        }
+        self.matched += new.len();
+        false
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for SniffDeadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let Some(deadline) = self.deadline.as_mut() else {
+            return poll;
+        };
+        match poll {
+            Poll::Ready(Ok(())) => {
+                let new = buf.filled().get(before..).unwrap_or_default();
+                if self.decided_by(new) {
+                    self.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the header-read timeout",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for SniffDeadline<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn sniffer() -> SniffDeadline<tokio::io::Empty> {
+        SniffDeadline::new(tokio::io::empty(), Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn protocol_is_decided_like_hyper_util() {
+        let mut s = sniffer();
+        assert!(s.decided_by(b"GET / HTTP/1.1\r\n"), "HTTP/1 at once");
+        let mut s = sniffer();
+        assert!(!s.decided_by(b"P"), "POST and PRI share a P");
+        assert!(s.decided_by(b"O"), "POST");
+        let mut s = sniffer();
+        for &b in H2_PREFACE.iter().take(H2_PREFACE.len() - 1) {
+            assert!(!s.decided_by(&[b]), "undecided inside the preface");
+        }
+        assert!(s.decided_by(b"\n"), "the whole preface");
+        let mut s = sniffer();
+        assert!(!s.decided_by(b"PRI * HTTP/2.0"));
+        assert!(s.decided_by(b""), "EOF");
+        let mut s = sniffer();
+        assert!(s.decided_by(H2_PREFACE), "preface in one read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_connection_times_out() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut s = SniffDeadline::new(server, Duration::from_secs(5));
+        let mut buf = [0u8; 8];
+        let err = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn decided_connection_never_times_out() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut s = SniffDeadline::new(server, Duration::from_secs(5));
+        client.write_all(b"GET").await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).await.unwrap(), 3);
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            client.write_all(b" /").await.unwrap();
+            client
+        });
+        assert_eq!(s.read(&mut buf).await.unwrap(), 2);
+        drop(late.await.unwrap());
+    }
+}
