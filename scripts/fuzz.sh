@@ -5,6 +5,10 @@
 #
 #   scripts/fuzz.sh [SECONDS]
 #
+# FUZZ_BUILD=dev builds without optimizations (several times faster to
+# compile, slower to run): what CI uses for its short smoke runs. The
+# default optimized build is for long runs (BENCHMARKS.md).
+#
 # Stable toolchain only: cargo-fuzz passes nightly -Z flags, which stable
 # rustc accepts under RUSTC_BOOTSTRAP=1. AddressSanitizer is used when the
 # toolchain ships its runtime, otherwise plain coverage-guided fuzzing.
@@ -30,8 +34,13 @@ else
   sanitizer=none
 fi
 
-echo "== building fuzz targets (sanitizer: $sanitizer)"
-cargo fuzz build --sanitizer "$sanitizer"
+profile=()
+if [[ "${FUZZ_BUILD:-}" == dev ]]; then
+  profile=(--dev)
+fi
+
+echo "== building fuzz targets (sanitizer: $sanitizer, ${FUZZ_BUILD:-optimized})"
+cargo fuzz build "${profile[@]}" --sanitizer "$sanitizer"
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -40,7 +49,7 @@ for target in $(cargo fuzz list); do
   mkdir -p "fuzz/corpus/$target" "$scratch/$target"
   log="$scratch/$target.log"
   # -timeout: one input taking this long is a hang, and a failure.
-  if cargo fuzz run --sanitizer "$sanitizer" "$target" \
+  if cargo fuzz run "${profile[@]}" --sanitizer "$sanitizer" "$target" \
       "$scratch/$target" "fuzz/corpus/$target" -- \
       -max_total_time="$seconds" -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)"
