@@ -2221,11 +2221,8 @@ impl super::Provider for Gemini {
     }
 
     fn urls(&self, base: &str, model: &str, _api_version: Option<&str>) -> Option<super::Urls> {
-        let safe = !model.is_empty()
-            && model
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !safe {
+        // `path` percent-encodes what a URL path cannot carry.
+        if model.is_empty() {
             return None;
         }
         Some(super::Urls {
