@@ -7,8 +7,6 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
-use std::process::Command;
 use switchyard::sim::{Fault, FaultAction};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,21 +24,7 @@ async fn official_anthropic_sdk_works_through_the_gateway() {
         FaultAction::DropAfter(2).into(),
     ]);
     let gw = gateway(&[&primary, &secondary], FAST).await;
-    let base_url = gw.base_url();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/anthropic_client.py");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python()).arg(script).arg(base_url).output()
-    })
-    .await
-    .unwrap()
-    .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("python printed JSON");
+    let v = run_python_client("anthropic_client", gw.base_url()).await;
     assert_eq!(v["failures"], serde_json::json!([]), "{v:#}");
     assert_eq!(
         v["plain"]["target"], "p1/gpt-4o",

@@ -548,11 +548,12 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Problems collected while validating (also used by `drill::scenario`).
 #[derive(Default)]
-struct Issues(Vec<ConfigIssue>);
+pub(crate) struct Issues(pub(crate) Vec<ConfigIssue>);
 
 impl Issues {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigIssue {
             path: path.into(),
             message: message.into(),
@@ -560,7 +561,7 @@ impl Issues {
         });
     }
 
-    fn hint(
+    pub(crate) fn hint(
         &mut self,
         path: impl Into<String>,
         message: impl Into<String>,

@@ -6,7 +6,7 @@
 //!
 //! This module reads files and validates; it starts nothing.
 
-use crate::config::{Config, ConfigErrors, ConfigIssue};
+use crate::config::{Config, ConfigErrors, ConfigIssue, Issues};
 use crate::loadgen::{Arrival, LoadSpec};
 use crate::sim::{Behavior, Latency, Phase, SimConfig};
 use serde::Deserialize;
@@ -500,31 +500,14 @@ fn one(path: String, message: String) -> ConfigErrors {
     }])
 }
 
-#[derive(Default)]
-struct Issues(Vec<ConfigIssue>);
+/// Checks scenario files need beyond config's own.
+trait ScenarioIssues {
+    fn duration(&mut self, path: String, text: &str) -> Option<Duration>;
+    fn opt_duration(&mut self, path: String, text: Option<&String>) -> Option<Duration>;
+    fn probability(&mut self, path: String, value: Option<f64>) -> Option<f64>;
+}
 
-impl Issues {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigIssue {
-            path: path.into(),
-            message: message.into(),
-            hint: None,
-        });
-    }
-
-    fn hint(
-        &mut self,
-        path: impl Into<String>,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) {
-        self.0.push(ConfigIssue {
-            path: path.into(),
-            message: message.into(),
-            hint: Some(hint.into()),
-        });
-    }
-
+impl ScenarioIssues for Issues {
     fn duration(&mut self, path: String, text: &str) -> Option<Duration> {
         match humantime::parse_duration(text.trim()) {
             Ok(d) => Some(d),

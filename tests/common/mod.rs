@@ -310,3 +310,22 @@ pub async fn sim_accepting(name: &str, keys: &[&str]) -> SimHandle {
     .await
     .expect("start simulator")
 }
+
+/// Runs `tests/python/NAME.py BASE_URL` (an official SDK driving the
+/// gateway), asserts it succeeded, and returns the JSON it printed.
+pub async fn run_python_client(name: &str, base_url: String) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/python/{name}.py"));
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python()).arg(script).arg(base_url).output()
+    })
+    .await
+    .expect("python task")
+    .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("python printed JSON")
+}
