@@ -2,11 +2,12 @@
 //! to an HTTP status and an OpenAI-format body. Messages never contain a
 //! secret: upstream error bodies are not quoted (some echo masked keys).
 
-use crate::api::{error_body, BodyError};
+use crate::api::{error_body_with_param, BodyError};
 use crate::keys::{AuthError, BudgetExceeded};
 use crate::routing::AttemptRecord;
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderValue, StatusCode};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -28,8 +29,13 @@ pub enum GatewayError {
         path: String,
         allowed: &'static str,
     },
-    #[error("unknown path {path}")]
+    #[error("unknown path {path}; the gateway serves {}", crate::server::router::SERVED)]
     NotFound { path: String },
+    #[error("the body is declared as `{content_type}`; this endpoint takes another content type (JSON: `application/json`; audio uploads: `multipart/form-data`)")]
+    UnsupportedMediaType { content_type: String },
+    /// A multipart form that cannot be read or lacks a required field.
+    #[error("invalid multipart form: {0}")]
+    Multipart(String),
     #[error("{}", describe("every upstream attempt failed", .attempts))]
     Exhausted {
         attempts: Vec<AttemptRecord>,
@@ -105,7 +111,9 @@ impl GatewayError {
             GatewayError::Body(_)
             | GatewayError::BodyRead(_)
             | GatewayError::Unsupported(_)
+            | GatewayError::Multipart(_)
             | GatewayError::Inbound(_) => StatusCode::BAD_REQUEST,
+            GatewayError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => {
@@ -137,6 +145,8 @@ impl GatewayError {
             | GatewayError::NotFound { .. }
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::Unsupported(_)
+            | GatewayError::UnsupportedMediaType { .. }
+            | GatewayError::Multipart(_)
             | GatewayError::Inbound(_) => "invalid_request_error",
             GatewayError::Exhausted { .. }
             | GatewayError::DeadlineExceeded { .. }
@@ -170,6 +180,8 @@ impl GatewayError {
             GatewayError::BodyTimeout { .. } => "request_timeout",
             GatewayError::UnknownModel { .. } => "model_not_found",
             GatewayError::NotFound { .. } => "unknown_url",
+            GatewayError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            GatewayError::Multipart(_) => "invalid_multipart",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::Exhausted { .. } => "upstream_unavailable",
             GatewayError::DeadlineExceeded { .. } => "deadline_exceeded",
@@ -190,34 +202,26 @@ impl GatewayError {
     }
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let body = error_body(&self.to_string(), self.kind(), Some(self.code()));
-        let mut response = (self.status(), body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        match &self {
+impl GatewayError {
+    /// The headers that go with this error in any protocol: `Retry-After`,
+    /// `Allow`, rate-limit headers, `WWW-Authenticate`.
+    pub fn headers(&self, headers: &mut HeaderMap) {
+        let retry_after = |headers: &mut HeaderMap, wait: Duration| {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        };
+        match self {
             GatewayError::Exhausted {
                 retry_after: Some(wait),
                 ..
             }
             | GatewayError::AllTargetsOpen {
                 retry_after: wait, ..
-            } => {
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-            }
+            } => retry_after(headers, *wait),
             GatewayError::MethodNotAllowed { allowed, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
             }
-            GatewayError::BudgetExceeded(exceeded) => {
-                let wait = exceeded.retry_after;
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-            }
+            GatewayError::BudgetExceeded(exceeded) => retry_after(headers, exceeded.retry_after),
             GatewayError::Unauthorized(AuthError::Store(_)) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
@@ -231,6 +235,47 @@ impl IntoResponse for GatewayError {
             }
             _ => {}
         }
+    }
+
+    /// The field of the request the error is about, for OpenAI's `param`.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::Unsupported(u) => Some(&u.field),
+            GatewayError::Body(BodyError::MissingModel | BodyError::ModelNotString) => {
+                Some("model")
+            }
+            GatewayError::Body(BodyError::StreamNotBool) => Some("stream"),
+            GatewayError::Body(BodyError::MessagesNotArray) => Some("messages"),
+            _ => None,
+        }
+    }
+
+    /// A response with `body` (in some protocol's error shape), this error's
+    /// status and headers.
+    pub fn response_with(&self, body: Bytes) -> Response {
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        self.headers(headers);
         response
+    }
+
+    /// The error in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
+    pub fn openai_response(&self) -> Response {
+        self.response_with(error_body_with_param(
+            &self.to_string(),
+            self.kind(),
+            self.param(),
+            Some(self.code()),
+        ))
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        self.openai_response()
     }
 }

@@ -95,6 +95,7 @@ fn row(at_ms: i64, route: &str, status: i32) -> RequestRow {
         first_token_ms: Some(3.25),
         prompt_tokens: Some(11),
         completion_tokens: Some(22),
+        usage_estimated: at_ms % 5 == 0,
         cost_usd: Some(0.000_25),
         request_body: (at_ms % 3 == 0)
             .then(|| r#"{"model":"chat","messages":[{"content":"héllo"}]}"#.into()),

@@ -856,6 +856,11 @@ struct AnthropicError<'a> {
     message: &'a str,
 }
 
+/// A gateway error in Anthropic's shape, its type chosen by `status`.
+pub fn gateway_error(status: u16, message: &str) -> Vec<u8> {
+    error_json(error_type_for_status(status), message)
+}
+
 fn error_json(kind: &str, message: &str) -> Vec<u8> {
     let body = AnthropicErrorBody {
         kind: "error",

@@ -4,17 +4,103 @@
 //! Pure functions over bytes: no I/O, no config.
 
 pub mod anthropic;
+pub mod responses;
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::ops::Range;
 
-/// Which OpenAI endpoint a request is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which OpenAI endpoint an upstream request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     ChatCompletions,
     Embeddings,
+    /// The Responses API, sent natively to targets that speak it.
+    Responses,
+    /// Legacy text completions.
+    Completions,
+    Moderations,
+    ImageGenerations,
+    /// Text to speech: a binary body, streamed through.
+    AudioSpeech,
+    /// Multipart uploads.
+    AudioTranscriptions,
+    AudioTranslations,
+}
+
+impl Endpoint {
+    /// Every endpoint besides chat completions, which every provider serves
+    /// (through translation) and whose URLs each provider builds itself.
+    pub const OPENAI_ONLY: [Endpoint; 8] = [
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::Completions,
+        Endpoint::Moderations,
+        Endpoint::ImageGenerations,
+        Endpoint::AudioSpeech,
+        Endpoint::AudioTranscriptions,
+        Endpoint::AudioTranslations,
+    ];
+
+    /// The path under an OpenAI-style base URL (`…/v1`).
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat/completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+            Endpoint::Completions => "completions",
+            Endpoint::Moderations => "moderations",
+            Endpoint::ImageGenerations => "images/generations",
+            Endpoint::AudioSpeech => "audio/speech",
+            Endpoint::AudioTranscriptions => "audio/transcriptions",
+            Endpoint::AudioTranslations => "audio/translations",
+        }
+    }
+
+    /// A successful answer is a binary body passed through as it arrives
+    /// rather than collected (it can be large, and it is not JSON).
+    pub fn streams_binary(self) -> bool {
+        self == Endpoint::AudioSpeech
+    }
+
+    /// Stable name for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+            Endpoint::Completions => "completions",
+            Endpoint::Moderations => "moderations",
+            Endpoint::ImageGenerations => "image_generations",
+            Endpoint::AudioSpeech => "audio_speech",
+            Endpoint::AudioTranscriptions => "audio_transcriptions",
+            Endpoint::AudioTranslations => "audio_translations",
+        }
+    }
+}
+
+/// A target's URL for each endpoint other than chat completions; `None`
+/// where the provider does not offer it.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointUrls {
+    urls: [Option<http::Uri>; Endpoint::OPENAI_ONLY.len()],
+}
+
+impl EndpointUrls {
+    fn slot(endpoint: Endpoint) -> Option<usize> {
+        Endpoint::OPENAI_ONLY.iter().position(|e| *e == endpoint)
+    }
+
+    pub fn set(&mut self, endpoint: Endpoint, url: Option<http::Uri>) {
+        if let Some(i) = Self::slot(endpoint) {
+            self.urls[i] = url;
+        }
+    }
+
+    pub fn get(&self, endpoint: Endpoint) -> Option<&http::Uri> {
+        self.urls[Self::slot(endpoint)?].as_ref()
+    }
 }
 
 /// A client request body with the routing fields located but not copied.
@@ -186,6 +272,19 @@ pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Bytes {
     Bytes::from(value.to_string())
 }
 
+/// [`error_body`] with OpenAI's `param`: the request field at fault.
+pub fn error_body_with_param(
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Bytes {
+    let value = serde_json::json!({
+        "error": { "message": message, "type": kind, "param": param, "code": code }
+    });
+    Bytes::from(value.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,9 +400,10 @@ mod tests {
 /// Token usage as an OpenAI-compatible upstream reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
-    #[serde(default)]
+    /// `input_tokens` in the Responses API.
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
 }
 

@@ -27,6 +27,8 @@ pub struct Config {
     pub store_url: StoreUrl,
     /// `Some(retention)` when the request log is on.
     pub request_log: Option<Duration>,
+    /// `Some(retention)` when Responses API answers are kept (`[responses]`).
+    pub responses_store: Option<Duration>,
     /// Where per-key rate limits are kept (`[limits]`).
     pub limits: LimitSettings,
     pub admin: AdminSettings,
@@ -187,6 +189,9 @@ pub struct Provider {
     pub default_max_tokens: u32,
     /// Empty for a keyless upstream; several form a pool used in turn.
     pub keys: Vec<Arc<PoolKey>>,
+    /// Whether `/v1/responses` is passed through natively (else translated
+    /// to Chat Completions).
+    pub responses_native: bool,
 }
 
 /// One upstream credential of a provider.
@@ -311,8 +316,9 @@ pub struct Target {
     pub chat_url: Uri,
     /// Gemini streams from a different URL; everyone else uses `chat_url`.
     pub stream_url: Uri,
-    /// `None`: the provider has no OpenAI-style embeddings endpoint.
-    pub embeddings_url: Option<Uri>,
+    /// The other OpenAI endpoints (embeddings, responses, …) where the
+    /// provider offers them.
+    pub endpoint_urls: crate::api::EndpointUrls,
     /// A cheaper or faster fallback: served only if the client allows it.
     pub degraded: bool,
     pub deprecated_after: Option<Deprecation>,
@@ -1173,6 +1179,28 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         if p.default_max_tokens == Some(0) {
             issues.push(format!("{path}.default_max_tokens"), "must be at least 1");
         }
+        let speaks_openai = matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi);
+        let responses_native = match p.responses.as_deref() {
+            None => speaks_openai,
+            Some("chat") => false,
+            Some("native") if speaks_openai => true,
+            Some("native") => {
+                issues.hint(
+                    format!("{path}.responses"),
+                    format!("a {} provider has no Responses API", kind.as_str()),
+                    "remove it: requests to /v1/responses are translated to its format",
+                );
+                false
+            }
+            Some(other) => {
+                issues.hint(
+                    format!("{path}.responses"),
+                    format!("unknown mode \"{other}\""),
+                    "\"native\" (pass the body through) or \"chat\" (translate to Chat Completions)",
+                );
+                false
+            }
+        };
         let secret = |issues: &mut Issues, field: String, var: &str| {
             resolve_secret(issues, &env, kind, field, var)
         };
@@ -1243,6 +1271,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 api_version,
                 default_max_tokens: p.default_max_tokens.unwrap_or(4096).max(1),
                 keys,
+                responses_native,
             }),
         );
         bases.insert(name.clone(), base.to_owned());
@@ -1363,6 +1392,14 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             let urls = bases.get(&t.provider).and_then(|base| {
                 crate::providers::adapter(provider.kind).urls(base, &t.model, version)
             });
+            let endpoint_urls = bases.get(&t.provider).map(|base| {
+                let mut more = crate::providers::adapter(provider.kind)
+                    .openai_urls(base, &t.model, version);
+                if let Some(urls) = &urls {
+                    more.set(crate::api::Endpoint::Embeddings, urls.embeddings.clone());
+                }
+                more
+            });
             let Some(urls) = urls else {
                 issues.push(
                     format!("{tpath}.model"),
@@ -1391,7 +1428,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     group: i,
                     chat_url: urls.chat.clone(),
                     stream_url: urls.stream.clone(),
-                    embeddings_url: urls.embeddings.clone(),
+                    endpoint_urls: endpoint_urls.clone().unwrap_or_default(),
                     degraded,
                     deprecated_after: deprecated_after.clone(),
                     context_window: t.context_window,
@@ -1529,6 +1566,16 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         .enabled
         .unwrap_or(false)
         .then_some(retention);
+    let responses_retention = issues.positive_duration(
+        "responses.retention".into(),
+        raw.responses.retention.as_ref(),
+        Duration::from_secs(30 * 86_400),
+    );
+    let responses_store = raw
+        .responses
+        .store
+        .unwrap_or(true)
+        .then_some(responses_retention);
     let limits = resolve_limits(&mut issues, &raw.limits);
     let admin = resolve_admin(&mut issues, &raw.admin, env);
     let keys = VirtualKeySettings {
@@ -1548,6 +1595,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         alerts,
         store_url: StoreUrl(store_url),
         request_log,
+        responses_store,
         limits,
         global_budget: default_budget,
         providers,

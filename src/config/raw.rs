@@ -34,6 +34,19 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub keys: RawKeys,
+    #[serde(default)]
+    pub responses: RawResponses,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponses {
+    /// Keep what `/v1/responses` served (default true), for
+    /// `previous_response_id` across providers and `GET /v1/responses/{id}`;
+    /// a request with `store: false` is never kept either way.
+    pub store: Option<bool>,
+    /// Stored responses older than this are deleted (default 30d).
+    pub retention: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -219,6 +232,11 @@ pub struct RawProvider {
     pub api_version: Option<String>,
     /// `anthropic`: `max_tokens` sent when the client did not set one.
     pub default_max_tokens: Option<u32>,
+    /// How `/v1/responses` reaches this provider: `native` (the body passed
+    /// through; default for `openai` and `azure_openai`) or `chat`
+    /// (translated to Chat Completions; the only way for `anthropic` and
+    /// `gemini`, and for OpenAI-compatible servers without the Responses API).
+    pub responses: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -249,7 +249,10 @@ targets = [
         "https://res.openai.azure.com/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
     );
     assert_eq!(t[2].chat_url, "https://api.anthropic.com/v1/messages");
-    assert!(t[2].embeddings_url.is_none());
+    assert!(t[2]
+        .endpoint_urls
+        .get(crate::api::Endpoint::Embeddings)
+        .is_none());
     assert_eq!(t[2].provider.default_max_tokens, 1024);
     assert_eq!(
         t[3].stream_url,

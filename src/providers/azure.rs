@@ -49,6 +49,24 @@ impl Provider for AzureOpenAi {
         })
     }
 
+    /// Deployment URLs, except the Responses API, which Azure serves at
+    /// `/openai/responses` with the deployment named by `model` in the body.
+    fn openai_urls(
+        &self,
+        base: &str,
+        model: &str,
+        api_version: Option<&str>,
+    ) -> crate::api::EndpointUrls {
+        let version = api_version.unwrap_or_default();
+        super::openai_style_urls(|endpoint| match endpoint {
+            Endpoint::Responses => format!("{base}/openai/responses?api-version={version}"),
+            other => format!(
+                "{base}/openai/deployments/{model}/{}?api-version={version}",
+                other.path()
+            ),
+        })
+    }
+
     /// Azure ignores `model` in the body (the deployment decides), but the
     /// body is rewritten anyway so logs on both sides agree.
     fn translate_request(

@@ -15,7 +15,7 @@ pub mod taxonomy;
 
 pub use client::HttpClient;
 
-use crate::api::{Endpoint, InspectedBody};
+use crate::api::{Endpoint, EndpointUrls, InspectedBody};
 use crate::config::{ProviderKind, Target};
 use crate::resilience::FailureClass;
 use bytes::Bytes;
@@ -70,6 +70,13 @@ pub trait Provider: Sync {
     /// trailing slash), or `None` if `model` cannot be part of one.
     fn urls(&self, base: &str, model: &str, api_version: Option<&str>) -> Option<Urls>;
 
+    /// URLs of the OpenAI endpoints beyond chat completions (responses,
+    /// legacy completions, moderations, images, audio) that this kind of
+    /// upstream serves natively; none by default.
+    fn openai_urls(&self, _base: &str, _model: &str, _api_version: Option<&str>) -> EndpointUrls {
+        EndpointUrls::default()
+    }
+
     /// The upstream body for an OpenAI-format client request.
     fn translate_request(
         &self,
@@ -112,21 +119,24 @@ pub fn adapter(kind: ProviderKind) -> &'static dyn Provider {
 }
 
 /// Builds the upstream request for one attempt at `target`, carrying
-/// `upstream_body` (from [`Provider::translate_request`]).
+/// `upstream_body` (from [`Provider::translate_request`]) as `content_type`.
 pub fn build_request(
     target: &Target,
     endpoint: Endpoint,
     stream: bool,
     upstream_body: Bytes,
+    content_type: HeaderValue,
     request_id: &HeaderValue,
 ) -> Option<Request<Full<Bytes>>> {
     let uri = match (endpoint, stream) {
         (Endpoint::ChatCompletions, false) => target.chat_url.clone(),
         (Endpoint::ChatCompletions, true) => target.stream_url.clone(),
-        (Endpoint::Embeddings, _) => target.embeddings_url.clone()?,
+        (other, _) => target.endpoint_urls.get(other)?.clone(),
     };
     let accept = if stream {
         HeaderValue::from_static("text/event-stream")
+    } else if endpoint.streams_binary() {
+        HeaderValue::from_static("*/*")
     } else {
         HeaderValue::from_static("application/json")
     };
@@ -134,10 +144,7 @@ pub fn build_request(
     *request.method_mut() = Method::POST;
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::ACCEPT, accept);
     headers.insert("x-request-id", request_id.clone());
     if let Some(key) = &target.key {
@@ -177,10 +184,26 @@ pub(crate) fn wants_stream_usage(body: &InspectedBody) -> bool {
 pub(crate) fn chat_only(provider: &'static str, endpoint: Endpoint) -> Result<(), Unsupported> {
     match endpoint {
         Endpoint::ChatCompletions => Ok(()),
-        Endpoint::Embeddings => Err(Unsupported {
-            provider,
-            field: "/v1/embeddings".into(),
-            reason: "is not offered by this provider".into(),
-        }),
+        other => Err(not_offered(provider, other)),
     }
+}
+
+/// The refusal for an endpoint a target's provider lacks.
+pub fn not_offered(provider: &'static str, endpoint: Endpoint) -> Unsupported {
+    Unsupported {
+        provider,
+        field: format!("/v1/{}", endpoint.path()),
+        reason: "is not offered by this provider".into(),
+    }
+}
+
+/// `{base}/{path}` for every endpoint an OpenAI-style API offers.
+pub(crate) fn openai_style_urls(
+    url: impl Fn(Endpoint) -> String,
+) -> EndpointUrls {
+    let mut urls = EndpointUrls::default();
+    for endpoint in Endpoint::OPENAI_ONLY {
+        urls.set(endpoint, url(endpoint).parse().ok());
+    }
+    urls
 }

@@ -29,6 +29,15 @@ impl Provider for OpenAi {
         })
     }
 
+    fn openai_urls(
+        &self,
+        base: &str,
+        _model: &str,
+        _api_version: Option<&str>,
+    ) -> crate::api::EndpointUrls {
+        super::openai_style_urls(|endpoint| format!("{base}/{}", endpoint.path()))
+    }
+
     fn translate_request(
         &self,
         target: &Target,

@@ -3,12 +3,13 @@
 //! to a single attempt is enforced here.
 
 use super::health::AttemptGuard;
-use crate::api::{Endpoint, InspectedBody};
+use super::forms::{RequestForms, TargetRequest};
+use crate::api::Endpoint;
 use crate::config::{Target, Timeouts};
 use crate::providers::{self, HttpClient};
 use crate::resilience::{retry_after, AttemptFailure, FailureCause, FailureClass, TimeoutKind};
-use crate::streaming::events::UpstreamEvents;
-use crate::streaming::sse::{classify_event, EventKind};
+use crate::streaming::events::{Dialect, UpstreamEvents};
+use crate::streaming::sse::EventKind;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -34,6 +35,12 @@ pub enum Served {
     },
     /// A stream that has produced its first content event.
     Stream(Box<StreamStart>),
+    /// A successful binary answer (speech audio), passed through as it
+    /// arrives: once its head is sent there is no failing over.
+    Binary {
+        content_type: Option<HeaderValue>,
+        body: Incoming,
+    },
 }
 
 pub struct StreamStart {
@@ -50,27 +57,32 @@ pub struct StreamStart {
 
 pub struct AttemptContext<'a> {
     pub client: &'a HttpClient,
-    pub endpoint: Endpoint,
-    pub body: &'a InspectedBody,
+    pub request: &'a dyn RequestForms,
     pub request_id: &'a HeaderValue,
     pub timeouts: &'a Timeouts,
     pub max_response_body: usize,
 }
 
-/// `upstream_body` is the request body in the target's format (see
-/// `providers::Provider::translate_request`).
+/// `upstream` is the request in the target's format (see
+/// [`RequestForms::for_target`]).
 pub async fn attempt(
     ctx: &AttemptContext<'_>,
     target: &Target,
-    upstream_body: Bytes,
+    upstream: TargetRequest,
 ) -> Result<Served, AttemptFailure> {
     let started = Instant::now();
     let first_byte_deadline = started + ctx.timeouts.first_byte;
     let adapter = providers::adapter(target.provider.kind);
-    let stream = ctx.body.stream();
-    let Some(request) =
-        providers::build_request(target, ctx.endpoint, stream, upstream_body, ctx.request_id)
-    else {
+    let stream = ctx.request.stream();
+    let endpoint = upstream.endpoint;
+    let Some(request) = providers::build_request(
+        target,
+        endpoint,
+        stream,
+        upstream.body,
+        upstream.content_type,
+        ctx.request_id,
+    ) else {
         // `translate_request` refuses endpoints a provider lacks first.
         return Err(AttemptFailure::transient(FailureCause::Unreadable));
     };
@@ -132,7 +144,12 @@ pub async fn attempt(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_sse {
         let content_type = content_type.unwrap_or(HeaderValue::from_static("text/event-stream"));
-        let events = UpstreamEvents::new(adapter.stream_translator(target, ctx.body));
+        let dialect = if endpoint == Endpoint::Responses {
+            Dialect::Responses
+        } else {
+            Dialect::Chat
+        };
+        let events = UpstreamEvents::new(ctx.request.stream_translator(target), dialect);
         return first_content(
             response.into_body(),
             content_type,
@@ -140,6 +157,12 @@ pub async fn attempt(
             first_byte_deadline,
         )
         .await;
+    }
+    if endpoint.streams_binary() {
+        return Ok(Served::Binary {
+            content_type,
+            body: response.into_body(),
+        });
     }
     let body = collect(response.into_body(), ctx.max_response_body, ctx.timeouts).await?;
     if adapter.speaks_openai() {
@@ -211,7 +234,7 @@ async fn first_content(
     let mut held_bytes = 0usize;
     loop {
         while let Some(event) = framer.next_event() {
-            match classify_event(&event) {
+            match framer.classify(&event) {
                 EventKind::Content { finished } => {
                     held.push(event);
                     return Ok(Served::Stream(Box::new(StreamStart {

@@ -7,12 +7,14 @@
 //! responses for the client (the server does).
 
 mod attempt;
+pub mod forms;
 pub mod health;
 pub mod table;
 
 pub use attempt::{Served, StreamStart};
+pub use forms::{OpenAiForm, RequestForms, TargetRequest};
 
-use crate::api::{error_body, Endpoint, InspectedBody};
+use crate::api::error_body;
 use crate::config::{Hedge, Target};
 use crate::error::GatewayError;
 use crate::providers::Unsupported;
@@ -71,8 +73,7 @@ pub struct EngineCounters {
 pub struct Dispatch<'r, 'a> {
     pub live: &'r LiveRoute,
     pub global_budget: &'a Budget,
-    pub endpoint: Endpoint,
-    pub body: &'a InspectedBody,
+    pub request: &'a dyn RequestForms,
     pub request_id: &'a HeaderValue,
     pub caller_region: Option<&'a str>,
     pub max_response_body: usize,
@@ -107,8 +108,7 @@ impl<'r> Dispatch<'r, '_> {
         let client = crate::providers::client::for_connect_timeout(route.timeouts.connect);
         let ctx = AttemptContext {
             client: &client,
-            endpoint: self.endpoint,
-            body: self.body,
+            request: self.request,
             request_id: self.request_id,
             timeouts: &route.timeouts,
             max_response_body: self.max_response_body,
@@ -132,7 +132,7 @@ impl<'r> Dispatch<'r, '_> {
                 if !self.eligible(index, &context) {
                     continue;
                 }
-                let upstream_body = match bodies.get(target, self.endpoint, self.body) {
+                let upstream_body = match bodies.get(target, self.request) {
                     Ok(body) => body,
                     Err(()) => continue,
                 };
@@ -382,7 +382,7 @@ impl<'r> Dispatch<'r, '_> {
         &self,
         ctx: &AttemptContext<'_>,
         hedge: Hedge,
-        (index, guard, upstream_body): (usize, AttemptGuard, Bytes),
+        (index, guard, upstream_body): (usize, AttemptGuard, TargetRequest),
         order: &[usize],
         pos: &mut usize,
         bodies: &mut UpstreamBodies,
@@ -413,7 +413,7 @@ impl<'r> Dispatch<'r, '_> {
                 continue;
             }
             let target = &route.targets[candidate];
-            let Ok(body) = bodies.get(target, self.endpoint, self.body) else {
+            let Ok(body) = bodies.get(target, self.request) else {
                 continue;
             };
             if let Ok(g) = self.live.health[candidate].admit(Instant::now()) {
@@ -475,28 +475,21 @@ fn siblings_first(targets: &[Target], failed: usize, rest: &mut [usize]) {
 /// gave for not being able to express the request.
 #[derive(Default)]
 struct UpstreamBodies {
-    last: Option<(usize, Bytes)>,
+    last: Option<(usize, TargetRequest)>,
     unsupported: Option<Unsupported>,
 }
 
 impl UpstreamBodies {
-    fn get(
-        &mut self,
-        target: &Target,
-        endpoint: Endpoint,
-        body: &InspectedBody,
-    ) -> Result<Bytes, ()> {
-        if let Some((group, bytes)) = &self.last {
+    fn get(&mut self, target: &Target, request: &dyn RequestForms) -> Result<TargetRequest, ()> {
+        if let Some((group, ready)) = &self.last {
             if *group == target.group {
-                return Ok(bytes.clone());
+                return Ok(ready.clone());
             }
         }
-        match crate::providers::adapter(target.provider.kind)
-            .translate_request(target, endpoint, body)
-        {
-            Ok(bytes) => {
-                self.last = Some((target.group, bytes.clone()));
-                Ok(bytes)
+        match request.for_target(target) {
+            Ok(ready) => {
+                self.last = Some((target.group, ready.clone()));
+                Ok(ready)
             }
             Err(unsupported) => {
                 tracing::debug!(target = target.label(), %unsupported, "target cannot serve the request");
@@ -557,7 +550,7 @@ async fn one(
     live: &LiveRoute,
     index: usize,
     guard: AttemptGuard,
-    upstream_body: Bytes,
+    upstream_body: TargetRequest,
     deadline: Instant,
 ) -> Step {
     let target = &live.route.targets[index];
@@ -583,7 +576,7 @@ async fn one(
                     guard.failure(now, FailureClass::ClientError, None);
                     metrics.attempt_failed(FailureClass::ClientError, now - started);
                 }
-                Served::Complete { .. } => {
+                Served::Complete { .. } | Served::Binary { .. } => {
                     guard.success(now);
                     metrics.attempt_succeeded(now - started);
                     stats.record(now, attempt_sample(true, None, now - started));

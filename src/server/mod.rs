@@ -5,7 +5,10 @@
 //! itself.
 
 mod accept;
-mod handlers;
+mod inbound;
+mod operator;
+mod proxy;
+pub mod router;
 pub mod reload;
 pub mod status;
 
@@ -43,6 +46,9 @@ pub struct AppState {
     pub keys: std::sync::OnceLock<crate::keys::Keys>,
     /// Per-key rate limits; set by `start_services`.
     pub limiter: std::sync::OnceLock<crate::limits::Limiter>,
+    /// Stored Responses API answers; set by `start_services` unless
+    /// `[responses] store = false`.
+    pub conversations: std::sync::OnceLock<crate::conversations::Conversations>,
     pub counters: Counters,
     pub draining: AtomicBool,
 }
@@ -64,6 +70,14 @@ impl AppState {
             let _ = self
                 .request_log
                 .set(RequestLog::start(store.clone(), retention));
+        }
+        if let Some(retention) = config.responses_store {
+            let conversations = crate::conversations::Conversations::new(
+                config.store_url.0.clone(),
+                retention,
+                store.clone(),
+            );
+            let _ = self.conversations.set(conversations);
         }
         if let (true, Some(store)) = (needs_keys, store) {
             let keys =
@@ -130,6 +144,7 @@ impl AppState {
             request_log: std::sync::OnceLock::new(),
             keys: std::sync::OnceLock::new(),
             limiter: std::sync::OnceLock::new(),
+            conversations: std::sync::OnceLock::new(),
             counters: Counters::default(),
             draining: AtomicBool::new(false),
         })
@@ -158,7 +173,7 @@ pub async fn serve(
     let limits = accept::ConnLimits {
         header_read_timeout: settings.header_read_timeout,
     };
-    let app = handlers::router(state.clone());
+    let app = router::router(state.clone());
     let connections = accept::accept_until(listener, app, limits, shutdown).await;
     state.draining.store(true, Ordering::SeqCst);
     if tokio::time::timeout(settings.drain_timeout, connections.shutdown())
@@ -197,7 +212,7 @@ pub fn run(
         .block_on(state.start_services())
         .map_err(std::io::Error::other)?;
     let admin_listen = state.table.load().config.admin.listen;
-    let admin_server = match (admin_listen, handlers::admin_router(&state)) {
+    let admin_server = match (admin_listen, router::admin_router(&state)) {
         (Some(admin_addr), Some(admin)) => {
             let listener = signals.block_on(TcpListener::bind(admin_addr))?;
             tracing::info!(addr = %admin_addr, "admin API listening");

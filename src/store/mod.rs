@@ -4,8 +4,10 @@
 //! nothing about HTTP or routing. Both back ends run the same test suite.
 
 mod keys;
+mod responses;
 
 pub use keys::{KeyRow, PrefixMatch, SecretRow, UsageDelta, UsageRow};
+pub use responses::ResponseRow;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -51,6 +53,8 @@ pub struct RequestRow {
     pub first_token_ms: Option<f64>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
+    /// The tokens are the gateway's estimate (the upstream reported none).
+    pub usage_estimated: bool,
     pub cost_usd: Option<f64>,
     /// Only for routes with `log_content = true`: the client's request body
     /// and (non-stream) the response body, as UTF-8 text.
@@ -90,7 +94,8 @@ const SQLITE_SCHEMA: &[&str] = &[
         route TEXT NOT NULL, stream BOOLEAN NOT NULL, attempts TEXT NOT NULL,
         served_target TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,
         latency_ms REAL NOT NULL, first_token_ms REAL, prompt_tokens INTEGER,
-        completion_tokens INTEGER, cost_usd REAL, request_body TEXT, response_body TEXT)",
+        completion_tokens INTEGER, cost_usd REAL, request_body TEXT, response_body TEXT,
+        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE)",
     "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
     "CREATE TABLE IF NOT EXISTS virtual_keys (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -120,7 +125,9 @@ const POSTGRES_SCHEMA: &[&str] = &[
         served_target TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,
         latency_ms DOUBLE PRECISION NOT NULL, first_token_ms DOUBLE PRECISION,
         prompt_tokens BIGINT, completion_tokens BIGINT, cost_usd DOUBLE PRECISION,
-        request_body TEXT, response_body TEXT)",
+        request_body TEXT, response_body TEXT,
+        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE)",
+    "ALTER TABLE request_log ADD COLUMN IF NOT EXISTS usage_estimated BOOLEAN NOT NULL DEFAULT FALSE",
     "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
     "CREATE TABLE IF NOT EXISTS virtual_keys (
         id BIGSERIAL PRIMARY KEY,
@@ -144,12 +151,13 @@ const POSTGRES_SCHEMA: &[&str] = &[
 ];
 
 const INSERT: &str = "INSERT INTO request_log (at_ms, request_id, key_name, route, stream, attempts, served_target, \
-     status, outcome, latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd, request_body, response_body) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+     status, outcome, latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd, request_body, response_body, \
+     usage_estimated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
 const COLUMNS: &str =
     "at_ms, request_id, key_name, route, stream, attempts, served_target, status, outcome, \
-     latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd, request_body, response_body";
+     latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd, request_body, response_body, \
+     usage_estimated";
 
 /// Binds a row's fields in INSERT order, for either back end.
 macro_rules! bind_row {
@@ -171,6 +179,7 @@ macro_rules! bind_row {
             .bind($r.cost_usd)
             .bind(&$r.request_body)
             .bind(&$r.response_body)
+            .bind($r.usage_estimated)
     };
 }
 
@@ -240,8 +249,20 @@ impl Store {
     async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(pool) => {
-                for statement in SQLITE_SCHEMA {
+                for statement in SQLITE_SCHEMA.iter().chain(responses::SQLITE_SCHEMA) {
                     sqlx::query(*statement).execute(pool).await?;
+                }
+                // Request logs written before the column existed; SQLite has
+                // no `ADD COLUMN IF NOT EXISTS`.
+                let has_column: Option<(i64,)> = sqlx::query_as(
+                    "SELECT 1 FROM pragma_table_info('request_log') WHERE name = 'usage_estimated'",
+                )
+                .fetch_optional(pool)
+                .await?;
+                if has_column.is_none() {
+                    sqlx::query("ALTER TABLE request_log ADD COLUMN usage_estimated BOOLEAN NOT NULL DEFAULT FALSE")
+                        .execute(pool)
+                        .await?;
                 }
             }
             Store::Postgres(pool) => {
@@ -252,7 +273,7 @@ impl Store {
                 sqlx::query("SELECT pg_advisory_xact_lock(7365921042)")
                     .execute(&mut *tx)
                     .await?;
-                for statement in POSTGRES_SCHEMA {
+                for statement in POSTGRES_SCHEMA.iter().chain(responses::POSTGRES_SCHEMA) {
                     sqlx::query(*statement).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;

@@ -3,11 +3,32 @@
 //! code that classifies and relays events sees one format only.
 
 use crate::providers::StreamTranslator;
-use crate::streaming::sse::SseFramer;
+use crate::streaming::sse::{classify_event, EventKind, SseFramer};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+/// The event format an upstream stream arrives in, after translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI `chat.completion.chunk` events ending in `[DONE]` (every
+    /// provider's stream once translated).
+    Chat,
+    /// The Responses API's typed events, from a native upstream.
+    Responses,
+}
+
+impl Dialect {
+    /// What an event means for failover, the relay and the cut rule.
+    pub fn classify(self, event: &[u8]) -> EventKind {
+        match self {
+            Dialect::Chat => classify_event(event),
+            Dialect::Responses => crate::api::responses::native::classify_event(event),
+        }
+    }
+}
+
 pub struct UpstreamEvents {
+    dialect: Dialect,
     framer: SseFramer,
     translator: Option<Box<dyn StreamTranslator>>,
     /// Translated events not yet taken (one upstream event may yield several).
@@ -16,8 +37,9 @@ pub struct UpstreamEvents {
 }
 
 impl UpstreamEvents {
-    pub fn new(translator: Option<Box<dyn StreamTranslator>>) -> Self {
+    pub fn new(translator: Option<Box<dyn StreamTranslator>>, dialect: Dialect) -> Self {
         UpstreamEvents {
+            dialect,
             framer: SseFramer::new(),
             translator,
             ready: VecDeque::new(),
@@ -42,6 +64,14 @@ impl UpstreamEvents {
             translator.translate(&upstream, &mut self.scratch);
             self.ready.extend(self.scratch.drain(..));
         }
+    }
+
+    pub fn classify(&self, event: &[u8]) -> EventKind {
+        self.dialect.classify(event)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Bytes received but not yet returned as events.

@@ -6,8 +6,8 @@
 
 use crate::api::Usage;
 use crate::routing::StreamStart;
-use crate::streaming::events::UpstreamEvents;
-use crate::streaming::sse::{classify_event, EventKind};
+use crate::streaming::events::{Dialect, UpstreamEvents};
+use crate::streaming::sse::EventKind;
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body_util::BodyExt;
@@ -63,9 +63,18 @@ const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 /// connection can return to the pool; the client already has every byte.
 const DRAIN_AFTER_DONE: Duration = Duration::from_secs(1);
 
-/// Called once when the stream ends, with the usage the upstream reported
-/// (if the client asked for it with `stream_options.include_usage`).
-pub type OnEnd = Box<dyn FnOnce(StreamEnd, Option<Usage>) + Send>;
+/// What a relayed stream carried, for billing: the usage the upstream
+/// reported (every upstream is asked for it), and the number of content
+/// events forwarded, which stands in for the completion tokens when a
+/// stream ends without usage (cut, client gone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub usage: Option<Usage>,
+    pub content_events: u64,
+}
+
+/// Called once when the stream ends.
+pub type OnEnd = Box<dyn FnOnce(StreamEnd, Tally) + Send>;
 
 pub struct Relay {
     held: std::vec::IntoIter<Bytes>,
@@ -75,12 +84,26 @@ pub struct Relay {
     idle: Duration,
     deadline: Instant,
     events_sent: u64,
-    usage: Option<Usage>,
+    tally: Tally,
+    /// Swallow usage-only chunks: the client did not ask for them, the
+    /// gateway did (to bill the stream).
+    strip_usage: bool,
     on_end: Option<OnEnd>,
 }
 
 impl Relay {
-    pub fn new(start: StreamStart, idle: Duration, deadline: Instant, on_end: OnEnd) -> Self {
+    pub fn new(
+        start: StreamStart,
+        idle: Duration,
+        deadline: Instant,
+        strip_usage: bool,
+        on_end: OnEnd,
+    ) -> Self {
+        let tally = Tally {
+            usage: None,
+            // The first content event is among the held ones.
+            content_events: 1,
+        };
         Relay {
             held: start.held.into_iter(),
             framer: start.framer,
@@ -89,7 +112,8 @@ impl Relay {
             idle,
             deadline,
             events_sent: 0,
-            usage: None,
+            tally,
+            strip_usage,
             on_end: Some(on_end),
         }
     }
@@ -105,7 +129,7 @@ impl Relay {
 
     fn end(&mut self, how: StreamEnd) {
         if let Some(on_end) = self.on_end.take() {
-            on_end(how, self.usage);
+            on_end(how, self.tally);
         }
     }
 
@@ -122,7 +146,7 @@ impl Relay {
         self.on_end.as_ref()?;
         loop {
             if let Some(event) = self.framer.next_event() {
-                match classify_event(&event) {
+                match self.framer.classify(&event) {
                     EventKind::Done => {
                         if let Some(mut body) = self.body.take() {
                             tokio::spawn(async move {
@@ -137,14 +161,16 @@ impl Relay {
                     }
                     EventKind::Content { finished } => {
                         self.finished |= finished;
+                        self.tally.content_events += 1;
+                        // A native Responses stream reports usage in its
+                        // terminal event.
+                        self.note_usage(&event);
                         return Some(event);
                     }
                     EventKind::Error { .. } => return self.cut(CutReason::UpstreamError),
                     EventKind::Other => {
-                        if memchr::memmem::find(&event, b"\"usage\"").is_some() {
-                            if let Some(data) = crate::streaming::sse::event_data(&event) {
-                                self.usage = crate::api::find_usage(&data).or(self.usage);
-                            }
+                        if self.note_usage(&event) && self.strip_usage && usage_only(&event) {
+                            continue;
                         }
                         return Some(event);
                     }
@@ -168,13 +194,46 @@ impl Relay {
                     if self.finished && self.framer.pending_len() == 0 {
                         self.body = None;
                         self.end(StreamEnd::Completed);
-                        return Some(Bytes::from_static(DONE_EVENT));
+                        return match self.framer.dialect() {
+                            Dialect::Chat => Some(Bytes::from_static(DONE_EVENT)),
+                            // Its terminal event was the end.
+                            Dialect::Responses => None,
+                        };
                     }
                     return self.cut(CutReason::EndedWithoutFinish);
                 }
             }
         }
     }
+}
+
+impl Relay {
+    /// Records the usage an event carries; whether it carried any.
+    fn note_usage(&mut self, event: &[u8]) -> bool {
+        if memchr::memmem::find(event, b"\"usage\"").is_none() {
+            return false;
+        }
+        let found = crate::streaming::sse::event_data(event)
+            .and_then(|data| crate::api::find_usage(&data));
+        self.tally.usage = found.or(self.tally.usage);
+        found.is_some()
+    }
+}
+
+/// A chat chunk with no choices: the final usage chunk.
+fn usage_only(event: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow)]
+        choices: Option<&'a serde_json::value::RawValue>,
+    }
+    let Some(data) = crate::streaming::sse::event_data(event) else {
+        return false;
+    };
+    serde_json::from_slice::<Peek<'_>>(&data)
+        .ok()
+        .and_then(|p| p.choices)
+        .is_some_and(|c| c.get().trim_start_matches('[').trim_start() == "]")
 }
 
 impl Drop for Relay {

@@ -218,8 +218,11 @@ pub struct RequestLine<'a> {
     pub stream: bool,
     pub outcome: &'a str,
     pub latency: Duration,
-    /// Tokens the upstream reported, when it did.
+    /// Tokens the upstream reported, or the gateway's estimate.
     pub usage: Option<crate::api::Usage>,
+    /// `usage` is estimated: the upstream reported none (a cut stream, a
+    /// client gone, an upstream that does not report usage).
+    pub usage_estimated: bool,
     pub cost_usd: Option<f64>,
 }
 
@@ -252,6 +255,7 @@ pub fn log_request(line: &RequestLine<'_>) {
         latency_ms = line.latency.as_secs_f64() * 1000.0,
         prompt_tokens = line.usage.map(|u| u.prompt_tokens),
         completion_tokens = line.usage.map(|u| u.completion_tokens),
+        usage_estimated = line.usage_estimated,
         cost_usd = line.cost_usd,
         "request"
     );
@@ -292,6 +296,9 @@ fn write_json_line(out: &mut Vec<u8>, now: std::time::SystemTime, line: &Request
             ",\"prompt_tokens\":{},\"completion_tokens\":{}",
             u.prompt_tokens, u.completion_tokens
         );
+        if line.usage_estimated {
+            out.extend_from_slice(b",\"usage_estimated\":true");
+        }
     }
     if let Some(cost) = line.cost_usd {
         let _ = write!(out, ",\"cost_usd\":{cost:.8}");
@@ -352,6 +359,7 @@ mod tests {
                     prompt_tokens: 10,
                     completion_tokens: 20,
                 }),
+                usage_estimated: false,
                 cost_usd: Some(0.000225),
             },
         );

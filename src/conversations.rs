@@ -1,0 +1,292 @@
+//! Conversation state for the Responses API: every response the gateway
+//! served on `/v1/responses` (unless the request said `store: false` or
+//! `[responses] store = false`), so `previous_response_id` keeps working
+//! when the next turn fails over to another provider, and
+//! `GET|DELETE /v1/responses/{id}` work whoever served it.
+//!
+//! A bounded in-memory window holds the latest responses, so a follow-up
+//! sent the moment a response ends finds it on this node; a bounded queue
+//! feeds one writer task that persists them to the store (SQLite or
+//! PostgreSQL, shared by replicas), and a retention task deletes expired
+//! rows. The store is connected on first use: a gateway that never serves
+//! the Responses API opens no database for it. It owns no HTTP and no
+//! protocol knowledge: rows in, rows out.
+
+use crate::store::{ResponseRow, Store, StoreError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, OnceCell};
+
+/// Responses kept in memory, newest first out of the window last.
+const WINDOW_ENTRIES: usize = 1024;
+/// And at most this many bytes of them.
+const WINDOW_BYTES: usize = 64 << 20;
+/// Responses waiting to be written; a full queue drops the write (counted,
+/// the window still has it) rather than slow requests down.
+const QUEUE: usize = 4096;
+/// Every store call is bounded.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Default)]
+pub struct ConversationCounters {
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    #[error("the response store is unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("the response store did not answer within {} s", STORE_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+pub struct Conversations {
+    store_url: String,
+    retention: Duration,
+    store: OnceCell<Store>,
+    window: Mutex<Window>,
+    writer: OnceCell<mpsc::Sender<Write>>,
+    pub counters: Arc<ConversationCounters>,
+}
+
+/// The writer's queue: a delete follows the put it may race with.
+enum Write {
+    Put(Arc<ResponseRow>),
+    Delete { id: String, owner: String },
+}
+
+#[derive(Default)]
+struct Window {
+    rows: HashMap<String, Arc<ResponseRow>>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl Window {
+    fn insert(&mut self, row: Arc<ResponseRow>) {
+        let size = row_size(&row);
+        if let Some(old) = self.rows.insert(row.id.clone(), row.clone()) {
+            self.bytes -= row_size(&old);
+        } else {
+            self.order.push_back(row.id.clone());
+        }
+        self.bytes += size;
+        while self.rows.len() > WINDOW_ENTRIES || self.bytes > WINDOW_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = self.rows.remove(&oldest) {
+                self.bytes -= row_size(&old);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(old) = self.rows.remove(id) else {
+            return false;
+        };
+        self.bytes -= row_size(&old);
+        self.order.retain(|k| k != id);
+        true
+    }
+}
+
+fn row_size(row: &ResponseRow) -> usize {
+    row.id.len() + row.input_items.len() + row.conversation.len() + row.response.len() + 128
+}
+
+impl Conversations {
+    /// `store` reuses a connection the gateway already has for the same URL.
+    pub fn new(store_url: String, retention: Duration, store: Option<Store>) -> Self {
+        let cell = OnceCell::new();
+        if let Some(store) = store {
+            let _ = cell.set(store);
+        }
+        Conversations {
+            store_url,
+            retention,
+            store: cell,
+            window: Mutex::default(),
+            writer: OnceCell::new(),
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    async fn store(&self) -> Result<&Store, ConversationError> {
+        let connect = self
+            .store
+            .get_or_try_init(|| Store::connect(&self.store_url));
+        bounded(connect).await
+    }
+
+    /// Keeps `row`: visible on this node at once, persisted shortly after.
+    pub async fn save(&self, row: ResponseRow) {
+        let row = Arc::new(row);
+        self.window
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(row.clone());
+        let writer = match self.writer().await {
+            Ok(writer) => writer,
+            Err(e) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "stored response not persisted");
+                return;
+            }
+        };
+        if writer.try_send(Write::Put(row)).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("response store queue full; a stored response is kept in memory only");
+        }
+    }
+
+    /// The response `id` of `owner`, from memory or the store.
+    pub async fn load(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<Option<Arc<ResponseRow>>, ConversationError> {
+        let cached = self
+            .window
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rows
+            .get(id)
+            .cloned();
+        if let Some(row) = cached {
+            let visible = row.owner == owner && row.expires_at_ms > now_ms;
+            return Ok(visible.then_some(row));
+        }
+        let store = self.store().await?;
+        Ok(bounded(store.get_response(id, owner, now_ms)).await?.map(Arc::new))
+    }
+
+    /// Deletes the response `id` of `owner`; whether there was one.
+    pub async fn delete(&self, id: &str, owner: &str) -> Result<bool, ConversationError> {
+        let in_window = {
+            let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+            let mine = window.rows.get(id).is_some_and(|r| r.owner == owner);
+            mine && window.remove(id)
+        };
+        let store = self.store().await?;
+        let in_store = bounded(store.delete_response(id, owner)).await?;
+        // A put still queued would bring it back: delete after it too.
+        let queued = Write::Delete {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+        };
+        if let Ok(writer) = self.writer().await {
+            let _ = writer.send(queued).await;
+        }
+        Ok(in_window || in_store)
+    }
+
+    async fn writer(&self) -> Result<&mpsc::Sender<Write>, ConversationError> {
+        let store = self.store().await?.clone();
+        let counters = self.counters.clone();
+        Ok(self
+            .writer
+            .get_or_init(|| async move { start_writer(store, counters) })
+            .await)
+    }
+}
+
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, ConversationError> {
+    tokio::time::timeout(STORE_TIMEOUT, call)
+        .await
+        .map_err(|_| ConversationError::Timeout)?
+        .map_err(ConversationError::from)
+}
+
+/// One writer task and one retention task, on the current runtime.
+fn start_writer(store: Store, counters: Arc<ConversationCounters>) -> mpsc::Sender<Write> {
+    let (tx, mut rx) = mpsc::channel::<Write>(QUEUE);
+    let writer_store = store.clone();
+    tokio::spawn(async move {
+        while let Some(write) = rx.recv().await {
+            let done = match &write {
+                Write::Put(row) => bounded(writer_store.put_response(row)).await,
+                Write::Delete { id, owner } => {
+                    bounded(writer_store.delete_response(id, owner)).await.map(drop)
+                }
+            };
+            match done {
+                Ok(()) => counters.written.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::error!(error = %e, "stored response not written");
+                    counters.failed.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+    });
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(RETENTION_EVERY);
+        loop {
+            every.tick().await;
+            let now = crate::telemetry::request_log::now_ms();
+            if let Err(e) = bounded(store.delete_expired_responses(now)).await {
+                tracing::warn!(error = %e, "expired stored responses not deleted");
+            }
+        }
+    });
+    tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, owner: &str, size: usize) -> ResponseRow {
+        ResponseRow {
+            id: id.into(),
+            owner: owner.into(),
+            created_at_ms: 1,
+            expires_at_ms: 100,
+            provider: "p".into(),
+            upstream_holds: false,
+            input_items: "[]".into(),
+            conversation: "x".repeat(size),
+            response: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn the_window_is_bounded_by_entries_and_bytes() {
+        let mut window = Window::default();
+        for i in 0..WINDOW_ENTRIES + 10 {
+            window.insert(Arc::new(row(&format!("r{i}"), "k", 10)));
+        }
+        assert_eq!(window.rows.len(), WINDOW_ENTRIES);
+        assert!(!window.rows.contains_key("r0"), "oldest evicted first");
+        window.insert(Arc::new(row("big", "k", WINDOW_BYTES)));
+        assert!(window.bytes <= WINDOW_BYTES || window.rows.is_empty());
+        assert!(window.remove("r5") || !window.rows.contains_key("r5"));
+    }
+
+    #[tokio::test]
+    async fn responses_are_scoped_to_their_owner_and_expire() {
+        let dir = std::env::temp_dir().join(format!("sy-conv-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}", dir.display());
+        let conversations = Conversations::new(url, Duration::from_secs(60), None);
+        conversations.save(row("resp_1", "7", 3)).await;
+        assert!(conversations.load("resp_1", "7", 50).await.unwrap().is_some());
+        assert!(conversations.load("resp_1", "8", 50).await.unwrap().is_none());
+        assert!(conversations.load("resp_1", "7", 100).await.unwrap().is_none());
+        assert!(!conversations.delete("resp_1", "8").await.unwrap());
+        assert!(conversations.delete("resp_1", "7").await.unwrap());
+        assert!(conversations.load("resp_1", "7", 50).await.unwrap().is_none());
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -1,0 +1,208 @@
+//! The request path as named phases, the same for every inbound protocol:
+//!
+//! ```text
+//! authenticate → read body → decode (protocol) → route → admit → dispatch → encode (protocol) → finish
+//! ```
+//!
+//! A [`RequestCtx`] is created when the request arrives and finished exactly
+//! once: right away for a gateway error (rendered in the protocol's error
+//! shape), or when the response body is done (complete bodies and streams).
+//! Phases return `GatewayError`s; they never build error responses.
+
+mod body;
+mod ctx;
+mod respond;
+
+pub use body::read_body;
+pub use ctx::{Ending, RequestCtx, X_REQUEST_ID};
+
+use super::inbound::{DecodeContext, InboundProtocol, InboundRequest};
+use super::AppState;
+use crate::error::GatewayError;
+use crate::routing::table::{LiveRoute, RouteTable};
+use crate::routing::{Dispatch, Outcome, RequestForms};
+use axum::extract::Request;
+use axum::response::Response;
+use http::request::Parts;
+use std::sync::Arc;
+
+/// Lets a client say where it is, overriding the node's configured region.
+const X_REGION: &str = "x-switchyard-region";
+/// `false` forbids serving this request from a `tier = "degraded"` target.
+const X_ALLOW_DEGRADED: &str = "x-switchyard-allow-degraded";
+
+/// Serves one client request in `protocol`.
+pub async fn serve<P: InboundProtocol>(
+    state: Arc<AppState>,
+    protocol: P,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let table = state.table.load_full();
+    let mut ctx = RequestCtx::start(state.clone(), &parts.headers);
+    let prepared = match prepare(&protocol, &mut ctx, &table, &parts, body).await {
+        Ok(prepared) => prepared,
+        Err(error) => return fail(&protocol, ctx, error),
+    };
+    let (live, request) = prepared;
+    match dispatch(&mut ctx, &table, &live, &request, &parts).await {
+        Ok(outcome) => respond::encode(ctx, request, outcome),
+        Err(error) => fail(&protocol, ctx, error),
+    }
+}
+
+/// Authenticate, read, decode, route, admit.
+async fn prepare<P: InboundProtocol>(
+    protocol: &P,
+    ctx: &mut RequestCtx,
+    table: &RouteTable,
+    parts: &Parts,
+    body: axum::body::Body,
+) -> Result<(Arc<LiveRoute>, P::Request), GatewayError> {
+    let state = ctx.state.clone();
+    authenticate(ctx, parts).await?;
+    let content_type = parts.headers.get(http::header::CONTENT_TYPE);
+    let declared = content_type.map(|v| v.to_str().unwrap_or("(not text)"));
+    if !protocol.accepts(declared) {
+        return Err(GatewayError::UnsupportedMediaType {
+            content_type: declared.unwrap_or_default().chars().take(100).collect(),
+        });
+    }
+    let config = &table.config;
+    let bytes = read_body(
+        body,
+        &parts.headers,
+        config.server.max_request_body,
+        config.server.body_read_timeout,
+    )
+    .await?;
+    ctx.request_bytes = bytes.len();
+    let decode = DecodeContext {
+        state: &state,
+        headers: &parts.headers,
+        key: ctx.key.as_deref(),
+    };
+    let request = protocol.decode(decode, bytes).await?;
+    ctx.stream = request.stream();
+    let live = route(ctx, table, request.model())?;
+    admit(ctx, &live, &request).await?;
+    Ok((live, request))
+}
+
+/// The virtual key, checked before the body is read: strangers cost no memory.
+async fn authenticate(ctx: &mut RequestCtx, parts: &Parts) -> Result<(), GatewayError> {
+    if let Some(keys) = ctx.state.keys.get() {
+        let presented = crate::keys::presented_secret(&parts.headers).unwrap_or_default();
+        ctx.key = Some(keys.authenticate(presented).await?);
+    }
+    Ok(())
+}
+
+/// The route for the model the client named, and whether its key may use it.
+fn route(ctx: &mut RequestCtx, table: &RouteTable, model: &str) -> Result<Arc<LiveRoute>, GatewayError> {
+    let live = table
+        .route(model)
+        .ok_or_else(|| GatewayError::UnknownModel {
+            model: model.to_owned(),
+            known: table.config.route_names().join(", "),
+        })?
+        .clone();
+    ctx.live = Some(live.clone());
+    if let Some(key) = &ctx.key {
+        if !key.allows_route(&live.route.name) {
+            return Err(GatewayError::RouteNotAllowed {
+                route: live.route.name.clone(),
+            });
+        }
+    }
+    Ok(live)
+}
+
+/// The key's budget and rate limits; the grant stays in `ctx` until the
+/// response ends (streams included).
+async fn admit(
+    ctx: &mut RequestCtx,
+    live: &LiveRoute,
+    request: &impl InboundRequest,
+) -> Result<(), GatewayError> {
+    let state = ctx.state.clone();
+    if live.route.log_content && state.request_log.get().is_some() {
+        let text = String::from_utf8_lossy(request.client_body()).into_owned();
+        ctx.content = Some((text, None));
+    }
+    let (Some(key), Some(keys)) = (&ctx.key, state.keys.get()) else {
+        return Ok(());
+    };
+    keys.check_budget(key)?;
+    let Some(limiter) = state.limiter.get() else {
+        return Ok(());
+    };
+    let limits = crate::limits::Limits {
+        requests_per_minute: key.limits.requests_per_minute,
+        tokens_per_minute: key.limits.tokens_per_minute,
+        max_concurrent: key.limits.max_concurrent,
+    };
+    let estimate = if limits.tokens_per_minute.is_some() {
+        crate::limits::estimate_tokens(request.client_body().len(), request.max_tokens())
+    } else {
+        0
+    };
+    ctx.admission = Some(limiter.admit(key.id, &limits, estimate).await?);
+    Ok(())
+}
+
+/// The failover engine, over the route's targets.
+async fn dispatch<'r>(
+    ctx: &mut RequestCtx,
+    table: &RouteTable,
+    live: &'r LiveRoute,
+    request: &impl InboundRequest,
+    parts: &Parts,
+) -> Result<Outcome<'r>, GatewayError> {
+    let config = &table.config;
+    let headers = &parts.headers;
+    let caller_region = headers
+        .get(X_REGION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|r| !r.is_empty() && r.len() <= 64)
+        .or(config.server.region.as_deref());
+    let allow_degraded = ctx.key.as_ref().is_none_or(|k| k.allow_degraded)
+        && headers
+            .get(X_ALLOW_DEGRADED)
+            .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"false"));
+    let result = Dispatch {
+        live,
+        global_budget: &table.global_budget,
+        caller_region,
+        request,
+        request_id: &ctx.request_id,
+        max_response_body: config.server.max_response_body,
+        counters: &ctx.state.counters.engine,
+        allow_degraded,
+    }
+    .run(ctx.started)
+    .await;
+    if let Err(
+        GatewayError::Exhausted { attempts, .. } | GatewayError::DeadlineExceeded { attempts },
+    ) = &result
+    {
+        ctx.attempts = attempts.len() as u32;
+        ctx.note_failures(attempts);
+    }
+    result
+}
+
+/// Finishes the request as a gateway error, rendered by the protocol.
+fn fail<P: InboundProtocol>(protocol: &P, ctx: RequestCtx, error: GatewayError) -> Response {
+    let mut response = protocol.error(&error);
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, ctx.request_id.clone());
+    ctx.finish(Ending {
+        status: error.status().as_u16(),
+        outcome: error.code(),
+        usage: None,
+        estimated: false,
+    });
+    response
+}

@@ -1,0 +1,208 @@
+//! The encode and finish phases for a served request: the protocol turns
+//! the upstream's answer into its own format, the gateway adds its response
+//! headers, and the request context is finished when hyper is done with the
+//! body (after its last byte for complete bodies, at the end of a stream).
+
+use super::body::LoggedBody;
+use super::ctx::{Ending, RequestCtx, X_REQUEST_ID};
+use crate::api::{find_usage, Usage};
+use crate::config::Target;
+use crate::resilience::FailureClass;
+use crate::routing::{Outcome, Served, StreamStart};
+use crate::server::inbound::InboundRequest;
+use crate::streaming::relay::{CutReason, Relay, StreamEnd, Tally};
+use axum::body::Body;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+
+const X_TARGET: &str = "x-switchyard-target";
+const X_ATTEMPTS: &str = "x-switchyard-attempts";
+const X_DEGRADED: &str = "x-switchyard-degraded";
+const X_DEPRECATION: &str = "x-switchyard-deprecation";
+
+pub fn encode(mut ctx: RequestCtx, request: impl InboundRequest, outcome: Outcome<'_>) -> Response {
+    let target = outcome.target;
+    ctx.served = Some((outcome.target_index, target.label.clone()));
+    ctx.attempts = outcome.attempts;
+    ctx.note_failures(&outcome.failures);
+    let headers = gateway_headers(&ctx, target, outcome.attempts);
+    let mut response = match outcome.served {
+        Served::Complete {
+            status,
+            content_type,
+            body,
+        } => complete(ctx, request, target, status, content_type, body),
+        Served::Stream(start) => stream(ctx, request, target, outcome.target_index, *start),
+        Served::Binary { content_type, body } => binary(ctx, content_type, body),
+    };
+    response.headers_mut().extend(headers);
+    response
+}
+
+/// `x-request-id`, `x-switchyard-*` and the key's `x-ratelimit-*` headers.
+fn gateway_headers(ctx: &RequestCtx, target: &Target, attempts: u32) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(X_REQUEST_ID, ctx.request_id.clone());
+    headers.insert(X_TARGET, target.label.clone());
+    headers.insert(X_ATTEMPTS, HeaderValue::from(attempts));
+    if target.degraded {
+        headers.insert(X_DEGRADED, HeaderValue::from_static("true"));
+    }
+    let warning = ctx.live.as_ref().map(|l| l.route.deprecation_warning);
+    let deprecation = target
+        .deprecated_after
+        .as_ref()
+        .zip(warning)
+        .filter(|(d, window)| d.warning(std::time::SystemTime::now(), *window))
+        .and_then(|(d, _)| {
+            HeaderValue::try_from(format!("{} is deprecated after {}", target.label(), d.date)).ok()
+        });
+    if let Some(deprecation) = deprecation {
+        headers.insert(X_DEPRECATION, deprecation);
+    }
+    for (name, value) in ctx.admission.iter().flat_map(|a| a.headers()) {
+        headers.insert(name, value);
+    }
+    headers
+}
+
+fn complete(
+    mut ctx: RequestCtx,
+    mut request: impl InboundRequest,
+    target: &Target,
+    status: http::StatusCode,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
+) -> Response {
+    if let Some((_, response)) = ctx.content.as_mut() {
+        *response = Some(String::from_utf8_lossy(&body).into_owned());
+    }
+    let (outcome, usage) = if status.is_success() {
+        ("ok", find_usage(&body))
+    } else {
+        ("upstream_client_error", None)
+    };
+    let (status, body) = request.encode_complete(target, status, body);
+    // Finished when hyper drops the body, i.e. after the last byte was
+    // written: formatting the log line stays off the latency path.
+    let ending = Ending {
+        status: status.as_u16(),
+        outcome,
+        usage,
+        estimated: false,
+    };
+    let body = LoggedBody {
+        inner: http_body_util::Full::new(body),
+        on_end: Some(Box::new(move || ctx.finish(ending))),
+    };
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = status;
+    if let Some(ct) = content_type {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    response
+}
+
+fn stream(
+    mut ctx: RequestCtx,
+    request: impl InboundRequest,
+    target: &Target,
+    target_index: usize,
+    mut start: StreamStart,
+) -> Response {
+    let ttft = ctx.started.elapsed();
+    ctx.first_token = Some(ttft);
+    if let Some(live) = &ctx.live {
+        live.metrics.targets[target_index].first_token(ttft);
+    }
+    let content_type = start.content_type.clone();
+    let guard = start.guard.take();
+    let timeouts = match &ctx.live {
+        Some(live) => live.route.timeouts,
+        // Unreachable in practice: a stream is always served by a route.
+        None => return Response::new(Body::empty()),
+    };
+    let deadline = ctx.started + timeouts.total;
+    let on_end = Box::new(move |how: StreamEnd, tally: Tally| {
+        count_stream_end(&ctx, how);
+        if let Some(guard) = guard {
+            match how {
+                StreamEnd::Completed => guard.success(Instant::now()),
+                // The upstream broke the stream: a failure for its breaker.
+                StreamEnd::Cut(reason) if reason != CutReason::Deadline => {
+                    guard.failure(Instant::now(), FailureClass::Transient, None)
+                }
+                // Out of time or the client left: no verdict on the upstream.
+                _ => drop(guard),
+            }
+        }
+        let (usage, estimated) = billed_usage(&ctx, tally);
+        ctx.finish(Ending {
+            status: 200,
+            outcome: how.as_str(),
+            usage: Some(usage),
+            estimated,
+        });
+    });
+    let relay = Relay::new(
+        start,
+        timeouts.idle,
+        deadline,
+        request.strip_stream_usage(),
+        on_end,
+    );
+    let body = request.encode_stream(target, relay.into_stream().boxed());
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The usage a stream is billed for: what the upstream reported, else the
+/// gateway's estimate (a cut, a client gone, an upstream that reports none).
+fn billed_usage(ctx: &RequestCtx, tally: Tally) -> (Usage, bool) {
+    match tally.usage {
+        Some(usage) => (usage, false),
+        None => (ctx.estimated_usage(tally.content_events), true),
+    }
+}
+
+fn count_stream_end(ctx: &RequestCtx, how: StreamEnd) {
+    let counters = &ctx.state.counters;
+    let counter = match how {
+        StreamEnd::Completed => &counters.streams_completed,
+        StreamEnd::Cut(_) => &counters.streams_cut,
+        StreamEnd::ClientGone => &counters.client_disconnects,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if let (StreamEnd::Cut(_), Some(live)) = (how, &ctx.live) {
+        live.metrics.streams_cut.inc();
+    }
+}
+
+/// A binary answer (speech) streamed through as it arrives. An upstream
+/// that breaks mid-body aborts the client's body too, so a cut can never
+/// look like a complete file.
+fn binary(ctx: RequestCtx, content_type: Option<HeaderValue>, body: hyper::body::Incoming) -> Response {
+    let ending = Ending {
+        status: 200,
+        outcome: "ok",
+        usage: None,
+        estimated: false,
+    };
+    let body = LoggedBody {
+        inner: body.map_err(axum::Error::new),
+        on_end: Some(Box::new(move || ctx.finish(ending))),
+    };
+    let mut response = Response::new(Body::new(body));
+    if let Some(ct) = content_type {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    response
+}
