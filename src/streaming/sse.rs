@@ -165,6 +165,9 @@ struct ChoicePeek<'a> {
     delta: Option<DeltaPeek<'a>>,
     #[serde(borrow, default)]
     finish_reason: Option<&'a RawValue>,
+    /// Legacy completions stream `choices[].text`.
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -212,6 +215,7 @@ pub fn classify_event(event: &[u8]) -> EventKind {
     let mut finished = false;
     for choice in peek.choices.iter().flatten() {
         finished |= meaningful(choice.finish_reason);
+        content |= meaningful(choice.text);
         if let Some(d) = &choice.delta {
             content |= meaningful(d.content)
                 || meaningful(d.tool_calls)
@@ -234,6 +238,14 @@ mod tests {
 
     fn drain(f: &mut SseFramer) -> Vec<Bytes> {
         std::iter::from_fn(|| f.next_event()).collect()
+    }
+
+    #[test]
+    fn legacy_completion_text_is_content() {
+        let event = b"data: {\"object\":\"text_completion\",\"choices\":[{\"text\":\"Hi\",\"index\":0,\"finish_reason\":null}]}\n\n";
+        assert_eq!(classify_event(event), EventKind::Content { finished: false });
+        let empty = b"data: {\"choices\":[{\"text\":\"\",\"index\":0,\"finish_reason\":null}]}\n\n";
+        assert_eq!(classify_event(empty), EventKind::Other);
     }
 
     #[test]
