@@ -46,11 +46,13 @@ pub enum ConversationError {
 }
 
 pub struct Conversations {
-    store_url: String,
+    store_url: Arc<str>,
     retention: Duration,
-    store: OnceCell<Store>,
+    store: Arc<OnceCell<Store>>,
     window: Mutex<Window>,
-    writer: OnceCell<mpsc::Sender<Write>>,
+    writes: mpsc::Sender<Write>,
+    /// Taken by the writer task when the first response is saved.
+    writer: Mutex<Option<mpsc::Receiver<Write>>>,
     pub counters: Arc<ConversationCounters>,
 }
 
@@ -107,12 +109,14 @@ impl Conversations {
         if let Some(store) = store {
             let _ = cell.set(store);
         }
+        let (writes, writer) = mpsc::channel(QUEUE);
         Conversations {
-            store_url,
+            store_url: store_url.into(),
             retention,
-            store: cell,
+            store: Arc::new(cell),
             window: Mutex::default(),
-            writer: OnceCell::new(),
+            writes,
+            writer: Mutex::new(Some(writer)),
             counters: Arc::default(),
         }
     }
@@ -121,29 +125,16 @@ impl Conversations {
         self.retention
     }
 
-    async fn store(&self) -> Result<&Store, ConversationError> {
-        let connect = self
-            .store
-            .get_or_try_init(|| Store::connect(&self.store_url));
-        bounded(connect).await
-    }
-
     /// Keeps `row`: visible on this node at once, persisted shortly after.
-    pub async fn save(&self, row: ResponseRow) {
+    /// Must be called on a Tokio runtime (the first call starts the writer).
+    pub fn save(&self, row: ResponseRow) {
         let row = Arc::new(row);
         self.window
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(row.clone());
-        let writer = match self.writer().await {
-            Ok(writer) => writer,
-            Err(e) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "stored response not persisted");
-                return;
-            }
-        };
-        if writer.try_send(Write::Put(row)).is_err() {
+        self.start_writer();
+        if self.writes.try_send(Write::Put(row)).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("response store queue full; a stored response is kept in memory only");
         }
@@ -167,8 +158,10 @@ impl Conversations {
             let visible = row.owner == owner && row.expires_at_ms > now_ms;
             return Ok(visible.then_some(row));
         }
-        let store = self.store().await?;
-        Ok(bounded(store.get_response(id, owner, now_ms)).await?.map(Arc::new))
+        let store = connected(&self.store, &self.store_url).await?;
+        Ok(bounded(store.get_response(id, owner, now_ms))
+            .await?
+            .map(Arc::new))
     }
 
     /// Deletes the response `id` of `owner`; whether there was one.
@@ -178,27 +171,39 @@ impl Conversations {
             let mine = window.rows.get(id).is_some_and(|r| r.owner == owner);
             mine && window.remove(id)
         };
-        let store = self.store().await?;
+        let store = connected(&self.store, &self.store_url).await?;
         let in_store = bounded(store.delete_response(id, owner)).await?;
         // A put still queued would bring it back: delete after it too.
+        self.start_writer();
         let queued = Write::Delete {
             id: id.to_owned(),
             owner: owner.to_owned(),
         };
-        if let Ok(writer) = self.writer().await {
-            let _ = writer.send(queued).await;
-        }
+        let _ = self.writes.send(queued).await;
         Ok(in_window || in_store)
     }
 
-    async fn writer(&self) -> Result<&mpsc::Sender<Write>, ConversationError> {
-        let store = self.store().await?.clone();
-        let counters = self.counters.clone();
-        Ok(self
+    fn start_writer(&self) {
+        let Some(rx) = self
             .writer
-            .get_or_init(|| async move { start_writer(store, counters) })
-            .await)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let store = self.store.clone();
+        let url = self.store_url.clone();
+        let counters = self.counters.clone();
+        tokio::spawn(write_loop(rx, store, url, counters));
     }
+}
+
+async fn connected<'a>(
+    cell: &'a OnceCell<Store>,
+    url: &str,
+) -> Result<&'a Store, ConversationError> {
+    bounded(cell.get_or_try_init(|| Store::connect(url))).await
 }
 
 async fn bounded<T>(
@@ -210,38 +215,51 @@ async fn bounded<T>(
         .map_err(ConversationError::from)
 }
 
-/// One writer task and one retention task, on the current runtime.
-fn start_writer(store: Store, counters: Arc<ConversationCounters>) -> mpsc::Sender<Write> {
-    let (tx, mut rx) = mpsc::channel::<Write>(QUEUE);
-    let writer_store = store.clone();
-    tokio::spawn(async move {
-        while let Some(write) = rx.recv().await {
-            let done = match &write {
-                Write::Put(row) => bounded(writer_store.put_response(row)).await,
-                Write::Delete { id, owner } => {
-                    bounded(writer_store.delete_response(id, owner)).await.map(drop)
-                }
-            };
-            match done {
-                Ok(()) => counters.written.fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    tracing::error!(error = %e, "stored response not written");
-                    counters.failed.fetch_add(1, Ordering::Relaxed)
-                }
-            };
-        }
-    });
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(RETENTION_EVERY);
-        loop {
-            every.tick().await;
-            let now = crate::telemetry::request_log::now_ms();
-            if let Err(e) = bounded(store.delete_expired_responses(now)).await {
-                tracing::warn!(error = %e, "expired stored responses not deleted");
+/// Writes queued puts and deletes in order; deletes expired rows now and then.
+async fn write_loop(
+    mut rx: mpsc::Receiver<Write>,
+    store: Arc<OnceCell<Store>>,
+    url: Arc<str>,
+    counters: Arc<ConversationCounters>,
+) {
+    let mut retention = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        let write = tokio::select! {
+            write = rx.recv() => match write {
+                Some(write) => Some(write),
+                None => return,
+            },
+            _ = retention.tick() => None,
+        };
+        let store = match connected(&store, &url).await {
+            Ok(store) => store,
+            Err(e) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "stored response not written");
+                continue;
+            }
+        };
+        let done = match &write {
+            Some(Write::Put(row)) => bounded(store.put_response(row)).await,
+            Some(Write::Delete { id, owner }) => {
+                bounded(store.delete_response(id, owner)).await.map(drop)
+            }
+            None => {
+                let now = crate::telemetry::request_log::now_ms();
+                bounded(store.delete_expired_responses(now)).await.map(drop)
+            }
+        };
+        match (done, &write) {
+            (Ok(()), Some(Write::Put(_))) => {
+                counters.written.fetch_add(1, Ordering::Relaxed);
+            }
+            (Ok(()), _) => {}
+            (Err(e), _) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "response store write failed");
             }
         }
-    });
-    tx
+    }
 }
 
 #[cfg(test)]
@@ -280,13 +298,29 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sy-conv-{}", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}", dir.display());
         let conversations = Conversations::new(url, Duration::from_secs(60), None);
-        conversations.save(row("resp_1", "7", 3)).await;
-        assert!(conversations.load("resp_1", "7", 50).await.unwrap().is_some());
-        assert!(conversations.load("resp_1", "8", 50).await.unwrap().is_none());
-        assert!(conversations.load("resp_1", "7", 100).await.unwrap().is_none());
+        conversations.save(row("resp_1", "7", 3));
+        assert!(conversations
+            .load("resp_1", "7", 50)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(conversations
+            .load("resp_1", "8", 50)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(conversations
+            .load("resp_1", "7", 100)
+            .await
+            .unwrap()
+            .is_none());
         assert!(!conversations.delete("resp_1", "8").await.unwrap());
         assert!(conversations.delete("resp_1", "7").await.unwrap());
-        assert!(conversations.load("resp_1", "7", 50).await.unwrap().is_none());
+        assert!(conversations
+            .load("resp_1", "7", 50)
+            .await
+            .unwrap()
+            .is_none());
         let _ = std::fs::remove_file(&dir);
     }
 }

@@ -29,7 +29,10 @@ pub enum GatewayError {
         path: String,
         allowed: &'static str,
     },
-    #[error("unknown path {path}; the gateway serves {}", crate::server::router::SERVED)]
+    #[error(
+        "unknown path {path}; the gateway serves {}",
+        crate::server::router::SERVED
+    )]
     NotFound { path: String },
     #[error("the body is declared as `{content_type}`; this endpoint takes another content type (JSON: `application/json`; audio uploads: `multipart/form-data`)")]
     UnsupportedMediaType { content_type: String },

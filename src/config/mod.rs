@@ -1393,8 +1393,8 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 crate::providers::adapter(provider.kind).urls(base, &t.model, version)
             });
             let endpoint_urls = bases.get(&t.provider).map(|base| {
-                let mut more = crate::providers::adapter(provider.kind)
-                    .openai_urls(base, &t.model, version);
+                let mut more =
+                    crate::providers::adapter(provider.kind).openai_urls(base, &t.model, version);
                 if let Some(urls) = &urls {
                     more.set(crate::api::Endpoint::Embeddings, urls.embeddings.clone());
                 }

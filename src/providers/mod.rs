@@ -198,9 +198,7 @@ pub fn not_offered(provider: &'static str, endpoint: Endpoint) -> Unsupported {
 }
 
 /// `{base}/{path}` for every endpoint an OpenAI-style API offers.
-pub(crate) fn openai_style_urls(
-    url: impl Fn(Endpoint) -> String,
-) -> EndpointUrls {
+pub(crate) fn openai_style_urls(url: impl Fn(Endpoint) -> String) -> EndpointUrls {
     let mut urls = EndpointUrls::default();
     for endpoint in Endpoint::OPENAI_ONLY {
         urls.set(endpoint, url(endpoint).parse().ok());

@@ -68,7 +68,8 @@ mod tests {
                 ))),
                 OpenAi | AzureOpenAi => None,
             };
-            let mut events = UpstreamEvents::new(translator, crate::streaming::events::Dialect::Chat);
+            let mut events =
+                UpstreamEvents::new(translator, crate::streaming::events::Dialect::Chat);
             events.push(bytes::Bytes::from_static(row.example.as_bytes()));
             let event = events.next_event()?;
             return match classify_event(&event) {

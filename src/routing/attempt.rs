@@ -2,8 +2,8 @@
 //! first content event), classify what came back. Every timeout that applies
 //! to a single attempt is enforced here.
 
-use super::health::AttemptGuard;
 use super::forms::{RequestForms, TargetRequest};
+use super::health::AttemptGuard;
 use crate::api::Endpoint;
 use crate::config::{Target, Timeouts};
 use crate::providers::{self, HttpClient};

@@ -8,8 +8,8 @@ mod accept;
 mod inbound;
 mod operator;
 mod proxy;
-pub mod router;
 pub mod reload;
+pub mod router;
 pub mod status;
 
 use crate::config::{AuthMode, Config};

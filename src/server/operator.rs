@@ -105,4 +105,3 @@ pub(super) async fn admin_targets(State(state): State<Arc<AppState>>) -> Respons
     Json(serde_json::json!({ "targets": targets, "counters": state.counters.snapshot() }))
         .into_response()
 }
-

@@ -21,16 +21,21 @@ pub const SERVED: &str = "POST /v1/chat/completions, POST /v1/responses, GET|DEL
 /// A POST route that runs the request phases with `protocol`.
 macro_rules! proxied {
     ($protocol:expr) => {
-        post(|State(state): State<Arc<AppState>>, request: Request| async move {
-            serve(state, $protocol, request).await
-        })
+        post(
+            |State(state): State<Arc<AppState>>, request: Request| async move {
+                serve(state, $protocol, request).await
+            },
+        )
         .fallback(method_not_allowed("POST"))
     };
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
-        .route("/v1/chat/completions", proxied!(OpenAiJson(Endpoint::ChatCompletions)))
+        .route(
+            "/v1/chat/completions",
+            proxied!(OpenAiJson(Endpoint::ChatCompletions)),
+        )
         .route("/v1/messages", proxied!(Messages))
         .route("/v1/responses", proxied!(Responses))
         .route(
@@ -153,7 +158,6 @@ async fn not_found(uri: Uri) -> Response {
     }
     .into_response()
 }
-
 
 async fn responses_get(
     State(state): State<Arc<AppState>>,

@@ -62,7 +62,8 @@ macro_rules! on_store {
 impl Store {
     /// Inserts or replaces (a retried write must not fail on its own row).
     pub async fn put_response(&self, row: &ResponseRow) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO responses (id, owner, created_at_ms, expires_at_ms, provider, \
+        const SQL: &str =
+            "INSERT INTO responses (id, owner, created_at_ms, expires_at_ms, provider, \
              upstream_holds, input_items, conversation, response) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \

@@ -213,8 +213,8 @@ impl Relay {
         if memchr::memmem::find(event, b"\"usage\"").is_none() {
             return false;
         }
-        let found = crate::streaming::sse::event_data(event)
-            .and_then(|data| crate::api::find_usage(&data));
+        let found =
+            crate::streaming::sse::event_data(event).and_then(|data| crate::api::find_usage(&data));
         self.tally.usage = found.or(self.tally.usage);
         found.is_some()
     }

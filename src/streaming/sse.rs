@@ -243,7 +243,10 @@ mod tests {
     #[test]
     fn legacy_completion_text_is_content() {
         let event = b"data: {\"object\":\"text_completion\",\"choices\":[{\"text\":\"Hi\",\"index\":0,\"finish_reason\":null}]}\n\n";
-        assert_eq!(classify_event(event), EventKind::Content { finished: false });
+        assert_eq!(
+            classify_event(event),
+            EventKind::Content { finished: false }
+        );
         let empty = b"data: {\"choices\":[{\"text\":\"\",\"index\":0,\"finish_reason\":null}]}\n\n";
         assert_eq!(classify_event(empty), EventKind::Other);
     }

@@ -25,7 +25,11 @@ pub struct MessagesRequest(JsonRequest);
 impl InboundProtocol for Messages {
     type Request = MessagesRequest;
 
-    async fn decode(&self, _ctx: DecodeContext<'_>, body: Bytes) -> Result<MessagesRequest, GatewayError> {
+    async fn decode(
+        &self,
+        _ctx: DecodeContext<'_>,
+        body: Bytes,
+    ) -> Result<MessagesRequest, GatewayError> {
         let chat = Bytes::from(anthropic::request_to_openai(&body)?);
         Ok(MessagesRequest(JsonRequest::new(
             Endpoint::ChatCompletions,
@@ -36,7 +40,10 @@ impl InboundProtocol for Messages {
 
     fn error(&self, error: &GatewayError) -> Response {
         let status = error.status().as_u16();
-        error.response_with(Bytes::from(anthropic::gateway_error(status, &error.to_string())))
+        error.response_with(Bytes::from(anthropic::gateway_error(
+            status,
+            &error.to_string(),
+        )))
     }
 }
 
@@ -67,9 +74,17 @@ impl InboundRequest for MessagesRequest {
         self.0.max_tokens()
     }
 
-    fn encode_complete(&mut self, _served_by: &Target, status: StatusCode, body: Bytes) -> (StatusCode, Bytes) {
+    fn encode_complete(
+        &mut self,
+        _served_by: &Target,
+        status: StatusCode,
+        body: Bytes,
+    ) -> (StatusCode, Bytes) {
         if !status.is_success() {
-            return (status, Bytes::from(anthropic::error_from_openai(status.as_u16(), &body)));
+            return (
+                status,
+                Bytes::from(anthropic::error_from_openai(status.as_u16(), &body)),
+            );
         }
         match anthropic::response_from_openai(&body) {
             Ok(translated) => (status, Bytes::from(translated)),

@@ -12,9 +12,9 @@ mod multipart;
 mod openai;
 mod responses;
 
-pub use openai::OpenAiJson;
 pub use messages::Messages;
 pub use multipart::Multipart;
+pub use openai::OpenAiJson;
 pub use responses::{Responses, ResponsesStored};
 
 use super::AppState;
@@ -92,7 +92,12 @@ pub trait InboundRequest: RequestForms + Send + 'static {
     /// A whole upstream answer (an OpenAI-format body, or a native
     /// upstream's own) in the client's format. `status` is a success or a
     /// client error passed through.
-    fn encode_complete(&mut self, served_by: &Target, status: StatusCode, body: Bytes) -> (StatusCode, Bytes);
+    fn encode_complete(
+        &mut self,
+        served_by: &Target,
+        status: StatusCode,
+        body: Bytes,
+    ) -> (StatusCode, Bytes);
 
     /// The relayed stream in the client's format.
     fn encode_stream(self, served_by: &Target, events: RelayStream) -> Body;
@@ -106,7 +111,9 @@ pub(crate) fn requested_max_tokens(body: &[u8]) -> Option<u32> {
         max_completion_tokens: Option<u32>,
         max_output_tokens: Option<u32>,
     }
-    serde_json::from_slice::<Peek>(body)
-        .ok()
-        .and_then(|p| p.max_completion_tokens.or(p.max_tokens).or(p.max_output_tokens))
+    serde_json::from_slice::<Peek>(body).ok().and_then(|p| {
+        p.max_completion_tokens
+            .or(p.max_tokens)
+            .or(p.max_output_tokens)
+    })
 }

@@ -43,7 +43,11 @@ impl InboundProtocol for Multipart {
         content_type.is_some_and(|ct| ct.starts_with("multipart/form-data"))
     }
 
-    async fn decode(&self, ctx: DecodeContext<'_>, body: Bytes) -> Result<MultipartRequest, GatewayError> {
+    async fn decode(
+        &self,
+        ctx: DecodeContext<'_>,
+        body: Bytes,
+    ) -> Result<MultipartRequest, GatewayError> {
         let content_type = ctx
             .headers
             .get(header::CONTENT_TYPE)
@@ -59,7 +63,9 @@ impl InboundProtocol for Multipart {
             .filter(|m| !m.is_empty())
             .ok_or(GatewayError::Body(crate::api::BodyError::MissingModel))?;
         if !fields.iter().any(|f| f.name == "file") {
-            return Err(GatewayError::Multipart("the form has no `file` field".into()));
+            return Err(GatewayError::Multipart(
+                "the form has no `file` field".into(),
+            ));
         }
         if fields
             .iter()
@@ -193,7 +199,12 @@ impl InboundRequest for MultipartRequest {
         &self.client_body
     }
 
-    fn encode_complete(&mut self, _served_by: &Target, status: StatusCode, body: Bytes) -> (StatusCode, Bytes) {
+    fn encode_complete(
+        &mut self,
+        _served_by: &Target,
+        status: StatusCode,
+        body: Bytes,
+    ) -> (StatusCode, Bytes) {
         (status, body)
     }
 
@@ -243,10 +254,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_broken_form_is_a_clear_error() {
-        let err = parse(Bytes::from_static(b"--XyZ\r\nnot a header\r\n"), "XyZ".into())
-            .await
-            .err()
-            .unwrap();
+        let err = parse(
+            Bytes::from_static(b"--XyZ\r\nnot a header\r\n"),
+            "XyZ".into(),
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(matches!(err, GatewayError::Multipart(_)), "{err:?}");
     }
 }

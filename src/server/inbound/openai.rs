@@ -28,7 +28,11 @@ pub struct JsonRequest {
 impl InboundProtocol for OpenAiJson {
     type Request = JsonRequest;
 
-    async fn decode(&self, _ctx: DecodeContext<'_>, body: Bytes) -> Result<JsonRequest, GatewayError> {
+    async fn decode(
+        &self,
+        _ctx: DecodeContext<'_>,
+        body: Bytes,
+    ) -> Result<JsonRequest, GatewayError> {
         let inspected = InspectedBody::parse(body.clone())?;
         JsonRequest::new(self.0, inspected, body)
     }
@@ -84,8 +88,9 @@ fn with_stream_usage(body: &InspectedBody) -> Result<InspectedBody, BodyError> {
                 out.extend_from_slice(&bytes[at..]);
                 return InspectedBody::parse(out.freeze());
             }
-            Some(_) => serde_json::from_slice(bytes)
-                .map_err(|e| BodyError::InvalidJson(e.to_string()))?,
+            Some(_) => {
+                serde_json::from_slice(bytes).map_err(|e| BodyError::InvalidJson(e.to_string()))?
+            }
         };
     let options = value
         .entry("stream_options")
@@ -132,7 +137,12 @@ impl InboundRequest for JsonRequest {
         !self.client_wants_usage
     }
 
-    fn encode_complete(&mut self, _served_by: &Target, status: StatusCode, body: Bytes) -> (StatusCode, Bytes) {
+    fn encode_complete(
+        &mut self,
+        _served_by: &Target,
+        status: StatusCode,
+        body: Bytes,
+    ) -> (StatusCode, Bytes) {
         (status, body)
     }
 
@@ -157,7 +167,9 @@ mod tests {
         let v = usage_added(r#"{"model":"m","stream":true,"messages":[]}"#);
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["messages"], serde_json::json!([]));
-        let v = usage_added(r#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false}}"#);
+        let v = usage_added(
+            r#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false}}"#,
+        );
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["stream_options"]["include_obfuscation"], false);
         let v = usage_added(r#"{"model":"m","stream_options":null}"#);
@@ -175,7 +187,8 @@ mod tests {
         let plain = decode(r#"{"model":"m","stream":true}"#);
         assert!(plain.strip_stream_usage());
         assert!(crate::providers::wants_stream_usage(plain.body()));
-        let asked = decode(r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#);
+        let asked =
+            decode(r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#);
         assert!(!asked.strip_stream_usage());
         let not_stream = decode(r#"{"model":"m"}"#);
         assert_eq!(&not_stream.body().bytes()[..], br#"{"model":"m"}"#);

@@ -99,7 +99,11 @@ async fn authenticate(ctx: &mut RequestCtx, parts: &Parts) -> Result<(), Gateway
 }
 
 /// The route for the model the client named, and whether its key may use it.
-fn route(ctx: &mut RequestCtx, table: &RouteTable, model: &str) -> Result<Arc<LiveRoute>, GatewayError> {
+fn route(
+    ctx: &mut RequestCtx,
+    table: &RouteTable,
+    model: &str,
+) -> Result<Arc<LiveRoute>, GatewayError> {
     let live = table
         .route(model)
         .ok_or_else(|| GatewayError::UnknownModel {

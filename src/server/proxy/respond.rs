@@ -189,7 +189,11 @@ fn count_stream_end(ctx: &RequestCtx, how: StreamEnd) {
 /// A binary answer (speech) streamed through as it arrives. An upstream
 /// that breaks mid-body aborts the client's body too, so a cut can never
 /// look like a complete file.
-fn binary(ctx: RequestCtx, content_type: Option<HeaderValue>, body: hyper::body::Incoming) -> Response {
+fn binary(
+    ctx: RequestCtx,
+    content_type: Option<HeaderValue>,
+    body: hyper::body::Incoming,
+) -> Response {
     let ending = Ending {
         status: 200,
         outcome: "ok",
