@@ -37,6 +37,15 @@ pub enum GatewayError {
     #[error("the body is declared as `{content_type}`; this endpoint takes another content type (JSON: `application/json`; audio uploads: `multipart/form-data`)")]
     UnsupportedMediaType { content_type: String },
     /// A multipart form that cannot be read or lacks a required field.
+    #[error("{message}")]
+    InvalidField {
+        param: &'static str,
+        message: String,
+    },
+    #[error("{}", if *.previous { format!("Previous response with id '{id}' not found.") } else { format!("Response with id '{id}' not found.") })]
+    ResponseNotFound { id: String, previous: bool },
+    #[error("the stored-response store is unavailable: {0}")]
+    ResponseStore(String),
     #[error("invalid multipart form: {0}")]
     Multipart(String),
     #[error("{}", describe("every upstream attempt failed", .attempts))]
@@ -115,7 +124,10 @@ impl GatewayError {
             | GatewayError::BodyRead(_)
             | GatewayError::Unsupported(_)
             | GatewayError::Multipart(_)
+            | GatewayError::InvalidField { .. }
             | GatewayError::Inbound(_) => StatusCode::BAD_REQUEST,
+            GatewayError::ResponseNotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::ResponseStore(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -150,7 +162,10 @@ impl GatewayError {
             | GatewayError::Unsupported(_)
             | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::Multipart(_)
+            | GatewayError::InvalidField { .. }
+            | GatewayError::ResponseNotFound { .. }
             | GatewayError::Inbound(_) => "invalid_request_error",
+            GatewayError::ResponseStore(_) => "service_unavailable",
             GatewayError::Exhausted { .. }
             | GatewayError::DeadlineExceeded { .. }
             | GatewayError::AllTargetsOpen { .. }
@@ -185,6 +200,12 @@ impl GatewayError {
             GatewayError::NotFound { .. } => "unknown_url",
             GatewayError::UnsupportedMediaType { .. } => "unsupported_media_type",
             GatewayError::Multipart(_) => "invalid_multipart",
+            GatewayError::InvalidField { .. } => "invalid_value",
+            GatewayError::ResponseNotFound { previous: true, .. } => "previous_response_not_found",
+            GatewayError::ResponseNotFound {
+                previous: false, ..
+            } => "response_not_found",
+            GatewayError::ResponseStore(_) => "response_store_unavailable",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::Exhausted { .. } => "upstream_unavailable",
             GatewayError::DeadlineExceeded { .. } => "deadline_exceeded",
@@ -225,7 +246,7 @@ impl GatewayError {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
             }
             GatewayError::BudgetExceeded(exceeded) => retry_after(headers, exceeded.retry_after),
-            GatewayError::Unauthorized(AuthError::Store(_)) => {
+            GatewayError::Unauthorized(AuthError::Store(_)) | GatewayError::ResponseStore(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
             GatewayError::RateLimited(refusal) => {
@@ -244,6 +265,8 @@ impl GatewayError {
     pub fn param(&self) -> Option<&str> {
         match self {
             GatewayError::Unsupported(u) => Some(&u.field),
+            GatewayError::InvalidField { param, .. } => Some(param),
+            GatewayError::ResponseNotFound { previous: true, .. } => Some("previous_response_id"),
             GatewayError::Body(BodyError::MissingModel | BodyError::ModelNotString) => {
                 Some("model")
             }

@@ -4,6 +4,7 @@
 //! Pure functions over bytes: no I/O, no config.
 
 pub mod anthropic;
+pub mod path;
 pub mod responses;
 
 use bytes::{Bytes, BytesMut};

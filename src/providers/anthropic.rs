@@ -63,6 +63,7 @@
 //! this module never asks for them.
 
 use super::{StreamTranslator, Unsupported};
+use crate::api::path::Path;
 use crate::resilience::FailureClass;
 use crate::streaming::sse::event_data;
 use bytes::Bytes;
@@ -1736,69 +1737,16 @@ fn parse<'a, T: Deserialize<'a>>(
     serde_json::from_str(value.get()).map_err(|_| at.unsupported(expected))
 }
 
-/// A JSON path into the request, rendered only when it names an error.
-#[derive(Clone, Copy)]
-struct Path<'p> {
-    parent: Option<&'p Path<'p>>,
-    segment: Segment<'p>,
+/// A refusal naming the request field at `self`.
+trait RefuseAt {
+    fn unsupported(&self, reason: impl Into<String>) -> Unsupported;
 }
 
-#[derive(Clone, Copy)]
-enum Segment<'p> {
-    Root,
-    Key(&'p str),
-    Index(usize),
-}
-
-impl<'p> Path<'p> {
-    const ROOT: Path<'static> = Path {
-        parent: None,
-        segment: Segment::Root,
-    };
-
-    fn key(&'p self, key: &'p str) -> Path<'p> {
-        Path {
-            parent: Some(self),
-            segment: Segment::Key(key),
-        }
-    }
-
-    fn index(&'p self, index: usize) -> Path<'p> {
-        Path {
-            parent: Some(self),
-            segment: Segment::Index(index),
-        }
-    }
-
-    fn render(&self, out: &mut String) {
-        if let Some(parent) = self.parent {
-            parent.render(out);
-        }
-        match self.segment {
-            Segment::Root => {}
-            Segment::Key(key) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Index(i) => {
-                out.push('[');
-                out.push_str(&i.to_string());
-                out.push(']');
-            }
-        }
-    }
-
+impl RefuseAt for Path<'_> {
     fn unsupported(&self, reason: impl Into<String>) -> Unsupported {
-        let mut field = String::new();
-        self.render(&mut field);
-        if field.is_empty() {
-            field.push_str("(body)");
-        }
         Unsupported {
             provider: PROVIDER,
-            field,
+            field: self.field(),
             reason: reason.into(),
         }
     }

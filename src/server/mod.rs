@@ -48,7 +48,7 @@ pub struct AppState {
     pub limiter: std::sync::OnceLock<crate::limits::Limiter>,
     /// Stored Responses API answers; set by `start_services` unless
     /// `[responses] store = false`.
-    pub conversations: std::sync::OnceLock<crate::conversations::Conversations>,
+    pub conversations: std::sync::OnceLock<Arc<crate::conversations::Conversations>>,
     pub counters: Counters,
     pub draining: AtomicBool,
 }
@@ -77,7 +77,7 @@ impl AppState {
                 retention,
                 store.clone(),
             );
-            let _ = self.conversations.set(conversations);
+            let _ = self.conversations.set(Arc::new(conversations));
         }
         if let (true, Some(store)) = (needs_keys, store) {
             let keys =

@@ -1,8 +1,9 @@
 //! Forwards an upstream SSE stream to the client after its first content
 //! event, event by event as they arrive, and guarantees the client can tell
 //! a complete answer from a cut one: a stream ends either with the
-//! upstream's `[DONE]` (or a synthesized one after a finish reason), or with
-//! a final OpenAI-format error event saying it was cut.
+//! upstream's `[DONE]` (or a synthesized one after a finish reason; a native
+//! Responses stream with its terminal event), or with a final error event
+//! saying it was cut, in the stream's own dialect.
 
 use crate::api::Usage;
 use crate::routing::StreamStart;
@@ -136,7 +137,15 @@ impl Relay {
     fn cut(&mut self, reason: CutReason) -> Option<Bytes> {
         self.body = None;
         self.end(StreamEnd::Cut(reason));
-        Some(cut_event(reason, self.events_sent))
+        Some(match self.framer.dialect() {
+            Dialect::Chat => cut_event(reason, self.events_sent),
+            // Native Responses events are numbered from 0, one per event.
+            Dialect::Responses => crate::api::responses::error_event(
+                &cut_message(reason, self.events_sent),
+                "stream_cut",
+                self.events_sent,
+            ),
+        })
     }
 
     async fn next_event(&mut self) -> Option<Bytes> {
@@ -242,13 +251,17 @@ impl Drop for Relay {
     }
 }
 
+fn cut_message(reason: CutReason, events_sent: u64) -> String {
+    format!(
+        "the upstream stream was cut after {events_sent} events: {}; the answer is incomplete",
+        reason.as_str()
+    )
+}
+
 /// The final event of a cut stream: OpenAI SDKs raise on a `data:` event
 /// carrying an `error` object, so the client cannot mistake it for an end.
 pub fn cut_event(reason: CutReason, events_sent: u64) -> Bytes {
-    let message = format!(
-        "the upstream stream was cut after {events_sent} events: {}; the answer is incomplete",
-        reason.as_str()
-    );
+    let message = cut_message(reason, events_sent);
     let body = crate::api::error_body(&message, "upstream_error", Some("stream_cut"));
     let mut event = Vec::with_capacity(body.len() + 8);
     event.extend_from_slice(b"data: ");
