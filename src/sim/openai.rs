@@ -1,5 +1,6 @@
-//! OpenAI wire formats: JSON bodies, error objects and the SSE chat stream;
-//! Azure OpenAI shares them and differs only in its gateway errors.
+//! OpenAI wire formats: JSON bodies, error objects and the SSE chat and
+//! legacy completion streams; Azure OpenAI shares them and differs only in
+//! its gateway errors.
 
 use std::fmt::Write as _;
 
@@ -522,7 +523,96 @@ impl StreamFormat for ChatChunks {
         }
     }
 
-    fn error_event(&self, shared: &Shared) -> Bytes {
+    fn error_event(&mut self, shared: &Shared) -> Bytes {
+        shared.overload_event.clone()
+    }
+}
+
+#[derive(Serialize)]
+struct TextCompletion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [TextChoice<'a>; 1],
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct TextChoice<'a> {
+    text: &'a str,
+    index: u32,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+/// A non-stream legacy `text_completion` whose text is `tok0 tok1 ...`.
+pub(crate) fn text_completion(index: u64, model: &str, tokens: u32, prompt_tokens: u32) -> Bytes {
+    let text = completion_text(tokens);
+    let id = format!("cmpl-sim-{index}");
+    to_bytes(&TextCompletion {
+        id: &id,
+        object: "text_completion",
+        created: unix_now(),
+        model,
+        choices: [TextChoice {
+            text: &text,
+            index: 0,
+            logprobs: None,
+            finish_reason: "stop",
+        }],
+        usage: Usage::new(prompt_tokens, tokens),
+    })
+}
+
+/// The legacy completion stream: one `text_completion` chunk per token
+/// (no role preamble, as OpenAI sends it), a chunk with the finish reason,
+/// an optional usage chunk and `[DONE]`.
+pub(crate) struct CompletionChunks(ChatChunks);
+
+impl CompletionChunks {
+    pub(crate) fn new(
+        index: u64,
+        model: &str,
+        tokens: u32,
+        include_usage: bool,
+        prompt_tokens: u32,
+    ) -> Self {
+        let mut chunks = ChatChunks::new(index, model, tokens, include_usage, prompt_tokens);
+        chunks.prefix = chunks
+            .prefix
+            .replacen("chatcmpl-sim-", "cmpl-sim-", 1)
+            .replacen("chat.completion.chunk", "text_completion", 1);
+        Self(chunks)
+    }
+}
+
+impl StreamFormat for CompletionChunks {
+    fn chunks(&self) -> u32 {
+        self.0.tokens
+    }
+
+    fn preamble(&mut self, _step: usize) -> Option<Bytes> {
+        None
+    }
+
+    fn content(&mut self, n: u32, _finishing: bool) -> Bytes {
+        let body = format!(
+            "{{\"text\":\"tok{n} \",\"index\":0,\"logprobs\":null,\"finish_reason\":null}}"
+        );
+        self.0.chunk(&body)
+    }
+
+    fn closing(&mut self, step: usize, sent: u32) -> Option<Closing> {
+        if step == 0 {
+            return Some(Closing::More(self.0.chunk(
+                r#"{"text":"","index":0,"logprobs":null,"finish_reason":"stop"}"#,
+            )));
+        }
+        self.0.closing(step, sent)
+    }
+
+    fn error_event(&mut self, shared: &Shared) -> Bytes {
         shared.overload_event.clone()
     }
 }
@@ -545,6 +635,38 @@ mod tests {
         assert_ne!(a, EmbeddingInput::Text("hellp").vector());
         let norm: f32 = a.iter().map(|x| x * x).sum();
         assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn completion_chunks_are_text_completions_ending_in_done() {
+        let mut chunks = CompletionChunks::new(3, "m", 2, true, 5);
+        assert!(chunks.preamble(0).is_none(), "no role preamble");
+        let first = chunks.content(0, false);
+        let text = std::str::from_utf8(&first).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(text.trim().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(v["object"], "text_completion");
+        assert_eq!(v["id"], "cmpl-sim-3");
+        assert_eq!(v["choices"][0]["text"], "tok0 ");
+        let mut closing = Vec::new();
+        for step in 0.. {
+            match chunks.closing(step, 2) {
+                Some(Closing::More(b)) => closing.push(b),
+                Some(Closing::Last(b)) => {
+                    closing.push(b);
+                    break;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(closing.len(), 3, "finish, usage, [DONE]");
+        assert!(std::str::from_utf8(&closing[0])
+            .unwrap()
+            .contains(r#""finish_reason":"stop""#));
+        assert!(std::str::from_utf8(&closing[1])
+            .unwrap()
+            .contains(r#""completion_tokens":2"#));
+        assert_eq!(&closing[2][..], DONE_EVENT);
     }
 
     #[test]
