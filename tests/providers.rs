@@ -561,3 +561,123 @@ async fn a_key_pool_rotates_on_429_and_drops_a_refused_key() {
         "no key values: {text}"
     );
 }
+
+/// A route per pass-through endpoint over an Anthropic target only, plus
+/// `speech` over two OpenAI sims.
+fn pass_through_config(
+    anthropic: &SimHandle,
+    primary: &SimHandle,
+    secondary: &SimHandle,
+) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{FAST}\n\
+         [providers.claude]\nkind = \"anthropic\"\nbase_url = \"{a}\"\n\
+         [providers.main]\nbase_url = \"{p}\"\n\
+         [providers.backup]\nbase_url = \"{s}\"\n\
+         [routes.claude-only]\ntargets = [{{ provider = \"claude\", model = \"claude-sonnet-4-5\" }}]\n\
+         [routes.speech]\ntargets = [{{ provider = \"main\", model = \"tts-1\" }}, {{ provider = \"backup\", model = \"tts-1\" }}]\n",
+        a = root(anthropic),
+        p = primary.base_url(),
+        s = secondary.base_url(),
+    )
+}
+
+#[tokio::test]
+async fn endpoints_a_route_cannot_serve_are_a_400_naming_them_and_unknown_paths_a_404() {
+    let anthropic = sim("anthropic").await;
+    let (primary, secondary) = (sim("primary").await, sim("secondary").await);
+    let gw = gateway_from_text(&pass_through_config(&anthropic, &primary, &secondary)).await;
+    let client = client();
+    let bodies = [
+        ("moderations", r#"{"model":"claude-only","input":"hi"}"#),
+        ("completions", r#"{"model":"claude-only","prompt":"hi"}"#),
+        (
+            "images/generations",
+            r#"{"model":"claude-only","prompt":"a cat"}"#,
+        ),
+        (
+            "audio/speech",
+            r#"{"model":"claude-only","input":"hi","voice":"alloy"}"#,
+        ),
+    ];
+    for (path, body) in bodies {
+        let url = format!("{}/{path}", gw.base_url());
+        let reply = call(&client, Method::POST, &url, body, &[]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.text()
+        );
+        let (message, kind, _) = reply.openai_error();
+        assert_eq!(kind, "invalid_request_error", "{path}");
+        assert!(
+            message.contains(&format!("/v1/{path}")),
+            "{path}: {message}"
+        );
+    }
+    assert_eq!(anthropic.stats().requests, 0, "nothing was sent upstream");
+
+    let reply = call(
+        &client,
+        Method::POST,
+        &format!("{}/foo", gw.base_url()),
+        "{}",
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let (message, _, code) = reply.openai_error();
+    assert_eq!(code, "unknown_url");
+    for served in [
+        "/v1/responses",
+        "/v1/moderations",
+        "/v1/audio/speech",
+        "/v1/completions",
+    ] {
+        assert!(message.contains(served), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn speech_cut_before_any_audio_fails_over_and_after_it_reaches_the_client_cut() {
+    let anthropic = sim("anthropic").await;
+    let (primary, secondary) = (sim("primary").await, sim("secondary").await);
+    let gw = gateway_from_text(&pass_through_config(&anthropic, &primary, &secondary)).await;
+    let client = client();
+    let url = format!("{}/audio/speech", gw.base_url());
+    let body = r#"{"model":"speech","input":"hello","voice":"alloy"}"#;
+
+    primary.push_script([
+        FaultAction::DropAfter(0).into(),
+        FaultAction::DropAfter(0).into(),
+    ]);
+    let reply = call(&client, Method::POST, &url, body, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-switchyard-target"), Some("backup/tts-1"));
+    assert_eq!(reply.header("content-type"), Some("audio/mpeg"));
+    assert_eq!(reply.body.len(), 8 * 417, "the whole audio");
+    assert!(primary.stats().dropped >= 1);
+
+    // Once audio has gone out, a cut reaches the client as a cut.
+    primary.reset_stats();
+    primary.push_script([FaultAction::DropAfter(2).into()]);
+    let response = send(&client, Method::POST, &url, body, &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut incoming = response.into_body();
+    let mut received = 0;
+    let ended_with_error = loop {
+        match http_body_util::BodyExt::frame(&mut incoming).await {
+            Some(Ok(frame)) => received += frame.data_ref().map_or(0, |d| d.len()),
+            Some(Err(_)) => break true,
+            None => break false,
+        }
+    };
+    assert!(ended_with_error, "a cut body must not end cleanly");
+    assert_eq!(received, 2 * 417);
+    assert_eq!(
+        secondary.stats().requests,
+        1,
+        "no failover after audio went out"
+    );
+}
