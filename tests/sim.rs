@@ -2460,3 +2460,63 @@ async fn body_log_is_bounded() {
     let first: Value = serde_json::from_slice(&bodies[0].body).unwrap();
     assert_eq!(first["input"], "n3", "the oldest are evicted");
 }
+
+#[tokio::test]
+async fn chat_calls_function_tools_until_their_result_comes_back() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = chat_body(false);
+    body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let v = json_body(chat(&client, &sim, body.clone(), &[]).await).await;
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args["location"], "Paris");
+
+    // Streamed: the call's head, then its argument fragments.
+    body["stream"] = json!(true);
+    let events = sse_events(&text(chat(&client, &sim, body.clone(), &[]).await).await);
+    let chunks: Vec<Value> = events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let arguments: String = calls
+        .iter()
+        .map(|c| c["function"]["arguments"].as_str().unwrap())
+        .collect();
+    assert_eq!(serde_json::from_str::<Value>(&arguments).unwrap(), args);
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+    assert_eq!(events.last().unwrap(), "[DONE]");
+
+    // With the tool's result last, or tool_choice none, the answer is text.
+    body["stream"] = json!(false);
+    let mut answered = body.clone();
+    answered["messages"] = json!([
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
+    ]);
+    let v = json_body(chat(&client, &sim, answered, &[]).await).await;
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    body["tool_choice"] = json!("none");
+    let v = json_body(chat(&client, &sim, body, &[]).await).await;
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
+    );
+}

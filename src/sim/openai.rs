@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::StatusCode;
 use serde::Serialize;
 
-use super::dialect::{injected_status, SimError};
+use super::dialect::{injected_status, SimError, TOOL_INPUT_FRAGMENTS, TOOL_INPUT_JSON};
 use super::stream::{Closing, StreamFormat};
 use super::{Shared, SimEndpoint};
 
@@ -290,7 +290,27 @@ struct Choice<'a> {
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCall<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionCall<'a> {
+    name: &'a str,
+    arguments: &'static str,
+}
+
+fn tool_call_id(index: u64) -> String {
+    format!("call_sim_{index}")
 }
 
 /// `tok0 tok1 ...`: the text of every non-stream answer, in every dialect.
@@ -305,10 +325,45 @@ pub(crate) fn completion_text(tokens: u32) -> String {
     content
 }
 
-/// A non-stream `chat.completion` whose content is `tok0 tok1 ...`.
-pub(crate) fn chat_completion(index: u64, model: &str, tokens: u32, prompt_tokens: u32) -> Bytes {
+/// A non-stream `chat.completion` whose content is `tok0 tok1 ...`, or
+/// which calls `tool` with [`TOOL_INPUT_JSON`].
+pub(crate) fn chat_completion(
+    index: u64,
+    model: &str,
+    tokens: u32,
+    prompt_tokens: u32,
+    tool: Option<&str>,
+) -> Bytes {
     let content = completion_text(tokens);
     let id = format!("chatcmpl-sim-{index}");
+    let call_id = tool_call_id(index);
+    let (message, finish_reason, completion_tokens) = match tool {
+        Some(name) => (
+            Message {
+                role: "assistant",
+                content: None,
+                tool_calls: Some([ToolCall {
+                    id: &call_id,
+                    kind: "function",
+                    function: FunctionCall {
+                        name,
+                        arguments: TOOL_INPUT_JSON,
+                    },
+                }]),
+            },
+            "tool_calls",
+            approx_tokens(TOOL_INPUT_JSON.len()),
+        ),
+        None => (
+            Message {
+                role: "assistant",
+                content: Some(&content),
+                tool_calls: None,
+            },
+            "stop",
+            tokens,
+        ),
+    };
     to_bytes(&ChatCompletion {
         id: &id,
         object: "chat.completion",
@@ -316,13 +371,10 @@ pub(crate) fn chat_completion(index: u64, model: &str, tokens: u32, prompt_token
         model,
         choices: [Choice {
             index: 0,
-            message: Message {
-                role: "assistant",
-                content: &content,
-            },
-            finish_reason: "stop",
+            message,
+            finish_reason,
         }],
-        usage: Usage::new(prompt_tokens, tokens),
+        usage: Usage::new(prompt_tokens, completion_tokens),
     })
 }
 
@@ -443,6 +495,9 @@ pub(crate) struct ChatChunks {
     tokens: u32,
     include_usage: bool,
     prompt_tokens: u32,
+    /// The called function and the call's id, when the answer is a call:
+    /// its chunks are the call's head, then the argument fragments.
+    tool: Option<(String, String)>,
 }
 
 impl ChatChunks {
@@ -467,7 +522,31 @@ impl ChatChunks {
             tokens,
             include_usage,
             prompt_tokens,
+            tool: None,
         }
+    }
+
+    /// The stream of a call of `name` instead of text.
+    pub(crate) fn calling(mut self, index: u64, name: Option<&str>) -> Self {
+        self.tool = name.map(|n| (n.to_owned(), tool_call_id(index)));
+        self
+    }
+
+    fn tool_chunk(&self, n: u32) -> Option<Bytes> {
+        let (name, id) = self.tool.as_ref()?;
+        let fragment = usize::try_from(n)
+            .ok()
+            .and_then(|n| TOOL_INPUT_FRAGMENTS.get(n))
+            .copied()
+            .unwrap_or_default();
+        let call = if n == 0 {
+            serde_json::json!({"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": fragment}})
+        } else {
+            serde_json::json!({"index": 0, "function": {"arguments": fragment}})
+        };
+        let choice =
+            serde_json::json!({"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null});
+        Some(self.chunk(&choice.to_string()))
     }
 
     fn chunk(&self, body: &str) -> Bytes {
@@ -491,7 +570,10 @@ impl ChatChunks {
 
 impl StreamFormat for ChatChunks {
     fn chunks(&self) -> u32 {
-        self.tokens
+        match self.tool {
+            Some(_) => u32::try_from(TOOL_INPUT_FRAGMENTS.len()).unwrap_or(u32::MAX),
+            None => self.tokens,
+        }
     }
 
     fn preamble(&mut self, step: usize) -> Option<Bytes> {
@@ -503,6 +585,9 @@ impl StreamFormat for ChatChunks {
     }
 
     fn content(&mut self, n: u32, _finishing: bool) -> Bytes {
+        if let Some(chunk) = self.tool_chunk(n) {
+            return chunk;
+        }
         let mut body = String::with_capacity(80);
         let _ = write!(
             body,
@@ -513,10 +598,15 @@ impl StreamFormat for ChatChunks {
 
     fn closing(&mut self, step: usize, sent: u32) -> Option<Closing> {
         let done = || Closing::Last(Bytes::from_static(DONE_EVENT));
+        let (finish, sent) = match self.tool {
+            Some(_) => (
+                r#"{"index":0,"delta":{},"finish_reason":"tool_calls"}"#,
+                approx_tokens(TOOL_INPUT_JSON.len()),
+            ),
+            None => (r#"{"index":0,"delta":{},"finish_reason":"stop"}"#, sent),
+        };
         match (step, self.include_usage) {
-            (0, _) => Some(Closing::More(
-                self.chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#),
-            )),
+            (0, _) => Some(Closing::More(self.chunk(finish))),
             (1, true) => Some(Closing::More(self.usage_chunk(sent))),
             (1, false) | (2, true) => Some(done()),
             _ => None,

@@ -721,15 +721,109 @@ struct ChatRequest<'a> {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default, borrow)]
+    tools: Option<Vec<ChatTool<'a>>>,
+    #[serde(default)]
+    tool_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    messages: Option<LastRole>,
+}
+
+#[derive(Deserialize)]
+struct ChatTool<'a> {
+    #[serde(default, borrow)]
+    function: Option<ChatFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChatFunction<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+}
+
+/// Whether the last message of `messages` is a tool result, read without
+/// keeping the messages.
+#[derive(Default)]
+struct LastRole {
+    tool: bool,
+}
+
+impl<'de> Deserialize<'de> for LastRole {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = LastRole;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of messages")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LastRole, A::Error> {
+                let mut last = LastRole::default();
+                while let Some(message) = seq.next_element::<RoleOnly<'de>>()? {
+                    last.tool = message.role.as_deref() == Some("tool");
+                }
+                Ok(last)
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct RoleOnly<'a> {
+    #[serde(default, borrow)]
+    role: Option<Cow<'a, str>>,
+}
+
+/// The function a chat answer calls, by the same rule as the Responses
+/// API: function tools offered, `tool_choice` not `none`, and the last
+/// message not a tool result; a named `tool_choice` picks the function.
+fn called_tool(
+    tools: Option<&[ChatTool<'_>]>,
+    tool_choice: Option<&serde_json::Value>,
+    messages: Option<&LastRole>,
+) -> Option<String> {
+    let first = tools?.iter().find_map(|t| t.function.as_ref())?;
+    if messages.is_some_and(|m| m.tool) {
+        return None;
+    }
+    match tool_choice {
+        Some(serde_json::Value::String(choice)) if choice == "none" => None,
+        Some(serde_json::Value::Object(choice)) => Some(
+            choice
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(&first.name)
+                .to_owned(),
+        ),
+        _ => Some(first.name.clone().into_owned()),
+    }
 }
 
 /// Azure's chat body: the deployment in the path is the model.
 #[derive(Deserialize)]
-struct DeploymentChatRequest {
+struct DeploymentChatRequest<'a> {
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default, borrow)]
+    tools: Option<Vec<ChatTool<'a>>>,
+    #[serde(default)]
+    tool_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    messages: Option<LastRole>,
+}
+
+/// The chat fields the answer depends on.
+struct ChatFields<'a> {
+    model: Cow<'a, str>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    tool: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -754,15 +848,40 @@ struct DeploymentEmbeddingsRequest {
 
 /// OpenAI chat, or Azure's when `deployment` is set.
 async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response<Body> {
-    let (model, stream, stream_options) = match deployment {
-        None => match ctx.parse::<ChatRequest<'_>>(None, body) {
-            Ok(req) => (req.model, req.stream, req.stream_options),
-            Err(response) => return response,
-        },
-        Some(deployment) => match ctx.parse::<DeploymentChatRequest>(Some(deployment), body) {
-            Ok(req) => (Cow::Borrowed(deployment), req.stream, req.stream_options),
-            Err(response) => return response,
-        },
+    let fields = match deployment {
+        None => ctx
+            .parse::<ChatRequest<'_>>(None, body)
+            .map(|req| ChatFields {
+                tool: called_tool(
+                    req.tools.as_deref(),
+                    req.tool_choice.as_ref(),
+                    req.messages.as_ref(),
+                ),
+                model: req.model,
+                stream: req.stream,
+                stream_options: req.stream_options,
+            }),
+        Some(deployment) => ctx
+            .parse::<DeploymentChatRequest<'_>>(Some(deployment), body)
+            .map(|req| ChatFields {
+                model: Cow::Borrowed(deployment),
+                tool: called_tool(
+                    req.tools.as_deref(),
+                    req.tool_choice.as_ref(),
+                    req.messages.as_ref(),
+                ),
+                stream: req.stream,
+                stream_options: req.stream_options,
+            }),
+    };
+    let ChatFields {
+        model,
+        stream,
+        stream_options,
+        tool,
+    } = match fields {
+        Ok(fields) => fields,
+        Err(response) => return response,
     };
     let stream = stream.unwrap_or(false);
     let decision = match ctx.admit(&model, stream, body.len()) {
@@ -776,9 +895,10 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
         ChatChunks::new(index, &model, tokens, include_usage, prompt_tokens)
+            .calling(index, tool.as_deref())
     });
     ctx.answer(decision, format, || {
-        openai::chat_completion(index, &model, tokens, prompt_tokens)
+        openai::chat_completion(index, &model, tokens, prompt_tokens, tool.as_deref())
     })
     .await
 }
@@ -790,7 +910,7 @@ async fn completions(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> R
             Ok(req) => (req.model, req.stream, req.stream_options),
             Err(response) => return response,
         },
-        Some(deployment) => match ctx.parse::<DeploymentChatRequest>(Some(deployment), body) {
+        Some(deployment) => match ctx.parse::<DeploymentChatRequest<'_>>(Some(deployment), body) {
             Ok(req) => (Cow::Borrowed(deployment), req.stream, req.stream_options),
             Err(response) => return response,
         },
