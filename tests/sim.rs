@@ -1949,7 +1949,7 @@ async fn responses_call_function_tools_until_their_output_comes_back() {
     assert_eq!(kinds[kinds.len() - 2], "response.output_item.done");
     assert_eq!(kinds[kinds.len() - 1], "response.completed");
 
-    // With the function's output as the last input item, the answer is text.
+    // With the function's output in the input, the answer is text.
     body["stream"] = json!(false);
     body["input"] = json!([
         {"role": "user", "content": "weather?"},
@@ -2503,13 +2503,15 @@ async fn chat_calls_function_tools_until_their_result_comes_back() {
     );
     assert_eq!(events.last().unwrap(), "[DONE]");
 
-    // With the tool's result last, or tool_choice none, the answer is text.
+    // With the tool's result in the conversation, or tool_choice none, the
+    // answer is text.
     body["stream"] = json!(false);
     let mut answered = body.clone();
     answered["messages"] = json!([
         {"role": "user", "content": "weather?"},
         {"role": "assistant", "content": null, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
+        {"role": "user", "content": "and tomorrow?"},
     ]);
     let v = json_body(chat(&client, &sim, answered, &[]).await).await;
     assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");

@@ -6,7 +6,8 @@
 //! What the answer is, decided from the request:
 //! - a `function_call` of the first function tool (or the one `tool_choice`
 //!   names) when the request has function `tools`, `tool_choice` is not
-//!   `none` and the last input item is not a `function_call_output`;
+//!   `none` and no input item is a `function_call_output` yet (so a tool
+//!   round trip ends in text);
 //! - JSON text when `text.format.type` is `json_schema` (the schema's
 //!   required properties filled with placeholder values of their type);
 //! - otherwise the usual `tok0 tok1 ...` text.
@@ -187,11 +188,10 @@ fn called_function(req: &Value) -> Option<&str> {
         .filter(|t| t["type"] == "function")
         .filter_map(|t| t["name"].as_str());
     let first = functions.next()?;
-    let last_input_type = req["input"]
+    let answered = req["input"]
         .as_array()
-        .and_then(|items| items.last())
-        .and_then(|item| item["type"].as_str());
-    if last_input_type == Some("function_call_output") {
+        .is_some_and(|items| items.iter().any(|i| i["type"] == "function_call_output"));
+    if answered {
         return None;
     }
     match &req["tool_choice"] {

@@ -726,7 +726,7 @@ struct ChatRequest<'a> {
     #[serde(default)]
     tool_choice: Option<serde_json::Value>,
     #[serde(default)]
-    messages: Option<LastRole>,
+    messages: Option<ToolResults>,
 }
 
 #[derive(Deserialize)]
@@ -741,30 +741,30 @@ struct ChatFunction<'a> {
     name: Cow<'a, str>,
 }
 
-/// Whether the last message of `messages` is a tool result, read without
-/// keeping the messages.
+/// Whether any message of `messages` is a tool result, read without keeping
+/// the messages.
 #[derive(Default)]
-struct LastRole {
+struct ToolResults {
     tool: bool,
 }
 
-impl<'de> Deserialize<'de> for LastRole {
+impl<'de> Deserialize<'de> for ToolResults {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = LastRole;
+            type Value = ToolResults;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an array of messages")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<LastRole, A::Error> {
-                let mut last = LastRole::default();
+            ) -> Result<ToolResults, A::Error> {
+                let mut seen = ToolResults::default();
                 while let Some(message) = seq.next_element::<RoleOnly<'de>>()? {
-                    last.tool = message.role.as_deref() == Some("tool");
+                    seen.tool |= message.role.as_deref() == Some("tool");
                 }
-                Ok(last)
+                Ok(seen)
             }
         }
         d.deserialize_seq(Visitor)
@@ -778,12 +778,13 @@ struct RoleOnly<'a> {
 }
 
 /// The function a chat answer calls, by the same rule as the Responses
-/// API: function tools offered, `tool_choice` not `none`, and the last
-/// message not a tool result; a named `tool_choice` picks the function.
+/// API: function tools offered, `tool_choice` not `none`, and no tool result
+/// among the messages yet (so a tool round trip ends in text); a named
+/// `tool_choice` picks the function.
 fn called_tool(
     tools: Option<&[ChatTool<'_>]>,
     tool_choice: Option<&serde_json::Value>,
-    messages: Option<&LastRole>,
+    messages: Option<&ToolResults>,
 ) -> Option<String> {
     let first = tools?.iter().find_map(|t| t.function.as_ref())?;
     if messages.is_some_and(|m| m.tool) {
@@ -815,7 +816,7 @@ struct DeploymentChatRequest<'a> {
     #[serde(default)]
     tool_choice: Option<serde_json::Value>,
     #[serde(default)]
-    messages: Option<LastRole>,
+    messages: Option<ToolResults>,
 }
 
 /// The chat fields the answer depends on.
