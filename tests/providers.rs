@@ -681,3 +681,78 @@ async fn speech_cut_before_any_audio_fails_over_and_after_it_reaches_the_client_
         "no failover after audio went out"
     );
 }
+
+#[tokio::test]
+async fn azure_targets_serve_the_pass_through_endpoints_at_azure_urls() {
+    let azure = sim("azure").await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{FAST}\n\
+         [providers.az]\nkind = \"azure_openai\"\nbase_url = \"{}\"\napi_key_env = \"AZ_KEY\"\napi_version = \"2025-04-01-preview\"\n\
+         [routes.instruct]\ntargets = [{{ provider = \"az\", model = \"gpt-3.5-turbo-instruct\" }}]\n\
+         [routes.image]\ntargets = [{{ provider = \"az\", model = \"dall-e-3\" }}]\n\
+         [routes.tts]\ntargets = [{{ provider = \"az\", model = \"tts-1\" }}]\n",
+        azure.origin()
+    );
+    let gw = gateway_with_env(&text, |name| {
+        (name == "AZ_KEY").then(|| "az-key".to_owned())
+    })
+    .await;
+    let client = client();
+    let post = |path: &str, body: serde_json::Value| {
+        let url = format!("{}/{path}", gw.base_url());
+        let client = client.clone();
+        async move { call(&client, Method::POST, &url, body.to_string(), &[]).await }
+    };
+    let reply = post(
+        "completions",
+        serde_json::json!({"model": "instruct", "prompt": "hi"}),
+    )
+    .await;
+    assert_eq!(
+        reply.json()["object"],
+        "text_completion",
+        "{}",
+        reply.text()
+    );
+    let reply = post(
+        "images/generations",
+        serde_json::json!({"model": "image", "prompt": "a cat"}),
+    )
+    .await;
+    assert!(
+        reply.json()["data"][0]["url"].is_string(),
+        "{}",
+        reply.text()
+    );
+    let reply = post(
+        "audio/speech",
+        serde_json::json!({"model": "tts", "input": "hi", "voice": "alloy"}),
+    )
+    .await;
+    assert_eq!(reply.body.len(), 8 * 417);
+
+    let records = azure.requests();
+    let seen: Vec<(SimEndpoint, Option<&str>)> = records
+        .iter()
+        .map(|r| (r.endpoint, r.model.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                SimEndpoint::AzureCompletions,
+                Some("gpt-3.5-turbo-instruct")
+            ),
+            (SimEndpoint::AzureImages, Some("dall-e-3")),
+            (SimEndpoint::AzureSpeech, Some("tts-1")),
+        ]
+    );
+    assert!(records
+        .iter()
+        .all(|r| r.api_key.as_deref() == Some("az-key")));
+    assert_eq!(
+        azure.last_json(SimEndpoint::AzureCompletions).unwrap()["model"],
+        "gpt-3.5-turbo-instruct",
+        "the body's model is rewritten too"
+    );
+}
