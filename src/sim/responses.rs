@@ -21,6 +21,10 @@
 //! `response.function_call_arguments.done`; then `response.output_item.done`
 //! and `response.completed` with usage. An in-stream error is `error`
 //! followed by `response.failed`.
+//!
+//! A `previous_response_id` this sim did not hand out (or has forgotten, past
+//! [`REMEMBERED_RESPONSES`], or was asked not to `store`) is a 404 in
+//! OpenAI's words, decided before fault selection.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +39,7 @@ use super::dialect::{TOOL_INPUT_FRAGMENTS, TOOL_INPUT_JSON};
 use super::openai::{approx_tokens, completion_text, unix_now};
 use super::server::Ctx;
 use super::stream::{Closing, StreamFormat};
-use super::Shared;
+use super::{FaultAction, Shared};
 
 /// How many response ids a sim remembers for `previous_response_id`.
 pub(crate) const REMEMBERED_RESPONSES: usize = 256;
@@ -149,7 +153,12 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &Bytes) -> Response<Body> {
         input_tokens: approx_tokens(body.len()),
         echo: echoed_fields(&req),
     };
-    if req.get("store").and_then(Value::as_bool) != Some(false) {
+    // Only answers that carry their id to the client are kept.
+    let answered = !matches!(
+        decision.fault.action,
+        FaultAction::Status { .. } | FaultAction::ContextLength | FaultAction::Hang
+    );
+    if answered && req.get("store").and_then(Value::as_bool) != Some(false) {
         ids.remember(&answer.id);
     }
     let format = stream.then(|| ResponseEvents::new(&answer));
