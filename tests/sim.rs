@@ -2522,3 +2522,35 @@ async fn chat_calls_function_tools_until_their_result_comes_back() {
         "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
     );
 }
+
+#[tokio::test]
+async fn chat_response_format_json_schema_answers_valid_json() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = chat_body(false);
+    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "w", "strict": true, "schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+    }}});
+    let v = json_body(chat(&client, &sim, body.clone(), &[]).await).await;
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    let expected = json!({"city": "sim", "days": 0});
+    assert_eq!(serde_json::from_str::<Value>(content).unwrap(), expected);
+
+    body["stream"] = json!(true);
+    let events = sse_events(&text(chat(&client, &sim, body.clone(), &[]).await).await);
+    let mut streamed = String::new();
+    for event in events.iter().filter(|e| *e != "[DONE]") {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        if let Some(part) = chunk["choices"][0]["delta"]["content"].as_str() {
+            streamed.push_str(part);
+        }
+    }
+    assert_eq!(serde_json::from_str::<Value>(&streamed).unwrap(), expected);
+
+    body["stream"] = json!(false);
+    body["response_format"] = json!({"type": "json_object"});
+    let v = json_body(chat(&client, &sim, body, &[]).await).await;
+    assert_eq!(v["choices"][0]["message"]["content"], "{}");
+}

@@ -9,6 +9,7 @@ use http::StatusCode;
 use serde::Serialize;
 
 use super::dialect::{injected_status, SimError, TOOL_INPUT_FRAGMENTS, TOOL_INPUT_JSON};
+use super::responses::split_in_fragments;
 use super::stream::{Closing, StreamFormat};
 use super::{Shared, SimEndpoint};
 
@@ -325,16 +326,34 @@ pub(crate) fn completion_text(tokens: u32) -> String {
     content
 }
 
-/// A non-stream `chat.completion` whose content is `tok0 tok1 ...`, or
-/// which calls `tool` with [`TOOL_INPUT_JSON`].
+/// What a chat answer says.
+#[derive(Clone, Copy)]
+pub(crate) enum ChatOutput<'a> {
+    /// `tok0 tok1 ...`
+    Tokens,
+    /// A call of this function with [`TOOL_INPUT_JSON`].
+    Call(&'a str),
+    /// Structured output: this JSON text.
+    Json(&'a str),
+}
+
+/// A non-stream `chat.completion` with `output`.
 pub(crate) fn chat_completion(
     index: u64,
     model: &str,
     tokens: u32,
     prompt_tokens: u32,
-    tool: Option<&str>,
+    output: ChatOutput<'_>,
 ) -> Bytes {
-    let content = completion_text(tokens);
+    let (content, tool) = match output {
+        ChatOutput::Tokens => (completion_text(tokens), None),
+        ChatOutput::Call(name) => (String::new(), Some(name)),
+        ChatOutput::Json(text) => (text.to_owned(), None),
+    };
+    let tokens = match output {
+        ChatOutput::Json(text) => approx_tokens(text.len()),
+        _ => tokens,
+    };
     let id = format!("chatcmpl-sim-{index}");
     let call_id = tool_call_id(index);
     let (message, finish_reason, completion_tokens) = match tool {
@@ -498,6 +517,8 @@ pub(crate) struct ChatChunks {
     /// The called function and the call's id, when the answer is a call:
     /// its chunks are the call's head, then the argument fragments.
     tool: Option<(String, String)>,
+    /// The content fragments of a structured-output answer.
+    json: Option<Vec<String>>,
 }
 
 impl ChatChunks {
@@ -523,13 +544,26 @@ impl ChatChunks {
             include_usage,
             prompt_tokens,
             tool: None,
+            json: None,
         }
     }
 
-    /// The stream of a call of `name` instead of text.
-    pub(crate) fn calling(mut self, index: u64, name: Option<&str>) -> Self {
-        self.tool = name.map(|n| (n.to_owned(), tool_call_id(index)));
+    /// The stream of `output` instead of tokens.
+    pub(crate) fn answering(mut self, index: u64, output: ChatOutput<'_>) -> Self {
+        match output {
+            ChatOutput::Tokens => {}
+            ChatOutput::Call(name) => self.tool = Some((name.to_owned(), tool_call_id(index))),
+            ChatOutput::Json(text) => self.json = Some(split_in_fragments(text, 4)),
+        }
         self
+    }
+
+    fn json_chunk(&self, n: u32) -> Option<Bytes> {
+        let fragments = self.json.as_ref()?;
+        let fragment = usize::try_from(n).ok().and_then(|n| fragments.get(n))?;
+        let choice =
+            serde_json::json!({"index": 0, "delta": {"content": fragment}, "finish_reason": null});
+        Some(self.chunk(&choice.to_string()))
     }
 
     fn tool_chunk(&self, n: u32) -> Option<Bytes> {
@@ -570,9 +604,10 @@ impl ChatChunks {
 
 impl StreamFormat for ChatChunks {
     fn chunks(&self) -> u32 {
-        match self.tool {
-            Some(_) => u32::try_from(TOOL_INPUT_FRAGMENTS.len()).unwrap_or(u32::MAX),
-            None => self.tokens,
+        match (&self.tool, &self.json) {
+            (Some(_), _) => u32::try_from(TOOL_INPUT_FRAGMENTS.len()).unwrap_or(u32::MAX),
+            (None, Some(fragments)) => u32::try_from(fragments.len()).unwrap_or(u32::MAX),
+            (None, None) => self.tokens,
         }
     }
 
@@ -585,7 +620,7 @@ impl StreamFormat for ChatChunks {
     }
 
     fn content(&mut self, n: u32, _finishing: bool) -> Bytes {
-        if let Some(chunk) = self.tool_chunk(n) {
+        if let Some(chunk) = self.tool_chunk(n).or_else(|| self.json_chunk(n)) {
             return chunk;
         }
         let mut body = String::with_capacity(80);
@@ -603,7 +638,13 @@ impl StreamFormat for ChatChunks {
                 r#"{"index":0,"delta":{},"finish_reason":"tool_calls"}"#,
                 approx_tokens(TOOL_INPUT_JSON.len()),
             ),
-            None => (r#"{"index":0,"delta":{},"finish_reason":"stop"}"#, sent),
+            None => {
+                let sent = match &self.json {
+                    Some(fragments) => approx_tokens(fragments.iter().map(String::len).sum()),
+                    None => sent,
+                };
+                (r#"{"index":0,"delta":{},"finish_reason":"stop"}"#, sent)
+            }
         };
         match (step, self.include_usage) {
             (0, _) => Some(Closing::More(self.chunk(finish))),

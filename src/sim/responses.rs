@@ -183,8 +183,7 @@ fn output_for(req: &Value, tokens: u32) -> Output {
     }
     let format = &req["text"]["format"];
     if format["type"] == "json_schema" {
-        let value = fill_schema(&format["schema"], 0);
-        return Output::Json(value.to_string());
+        return Output::Json(schema_instance(&format["schema"]));
     }
     Output::Tokens(tokens)
 }
@@ -210,6 +209,11 @@ fn called_function(req: &Value) -> Option<&str> {
         }
         _ => Some(first),
     }
+}
+
+/// JSON text satisfying `schema`, as a structured-output answer.
+pub(crate) fn schema_instance(schema: &Value) -> String {
+    fill_schema(schema, 0).to_string()
 }
 
 /// A value that satisfies `schema` (the subset structured outputs use):
@@ -490,7 +494,7 @@ impl ResponseEvents {
 }
 
 /// `text` cut into at most `n` pieces on character boundaries.
-fn split_in_fragments(text: &str, n: usize) -> Vec<String> {
+pub(crate) fn split_in_fragments(text: &str, n: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let size = chars.len().div_ceil(n.max(1)).max(1);
     chars.chunks(size).map(|c| c.iter().collect()).collect()

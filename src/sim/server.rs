@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 
 use super::behavior::{decide, Decision};
 use super::dialect::{self, Dialect, SimError};
-use super::openai::{self, ChatChunks, CompletionChunks, EmbeddingInput};
+use super::openai::{self, ChatChunks, ChatOutput, CompletionChunks, EmbeddingInput};
 use super::stats::{bump, CancelGuard};
 use super::stream::{AbortAfter, SimStream, StreamEnd, StreamFormat, StreamPlan};
 use super::{
@@ -727,6 +727,8 @@ struct ChatRequest<'a> {
     tool_choice: Option<serde_json::Value>,
     #[serde(default)]
     messages: Option<ToolResults>,
+    #[serde(default)]
+    response_format: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -817,6 +819,8 @@ struct DeploymentChatRequest<'a> {
     tool_choice: Option<serde_json::Value>,
     #[serde(default)]
     messages: Option<ToolResults>,
+    #[serde(default)]
+    response_format: Option<serde_json::Value>,
 }
 
 /// The chat fields the answer depends on.
@@ -825,6 +829,19 @@ struct ChatFields<'a> {
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     tool: Option<String>,
+    /// Structured output asked for with `response_format`.
+    json: Option<String>,
+}
+
+/// The JSON text a `response_format` of type `json_schema` (filled from its
+/// schema) or `json_object` (`{}`) asks for.
+fn structured_output(format: Option<&serde_json::Value>) -> Option<String> {
+    let format = format?;
+    match format.get("type")?.as_str()? {
+        "json_schema" => Some(responses::schema_instance(&format["json_schema"]["schema"])),
+        "json_object" => Some("{}".to_owned()),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -858,6 +875,7 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
                     req.tool_choice.as_ref(),
                     req.messages.as_ref(),
                 ),
+                json: structured_output(req.response_format.as_ref()),
                 model: req.model,
                 stream: req.stream,
                 stream_options: req.stream_options,
@@ -871,6 +889,7 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
                     req.tool_choice.as_ref(),
                     req.messages.as_ref(),
                 ),
+                json: structured_output(req.response_format.as_ref()),
                 stream: req.stream,
                 stream_options: req.stream_options,
             }),
@@ -880,11 +899,17 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
         stream,
         stream_options,
         tool,
+        json,
     } = match fields {
         Ok(fields) => fields,
         Err(response) => return response,
     };
     let stream = stream.unwrap_or(false);
+    let output = match (&tool, &json) {
+        (Some(name), _) => ChatOutput::Call(name),
+        (None, Some(text)) => ChatOutput::Json(text),
+        (None, None) => ChatOutput::Tokens,
+    };
     let decision = match ctx.admit(&model, stream, body.len()) {
         Ok(decision) => decision,
         Err(response) => return *response,
@@ -896,10 +921,10 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
         ChatChunks::new(index, &model, tokens, include_usage, prompt_tokens)
-            .calling(index, tool.as_deref())
+            .answering(index, output)
     });
     ctx.answer(decision, format, || {
-        openai::chat_completion(index, &model, tokens, prompt_tokens, tool.as_deref())
+        openai::chat_completion(index, &model, tokens, prompt_tokens, output)
     })
     .await
 }
