@@ -561,3 +561,198 @@ async fn a_key_pool_rotates_on_429_and_drops_a_refused_key() {
         "no key values: {text}"
     );
 }
+
+/// A route per pass-through endpoint over an Anthropic target only, plus
+/// `speech` over two OpenAI sims.
+fn pass_through_config(
+    anthropic: &SimHandle,
+    primary: &SimHandle,
+    secondary: &SimHandle,
+) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{FAST}\n\
+         [providers.claude]\nkind = \"anthropic\"\nbase_url = \"{a}\"\n\
+         [providers.main]\nbase_url = \"{p}\"\n\
+         [providers.backup]\nbase_url = \"{s}\"\n\
+         [routes.claude-only]\ntargets = [{{ provider = \"claude\", model = \"claude-sonnet-4-5\" }}]\n\
+         [routes.speech]\ntargets = [{{ provider = \"main\", model = \"tts-1\" }}, {{ provider = \"backup\", model = \"tts-1\" }}]\n",
+        a = root(anthropic),
+        p = primary.base_url(),
+        s = secondary.base_url(),
+    )
+}
+
+#[tokio::test]
+async fn endpoints_a_route_cannot_serve_are_a_400_naming_them_and_unknown_paths_a_404() {
+    let anthropic = sim("anthropic").await;
+    let (primary, secondary) = (sim("primary").await, sim("secondary").await);
+    let gw = gateway_from_text(&pass_through_config(&anthropic, &primary, &secondary)).await;
+    let client = client();
+    let bodies = [
+        ("moderations", r#"{"model":"claude-only","input":"hi"}"#),
+        ("completions", r#"{"model":"claude-only","prompt":"hi"}"#),
+        (
+            "images/generations",
+            r#"{"model":"claude-only","prompt":"a cat"}"#,
+        ),
+        (
+            "audio/speech",
+            r#"{"model":"claude-only","input":"hi","voice":"alloy"}"#,
+        ),
+    ];
+    for (path, body) in bodies {
+        let url = format!("{}/{path}", gw.base_url());
+        let reply = call(&client, Method::POST, &url, body, &[]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.text()
+        );
+        let (message, kind, _) = reply.openai_error();
+        assert_eq!(kind, "invalid_request_error", "{path}");
+        assert!(
+            message.contains(&format!("/v1/{path}")),
+            "{path}: {message}"
+        );
+    }
+    assert_eq!(anthropic.stats().requests, 0, "nothing was sent upstream");
+
+    let reply = call(
+        &client,
+        Method::POST,
+        &format!("{}/foo", gw.base_url()),
+        "{}",
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let (message, _, code) = reply.openai_error();
+    assert_eq!(code, "unknown_url");
+    for served in [
+        "/v1/responses",
+        "/v1/moderations",
+        "/v1/audio/speech",
+        "/v1/completions",
+    ] {
+        assert!(message.contains(served), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn speech_cut_before_any_audio_fails_over_and_after_it_reaches_the_client_cut() {
+    let anthropic = sim("anthropic").await;
+    let (primary, secondary) = (sim("primary").await, sim("secondary").await);
+    let gw = gateway_from_text(&pass_through_config(&anthropic, &primary, &secondary)).await;
+    let client = client();
+    let url = format!("{}/audio/speech", gw.base_url());
+    let body = r#"{"model":"speech","input":"hello","voice":"alloy"}"#;
+
+    primary.push_script([
+        FaultAction::DropAfter(0).into(),
+        FaultAction::DropAfter(0).into(),
+    ]);
+    let reply = call(&client, Method::POST, &url, body, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-switchyard-target"), Some("backup/tts-1"));
+    assert_eq!(reply.header("content-type"), Some("audio/mpeg"));
+    assert_eq!(reply.body.len(), 8 * 417, "the whole audio");
+    assert!(primary.stats().dropped >= 1);
+
+    // Once audio has gone out, a cut reaches the client as a cut.
+    primary.reset_stats();
+    primary.push_script([FaultAction::DropAfter(2).into()]);
+    let response = send(&client, Method::POST, &url, body, &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut incoming = response.into_body();
+    let mut received = 0;
+    let ended_with_error = loop {
+        match http_body_util::BodyExt::frame(&mut incoming).await {
+            Some(Ok(frame)) => received += frame.data_ref().map_or(0, |d| d.len()),
+            Some(Err(_)) => break true,
+            None => break false,
+        }
+    };
+    assert!(ended_with_error, "a cut body must not end cleanly");
+    assert_eq!(received, 2 * 417);
+    assert_eq!(
+        secondary.stats().requests,
+        1,
+        "no failover after audio went out"
+    );
+}
+
+#[tokio::test]
+async fn azure_targets_serve_the_pass_through_endpoints_at_azure_urls() {
+    let azure = sim("azure").await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{FAST}\n\
+         [providers.az]\nkind = \"azure_openai\"\nbase_url = \"{}\"\napi_key_env = \"AZ_KEY\"\napi_version = \"2025-04-01-preview\"\n\
+         [routes.instruct]\ntargets = [{{ provider = \"az\", model = \"gpt-3.5-turbo-instruct\" }}]\n\
+         [routes.image]\ntargets = [{{ provider = \"az\", model = \"dall-e-3\" }}]\n\
+         [routes.tts]\ntargets = [{{ provider = \"az\", model = \"tts-1\" }}]\n",
+        azure.origin()
+    );
+    let gw = gateway_with_env(&text, |name| {
+        (name == "AZ_KEY").then(|| "az-key".to_owned())
+    })
+    .await;
+    let client = client();
+    let post = |path: &str, body: serde_json::Value| {
+        let url = format!("{}/{path}", gw.base_url());
+        let client = client.clone();
+        async move { call(&client, Method::POST, &url, body.to_string(), &[]).await }
+    };
+    let reply = post(
+        "completions",
+        serde_json::json!({"model": "instruct", "prompt": "hi"}),
+    )
+    .await;
+    assert_eq!(
+        reply.json()["object"],
+        "text_completion",
+        "{}",
+        reply.text()
+    );
+    let reply = post(
+        "images/generations",
+        serde_json::json!({"model": "image", "prompt": "a cat"}),
+    )
+    .await;
+    assert!(
+        reply.json()["data"][0]["url"].is_string(),
+        "{}",
+        reply.text()
+    );
+    let reply = post(
+        "audio/speech",
+        serde_json::json!({"model": "tts", "input": "hi", "voice": "alloy"}),
+    )
+    .await;
+    assert_eq!(reply.body.len(), 8 * 417);
+
+    let records = azure.requests();
+    let seen: Vec<(SimEndpoint, Option<&str>)> = records
+        .iter()
+        .map(|r| (r.endpoint, r.model.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                SimEndpoint::AzureCompletions,
+                Some("gpt-3.5-turbo-instruct")
+            ),
+            (SimEndpoint::AzureImages, Some("dall-e-3")),
+            (SimEndpoint::AzureSpeech, Some("tts-1")),
+        ]
+    );
+    assert!(records
+        .iter()
+        .all(|r| r.api_key.as_deref() == Some("az-key")));
+    assert_eq!(
+        azure.last_json(SimEndpoint::AzureCompletions).unwrap()["model"],
+        "gpt-3.5-turbo-instruct",
+        "the body's model is rewritten too"
+    );
+}

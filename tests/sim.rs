@@ -1772,3 +1772,785 @@ async fn accepted_keys_refuse_other_keys_in_each_dialect() {
     );
     assert!(!format!("{records:?}").contains("good-key"));
 }
+
+// ---- The rest of OpenAI's API: Responses, legacy completions, moderations,
+// images, speech and transcriptions.
+
+async fn post(
+    client: &HttpClient,
+    sim: &SimHandle,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
+    let url = format!("{}/{path}", sim.base_url());
+    send(client, Method::POST, url, body.to_string(), headers).await
+}
+
+fn responses_body(stream: bool) -> Value {
+    json!({"model": "gpt-4o-mini", "input": "hello there", "stream": stream})
+}
+
+fn weather_function() -> Value {
+    json!({
+        "type": "function",
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+    })
+}
+
+/// Checks that `sequence_number`s count from 0 and each event's `type` is
+/// its `event:` name.
+fn checked_response_events(body: &str) -> Vec<(String, Value)> {
+    let events = named_events(body);
+    for (i, (name, data)) in events.iter().enumerate() {
+        assert_eq!(data["type"], name.as_str(), "{data}");
+        assert_eq!(data["sequence_number"], i, "{data}");
+    }
+    events
+}
+
+/// Reads a body that must end in an abort; returns the bytes that arrived.
+async fn bytes_until_abort(resp: Response<Incoming>) -> Vec<u8> {
+    let mut body = resp.into_body();
+    let mut received = Vec::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => received.extend_from_slice(frame.data_ref().unwrap()),
+            Some(Err(_)) => return received,
+            None => panic!("body ended cleanly instead of aborting"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn responses_non_stream_has_the_response_object_shape() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = responses_body(false);
+    body["instructions"] = json!("be brief");
+    body["metadata"] = json!({"k": "v"});
+    let resp = post(&client, &sim, "responses", body, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(header(&resp, "content-type"), Some("application/json"));
+    let v = json_body(resp).await;
+    assert!(v["id"].as_str().unwrap().starts_with("resp_"), "{v}");
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["model"], "gpt-4o-mini");
+    assert!(v["created_at"].as_u64().unwrap() > 0);
+    assert_eq!(v["instructions"], "be brief", "request fields are echoed");
+    assert_eq!(v["metadata"], json!({"k": "v"}));
+    assert_eq!(v["parallel_tool_calls"], true);
+    assert_eq!(v["tool_choice"], "auto");
+    assert_eq!(v["tools"], json!([]));
+    assert_eq!(v["text"], json!({"format": {"type": "text"}}));
+    let output = v["output"].as_array().unwrap();
+    assert_eq!(output.len(), 1);
+    let message = &output[0];
+    assert_eq!(message["type"], "message");
+    assert!(message["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(message["status"], "completed");
+    assert_eq!(message["role"], "assistant");
+    assert_eq!(
+        message["content"],
+        json!([{"type": "output_text", "text": "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7", "annotations": []}])
+    );
+    let usage = &v["usage"];
+    assert_eq!(usage["output_tokens"], 8);
+    assert_eq!(usage["input_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(usage["output_tokens_details"]["reasoning_tokens"], 0);
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(usage["input_tokens"].as_u64().unwrap() + 8)
+    );
+    assert_eq!(sim.requests()[0].endpoint, SimEndpoint::OpenAiResponses);
+    let received = sim.last_json(SimEndpoint::OpenAiResponses).unwrap();
+    assert_eq!(received["instructions"], "be brief", "the body is kept");
+}
+
+#[tokio::test]
+async fn responses_stream_sends_the_documented_event_sequence() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let resp = post(
+        &client,
+        &sim,
+        "responses",
+        responses_body(true),
+        &[("x-sim-tokens", "3")],
+    )
+    .await;
+    assert_eq!(header(&resp, "content-type"), Some("text/event-stream"));
+    let events = checked_response_events(&text(resp).await);
+    assert_eq!(
+        names(&events),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    assert_eq!(events[0].1["response"]["status"], "in_progress");
+    let item_id = events[2].1["item"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(events[4].1["delta"], "tok0 ");
+    assert_eq!(events[6].1["item_id"], item_id.as_str());
+    assert_eq!(events[7].1["text"], "tok0 tok1 tok2 ");
+    assert_eq!(events[9].1["item"]["content"][0]["text"], "tok0 tok1 tok2 ");
+    let done = &events[10].1["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["id"], events[0].1["response"]["id"]);
+    assert_eq!(done["usage"]["output_tokens"], 3);
+    assert_eq!(sim.stats().streams_completed, 1);
+}
+
+#[tokio::test]
+async fn responses_call_function_tools_until_their_output_comes_back() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = responses_body(false);
+    body["tools"] = json!([weather_function()]);
+    let v = json_body(post(&client, &sim, "responses", body.clone(), &[]).await).await;
+    let call = &v["output"][0];
+    assert_eq!(call["type"], "function_call", "{v}");
+    assert_eq!(call["name"], "get_weather");
+    assert!(call["id"].as_str().unwrap().starts_with("fc_"));
+    let call_id = call["call_id"].as_str().unwrap().to_owned();
+    let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args["location"], "Paris");
+    assert_eq!(v["tools"][0]["name"], "get_weather", "tools are echoed");
+
+    // Streamed: the arguments arrive as deltas.
+    body["stream"] = json!(true);
+    let events = checked_response_events(
+        &text(post(&client, &sim, "responses", body.clone(), &[]).await).await,
+    );
+    let kinds = names(&events);
+    assert_eq!(kinds[2], "response.output_item.added");
+    assert_eq!(events[2].1["item"]["type"], "function_call");
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.function_call_arguments.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap().to_owned())
+        .collect();
+    let done = events
+        .iter()
+        .find(|(n, _)| n == "response.function_call_arguments.done")
+        .unwrap();
+    assert_eq!(done.1["arguments"].as_str().unwrap(), deltas);
+    assert_eq!(kinds[kinds.len() - 2], "response.output_item.done");
+    assert_eq!(kinds[kinds.len() - 1], "response.completed");
+
+    // With the function's output in the input, the answer is text.
+    body["stream"] = json!(false);
+    body["input"] = json!([
+        {"role": "user", "content": "weather?"},
+        {"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": call_id, "output": "sunny"},
+    ]);
+    let v = json_body(post(&client, &sim, "responses", body, &[]).await).await;
+    assert_eq!(v["output"][0]["type"], "message", "{v}");
+}
+
+#[tokio::test]
+async fn responses_json_schema_answers_valid_json() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = responses_body(false);
+    body["text"] = json!({"format": {"type": "json_schema", "name": "w", "strict": true, "schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "temp": {"type": "number"}},
+        "required": ["city", "temp"],
+        "additionalProperties": false,
+    }}});
+    let v = json_body(post(&client, &sim, "responses", body.clone(), &[]).await).await;
+    let answer = v["output"][0]["content"][0]["text"].as_str().unwrap();
+    let parsed: Value = serde_json::from_str(answer).unwrap();
+    assert_eq!(parsed, json!({"city": "sim", "temp": 0}));
+
+    body["stream"] = json!(true);
+    let events =
+        checked_response_events(&text(post(&client, &sim, "responses", body, &[]).await).await);
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(serde_json::from_str::<Value>(&deltas).unwrap(), parsed);
+}
+
+#[tokio::test]
+async fn previous_response_id_must_name_a_stored_response() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let first = json_body(post(&client, &sim, "responses", responses_body(false), &[]).await).await;
+    let id = first["id"].as_str().unwrap();
+
+    let mut next = responses_body(false);
+    next["previous_response_id"] = json!(id);
+    let resp = post(&client, &sim, "responses", next.clone(), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json_body(resp).await["previous_response_id"], id);
+
+    next["previous_response_id"] = json!("resp_unknown");
+    let resp = post(&client, &sim, "responses", next.clone(), &[]).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        json_body(resp).await,
+        json!({"error": {
+            "message": "Previous response with id 'resp_unknown' not found.",
+            "type": "invalid_request_error",
+            "param": "previous_response_id",
+            "code": "previous_response_not_found",
+        }})
+    );
+    assert_eq!(sim.requests().last().unwrap().outcome, "not_found");
+
+    // Another sim never knows this one's ids; `store: false` is not kept.
+    let other = start(SimConfig::default()).await;
+    next["previous_response_id"] = json!(id);
+    let resp = post(&client, &other, "responses", next.clone(), &[]).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let mut unstored = responses_body(false);
+    unstored["store"] = json!(false);
+    let v = json_body(post(&client, &sim, "responses", unstored, &[]).await).await;
+    next["previous_response_id"] = v["id"].clone();
+    let resp = post(&client, &sim, "responses", next, &[]).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn responses_faults() {
+    let sim = start(SimConfig {
+        name: "gamma".into(),
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client();
+    sim.push_script([
+        FaultAction::Status {
+            code: 429,
+            retry_after: Some(Duration::from_secs(2)),
+        }
+        .into(),
+        FaultAction::ErrorEventAfter(2).into(),
+        FaultAction::ErrorEventFirst.into(),
+        FaultAction::DropAfter(1).into(),
+        FaultAction::TruncateAfter(1).into(),
+    ]);
+    let resp = post(&client, &sim, "responses", responses_body(true), &[]).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&resp, "retry-after"), Some("2"));
+    assert_eq!(json_body(resp).await["error"]["type"], "rate_limit_error");
+
+    let events = checked_response_events(
+        &text(post(&client, &sim, "responses", responses_body(true), &[]).await).await,
+    );
+    let kinds = names(&events);
+    assert_eq!(
+        &kinds[kinds.len() - 2..],
+        ["error", "response.failed"],
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "response.output_text.delta")
+            .count(),
+        2
+    );
+    let (_, error) = &events[events.len() - 2];
+    assert_eq!(error["message"], "simulated overload from gamma");
+    let (_, failed) = &events[events.len() - 1];
+    assert_eq!(failed["response"]["status"], "failed");
+    assert_eq!(failed["response"]["error"]["code"], "server_error");
+
+    let events = checked_response_events(
+        &text(post(&client, &sim, "responses", responses_body(true), &[]).await).await,
+    );
+    assert_eq!(names(&events), ["error", "response.failed"]);
+
+    let cut = String::from_utf8(
+        bytes_until_abort(post(&client, &sim, "responses", responses_body(true), &[]).await).await,
+    )
+    .unwrap();
+    assert!(
+        cut.contains("tok0 ") && !cut.contains("tok1 ") && !cut.contains("response.completed"),
+        "{cut}"
+    );
+
+    let truncated = text(post(&client, &sim, "responses", responses_body(true), &[]).await).await;
+    assert!(!truncated.contains("response.completed"), "{truncated}");
+    let stats = sim.stats();
+    assert_eq!(
+        (
+            stats.error_events,
+            stats.dropped,
+            stats.truncated,
+            stats.streams_completed
+        ),
+        (2, 1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn azure_responses_and_deployments_of_the_new_endpoints() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let url = format!("{}/openai/responses?api-version=preview", sim.origin());
+    let resp = send(
+        &client,
+        Method::POST,
+        url,
+        responses_body(false).to_string(),
+        &[("api-key", "k")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json_body(resp).await["object"], "response");
+    let url = format!("{}/openai/responses", sim.origin());
+    let resp = send(
+        &client,
+        Method::POST,
+        url,
+        responses_body(false).to_string(),
+        &[("api-key", "k")],
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::NOT_FOUND,
+        "api-version is required"
+    );
+
+    let url = azure_url(&sim, "gpt-3.5-turbo-instruct", "completions");
+    let resp = send(
+        &client,
+        Method::POST,
+        url,
+        json!({"prompt": "x"}).to_string(),
+        &[("api-key", "k")],
+    )
+    .await;
+    let v = json_body(resp).await;
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["model"], "gpt-3.5-turbo-instruct");
+
+    let url = azure_url(&sim, "tts-1", "audio/speech");
+    let resp = send(
+        &client,
+        Method::POST,
+        url,
+        json!({"input": "hi", "voice": "alloy"}).to_string(),
+        &[("api-key", "k")],
+    )
+    .await;
+    assert_eq!(header(&resp, "content-type"), Some("audio/mpeg"));
+    let endpoints: Vec<SimEndpoint> = sim.requests().iter().map(|r| r.endpoint).collect();
+    assert_eq!(
+        endpoints,
+        [
+            SimEndpoint::AzureResponses,
+            SimEndpoint::AzureResponses,
+            SimEndpoint::AzureCompletions,
+            SimEndpoint::AzureSpeech
+        ]
+    );
+}
+
+#[tokio::test]
+async fn legacy_completions_answer_text_completions() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let body = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi"});
+    let v = json_body(post(&client, &sim, "completions", body.clone(), &[]).await).await;
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(
+        v["choices"][0]["text"],
+        "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["completion_tokens"], 8);
+
+    let mut stream = body.clone();
+    stream["stream"] = json!(true);
+    stream["stream_options"] = json!({"include_usage": true});
+    let events = sse_events(
+        &text(
+            post(
+                &client,
+                &sim,
+                "completions",
+                stream.clone(),
+                &[("x-sim-tokens", "2")],
+            )
+            .await,
+        )
+        .await,
+    );
+    assert_eq!(
+        events.len(),
+        5,
+        "two tokens, finish, usage, [DONE]: {events:?}"
+    );
+    let chunks: Vec<Value> = events[..4]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+    assert_eq!(chunks[0]["choices"][0]["text"], "tok0 ");
+    assert_eq!(chunks[2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[3]["usage"]["completion_tokens"], 2);
+    assert_eq!(events[4], "[DONE]");
+
+    let cut = String::from_utf8(
+        bytes_until_abort(
+            post(
+                &client,
+                &sim,
+                "completions",
+                stream,
+                &[("x-sim-drop-after", "1")],
+            )
+            .await,
+        )
+        .await,
+    )
+    .unwrap();
+    assert!(cut.contains("tok0 ") && !cut.contains("[DONE]"), "{cut}");
+}
+
+#[tokio::test]
+async fn moderations_and_images() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let body = json!({"model": "omni-moderation-latest", "input": ["hello", "I will kill it"]});
+    let v = json_body(post(&client, &sim, "moderations", body, &[]).await).await;
+    assert!(v["id"].as_str().unwrap().starts_with("modr-"));
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["flagged"], false);
+    assert_eq!(results[1]["flagged"], true);
+    assert_eq!(results[1]["categories"]["violence"], true);
+    assert!(results[1]["category_scores"]["violence"].as_f64().unwrap() > 0.5);
+
+    let resp = post(
+        &client,
+        &sim,
+        "moderations",
+        json!({"input": "x"}),
+        &[("x-sim-status", "503")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let body = json!({"model": "dall-e-3", "prompt": "a cat", "n": 2});
+    let v = json_body(post(&client, &sim, "images/generations", body, &[]).await).await;
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert!(data[0]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("data:image/png;base64,"));
+    let body = json!({"model": "dall-e-3", "prompt": "a cat", "response_format": "b64_json"});
+    let v = json_body(post(&client, &sim, "images/generations", body, &[]).await).await;
+    assert!(v["data"][0]["b64_json"]
+        .as_str()
+        .unwrap()
+        .starts_with("iVBORw0KGgo"));
+    let resp = post(
+        &client,
+        &sim,
+        "images/generations",
+        json!({"model": "dall-e-3", "prompt": "x", "n": 11}),
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = post(
+        &client,
+        &sim,
+        "images/generations",
+        json!({"model": "dall-e-3"}),
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn speech_is_binary_in_chunks_and_can_be_cut() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let body = json!({"model": "tts-1", "input": "hello", "voice": "alloy"});
+    let resp = post(&client, &sim, "audio/speech", body.clone(), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(header(&resp, "content-type"), Some("audio/mpeg"));
+    let mut frames = 0;
+    let mut audio = Vec::new();
+    let mut incoming = resp.into_body();
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.unwrap();
+        if let Some(data) = frame.data_ref() {
+            frames += 1;
+            audio.extend_from_slice(data);
+        }
+    }
+    assert_eq!(audio.len(), 8 * 417, "eight MP3 frames");
+    assert!(frames > 1, "sent in several chunks");
+    assert_eq!(&audio[..2], &[0xFF, 0xFB]);
+    assert_eq!(&audio[417..419], &[0xFF, 0xFB]);
+
+    let cut = bytes_until_abort(
+        post(
+            &client,
+            &sim,
+            "audio/speech",
+            body.clone(),
+            &[("x-sim-drop-after", "3")],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(cut.len(), 3 * 417, "dropped mid-body");
+    let resp = post(
+        &client,
+        &sim,
+        "audio/speech",
+        body,
+        &[("x-sim-status", "429"), ("x-sim-retry-after-ms", "1000")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&resp, "retry-after"), Some("1"));
+    let resp = post(
+        &client,
+        &sim,
+        "audio/speech",
+        json!({"model": "tts-1", "voice": "alloy"}),
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "input is required");
+    let stats = sim.stats();
+    assert_eq!((stats.streams_completed, stats.dropped), (1, 1));
+}
+
+/// A multipart form with the given text fields and, if `file`, a WAV file.
+fn audio_form(fields: &[(&str, &str)], file: Option<&[u8]>) -> (String, Vec<u8>) {
+    let boundary = "simboundary42";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes());
+    }
+    if let Some(file) = file {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes());
+        body.extend_from_slice(file);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A WAV header for 16 kHz mono 16-bit audio plus `samples` silent samples.
+fn wav(samples: usize) -> Vec<u8> {
+    let mut wav = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
+    wav.resize(28, 0);
+    wav.extend_from_slice(&32000u32.to_le_bytes());
+    wav.resize(44 + samples * 2, 0);
+    wav
+}
+
+async fn upload(
+    client: &HttpClient,
+    sim: &SimHandle,
+    path: &str,
+    form: (String, Vec<u8>),
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}/{path}", sim.base_url()))
+        .header("content-type", form.0);
+    for &(name, value) in headers {
+        req = req.header(name, value);
+    }
+    client
+        .request(req.body(Full::new(Bytes::from(form.1))).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn transcriptions_and_translations_read_the_multipart_form() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let audio = wav(16000);
+    let form = audio_form(&[("model", "whisper-1")], Some(&audio));
+    let resp = upload(&client, &sim, "audio/transcriptions", form, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        json_body(resp).await,
+        json!({"text": format!("simulated transcribe of {} bytes", audio.len())})
+    );
+
+    let form = audio_form(
+        &[("model", "whisper-1"), ("response_format", "verbose_json")],
+        Some(&audio),
+    );
+    let v = json_body(upload(&client, &sim, "audio/translations", form, &[]).await).await;
+    assert_eq!(v["task"], "translate");
+    assert_eq!(v["duration"], 1.0, "from the WAV header");
+    assert_eq!(v["segments"][0]["end"], 1.0);
+
+    let form = audio_form(
+        &[("model", "whisper-1"), ("response_format", "text")],
+        Some(&audio),
+    );
+    let resp = upload(&client, &sim, "audio/transcriptions", form, &[]).await;
+    assert!(header(&resp, "content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(
+        text(resp).await,
+        format!("simulated transcribe of {} bytes\n", audio.len())
+    );
+
+    let form = audio_form(&[("model", "whisper-1")], None);
+    let resp = upload(&client, &sim, "audio/transcriptions", form, &[]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(json_body(resp).await["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'file'"));
+
+    let form = audio_form(&[("model", "whisper-1")], Some(&audio));
+    let resp = upload(
+        &client,
+        &sim,
+        "audio/transcriptions",
+        form,
+        &[("x-sim-status", "503")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let endpoints: Vec<SimEndpoint> = sim.requests().iter().map(|r| r.endpoint).collect();
+    assert_eq!(endpoints[1], SimEndpoint::OpenAiTranslations);
+}
+
+#[tokio::test]
+async fn body_log_is_bounded() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    for i in 0..(switchyard::sim::BODY_LOG_CAPACITY + 3) {
+        let body = json!({"model": "gpt-4o-mini", "input": format!("n{i}")});
+        let resp = post(&client, &sim, "responses", body, &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let bodies = sim.bodies();
+    assert_eq!(bodies.len(), switchyard::sim::BODY_LOG_CAPACITY);
+    let first: Value = serde_json::from_slice(&bodies[0].body).unwrap();
+    assert_eq!(first["input"], "n3", "the oldest are evicted");
+}
+
+#[tokio::test]
+async fn chat_calls_function_tools_until_their_result_comes_back() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = chat_body(false);
+    body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let v = json_body(chat(&client, &sim, body.clone(), &[]).await).await;
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args["location"], "Paris");
+
+    // Streamed: the call's head, then its argument fragments.
+    body["stream"] = json!(true);
+    let events = sse_events(&text(chat(&client, &sim, body.clone(), &[]).await).await);
+    let chunks: Vec<Value> = events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let arguments: String = calls
+        .iter()
+        .map(|c| c["function"]["arguments"].as_str().unwrap())
+        .collect();
+    assert_eq!(serde_json::from_str::<Value>(&arguments).unwrap(), args);
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+    assert_eq!(events.last().unwrap(), "[DONE]");
+
+    // With the tool's result in the conversation, or tool_choice none, the
+    // answer is text.
+    body["stream"] = json!(false);
+    let mut answered = body.clone();
+    answered["messages"] = json!([
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
+        {"role": "user", "content": "and tomorrow?"},
+    ]);
+    let v = json_body(chat(&client, &sim, answered, &[]).await).await;
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    body["tool_choice"] = json!("none");
+    let v = json_body(chat(&client, &sim, body, &[]).await).await;
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
+    );
+}
+
+#[tokio::test]
+async fn chat_response_format_json_schema_answers_valid_json() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = chat_body(false);
+    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "w", "strict": true, "schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+    }}});
+    let v = json_body(chat(&client, &sim, body.clone(), &[]).await).await;
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    let expected = json!({"city": "sim", "days": 0});
+    assert_eq!(serde_json::from_str::<Value>(content).unwrap(), expected);
+
+    body["stream"] = json!(true);
+    let events = sse_events(&text(chat(&client, &sim, body.clone(), &[]).await).await);
+    let mut streamed = String::new();
+    for event in events.iter().filter(|e| *e != "[DONE]") {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        if let Some(part) = chunk["choices"][0]["delta"]["content"].as_str() {
+            streamed.push_str(part);
+        }
+    }
+    assert_eq!(serde_json::from_str::<Value>(&streamed).unwrap(), expected);
+
+    body["stream"] = json!(false);
+    body["response_format"] = json!({"type": "json_object"});
+    let v = json_body(chat(&client, &sim, body, &[]).await).await;
+    assert_eq!(v["choices"][0]["message"]["content"], "{}");
+}

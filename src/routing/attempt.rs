@@ -36,9 +36,12 @@ pub enum Served {
     /// A stream that has produced its first content event.
     Stream(Box<StreamStart>),
     /// A successful binary answer (speech audio), passed through as it
-    /// arrives: once its head is sent there is no failing over.
+    /// arrives. Held until its first bytes, like a stream until its first
+    /// content: an upstream that dies before sending any audio fails over.
     Binary {
         content_type: Option<HeaderValue>,
+        /// The first data frame, already read.
+        first: Bytes,
         body: Incoming,
     },
 }
@@ -159,9 +162,12 @@ pub async fn attempt(
         .await;
     }
     if endpoint.streams_binary() {
+        let mut body = response.into_body();
+        let first = first_bytes(&mut body, first_byte_deadline).await?;
         return Ok(Served::Binary {
             content_type,
-            body: response.into_body(),
+            first,
+            body,
         });
     }
     let body = collect(response.into_body(), ctx.max_response_body, ctx.timeouts).await?;
@@ -179,6 +185,29 @@ pub async fn attempt(
             body,
         }),
         None => Err(AttemptFailure::transient(FailureCause::Unreadable)),
+    }
+}
+
+/// The first non-empty data frame of a binary body, by `deadline`; a body
+/// that fails or ends before it is a transient failure (nothing has reached
+/// the client yet).
+async fn first_bytes(body: &mut Incoming, deadline: Instant) -> Result<Bytes, AttemptFailure> {
+    loop {
+        let frame = match timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(AttemptFailure::transient(FailureCause::Timeout(
+                    TimeoutKind::FirstByte,
+                )))
+            }
+            Ok(None) => return Err(AttemptFailure::transient(FailureCause::EmptyStream)),
+            Ok(Some(Err(_))) => return Err(AttemptFailure::transient(FailureCause::Io)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if !data.is_empty() {
+                return Ok(data);
+            }
+        }
     }
 }
 

@@ -396,7 +396,7 @@ impl StreamFormat for MessageEvents {
         }
     }
 
-    fn error_event(&self, shared: &Shared) -> Bytes {
+    fn error_event(&mut self, shared: &Shared) -> Bytes {
         let message = format!("simulated overload from {}", shared.name);
         event("error", &error_body("overloaded_error", &message))
     }

@@ -35,7 +35,7 @@ pub struct SimArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "gpt-4o-mini,gpt-4o,text-embedding-3-small,claude-sonnet-4-5,gemini-2.5-flash"
+        default_value = "gpt-4o-mini,gpt-4o,text-embedding-3-small,claude-sonnet-4-5,gemini-2.5-flash,gpt-3.5-turbo-instruct,omni-moderation-latest,dall-e-3,gpt-image-1,tts-1,whisper-1"
     )]
     pub models: Vec<String>,
 

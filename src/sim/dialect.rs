@@ -42,8 +42,24 @@ pub(crate) enum SimError<'a> {
 impl SimEndpoint {
     pub(crate) fn dialect(self) -> Dialect {
         match self {
-            Self::OpenAiChat | Self::OpenAiEmbeddings | Self::Unknown => Dialect::OpenAi,
-            Self::AzureChat | Self::AzureEmbeddings => Dialect::Azure,
+            Self::OpenAiChat
+            | Self::OpenAiEmbeddings
+            | Self::OpenAiResponses
+            | Self::OpenAiCompletions
+            | Self::OpenAiModerations
+            | Self::OpenAiImages
+            | Self::OpenAiSpeech
+            | Self::OpenAiTranscriptions
+            | Self::OpenAiTranslations
+            | Self::Unknown => Dialect::OpenAi,
+            Self::AzureChat
+            | Self::AzureEmbeddings
+            | Self::AzureResponses
+            | Self::AzureCompletions
+            | Self::AzureImages
+            | Self::AzureSpeech
+            | Self::AzureTranscriptions
+            | Self::AzureTranslations => Dialect::Azure,
             Self::AnthropicMessages => Dialect::Anthropic,
             Self::GeminiGenerateContent | Self::GeminiStreamGenerateContent => Dialect::Gemini,
         }

@@ -342,7 +342,7 @@ impl StreamFormat for GenerateChunks {
         (sent == 0).then(|| Closing::Last(self.chunk("", Some(0))))
     }
 
-    fn error_event(&self, shared: &Shared) -> Bytes {
+    fn error_event(&mut self, shared: &Shared) -> Bytes {
         let message = format!("simulated overload from {}", shared.name);
         event(&error_body(503, &message, "UNAVAILABLE", None))
     }

@@ -3,11 +3,17 @@
 //! The simulator owns everything a test, demo or benchmark needs from an
 //! upstream: an HTTP server speaking four providers' dialects, chosen by path
 //! ([`SimEndpoint`]):
-//! - OpenAI: `POST /v1/chat/completions`, `POST /v1/embeddings` (plus the
-//!   control-plane `GET /v1/models` and `GET /healthz`),
-//! - Azure OpenAI: `POST /openai/deployments/{deployment}/chat/completions`
-//!   and `.../embeddings`, both with `?api-version=` and an `api-key` header;
-//!   the deployment is the model,
+//! - OpenAI: `POST /v1/chat/completions`, `/v1/embeddings`, `/v1/responses`
+//!   (the Responses API, with its event stream and `previous_response_id`),
+//!   `/v1/completions` (legacy), `/v1/moderations`, `/v1/images/generations`,
+//!   `/v1/audio/speech` (a binary MP3 body in several chunks) and
+//!   `/v1/audio/transcriptions` / `translations` (multipart), plus the
+//!   control-plane `GET /v1/models` and `GET /healthz`,
+//! - Azure OpenAI: `POST /openai/deployments/{deployment}/chat/completions`,
+//!   `.../embeddings`, `.../completions`, `.../images/generations`,
+//!   `.../audio/speech|transcriptions|translations` and
+//!   `POST /openai/responses`, all with `?api-version=` and an `api-key`
+//!   header; the deployment is the model (Responses: the body's `model`),
 //! - Anthropic Messages: `POST /v1/messages` with `x-api-key` and
 //!   `anthropic-version` headers,
 //! - Gemini: `POST /v1beta/models/{model}:generateContent` and
@@ -41,7 +47,9 @@ mod behavior;
 pub mod cli;
 mod dialect;
 mod gemini;
+mod media;
 mod openai;
+mod responses;
 mod server;
 mod stats;
 mod stream;
@@ -58,7 +66,7 @@ use http::HeaderValue;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use stats::{RequestLog, Stats};
+use stats::{BodyLog, RequestLog, Stats};
 
 /// Static configuration of one simulated provider.
 #[derive(Clone, Debug)]
@@ -91,6 +99,12 @@ impl Default for SimConfig {
                 "text-embedding-3-small".to_owned(),
                 "claude-sonnet-4-5".to_owned(),
                 "gemini-2.5-flash".to_owned(),
+                "gpt-3.5-turbo-instruct".to_owned(),
+                "omni-moderation-latest".to_owned(),
+                "dall-e-3".to_owned(),
+                "gpt-image-1".to_owned(),
+                "tts-1".to_owned(),
+                "whisper-1".to_owned(),
             ],
             behavior: Behavior::default(),
             timeline: Vec::new(),
@@ -259,6 +273,32 @@ pub enum SimEndpoint {
     AzureChat,
     /// `POST /openai/deployments/{deployment}/embeddings`
     AzureEmbeddings,
+    /// `POST /v1/responses`
+    OpenAiResponses,
+    /// `POST /openai/responses` (the model is the body's `model`)
+    AzureResponses,
+    /// `POST /v1/completions` (legacy text completions)
+    OpenAiCompletions,
+    /// `POST /openai/deployments/{deployment}/completions`
+    AzureCompletions,
+    /// `POST /v1/moderations`
+    OpenAiModerations,
+    /// `POST /v1/images/generations`
+    OpenAiImages,
+    /// `POST /openai/deployments/{deployment}/images/generations`
+    AzureImages,
+    /// `POST /v1/audio/speech`
+    OpenAiSpeech,
+    /// `POST /openai/deployments/{deployment}/audio/speech`
+    AzureSpeech,
+    /// `POST /v1/audio/transcriptions`
+    OpenAiTranscriptions,
+    /// `POST /openai/deployments/{deployment}/audio/transcriptions`
+    AzureTranscriptions,
+    /// `POST /v1/audio/translations`
+    OpenAiTranslations,
+    /// `POST /openai/deployments/{deployment}/audio/translations`
+    AzureTranslations,
     /// `POST /v1/messages`
     AnthropicMessages,
     /// `POST /v1beta/models/{model}:generateContent`
@@ -425,11 +465,26 @@ impl SimHandle {
         self.inner.shared.log.snapshot()
     }
 
+    /// The bodies of the last [`BODY_LOG_CAPACITY`] inference requests,
+    /// oldest first, so tests can assert what a provider received.
+    pub fn bodies(&self) -> Vec<ReceivedBody> {
+        self.inner.shared.bodies.snapshot()
+    }
+
+    /// The last body received on `endpoint`, parsed as JSON (`None` if there
+    /// is none or it is not JSON, e.g. a multipart upload).
+    pub fn last_json(&self, endpoint: SimEndpoint) -> Option<serde_json::Value> {
+        let bodies = self.bodies();
+        let body = bodies.iter().rev().find(|b| b.endpoint == endpoint)?;
+        serde_json::from_slice(&body.body).ok()
+    }
+
     /// Clears counters and the request log; the request index that seeds
     /// sampling keeps counting, so determinism is unaffected.
     pub fn reset_stats(&self) {
         self.inner.shared.stats.reset();
         self.inner.shared.log.clear();
+        self.inner.shared.bodies.clear();
     }
 
     /// Stops listening and closes every connection at once: in-flight
@@ -454,6 +509,23 @@ impl SimHandle {
 /// How many [`RequestRecord`]s are kept.
 pub const REQUEST_LOG_CAPACITY: usize = 100_000;
 
+/// How many request bodies are kept ([`SimHandle::bodies`]): few, since a
+/// body can be large and tests only look at the last ones.
+pub const BODY_LOG_CAPACITY: usize = 256;
+
+/// Bytes kept of each logged body; the rest is cut off.
+pub const BODY_LOG_MAX_BYTES: usize = 1024 * 1024;
+
+/// One received request body (a copy, at most [`BODY_LOG_MAX_BYTES`]).
+#[derive(Clone, Debug)]
+pub struct ReceivedBody {
+    pub at: tokio::time::Instant,
+    /// Without the query string.
+    pub path: String,
+    pub endpoint: SimEndpoint,
+    pub body: Bytes,
+}
+
 /// State shared by the handle and every request handler.
 pub(crate) struct Shared {
     name: String,
@@ -471,6 +543,10 @@ pub(crate) struct Shared {
     next_index: AtomicU64,
     stats: Stats,
     log: RequestLog,
+    bodies: BodyLog,
+    /// Ids of the Responses API answers this sim created, for
+    /// `previous_response_id`.
+    responses: responses::ResponseIds,
 }
 
 impl Shared {
@@ -496,6 +572,8 @@ impl Shared {
             next_index: AtomicU64::new(0),
             stats: Stats::new(),
             log: RequestLog::new(REQUEST_LOG_CAPACITY),
+            bodies: BodyLog::new(BODY_LOG_CAPACITY),
+            responses: responses::ResponseIds::new(responses::REMEMBERED_RESPONSES),
         })
     }
 }

@@ -1,5 +1,6 @@
-//! OpenAI wire formats: JSON bodies, error objects and the SSE chat stream;
-//! Azure OpenAI shares them and differs only in its gateway errors.
+//! OpenAI wire formats: JSON bodies, error objects and the SSE chat and
+//! legacy completion streams; Azure OpenAI shares them and differs only in
+//! its gateway errors.
 
 use std::fmt::Write as _;
 
@@ -7,7 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::StatusCode;
 use serde::Serialize;
 
-use super::dialect::{injected_status, SimError};
+use super::dialect::{injected_status, SimError, TOOL_INPUT_FRAGMENTS, TOOL_INPUT_JSON};
+use super::responses::split_in_fragments;
 use super::stream::{Closing, StreamFormat};
 use super::{Shared, SimEndpoint};
 
@@ -289,7 +291,27 @@ struct Choice<'a> {
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCall<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionCall<'a> {
+    name: &'a str,
+    arguments: &'static str,
+}
+
+fn tool_call_id(index: u64) -> String {
+    format!("call_sim_{index}")
 }
 
 /// `tok0 tok1 ...`: the text of every non-stream answer, in every dialect.
@@ -304,10 +326,63 @@ pub(crate) fn completion_text(tokens: u32) -> String {
     content
 }
 
-/// A non-stream `chat.completion` whose content is `tok0 tok1 ...`.
-pub(crate) fn chat_completion(index: u64, model: &str, tokens: u32, prompt_tokens: u32) -> Bytes {
-    let content = completion_text(tokens);
+/// What a chat answer says.
+#[derive(Clone, Copy)]
+pub(crate) enum ChatOutput<'a> {
+    /// `tok0 tok1 ...`
+    Tokens,
+    /// A call of this function with [`TOOL_INPUT_JSON`].
+    Call(&'a str),
+    /// Structured output: this JSON text.
+    Json(&'a str),
+}
+
+/// A non-stream `chat.completion` with `output`.
+pub(crate) fn chat_completion(
+    index: u64,
+    model: &str,
+    tokens: u32,
+    prompt_tokens: u32,
+    output: ChatOutput<'_>,
+) -> Bytes {
+    let (content, tool) = match output {
+        ChatOutput::Tokens => (completion_text(tokens), None),
+        ChatOutput::Call(name) => (String::new(), Some(name)),
+        ChatOutput::Json(text) => (text.to_owned(), None),
+    };
+    let tokens = match output {
+        ChatOutput::Json(text) => approx_tokens(text.len()),
+        _ => tokens,
+    };
     let id = format!("chatcmpl-sim-{index}");
+    let call_id = tool_call_id(index);
+    let (message, finish_reason, completion_tokens) = match tool {
+        Some(name) => (
+            Message {
+                role: "assistant",
+                content: None,
+                tool_calls: Some([ToolCall {
+                    id: &call_id,
+                    kind: "function",
+                    function: FunctionCall {
+                        name,
+                        arguments: TOOL_INPUT_JSON,
+                    },
+                }]),
+            },
+            "tool_calls",
+            approx_tokens(TOOL_INPUT_JSON.len()),
+        ),
+        None => (
+            Message {
+                role: "assistant",
+                content: Some(&content),
+                tool_calls: None,
+            },
+            "stop",
+            tokens,
+        ),
+    };
     to_bytes(&ChatCompletion {
         id: &id,
         object: "chat.completion",
@@ -315,13 +390,10 @@ pub(crate) fn chat_completion(index: u64, model: &str, tokens: u32, prompt_token
         model,
         choices: [Choice {
             index: 0,
-            message: Message {
-                role: "assistant",
-                content: &content,
-            },
-            finish_reason: "stop",
+            message,
+            finish_reason,
         }],
-        usage: Usage::new(prompt_tokens, tokens),
+        usage: Usage::new(prompt_tokens, completion_tokens),
     })
 }
 
@@ -442,6 +514,11 @@ pub(crate) struct ChatChunks {
     tokens: u32,
     include_usage: bool,
     prompt_tokens: u32,
+    /// The called function and the call's id, when the answer is a call:
+    /// its chunks are the call's head, then the argument fragments.
+    tool: Option<(String, String)>,
+    /// The content fragments of a structured-output answer.
+    json: Option<Vec<String>>,
 }
 
 impl ChatChunks {
@@ -466,7 +543,44 @@ impl ChatChunks {
             tokens,
             include_usage,
             prompt_tokens,
+            tool: None,
+            json: None,
         }
+    }
+
+    /// The stream of `output` instead of tokens.
+    pub(crate) fn answering(mut self, index: u64, output: ChatOutput<'_>) -> Self {
+        match output {
+            ChatOutput::Tokens => {}
+            ChatOutput::Call(name) => self.tool = Some((name.to_owned(), tool_call_id(index))),
+            ChatOutput::Json(text) => self.json = Some(split_in_fragments(text, 4)),
+        }
+        self
+    }
+
+    fn json_chunk(&self, n: u32) -> Option<Bytes> {
+        let fragments = self.json.as_ref()?;
+        let fragment = usize::try_from(n).ok().and_then(|n| fragments.get(n))?;
+        let choice =
+            serde_json::json!({"index": 0, "delta": {"content": fragment}, "finish_reason": null});
+        Some(self.chunk(&choice.to_string()))
+    }
+
+    fn tool_chunk(&self, n: u32) -> Option<Bytes> {
+        let (name, id) = self.tool.as_ref()?;
+        let fragment = usize::try_from(n)
+            .ok()
+            .and_then(|n| TOOL_INPUT_FRAGMENTS.get(n))
+            .copied()
+            .unwrap_or_default();
+        let call = if n == 0 {
+            serde_json::json!({"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": fragment}})
+        } else {
+            serde_json::json!({"index": 0, "function": {"arguments": fragment}})
+        };
+        let choice =
+            serde_json::json!({"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null});
+        Some(self.chunk(&choice.to_string()))
     }
 
     fn chunk(&self, body: &str) -> Bytes {
@@ -490,7 +604,11 @@ impl ChatChunks {
 
 impl StreamFormat for ChatChunks {
     fn chunks(&self) -> u32 {
-        self.tokens
+        match (&self.tool, &self.json) {
+            (Some(_), _) => u32::try_from(TOOL_INPUT_FRAGMENTS.len()).unwrap_or(u32::MAX),
+            (None, Some(fragments)) => u32::try_from(fragments.len()).unwrap_or(u32::MAX),
+            (None, None) => self.tokens,
+        }
     }
 
     fn preamble(&mut self, step: usize) -> Option<Bytes> {
@@ -502,6 +620,9 @@ impl StreamFormat for ChatChunks {
     }
 
     fn content(&mut self, n: u32, _finishing: bool) -> Bytes {
+        if let Some(chunk) = self.tool_chunk(n).or_else(|| self.json_chunk(n)) {
+            return chunk;
+        }
         let mut body = String::with_capacity(80);
         let _ = write!(
             body,
@@ -512,17 +633,117 @@ impl StreamFormat for ChatChunks {
 
     fn closing(&mut self, step: usize, sent: u32) -> Option<Closing> {
         let done = || Closing::Last(Bytes::from_static(DONE_EVENT));
+        let (finish, sent) = match self.tool {
+            Some(_) => (
+                r#"{"index":0,"delta":{},"finish_reason":"tool_calls"}"#,
+                approx_tokens(TOOL_INPUT_JSON.len()),
+            ),
+            None => {
+                let sent = match &self.json {
+                    Some(fragments) => approx_tokens(fragments.iter().map(String::len).sum()),
+                    None => sent,
+                };
+                (r#"{"index":0,"delta":{},"finish_reason":"stop"}"#, sent)
+            }
+        };
         match (step, self.include_usage) {
-            (0, _) => Some(Closing::More(
-                self.chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#),
-            )),
+            (0, _) => Some(Closing::More(self.chunk(finish))),
             (1, true) => Some(Closing::More(self.usage_chunk(sent))),
             (1, false) | (2, true) => Some(done()),
             _ => None,
         }
     }
 
-    fn error_event(&self, shared: &Shared) -> Bytes {
+    fn error_event(&mut self, shared: &Shared) -> Bytes {
+        shared.overload_event.clone()
+    }
+}
+
+#[derive(Serialize)]
+struct TextCompletion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [TextChoice<'a>; 1],
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct TextChoice<'a> {
+    text: &'a str,
+    index: u32,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+/// A non-stream legacy `text_completion` whose text is `tok0 tok1 ...`.
+pub(crate) fn text_completion(index: u64, model: &str, tokens: u32, prompt_tokens: u32) -> Bytes {
+    let text = completion_text(tokens);
+    let id = format!("cmpl-sim-{index}");
+    to_bytes(&TextCompletion {
+        id: &id,
+        object: "text_completion",
+        created: unix_now(),
+        model,
+        choices: [TextChoice {
+            text: &text,
+            index: 0,
+            logprobs: None,
+            finish_reason: "stop",
+        }],
+        usage: Usage::new(prompt_tokens, tokens),
+    })
+}
+
+/// The legacy completion stream: one `text_completion` chunk per token
+/// (no role preamble, as OpenAI sends it), a chunk with the finish reason,
+/// an optional usage chunk and `[DONE]`.
+pub(crate) struct CompletionChunks(ChatChunks);
+
+impl CompletionChunks {
+    pub(crate) fn new(
+        index: u64,
+        model: &str,
+        tokens: u32,
+        include_usage: bool,
+        prompt_tokens: u32,
+    ) -> Self {
+        let mut chunks = ChatChunks::new(index, model, tokens, include_usage, prompt_tokens);
+        chunks.prefix = chunks
+            .prefix
+            .replacen("chatcmpl-sim-", "cmpl-sim-", 1)
+            .replacen("chat.completion.chunk", "text_completion", 1);
+        Self(chunks)
+    }
+}
+
+impl StreamFormat for CompletionChunks {
+    fn chunks(&self) -> u32 {
+        self.0.tokens
+    }
+
+    fn preamble(&mut self, _step: usize) -> Option<Bytes> {
+        None
+    }
+
+    fn content(&mut self, n: u32, _finishing: bool) -> Bytes {
+        let body = format!(
+            "{{\"text\":\"tok{n} \",\"index\":0,\"logprobs\":null,\"finish_reason\":null}}"
+        );
+        self.0.chunk(&body)
+    }
+
+    fn closing(&mut self, step: usize, sent: u32) -> Option<Closing> {
+        if step == 0 {
+            return Some(Closing::More(self.0.chunk(
+                r#"{"text":"","index":0,"logprobs":null,"finish_reason":"stop"}"#,
+            )));
+        }
+        self.0.closing(step, sent)
+    }
+
+    fn error_event(&mut self, shared: &Shared) -> Bytes {
         shared.overload_event.clone()
     }
 }
@@ -545,6 +766,38 @@ mod tests {
         assert_ne!(a, EmbeddingInput::Text("hellp").vector());
         let norm: f32 = a.iter().map(|x| x * x).sum();
         assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn completion_chunks_are_text_completions_ending_in_done() {
+        let mut chunks = CompletionChunks::new(3, "m", 2, true, 5);
+        assert!(chunks.preamble(0).is_none(), "no role preamble");
+        let first = chunks.content(0, false);
+        let text = std::str::from_utf8(&first).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(text.trim().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(v["object"], "text_completion");
+        assert_eq!(v["id"], "cmpl-sim-3");
+        assert_eq!(v["choices"][0]["text"], "tok0 ");
+        let mut closing = Vec::new();
+        for step in 0.. {
+            match chunks.closing(step, 2) {
+                Some(Closing::More(b)) => closing.push(b),
+                Some(Closing::Last(b)) => {
+                    closing.push(b);
+                    break;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(closing.len(), 3, "finish, usage, [DONE]");
+        assert!(std::str::from_utf8(&closing[0])
+            .unwrap()
+            .contains(r#""finish_reason":"stop""#));
+        assert!(std::str::from_utf8(&closing[1])
+            .unwrap()
+            .contains(r#""completion_tokens":2"#));
+        assert_eq!(&closing[2][..], DONE_EVENT);
     }
 
     #[test]

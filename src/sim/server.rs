@@ -1,6 +1,8 @@
 //! The HTTP side: accept loop, routing by dialect, the flow every inference
 //! request follows (authorize, parse, admit, answer its fault) and the
-//! OpenAI and Azure handlers.
+//! OpenAI and Azure chat, legacy completions and embeddings handlers (the
+//! Responses API is in `responses`, moderations, images and audio in
+//! `media`).
 //!
 //! The accept loop is hand-rolled on hyper-util instead of `axum::serve`
 //! because shutdown must close connections that hold hanging requests, which
@@ -27,14 +29,19 @@ use tokio::task::JoinSet;
 
 use super::behavior::{decide, Decision};
 use super::dialect::{self, Dialect, SimError};
-use super::openai::{self, ChatChunks, EmbeddingInput};
+use super::openai::{self, ChatChunks, ChatOutput, CompletionChunks, EmbeddingInput};
 use super::stats::{bump, CancelGuard};
 use super::stream::{AbortAfter, SimStream, StreamEnd, StreamFormat, StreamPlan};
-use super::{anthropic, gemini, FaultAction, RequestRecord, Shared, SimEndpoint};
+use super::{
+    anthropic, gemini, media, responses, FaultAction, ReceivedBody, RequestRecord, Shared,
+    SimEndpoint, BODY_LOG_MAX_BYTES,
+};
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 const EMBEDDINGS_PATH: &str = "/v1/embeddings";
 const MESSAGES_PATH: &str = "/v1/messages";
+const RESPONSES_PATH: &str = "/v1/responses";
+const AZURE_RESPONSES_PATH: &str = "/openai/responses";
 const GEMINI_PREFIX: &str = "/v1beta/models/";
 const AZURE_PREFIX: &str = "/openai/deployments/";
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -104,14 +111,18 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, CHAT_PATH) => Route::Chat { deployment: None },
         (&Method::POST, EMBEDDINGS_PATH) => Route::Embeddings { deployment: None },
         (&Method::POST, MESSAGES_PATH) => Route::Messages,
+        (&Method::POST, RESPONSES_PATH) => Route::Responses { azure: false },
+        (&Method::POST, AZURE_RESPONSES_PATH) => Route::Responses { azure: true },
         (&Method::GET, "/v1/models") => return json(StatusCode::OK, shared.models_body.clone()),
         (&Method::GET, "/healthz") => {
             return json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
         }
-        (&Method::POST, path) => match Route::keyed_by_path(path) {
-            Some(route) => route,
-            None => return unknown_route(shared, &parts),
-        },
+        (&Method::POST, path) => {
+            match Route::openai_operation(path).or_else(|| Route::keyed_by_path(path)) {
+                Some(route) => route,
+                None => return unknown_route(shared, &parts),
+            }
+        }
         _ => return unknown_route(shared, &parts),
     };
     bump(&shared.stats.requests);
@@ -121,6 +132,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Ok(body) => body,
         Err(response) => return response,
     };
+    ctx.keep_body(&body);
     if let Err(response) = ctx.authorize(path_model, body.len()) {
         return *response;
     }
@@ -129,6 +141,15 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Route::Embeddings { deployment } => embeddings(&ctx, &body, deployment).await,
         Route::Messages => anthropic::messages(&ctx, &body).await,
         Route::Generate { model, stream } => gemini::generate(&ctx, &body, model, stream).await,
+        Route::Responses { .. } => responses::create(&ctx, &body).await,
+        Route::Completions { deployment } => completions(&ctx, &body, deployment).await,
+        Route::Moderations => media::moderations(&ctx, &body).await,
+        Route::Images { deployment } => media::images(&ctx, &body, deployment).await,
+        Route::Speech { deployment } => media::speech(&ctx, &body, deployment).await,
+        Route::Audio {
+            deployment,
+            translate,
+        } => media::transcribe(&ctx, &body, deployment, translate).await,
     }
 }
 
@@ -147,9 +168,56 @@ enum Route<'p> {
         model: &'p str,
         stream: bool,
     },
+    /// OpenAI's, or Azure's `/openai/responses` (model in the body).
+    Responses {
+        azure: bool,
+    },
+    Completions {
+        deployment: Option<&'p str>,
+    },
+    /// OpenAI only: Azure has no moderations API.
+    Moderations,
+    Images {
+        deployment: Option<&'p str>,
+    },
+    Speech {
+        deployment: Option<&'p str>,
+    },
+    /// Transcriptions, or translations when `translate`.
+    Audio {
+        deployment: Option<&'p str>,
+        translate: bool,
+    },
 }
 
 impl<'p> Route<'p> {
+    /// OpenAI's endpoints besides chat, embeddings and responses.
+    fn openai_operation(path: &str) -> Option<Self> {
+        Self::operation(path.strip_prefix("/v1/")?, None)
+    }
+
+    /// An operation path under `/v1/` or an Azure deployment (Azure has no
+    /// moderations).
+    fn operation(operation: &str, deployment: Option<&'p str>) -> Option<Self> {
+        Some(match operation {
+            "chat/completions" => Self::Chat { deployment },
+            "embeddings" => Self::Embeddings { deployment },
+            "completions" => Self::Completions { deployment },
+            "moderations" if deployment.is_none() => Self::Moderations,
+            "images/generations" => Self::Images { deployment },
+            "audio/speech" => Self::Speech { deployment },
+            "audio/transcriptions" => Self::Audio {
+                deployment,
+                translate: false,
+            },
+            "audio/translations" => Self::Audio {
+                deployment,
+                translate: true,
+            },
+            _ => return None,
+        })
+    }
+
     /// The Gemini and Azure endpoints, which carry the model in the path.
     fn keyed_by_path(path: &'p str) -> Option<Self> {
         if let Some(rest) = path.strip_prefix(GEMINI_PREFIX) {
@@ -167,12 +235,7 @@ impl<'p> Route<'p> {
         if deployment.is_empty() {
             return None;
         }
-        let deployment = Some(deployment);
-        match operation {
-            "chat/completions" => Some(Self::Chat { deployment }),
-            "embeddings" => Some(Self::Embeddings { deployment }),
-            _ => None,
-        }
+        Self::operation(operation, Some(deployment))
     }
 
     fn endpoint(self) -> SimEndpoint {
@@ -188,15 +251,62 @@ impl<'p> Route<'p> {
             Self::Messages => SimEndpoint::AnthropicMessages,
             Self::Generate { stream: false, .. } => SimEndpoint::GeminiGenerateContent,
             Self::Generate { stream: true, .. } => SimEndpoint::GeminiStreamGenerateContent,
+            Self::Responses { azure: false } => SimEndpoint::OpenAiResponses,
+            Self::Responses { azure: true } => SimEndpoint::AzureResponses,
+            Self::Completions { deployment } => azure_or(
+                deployment,
+                SimEndpoint::OpenAiCompletions,
+                SimEndpoint::AzureCompletions,
+            ),
+            Self::Moderations => SimEndpoint::OpenAiModerations,
+            Self::Images { deployment } => azure_or(
+                deployment,
+                SimEndpoint::OpenAiImages,
+                SimEndpoint::AzureImages,
+            ),
+            Self::Speech { deployment } => azure_or(
+                deployment,
+                SimEndpoint::OpenAiSpeech,
+                SimEndpoint::AzureSpeech,
+            ),
+            Self::Audio {
+                deployment,
+                translate: false,
+            } => azure_or(
+                deployment,
+                SimEndpoint::OpenAiTranscriptions,
+                SimEndpoint::AzureTranscriptions,
+            ),
+            Self::Audio {
+                deployment,
+                translate: true,
+            } => azure_or(
+                deployment,
+                SimEndpoint::OpenAiTranslations,
+                SimEndpoint::AzureTranslations,
+            ),
         }
     }
 
     fn path_model(self) -> Option<&'p str> {
         match self {
-            Self::Chat { deployment } | Self::Embeddings { deployment } => deployment,
-            Self::Messages => None,
+            Self::Chat { deployment }
+            | Self::Embeddings { deployment }
+            | Self::Completions { deployment }
+            | Self::Images { deployment }
+            | Self::Speech { deployment }
+            | Self::Audio { deployment, .. } => deployment,
+            Self::Messages | Self::Responses { .. } | Self::Moderations => None,
             Self::Generate { model, .. } => Some(model),
         }
+    }
+}
+
+fn azure_or(deployment: Option<&str>, openai: SimEndpoint, azure: SimEndpoint) -> SimEndpoint {
+    if deployment.is_some() {
+        azure
+    } else {
+        openai
     }
 }
 
@@ -256,6 +366,25 @@ impl<'a> Ctx<'a> {
 
     pub(crate) fn query_param(&self, name: &str) -> Option<&'a str> {
         query_param(self.parts, name)
+    }
+
+    pub(crate) fn shared(&self) -> &'a Arc<Shared> {
+        self.shared
+    }
+
+    pub(crate) fn header(&self, name: &HeaderName) -> Option<&'a str> {
+        self.parts.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Keeps a copy of the body for [`super::SimHandle::bodies`].
+    fn keep_body(&self, body: &Bytes) {
+        let kept = &body[..body.len().min(BODY_LOG_MAX_BYTES)];
+        self.shared.bodies.push(ReceivedBody {
+            at: tokio::time::Instant::now(),
+            path: self.parts.uri.path().to_owned(),
+            endpoint: self.endpoint,
+            body: Bytes::copy_from_slice(kept),
+        });
     }
 
     /// Whether the path alone says the request streams (Gemini's
@@ -373,6 +502,18 @@ impl<'a> Ctx<'a> {
         stream: Option<F>,
         complete: impl FnOnce() -> Bytes,
     ) -> Response<Body> {
+        self.answer_as(decision, stream, APPLICATION_JSON, complete)
+            .await
+    }
+
+    /// [`Ctx::answer`] for a non-stream body of another `content_type`.
+    pub(crate) async fn answer_as<F: StreamFormat>(
+        &self,
+        decision: Decision,
+        stream: Option<F>,
+        content_type: HeaderValue,
+        complete: impl FnOnce() -> Bytes,
+    ) -> Response<Body> {
         let Decision { fault, pace, .. } = decision;
         match fault.action {
             FaultAction::Status { code, retry_after } => {
@@ -389,8 +530,9 @@ impl<'a> Ctx<'a> {
         }
         let Some(format) = stream else {
             sleep(fault.delay).await;
-            return self.non_stream_answer(&fault.action, complete);
+            return self.non_stream_answer(&fault.action, content_type, complete);
         };
+        let stream_type = HeaderValue::from_static(format.content_type());
         let tokens = format.chunks();
         let (chunks, end, skip_preamble) = match fault.action {
             FaultAction::DropAfter(n) => (n.min(tokens), StreamEnd::Drop, false),
@@ -415,7 +557,7 @@ impl<'a> Ctx<'a> {
         );
         let mut response = Response::new(Body::from_stream(body));
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CONTENT_TYPE, stream_type);
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         headers.insert(X_SIM_NAME, self.shared.name_header.clone());
         response
@@ -426,6 +568,7 @@ impl<'a> Ctx<'a> {
     fn non_stream_answer(
         &self,
         action: &FaultAction,
+        content_type: HeaderValue,
         body: impl FnOnce() -> Bytes,
     ) -> Response<Body> {
         let stats = &self.shared.stats;
@@ -447,7 +590,11 @@ impl<'a> Ctx<'a> {
                 bump(&stats.error_events);
                 let (_, body) =
                     dialect::render(self.endpoint, SimError::Overloaded, &self.shared.name);
-                Response::new(Body::from(body))
+                let mut response = Response::new(Body::from(body));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, APPLICATION_JSON);
+                response
             }
             _ => {
                 bump(&stats.ok);
@@ -455,7 +602,7 @@ impl<'a> Ctx<'a> {
             }
         };
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+        headers.entry(CONTENT_TYPE).or_insert(content_type);
         headers.insert(X_SIM_NAME, self.shared.name_header.clone());
         response
     }
@@ -476,6 +623,24 @@ impl<'a> Ctx<'a> {
                 HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
             );
         }
+        response
+    }
+
+    /// A 404 for a resource the request names that does not exist (e.g. a
+    /// `previous_response_id`), counted and logged like an unknown model.
+    pub(crate) fn not_found(
+        &self,
+        model: Option<&str>,
+        stream: bool,
+        body: Bytes,
+        body_len: usize,
+    ) -> Response<Body> {
+        bump(&self.shared.stats.bad_requests);
+        self.record(model, stream, Cow::Borrowed("not_found"), body_len);
+        let mut response = json(StatusCode::NOT_FOUND, body);
+        response
+            .headers_mut()
+            .insert(X_SIM_NAME, self.shared.name_header.clone());
         response
     }
 
@@ -556,15 +721,127 @@ struct ChatRequest<'a> {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default, borrow)]
+    tools: Option<Vec<ChatTool<'a>>>,
+    #[serde(default)]
+    tool_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    messages: Option<ToolResults>,
+    #[serde(default)]
+    response_format: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ChatTool<'a> {
+    #[serde(default, borrow)]
+    function: Option<ChatFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChatFunction<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+}
+
+/// Whether any message of `messages` is a tool result, read without keeping
+/// the messages.
+#[derive(Default)]
+struct ToolResults {
+    tool: bool,
+}
+
+impl<'de> Deserialize<'de> for ToolResults {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ToolResults;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of messages")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ToolResults, A::Error> {
+                let mut seen = ToolResults::default();
+                while let Some(message) = seq.next_element::<RoleOnly<'de>>()? {
+                    seen.tool |= message.role.as_deref() == Some("tool");
+                }
+                Ok(seen)
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct RoleOnly<'a> {
+    #[serde(default, borrow)]
+    role: Option<Cow<'a, str>>,
+}
+
+/// The function a chat answer calls, by the same rule as the Responses
+/// API: function tools offered, `tool_choice` not `none`, and no tool result
+/// among the messages yet (so a tool round trip ends in text); a named
+/// `tool_choice` picks the function.
+fn called_tool(
+    tools: Option<&[ChatTool<'_>]>,
+    tool_choice: Option<&serde_json::Value>,
+    messages: Option<&ToolResults>,
+) -> Option<String> {
+    let first = tools?.iter().find_map(|t| t.function.as_ref())?;
+    if messages.is_some_and(|m| m.tool) {
+        return None;
+    }
+    match tool_choice {
+        Some(serde_json::Value::String(choice)) if choice == "none" => None,
+        Some(serde_json::Value::Object(choice)) => Some(
+            choice
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(&first.name)
+                .to_owned(),
+        ),
+        _ => Some(first.name.clone().into_owned()),
+    }
 }
 
 /// Azure's chat body: the deployment in the path is the model.
 #[derive(Deserialize)]
-struct DeploymentChatRequest {
+struct DeploymentChatRequest<'a> {
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default, borrow)]
+    tools: Option<Vec<ChatTool<'a>>>,
+    #[serde(default)]
+    tool_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    messages: Option<ToolResults>,
+    #[serde(default)]
+    response_format: Option<serde_json::Value>,
+}
+
+/// The chat fields the answer depends on.
+struct ChatFields<'a> {
+    model: Cow<'a, str>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    tool: Option<String>,
+    /// Structured output asked for with `response_format`.
+    json: Option<String>,
+}
+
+/// The JSON text a `response_format` of type `json_schema` (filled from its
+/// schema) or `json_object` (`{}`) asks for.
+fn structured_output(format: Option<&serde_json::Value>) -> Option<String> {
+    let format = format?;
+    match format.get("type")?.as_str()? {
+        "json_schema" => Some(responses::schema_instance(&format["json_schema"]["schema"])),
+        "json_object" => Some("{}".to_owned()),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -589,12 +866,77 @@ struct DeploymentEmbeddingsRequest {
 
 /// OpenAI chat, or Azure's when `deployment` is set.
 async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response<Body> {
+    let fields = match deployment {
+        None => ctx
+            .parse::<ChatRequest<'_>>(None, body)
+            .map(|req| ChatFields {
+                tool: called_tool(
+                    req.tools.as_deref(),
+                    req.tool_choice.as_ref(),
+                    req.messages.as_ref(),
+                ),
+                json: structured_output(req.response_format.as_ref()),
+                model: req.model,
+                stream: req.stream,
+                stream_options: req.stream_options,
+            }),
+        Some(deployment) => ctx
+            .parse::<DeploymentChatRequest<'_>>(Some(deployment), body)
+            .map(|req| ChatFields {
+                model: Cow::Borrowed(deployment),
+                tool: called_tool(
+                    req.tools.as_deref(),
+                    req.tool_choice.as_ref(),
+                    req.messages.as_ref(),
+                ),
+                json: structured_output(req.response_format.as_ref()),
+                stream: req.stream,
+                stream_options: req.stream_options,
+            }),
+    };
+    let ChatFields {
+        model,
+        stream,
+        stream_options,
+        tool,
+        json,
+    } = match fields {
+        Ok(fields) => fields,
+        Err(response) => return response,
+    };
+    let stream = stream.unwrap_or(false);
+    let output = match (&tool, &json) {
+        (Some(name), _) => ChatOutput::Call(name),
+        (None, Some(text)) => ChatOutput::Json(text),
+        (None, None) => ChatOutput::Tokens,
+    };
+    let decision = match ctx.admit(&model, stream, body.len()) {
+        Ok(decision) => decision,
+        Err(response) => return *response,
+    };
+    let (index, tokens) = (decision.index, decision.tokens);
+    let prompt_tokens = openai::approx_tokens(body.len());
+    let format = stream.then(|| {
+        let include_usage = stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        ChatChunks::new(index, &model, tokens, include_usage, prompt_tokens)
+            .answering(index, output)
+    });
+    ctx.answer(decision, format, || {
+        openai::chat_completion(index, &model, tokens, prompt_tokens, output)
+    })
+    .await
+}
+
+/// Legacy completions: the same fields as chat are read.
+async fn completions(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response<Body> {
     let (model, stream, stream_options) = match deployment {
         None => match ctx.parse::<ChatRequest<'_>>(None, body) {
             Ok(req) => (req.model, req.stream, req.stream_options),
             Err(response) => return response,
         },
-        Some(deployment) => match ctx.parse::<DeploymentChatRequest>(Some(deployment), body) {
+        Some(deployment) => match ctx.parse::<DeploymentChatRequest<'_>>(Some(deployment), body) {
             Ok(req) => (Cow::Borrowed(deployment), req.stream, req.stream_options),
             Err(response) => return response,
         },
@@ -610,10 +952,10 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
         let include_usage = stream_options
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        ChatChunks::new(index, &model, tokens, include_usage, prompt_tokens)
+        CompletionChunks::new(index, &model, tokens, include_usage, prompt_tokens)
     });
     ctx.answer(decision, format, || {
-        openai::chat_completion(index, &model, tokens, prompt_tokens)
+        openai::text_completion(index, &model, tokens, prompt_tokens)
     })
     .await
 }
@@ -691,7 +1033,7 @@ async fn hang() -> Response<Body> {
     Response::new(Body::empty())
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::{RequestRecord, SimStats};
+use super::{ReceivedBody, RequestRecord, SimStats};
 
 /// HTTP status codes are three digits, so a flat array indexed by code
 /// counts them without a map or a lock.
@@ -157,6 +157,47 @@ impl RequestLog {
 
     pub(crate) fn clear(&self) {
         self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// The last bodies received, bounded in count (and each in size by the
+/// caller).
+pub(crate) struct BodyLog {
+    capacity: usize,
+    bodies: Mutex<VecDeque<ReceivedBody>>,
+}
+
+impl BodyLog {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            bodies: Mutex::new(VecDeque::with_capacity(capacity)),
+        }
+    }
+
+    pub(crate) fn push(&self, body: ReceivedBody) {
+        let _evicted = {
+            let mut bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
+            let evicted = if bodies.len() >= self.capacity {
+                bodies.pop_front()
+            } else {
+                None
+            };
+            bodies.push_back(body);
+            evicted
+        };
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<ReceivedBody> {
+        let bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
+        bodies.iter().cloned().collect()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.bodies
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();

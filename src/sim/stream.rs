@@ -31,7 +31,12 @@ pub(crate) trait StreamFormat: Send + Unpin + 'static {
     /// chunks; `None` when the stream is complete without another event.
     fn closing(&mut self, step: usize, sent: u32) -> Option<Closing>;
     /// The in-band error event (an overload, in the dialect's own shape).
-    fn error_event(&self, shared: &Shared) -> Bytes;
+    /// `&mut` for formats that number their events.
+    fn error_event(&mut self, shared: &Shared) -> Bytes;
+    /// The response's `content-type`.
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
 }
 
 pub(crate) enum Closing {

@@ -107,8 +107,9 @@ check("".join(deltas) == CANNED_STREAM, "stream_events: the canned text")
 check(stop_reason == "end_turn", "stream_events: stop_reason end_turn")
 check(output_tokens == 8, "stream_events: 8 output tokens")
 
-# 4. Tools, with a tool round trip in the history. The simulator ignores
-#    tools and answers text, so this checks that the request translates.
+# 4. Tools, with a tool round trip in the history. The simulator answers
+#    text once a tool result is in the conversation, so this checks that the
+#    request translates.
 tools = [
     {
         "name": "get_weather",

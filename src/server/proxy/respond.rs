@@ -38,7 +38,11 @@ pub fn encode(mut ctx: RequestCtx, request: impl InboundRequest, outcome: Outcom
             body,
         } => complete(ctx, request, target, status, content_type, body),
         Served::Stream(start) => stream(ctx, request, target, outcome.target_index, *start),
-        Served::Binary { content_type, body } => binary(ctx, content_type, body),
+        Served::Binary {
+            content_type,
+            first,
+            body,
+        } => binary(ctx, content_type, first, body),
     };
     response.headers_mut().extend(headers);
     response
@@ -192,6 +196,7 @@ fn count_stream_end(ctx: &RequestCtx, how: StreamEnd) {
 fn binary(
     ctx: RequestCtx,
     content_type: Option<HeaderValue>,
+    first: Bytes,
     body: hyper::body::Incoming,
 ) -> Response {
     let ending = Ending {
@@ -200,8 +205,10 @@ fn binary(
         usage: None,
         estimated: false,
     };
+    let first = futures_util::stream::once(std::future::ready(Ok::<_, axum::Error>(first)));
+    let rest = body.into_data_stream().map(|r| r.map_err(axum::Error::new));
     let body = LoggedBody {
-        inner: body.map_err(axum::Error::new),
+        inner: Body::from_stream(first.chain(rest)),
         on_end: Some(Box::new(move || ctx.finish(ending))),
     };
     let mut response = Response::new(Body::new(body));
