@@ -299,12 +299,14 @@ fn tools(value: &Value, at: &Path<'_>) -> Result<Value, Inexpressible> {
                 }
                 out.push(json!({"type": "function", "function": function}));
             }
-            Some(other) => return Err(refuse(
-                &at.key("type"),
-                format!(
+            Some(other) => {
+                return Err(refuse(
+                    &at.key("type"),
+                    format!(
                     "the built-in tool `{other}` runs only on a provider that offers it natively"
                 ),
-            )),
+                ))
+            }
             None => return Err(refuse(&at.key("type"), "must be a string")),
         }
     }

@@ -52,7 +52,8 @@ enum History {
         row: Arc<ResponseRow>,
         items: Vec<Value>,
     },
-    /// Not in the gateway's store: only native targets can try it.
+    /// The gateway keeps no responses (`[responses] store = false`): only
+    /// native targets, whose upstream may hold it, can try it.
     Unknown,
 }
 
@@ -142,7 +143,13 @@ async fn load_history(
             let items = serde_json::from_str(&row.conversation).unwrap_or_default();
             Ok(History::Stored { row, items })
         }
-        Ok(None) => Ok(History::Unknown),
+        // Another key's response, expired, deleted or never stored: as
+        // OpenAI answers. Passing the id through instead would let one
+        // virtual key continue another's conversation on a shared upstream.
+        Ok(None) => Err(GatewayError::ResponseNotFound {
+            id: id.chars().take(200).collect(),
+            previous: true,
+        }),
         Err(e) => Err(GatewayError::ResponseStore(e.to_string())),
     }
 }
@@ -161,7 +168,7 @@ impl ResponsesRequest {
             }
             History::Unknown => Err(Inexpressible {
                 field: "previous_response_id".into(),
-                reason: "the gateway holds no copy of this response (expired, deleted, stored with `store: false`, or created before the gateway): only the provider that made it can continue it".into(),
+                reason: "the gateway keeps no responses (`[responses] store = false`): only a provider that offers the Responses API natively can continue one".into(),
             }),
         }
     }
