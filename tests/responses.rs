@@ -61,6 +61,7 @@ impl Sims {
              [routes.r-claude]\ntargets = [{{ provider = \"claude\", model = \"claude-sonnet-4-5\" }}]\n\
              [routes.r-gem]\ntargets = [{{ provider = \"gem\", model = \"gemini-2.5-flash\" }}]\n\
              [routes.conv]\ntargets = [{{ provider = \"oai\", model = \"gpt-4o\" }}, {{ provider = \"claude\", model = \"claude-sonnet-4-5\" }}, {{ provider = \"gem\", model = \"gemini-2.5-flash\" }}]\n\
+             [routes.translated]\ntargets = [{{ provider = \"chatonly\", model = \"gpt-4o\" }}, {{ provider = \"gem\", model = \"gemini-2.5-flash\" }}]\n\
              [routes.claude-then-oai]\ntargets = [{{ provider = \"claude\", model = \"claude-sonnet-4-5\" }}, {{ provider = \"oai\", model = \"gpt-4o\" }}]\n",
             db = dir.0.join("store.db").display(),
             oai = self.oai.base_url(),
@@ -534,4 +535,121 @@ async fn stored_responses_belong_to_the_key_that_created_them() {
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     let still = send_as(Method::GET, url, String::new(), alice).await;
     assert_eq!(still.status, StatusCode::OK, "bob's delete did nothing");
+}
+
+/// The official `openai` SDK: whole, streamed (events and the accumulating
+/// helper), a function-tool round trip whose second turn fails over to
+/// another dialect, structured output, stored responses, a cut stream, and
+/// a translated route; the primaries fail in the order the script calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_sdk_speaks_the_responses_api_through_failover() {
+    let sims = Sims::start().await;
+    let dir = temp_dir("sdk");
+    let gw = gateway_for(&sims, &dir).await;
+    let ok = || Fault::ok(std::time::Duration::ZERO);
+    sims.oai.push_script([
+        // A: 503 on both attempts.
+        Fault::status(503),
+        Fault::status(503),
+        // B: 429 + Retry-After, then the retry succeeds.
+        FaultAction::Status {
+            code: 429,
+            retry_after: Some(std::time::Duration::from_secs(1)),
+        }
+        .into(),
+        ok(),
+        // C: cut before any content, twice.
+        FaultAction::DropAfter(0).into(),
+        FaultAction::DropAfter(0).into(),
+        // D: the tool call, then 503 twice for the follow-up.
+        ok(),
+        Fault::status(503),
+        Fault::status(503),
+        // E: structured output.
+        ok(),
+        // G: cut after content.
+        FaultAction::DropAfter(3).into(),
+    ]);
+    sims.chat_only
+        .push_script([Fault::status(503), Fault::status(503)]);
+    let v = run_python_client("openai_responses_client", gw.base_url()).await;
+
+    assert_eq!(v["plain"]["target"], "claude/claude-sonnet-4-5", "{v}");
+    assert_eq!(v["plain"]["text"].as_str().unwrap().trim_end(), CANNED);
+    assert_eq!(v["plain"]["status"], "completed");
+    assert!(v["plain"]["usage_total"].as_u64().unwrap() > 0);
+
+    assert_eq!(v["stream"]["target"], "oai/gpt-4o", "429 waited out: {v}");
+    assert_eq!(v["stream"]["first"], "response.created");
+    assert_eq!(v["stream"]["last"], "response.completed");
+    assert_eq!(v["stream"]["text"].as_str().unwrap().trim_end(), CANNED);
+    assert_eq!(v["stream"]["final_text"], v["stream"]["text"]);
+
+    assert_eq!(
+        v["helper"]["text"].as_str().unwrap().trim_end(),
+        CANNED,
+        "{v}"
+    );
+    assert_eq!(v["helper"]["status"], "completed");
+
+    assert_eq!(v["tools"]["name"], "get_weather");
+    assert_eq!(v["tools"]["location"], "Paris");
+    assert_eq!(v["tools"]["second_target"], "claude/claude-sonnet-4-5");
+    assert!(!v["tools"]["answer"].as_str().unwrap().is_empty(), "{v}");
+    let claude = sims
+        .claude
+        .last_json(SimEndpoint::AnthropicMessages)
+        .unwrap();
+    let sent = claude["messages"].to_string();
+    assert!(
+        sent.contains("tool_use") && sent.contains("tool_result") && sent.contains("sunny, 21 C"),
+        "the fallback got the whole tool round trip: {claude}"
+    );
+
+    assert!(v["structured"]["parsed"]["name"].is_string(), "{v}");
+
+    assert_eq!(v["stored"]["same_text"], true, "{v}");
+    assert_eq!(v["stored"]["items"], json!(["message"]));
+    assert_eq!(v["stored"]["after_delete"], 404);
+
+    assert_eq!(
+        v["cut"]["raised"], true,
+        "the SDK must raise on a cut stream: {v}"
+    );
+    assert!(!v["cut"]["text"].as_str().unwrap().is_empty());
+
+    assert_eq!(v["translated"]["target"], "gem/gemini-2.5-flash", "{v}");
+    assert_eq!(v["translated"]["last"], "response.completed");
+    assert_eq!(v["translated"]["text"].as_str().unwrap().trim_end(), CANNED);
+}
+
+/// The OpenAI Agents SDK (its default Responses model) runs a tool-using
+/// agent through the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_agents_sdk_runs_a_tool_using_agent() {
+    let sims = Sims::start().await;
+    let dir = temp_dir("agents");
+    let gw = gateway_for(&sims, &dir).await;
+    // The second model call fails over to Anthropic mid-run.
+    sims.oai.push_script([
+        Fault::ok(std::time::Duration::ZERO),
+        Fault::status(503),
+        Fault::status(503),
+    ]);
+    let v = run_python_client("openai_agents_client", gw.base_url()).await;
+    assert_eq!(
+        v["calls"],
+        json!([{"location": "Paris", "unit": "celsius"}]),
+        "{v}"
+    );
+    assert_eq!(v["turns"], 2, "{v}");
+    assert!(!v["final_output"].as_str().unwrap().is_empty(), "{v}");
+    let claude = sims
+        .claude
+        .last_json(SimEndpoint::AnthropicMessages)
+        .unwrap();
+    assert!(
+        claude["messages"].to_string().contains("sunny, 21 degrees"),
+        "{claude}"
+    );
 }
