@@ -20,7 +20,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard::loadgen::{self, Live, LoadReport, LoadSpec};
+use switchyard::loadgen::{self, Live, LoadApi, LoadReport, LoadSpec};
 
 struct Proc {
     child: Child,
@@ -120,6 +120,7 @@ struct Endpoint {
     base_url: String,
     model: &'static str,
     api_key: Option<String>,
+    api: LoadApi,
 }
 
 async fn drive_at(
@@ -138,6 +139,7 @@ async fn drive_at(
         stream_share,
         request_timeout: Duration::from_secs(10),
         api_key: to.api_key.clone(),
+        api: to.api,
         ..LoadSpec::default()
     };
     loadgen::run(&spec, Arc::new(Live::default())).await
@@ -220,10 +222,14 @@ fn main() {
          [providers.claude1k]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key_env = \"BENCH_UPSTREAM_KEY\"\n\
          [routes.chat-default]\ntargets = [{{ provider = \"sim\", model = \"gpt-4o-mini\" }}]\n\
          [routes.chat-1k]\ntargets = [{{ provider = \"sim1k\", model = \"gpt-4o-mini\" }}]\n\
-         [routes.chat-1k-anthropic]\ntargets = [{{ provider = \"claude1k\", model = \"claude-sonnet-4-5\" }}]\n",
+         [routes.chat-1k-anthropic]\ntargets = [{{ provider = \"claude1k\", model = \"claude-sonnet-4-5\" }}]\n\
+         [providers.sim1kchat]\nbase_url = \"{}\"\nresponses = \"chat\"\n\
+         [routes.resp-1k-native]\ntargets = [{{ provider = \"sim1k\", model = \"gpt-4o-mini\" }}]\n\
+         [routes.resp-1k-chat]\ntargets = [{{ provider = \"sim1kchat\", model = \"gpt-4o-mini\" }}]\n",
         sim.base_url,
         sim_1k.base_url,
         sim_1k.base_url.trim_end_matches("/v1"),
+        sim_1k.base_url,
     );
     let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -268,6 +274,11 @@ fn main() {
         base_url: base_url.to_owned(),
         model,
         api_key: api_key.cloned(),
+        api: LoadApi::ChatCompletions,
+    };
+    let responses = |label, model| Endpoint {
+        api: LoadApi::Responses,
+        ..at(label, &gateway.base_url, model, None)
     };
     let direct = at("direct", &sim.base_url, "gpt-4o-mini", None);
     let through = at("gateway", &gateway.base_url, "chat-default", None);
@@ -346,6 +357,14 @@ fn main() {
                 "chat-1k-anthropic",
                 None,
             ),
+            Some(1000.0),
+            256,
+            0.0,
+        ),
+        (
+            "Responses API, ~1 KB answer, 1,000 req/s",
+            responses("gateway → native Responses", "resp-1k-native"),
+            responses("gateway → chat (translated)", "resp-1k-chat"),
             Some(1000.0),
             256,
             0.0,

@@ -46,6 +46,19 @@ pub struct LoadSpec {
     pub request_timeout: Duration,
     /// A virtual key, sent as `Authorization: Bearer`.
     pub api_key: Option<String>,
+    /// Which API the requests speak.
+    pub api: LoadApi,
+}
+
+/// The API a load run speaks: the same short prompt either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadApi {
+    #[default]
+    ChatCompletions,
+    /// `POST /responses`; streams are judged like chat's only for their
+    /// status (they end with `response.completed`, not `[DONE]`), so use it
+    /// for non-stream runs.
+    Responses,
 }
 
 impl Default for LoadSpec {
@@ -62,6 +75,7 @@ impl Default for LoadSpec {
             seed: 1,
             request_timeout: Duration::from_secs(60),
             api_key: None,
+            api: LoadApi::ChatCompletions,
         }
     }
 }
@@ -276,15 +290,18 @@ pub async fn run_observed(
     live: Arc<Live>,
     observer: Option<Arc<dyn Observer>>,
 ) -> LoadReport {
-    let url: http::Uri =
-        match format!("{}/chat/completions", spec.base_url.trim_end_matches('/')).parse() {
-            Ok(u) => u,
-            Err(_) => return LoadReport::new(),
-        };
+    let path = match spec.api {
+        LoadApi::ChatCompletions => "chat/completions",
+        LoadApi::Responses => "responses",
+    };
+    let url: http::Uri = match format!("{}/{path}", spec.base_url.trim_end_matches('/')).parse() {
+        Ok(u) => u,
+        Err(_) => return LoadReport::new(),
+    };
     let shared = Arc::new(Shared {
         client: client(),
         url,
-        bodies: RequestBodies::new(&spec.model, spec.api_key.as_deref()),
+        bodies: RequestBodies::new(&spec.model, spec.api_key.as_deref(), spec.api),
         timeout: spec.request_timeout,
         live,
         report: Mutex::new(LoadReport::new()),
@@ -431,10 +448,10 @@ struct RequestBodies {
 }
 
 impl RequestBodies {
-    fn new(model: &str, api_key: Option<&str>) -> Self {
+    fn new(model: &str, api_key: Option<&str>, api: LoadApi) -> Self {
         let make = |stream: bool| {
-            Bytes::from(
-                serde_json::json!({
+            let body = match api {
+                LoadApi::ChatCompletions => serde_json::json!({
                     "model": model,
                     "messages": [
                         {"role": "system", "content": "You are a concise assistant."},
@@ -442,9 +459,17 @@ impl RequestBodies {
                     ],
                     "max_tokens": 16,
                     "stream": stream
-                })
-                .to_string(),
-            )
+                }),
+                LoadApi::Responses => serde_json::json!({
+                    "model": model,
+                    "instructions": "You are a concise assistant.",
+                    "input": "Say hello to the load test.",
+                    "max_output_tokens": 16,
+                    "store": false,
+                    "stream": stream
+                }),
+            };
+            Bytes::from(body.to_string())
         };
         RequestBodies {
             plain: make(false),

@@ -616,7 +616,7 @@ struct Completion {
     #[serde(default)]
     choices: Option<Vec<CompletionChoice>>,
     #[serde(default)]
-    usage: Option<OpenAiUsage>,
+    usage: Option<super::Usage>,
 }
 
 #[derive(Deserialize)]
@@ -652,14 +652,6 @@ struct FunctionCall {
     name: Option<String>,
     #[serde(default)]
     arguments: Option<String>,
-}
-
-#[derive(Deserialize, Clone, Copy, Default)]
-struct OpenAiUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
 }
 
 #[derive(Serialize)]
@@ -916,7 +908,7 @@ struct Chunk<'a> {
     #[serde(borrow, default)]
     choices: Option<Vec<ChunkChoice<'a>>>,
     #[serde(default)]
-    usage: Option<OpenAiUsage>,
+    usage: Option<super::Usage>,
     #[serde(default)]
     error: Option<OpenAiError>,
 }
@@ -1092,7 +1084,7 @@ pub struct ToAnthropicStream {
     next_index: u32,
     tools: Vec<ToolSlot>,
     finish_reason: Option<String>,
-    usage: Option<OpenAiUsage>,
+    usage: Option<super::Usage>,
 }
 
 impl ToAnthropicStream {

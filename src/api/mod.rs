@@ -8,7 +8,7 @@ pub mod path;
 pub mod responses;
 
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::ops::Range;
 
@@ -395,6 +395,41 @@ mod tests {
         assert_eq!(v["error"]["message"], "bad \"x\"");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "c");
+    }
+}
+
+/// Usage as the gateway writes it into chat completions and chunks it
+/// translates from other providers: the one serialised usage type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChatUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<CachedTokens>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<ReasoningTokens>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CachedTokens {
+    pub cached_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReasoningTokens {
+    pub reasoning_tokens: u64,
+}
+
+impl ChatUsage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        ChatUsage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            prompt_tokens_details: None,
+            completion_tokens_details: None,
+        }
     }
 }
 

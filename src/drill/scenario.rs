@@ -349,6 +349,7 @@ impl Scenario {
             seed: self.seed,
             request_timeout: self.load.timeout,
             api_key: None,
+            api: crate::loadgen::LoadApi::ChatCompletions,
         }
     }
 

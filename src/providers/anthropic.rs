@@ -64,6 +64,7 @@
 
 use super::{StreamTranslator, Unsupported};
 use crate::api::path::Path;
+use crate::api::ChatUsage;
 use crate::resilience::FailureClass;
 use crate::streaming::sse::event_data;
 use bytes::Bytes;
@@ -1067,7 +1068,7 @@ struct ChatCompletion<'a> {
     created: u64,
     model: &'a str,
     choices: [CompletionChoice<'a>; 1],
-    usage: OpenAiUsage,
+    usage: ChatUsage,
 }
 
 #[derive(Serialize)]
@@ -1098,23 +1099,6 @@ struct ToolCallOut<'a> {
 struct FunctionOut<'a> {
     name: &'a str,
     arguments: &'a str,
-}
-
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-struct OpenAiUsage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-}
-
-impl OpenAiUsage {
-    fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        OpenAiUsage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens.saturating_add(completion_tokens),
-        }
-    }
 }
 
 /// Anthropic message (non-stream success body) -> OpenAI `chat.completion`
@@ -1161,7 +1145,7 @@ pub fn translate_response(anthropic: &[u8], created: u64) -> Result<Vec<u8>, Tra
             logprobs: None,
             finish_reason: message.stop_reason.as_deref().map(finish_reason),
         }],
-        usage: OpenAiUsage::new(
+        usage: ChatUsage::new(
             usage.prompt_tokens().unwrap_or(0),
             usage.output_tokens.unwrap_or(0),
         ),
@@ -1341,7 +1325,7 @@ impl AnthropicStream {
                         created: self.created,
                         model: &self.model,
                         choices: [],
-                        usage: OpenAiUsage::new(
+                        usage: ChatUsage::new(
                             self.usage.prompt_tokens().unwrap_or(0),
                             self.usage.output_tokens.unwrap_or(0),
                         ),
@@ -1450,7 +1434,7 @@ struct UsageChunk<'a> {
     created: u64,
     model: &'a str,
     choices: [(); 0],
-    usage: OpenAiUsage,
+    usage: ChatUsage,
 }
 
 #[derive(Serialize)]

@@ -54,7 +54,7 @@
 //! `response_format.json_schema` needs none of this: it goes to
 //! `responseJsonSchema`, which takes JSON Schema as is.
 
-use crate::api::error_body;
+use crate::api::{error_body, CachedTokens, ChatUsage, ReasoningTokens};
 use crate::providers::{StreamTranslator, Unsupported};
 use crate::resilience::FailureClass;
 use bytes::Bytes;
@@ -1508,7 +1508,7 @@ struct Completion<'a> {
     choices: [CompletionChoice<'a>; 1],
     // Last, where `api::find_usage` looks for it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<OpenAiUsage>,
+    usage: Option<ChatUsage>,
 }
 
 #[derive(Serialize)]
@@ -1546,35 +1546,14 @@ struct OpenAiFunction<'a> {
     arguments: &'a str,
 }
 
-#[derive(Serialize)]
-struct OpenAiUsage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt_tokens_details: Option<CachedTokens>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    completion_tokens_details: Option<ReasoningTokens>,
-}
-
-#[derive(Serialize)]
-struct CachedTokens {
-    cached_tokens: u64,
-}
-
-#[derive(Serialize)]
-struct ReasoningTokens {
-    reasoning_tokens: u64,
-}
-
-impl From<UsageMetadata> for OpenAiUsage {
+impl From<UsageMetadata> for ChatUsage {
     /// Thinking tokens are billed as output, so they count as completion
     /// tokens, as OpenAI counts reasoning tokens.
     fn from(usage: UsageMetadata) -> Self {
         let completion_tokens = usage
             .candidates_token_count
             .saturating_add(usage.thoughts_token_count);
-        OpenAiUsage {
+        ChatUsage {
             prompt_tokens: usage.prompt_token_count,
             completion_tokens,
             total_tokens: usage.prompt_token_count.saturating_add(completion_tokens),
@@ -1667,7 +1646,7 @@ pub fn translate_response(
             logprobs: None,
             finish_reason,
         }],
-        usage: response.usage_metadata.map(OpenAiUsage::from),
+        usage: response.usage_metadata.map(ChatUsage::from),
     };
     serde_json::to_vec(&completion).map_err(|error| TranslateError::malformed(&error))
 }
@@ -1759,7 +1738,7 @@ struct Chunk<'a> {
     model: &'a str,
     choices: &'a [ChunkChoice<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<OpenAiUsage>,
+    usage: Option<ChatUsage>,
 }
 
 #[derive(Serialize)]
@@ -1874,7 +1853,7 @@ impl GeminiStream {
                     created: self.created,
                     model: &self.model,
                     choices: &[],
-                    usage: Some(OpenAiUsage::from(usage)),
+                    usage: Some(ChatUsage::from(usage)),
                 };
                 out.push(sse_event(&chunk));
             }
