@@ -2554,3 +2554,47 @@ async fn chat_response_format_json_schema_answers_valid_json() {
     let v = json_body(chat(&client, &sim, body, &[]).await).await;
     assert_eq!(v["choices"][0]["message"]["content"], "{}");
 }
+
+#[tokio::test]
+async fn gemini_response_schema_answers_valid_json() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = gemini_body();
+    body["generationConfig"] = json!({"responseMimeType": "application/json", "responseJsonSchema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "ok": {"type": "boolean"}},
+        "required": ["city", "ok"],
+    }});
+    let expected = json!({"city": "sim", "ok": false});
+    let v = json_body(gemini(&client, &sim, false, &body, &[]).await).await;
+    let answer = v["candidates"][0]["content"]["parts"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert_eq!(serde_json::from_str::<Value>(answer).unwrap(), expected);
+
+    let events = gemini_events(&text(gemini(&client, &sim, true, &body, &[]).await).await);
+    let streamed: String = events
+        .iter()
+        .map(|e| {
+            e["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(serde_json::from_str::<Value>(&streamed).unwrap(), expected);
+    assert_eq!(
+        events.last().unwrap()["candidates"][0]["finishReason"],
+        "STOP"
+    );
+
+    // Gemini's own OpenAPI schema, types in capitals.
+    body["generationConfig"] = json!({"responseMimeType": "application/json", "responseSchema": {
+        "type": "OBJECT", "properties": {"n": {"type": "INTEGER"}}, "required": ["n"],
+    }});
+    let v = json_body(gemini(&client, &sim, false, &body, &[]).await).await;
+    assert_eq!(
+        v["candidates"][0]["content"]["parts"][0]["text"],
+        r#"{"n":0}"#
+    );
+}

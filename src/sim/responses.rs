@@ -231,7 +231,8 @@ fn fill_schema(schema: &Value, depth: usize) -> Value {
         Value::String(kind) => kind,
         _ => "object",
     };
-    match kind {
+    // Gemini's OpenAPI schemas spell types in capitals.
+    match kind.to_ascii_lowercase().as_str() {
         "string" => Value::from("sim"),
         "integer" | "number" => Value::from(0),
         "boolean" => Value::from(false),
