@@ -213,18 +213,29 @@ fn called_function(req: &Value) -> Option<&str> {
 
 /// JSON text satisfying `schema`, as a structured-output answer.
 pub(crate) fn schema_instance(schema: &Value) -> String {
-    fill_schema(schema, 0).to_string()
+    fill_schema(schema, schema, 0).to_string()
 }
 
 /// A value that satisfies `schema` (the subset structured outputs use):
 /// objects with their required (or, if none are listed, all) properties,
-/// placeholder scalars, the first `enum` value, the first `anyOf` branch.
-fn fill_schema(schema: &Value, depth: usize) -> Value {
+/// placeholder scalars, the first `enum` value, the first `anyOf` branch,
+/// local `$ref`s (`#/$defs/...`, as pydantic writes nested models) resolved
+/// against `root`. Depth-bounded, so recursive schemas end in `{}`.
+fn fill_schema(schema: &Value, root: &Value, depth: usize) -> Value {
+    if depth >= MAX_SCHEMA_DEPTH {
+        return json!({});
+    }
+    if let Some(target) = schema["$ref"].as_str().and_then(|r| local_ref(root, r)) {
+        return fill_schema(target, root, depth + 1);
+    }
     if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
         return first.clone();
     }
+    if let Some(value) = schema.get("const") {
+        return value.clone();
+    }
     if let Some(branch) = schema["anyOf"].as_array().and_then(|b| b.first()) {
-        return fill_schema(branch, depth);
+        return fill_schema(branch, root, depth + 1);
     }
     let kind = match &schema["type"] {
         Value::Array(kinds) => kinds.first().and_then(Value::as_str).unwrap_or("object"),
@@ -238,12 +249,16 @@ fn fill_schema(schema: &Value, depth: usize) -> Value {
         "boolean" => Value::from(false),
         "null" => Value::Null,
         "array" => Value::Array(Vec::new()),
-        _ if depth >= MAX_SCHEMA_DEPTH => json!({}),
-        _ => fill_object(schema, depth),
+        _ => fill_object(schema, root, depth),
     }
 }
 
-fn fill_object(schema: &Value, depth: usize) -> Value {
+/// `#/a/b` inside `root` (a JSON pointer after the `#`).
+fn local_ref<'r>(root: &'r Value, reference: &str) -> Option<&'r Value> {
+    root.pointer(reference.strip_prefix('#')?)
+}
+
+fn fill_object(schema: &Value, root: &Value, depth: usize) -> Value {
     let properties = schema["properties"].as_object();
     let required: Vec<&str> = match schema["required"].as_array() {
         Some(names) => names.iter().filter_map(Value::as_str).collect(),
@@ -252,7 +267,7 @@ fn fill_object(schema: &Value, depth: usize) -> Value {
     let mut object = serde_json::Map::new();
     for name in required {
         let property = properties.and_then(|p| p.get(name)).unwrap_or(&Value::Null);
-        object.insert(name.to_owned(), fill_schema(property, depth + 1));
+        object.insert(name.to_owned(), fill_schema(property, root, depth + 1));
     }
     Value::Object(object)
 }
@@ -621,8 +636,32 @@ mod tests {
             "required": ["city", "temp", "unit", "tags", "inner"]
         });
         assert_eq!(
-            fill_schema(&schema, 0),
+            fill_schema(&schema, &schema, 0),
             json!({"city": "sim", "temp": 0, "unit": "celsius", "tags": [], "inner": {"ok": false}})
+        );
+    }
+
+    #[test]
+    fn nested_models_are_filled_through_refs_and_recursion_ends() {
+        let schema = json!({
+            "$defs": {
+                "Place": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+                "Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}, "required": ["next"]},
+            },
+            "type": "object",
+            "properties": {
+                "place": {"$ref": "#/$defs/Place"},
+                "maybe": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+                "node": {"$ref": "#/$defs/Node"},
+            },
+            "required": ["place", "maybe", "node"],
+        });
+        let value = fill_schema(&schema, &schema, 0);
+        assert_eq!(value["place"], json!({"name": "sim"}));
+        assert_eq!(value["maybe"], 0);
+        assert!(
+            value["node"]["next"].is_object(),
+            "recursion is cut off: {value}"
         );
     }
 
