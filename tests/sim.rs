@@ -2598,3 +2598,54 @@ async fn gemini_response_schema_answers_valid_json() {
         r#"{"n":0}"#
     );
 }
+
+#[tokio::test]
+async fn responses_cut_to_max_output_tokens_are_incomplete() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = responses_body(false);
+    body["max_output_tokens"] = json!(3);
+    let v = json_body(post(&client, &sim, "responses", body.clone(), &[]).await).await;
+    assert_eq!(v["status"], "incomplete");
+    assert_eq!(
+        v["incomplete_details"],
+        json!({"reason": "max_output_tokens"})
+    );
+    assert_eq!(v["output"][0]["status"], "incomplete");
+    assert_eq!(v["output"][0]["content"][0]["text"], "tok0 tok1 tok2");
+    assert_eq!(v["usage"]["output_tokens"], 3);
+
+    body["stream"] = json!(true);
+    let events = checked_response_events(
+        &text(post(&client, &sim, "responses", body.clone(), &[]).await).await,
+    );
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "response.incomplete");
+    assert_eq!(data["response"]["status"], "incomplete");
+    let deltas = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .count();
+    assert_eq!(deltas, 3);
+
+    body["max_output_tokens"] = json!(100);
+    let v = json_body(
+        post(
+            &client,
+            &sim,
+            "responses",
+            {
+                body["stream"] = json!(false);
+                body
+            },
+            &[],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        v["status"], "completed",
+        "a limit above the answer changes nothing"
+    );
+    assert_eq!(v["incomplete_details"], Value::Null);
+}

@@ -19,8 +19,9 @@
 //! chunk, `response.output_text.done`, `response.content_part.done`; for a
 //! call one `response.function_call_arguments.delta` per fragment and
 //! `response.function_call_arguments.done`; then `response.output_item.done`
-//! and `response.completed` with usage. An in-stream error is `error`
-//! followed by `response.failed`.
+//! and `response.completed` with usage (`response.incomplete` when the text
+//! was cut to `max_output_tokens`). An in-stream error is `error` followed
+//! by `response.failed`.
 //!
 //! A `previous_response_id` this sim did not hand out (or has forgotten, past
 //! [`REMEMBERED_RESPONSES`], or was asked not to `store`) is a 404 in
@@ -113,6 +114,8 @@ struct Answer {
     model: String,
     output: Output,
     input_tokens: u32,
+    /// Text cut short by `max_output_tokens`: the answer ends `incomplete`.
+    cut_short: bool,
     /// The request fields a `response` object echoes.
     echo: serde_json::Map<String, Value>,
 }
@@ -143,13 +146,15 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &Bytes) -> Response<Body> {
         Err(response) => return *response,
     };
     let ids = &shared.responses;
+    let (output, cut_short) = capped(output_for(&req, decision.tokens), &req);
     let answer = Answer {
         id: ids.id("resp", decision.index),
         item_id: ids.id("msg", decision.index),
         call_id: ids.id("call", decision.index),
         created_at: unix_now(),
         model: model.to_owned(),
-        output: output_for(&req, decision.tokens),
+        output,
+        cut_short,
         input_tokens: approx_tokens(body.len()),
         echo: echoed_fields(&req),
     };
@@ -164,6 +169,18 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &Bytes) -> Response<Body> {
     let format = stream.then(|| ResponseEvents::new(&answer));
     ctx.answer(decision, format, || complete_body(&answer))
         .await
+}
+
+/// A text answer longer than `max_output_tokens` is cut to it, and the
+/// response is then `incomplete` as at OpenAI.
+fn capped(output: Output, req: &Value) -> (Output, bool) {
+    let limit = req["max_output_tokens"]
+        .as_u64()
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    match (output, limit) {
+        (Output::Tokens(n), Some(limit)) if n > limit => (Output::Tokens(limit), true),
+        (output, _) => (output, false),
+    }
 }
 
 /// OpenAI's answer to an unknown or expired `previous_response_id`.
@@ -327,10 +344,19 @@ impl Answer {
         })
     }
 
-    /// The output item, `status` `in_progress` (empty) or `completed`.
+    /// The final status: `completed`, or `incomplete` if cut short.
+    fn done_status(&self) -> &'static str {
+        if self.cut_short {
+            "incomplete"
+        } else {
+            "completed"
+        }
+    }
+
+    /// The output item, `status` `in_progress` (empty) or final.
     fn item(&self, text: Option<&str>) -> Value {
         let status = if text.is_some() {
-            "completed"
+            self.done_status()
         } else {
             "in_progress"
         };
@@ -374,7 +400,8 @@ impl Answer {
         object.insert("created_at".into(), Value::from(self.created_at));
         object.insert("status".into(), Value::from(status));
         object.insert("error".into(), Value::Null);
-        object.insert("incomplete_details".into(), Value::Null);
+        let details = (status == "incomplete").then(|| json!({"reason": "max_output_tokens"}));
+        object.insert("incomplete_details".into(), details.unwrap_or(Value::Null));
         object.insert("model".into(), Value::from(self.model.as_str()));
         object.insert("output".into(), Value::Array(output));
         object.insert("usage".into(), usage.unwrap_or(Value::Null));
@@ -397,7 +424,7 @@ fn complete_body(answer: &Answer) -> Bytes {
     let text = answer.text(tokens);
     let item = answer.item(Some(&text));
     let usage = answer.usage(answer.output_tokens(tokens));
-    let body = answer.response("completed", vec![item], Some(usage));
+    let body = answer.response(answer.done_status(), vec![item], Some(usage));
     Bytes::from(body.to_string())
 }
 
@@ -504,8 +531,14 @@ impl ResponseEvents {
     fn completed(&mut self, text: &str, sent: u32) -> Bytes {
         let item = self.answer.item(Some(text));
         let usage = self.answer.usage(self.answer.output_tokens(sent));
-        let response = self.answer.response("completed", vec![item], Some(usage));
-        self.event("response.completed", json!({ "response": response }))
+        let status = self.answer.done_status();
+        let response = self.answer.response(status, vec![item], Some(usage));
+        let kind = if self.answer.cut_short {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        self.event(kind, json!({ "response": response }))
     }
 }
 
