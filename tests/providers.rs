@@ -756,3 +756,32 @@ async fn azure_targets_serve_the_pass_through_endpoints_at_azure_urls() {
         "the body's model is rewritten too"
     );
 }
+
+#[tokio::test]
+async fn structured_output_through_an_anthropic_target_comes_back_as_json() {
+    let anthropic = sim("anthropic").await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{FAST}\n\
+         [providers.claude]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key_env = \"K\"\n\
+         [routes.chat]\ntargets = [{{ provider = \"claude\", model = \"claude-sonnet-4-5\" }}]\n",
+        root(&anthropic)
+    );
+    let gw = gateway_with_env(&text, |_| Some("k".to_owned())).await;
+    let body = serde_json::json!({
+        "model": "chat",
+        "messages": [{"role": "user", "content": "weather?"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {
+            "type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "number"}},
+            "required": ["city", "temp"],
+        }}},
+    });
+    let url = format!("{}/chat/completions", gw.base_url());
+    let reply = call(&client(), Method::POST, &url, body.to_string(), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let content = reply.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let parsed: serde_json::Value = serde_json::from_str(&content).unwrap();
+    assert_eq!(parsed, serde_json::json!({"city": "sim", "temp": 0}));
+}

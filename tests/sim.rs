@@ -2649,3 +2649,31 @@ async fn responses_cut_to_max_output_tokens_are_incomplete() {
     );
     assert_eq!(v["incomplete_details"], Value::Null);
 }
+
+#[tokio::test]
+async fn anthropic_system_prompt_ending_in_a_schema_is_answered_with_json() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = anthropic_body(false);
+    body["system"] = json!("Answer with JSON only. The object must conform to this JSON Schema:\n{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}");
+    let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(v["content"][0]["text"], r#"{"city":"sim"}"#);
+
+    body["stream"] = json!(true);
+    let events = named_events(&text(anthropic(&client, &sim, &body, &[]).await).await);
+    let streamed: String = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(streamed, r#"{"city":"sim"}"#);
+    assert_eq!(names(&events).last(), Some(&"message_stop"));
+
+    body["stream"] = json!(false);
+    body["system"] = json!([{"type": "text", "text": "Be brief. Here is an example:\n{not json"}]);
+    let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(
+        v["content"][0]["text"],
+        "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
+    );
+}

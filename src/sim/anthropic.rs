@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dialect::{injected_status, SimError, TOOL_INPUT_FRAGMENTS, TOOL_INPUT_JSON};
 use super::openai::{approx_tokens, completion_text, to_bytes};
+use super::responses::{schema_instance, split_in_fragments};
 use super::server::Ctx;
 use super::stream::{Closing, StreamFormat};
 use super::Shared;
@@ -36,6 +37,8 @@ struct MessagesRequest<'a> {
     tools: Option<Vec<Tool<'a>>>,
     #[serde(default, borrow)]
     tool_choice: Option<ToolChoice<'a>>,
+    #[serde(default)]
+    system: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +68,25 @@ impl MessagesRequest<'_> {
         }
     }
 
+    /// JSON text, when the system prompt ends with a JSON Schema (as an
+    /// instruction to answer with a conforming object does): a model that
+    /// follows it answers an instance.
+    fn structured_output(&self) -> Option<String> {
+        let text = match self.system.as_ref()? {
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Array(blocks) => blocks
+                .iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => return None,
+        };
+        let start = text.rfind("\n{")? + 1;
+        let schema: serde_json::Value = serde_json::from_str(&text[start..]).ok()?;
+        let looks_like_schema = schema.get("type").is_some() || schema.get("properties").is_some();
+        looks_like_schema.then(|| schema_instance(&schema))
+    }
+
     /// Anthropic's own field checks, worded as it words them.
     fn missing_field(&self) -> Option<&'static str> {
         if self.max_tokens.is_none() {
@@ -91,10 +113,12 @@ pub(crate) async fn messages(ctx: &Ctx<'_>, body: &Bytes) -> Response<Body> {
         Ok(decision) => decision,
         Err(response) => return *response,
     };
+    let json = req.structured_output();
     let answer = Answer {
         index: decision.index,
         model: &req.model,
         tool: req.forced_tool(),
+        json: json.as_deref(),
         tokens: decision.tokens,
         prompt_tokens: approx_tokens(body.len()),
     };
@@ -108,15 +132,18 @@ struct Answer<'a> {
     model: &'a str,
     /// Set when the answer is a call of this tool instead of text.
     tool: Option<&'a str>,
+    /// Structured output: this JSON text instead of tokens.
+    json: Option<&'a str>,
     tokens: u32,
     prompt_tokens: u32,
 }
 
 impl Answer<'_> {
     fn output_tokens(&self) -> u32 {
-        match self.tool {
-            Some(_) => approx_tokens(TOOL_INPUT_JSON.len()),
-            None => self.tokens,
+        match (self.tool, self.json) {
+            (Some(_), _) => approx_tokens(TOOL_INPUT_JSON.len()),
+            (None, Some(json)) => approx_tokens(json.len()),
+            (None, None) => self.tokens,
         }
     }
 
@@ -194,7 +221,10 @@ fn message_body(answer: &Answer<'_>) -> Bytes {
             }
         }
         None => {
-            text = completion_text(answer.tokens);
+            text = match answer.json {
+                Some(json) => json.to_owned(),
+                None => completion_text(answer.tokens),
+            };
             ContentBlock::Text { text: &text }
         }
     };
@@ -228,9 +258,12 @@ pub(crate) struct MessageEvents {
     message_start: Bytes,
     block_start: Bytes,
     tool: bool,
+    /// The text fragments of a structured-output answer.
+    json: Option<Vec<String>>,
     tokens: u32,
     stop_reason: &'static str,
-    /// `output_tokens` of a complete tool call; text counts its chunks.
+    /// `output_tokens` of a complete tool call or JSON answer; plain text
+    /// counts its chunks.
     tool_output_tokens: u32,
 }
 
@@ -278,6 +311,10 @@ impl MessageEvents {
             message_start: event("message_start", &to_bytes(&message_start)),
             block_start: event("content_block_start", &block_start),
             tool: answer.tool.is_some(),
+            json: answer
+                .json
+                .filter(|_| answer.tool.is_none())
+                .map(|j| split_in_fragments(j, 4)),
             tokens: answer.tokens,
             stop_reason: answer.stop_reason(),
             tool_output_tokens: answer.output_tokens(),
@@ -331,10 +368,10 @@ struct Empty {}
 
 impl StreamFormat for MessageEvents {
     fn chunks(&self) -> u32 {
-        if self.tool {
-            u32::try_from(TOOL_INPUT_FRAGMENTS.len()).unwrap_or(u32::MAX)
-        } else {
-            self.tokens
+        match (&self.json, self.tool) {
+            (_, true) => u32::try_from(TOOL_INPUT_FRAGMENTS.len()).unwrap_or(u32::MAX),
+            (Some(fragments), false) => u32::try_from(fragments.len()).unwrap_or(u32::MAX),
+            (None, false) => self.tokens,
         }
     }
 
@@ -361,6 +398,16 @@ impl StreamFormat for MessageEvents {
             // serde_json escapes the fragment; writing a str cannot fail.
             let _ = serde_json::to_string(fragment).map(|f| data.push_str(&f));
             data.push_str("}}");
+        } else if let Some(fragments) = &self.json {
+            let fragment = usize::try_from(n)
+                .ok()
+                .and_then(|n| fragments.get(n))
+                .map_or("", String::as_str);
+            data.push_str(
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"#,
+            );
+            let _ = serde_json::to_string(fragment).map(|f| data.push_str(&f));
+            data.push_str("}}");
         } else {
             let _ = write!(
                 data,
@@ -377,7 +424,7 @@ impl StreamFormat for MessageEvents {
                 br#"{"type":"content_block_stop","index":0}"#,
             ))),
             1 => {
-                let output_tokens = if self.tool {
+                let output_tokens = if self.tool || self.json.is_some() {
                     self.tool_output_tokens
                 } else {
                     sent
