@@ -758,13 +758,22 @@ async fn azure_targets_serve_the_pass_through_endpoints_at_azure_urls() {
 }
 
 #[tokio::test]
-async fn structured_output_through_an_anthropic_target_comes_back_as_json() {
-    let anthropic = sim("anthropic").await;
+async fn structured_output_through_anthropic_and_gemini_targets_comes_back_as_json() {
+    for (kind, model) in [
+        ("anthropic", "claude-sonnet-4-5"),
+        ("gemini", "gemini-2.5-flash"),
+    ] {
+        structured_output_through(kind, model).await;
+    }
+}
+
+async fn structured_output_through(kind: &str, model: &str) {
+    let upstream = sim(kind).await;
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{FAST}\n\
-         [providers.claude]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key_env = \"K\"\n\
-         [routes.chat]\ntargets = [{{ provider = \"claude\", model = \"claude-sonnet-4-5\" }}]\n",
-        root(&anthropic)
+         [providers.up]\nkind = \"{kind}\"\nbase_url = \"{}\"\napi_key_env = \"K\"\n\
+         [routes.chat]\ntargets = [{{ provider = \"up\", model = \"{model}\" }}]\n",
+        root(&upstream)
     );
     let gw = gateway_with_env(&text, |_| Some("k".to_owned())).await;
     let body = serde_json::json!({
@@ -777,11 +786,15 @@ async fn structured_output_through_an_anthropic_target_comes_back_as_json() {
     });
     let url = format!("{}/chat/completions", gw.base_url());
     let reply = call(&client(), Method::POST, &url, body.to_string(), &[]).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.status, StatusCode::OK, "{kind}: {}", reply.text());
     let content = reply.json()["choices"][0]["message"]["content"]
         .as_str()
         .unwrap()
         .to_owned();
     let parsed: serde_json::Value = serde_json::from_str(&content).unwrap();
-    assert_eq!(parsed, serde_json::json!({"city": "sim", "temp": 0}));
+    assert_eq!(
+        parsed,
+        serde_json::json!({"city": "sim", "temp": 0}),
+        "{kind}"
+    );
 }
