@@ -1000,7 +1000,7 @@ async fn anthropic_stream_sends_the_documented_event_sequence() {
 }
 
 #[tokio::test]
-async fn anthropic_forced_tool_choice_answers_with_tool_use() {
+async fn anthropic_tool_choice_answers_with_tool_use_until_a_result_comes_back() {
     let sim = start(SimConfig::default()).await;
     let client = client();
     let mut body = anthropic_body(false);
@@ -1021,11 +1021,23 @@ async fn anthropic_forced_tool_choice_answers_with_tool_use() {
     let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
     assert_eq!(v["content"][0]["name"], "lookup");
 
-    // `auto` leaves the choice to the model: the sim answers with text.
+    // `auto` calls the first tool until a tool result comes back, as the
+    // OpenAI dialects do; `none` never calls.
     body["tool_choice"] = json!({"type": "auto"});
     let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(v["content"][0]["name"], "get_weather");
+    let mut answered = body.clone();
+    answered["messages"] = json!([
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]},
+    ]);
+    let v = json_body(anthropic(&client, &sim, &answered, &[]).await).await;
     assert_eq!(v["content"][0]["type"], "text");
     assert_eq!(v["stop_reason"], "end_turn");
+    body["tool_choice"] = json!({"type": "none"});
+    let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(v["content"][0]["type"], "text");
 
     body["tool_choice"] = json!({"type": "any"});
     body["stream"] = json!(true);
@@ -1287,7 +1299,7 @@ async fn gemini_stream_sends_chunks_then_ends_without_done() {
 }
 
 #[tokio::test]
-async fn gemini_function_calling_mode_any_answers_with_function_call() {
+async fn gemini_function_calling_answers_with_function_call_until_a_response_comes_back() {
     let sim = start(SimConfig::default()).await;
     let client = client();
     let mut body = gemini_body();
@@ -1321,7 +1333,19 @@ async fn gemini_function_calling_mode_any_answers_with_function_call() {
         "lookup"
     );
 
+    // AUTO calls until a function response comes back; NONE never calls.
     body["toolConfig"] = json!({"functionCallingConfig": {"mode": "AUTO"}});
+    let v = json_body(gemini(&client, &sim, false, &body, &[]).await).await;
+    assert_eq!(v["candidates"][0]["content"]["parts"], json!([call]));
+    let mut answered = body.clone();
+    answered["contents"] = json!([
+        {"role": "user", "parts": [{"text": "weather?"}]},
+        {"role": "model", "parts": [call]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"sky": "sunny"}}}]},
+    ]);
+    let v = json_body(gemini(&client, &sim, false, &answered, &[]).await).await;
+    assert!(v["candidates"][0]["content"]["parts"][0]["text"].is_string());
+    body["toolConfig"] = json!({"functionCallingConfig": {"mode": "NONE"}});
     let v = json_body(gemini(&client, &sim, false, &body, &[]).await).await;
     assert!(v["candidates"][0]["content"]["parts"][0]["text"].is_string());
 }

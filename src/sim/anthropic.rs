@@ -3,7 +3,7 @@
 //!
 //! Stream, as Anthropic sends it: `message_start`, `content_block_start`,
 //! `ping`, one `content_block_delta` per content chunk (`text_delta`, or
-//! `input_json_delta` fragments for a forced tool call), `content_block_stop`,
+//! `input_json_delta` fragments for a tool call), `content_block_stop`,
 //! `message_delta` (stop reason, cumulative `output_tokens`), `message_stop`;
 //! each as `event: NAME\ndata: {...}\n\n`.
 
@@ -13,7 +13,6 @@ use std::fmt::Write as _;
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Response, StatusCode};
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::dialect::{injected_status, SimError, TOOL_INPUT_FRAGMENTS, TOOL_INPUT_JSON};
@@ -30,7 +29,7 @@ struct MessagesRequest<'a> {
     #[serde(default)]
     max_tokens: Option<u64>,
     #[serde(default)]
-    messages: Option<Vec<IgnoredAny>>,
+    messages: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default, borrow)]
@@ -56,16 +55,30 @@ struct ToolChoice<'a> {
 }
 
 impl MessagesRequest<'_> {
-    /// The tool the request forces (`tool_choice` of type `any` or `tool`),
-    /// which the answer then calls.
-    fn forced_tool(&self) -> Option<&str> {
+    /// The tool the answer calls: the one `tool_choice` forces (`any`,
+    /// `tool`), or under `auto` (or no choice) the first tool until a
+    /// `tool_result` is in the conversation, so a tool round trip ends in
+    /// text; never under `none`. The same rule as the OpenAI dialects.
+    fn called_tool(&self) -> Option<&str> {
         let first = self.tools.as_deref()?.first()?;
-        let choice = self.tool_choice.as_ref()?;
-        match &*choice.kind {
+        let kind = self.tool_choice.as_ref().map_or("auto", |c| &*c.kind);
+        match kind {
             "any" => Some(&first.name),
-            "tool" => Some(choice.name.as_deref().unwrap_or(&first.name)),
+            "tool" => {
+                let named = self.tool_choice.as_ref().and_then(|c| c.name.as_deref());
+                Some(named.unwrap_or(&first.name))
+            }
+            "auto" if !self.has_tool_result() => Some(&first.name),
             _ => None,
         }
+    }
+
+    fn has_tool_result(&self) -> bool {
+        self.messages.iter().flatten().any(|m| {
+            m["content"]
+                .as_array()
+                .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+        })
     }
 
     /// JSON text, when the system prompt ends with a JSON Schema (as an
@@ -117,7 +130,7 @@ pub(crate) async fn messages(ctx: &Ctx<'_>, body: &Bytes) -> Response<Body> {
     let answer = Answer {
         index: decision.index,
         model: &req.model,
-        tool: req.forced_tool(),
+        tool: req.called_tool(),
         json: json.as_deref(),
         tokens: decision.tokens,
         prompt_tokens: approx_tokens(body.len()),

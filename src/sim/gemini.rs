@@ -14,7 +14,6 @@ use std::borrow::Cow;
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Response, StatusCode};
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::dialect::{injected_status, SimError, TOOL_INPUT_JSON};
@@ -29,7 +28,7 @@ use super::Shared;
 #[derive(Deserialize)]
 struct GenerateContentRequest<'a> {
     #[serde(default)]
-    contents: Option<Vec<IgnoredAny>>,
+    contents: Option<Vec<serde_json::Value>>,
     #[serde(default, borrow)]
     tools: Option<Vec<Tool<'a>>>,
     #[serde(default, borrow, rename = "toolConfig", alias = "tool_config")]
@@ -106,17 +105,12 @@ struct FunctionCallingConfig<'a> {
 }
 
 impl GenerateContentRequest<'_> {
-    /// The function the request forces (mode `ANY`), which the answer then
-    /// calls: the first allowed name, else the first declared one.
-    fn forced_function(&self) -> Option<&str> {
-        let config = self
-            .tool_config
-            .as_ref()?
-            .function_calling_config
-            .as_ref()?;
-        if config.mode.as_deref() != Some("ANY") {
-            return None;
-        }
+    /// The function the answer calls: under mode `ANY` the first allowed
+    /// name (else the first declared one); under `AUTO` (or no config) the
+    /// first declared one until a `functionResponse` is in the conversation,
+    /// so a tool round trip ends in text; never under `NONE`. The same rule
+    /// as the OpenAI dialects.
+    fn called_function(&self) -> Option<&str> {
         let declared = self
             .tools
             .as_deref()?
@@ -124,11 +118,32 @@ impl GenerateContentRequest<'_> {
             .filter_map(|t| t.function_declarations.as_deref())
             .flatten()
             .next()?;
-        let allowed = config
-            .allowed_function_names
-            .as_deref()
-            .and_then(<[_]>::first);
-        Some(allowed.unwrap_or(&declared.name))
+        let config = self
+            .tool_config
+            .as_ref()
+            .and_then(|c| c.function_calling_config.as_ref());
+        match config.and_then(|c| c.mode.as_deref()).unwrap_or("AUTO") {
+            "ANY" => {
+                let allowed = config
+                    .and_then(|c| c.allowed_function_names.as_deref())
+                    .and_then(<[_]>::first);
+                Some(allowed.unwrap_or(&declared.name))
+            }
+            "AUTO" | "VALIDATED" if !self.has_function_response() => Some(&declared.name),
+            _ => None,
+        }
+    }
+
+    fn has_function_response(&self) -> bool {
+        self.contents.iter().flatten().any(|c| {
+            c["parts"].as_array().is_some_and(|parts| {
+                parts.iter().any(|p| {
+                    p.get("functionResponse")
+                        .or(p.get("function_response"))
+                        .is_some()
+                })
+            })
+        })
     }
 }
 
@@ -166,7 +181,7 @@ pub(crate) async fn generate(
     let answer = Answer {
         model,
         response_id: &response_id,
-        function: req.forced_function(),
+        function: req.called_function(),
         json: json.as_deref(),
         tokens: decision.tokens,
         prompt_tokens: approx_tokens(body.len()),
