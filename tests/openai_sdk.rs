@@ -171,6 +171,19 @@ async fn official_openai_sdk_pass_through_endpoints_fail_over() {
         assert_eq!(v[&key]["frame_sync"], true);
         assert_eq!(v[&key]["content_type"], "audio/mpeg");
     }
+    served("transcription_text-503", "whisper-1");
+    let plain = &v["transcription_text-503"];
+    assert!(
+        plain["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("simulated transcribe of "),
+        "{plain}"
+    );
+    assert!(plain["content_type"]
+        .as_str()
+        .unwrap()
+        .starts_with("text/plain"));
     served("translation-503", "whisper-1");
     assert!(v["translation-503"]["text"]
         .as_str()
@@ -184,7 +197,7 @@ async fn official_openai_sdk_pass_through_endpoints_fail_over() {
         .into_iter()
         .filter(|b| b.endpoint == SimEndpoint::OpenAiTranscriptions)
         .collect();
-    assert_eq!(uploads.len(), 2);
+    assert_eq!(uploads.len(), 3);
     assert!(uploads.iter().all(|b| b.body.len() as u64 > wav_len));
     assert!(p429.stats().errors_by_status[&429] >= 2);
     assert!(pcut.stats().dropped >= 2, "{:?}", pcut.stats());

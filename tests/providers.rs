@@ -756,3 +756,89 @@ async fn azure_targets_serve_the_pass_through_endpoints_at_azure_urls() {
         "the body's model is rewritten too"
     );
 }
+
+#[tokio::test]
+async fn structured_output_through_anthropic_and_gemini_targets_comes_back_as_json() {
+    for (kind, model) in [
+        ("anthropic", "claude-sonnet-4-5"),
+        ("gemini", "gemini-2.5-flash"),
+    ] {
+        structured_output_through(kind, model).await;
+    }
+}
+
+async fn structured_output_through(kind: &str, model: &str) {
+    let upstream = sim(kind).await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{FAST}\n\
+         [providers.up]\nkind = \"{kind}\"\nbase_url = \"{}\"\napi_key_env = \"K\"\n\
+         [routes.chat]\ntargets = [{{ provider = \"up\", model = \"{model}\" }}]\n",
+        root(&upstream)
+    );
+    let gw = gateway_with_env(&text, |_| Some("k".to_owned())).await;
+    let body = serde_json::json!({
+        "model": "chat",
+        "messages": [{"role": "user", "content": "weather?"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {
+            "type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "number"}},
+            "required": ["city", "temp"],
+        }}},
+    });
+    let url = format!("{}/chat/completions", gw.base_url());
+    let reply = call(&client(), Method::POST, &url, body.to_string(), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{kind}: {}", reply.text());
+    let content = reply.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let parsed: serde_json::Value = serde_json::from_str(&content).unwrap();
+    assert_eq!(
+        parsed,
+        serde_json::json!({"city": "sim", "temp": 0}),
+        "{kind}"
+    );
+}
+
+#[tokio::test]
+async fn legacy_completion_streams_carry_usage_only_when_asked() {
+    let upstream = sim("upstream").await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{FAST}\n\
+         [providers.oai]\nbase_url = \"{}\"\n\
+         [routes.instruct]\ntargets = [{{ provider = \"oai\", model = \"gpt-3.5-turbo-instruct\" }}]\n",
+        upstream.base_url()
+    );
+    let gw = gateway_from_text(&text).await;
+    let url = format!("{}/completions", gw.base_url());
+    let client = client();
+    for asked in [false, true] {
+        let mut body = serde_json::json!({"model": "instruct", "prompt": "hi", "stream": true});
+        if asked {
+            body["stream_options"] = serde_json::json!({"include_usage": true});
+        }
+        let reply = call(&client, Method::POST, &url, body.to_string(), &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let events = sse_data(&reply.body);
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["text"].as_str())
+            .collect();
+        assert_eq!(text, "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 ");
+        let usage = chunks.iter().filter(|c| c["usage"].is_object()).count();
+        assert_eq!(
+            usage,
+            usize::from(asked),
+            "asked for usage: {asked}: {events:?}"
+        );
+        let received = upstream.last_json(SimEndpoint::OpenAiCompletions).unwrap();
+        assert_eq!(
+            received["stream_options"]["include_usage"], true,
+            "the upstream is always asked for usage"
+        );
+    }
+}

@@ -1000,7 +1000,7 @@ async fn anthropic_stream_sends_the_documented_event_sequence() {
 }
 
 #[tokio::test]
-async fn anthropic_forced_tool_choice_answers_with_tool_use() {
+async fn anthropic_tool_choice_answers_with_tool_use_until_a_result_comes_back() {
     let sim = start(SimConfig::default()).await;
     let client = client();
     let mut body = anthropic_body(false);
@@ -1021,11 +1021,23 @@ async fn anthropic_forced_tool_choice_answers_with_tool_use() {
     let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
     assert_eq!(v["content"][0]["name"], "lookup");
 
-    // `auto` leaves the choice to the model: the sim answers with text.
+    // `auto` calls the first tool until a tool result comes back, as the
+    // OpenAI dialects do; `none` never calls.
     body["tool_choice"] = json!({"type": "auto"});
     let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(v["content"][0]["name"], "get_weather");
+    let mut answered = body.clone();
+    answered["messages"] = json!([
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]},
+    ]);
+    let v = json_body(anthropic(&client, &sim, &answered, &[]).await).await;
     assert_eq!(v["content"][0]["type"], "text");
     assert_eq!(v["stop_reason"], "end_turn");
+    body["tool_choice"] = json!({"type": "none"});
+    let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(v["content"][0]["type"], "text");
 
     body["tool_choice"] = json!({"type": "any"});
     body["stream"] = json!(true);
@@ -1287,7 +1299,7 @@ async fn gemini_stream_sends_chunks_then_ends_without_done() {
 }
 
 #[tokio::test]
-async fn gemini_function_calling_mode_any_answers_with_function_call() {
+async fn gemini_function_calling_answers_with_function_call_until_a_response_comes_back() {
     let sim = start(SimConfig::default()).await;
     let client = client();
     let mut body = gemini_body();
@@ -1321,7 +1333,19 @@ async fn gemini_function_calling_mode_any_answers_with_function_call() {
         "lookup"
     );
 
+    // AUTO calls until a function response comes back; NONE never calls.
     body["toolConfig"] = json!({"functionCallingConfig": {"mode": "AUTO"}});
+    let v = json_body(gemini(&client, &sim, false, &body, &[]).await).await;
+    assert_eq!(v["candidates"][0]["content"]["parts"], json!([call]));
+    let mut answered = body.clone();
+    answered["contents"] = json!([
+        {"role": "user", "parts": [{"text": "weather?"}]},
+        {"role": "model", "parts": [call]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"sky": "sunny"}}}]},
+    ]);
+    let v = json_body(gemini(&client, &sim, false, &answered, &[]).await).await;
+    assert!(v["candidates"][0]["content"]["parts"][0]["text"].is_string());
+    body["toolConfig"] = json!({"functionCallingConfig": {"mode": "NONE"}});
     let v = json_body(gemini(&client, &sim, false, &body, &[]).await).await;
     assert!(v["candidates"][0]["content"]["parts"][0]["text"].is_string());
 }
@@ -2553,4 +2577,127 @@ async fn chat_response_format_json_schema_answers_valid_json() {
     body["response_format"] = json!({"type": "json_object"});
     let v = json_body(chat(&client, &sim, body, &[]).await).await;
     assert_eq!(v["choices"][0]["message"]["content"], "{}");
+}
+
+#[tokio::test]
+async fn gemini_response_schema_answers_valid_json() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = gemini_body();
+    body["generationConfig"] = json!({"responseMimeType": "application/json", "responseJsonSchema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "ok": {"type": "boolean"}},
+        "required": ["city", "ok"],
+    }});
+    let expected = json!({"city": "sim", "ok": false});
+    let v = json_body(gemini(&client, &sim, false, &body, &[]).await).await;
+    let answer = v["candidates"][0]["content"]["parts"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert_eq!(serde_json::from_str::<Value>(answer).unwrap(), expected);
+
+    let events = gemini_events(&text(gemini(&client, &sim, true, &body, &[]).await).await);
+    let streamed: String = events
+        .iter()
+        .map(|e| {
+            e["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(serde_json::from_str::<Value>(&streamed).unwrap(), expected);
+    assert_eq!(
+        events.last().unwrap()["candidates"][0]["finishReason"],
+        "STOP"
+    );
+
+    // Gemini's own OpenAPI schema, types in capitals.
+    body["generationConfig"] = json!({"responseMimeType": "application/json", "responseSchema": {
+        "type": "OBJECT", "properties": {"n": {"type": "INTEGER"}}, "required": ["n"],
+    }});
+    let v = json_body(gemini(&client, &sim, false, &body, &[]).await).await;
+    assert_eq!(
+        v["candidates"][0]["content"]["parts"][0]["text"],
+        r#"{"n":0}"#
+    );
+}
+
+#[tokio::test]
+async fn responses_cut_to_max_output_tokens_are_incomplete() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = responses_body(false);
+    body["max_output_tokens"] = json!(3);
+    let v = json_body(post(&client, &sim, "responses", body.clone(), &[]).await).await;
+    assert_eq!(v["status"], "incomplete");
+    assert_eq!(
+        v["incomplete_details"],
+        json!({"reason": "max_output_tokens"})
+    );
+    assert_eq!(v["output"][0]["status"], "incomplete");
+    assert_eq!(v["output"][0]["content"][0]["text"], "tok0 tok1 tok2");
+    assert_eq!(v["usage"]["output_tokens"], 3);
+
+    body["stream"] = json!(true);
+    let events = checked_response_events(
+        &text(post(&client, &sim, "responses", body.clone(), &[]).await).await,
+    );
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "response.incomplete");
+    assert_eq!(data["response"]["status"], "incomplete");
+    let deltas = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .count();
+    assert_eq!(deltas, 3);
+
+    body["max_output_tokens"] = json!(100);
+    let v = json_body(
+        post(
+            &client,
+            &sim,
+            "responses",
+            {
+                body["stream"] = json!(false);
+                body
+            },
+            &[],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        v["status"], "completed",
+        "a limit above the answer changes nothing"
+    );
+    assert_eq!(v["incomplete_details"], Value::Null);
+}
+
+#[tokio::test]
+async fn anthropic_system_prompt_ending_in_a_schema_is_answered_with_json() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let mut body = anthropic_body(false);
+    body["system"] = json!("Answer with JSON only. The object must conform to this JSON Schema:\n{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}");
+    let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(v["content"][0]["text"], r#"{"city":"sim"}"#);
+
+    body["stream"] = json!(true);
+    let events = named_events(&text(anthropic(&client, &sim, &body, &[]).await).await);
+    let streamed: String = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(streamed, r#"{"city":"sim"}"#);
+    assert_eq!(names(&events).last(), Some(&"message_stop"));
+
+    body["stream"] = json!(false);
+    body["system"] = json!([{"type": "text", "text": "Be brief. Here is an example:\n{not json"}]);
+    let v = json_body(anthropic(&client, &sim, &body, &[]).await).await;
+    assert_eq!(
+        v["content"][0]["text"],
+        "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
+    );
 }

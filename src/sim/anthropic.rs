@@ -3,7 +3,7 @@
 //!
 //! Stream, as Anthropic sends it: `message_start`, `content_block_start`,
 //! `ping`, one `content_block_delta` per content chunk (`text_delta`, or
-//! `input_json_delta` fragments for a forced tool call), `content_block_stop`,
+//! `input_json_delta` fragments for a tool call), `content_block_stop`,
 //! `message_delta` (stop reason, cumulative `output_tokens`), `message_stop`;
 //! each as `event: NAME\ndata: {...}\n\n`.
 
@@ -13,11 +13,11 @@ use std::fmt::Write as _;
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Response, StatusCode};
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::dialect::{injected_status, SimError, TOOL_INPUT_FRAGMENTS, TOOL_INPUT_JSON};
 use super::openai::{approx_tokens, completion_text, to_bytes};
+use super::responses::{schema_instance, split_in_fragments};
 use super::server::Ctx;
 use super::stream::{Closing, StreamFormat};
 use super::Shared;
@@ -29,13 +29,15 @@ struct MessagesRequest<'a> {
     #[serde(default)]
     max_tokens: Option<u64>,
     #[serde(default)]
-    messages: Option<Vec<IgnoredAny>>,
+    messages: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default, borrow)]
     tools: Option<Vec<Tool<'a>>>,
     #[serde(default, borrow)]
     tool_choice: Option<ToolChoice<'a>>,
+    #[serde(default)]
+    system: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -53,16 +55,49 @@ struct ToolChoice<'a> {
 }
 
 impl MessagesRequest<'_> {
-    /// The tool the request forces (`tool_choice` of type `any` or `tool`),
-    /// which the answer then calls.
-    fn forced_tool(&self) -> Option<&str> {
+    /// The tool the answer calls: the one `tool_choice` forces (`any`,
+    /// `tool`), or under `auto` (or no choice) the first tool until a
+    /// `tool_result` is in the conversation, so a tool round trip ends in
+    /// text; never under `none`. The same rule as the OpenAI dialects.
+    fn called_tool(&self) -> Option<&str> {
         let first = self.tools.as_deref()?.first()?;
-        let choice = self.tool_choice.as_ref()?;
-        match &*choice.kind {
+        let kind = self.tool_choice.as_ref().map_or("auto", |c| &*c.kind);
+        match kind {
             "any" => Some(&first.name),
-            "tool" => Some(choice.name.as_deref().unwrap_or(&first.name)),
+            "tool" => {
+                let named = self.tool_choice.as_ref().and_then(|c| c.name.as_deref());
+                Some(named.unwrap_or(&first.name))
+            }
+            "auto" if !self.has_tool_result() => Some(&first.name),
             _ => None,
         }
+    }
+
+    fn has_tool_result(&self) -> bool {
+        self.messages.iter().flatten().any(|m| {
+            m["content"]
+                .as_array()
+                .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+        })
+    }
+
+    /// JSON text, when the system prompt ends with a JSON Schema (as an
+    /// instruction to answer with a conforming object does): a model that
+    /// follows it answers an instance.
+    fn structured_output(&self) -> Option<String> {
+        let text = match self.system.as_ref()? {
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Array(blocks) => blocks
+                .iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => return None,
+        };
+        let start = text.rfind("\n{")? + 1;
+        let schema: serde_json::Value = serde_json::from_str(&text[start..]).ok()?;
+        let looks_like_schema = schema.get("type").is_some() || schema.get("properties").is_some();
+        looks_like_schema.then(|| schema_instance(&schema))
     }
 
     /// Anthropic's own field checks, worded as it words them.
@@ -91,10 +126,12 @@ pub(crate) async fn messages(ctx: &Ctx<'_>, body: &Bytes) -> Response<Body> {
         Ok(decision) => decision,
         Err(response) => return *response,
     };
+    let json = req.structured_output();
     let answer = Answer {
         index: decision.index,
         model: &req.model,
-        tool: req.forced_tool(),
+        tool: req.called_tool(),
+        json: json.as_deref(),
         tokens: decision.tokens,
         prompt_tokens: approx_tokens(body.len()),
     };
@@ -108,15 +145,18 @@ struct Answer<'a> {
     model: &'a str,
     /// Set when the answer is a call of this tool instead of text.
     tool: Option<&'a str>,
+    /// Structured output: this JSON text instead of tokens.
+    json: Option<&'a str>,
     tokens: u32,
     prompt_tokens: u32,
 }
 
 impl Answer<'_> {
     fn output_tokens(&self) -> u32 {
-        match self.tool {
-            Some(_) => approx_tokens(TOOL_INPUT_JSON.len()),
-            None => self.tokens,
+        match (self.tool, self.json) {
+            (Some(_), _) => approx_tokens(TOOL_INPUT_JSON.len()),
+            (None, Some(json)) => approx_tokens(json.len()),
+            (None, None) => self.tokens,
         }
     }
 
@@ -194,7 +234,10 @@ fn message_body(answer: &Answer<'_>) -> Bytes {
             }
         }
         None => {
-            text = completion_text(answer.tokens);
+            text = match answer.json {
+                Some(json) => json.to_owned(),
+                None => completion_text(answer.tokens),
+            };
             ContentBlock::Text { text: &text }
         }
     };
@@ -228,9 +271,12 @@ pub(crate) struct MessageEvents {
     message_start: Bytes,
     block_start: Bytes,
     tool: bool,
+    /// The text fragments of a structured-output answer.
+    json: Option<Vec<String>>,
     tokens: u32,
     stop_reason: &'static str,
-    /// `output_tokens` of a complete tool call; text counts its chunks.
+    /// `output_tokens` of a complete tool call or JSON answer; plain text
+    /// counts its chunks.
     tool_output_tokens: u32,
 }
 
@@ -278,6 +324,10 @@ impl MessageEvents {
             message_start: event("message_start", &to_bytes(&message_start)),
             block_start: event("content_block_start", &block_start),
             tool: answer.tool.is_some(),
+            json: answer
+                .json
+                .filter(|_| answer.tool.is_none())
+                .map(|j| split_in_fragments(j, 4)),
             tokens: answer.tokens,
             stop_reason: answer.stop_reason(),
             tool_output_tokens: answer.output_tokens(),
@@ -331,10 +381,10 @@ struct Empty {}
 
 impl StreamFormat for MessageEvents {
     fn chunks(&self) -> u32 {
-        if self.tool {
-            u32::try_from(TOOL_INPUT_FRAGMENTS.len()).unwrap_or(u32::MAX)
-        } else {
-            self.tokens
+        match (&self.json, self.tool) {
+            (_, true) => u32::try_from(TOOL_INPUT_FRAGMENTS.len()).unwrap_or(u32::MAX),
+            (Some(fragments), false) => u32::try_from(fragments.len()).unwrap_or(u32::MAX),
+            (None, false) => self.tokens,
         }
     }
 
@@ -361,6 +411,16 @@ impl StreamFormat for MessageEvents {
             // serde_json escapes the fragment; writing a str cannot fail.
             let _ = serde_json::to_string(fragment).map(|f| data.push_str(&f));
             data.push_str("}}");
+        } else if let Some(fragments) = &self.json {
+            let fragment = usize::try_from(n)
+                .ok()
+                .and_then(|n| fragments.get(n))
+                .map_or("", String::as_str);
+            data.push_str(
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"#,
+            );
+            let _ = serde_json::to_string(fragment).map(|f| data.push_str(&f));
+            data.push_str("}}");
         } else {
             let _ = write!(
                 data,
@@ -377,7 +437,7 @@ impl StreamFormat for MessageEvents {
                 br#"{"type":"content_block_stop","index":0}"#,
             ))),
             1 => {
-                let output_tokens = if self.tool {
+                let output_tokens = if self.tool || self.json.is_some() {
                     self.tool_output_tokens
                 } else {
                     sent

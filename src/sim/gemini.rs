@@ -14,11 +14,11 @@ use std::borrow::Cow;
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Response, StatusCode};
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::dialect::{injected_status, SimError, TOOL_INPUT_JSON};
 use super::openai::{approx_tokens, completion_text, to_bytes};
+use super::responses::{schema_instance, split_in_fragments};
 use super::server::Ctx;
 use super::stream::{Closing, StreamFormat};
 use super::Shared;
@@ -28,11 +28,39 @@ use super::Shared;
 #[derive(Deserialize)]
 struct GenerateContentRequest<'a> {
     #[serde(default)]
-    contents: Option<Vec<IgnoredAny>>,
+    contents: Option<Vec<serde_json::Value>>,
     #[serde(default, borrow)]
     tools: Option<Vec<Tool<'a>>>,
     #[serde(default, borrow, rename = "toolConfig", alias = "tool_config")]
     tool_config: Option<ToolConfig<'a>>,
+    #[serde(default, rename = "generationConfig", alias = "generation_config")]
+    generation_config: Option<GenerationConfig>,
+}
+
+#[derive(Deserialize)]
+struct GenerationConfig {
+    #[serde(default, rename = "responseMimeType", alias = "response_mime_type")]
+    response_mime_type: Option<String>,
+    #[serde(default, rename = "responseJsonSchema", alias = "response_json_schema")]
+    response_json_schema: Option<serde_json::Value>,
+    #[serde(default, rename = "responseSchema", alias = "response_schema")]
+    response_schema: Option<serde_json::Value>,
+}
+
+impl GenerationConfig {
+    /// The JSON text structured output asks for: an instance of the schema
+    /// (JSON Schema, or Gemini's OpenAPI subset), or `{}` for JSON alone.
+    fn structured_output(&self) -> Option<String> {
+        let schema = self
+            .response_json_schema
+            .as_ref()
+            .or(self.response_schema.as_ref());
+        match schema {
+            Some(schema) => Some(schema_instance(schema)),
+            None => (self.response_mime_type.as_deref() == Some("application/json"))
+                .then(|| "{}".to_owned()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -77,17 +105,12 @@ struct FunctionCallingConfig<'a> {
 }
 
 impl GenerateContentRequest<'_> {
-    /// The function the request forces (mode `ANY`), which the answer then
-    /// calls: the first allowed name, else the first declared one.
-    fn forced_function(&self) -> Option<&str> {
-        let config = self
-            .tool_config
-            .as_ref()?
-            .function_calling_config
-            .as_ref()?;
-        if config.mode.as_deref() != Some("ANY") {
-            return None;
-        }
+    /// The function the answer calls: under mode `ANY` the first allowed
+    /// name (else the first declared one); under `AUTO` (or no config) the
+    /// first declared one until a `functionResponse` is in the conversation,
+    /// so a tool round trip ends in text; never under `NONE`. The same rule
+    /// as the OpenAI dialects.
+    fn called_function(&self) -> Option<&str> {
         let declared = self
             .tools
             .as_deref()?
@@ -95,11 +118,32 @@ impl GenerateContentRequest<'_> {
             .filter_map(|t| t.function_declarations.as_deref())
             .flatten()
             .next()?;
-        let allowed = config
-            .allowed_function_names
-            .as_deref()
-            .and_then(<[_]>::first);
-        Some(allowed.unwrap_or(&declared.name))
+        let config = self
+            .tool_config
+            .as_ref()
+            .and_then(|c| c.function_calling_config.as_ref());
+        match config.and_then(|c| c.mode.as_deref()).unwrap_or("AUTO") {
+            "ANY" => {
+                let allowed = config
+                    .and_then(|c| c.allowed_function_names.as_deref())
+                    .and_then(<[_]>::first);
+                Some(allowed.unwrap_or(&declared.name))
+            }
+            "AUTO" | "VALIDATED" if !self.has_function_response() => Some(&declared.name),
+            _ => None,
+        }
+    }
+
+    fn has_function_response(&self) -> bool {
+        self.contents.iter().flatten().any(|c| {
+            c["parts"].as_array().is_some_and(|parts| {
+                parts.iter().any(|p| {
+                    p.get("functionResponse")
+                        .or(p.get("function_response"))
+                        .is_some()
+                })
+            })
+        })
     }
 }
 
@@ -130,16 +174,24 @@ pub(crate) async fn generate(
         Err(response) => return *response,
     };
     let response_id = format!("sim-{}", decision.index);
+    let json = req
+        .generation_config
+        .as_ref()
+        .and_then(GenerationConfig::structured_output);
     let answer = Answer {
         model,
         response_id: &response_id,
-        function: req.forced_function(),
+        function: req.called_function(),
+        json: json.as_deref(),
         tokens: decision.tokens,
         prompt_tokens: approx_tokens(body.len()),
     };
     let format = stream.then(|| GenerateChunks::new(&answer));
     ctx.answer(decision, format, || {
-        let text = completion_text(answer.tokens);
+        let text = match answer.json {
+            Some(json) => json.to_owned(),
+            None => completion_text(answer.tokens),
+        };
         to_bytes(&answer.response(&text, Some(answer.output_tokens())))
     })
     .await
@@ -151,15 +203,18 @@ struct Answer<'a> {
     response_id: &'a str,
     /// Set when the answer is a call of this function instead of text.
     function: Option<&'a str>,
+    /// Structured output: this JSON text instead of tokens.
+    json: Option<&'a str>,
     tokens: u32,
     prompt_tokens: u32,
 }
 
 impl Answer<'_> {
     fn output_tokens(&self) -> u32 {
-        match self.function {
-            Some(_) => approx_tokens(TOOL_INPUT_JSON.len()),
-            None => self.tokens,
+        match (self.function, self.json) {
+            (Some(_), _) => approx_tokens(TOOL_INPUT_JSON.len()),
+            (None, Some(json)) => approx_tokens(json.len()),
+            (None, None) => self.tokens,
         }
     }
 
@@ -284,6 +339,8 @@ pub(crate) struct GenerateChunks {
     model: String,
     response_id: String,
     function: Option<String>,
+    /// The text fragments of a structured-output answer.
+    json: Option<(String, Vec<String>)>,
     tokens: u32,
     prompt_tokens: u32,
 }
@@ -294,6 +351,9 @@ impl GenerateChunks {
             model: answer.model.to_owned(),
             response_id: answer.response_id.to_owned(),
             function: answer.function.map(str::to_owned),
+            json: answer
+                .json
+                .map(|j| (j.to_owned(), split_in_fragments(j, 4))),
             tokens: answer.tokens,
             prompt_tokens: answer.prompt_tokens,
         }
@@ -304,6 +364,7 @@ impl GenerateChunks {
             model: &self.model,
             response_id: &self.response_id,
             function: self.function.as_deref(),
+            json: self.json.as_ref().map(|(j, _)| j.as_str()),
             tokens: self.tokens,
             prompt_tokens: self.prompt_tokens,
         }
@@ -319,7 +380,10 @@ impl StreamFormat for GenerateChunks {
         match self.function {
             // Gemini sends a function call whole, in one chunk.
             Some(_) => 1,
-            None => self.tokens,
+            None => match &self.json {
+                Some((_, fragments)) => u32::try_from(fragments.len()).unwrap_or(u32::MAX),
+                None => self.tokens,
+            },
         }
     }
 
@@ -328,10 +392,17 @@ impl StreamFormat for GenerateChunks {
     }
 
     fn content(&mut self, n: u32, finishing: bool) -> Bytes {
-        let text = format!("tok{n} ");
-        let output_tokens = match self.function {
-            Some(_) => approx_tokens(TOOL_INPUT_JSON.len()),
-            None => n.saturating_add(1),
+        let fragment = self.json.as_ref().and_then(|(_, fragments)| {
+            usize::try_from(n)
+                .ok()
+                .and_then(|i| fragments.get(i))
+                .cloned()
+        });
+        let text = fragment.unwrap_or_else(|| format!("tok{n} "));
+        let output_tokens = match (&self.function, &self.json) {
+            (Some(_), _) => approx_tokens(TOOL_INPUT_JSON.len()),
+            (None, Some((json, _))) => approx_tokens(json.len()),
+            (None, None) => n.saturating_add(1),
         };
         self.chunk(&text, finishing.then_some(output_tokens))
     }

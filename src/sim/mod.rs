@@ -327,10 +327,14 @@ pub struct RequestRecord {
     pub api_key: Option<String>,
     /// For Gemini and Azure, the model (deployment) named in the path.
     pub model: Option<String>,
+    /// Whether the answer is streamed: `stream: true` requests, Gemini's
+    /// `streamGenerateContent`, and speech (its audio is always sent in
+    /// chunks, so stream faults apply to it).
     pub stream: bool,
     /// `ok`, `status:<code>`, `context_length`, `hang`, `drop`,
     /// `error_event`, `truncate`, `unauthorized`, `bad_request` or
-    /// `not_found` (unknown model, deployment or route, or Azure without
+    /// `not_found` (unknown model, deployment or route, a Responses
+    /// `previous_response_id` the sim does not hold, or Azure without
     /// `api-version`). Decided when the request arrives, before any delay.
     pub outcome: String,
     /// Lower-case names. `x-request-id` is kept verbatim; `authorization` and

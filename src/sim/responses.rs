@@ -19,8 +19,9 @@
 //! chunk, `response.output_text.done`, `response.content_part.done`; for a
 //! call one `response.function_call_arguments.delta` per fragment and
 //! `response.function_call_arguments.done`; then `response.output_item.done`
-//! and `response.completed` with usage. An in-stream error is `error`
-//! followed by `response.failed`.
+//! and `response.completed` with usage (`response.incomplete` when the text
+//! was cut to `max_output_tokens`). An in-stream error is `error` followed
+//! by `response.failed`.
 //!
 //! A `previous_response_id` this sim did not hand out (or has forgotten, past
 //! [`REMEMBERED_RESPONSES`], or was asked not to `store`) is a 404 in
@@ -113,6 +114,8 @@ struct Answer {
     model: String,
     output: Output,
     input_tokens: u32,
+    /// Text cut short by `max_output_tokens`: the answer ends `incomplete`.
+    cut_short: bool,
     /// The request fields a `response` object echoes.
     echo: serde_json::Map<String, Value>,
 }
@@ -143,13 +146,15 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &Bytes) -> Response<Body> {
         Err(response) => return *response,
     };
     let ids = &shared.responses;
+    let (output, cut_short) = capped(output_for(&req, decision.tokens), &req);
     let answer = Answer {
         id: ids.id("resp", decision.index),
         item_id: ids.id("msg", decision.index),
         call_id: ids.id("call", decision.index),
         created_at: unix_now(),
         model: model.to_owned(),
-        output: output_for(&req, decision.tokens),
+        output,
+        cut_short,
         input_tokens: approx_tokens(body.len()),
         echo: echoed_fields(&req),
     };
@@ -164,6 +169,18 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &Bytes) -> Response<Body> {
     let format = stream.then(|| ResponseEvents::new(&answer));
     ctx.answer(decision, format, || complete_body(&answer))
         .await
+}
+
+/// A text answer longer than `max_output_tokens` is cut to it, and the
+/// response is then `incomplete` as at OpenAI.
+fn capped(output: Output, req: &Value) -> (Output, bool) {
+    let limit = req["max_output_tokens"]
+        .as_u64()
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    match (output, limit) {
+        (Output::Tokens(n), Some(limit)) if n > limit => (Output::Tokens(limit), true),
+        (output, _) => (output, false),
+    }
 }
 
 /// OpenAI's answer to an unknown or expired `previous_response_id`.
@@ -213,36 +230,52 @@ fn called_function(req: &Value) -> Option<&str> {
 
 /// JSON text satisfying `schema`, as a structured-output answer.
 pub(crate) fn schema_instance(schema: &Value) -> String {
-    fill_schema(schema, 0).to_string()
+    fill_schema(schema, schema, 0).to_string()
 }
 
 /// A value that satisfies `schema` (the subset structured outputs use):
 /// objects with their required (or, if none are listed, all) properties,
-/// placeholder scalars, the first `enum` value, the first `anyOf` branch.
-fn fill_schema(schema: &Value, depth: usize) -> Value {
+/// placeholder scalars, the first `enum` value, the first `anyOf` branch,
+/// local `$ref`s (`#/$defs/...`, as pydantic writes nested models) resolved
+/// against `root`. Depth-bounded, so recursive schemas end in `{}`.
+fn fill_schema(schema: &Value, root: &Value, depth: usize) -> Value {
+    if depth >= MAX_SCHEMA_DEPTH {
+        return json!({});
+    }
+    if let Some(target) = schema["$ref"].as_str().and_then(|r| local_ref(root, r)) {
+        return fill_schema(target, root, depth + 1);
+    }
     if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
         return first.clone();
     }
+    if let Some(value) = schema.get("const") {
+        return value.clone();
+    }
     if let Some(branch) = schema["anyOf"].as_array().and_then(|b| b.first()) {
-        return fill_schema(branch, depth);
+        return fill_schema(branch, root, depth + 1);
     }
     let kind = match &schema["type"] {
         Value::Array(kinds) => kinds.first().and_then(Value::as_str).unwrap_or("object"),
         Value::String(kind) => kind,
         _ => "object",
     };
-    match kind {
+    // Gemini's OpenAPI schemas spell types in capitals.
+    match kind.to_ascii_lowercase().as_str() {
         "string" => Value::from("sim"),
         "integer" | "number" => Value::from(0),
         "boolean" => Value::from(false),
         "null" => Value::Null,
         "array" => Value::Array(Vec::new()),
-        _ if depth >= MAX_SCHEMA_DEPTH => json!({}),
-        _ => fill_object(schema, depth),
+        _ => fill_object(schema, root, depth),
     }
 }
 
-fn fill_object(schema: &Value, depth: usize) -> Value {
+/// `#/a/b` inside `root` (a JSON pointer after the `#`).
+fn local_ref<'r>(root: &'r Value, reference: &str) -> Option<&'r Value> {
+    root.pointer(reference.strip_prefix('#')?)
+}
+
+fn fill_object(schema: &Value, root: &Value, depth: usize) -> Value {
     let properties = schema["properties"].as_object();
     let required: Vec<&str> = match schema["required"].as_array() {
         Some(names) => names.iter().filter_map(Value::as_str).collect(),
@@ -251,7 +284,7 @@ fn fill_object(schema: &Value, depth: usize) -> Value {
     let mut object = serde_json::Map::new();
     for name in required {
         let property = properties.and_then(|p| p.get(name)).unwrap_or(&Value::Null);
-        object.insert(name.to_owned(), fill_schema(property, depth + 1));
+        object.insert(name.to_owned(), fill_schema(property, root, depth + 1));
     }
     Value::Object(object)
 }
@@ -311,10 +344,19 @@ impl Answer {
         })
     }
 
-    /// The output item, `status` `in_progress` (empty) or `completed`.
+    /// The final status: `completed`, or `incomplete` if cut short.
+    fn done_status(&self) -> &'static str {
+        if self.cut_short {
+            "incomplete"
+        } else {
+            "completed"
+        }
+    }
+
+    /// The output item, `status` `in_progress` (empty) or final.
     fn item(&self, text: Option<&str>) -> Value {
         let status = if text.is_some() {
-            "completed"
+            self.done_status()
         } else {
             "in_progress"
         };
@@ -358,7 +400,8 @@ impl Answer {
         object.insert("created_at".into(), Value::from(self.created_at));
         object.insert("status".into(), Value::from(status));
         object.insert("error".into(), Value::Null);
-        object.insert("incomplete_details".into(), Value::Null);
+        let details = (status == "incomplete").then(|| json!({"reason": "max_output_tokens"}));
+        object.insert("incomplete_details".into(), details.unwrap_or(Value::Null));
         object.insert("model".into(), Value::from(self.model.as_str()));
         object.insert("output".into(), Value::Array(output));
         object.insert("usage".into(), usage.unwrap_or(Value::Null));
@@ -381,7 +424,7 @@ fn complete_body(answer: &Answer) -> Bytes {
     let text = answer.text(tokens);
     let item = answer.item(Some(&text));
     let usage = answer.usage(answer.output_tokens(tokens));
-    let body = answer.response("completed", vec![item], Some(usage));
+    let body = answer.response(answer.done_status(), vec![item], Some(usage));
     Bytes::from(body.to_string())
 }
 
@@ -488,8 +531,14 @@ impl ResponseEvents {
     fn completed(&mut self, text: &str, sent: u32) -> Bytes {
         let item = self.answer.item(Some(text));
         let usage = self.answer.usage(self.answer.output_tokens(sent));
-        let response = self.answer.response("completed", vec![item], Some(usage));
-        self.event("response.completed", json!({ "response": response }))
+        let status = self.answer.done_status();
+        let response = self.answer.response(status, vec![item], Some(usage));
+        let kind = if self.answer.cut_short {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        self.event(kind, json!({ "response": response }))
     }
 }
 
@@ -620,8 +669,32 @@ mod tests {
             "required": ["city", "temp", "unit", "tags", "inner"]
         });
         assert_eq!(
-            fill_schema(&schema, 0),
+            fill_schema(&schema, &schema, 0),
             json!({"city": "sim", "temp": 0, "unit": "celsius", "tags": [], "inner": {"ok": false}})
+        );
+    }
+
+    #[test]
+    fn nested_models_are_filled_through_refs_and_recursion_ends() {
+        let schema = json!({
+            "$defs": {
+                "Place": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+                "Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}, "required": ["next"]},
+            },
+            "type": "object",
+            "properties": {
+                "place": {"$ref": "#/$defs/Place"},
+                "maybe": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+                "node": {"$ref": "#/$defs/Node"},
+            },
+            "required": ["place", "maybe", "node"],
+        });
+        let value = fill_schema(&schema, &schema, 0);
+        assert_eq!(value["place"], json!({"name": "sim"}));
+        assert_eq!(value["maybe"], 0);
+        assert!(
+            value["node"]["next"].is_object(),
+            "recursion is cut off: {value}"
         );
     }
 

@@ -103,6 +103,17 @@ def transcription(model):
     return {"text": raw.parse().text, "target": raw.headers.get("x-switchyard-target")}
 
 
+def transcription_text(model):
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model=model, file=("hello.wav", WAV, "audio/wav"), response_format="text"
+    )
+    return {
+        "text": raw.parse(),
+        "content_type": raw.headers.get("content-type"),
+        "target": raw.headers.get("x-switchyard-target"),
+    }
+
+
 def translation(model):
     raw = client.audio.translations.with_raw_response.create(
         model=model, file=("hello.wav", WAV, "audio/wav"), response_format="verbose_json"
@@ -118,6 +129,7 @@ calls = {
     "image": (image, ["503", "429"]),
     "speech": (speech, ["503", "429", "cut"]),
     "transcription": (transcription, ["503", "429"]),
+    "transcription_text": (transcription_text, ["503"]),
     "translation": (translation, ["503"]),
 }
 routes = {
@@ -127,6 +139,7 @@ routes = {
     "image": "image",
     "speech": "tts",
     "transcription": "stt",
+    "transcription_text": "stt",
     "translation": "stt",
 }
 for name, (fn, failures) in calls.items():
