@@ -527,6 +527,86 @@ async fn stream_chunks_reach_the_client_before_the_upstream_sends_the_next() {
     assert!(received.ends_with("data: [DONE]\n\n"), "{received}");
 }
 
+/// A line of `len` bytes that never ends, sent in 64 KiB chunks.
+async fn send_endless_line(upstream: &tokio::sync::mpsc::Sender<Bytes>, len: usize) {
+    upstream.send(Bytes::from_static(b"data: ")).await.unwrap();
+    let piece = Bytes::from(vec![b'x'; 64 << 10]);
+    for _ in 0..len.div_ceil(piece.len()) {
+        if upstream.send(piece.clone()).await.is_err() {
+            return; // the gateway dropped the stream
+        }
+    }
+}
+
+const ONE_TRY_LONG_WAITS: &str = r#"
+[defaults.retry]
+max_attempts_per_target = 1
+[defaults.timeouts]
+first_byte = "60s"
+idle = "60s"
+total = "120s"
+"#;
+
+#[tokio::test]
+async fn an_endless_line_before_content_fails_the_attempt_as_too_large() {
+    let (url, mut streams) = manual_upstream::start().await;
+    let gw = gateway_from_text(&config_text(&[&url], ONE_TRY_LONG_WAITS)).await;
+    let request = tokio::spawn({
+        let gw_url = gw.base_url();
+        async move {
+            call(
+                &client(),
+                Method::POST,
+                &format!("{gw_url}/chat/completions"),
+                chat_body(true).to_string(),
+                &[],
+            )
+            .await
+        }
+    });
+    let upstream = streams.recv().await.expect("gateway called upstream");
+    send_endless_line(&upstream, 3 << 20).await;
+    let reply = request.await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let (message, _, _) = reply.openai_error();
+    assert!(message.contains("stream event too large"), "{message}");
+}
+
+#[tokio::test]
+async fn an_endless_line_after_content_cuts_the_stream() {
+    let (url, mut streams) = manual_upstream::start().await;
+    let gw = gateway_from_text(&config_text(&[&url], ONE_TRY_LONG_WAITS)).await;
+    let request = tokio::spawn({
+        let gw_url = gw.base_url();
+        async move {
+            call(
+                &client(),
+                Method::POST,
+                &format!("{gw_url}/chat/completions"),
+                chat_body(true).to_string(),
+                &[],
+            )
+            .await
+        }
+    });
+    let upstream = streams.recv().await.expect("gateway called upstream");
+    upstream.send(chunk("first")).await.unwrap();
+    send_endless_line(&upstream, 3 << 20).await;
+    let reply = request.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let events = sse_data(&reply.body);
+    assert_eq!(sse_content(&events), "first");
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_cut");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 1 MiB"),
+        "{last}"
+    );
+}
+
 #[tokio::test]
 async fn client_disconnect_cancels_the_upstream_stream() {
     let primary = sim_with(

@@ -100,6 +100,9 @@ pub enum FailureCause {
     /// The stream ended before it produced any content.
     EmptyStream,
     ResponseTooLarge,
+    /// A stream event longer than `streaming::sse::MAX_EVENT_BYTES` (an
+    /// upstream fault: the attempt fails over like any transient one).
+    EventTooLarge,
     /// A success body the provider's translator could not read.
     Unreadable,
 }
@@ -116,6 +119,7 @@ impl fmt::Display for FailureCause {
             FailureCause::StreamError => f.write_str("error event before content"),
             FailureCause::EmptyStream => f.write_str("stream ended before content"),
             FailureCause::ResponseTooLarge => f.write_str("response too large"),
+            FailureCause::EventTooLarge => f.write_str("stream event too large"),
             FailureCause::Unreadable => f.write_str("unreadable response"),
         }
     }

@@ -266,6 +266,9 @@ async fn first_content(
                 }
             }
         }
+        if framer.overflowed() {
+            return Err(AttemptFailure::transient(FailureCause::EventTooLarge));
+        }
         match timeout_at(deadline, body.frame()).await {
             Err(_) => {
                 return Err(AttemptFailure::transient(FailureCause::Timeout(

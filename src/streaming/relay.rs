@@ -32,6 +32,7 @@ pub enum CutReason {
     EndedWithoutFinish,
     IdleTimeout,
     Deadline,
+    EventTooLarge,
 }
 
 impl CutReason {
@@ -44,6 +45,7 @@ impl CutReason {
             }
             CutReason::IdleTimeout => "upstream went silent past the idle timeout",
             CutReason::Deadline => "the request's total deadline ran out",
+            CutReason::EventTooLarge => "upstream sent an event larger than 1 MiB",
         }
     }
 }
@@ -175,6 +177,9 @@ impl Relay {
                         return Some(event);
                     }
                 }
+            }
+            if self.framer.overflowed() {
+                return self.cut(CutReason::EventTooLarge);
             }
             let body = self.body.as_mut()?;
             let idle_deadline = Instant::now() + self.idle;
