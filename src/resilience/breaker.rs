@@ -198,12 +198,18 @@ impl Breaker {
         }
     }
 
-    /// Keeps the state and counts; adopts a new policy (hot reload).
-    pub fn set_policy(&mut self, policy: BreakerPolicy) {
+    /// Keeps the state and counts; adopts a new policy (hot reload). Waits
+    /// already in force are re-derived: none lasts past `now + open_max`.
+    pub fn set_policy(&mut self, policy: BreakerPolicy, now: Instant) {
         if policy.window != self.policy.window {
             self.window = Window::new(policy.window, self.window.head_start);
         }
         self.policy = policy;
+        let latest = now + policy.open_max;
+        self.retry_after_until = self.retry_after_until.map(|u| u.min(latest));
+        if self.state == State::Open {
+            self.probe_at = self.probe_at.min(latest);
+        }
     }
 
     pub fn state(&self) -> State {
@@ -265,7 +271,8 @@ impl Breaker {
         retry_after: Option<Duration>,
     ) -> Option<Transition> {
         if let Some(wait) = retry_after {
-            let until = now + wait;
+            // Parsed hints are capped already; this holds for any caller.
+            let until = now + wait.min(self.policy.open_max);
             self.retry_after_until = Some(self.retry_after_until.map_or(until, |u| u.max(until)));
         }
         if probe {
@@ -511,9 +518,39 @@ mod tests {
     async fn open_lasts_at_least_the_retry_after_in_force() {
         let t0 = Instant::now();
         let mut b = Breaker::new(policy(), t0);
-        b.on_failure(t0, false, Some(secs(30.0)));
+        b.on_failure(t0, false, Some(secs(4.0)));
         trip(&mut b, t0);
-        assert_eq!(b.next_probe(), Some(t0 + secs(30.0)));
+        assert_eq!(b.next_probe(), Some(t0 + secs(4.0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_never_keeps_it_open_past_open_max() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        b.on_failure(t0, false, Some(Duration::from_secs(86_400 * 365)));
+        trip(&mut b, t0);
+        assert_eq!(b.next_probe(), Some(t0 + policy().open_max));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_rederives_the_waits_in_force() {
+        let t0 = Instant::now();
+        let long = BreakerPolicy {
+            open_base: secs(60.0),
+            open_max: secs(600.0),
+            ..policy()
+        };
+        let mut b = Breaker::new(long, t0);
+        b.on_failure(t0, false, Some(secs(500.0)));
+        trip(&mut b, t0);
+        assert_eq!(b.next_probe(), Some(t0 + secs(500.0)));
+        let later = t0 + secs(1.0);
+        b.set_policy(policy(), later);
+        assert_eq!(b.next_probe(), Some(later + policy().open_max));
+        assert_eq!(b.admit(later + secs(5.0)), Admission::Probe);
+        // The failed probe reopens without the old Retry-After's 500 s.
+        b.on_failure(later + secs(5.0), true, None);
+        assert!(b.next_probe().unwrap() <= later + secs(10.0));
     }
 
     #[tokio::test(start_paused = true)]

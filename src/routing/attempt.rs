@@ -61,6 +61,8 @@ pub struct AttemptContext<'a> {
     pub request_id: &'a HeaderValue,
     pub timeouts: &'a Timeouts,
     pub max_response_body: usize,
+    /// The longest wait an upstream hint may impose (the breaker's `open_max`).
+    pub retry_after_cap: std::time::Duration,
 }
 
 /// `upstream` is the request in the target's format (see
@@ -106,9 +108,13 @@ pub async fn attempt(
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     if let Some(status_class) = FailureClass::from_status(status) {
         let retry_after = if status_class == FailureClass::RateLimited {
-            retry_after::parse_rate_limited(response.headers(), SystemTime::now())
+            retry_after::parse_rate_limited(
+                response.headers(),
+                SystemTime::now(),
+                ctx.retry_after_cap,
+            )
         } else {
-            retry_after::parse(response.headers(), SystemTime::now())
+            retry_after::parse(response.headers(), SystemTime::now(), ctx.retry_after_cap)
         };
         let limit = if status_class == FailureClass::ClientError {
             ctx.max_response_body

@@ -189,6 +189,12 @@ impl TargetHealth {
         }
     }
 
+    /// A reload re-derives cooling: no key stays cooled past `latest`.
+    fn cap_cooling(&self, latest: Instant) {
+        let mut cooled = lock(&self.cooled_until);
+        *cooled = cooled.map(|t| t.min(latest));
+    }
+
     /// Takes a pooled key out of use until the next reload.
     pub fn disable(&self, reason: &str) {
         if !self.disabled.swap(true, Ordering::Relaxed) {
@@ -383,7 +389,9 @@ impl HealthRegistry {
     pub fn get_or_create(&self, key: &str, policy: BreakerPolicy) -> Arc<TargetHealth> {
         let mut map = lock(&self.targets);
         if let Some(h) = map.get(key) {
-            lock(&h.breaker).set_policy(policy);
+            let now = Instant::now();
+            lock(&h.breaker).set_policy(policy, now);
+            h.cap_cooling(now + policy.open_max);
             return h.clone();
         }
         let h = Arc::new(TargetHealth::new(
@@ -405,5 +413,29 @@ impl HealthRegistry {
         let mut v: Vec<_> = lock(&self.targets).values().cloned().collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_rederives_cooling_from_the_new_open_max() {
+        let registry = HealthRegistry::default();
+        let policy = BreakerPolicy {
+            open_max: Duration::from_secs(600),
+            ..BreakerPolicy::default()
+        };
+        let h = registry.get_or_create("p/m/r", policy);
+        let now = Instant::now();
+        h.cool_until(now + Duration::from_secs(500));
+        let reloaded = BreakerPolicy {
+            open_max: Duration::from_secs(10),
+            ..policy
+        };
+        let same = registry.get_or_create("p/m/r", reloaded);
+        assert!(Arc::ptr_eq(&h, &same), "a reload keeps the target's state");
+        assert_eq!(h.cooled_until(now), Some(now + Duration::from_secs(10)));
     }
 }

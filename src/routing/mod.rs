@@ -112,6 +112,7 @@ impl<'r> Dispatch<'r, '_> {
             request_id: self.request_id,
             timeouts: &route.timeouts,
             max_response_body: self.max_response_body,
+            retry_after_cap: route.breaker.open_max,
         };
         live.budget.tokens.deposit();
         self.global_budget.tokens.deposit();
