@@ -136,6 +136,101 @@ async fn retry_after_beyond_cap_fails_over_at_once() {
     assert_eq!(secondary.stats().requests, 1);
 }
 
+/// FAST, but an upstream wait of more than 1 s is not waited for.
+const SHORT_RETRY_AFTER: &str = r#"
+[defaults.retry]
+max_attempts_per_target = 2
+base_backoff = "5ms"
+max_backoff = "20ms"
+max_retry_after = "1s"
+[defaults.timeouts]
+first_byte = "5s"
+total = "20s"
+"#;
+
+#[tokio::test]
+async fn a_retry_after_cools_the_target_for_the_next_request_too() {
+    let primary = sim("primary").await;
+    let secondary = sim("secondary").await;
+    primary.push_script([status_with_retry_after(429, Duration::from_secs(2))]);
+    let gw = gateway(&[&primary, &secondary], SHORT_RETRY_AFTER).await;
+    let client = client();
+    for n in 0..3 {
+        let reply = chat(&client, &gw, chat_body(false)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.header("x-switchyard-target"),
+            Some("p1/gpt-4o"),
+            "request {n}"
+        );
+    }
+    assert_eq!(
+        primary.stats().requests,
+        1,
+        "the requests after the 429 went straight to the fallback"
+    );
+    assert_eq!(gw.counters().cooling_skips, 2);
+}
+
+#[tokio::test]
+async fn a_concurrent_request_skips_a_target_another_request_is_waiting_out() {
+    let primary = sim("primary").await;
+    let secondary = sim("secondary").await;
+    primary.push_script([status_with_retry_after(429, Duration::from_secs(2))]);
+    // max_retry_after 2 s (FAST): the first request waits for the primary.
+    let gw = gateway(&[&primary, &secondary], FAST).await;
+    let waiting = spawn_chat(&gw);
+    eventually("the primary answered 429", || primary.stats().requests == 1).await;
+    let reply = chat(&client(), &gw, chat_body(false)).await;
+    assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
+    assert_eq!(
+        primary.stats().requests,
+        1,
+        "the cooling primary was skipped"
+    );
+    let first = waiting.await.unwrap();
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header("x-switchyard-target"), Some("p0/gpt-4o"));
+    assert_eq!(primary.stats().requests, 2);
+}
+
+#[tokio::test]
+async fn a_cooling_single_target_is_waited_for_within_max_retry_after() {
+    let primary = sim("primary").await;
+    primary.push_script([status_with_retry_after(429, Duration::from_secs(1))]);
+    // max_retry_after 2 s (FAST): a 1 s cooldown is worth waiting for.
+    let gw = gateway(&[&primary], FAST).await;
+    let client = client();
+    let waiting = spawn_chat(&gw);
+    eventually("the primary answered 429", || primary.stats().requests == 1).await;
+    let reply = chat(&client, &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(waiting.await.unwrap().status, StatusCode::OK);
+    let records = primary.requests();
+    assert_eq!(records.len(), 3);
+    for later in &records[1..] {
+        let gap = later.at - records[0].at;
+        assert!(
+            gap >= Duration::from_secs(1),
+            "a request reached the cooling target {gap:?} after its 429"
+        );
+    }
+
+    // A cooldown beyond max_retry_after: the next request is refused at
+    // once, with the wait, without reaching the upstream.
+    primary.push_script([status_with_retry_after(429, Duration::from_secs(30))]);
+    let reply = chat(&client, &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(primary.stats().requests, 4);
+    let reply = chat(&client, &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, _, code) = reply.openai_error();
+    assert_eq!(code, "targets_unavailable");
+    let retry_after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry_after > 2, "retry-after {retry_after}");
+    assert_eq!(primary.stats().requests, 4);
+}
+
 #[tokio::test]
 async fn upstream_auth_error_fails_over_without_retry() {
     for code in [401, 403, 404] {

@@ -140,7 +140,8 @@ pub struct TargetHealth {
     first_bytes: Mutex<Ring>,
     pub attempts: AtomicU64,
     pub failures: AtomicU64,
-    /// A pooled upstream key rate limited until then (its Retry-After).
+    /// Cooling until then after an upstream `Retry-After` (a pooled key's
+    /// 429 without one cools it briefly too): every request skips it.
     cooled_until: Mutex<Option<Instant>>,
     /// A pooled upstream key the provider refused (401/403): out of use
     /// until the config is reloaded.
@@ -181,7 +182,7 @@ impl TargetHealth {
         }
     }
 
-    /// Keeps requests away until `until` (a pooled key's 429).
+    /// Keeps every request away until `until` (an upstream Retry-After).
     pub fn cool_until(&self, until: Instant) {
         let mut cooled = lock(&self.cooled_until);
         if cooled.is_none_or(|t| t < until) {

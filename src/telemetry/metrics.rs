@@ -97,6 +97,7 @@ pub struct Metrics {
     hedges: Family<RouteLabels, Counter>,
     budget_refusals: Family<RouteLabels, Counter>,
     breaker_skips: Family<RouteLabels, Counter>,
+    cooling_skips: Family<RouteLabels, Counter>,
     streams_cut: Family<RouteLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
     cost: Family<CostLabels, Counter<f64, AtomicU64>>,
@@ -126,6 +127,7 @@ impl Metrics {
             hedges: Family::default(),
             budget_refusals: Family::default(),
             breaker_skips: Family::default(),
+            cooling_skips: Family::default(),
             streams_cut: Family::default(),
             tokens: Family::default(),
             cost: Family::default(),
@@ -183,6 +185,11 @@ impl Metrics {
             "breaker_skips",
             "Targets skipped because their circuit breaker was open",
             m.breaker_skips.clone(),
+        );
+        registry.register(
+            "cooling_skips",
+            "Targets skipped because they were cooling after an upstream Retry-After",
+            m.cooling_skips.clone(),
         );
         registry.register(
             "streams_cut",
@@ -305,6 +312,7 @@ impl Metrics {
             hedges: self.hedges.get_or_create(&r()).clone(),
             budget_refusals: self.budget_refusals.get_or_create(&r()).clone(),
             breaker_skips: self.breaker_skips.get_or_create(&r()).clone(),
+            cooling_skips: self.cooling_skips.get_or_create(&r()).clone(),
             streams_cut: self.streams_cut.get_or_create(&r()).clone(),
             targets: per_target,
         }
@@ -478,6 +486,7 @@ pub struct RouteMetrics {
     pub hedges: Counter,
     pub budget_refusals: Counter,
     pub breaker_skips: Counter,
+    pub cooling_skips: Counter,
     pub streams_cut: Counter,
     /// Parallel to the route's targets.
     pub targets: Vec<TargetMetrics>,
