@@ -384,6 +384,81 @@ async fn hang_hits_first_byte_timeout_and_fails_over() {
     .await;
 }
 
+/// Three attempts per target and a short first-byte timeout.
+fn hanging_primary_policy(on_timeout: Option<&str>) -> String {
+    let mut extra = FAST
+        .replace("first_byte = \"5s\"", "first_byte = \"200ms\"")
+        .replace("max_attempts_per_target = 2", "max_attempts_per_target = 3");
+    if let Some(on_timeout) = on_timeout {
+        extra = extra.replace(
+            "[defaults.retry]\n",
+            &format!("[defaults.retry]\non_timeout = \"{on_timeout}\"\n"),
+        );
+    }
+    extra
+}
+
+/// An upstream that never answers.
+fn hanging() -> switchyard::sim::Behavior {
+    switchyard::sim::Behavior {
+        hang_rate: 1.0,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_silent_primary_is_failed_over_at_once_and_sees_one_request() {
+    for stream in [false, true] {
+        let primary = sim_with("primary", hanging()).await;
+        let secondary = sim("secondary").await;
+        let gw = gateway(&[&primary, &secondary], &hanging_primary_policy(None)).await;
+        let reply = chat(&client(), &gw, chat_body(stream)).await;
+        assert_eq!(reply.status, StatusCode::OK, "stream {stream}");
+        assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
+        assert_eq!(reply.header("x-switchyard-attempts"), Some("2"));
+        assert_eq!(
+            primary.stats().requests,
+            1,
+            "stream {stream}: no same-target retry after a timeout"
+        );
+    }
+}
+
+#[tokio::test]
+async fn on_timeout_same_target_keeps_the_retries() {
+    let primary = sim_with("primary", hanging()).await;
+    let secondary = sim("secondary").await;
+    let gw = gateway(
+        &[&primary, &secondary],
+        &hanging_primary_policy(Some("same_target")),
+    )
+    .await;
+    let reply = chat(&client(), &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
+    assert_eq!(primary.stats().requests, 3);
+}
+
+#[tokio::test]
+async fn on_timeout_stop_never_resends() {
+    let primary = sim_with("primary", hanging()).await;
+    let secondary = sim("secondary").await;
+    let gw = gateway(
+        &[&primary, &secondary],
+        &hanging_primary_policy(Some("stop")),
+    )
+    .await;
+    let reply = chat(&client(), &gw, chat_body(false)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(primary.stats().requests, 1);
+    assert_eq!(secondary.stats().requests, 0);
+}
+
 #[tokio::test]
 async fn stream_is_passed_through_with_done() {
     let primary = sim("primary").await;

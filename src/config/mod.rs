@@ -440,6 +440,37 @@ pub struct RetryPolicy {
     pub backoff: Backoff,
     /// Longest upstream `Retry-After` worth waiting for; longer means fail over.
     pub max_retry_after: Duration,
+    pub on_timeout: OnTimeout,
+}
+
+/// What follows an attempt that timed out (no first byte or first content in
+/// time, or a body that went silent): the upstream may be hung, or may be
+/// running the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// Fail over at once: a hung upstream seldom answers a second time, and
+    /// each retry costs the client another `first_byte`.
+    NextTarget,
+    /// Retry the same target with backoff first (a single-target route, or
+    /// an upstream known to stall only now and then).
+    SameTarget,
+    /// Never resend: the upstream may already be doing (and billing) the work.
+    Stop,
+}
+
+impl std::str::FromStr for OnTimeout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "next_target" => Ok(OnTimeout::NextTarget),
+            "same_target" => Ok(OnTimeout::SameTarget),
+            "stop" => Ok(OnTimeout::Stop),
+            other => Err(format!(
+                "unknown value {other:?}: expected next_target, same_target or stop"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -656,6 +687,7 @@ const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
     max_attempts_per_target: 2,
     backoff: Backoff::DEFAULT,
     max_retry_after: Duration::from_secs(5),
+    on_timeout: OnTimeout::NextTarget,
 };
 
 fn resolve_retry(
@@ -713,10 +745,19 @@ fn resolve_retry(
         raw.max_retry_after.as_ref(),
         inherited.max_retry_after,
     );
+    let on_timeout = match raw.on_timeout.as_deref().map(str::parse::<OnTimeout>) {
+        None => inherited.on_timeout,
+        Some(Ok(o)) => o,
+        Some(Err(e)) => {
+            issues.push(format!("{path}.on_timeout"), e);
+            inherited.on_timeout
+        }
+    };
     RetryPolicy {
         max_attempts_per_target: attempts,
         backoff,
         max_retry_after,
+        on_timeout,
     }
 }
 

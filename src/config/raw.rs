@@ -203,6 +203,8 @@ pub struct RawRetry {
     pub max_backoff: Option<String>,
     pub jitter: Option<String>,
     pub max_retry_after: Option<String>,
+    /// `next_target` (default), `same_target` or `stop`: see `OnTimeout`.
+    pub on_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -15,7 +15,7 @@ pub use attempt::{Served, StreamStart};
 pub use forms::{OpenAiForm, RequestForms, TargetRequest};
 
 use crate::api::error_body;
-use crate::config::{Hedge, Target};
+use crate::config::{Hedge, OnTimeout, Target};
 use crate::error::GatewayError;
 use crate::providers::Unsupported;
 use crate::resilience::{AttemptFailure, FailureCause, FailureClass, TimeoutKind};
@@ -284,8 +284,13 @@ impl<'r> Dispatch<'r, '_> {
                         }
                         _ => {}
                     }
+                    let timed_out = matches!(failure.cause, FailureCause::Timeout(_));
+                    if timed_out && policy.on_timeout == OnTimeout::Stop {
+                        return Err(exhausted(failures));
+                    }
                     if served_by != index
                         || !failure.class.retries_same_target()
+                        || (timed_out && policy.on_timeout == OnTimeout::NextTarget)
                         || try_index + 1 == policy.max_attempts_per_target
                     {
                         break;
