@@ -847,6 +847,11 @@ fn resolve_breaker(
         raw.open_max.as_ref(),
         p.open_max,
     );
+    if raw.open_max.is_none() && raw.open_base.is_some() {
+        // An open_base set past the inherited open_max: the operator asked
+        // for long open times and did not think of the cap.
+        p.open_max = p.open_max.max(p.open_base);
+    }
     if p.open_max < p.open_base {
         issues.push(
             format!("{path}.open_max"),

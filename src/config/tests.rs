@@ -509,3 +509,26 @@ fn on_timeout_defaults_to_next_target_and_is_validated() {
         errs[0]
     );
 }
+
+#[test]
+fn an_open_base_past_the_default_open_max_raises_it() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    let config = Config::from_toml(base, |_| None).unwrap();
+    assert_eq!(
+        config.route("r").unwrap().breaker.open_max,
+        Duration::from_secs(30)
+    );
+    let text = format!("[defaults.breaker]\nopen_base = \"60s\"\n{base}");
+    let config = Config::from_toml(&text, |_| None).unwrap();
+    assert_eq!(
+        config.route("r").unwrap().breaker.open_max,
+        Duration::from_secs(60)
+    );
+    let errs = errors(&format!(
+        "[defaults.breaker]\nopen_base = \"60s\"\nopen_max = \"10s\"\n{base}"
+    ));
+    assert!(
+        errs[0].starts_with("defaults.breaker.open_max:"),
+        "{errs:?}"
+    );
+}
