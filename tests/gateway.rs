@@ -778,6 +778,83 @@ async fn an_endless_line_after_content_cuts_the_stream() {
 }
 
 #[tokio::test]
+async fn a_response_too_large_is_a_502_never_sent_again() {
+    let primary = sim_with(
+        "primary",
+        switchyard::sim::Behavior {
+            completion_tokens: 4000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let secondary = sim("secondary").await;
+    let extra = format!("[server]\nmax_response_body = \"4KiB\"\n{FAST}");
+    let gw = gateway(&[&primary, &secondary], &extra).await;
+    let reply = chat(&client(), &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let (message, _, _) = reply.openai_error();
+    assert!(message.contains("response too large"), "{message}");
+    assert_eq!(
+        primary.stats().requests,
+        1,
+        "the upstream did the work once"
+    );
+    assert_eq!(secondary.stats().requests, 0, "and nobody does it again");
+}
+
+/// The message of a one-target, one-attempt request to `base_url`, and the
+/// gateway's metrics afterwards.
+async fn failure_against(base_url: &str) -> (String, String) {
+    let gw = gateway_from_text(&config_text(&[base_url], ONE_TRY_LONG_WAITS)).await;
+    let client = client();
+    let reply = chat(&client, &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let (message, _, _) = reply.openai_error();
+    let metrics = call(
+        &client,
+        Method::GET,
+        &format!("http://{}/metrics", gw.addr()),
+        "",
+        &[],
+    )
+    .await
+    .text();
+    (message, metrics)
+}
+
+#[tokio::test]
+async fn transport_failures_keep_their_kind() {
+    // Connection refused: a port nobody listens on any more.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let (message, metrics) = failure_against(&format!("http://{addr}/v1")).await;
+    assert!(message.contains("connection refused"), "{message}");
+    assert!(metrics.contains("kind=\"connect_refused\""), "{metrics}");
+
+    // TLS: https to a server that speaks plain HTTP.
+    let plain = sim("plain").await;
+    let (message, metrics) = failure_against(&format!("https://{}/v1", plain.addr())).await;
+    assert!(message.contains("TLS error"), "{message}");
+    assert!(metrics.contains("kind=\"tls\""), "{metrics}");
+
+    // Reset: a server that reads the request and closes the connection.
+    let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = rude.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut socket, _)) = rude.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            drop(socket);
+        }
+    });
+    let (message, metrics) = failure_against(&format!("http://{addr}/v1")).await;
+    assert!(message.contains("connection reset"), "{message}");
+    assert!(metrics.contains("kind=\"reset\""), "{metrics}");
+}
+
+#[tokio::test]
 async fn client_disconnect_cancels_the_upstream_stream() {
     let primary = sim_with(
         "primary",

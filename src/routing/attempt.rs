@@ -7,7 +7,9 @@ use super::health::AttemptGuard;
 use crate::api::Endpoint;
 use crate::config::{Target, Timeouts};
 use crate::providers::{self, HttpClient};
-use crate::resilience::{retry_after, AttemptFailure, FailureCause, FailureClass, TimeoutKind};
+use crate::resilience::{
+    retry_after, AttemptFailure, FailureCause, FailureClass, TimeoutKind, TransportKind,
+};
 use crate::streaming::events::{Dialect, UpstreamEvents};
 use crate::streaming::sse::EventKind;
 use bytes::{Bytes, BytesMut};
@@ -95,12 +97,8 @@ pub async fn attempt(
             )))
         }
         Ok(Err(e)) => {
-            let cause = if e.is_connect() {
-                FailureCause::Connect
-            } else {
-                FailureCause::Io
-            };
-            return Err(AttemptFailure::transient(cause));
+            let kind = TransportKind::of(&e, e.is_connect());
+            return Err(AttemptFailure::transient(FailureCause::Transport(kind)));
         }
         Ok(Ok(r)) => r,
     };
@@ -170,7 +168,13 @@ pub async fn attempt(
             body: response.into_body(),
         });
     }
-    let body = collect(response.into_body(), ctx.max_response_body, ctx.timeouts).await?;
+    let body = collect(response.into_body(), ctx.max_response_body, ctx.timeouts)
+        .await
+        .map_err(|failure| match failure.cause {
+            // The upstream did the work; asking again would pay for it twice.
+            FailureCause::ResponseTooLarge => AttemptFailure::bad_response(failure.cause),
+            _ => failure,
+        })?;
     if adapter.speaks_openai() {
         return Ok(Served::Complete {
             status,
@@ -184,7 +188,7 @@ pub async fn attempt(
             content_type: Some(HeaderValue::from_static("application/json")),
             body,
         }),
-        None => Err(AttemptFailure::transient(FailureCause::Unreadable)),
+        None => Err(AttemptFailure::bad_response(FailureCause::Unreadable)),
     }
 }
 
@@ -204,7 +208,7 @@ async fn collect(
                 )))
             }
             Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(AttemptFailure::transient(FailureCause::Io)),
+            Ok(Some(Err(e))) => return Err(body_error(&e)),
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else {
@@ -266,7 +270,7 @@ async fn first_content(
                 EventKind::Other => {
                     held_bytes += event.len();
                     if held_bytes > MAX_HELD_BEFORE_CONTENT {
-                        return Err(AttemptFailure::transient(FailureCause::ResponseTooLarge));
+                        return Err(AttemptFailure::transient(FailureCause::PreambleTooLarge));
                     }
                     held.push(event);
                 }
@@ -282,7 +286,7 @@ async fn first_content(
                 )))
             }
             Ok(None) => return Err(AttemptFailure::transient(FailureCause::EmptyStream)),
-            Ok(Some(Err(_))) => return Err(AttemptFailure::transient(FailureCause::Io)),
+            Ok(Some(Err(e))) => return Err(body_error(&e)),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     framer.push(data);
@@ -290,4 +294,9 @@ async fn first_content(
             }
         }
     }
+}
+
+/// A body that broke off while being read.
+fn body_error(e: &hyper::Error) -> AttemptFailure {
+    AttemptFailure::transient(FailureCause::Transport(TransportKind::of(e, false)))
 }

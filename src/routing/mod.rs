@@ -249,6 +249,7 @@ impl<'r> Dispatch<'r, '_> {
                                 failures,
                             });
                         }
+                        FailureClass::BadResponse => return Err(exhausted(failures)),
                         FailureClass::ContextLength => {
                             context.rejected(failed_target, failure.rejection.clone());
                             if !route.context_fallback
@@ -646,6 +647,13 @@ async fn one(
             }
             guard.failure(now, failure.class, failure.retry_after);
             metrics.attempt_failed(failure.class, now - started);
+            metrics.failure_cause(failure.cause.kind());
+            tracing::debug!(
+                target = target.label(),
+                class = failure.class.as_str(),
+                cause = %failure.cause,
+                "upstream attempt failed"
+            );
             stats.record(
                 now,
                 attempt_sample(false, Some(failure.class.as_str()), now - started),
