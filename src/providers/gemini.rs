@@ -2070,6 +2070,24 @@ impl GeminiError<'_> {
         })
     }
 
+    /// Whether the message names a resource a request refers to (an
+    /// uploaded file, a cached content, a tuned model, a corpus), as in
+    /// "You do not have permission to access the File abc or it may not
+    /// exist." Key- and project-level denials name the project or API.
+    fn names_request_resource(&self) -> bool {
+        const RESOURCES: [&str; 6] = [
+            "the File ",
+            "files/",
+            "cachedContents/",
+            "CachedContent",
+            "tunedModels/",
+            "corpora/",
+        ];
+        self.message
+            .as_deref()
+            .is_some_and(|m| RESOURCES.iter().any(|r| m.contains(r)))
+    }
+
     /// "The input token count (N) exceeds the maximum number of tokens
     /// allowed (M)."
     fn context_too_long(&self, status: Status) -> bool {
@@ -2096,6 +2114,11 @@ fn parse_error(body: &[u8]) -> Option<GeminiError<'_>> {
 pub fn classify_error(status: u16, body: &[u8]) -> Option<FailureClass> {
     let error = parse_error(body)?;
     let kind = error.status(status);
+    if kind == Status::PermissionDenied && !error.key_rejected() && error.names_request_resource() {
+        // The request points at something this key cannot see (the
+        // client's file or cache): the key is fine, the request is not.
+        return Some(FailureClass::ClientError);
+    }
     if error.key_rejected() || matches!(kind, Status::Unauthenticated | Status::PermissionDenied) {
         return Some(FailureClass::UpstreamAuth);
     }
@@ -3090,6 +3113,24 @@ mod tests {
                 ),
                 "permission_error",
                 Some(FailureClass::UpstreamAuth),
+            ),
+            (
+                403,
+                body(
+                    "PERMISSION_DENIED",
+                    "You do not have permission to access the File abc123 or it may not exist.",
+                ),
+                "permission_error",
+                Some(FailureClass::ClientError),
+            ),
+            (
+                403,
+                body(
+                    "PERMISSION_DENIED",
+                    "CachedContent not found (or permission denied)",
+                ),
+                "permission_error",
+                Some(FailureClass::ClientError),
             ),
             (
                 401,
