@@ -223,6 +223,13 @@ impl ApiKey {
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
+
+    /// The credential itself (without `Bearer `), to mask it wherever
+    /// upstream text echoes it.
+    pub fn secret_bytes(&self) -> &[u8] {
+        let bytes = self.0.as_bytes();
+        bytes.strip_prefix(b"Bearer ").unwrap_or(bytes)
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -1561,10 +1568,8 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
     for (i, url) in raw.alerts.webhooks.iter().enumerate() {
         match url.parse::<Uri>() {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) => webhooks.push(u),
-            _ => issues.push(
-                format!("alerts.webhooks[{i}]"),
-                format!("invalid URL \"{url}\""),
-            ),
+            // Not quoted back: a webhook URL may carry a token.
+            _ => issues.push(format!("alerts.webhooks[{i}]"), "not an http or https URL"),
         }
     }
     let cost_regression_ratio = raw.alerts.cost_regression_ratio.filter(|r| {

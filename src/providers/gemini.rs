@@ -2177,7 +2177,13 @@ fn openai_error(error: &GeminiError<'_>, http_status: u16) -> OpenAiError<'stati
         .map(str::trim)
         .filter(|m| !m.is_empty())
     {
-        Some(message) => format!("gemini: {}", redact_api_keys(message)),
+        Some(message) => format!(
+            "gemini: {}",
+            super::redact::key_shaped(super::redact::truncate(
+                message,
+                super::redact::MAX_MESSAGE_BYTES
+            ))
+        ),
         None if http_status == 0 => format!("gemini: error in stream (status {})", status.as_str()),
         None => generic_message(http_status),
     };
@@ -2196,25 +2202,6 @@ fn generic_message(status: u16) -> String {
         Some(reason) => format!("gemini: upstream error (HTTP {status} {reason})"),
         None => format!("gemini: upstream error (HTTP {status})"),
     }
-}
-
-/// Google API keys are `AIza` and 35 more characters. Gemini's messages do
-/// not normally quote the key, but an error body must never carry one to a
-/// client, so any key-shaped token is masked.
-fn redact_api_keys(message: &str) -> Cow<'_, str> {
-    if !message.contains("AIza") {
-        return Cow::Borrowed(message);
-    }
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some((before, after)) = rest.split_once("AIza") {
-        out.push_str(before);
-        out.push_str("[redacted]");
-        rest =
-            after.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    }
-    out.push_str(rest);
-    Cow::Owned(out)
 }
 
 /// Gemini error body → OpenAI error body `{"error":{"message","type","code"}}`.

@@ -125,18 +125,23 @@ pub async fn attempt(
         let class = adapter
             .classify_error(status, &body)
             .unwrap_or(status_class);
+        // Rebuilt from the upstream's fields, never verbatim, and without
+        // the key this attempt sent, however the upstream quoted it.
+        let rebuilt = |body: Bytes| match &target.key {
+            Some(key) => providers::redact::known(
+                adapter.error_to_openai(status, body),
+                key.value.secret_bytes(),
+            ),
+            None => adapter.error_to_openai(status, body),
+        };
         return match class {
             FailureClass::ClientError => Ok(Served::Complete {
                 status,
-                content_type: if adapter.speaks_openai() {
-                    content_type
-                } else {
-                    Some(HeaderValue::from_static("application/json"))
-                },
-                body: adapter.error_to_openai(status, body),
+                content_type: Some(HeaderValue::from_static("application/json")),
+                body: rebuilt(body),
             }),
             FailureClass::ContextLength => Err(AttemptFailure {
-                rejection: Some(adapter.error_to_openai(status, body)),
+                rejection: Some(rebuilt(body)),
                 ..AttemptFailure::status(status, class, None)
             }),
             _ => Err(AttemptFailure::status(status, class, retry_after)),
