@@ -128,6 +128,8 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// Largest request head accepted (HTTP/1 and HTTP/2); larger gets 431.
+    pub max_header_bytes: usize,
     pub region: Option<String>,
     pub watch_config: bool,
     pub public_status: bool,
@@ -670,6 +672,21 @@ impl Issues {
     }
 }
 
+/// `server.max_header_bytes`: 1 KiB to 1 MiB, default 32 KiB.
+fn max_header_bytes(issues: &mut Issues, raw: Option<&RawSize>) -> usize {
+    const DEFAULT: usize = 32 << 10;
+    let n = issues.size("server.max_header_bytes", raw, DEFAULT);
+    if (1 << 10..=1 << 20).contains(&n) {
+        return n;
+    }
+    issues.hint(
+        "server.max_header_bytes",
+        format!("{n} bytes is outside 1KiB..=1MiB"),
+        "the default 32KiB fits every SDK's headers",
+    );
+    DEFAULT
+}
+
 fn parse_size(text: &str) -> Option<usize> {
     let text = text.trim();
     let split = text
@@ -1107,6 +1124,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             raw.server.body_read_timeout.as_ref(),
             Duration::from_secs(60),
         ),
+        max_header_bytes: max_header_bytes(&mut issues, raw.server.max_header_bytes.as_ref()),
         region: env("SWITCHYARD_REGION")
             .filter(|r| !r.is_empty())
             .or_else(|| raw.server.region.clone()),

@@ -136,6 +136,9 @@ pub struct RawServer {
     /// of HTTP/1 keep-alive connections, and how long an HTTP/2 client may
     /// leave a ping unanswered.
     pub header_read_timeout: Option<String>,
+    /// Largest request head (request line and headers) accepted; larger
+    /// gets 431. Default 32 KiB.
+    pub max_header_bytes: Option<RawSize>,
     /// How long a client may take to send a request's body once its head
     /// arrived (slow-body guard).
     pub body_read_timeout: Option<String>,

@@ -532,3 +532,12 @@ fn an_open_base_past_the_default_open_max_raises_it() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn max_header_bytes_is_bounded() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    let config = Config::from_toml(base, |_| None).unwrap();
+    assert_eq!(config.server.max_header_bytes, 32 << 10);
+    let errs = errors(&format!("[server]\nmax_header_bytes = \"10MiB\"\n{base}"));
+    assert!(errs[0].starts_with("server.max_header_bytes:"), "{errs:?}");
+}

@@ -23,6 +23,8 @@ use tokio::time::Sleep;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {
     pub header_read_timeout: Duration,
+    /// hyper's head buffer (see `head_limit::transport_ceiling`).
+    pub max_head_buffer: usize,
 }
 
 /// Accepts until `stop` resolves, then stops accepting and returns a handle
@@ -37,14 +39,16 @@ pub(crate) async fn accept_until(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head_buffer);
     // The HTTP/2 counterpart: a peer that stops answering pings for as
     // long (a client that sent the preface and went silent) is dropped.
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
+        .keep_alive_timeout(limits.header_read_timeout)
+        .max_header_list_size(u32::try_from(limits.max_head_buffer).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
