@@ -88,6 +88,8 @@ pub struct AdminSettings {
     pub key: Option<AdminKey>,
     /// A separate listener for the admin API; `None`: the main one.
     pub listen: Option<SocketAddr>,
+    /// `/metrics` without the admin key even when one is set.
+    pub metrics_public: bool,
 }
 
 /// The admin API credential. `Debug` never shows it.
@@ -1080,7 +1082,11 @@ fn resolve_admin(
             "set [admin] key_env as well",
         );
     }
-    AdminSettings { key, listen }
+    AdminSettings {
+        key,
+        listen,
+        metrics_public: raw.metrics_public.unwrap_or(false),
+    }
 }
 
 fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
@@ -1129,7 +1135,8 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             .filter(|r| !r.is_empty())
             .or_else(|| raw.server.region.clone()),
         watch_config: raw.server.watch_config.unwrap_or(true),
-        public_status: raw.server.public_status.unwrap_or(false),
+        // Target names (and pooled key names) only for who asks for them.
+        public_status: raw.server.public_status.unwrap_or(true),
         auth: match raw.server.auth.as_deref() {
             None | Some("keys") => AuthMode::Keys,
             Some("none") => AuthMode::None,

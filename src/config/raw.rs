@@ -66,6 +66,9 @@ pub struct RawAdmin {
     pub key_env: Option<String>,
     /// Serve the admin API on this address instead of the main listener.
     pub listen: Option<String>,
+    /// Serve `/metrics` without the admin key even when one is set (default
+    /// false: the metrics carry key names and spend per key).
+    pub metrics_public: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
