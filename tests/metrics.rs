@@ -416,7 +416,9 @@ async fn metrics_are_behind_the_admin_key_when_one_is_set() {
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     refused.openai_error();
     assert_eq!(
-        scrape_with(&guarded, Some("wrong-key-0123456789")).await.status,
+        scrape_with(&guarded, Some("wrong-key-0123456789"))
+            .await
+            .status,
         StatusCode::UNAUTHORIZED
     );
     let allowed = scrape_with(&guarded, Some(ADMIN)).await;

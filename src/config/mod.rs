@@ -5,6 +5,7 @@
 
 pub mod prices;
 pub mod raw;
+mod restart;
 
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::{Backoff, Jitter};
