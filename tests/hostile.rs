@@ -1207,3 +1207,45 @@ async fn max_header_bytes_is_configurable() {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
     );
 }
+
+/// Connections beyond `max_connections` get a clean 503 `overloaded` in
+/// OpenAI's shape and are closed; once a slot frees, requests are served.
+#[tokio::test]
+async fn connections_beyond_max_connections_are_refused_cleanly() {
+    let upstream = sim("upstream").await;
+    let gw = gateway(
+        &[&upstream],
+        &format!("[server]\nmax_connections = 2\n{FAST}"),
+    )
+    .await;
+    let idle_a = TcpStream::connect(gw.addr()).await.unwrap();
+    let idle_b = TcpStream::connect(gw.addr()).await.unwrap();
+    let fresh: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new());
+    // The accept loop may not have taken both idle connections yet.
+    let mut refused = None;
+    for _ in 0..100 {
+        let reply = chat(&fresh, &gw, chat_body(false)).await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = refused.expect("a third connection was refused");
+    let (message, kind, code) = refused.openai_error();
+    assert_eq!((kind.as_str(), code.as_str()), ("overloaded", "overloaded"));
+    assert!(message.contains("max_connections"), "{message}");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    drop((idle_a, idle_b));
+    let mut served = false;
+    for _ in 0..100 {
+        if chat(&fresh, &gw, chat_body(false)).await.status == StatusCode::OK {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(served, "a freed slot serves again");
+}

@@ -133,6 +133,9 @@ pub struct ServerSettings {
     pub body_read_timeout: Duration,
     /// Largest request head accepted (HTTP/1 and HTTP/2); larger gets 431.
     pub max_header_bytes: usize,
+    /// Client connections served at once (HTTP/1 or HTTP/2); one more is
+    /// answered 503 `overloaded` and closed.
+    pub max_connections: u32,
     pub region: Option<String>,
     pub watch_config: bool,
     pub public_status: bool,
@@ -675,6 +678,10 @@ impl Issues {
     }
 }
 
+/// Each client connection may need an upstream one too: 10 000 of each
+/// stays within a 32 768 open-file limit with room for the rest.
+const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+
 /// `server.max_header_bytes`: 1 KiB to 1 MiB, default 32 KiB.
 fn max_header_bytes(issues: &mut Issues, raw: Option<&RawSize>) -> usize {
     const DEFAULT: usize = 32 << 10;
@@ -1132,6 +1139,17 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             Duration::from_secs(60),
         ),
         max_header_bytes: max_header_bytes(&mut issues, raw.server.max_header_bytes.as_ref()),
+        max_connections: match raw.server.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n @ 1..=1_000_000) => n,
+            Some(n) => {
+                issues.push(
+                    "server.max_connections",
+                    format!("{n} is outside 1..=1000000"),
+                );
+                DEFAULT_MAX_CONNECTIONS
+            }
+        },
         region: env("SWITCHYARD_REGION")
             .filter(|r| !r.is_empty())
             .or_else(|| raw.server.region.clone()),

@@ -142,6 +142,8 @@ pub struct RawServer {
     /// Largest request head (request line and headers) accepted; larger
     /// gets 431. Default 32 KiB.
     pub max_header_bytes: Option<RawSize>,
+    /// Client connections served at once; more are refused with a 503.
+    pub max_connections: Option<u32>,
     /// How long a client may take to send a request's body once its head
     /// arrived (slow-body guard).
     pub body_read_timeout: Option<String>,

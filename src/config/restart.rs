@@ -27,6 +27,10 @@ impl Config {
                 "server.max_header_bytes",
                 a.max_header_bytes != b.max_header_bytes,
             ),
+            (
+                "server.max_connections",
+                a.max_connections != b.max_connections,
+            ),
             ("admin.key_env", self.admin.key != new.admin.key),
             ("admin.listen", self.admin.listen != new.admin.listen),
             (

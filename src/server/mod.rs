@@ -174,6 +174,7 @@ pub async fn serve(
     let limits = accept::ConnLimits {
         header_read_timeout: settings.header_read_timeout,
         max_head_buffer: head_limit::transport_ceiling(settings.max_header_bytes),
+        max_connections: settings.max_connections,
     };
     let app = head_limit::apply(router::router(state.clone()), settings.max_header_bytes);
     let connections = accept::accept_until(listener, app, limits, shutdown).await;
