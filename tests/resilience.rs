@@ -382,6 +382,8 @@ async fn caller_region_first_and_regional_outage_shifts_traffic() {
     );
     let text = with_breaker(&text, "consecutive_failures = 2\nopen_base = \"60s\"")
         + "[alerts]\nevaluate_every = \"20ms\"\n";
+    // The incident names the region: shown only on a private status page.
+    let text = text.replacen("[server]\n", "[server]\npublic_status = false\n", 1);
     let gw = gateway_from_text(&text).await;
     let client = client();
     let url = format!("{}/chat/completions", gw.base_url());
