@@ -26,9 +26,15 @@ pub enum Command {
         config: PathBuf,
     },
     /// Validate a config file and print every problem with its key path.
+    /// With `--diff OLD NEW`: validate NEW and say whether a running OLD can
+    /// reload it (exit 1 naming each restart-only setting that changed).
     CheckConfig {
         /// Path to the TOML config.
-        file: PathBuf,
+        #[arg(required_unless_present = "diff")]
+        file: Option<PathBuf>,
+        /// The running config and the new one.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with = "file")]
+        diff: Option<Vec<PathBuf>>,
     },
     /// Run the OpenAI-compatible provider simulator (fault injection for rehearsals).
     Sim(Box<crate::sim::cli::SimArgs>),
@@ -87,7 +93,13 @@ fn parse_status_class(text: &str) -> Result<i32, String> {
 
 pub fn run(cli: Cli) -> ExitCode {
     let task = match cli.command {
-        Command::CheckConfig { file } => return check_config(&file),
+        Command::CheckConfig { file, diff } => {
+            return match (diff.as_deref(), file) {
+                (Some([old, new]), _) => check_reload(old, new),
+                (_, Some(file)) => check_config(&file),
+                _ => ExitCode::FAILURE,
+            }
+        }
         Command::Serve { config } => return exit_code(serve(config)),
         Command::Sim(args) => Task::Sim(args),
         Command::Demo(args) => Task::Demo(args),
@@ -166,6 +178,35 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether a gateway running `old` would take `new` on reload.
+fn check_reload(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
+    let Ok(running) = Config::load(old) else {
+        eprintln!("{}: invalid (check it alone for details)", old.display());
+        return ExitCode::FAILURE;
+    };
+    if check_config(new) != ExitCode::SUCCESS {
+        return ExitCode::FAILURE;
+    }
+    let Ok(next) = Config::load(new) else {
+        return ExitCode::FAILURE;
+    };
+    let changed = running.restart_only_changes(&next);
+    if changed.is_empty() {
+        println!("{} -> {}: reloadable", old.display(), new.display());
+        return ExitCode::SUCCESS;
+    }
+    for path in &changed {
+        eprintln!("{path}: takes effect only on restart");
+    }
+    eprintln!(
+        "{} -> {}: a reload would be refused ({} restart-only setting(s) changed)",
+        old.display(),
+        new.display(),
+        changed.len()
+    );
+    ExitCode::FAILURE
 }
 
 fn serve(path: PathBuf) -> anyhow::Result<()> {

@@ -223,7 +223,10 @@ async fn no_retry_reaches_a_rate_limited_target_before_its_retry_after() {
         .get(&429)
         .copied()
         .unwrap_or(0);
-    assert!(limited > 50, "{limited} 429s\n{summary}");
+    // Each 429 cools the primary for every request (not only the one that
+    // got it): without that, half of the ~600 requests of the storm would
+    // have been refused.
+    assert!((10..150).contains(&limited), "{limited} 429s\n{summary}");
 
     // The simulator's own log: for each request id, consecutive arrivals at
     // this simulator after a 429 must be at least the Retry-After apart.
@@ -253,10 +256,7 @@ async fn no_retry_reaches_a_rate_limited_target_before_its_retry_after() {
             }
         }
     }
-    assert!(
-        retried > 10,
-        "only {retried} retries after a 429\n{summary}"
-    );
+    assert!(retried > 5, "only {retried} retries after a 429\n{summary}");
     let gw = report.upstream.as_ref().unwrap().gateway.unwrap();
     assert!(gw.retries >= retried, "{summary}");
     drill.shutdown().await.unwrap();

@@ -136,6 +136,101 @@ async fn retry_after_beyond_cap_fails_over_at_once() {
     assert_eq!(secondary.stats().requests, 1);
 }
 
+/// FAST, but an upstream wait of more than 1 s is not waited for.
+const SHORT_RETRY_AFTER: &str = r#"
+[defaults.retry]
+max_attempts_per_target = 2
+base_backoff = "5ms"
+max_backoff = "20ms"
+max_retry_after = "1s"
+[defaults.timeouts]
+first_byte = "5s"
+total = "20s"
+"#;
+
+#[tokio::test]
+async fn a_retry_after_cools_the_target_for_the_next_request_too() {
+    let primary = sim("primary").await;
+    let secondary = sim("secondary").await;
+    primary.push_script([status_with_retry_after(429, Duration::from_secs(2))]);
+    let gw = gateway(&[&primary, &secondary], SHORT_RETRY_AFTER).await;
+    let client = client();
+    for n in 0..3 {
+        let reply = chat(&client, &gw, chat_body(false)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.header("x-switchyard-target"),
+            Some("p1/gpt-4o"),
+            "request {n}"
+        );
+    }
+    assert_eq!(
+        primary.stats().requests,
+        1,
+        "the requests after the 429 went straight to the fallback"
+    );
+    assert_eq!(gw.counters().cooling_skips, 2);
+}
+
+#[tokio::test]
+async fn a_concurrent_request_skips_a_target_another_request_is_waiting_out() {
+    let primary = sim("primary").await;
+    let secondary = sim("secondary").await;
+    primary.push_script([status_with_retry_after(429, Duration::from_secs(2))]);
+    // max_retry_after 2 s (FAST): the first request waits for the primary.
+    let gw = gateway(&[&primary, &secondary], FAST).await;
+    let waiting = spawn_chat(&gw);
+    eventually("the primary answered 429", || primary.stats().requests == 1).await;
+    let reply = chat(&client(), &gw, chat_body(false)).await;
+    assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
+    assert_eq!(
+        primary.stats().requests,
+        1,
+        "the cooling primary was skipped"
+    );
+    let first = waiting.await.unwrap();
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header("x-switchyard-target"), Some("p0/gpt-4o"));
+    assert_eq!(primary.stats().requests, 2);
+}
+
+#[tokio::test]
+async fn a_cooling_single_target_is_waited_for_within_max_retry_after() {
+    let primary = sim("primary").await;
+    primary.push_script([status_with_retry_after(429, Duration::from_secs(1))]);
+    // max_retry_after 2 s (FAST): a 1 s cooldown is worth waiting for.
+    let gw = gateway(&[&primary], FAST).await;
+    let client = client();
+    let waiting = spawn_chat(&gw);
+    eventually("the primary answered 429", || primary.stats().requests == 1).await;
+    let reply = chat(&client, &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(waiting.await.unwrap().status, StatusCode::OK);
+    let records = primary.requests();
+    assert_eq!(records.len(), 3);
+    for later in &records[1..] {
+        let gap = later.at - records[0].at;
+        assert!(
+            gap >= Duration::from_secs(1),
+            "a request reached the cooling target {gap:?} after its 429"
+        );
+    }
+
+    // A cooldown beyond max_retry_after: the next request is refused at
+    // once, with the wait, without reaching the upstream.
+    primary.push_script([status_with_retry_after(429, Duration::from_secs(30))]);
+    let reply = chat(&client, &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(primary.stats().requests, 4);
+    let reply = chat(&client, &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, _, code) = reply.openai_error();
+    assert_eq!(code, "targets_unavailable");
+    let retry_after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry_after > 2, "retry-after {retry_after}");
+    assert_eq!(primary.stats().requests, 4);
+}
+
 #[tokio::test]
 async fn upstream_auth_error_fails_over_without_retry() {
     for code in [401, 403, 404] {
@@ -287,6 +382,81 @@ async fn hang_hits_first_byte_timeout_and_fails_over() {
         primary.stats().cancelled == 1
     })
     .await;
+}
+
+/// Three attempts per target and a short first-byte timeout.
+fn hanging_primary_policy(on_timeout: Option<&str>) -> String {
+    let mut extra = FAST
+        .replace("first_byte = \"5s\"", "first_byte = \"200ms\"")
+        .replace("max_attempts_per_target = 2", "max_attempts_per_target = 3");
+    if let Some(on_timeout) = on_timeout {
+        extra = extra.replace(
+            "[defaults.retry]\n",
+            &format!("[defaults.retry]\non_timeout = \"{on_timeout}\"\n"),
+        );
+    }
+    extra
+}
+
+/// An upstream that never answers.
+fn hanging() -> switchyard::sim::Behavior {
+    switchyard::sim::Behavior {
+        hang_rate: 1.0,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_silent_primary_is_failed_over_at_once_and_sees_one_request() {
+    for stream in [false, true] {
+        let primary = sim_with("primary", hanging()).await;
+        let secondary = sim("secondary").await;
+        let gw = gateway(&[&primary, &secondary], &hanging_primary_policy(None)).await;
+        let reply = chat(&client(), &gw, chat_body(stream)).await;
+        assert_eq!(reply.status, StatusCode::OK, "stream {stream}");
+        assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
+        assert_eq!(reply.header("x-switchyard-attempts"), Some("2"));
+        assert_eq!(
+            primary.stats().requests,
+            1,
+            "stream {stream}: no same-target retry after a timeout"
+        );
+    }
+}
+
+#[tokio::test]
+async fn on_timeout_same_target_keeps_the_retries() {
+    let primary = sim_with("primary", hanging()).await;
+    let secondary = sim("secondary").await;
+    let gw = gateway(
+        &[&primary, &secondary],
+        &hanging_primary_policy(Some("same_target")),
+    )
+    .await;
+    let reply = chat(&client(), &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
+    assert_eq!(primary.stats().requests, 3);
+}
+
+#[tokio::test]
+async fn on_timeout_stop_never_resends() {
+    let primary = sim_with("primary", hanging()).await;
+    let secondary = sim("secondary").await;
+    let gw = gateway(
+        &[&primary, &secondary],
+        &hanging_primary_policy(Some("stop")),
+    )
+    .await;
+    let reply = chat(&client(), &gw, chat_body(false)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(primary.stats().requests, 1);
+    assert_eq!(secondary.stats().requests, 0);
 }
 
 #[tokio::test]
@@ -525,6 +695,163 @@ async fn stream_chunks_reach_the_client_before_the_upstream_sends_the_next() {
     let rest = body.collect().await.unwrap().to_bytes();
     received.push_str(&String::from_utf8_lossy(&rest));
     assert!(received.ends_with("data: [DONE]\n\n"), "{received}");
+}
+
+/// A line of `len` bytes that never ends, sent in 64 KiB chunks.
+async fn send_endless_line(upstream: &tokio::sync::mpsc::Sender<Bytes>, len: usize) {
+    upstream.send(Bytes::from_static(b"data: ")).await.unwrap();
+    let piece = Bytes::from(vec![b'x'; 64 << 10]);
+    for _ in 0..len.div_ceil(piece.len()) {
+        if upstream.send(piece.clone()).await.is_err() {
+            return; // the gateway dropped the stream
+        }
+    }
+}
+
+const ONE_TRY_LONG_WAITS: &str = r#"
+[defaults.retry]
+max_attempts_per_target = 1
+[defaults.timeouts]
+first_byte = "60s"
+idle = "60s"
+total = "120s"
+"#;
+
+#[tokio::test]
+async fn an_endless_line_before_content_fails_the_attempt_as_too_large() {
+    let (url, mut streams) = manual_upstream::start().await;
+    let gw = gateway_from_text(&config_text(&[&url], ONE_TRY_LONG_WAITS)).await;
+    let request = tokio::spawn({
+        let gw_url = gw.base_url();
+        async move {
+            call(
+                &client(),
+                Method::POST,
+                &format!("{gw_url}/chat/completions"),
+                chat_body(true).to_string(),
+                &[],
+            )
+            .await
+        }
+    });
+    let upstream = streams.recv().await.expect("gateway called upstream");
+    send_endless_line(&upstream, 3 << 20).await;
+    let reply = request.await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let (message, _, _) = reply.openai_error();
+    assert!(message.contains("stream event too large"), "{message}");
+}
+
+#[tokio::test]
+async fn an_endless_line_after_content_cuts_the_stream() {
+    let (url, mut streams) = manual_upstream::start().await;
+    let gw = gateway_from_text(&config_text(&[&url], ONE_TRY_LONG_WAITS)).await;
+    let request = tokio::spawn({
+        let gw_url = gw.base_url();
+        async move {
+            call(
+                &client(),
+                Method::POST,
+                &format!("{gw_url}/chat/completions"),
+                chat_body(true).to_string(),
+                &[],
+            )
+            .await
+        }
+    });
+    let upstream = streams.recv().await.expect("gateway called upstream");
+    upstream.send(chunk("first")).await.unwrap();
+    send_endless_line(&upstream, 3 << 20).await;
+    let reply = request.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let events = sse_data(&reply.body);
+    assert_eq!(sse_content(&events), "first");
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_cut");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 1 MiB"),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn a_response_too_large_is_a_502_never_sent_again() {
+    let primary = sim_with(
+        "primary",
+        switchyard::sim::Behavior {
+            completion_tokens: 4000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let secondary = sim("secondary").await;
+    let extra = format!("[server]\nmax_response_body = \"4KiB\"\n{FAST}");
+    let gw = gateway(&[&primary, &secondary], &extra).await;
+    let reply = chat(&client(), &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let (message, _, _) = reply.openai_error();
+    assert!(message.contains("response too large"), "{message}");
+    assert_eq!(
+        primary.stats().requests,
+        1,
+        "the upstream did the work once"
+    );
+    assert_eq!(secondary.stats().requests, 0, "and nobody does it again");
+}
+
+/// The message of a one-target, one-attempt request to `base_url`, and the
+/// gateway's metrics afterwards.
+async fn failure_against(base_url: &str) -> (String, String) {
+    let gw = gateway_from_text(&config_text(&[base_url], ONE_TRY_LONG_WAITS)).await;
+    let client = client();
+    let reply = chat(&client, &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let (message, _, _) = reply.openai_error();
+    let metrics = call(
+        &client,
+        Method::GET,
+        &format!("http://{}/metrics", gw.addr()),
+        "",
+        &[],
+    )
+    .await
+    .text();
+    (message, metrics)
+}
+
+#[tokio::test]
+async fn transport_failures_keep_their_kind() {
+    // Connection refused: a port nobody listens on any more.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let (message, metrics) = failure_against(&format!("http://{addr}/v1")).await;
+    assert!(message.contains("connection refused"), "{message}");
+    assert!(metrics.contains("kind=\"connect_refused\""), "{metrics}");
+
+    // TLS: https to a server that speaks plain HTTP.
+    let plain = sim("plain").await;
+    let (message, metrics) = failure_against(&format!("https://{}/v1", plain.addr())).await;
+    assert!(message.contains("TLS error"), "{message}");
+    assert!(metrics.contains("kind=\"tls\""), "{metrics}");
+
+    // Reset: a server that reads the request and closes the connection.
+    let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = rude.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut socket, _)) = rude.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            drop(socket);
+        }
+    });
+    let (message, metrics) = failure_against(&format!("http://{addr}/v1")).await;
+    assert!(message.contains("connection reset"), "{message}");
+    assert!(metrics.contains("kind=\"reset\""), "{metrics}");
 }
 
 #[tokio::test]

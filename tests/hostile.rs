@@ -1129,3 +1129,123 @@ async fn http2_floods(gw: &Gateway) {
         );
     }
 }
+
+// ------------------------------------------------------ client-side limits ---
+
+/// A 100 KB request header: refused with 431 in OpenAI's shape, over HTTP/1
+/// and HTTP/2, before the request reaches a route; a normal request on the
+/// same gateway still succeeds.
+#[tokio::test]
+async fn a_100_kb_header_gets_431_in_openai_shape() {
+    let upstream = sim("upstream").await;
+    let gw = gateway(&[&upstream], FAST).await;
+    let h1: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new());
+    let padding = "p".repeat(100_000);
+    for (protocol, client) in [("HTTP/1", &h1), ("HTTP/2", &h2)] {
+        let reply = call(
+            client,
+            Method::POST,
+            &format!("{}/chat/completions", gw.base_url()),
+            chat_body(false).to_string(),
+            &[("x-padding", &padding)],
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "{protocol}: {}",
+            reply.text()
+        );
+        let (message, kind, code) = reply.openai_error();
+        assert_eq!(code, "request_header_too_large", "{protocol}");
+        assert_eq!(kind, "invalid_request_error");
+        assert!(message.contains("max_header_bytes"), "{message}");
+        let ok = call(
+            client,
+            Method::POST,
+            &format!("{}/chat/completions", gw.base_url()),
+            chat_body(false).to_string(),
+            &[("x-padding", "small")],
+        )
+        .await;
+        assert_eq!(ok.status, StatusCode::OK, "{protocol}: {}", ok.text());
+    }
+    assert_eq!(
+        upstream.stats().requests,
+        2,
+        "only the small requests went upstream"
+    );
+}
+
+/// `max_header_bytes` moves the limit: 10 KB passes by default, not at 8 KiB.
+#[tokio::test]
+async fn max_header_bytes_is_configurable() {
+    let upstream = sim("upstream").await;
+    let default = gateway(&[&upstream], FAST).await;
+    let strict = gateway(
+        &[&upstream],
+        &format!("[server]\nmax_header_bytes = \"8KiB\"\n{FAST}"),
+    )
+    .await;
+    let padding = "p".repeat(10_000);
+    let status = |gw: &Gateway| {
+        let url = format!("{}/models", gw.base_url());
+        let padding = padding.clone();
+        async move {
+            call(&client(), Method::GET, &url, "", &[("x-padding", &padding)])
+                .await
+                .status
+        }
+    };
+    assert_eq!(status(&default).await, StatusCode::OK);
+    assert_eq!(
+        status(&strict).await,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+}
+
+/// Connections beyond `max_connections` get a clean 503 `overloaded` in
+/// OpenAI's shape and are closed; once a slot frees, requests are served.
+#[tokio::test]
+async fn connections_beyond_max_connections_are_refused_cleanly() {
+    let upstream = sim("upstream").await;
+    let gw = gateway(
+        &[&upstream],
+        &format!("[server]\nmax_connections = 2\n{FAST}"),
+    )
+    .await;
+    let idle_a = TcpStream::connect(gw.addr()).await.unwrap();
+    let idle_b = TcpStream::connect(gw.addr()).await.unwrap();
+    let fresh: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new());
+    // The accept loop may not have taken both idle connections yet.
+    let mut refused = None;
+    for _ in 0..100 {
+        let reply = chat(&fresh, &gw, chat_body(false)).await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = refused.expect("a third connection was refused");
+    let (message, kind, code) = refused.openai_error();
+    assert_eq!((kind.as_str(), code.as_str()), ("overloaded", "overloaded"));
+    assert!(message.contains("max_connections"), "{message}");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    drop((idle_a, idle_b));
+    let mut served = false;
+    for _ in 0..100 {
+        if chat(&fresh, &gw, chat_body(false)).await.status == StatusCode::OK {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(served, "a freed slot serves again");
+}

@@ -385,3 +385,53 @@ async fn classic_text_format_for_plain_scrapers() {
         assert!(line.ends_with(" 1") || line.ends_with(" 0"), "{line}");
     }
 }
+
+/// With an admin key set, `/metrics` (key names, spend per key) needs it,
+/// unless `[admin] metrics_public = true`.
+#[tokio::test]
+async fn metrics_are_behind_the_admin_key_when_one_is_set() {
+    const ADMIN: &str = "admin-secret-0123456789abcdef";
+    let primary = sim("primary").await;
+    let env = |name: &str| (name == "ADMIN_KEY").then(|| ADMIN.to_owned());
+    let scrape_with = |gw: &switchyard::server::Gateway, auth: Option<&str>| {
+        let url = format!("http://{}/metrics", gw.addr());
+        let header = auth.map(|a| format!("Bearer {a}"));
+        async move {
+            let headers: Vec<(&str, &str)> = header
+                .as_deref()
+                .map(|h| vec![("authorization", h)])
+                .unwrap_or_default();
+            call(&client(), Method::GET, &url, "", &headers).await
+        }
+    };
+    let guarded = gateway_with_env(
+        &config_text(
+            &[&primary.base_url()],
+            &format!("[admin]\nkey_env = \"ADMIN_KEY\"\n{FAST}"),
+        ),
+        env,
+    )
+    .await;
+    let refused = scrape_with(&guarded, None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    refused.openai_error();
+    assert_eq!(
+        scrape_with(&guarded, Some("wrong-key-0123456789"))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let allowed = scrape_with(&guarded, Some(ADMIN)).await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert!(allowed.text().contains("switchyard_requests"));
+
+    let public = gateway_with_env(
+        &config_text(
+            &[&primary.base_url()],
+            &format!("[admin]\nkey_env = \"ADMIN_KEY\"\nmetrics_public = true\n{FAST}"),
+        ),
+        env,
+    )
+    .await;
+    assert_eq!(scrape_with(&public, None).await.status, StatusCode::OK);
+}

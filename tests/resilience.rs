@@ -382,6 +382,8 @@ async fn caller_region_first_and_regional_outage_shifts_traffic() {
     );
     let text = with_breaker(&text, "consecutive_failures = 2\nopen_base = \"60s\"")
         + "[alerts]\nevaluate_every = \"20ms\"\n";
+    // The incident names the region: shown only on a private status page.
+    let text = text.replacen("[server]\n", "[server]\npublic_status = false\n", 1);
     let gw = gateway_from_text(&text).await;
     let client = client();
     let url = format!("{}/chat/completions", gw.base_url());
@@ -658,4 +660,62 @@ async fn streams_that_die_mid_way_trip_the_breaker() {
         sse_data(&reply.body).last().map(String::as_str),
         Some("[DONE]")
     );
+}
+
+/// A reload that changes a setting read only at start (here `server.auth`
+/// from `none` to `keys`, which would otherwise leave the gateway open
+/// while claiming success) is refused as a whole; `check-config --diff`
+/// says the same before anyone sends SIGHUP.
+#[tokio::test]
+async fn a_reload_changing_a_restart_only_setting_is_refused() {
+    let upstream = sim("upstream").await;
+    let text = config_text(&[&upstream.base_url()], ONE_TRY);
+    let gw = gateway_from_text(&text).await;
+    let dir = std::env::temp_dir().join(format!("switchyard-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join("old.toml");
+    let new = dir.join("new.toml");
+    std::fs::write(&old, &text).unwrap();
+    let keys = text.replace("auth = \"none\"", "auth = \"keys\"")
+        + "[routes.extra]\ntargets = [{ provider = \"p0\", model = \"gpt-4o\" }]\n";
+    std::fs::write(&new, &keys).unwrap();
+    assert!(!switchyard::server::reload::reload_from(&new, gw.state()));
+    assert_eq!(gw.counters().config_reload_failures, 1);
+    let models = call(
+        &client(),
+        Method::GET,
+        &format!("{}/models", gw.base_url()),
+        "",
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(
+        models["data"].as_array().unwrap().len(),
+        2,
+        "nothing of the refused file was applied"
+    );
+
+    let diff = |a: &std::path::Path, b: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["check-config", "--diff"])
+            .arg(a)
+            .arg(b)
+            .output()
+            .unwrap()
+    };
+    let refused = diff(&old, &new);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("server.auth: takes effect only on restart"),
+        "{said}"
+    );
+    let same = diff(&old, &old);
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -201,6 +201,114 @@ async fn no_secret_appears_in_logs_metrics_errors_or_the_store() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An upstream that answers every request with a 400 in the dialect its
+/// path speaks, quoting the key it was sent (whole, and half-masked the way
+/// OpenAI does), as some providers do in their error messages.
+async fn key_echoing_upstream() -> String {
+    use axum::http::{HeaderMap, Uri};
+    async fn refuse(uri: Uri, headers: HeaderMap) -> axum::response::Response {
+        let key = ["authorization", "api-key", "x-api-key", "x-goog-api-key"]
+            .iter()
+            .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+            .unwrap_or("none")
+            .trim_start_matches("Bearer ")
+            .to_owned();
+        let half = format!("{}****{}", &key[..7], &key[key.len() - 4..]);
+        let said = format!("Incorrect API key provided: {key} ({half}). Check https://x/{key}");
+        let path = uri.path();
+        let body = if path.ends_with("/v1/messages") {
+            serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": said}})
+        } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
+            serde_json::json!({"error": {"code": 400, "message": said, "status": "INVALID_ARGUMENT",
+                "details": [{"@type": "type.googleapis.com/google.rpc.DebugInfo", "detail": key}]}})
+        } else {
+            serde_json::json!({"error": {"message": said, "type": "invalid_request_error",
+                "param": key, "code": key, "echo": key}})
+        };
+        axum::response::Response::builder()
+            .status(400)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap()
+    }
+    let app = axum::Router::new().fallback(refuse);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    origin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_error_bodies_that_echo_the_key_are_rebuilt_without_it() {
+    let upstream = sim_accepting("upstream", &[UPSTREAM_KEY]).await;
+    let echo = key_echoing_upstream().await;
+    let dir = workdir("echo");
+    let providers = format!(
+        "[providers.oai]\nbase_url = \"{echo}/v1\"\napi_key_env = \"UPSTREAM_KEY\"\n\
+         [providers.az]\nkind = \"azure_openai\"\nbase_url = \"{echo}\"\napi_version = \"2024-10-21\"\napi_key_env = \"UPSTREAM_KEY\"\n\
+         [providers.claude]\nkind = \"anthropic\"\nbase_url = \"{echo}\"\napi_key_env = \"UPSTREAM_KEY\"\n\
+         [providers.gem]\nkind = \"gemini\"\nbase_url = \"{echo}\"\napi_key_env = \"UPSTREAM_KEY\"\n\
+         [routes.r-openai]\ntargets = [{{ provider = \"oai\", model = \"gpt-4o\" }}]\n\
+         [routes.r-azure]\ntargets = [{{ provider = \"az\", model = \"gpt-4o\" }}]\n\
+         [routes.r-anthropic]\ntargets = [{{ provider = \"claude\", model = \"claude-sonnet-4-5\" }}]\n\
+         [routes.r-gemini]\ntargets = [{{ provider = \"gem\", model = \"gemini-2.5-flash\" }}]\n"
+    );
+    let config = config_file(&dir, &upstream.base_url(), &providers);
+    let secret = create_key(&config, "echoed", &[]);
+    let gw = serve(&config);
+    let mut written = String::new();
+    for route in ["r-openai", "r-azure", "r-anthropic", "r-gemini"] {
+        for stream in [false, true] {
+            let mut body = chat_body(stream);
+            body["model"] = route.into();
+            let reply = call(
+                &client(),
+                Method::POST,
+                &format!("{}/chat/completions", gw.base),
+                body.to_string(),
+                &[("authorization", &format!("Bearer {secret}"))],
+            )
+            .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{route}: {}",
+                reply.text()
+            );
+            let (message, kind, _) = reply.openai_error();
+            assert!(
+                message.contains("Incorrect API key provided"),
+                "{route}: {message}"
+            );
+            assert_eq!(kind, "invalid_request_error", "{route}");
+            assert!(
+                reply.json()["error"].get("echo").is_none(),
+                "{route}: rebuilt, not verbatim"
+            );
+            written += &reply.text();
+        }
+    }
+    written += &gw.stop();
+    for file in ["store.db", "store.db-wal"] {
+        if let Ok(bytes) = std::fs::read(dir.join(file)) {
+            written += &String::from_utf8_lossy(&bytes);
+        }
+    }
+    assert!(
+        written.contains("Incorrect API key provided"),
+        "the scan saw the errors"
+    );
+    assert!(
+        !written.contains(UPSTREAM_KEY),
+        "the upstream key leaked: {written}"
+    );
+    assert!(
+        !written.contains("sk-upst"),
+        "a masked form of the key leaked: {written}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keys_limit_holds_across_two_gateways_sharing_redis() {
     let upstream = sim_accepting("upstream", &[UPSTREAM_KEY]).await;

@@ -14,7 +14,11 @@ fn breaker(extra: &str) -> String {
 async fn open_breaker_shows_as_degraded_with_an_ongoing_incident() {
     let primary = sim("primary").await;
     let secondary = sim("secondary").await;
-    let gw = gateway(&[&primary, &secondary], &breaker("")).await;
+    let gw = gateway(
+        &[&primary, &secondary],
+        &breaker("[server]\npublic_status = false\n"),
+    )
+    .await;
     let client = client();
     let base = format!("http://{}", gw.addr());
     for _ in 0..5 {
@@ -108,7 +112,8 @@ async fn public_status_hides_targets() {
     let secondary = sim("secondary").await;
     let gw = gateway(
         &[&primary, &secondary],
-        &breaker("[server]\npublic_status = true\n"),
+        // The default.
+        &breaker(""),
     )
     .await;
     let client = client();

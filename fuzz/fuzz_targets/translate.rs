@@ -44,7 +44,10 @@ fn events(payload: &[u8]) -> Vec<Vec<u8>> {
 
 fn complete_events(out: &[Bytes], what: &str) {
     for event in out {
-        assert!(event.ends_with(b"\n\n"), "{what} emitted a partial event: {event:?}");
+        assert!(
+            event.ends_with(b"\n\n"),
+            "{what} emitted a partial event: {event:?}"
+        );
     }
 }
 
@@ -73,7 +76,10 @@ fuzz_target!(|data: &[u8]| {
         }
         3 => {
             let _ = anthropic::classify_error(400, payload);
-            json(&anthropic::error_to_openai(400, payload), "anthropic::error_to_openai");
+            json(
+                &anthropic::error_to_openai(400, payload),
+                "anthropic::error_to_openai",
+            );
         }
         4 => {
             if let Ok(body) = gemini::translate_request(payload) {
@@ -93,7 +99,10 @@ fuzz_target!(|data: &[u8]| {
             }
             complete_events(&out, "GeminiStream");
             let _ = gemini::classify_error(429, payload);
-            json(&gemini::error_to_openai(429, payload), "gemini::error_to_openai");
+            json(
+                &gemini::error_to_openai(429, payload),
+                "gemini::error_to_openai",
+            );
         }
         7 => {
             if let Ok(body) = inbound::request_to_openai(payload) {
@@ -104,7 +113,10 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(body) = inbound::response_from_openai(payload) {
                 json(&body, "inbound::response_from_openai");
             }
-            json(&inbound::error_from_openai(502, payload), "inbound::error_from_openai");
+            json(
+                &inbound::error_from_openai(502, payload),
+                "inbound::error_from_openai",
+            );
         }
         _ => {
             let mut stream = inbound::ToAnthropicStream::new("chat-default");

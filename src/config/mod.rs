@@ -5,6 +5,7 @@
 
 pub mod prices;
 pub mod raw;
+mod restart;
 
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::{Backoff, Jitter};
@@ -88,6 +89,8 @@ pub struct AdminSettings {
     pub key: Option<AdminKey>,
     /// A separate listener for the admin API; `None`: the main one.
     pub listen: Option<SocketAddr>,
+    /// `/metrics` without the admin key even when one is set.
+    pub metrics_public: bool,
 }
 
 /// The admin API credential. `Debug` never shows it.
@@ -128,6 +131,11 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// Largest request head accepted (HTTP/1 and HTTP/2); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Client connections served at once (HTTP/1 or HTTP/2); one more is
+    /// answered 503 `overloaded` and closed.
+    pub max_connections: u32,
     pub region: Option<String>,
     pub watch_config: bool,
     pub public_status: bool,
@@ -222,6 +230,13 @@ impl ApiKey {
 
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
+    }
+
+    /// The credential itself (without `Bearer `), to mask it wherever
+    /// upstream text echoes it.
+    pub fn secret_bytes(&self) -> &[u8] {
+        let bytes = self.0.as_bytes();
+        bytes.strip_prefix(b"Bearer ").unwrap_or(bytes)
     }
 }
 
@@ -440,6 +455,37 @@ pub struct RetryPolicy {
     pub backoff: Backoff,
     /// Longest upstream `Retry-After` worth waiting for; longer means fail over.
     pub max_retry_after: Duration,
+    pub on_timeout: OnTimeout,
+}
+
+/// What follows an attempt that timed out (no first byte or first content in
+/// time, or a body that went silent): the upstream may be hung, or may be
+/// running the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// Fail over at once: a hung upstream seldom answers a second time, and
+    /// each retry costs the client another `first_byte`.
+    NextTarget,
+    /// Retry the same target with backoff first (a single-target route, or
+    /// an upstream known to stall only now and then).
+    SameTarget,
+    /// Never resend: the upstream may already be doing (and billing) the work.
+    Stop,
+}
+
+impl std::str::FromStr for OnTimeout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "next_target" => Ok(OnTimeout::NextTarget),
+            "same_target" => Ok(OnTimeout::SameTarget),
+            "stop" => Ok(OnTimeout::Stop),
+            other => Err(format!(
+                "unknown value {other:?}: expected next_target, same_target or stop"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -632,6 +678,25 @@ impl Issues {
     }
 }
 
+/// Each client connection may need an upstream one too: 10 000 of each
+/// stays within a 32 768 open-file limit with room for the rest.
+const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+
+/// `server.max_header_bytes`: 1 KiB to 1 MiB, default 32 KiB.
+fn max_header_bytes(issues: &mut Issues, raw: Option<&RawSize>) -> usize {
+    const DEFAULT: usize = 32 << 10;
+    let n = issues.size("server.max_header_bytes", raw, DEFAULT);
+    if (1 << 10..=1 << 20).contains(&n) {
+        return n;
+    }
+    issues.hint(
+        "server.max_header_bytes",
+        format!("{n} bytes is outside 1KiB..=1MiB"),
+        "the default 32KiB fits every SDK's headers",
+    );
+    DEFAULT
+}
+
 fn parse_size(text: &str) -> Option<usize> {
     let text = text.trim();
     let split = text
@@ -656,6 +721,7 @@ const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
     max_attempts_per_target: 2,
     backoff: Backoff::DEFAULT,
     max_retry_after: Duration::from_secs(5),
+    on_timeout: OnTimeout::NextTarget,
 };
 
 fn resolve_retry(
@@ -713,10 +779,19 @@ fn resolve_retry(
         raw.max_retry_after.as_ref(),
         inherited.max_retry_after,
     );
+    let on_timeout = match raw.on_timeout.as_deref().map(str::parse::<OnTimeout>) {
+        None => inherited.on_timeout,
+        Some(Ok(o)) => o,
+        Some(Err(e)) => {
+            issues.push(format!("{path}.on_timeout"), e);
+            inherited.on_timeout
+        }
+    };
     RetryPolicy {
         max_attempts_per_target: attempts,
         backoff,
         max_retry_after,
+        on_timeout,
     }
 }
 
@@ -806,6 +881,11 @@ fn resolve_breaker(
         raw.open_max.as_ref(),
         p.open_max,
     );
+    if raw.open_max.is_none() && raw.open_base.is_some() {
+        // An open_base set past the inherited open_max: the operator asked
+        // for long open times and did not think of the cap.
+        p.open_max = p.open_max.max(p.open_base);
+    }
     if p.open_max < p.open_base {
         issues.push(
             format!("{path}.open_max"),
@@ -1010,7 +1090,11 @@ fn resolve_admin(
             "set [admin] key_env as well",
         );
     }
-    AdminSettings { key, listen }
+    AdminSettings {
+        key,
+        listen,
+        metrics_public: raw.metrics_public.unwrap_or(false),
+    }
 }
 
 fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
@@ -1054,11 +1138,24 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             raw.server.body_read_timeout.as_ref(),
             Duration::from_secs(60),
         ),
+        max_header_bytes: max_header_bytes(&mut issues, raw.server.max_header_bytes.as_ref()),
+        max_connections: match raw.server.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n @ 1..=1_000_000) => n,
+            Some(n) => {
+                issues.push(
+                    "server.max_connections",
+                    format!("{n} is outside 1..=1000000"),
+                );
+                DEFAULT_MAX_CONNECTIONS
+            }
+        },
         region: env("SWITCHYARD_REGION")
             .filter(|r| !r.is_empty())
             .or_else(|| raw.server.region.clone()),
         watch_config: raw.server.watch_config.unwrap_or(true),
-        public_status: raw.server.public_status.unwrap_or(false),
+        // Target names (and pooled key names) only for who asks for them.
+        public_status: raw.server.public_status.unwrap_or(true),
         auth: match raw.server.auth.as_deref() {
             None | Some("keys") => AuthMode::Keys,
             Some("none") => AuthMode::None,
@@ -1515,10 +1612,8 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
     for (i, url) in raw.alerts.webhooks.iter().enumerate() {
         match url.parse::<Uri>() {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) => webhooks.push(u),
-            _ => issues.push(
-                format!("alerts.webhooks[{i}]"),
-                format!("invalid URL \"{url}\""),
-            ),
+            // Not quoted back: a webhook URL may carry a token.
+            _ => issues.push(format!("alerts.webhooks[{i}]"), "not an http or https URL"),
         }
     }
     let cost_regression_ratio = raw.alerts.cost_regression_ratio.filter(|r| {

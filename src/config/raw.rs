@@ -66,6 +66,9 @@ pub struct RawAdmin {
     pub key_env: Option<String>,
     /// Serve the admin API on this address instead of the main listener.
     pub listen: Option<String>,
+    /// Serve `/metrics` without the admin key even when one is set (default
+    /// false: the metrics carry key names and spend per key).
+    pub metrics_public: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -136,6 +139,11 @@ pub struct RawServer {
     /// of HTTP/1 keep-alive connections, and how long an HTTP/2 client may
     /// leave a ping unanswered.
     pub header_read_timeout: Option<String>,
+    /// Largest request head (request line and headers) accepted; larger
+    /// gets 431. Default 32 KiB.
+    pub max_header_bytes: Option<RawSize>,
+    /// Client connections served at once; more are refused with a 503.
+    pub max_connections: Option<u32>,
     /// How long a client may take to send a request's body once its head
     /// arrived (slow-body guard).
     pub body_read_timeout: Option<String>,
@@ -203,6 +211,8 @@ pub struct RawRetry {
     pub max_backoff: Option<String>,
     pub jitter: Option<String>,
     pub max_retry_after: Option<String>,
+    /// `next_target` (default), `same_target` or `stop`: see `OnTimeout`.
+    pub on_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -481,3 +481,63 @@ fn admin_key_problems_name_the_key_path() {
     .unwrap_err();
     assert_eq!(e.0[0].path, "admin.listen");
 }
+
+#[test]
+fn on_timeout_defaults_to_next_target_and_is_validated() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    let config = Config::from_toml(base, |_| None).unwrap();
+    let r = config.route("r").unwrap();
+    assert_eq!(r.retry.on_timeout, OnTimeout::NextTarget);
+    let text = format!("{base}[routes.r.retry]\non_timeout = \"same_target\"\n");
+    let config = Config::from_toml(&text, |_| None).unwrap();
+    assert_eq!(
+        config.route("r").unwrap().retry.on_timeout,
+        OnTimeout::SameTarget
+    );
+    let errs = errors(&format!(
+        "{base}[routes.r.retry]\non_timeout = \"sometimes\"\n"
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("routes.r.retry.on_timeout:"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].contains("next_target, same_target or stop"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn an_open_base_past_the_default_open_max_raises_it() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    let config = Config::from_toml(base, |_| None).unwrap();
+    assert_eq!(
+        config.route("r").unwrap().breaker.open_max,
+        Duration::from_secs(30)
+    );
+    let text = format!("[defaults.breaker]\nopen_base = \"60s\"\n{base}");
+    let config = Config::from_toml(&text, |_| None).unwrap();
+    assert_eq!(
+        config.route("r").unwrap().breaker.open_max,
+        Duration::from_secs(60)
+    );
+    let errs = errors(&format!(
+        "[defaults.breaker]\nopen_base = \"60s\"\nopen_max = \"10s\"\n{base}"
+    ));
+    assert!(
+        errs[0].starts_with("defaults.breaker.open_max:"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn max_header_bytes_is_bounded() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    let config = Config::from_toml(base, |_| None).unwrap();
+    assert_eq!(config.server.max_header_bytes, 32 << 10);
+    let errs = errors(&format!("[server]\nmax_header_bytes = \"10MiB\"\n{base}"));
+    assert!(errs[0].starts_with("server.max_header_bytes:"), "{errs:?}");
+}

@@ -1626,7 +1626,8 @@ fn openai_error(status: Option<u16>, kind: &str, message: &str) -> OpenAiError<'
             None => "anthropic: upstream error in the stream".to_owned(),
         }
     } else {
-        format!("anthropic: {}", truncate(message, MAX_ERROR_MESSAGE_BYTES))
+        let message = truncate(message, MAX_ERROR_MESSAGE_BYTES);
+        format!("anthropic: {}", super::redact::key_shaped(message))
     };
     OpenAiError::new(message, openai_kind, code)
 }

@@ -86,8 +86,8 @@ impl Provider for AzureOpenAi {
         classify_openai_error(status, body)
     }
 
-    fn error_to_openai(&self, _status: StatusCode, body: Bytes) -> Bytes {
-        body
+    fn error_to_openai(&self, status: StatusCode, body: Bytes) -> Bytes {
+        super::openai::rebuild_openai_error("azure_openai", status, &body)
     }
 }
 

@@ -2049,6 +2049,24 @@ impl GeminiError<'_> {
         })
     }
 
+    /// Whether the message names a resource a request refers to (an
+    /// uploaded file, a cached content, a tuned model, a corpus), as in
+    /// "You do not have permission to access the File abc or it may not
+    /// exist." Key- and project-level denials name the project or API.
+    fn names_request_resource(&self) -> bool {
+        const RESOURCES: [&str; 6] = [
+            "the File ",
+            "files/",
+            "cachedContents/",
+            "CachedContent",
+            "tunedModels/",
+            "corpora/",
+        ];
+        self.message
+            .as_deref()
+            .is_some_and(|m| RESOURCES.iter().any(|r| m.contains(r)))
+    }
+
     /// "The input token count (N) exceeds the maximum number of tokens
     /// allowed (M)."
     fn context_too_long(&self, status: Status) -> bool {
@@ -2075,6 +2093,11 @@ fn parse_error(body: &[u8]) -> Option<GeminiError<'_>> {
 pub fn classify_error(status: u16, body: &[u8]) -> Option<FailureClass> {
     let error = parse_error(body)?;
     let kind = error.status(status);
+    if kind == Status::PermissionDenied && !error.key_rejected() && error.names_request_resource() {
+        // The request points at something this key cannot see (the
+        // client's file or cache): the key is fine, the request is not.
+        return Some(FailureClass::ClientError);
+    }
     if error.key_rejected() || matches!(kind, Status::Unauthenticated | Status::PermissionDenied) {
         return Some(FailureClass::UpstreamAuth);
     }
@@ -2133,7 +2156,13 @@ fn openai_error(error: &GeminiError<'_>, http_status: u16) -> OpenAiError<'stati
         .map(str::trim)
         .filter(|m| !m.is_empty())
     {
-        Some(message) => format!("gemini: {}", redact_api_keys(message)),
+        Some(message) => format!(
+            "gemini: {}",
+            super::redact::key_shaped(super::redact::truncate(
+                message,
+                super::redact::MAX_MESSAGE_BYTES
+            ))
+        ),
         None if http_status == 0 => format!("gemini: error in stream (status {})", status.as_str()),
         None => generic_message(http_status),
     };
@@ -2152,25 +2181,6 @@ fn generic_message(status: u16) -> String {
         Some(reason) => format!("gemini: upstream error (HTTP {status} {reason})"),
         None => format!("gemini: upstream error (HTTP {status})"),
     }
-}
-
-/// Google API keys are `AIza` and 35 more characters. Gemini's messages do
-/// not normally quote the key, but an error body must never carry one to a
-/// client, so any key-shaped token is masked.
-fn redact_api_keys(message: &str) -> Cow<'_, str> {
-    if !message.contains("AIza") {
-        return Cow::Borrowed(message);
-    }
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some((before, after)) = rest.split_once("AIza") {
-        out.push_str(before);
-        out.push_str("[redacted]");
-        rest =
-            after.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    }
-    out.push_str(rest);
-    Cow::Owned(out)
 }
 
 /// Gemini error body → OpenAI error body `{"error":{"message","type","code"}}`.
@@ -3069,6 +3079,24 @@ mod tests {
                 ),
                 "permission_error",
                 Some(FailureClass::UpstreamAuth),
+            ),
+            (
+                403,
+                body(
+                    "PERMISSION_DENIED",
+                    "You do not have permission to access the File abc123 or it may not exist.",
+                ),
+                "permission_error",
+                Some(FailureClass::ClientError),
+            ),
+            (
+                403,
+                body(
+                    "PERMISSION_DENIED",
+                    "CachedContent not found (or permission denied)",
+                ),
+                "permission_error",
+                Some(FailureClass::ClientError),
             ),
             (
                 401,

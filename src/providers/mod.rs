@@ -11,6 +11,7 @@ pub mod azure;
 pub mod client;
 pub mod gemini;
 pub mod openai;
+pub mod redact;
 pub mod taxonomy;
 
 pub use client::HttpClient;

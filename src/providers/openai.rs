@@ -1,6 +1,7 @@
 //! OpenAI-compatible upstreams (OpenAI, Groq, Together, vLLM, Ollama …): the
 //! client's body is forwarded with only `model` rewritten; auth is a bearer
-//! token; errors are already in OpenAI's shape.
+//! token; errors come in OpenAI's shape, and are rebuilt from their fields
+//! (never passed on verbatim: they may echo the key).
 
 use super::{Provider, Urls};
 use crate::api::{Endpoint, InspectedBody};
@@ -55,9 +56,70 @@ impl Provider for OpenAi {
         classify_openai_error(status, body)
     }
 
-    fn error_to_openai(&self, _status: StatusCode, body: Bytes) -> Bytes {
-        body
+    fn error_to_openai(&self, status: StatusCode, body: Bytes) -> Bytes {
+        rebuild_openai_error("openai", status, &body)
     }
+}
+
+/// An OpenAI-shaped upstream error rebuilt from its parsed `message`,
+/// `type`, `param` and `code` (key-shaped text masked, the message cut at
+/// `redact::MAX_MESSAGE_BYTES`); a body that is not one gets a message made
+/// from the status alone. Nothing else of the upstream body is kept.
+pub(crate) fn rebuild_openai_error(provider: &str, status: StatusCode, body: &[u8]) -> Bytes {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: Fields,
+    }
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(rename = "type", default)]
+        kind: Option<String>,
+        #[serde(default)]
+        param: Option<String>,
+        #[serde(default)]
+        code: Option<serde_json::Value>,
+    }
+    let fallback_kind = match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    };
+    let Ok(Envelope { error }) = serde_json::from_slice::<Envelope>(body) else {
+        let reason = status.canonical_reason().unwrap_or("error");
+        let message = format!(
+            "{provider}: upstream error (HTTP {} {reason})",
+            status.as_u16()
+        );
+        return crate::api::error_body(&message, fallback_kind, None);
+    };
+    let clean = |s: &str| -> String {
+        let s = super::redact::truncate(s, super::redact::MAX_MESSAGE_BYTES);
+        super::redact::key_shaped(s).into_owned()
+    };
+    let message = error
+        .message
+        .as_deref()
+        .map(clean)
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| format!("{provider}: upstream error (HTTP {})", status.as_u16()));
+    let kind = error.kind.as_deref().map(clean);
+    let code = match error.code {
+        Some(serde_json::Value::String(code)) => Some(clean(&code)),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let param = error.param.as_deref().map(clean);
+    crate::api::error_body_with_param(
+        &message,
+        kind.as_deref().unwrap_or(fallback_kind),
+        param.as_deref(),
+        code.as_deref(),
+    )
 }
 
 /// OpenAI (and Azure) say a prompt is too long with a 400 whose error code

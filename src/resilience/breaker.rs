@@ -6,8 +6,11 @@
 //!
 //! - Trips on a failure ratio over a rolling window (with a minimum volume)
 //!   or on N consecutive failures.
-//! - Stays open for `open_base * open_factor^(trips-1)`, capped, and never
-//!   less than an upstream `Retry-After` still in force.
+//! - Stays open for `open_base * open_factor^(trips-1)`, capped at
+//!   `open_max`, and never less than an upstream `Retry-After` still in
+//!   force. The growth is forgotten only once the target has stayed closed
+//!   for `open_max`: a flapping target keeps its long open time, a recovered
+//!   one starts again from `open_base`.
 //! - Half-open admits a bounded number of probes; enough successes close it,
 //!   one failure re-opens it with the next, longer, duration.
 //! - After closing, traffic ramps back over `slow_start` instead of jumping
@@ -45,7 +48,9 @@ impl Default for BreakerPolicy {
             consecutive_failures: 5,
             open_base: Duration::from_secs(5),
             open_factor: 2.0,
-            open_max: Duration::from_secs(120),
+            // Short enough that a recovered primary gets a probe within
+            // 30 s; see the README's resilience section for the trade-off.
+            open_max: Duration::from_secs(30),
             half_open_probes: 1,
             close_after: 2,
             slow_start: Duration::from_secs(10),
@@ -152,7 +157,8 @@ pub struct Breaker {
     state: State,
     window: Window,
     consecutive: u32,
-    /// Trips since the breaker last stayed closed; drives the open duration.
+    /// Trips since the breaker last stayed closed for `open_max`; drives the
+    /// open duration.
     trips: u32,
     opened_at: Option<Instant>,
     /// Open: when a probe may go. Half-open: unused.
@@ -198,12 +204,18 @@ impl Breaker {
         }
     }
 
-    /// Keeps the state and counts; adopts a new policy (hot reload).
-    pub fn set_policy(&mut self, policy: BreakerPolicy) {
+    /// Keeps the state and counts; adopts a new policy (hot reload). Waits
+    /// already in force are re-derived: none lasts past `now + open_max`.
+    pub fn set_policy(&mut self, policy: BreakerPolicy, now: Instant) {
         if policy.window != self.policy.window {
             self.window = Window::new(policy.window, self.window.head_start);
         }
         self.policy = policy;
+        let latest = now + policy.open_max;
+        self.retry_after_until = self.retry_after_until.map(|u| u.min(latest));
+        if self.state == State::Open {
+            self.probe_at = self.probe_at.min(latest);
+        }
     }
 
     pub fn state(&self) -> State {
@@ -265,7 +277,8 @@ impl Breaker {
         retry_after: Option<Duration>,
     ) -> Option<Transition> {
         if let Some(wait) = retry_after {
-            let until = now + wait;
+            // Parsed hints are capped already; this holds for any caller.
+            let until = now + wait.min(self.policy.open_max);
             self.retry_after_until = Some(self.retry_after_until.map_or(until, |u| u.max(until)));
         }
         if probe {
@@ -296,6 +309,10 @@ impl Breaker {
 
     fn open(&mut self, now: Instant) -> Transition {
         let from = self.state;
+        let healthy_since = self.closed_at.filter(|_| from == State::Closed);
+        if healthy_since.is_some_and(|c| now.saturating_duration_since(c) >= self.policy.open_max) {
+            self.trips = 0;
+        }
         self.trips += 1;
         let factor = self
             .policy
@@ -327,7 +344,7 @@ impl Breaker {
 
     fn close(&mut self, now: Instant) -> Transition {
         self.state = State::Closed;
-        self.trips = 0;
+        // `trips` is kept: see `open`.
         self.closed_at = Some(now);
         self.opened_at = None;
         self.retry_after_until = None;
@@ -507,13 +524,110 @@ mod tests {
         );
     }
 
+    /// With the default policy, a 60 s outage followed by health: the open
+    /// time never exceeds 30 s, so the recovered target is probed (and
+    /// closed, with `close_after` successes in a row) within 30 s.
+    #[tokio::test(start_paused = true)]
+    async fn defaults_bring_a_recovered_target_back_within_30_s() {
+        let policy = BreakerPolicy::default();
+        assert_eq!(policy.open_max, secs(30.0));
+        let t0 = Instant::now();
+        let recovered = t0 + secs(60.0);
+        let mut b = Breaker::new(policy, t0);
+        trip(&mut b, t0);
+        let mut durations = Vec::new();
+        let mut opened = t0;
+        loop {
+            let probe_at = b.next_probe().unwrap();
+            durations.push(probe_at - opened);
+            assert_eq!(b.admit(probe_at), Admission::Probe);
+            if probe_at >= recovered {
+                assert!(
+                    probe_at - recovered <= secs(30.0),
+                    "first probe {:?} after recovery",
+                    probe_at - recovered
+                );
+                b.on_success(probe_at, true);
+                assert_eq!(b.admit(probe_at), Admission::Probe);
+                b.on_success(probe_at, true);
+                break;
+            }
+            b.on_failure(probe_at, true, None);
+            opened = probe_at;
+        }
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(
+            durations,
+            vec![secs(5.0), secs(10.0), secs(20.0), secs(30.0)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_time_growth_is_forgotten_only_after_a_healthy_period() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        let close = |b: &mut Breaker, now: Instant| {
+            for _ in 0..policy().close_after {
+                assert_eq!(b.admit(now), Admission::Probe);
+                b.on_success(now, true);
+            }
+            assert_eq!(b.state(), State::Closed);
+        };
+        trip(&mut b, t0); // open 1 s
+        let mut now = b.next_probe().unwrap();
+        assert_eq!(b.admit(now), Admission::Probe);
+        b.on_failure(now, true, None); // open 2 s
+        now = b.next_probe().unwrap();
+        close(&mut b, now);
+        // Flapping: it fails again right after closing and opens for 4 s.
+        now += secs(1.0);
+        trip(&mut b, now);
+        assert_eq!(b.next_probe(), Some(now + secs(4.0)));
+        now = b.next_probe().unwrap();
+        close(&mut b, now);
+        // Closed for open_max (5 s): the next trip starts from open_base.
+        now += policy().open_max;
+        trip(&mut b, now);
+        assert_eq!(b.next_probe(), Some(now + secs(1.0)));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn open_lasts_at_least_the_retry_after_in_force() {
         let t0 = Instant::now();
         let mut b = Breaker::new(policy(), t0);
-        b.on_failure(t0, false, Some(secs(30.0)));
+        b.on_failure(t0, false, Some(secs(4.0)));
         trip(&mut b, t0);
-        assert_eq!(b.next_probe(), Some(t0 + secs(30.0)));
+        assert_eq!(b.next_probe(), Some(t0 + secs(4.0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_never_keeps_it_open_past_open_max() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        b.on_failure(t0, false, Some(Duration::from_secs(86_400 * 365)));
+        trip(&mut b, t0);
+        assert_eq!(b.next_probe(), Some(t0 + policy().open_max));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_rederives_the_waits_in_force() {
+        let t0 = Instant::now();
+        let long = BreakerPolicy {
+            open_base: secs(60.0),
+            open_max: secs(600.0),
+            ..policy()
+        };
+        let mut b = Breaker::new(long, t0);
+        b.on_failure(t0, false, Some(secs(500.0)));
+        trip(&mut b, t0);
+        assert_eq!(b.next_probe(), Some(t0 + secs(500.0)));
+        let later = t0 + secs(1.0);
+        b.set_policy(policy(), later);
+        assert_eq!(b.next_probe(), Some(later + policy().open_max));
+        assert_eq!(b.admit(later + secs(5.0)), Admission::Probe);
+        // The failed probe reopens without the old Retry-After's 500 s.
+        b.on_failure(later + secs(5.0), true, None);
+        assert!(b.next_probe().unwrap() <= later + secs(10.0));
     }
 
     #[tokio::test(start_paused = true)]

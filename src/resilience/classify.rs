@@ -24,6 +24,10 @@ pub enum FailureClass {
     /// says so in its own shape, see `providers`): never retried on the same
     /// target; a route may fail over to a target with a larger window.
     ContextLength,
+    /// The upstream answered, but its body cannot be used (larger than
+    /// `max_response_body`, or unreadable): it already did (and billed) the
+    /// work, so the request is not sent anywhere again; the client gets 502.
+    BadResponse,
 }
 
 impl FailureClass {
@@ -67,6 +71,7 @@ impl FailureClass {
             FailureClass::UpstreamAuth => "upstream_auth",
             FailureClass::ClientError => "client_error",
             FailureClass::ContextLength => "context_length",
+            FailureClass::BadResponse => "bad_response",
         }
     }
 }
@@ -87,35 +92,149 @@ pub enum TimeoutKind {
     Total,
 }
 
+/// Which part of the connection failed, as far as the error chain tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    Dns,
+    ConnectRefused,
+    ConnectTimeout,
+    /// Another failure to connect.
+    Connect,
+    Tls,
+    /// Reset, closed or aborted by the peer (or the network).
+    Reset,
+    /// Any other I/O or protocol error.
+    Other,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Dns => "dns",
+            TransportKind::ConnectRefused => "connect_refused",
+            TransportKind::ConnectTimeout => "connect_timeout",
+            TransportKind::Connect => "connect",
+            TransportKind::Tls => "tls",
+            TransportKind::Reset => "reset",
+            TransportKind::Other => "io",
+        }
+    }
+
+    /// Reads the kind from an error chain (hyper, hyper-util's connector,
+    /// rustls, std I/O). `connecting`: the error came before a connection
+    /// was made, so an unrecognised one is still a connect failure.
+    pub fn of(error: &(dyn std::error::Error + 'static), connecting: bool) -> TransportKind {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(kind) = Self::of_one(e) {
+                return kind;
+            }
+            next = e.source();
+        }
+        if connecting {
+            TransportKind::Connect
+        } else {
+            TransportKind::Other
+        }
+    }
+
+    fn of_one(e: &(dyn std::error::Error + 'static)) -> Option<TransportKind> {
+        if e.is::<rustls::Error>() {
+            return Some(TransportKind::Tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // rustls errors travel inside (possibly nested) io::Errors,
+            // whose `source()` skips the wrapped error itself.
+            if let Some(kind) = io.get_ref().and_then(|inner| Self::of_one(inner)) {
+                return Some(kind);
+            }
+            use std::io::ErrorKind::*;
+            return match io.kind() {
+                ConnectionRefused => Some(TransportKind::ConnectRefused),
+                TimedOut => Some(TransportKind::ConnectTimeout),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                    Some(TransportKind::Reset)
+                }
+                _ => None,
+            };
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return Some(TransportKind::Reset);
+            }
+        }
+        // hyper-util's connector names a failed lookup only in its message.
+        e.to_string()
+            .starts_with("dns error")
+            .then_some(TransportKind::Dns)
+    }
+}
+
 /// What went wrong in one attempt, described without any secret: upstream
 /// error bodies are not kept because some providers echo (masked) keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureCause {
     Status(StatusCode),
-    Connect,
-    Io,
+    /// The connection could not be made, or broke.
+    Transport(TransportKind),
     Timeout(TimeoutKind),
     /// An error event inside a 200 stream before any content.
     StreamError,
     /// The stream ended before it produced any content.
     EmptyStream,
     ResponseTooLarge,
+    /// A stream event longer than `streaming::sse::MAX_EVENT_BYTES` (an
+    /// upstream fault: the attempt fails over like any transient one).
+    EventTooLarge,
+    /// More than 1 MiB of stream preamble (pings, role chunks) before any
+    /// content.
+    PreambleTooLarge,
     /// A success body the provider's translator could not read.
     Unreadable,
+}
+
+impl FailureCause {
+    /// A low-cardinality name for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FailureCause::Status(_) => "status",
+            FailureCause::Transport(kind) => kind.as_str(),
+            FailureCause::Timeout(TimeoutKind::FirstByte) => "timeout_first_byte",
+            FailureCause::Timeout(TimeoutKind::Idle) => "timeout_idle",
+            FailureCause::Timeout(TimeoutKind::Total) => "timeout_total",
+            FailureCause::StreamError => "stream_error",
+            FailureCause::EmptyStream => "empty_stream",
+            FailureCause::ResponseTooLarge => "response_too_large",
+            FailureCause::EventTooLarge => "event_too_large",
+            FailureCause::PreambleTooLarge => "preamble_too_large",
+            FailureCause::Unreadable => "unreadable",
+        }
+    }
 }
 
 impl fmt::Display for FailureCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FailureCause::Status(s) => write!(f, "status {}", s.as_u16()),
-            FailureCause::Connect => f.write_str("connect error"),
-            FailureCause::Io => f.write_str("connection error"),
+            FailureCause::Transport(TransportKind::Dns) => f.write_str("DNS lookup failed"),
+            FailureCause::Transport(TransportKind::ConnectRefused) => {
+                f.write_str("connection refused")
+            }
+            FailureCause::Transport(TransportKind::ConnectTimeout) => {
+                f.write_str("connect timeout")
+            }
+            FailureCause::Transport(TransportKind::Connect) => f.write_str("connect error"),
+            FailureCause::Transport(TransportKind::Tls) => f.write_str("TLS error"),
+            FailureCause::Transport(TransportKind::Reset) => f.write_str("connection reset"),
+            FailureCause::Transport(TransportKind::Other) => f.write_str("connection error"),
             FailureCause::Timeout(TimeoutKind::FirstByte) => f.write_str("first-byte timeout"),
             FailureCause::Timeout(TimeoutKind::Idle) => f.write_str("idle timeout"),
             FailureCause::Timeout(TimeoutKind::Total) => f.write_str("total deadline"),
             FailureCause::StreamError => f.write_str("error event before content"),
             FailureCause::EmptyStream => f.write_str("stream ended before content"),
             FailureCause::ResponseTooLarge => f.write_str("response too large"),
+            FailureCause::EventTooLarge => f.write_str("stream event too large"),
+            FailureCause::PreambleTooLarge => f.write_str("too much stream before content"),
             FailureCause::Unreadable => f.write_str("unreadable response"),
         }
     }
@@ -137,6 +256,16 @@ impl AttemptFailure {
             class,
             cause: FailureCause::Status(status),
             retry_after,
+            rejection: None,
+        }
+    }
+
+    /// The upstream did the work but its answer cannot be used.
+    pub fn bad_response(cause: FailureCause) -> Self {
+        AttemptFailure {
+            class: FailureClass::BadResponse,
+            cause,
+            retry_after: None,
             rejection: None,
         }
     }
@@ -213,5 +342,47 @@ mod tests {
         assert!(!FailureClass::UpstreamAuth.retries_same_target());
         assert!(!FailureClass::ClientError.retries_same_target());
         assert!(!FailureClass::ContextLength.retries_same_target());
+        assert!(!FailureClass::BadResponse.retries_same_target());
+    }
+
+    #[test]
+    fn transport_kinds_are_read_from_the_error_chain() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind: ErrorKind| Error::new(kind, "x");
+        assert_eq!(
+            TransportKind::of(&io(ErrorKind::ConnectionRefused), true),
+            TransportKind::ConnectRefused
+        );
+        assert_eq!(
+            TransportKind::of(&io(ErrorKind::TimedOut), true),
+            TransportKind::ConnectTimeout
+        );
+        assert_eq!(
+            TransportKind::of(&io(ErrorKind::ConnectionReset), false),
+            TransportKind::Reset
+        );
+        let tls = Error::new(
+            ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+        );
+        assert_eq!(TransportKind::of(&tls, true), TransportKind::Tls);
+        #[derive(Debug)]
+        struct Dns(Error);
+        impl fmt::Display for Dns {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("dns error")
+            }
+        }
+        impl std::error::Error for Dns {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let dns = Dns(io(ErrorKind::Other));
+        assert_eq!(TransportKind::of(&dns, true), TransportKind::Dns);
+        assert_eq!(
+            TransportKind::of(&io(ErrorKind::Other), false),
+            TransportKind::Other
+        );
     }
 }

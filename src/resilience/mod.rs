@@ -9,4 +9,4 @@ pub mod classify;
 pub mod retry_after;
 
 pub use backoff::{Backoff, Jitter};
-pub use classify::{AttemptFailure, FailureCause, FailureClass, TimeoutKind};
+pub use classify::{AttemptFailure, FailureCause, FailureClass, TimeoutKind, TransportKind};

@@ -1,5 +1,8 @@
-//! Parsing of upstream `Retry-After` hints. Only parses; the caller decides
-//! whether the wait fits its deadline and cap.
+//! Parsing of upstream `Retry-After` hints. Every form (milliseconds,
+//! seconds, HTTP date, the providers' reset headers) comes out capped at the
+//! caller's `cap` (the breaker's `open_max`): a far-future date must not
+//! keep a target away practically forever. The caller decides whether the
+//! wait fits its deadline.
 
 use http::HeaderMap;
 use std::time::{Duration, SystemTime};
@@ -7,20 +10,21 @@ use std::time::{Duration, SystemTime};
 /// For a 429: `Retry-After` as [`parse`] reads it, else the providers'
 /// rate-limit reset headers (see [`reset_headers`]). Other failures ignore
 /// those headers (OpenAI sends them on every response).
-pub fn parse_rate_limited(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    parse(headers, now).or_else(|| reset_headers(headers, now))
+pub fn parse_rate_limited(headers: &HeaderMap, now: SystemTime, cap: Duration) -> Option<Duration> {
+    parse(headers, now, cap).or_else(|| reset_headers(headers, now, cap))
 }
 
 /// Reads `retry-after-ms` (milliseconds, used by OpenAI and Azure) first, then
 /// `Retry-After` as delta-seconds (fractions accepted) or an HTTP-date.
-pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub fn parse(headers: &HeaderMap, now: SystemTime, cap: Duration) -> Option<Duration> {
     if let Some(ms) = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|ms| ms.is_finite() && *ms >= 0.0)
     {
-        return Some(Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0));
+        if let Some(wait) = seconds(ms / 1000.0, cap) {
+            return Some(wait);
+        }
     }
     let value = headers
         .get(http::header::RETRY_AFTER)?
@@ -28,11 +32,20 @@ pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         .ok()?
         .trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0)
-            .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+        return seconds(secs, cap);
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(until(at, now).min(cap))
+}
+
+/// A non-negative number of seconds as a wait of at most `cap`.
+fn seconds(secs: f64, cap: Duration) -> Option<Duration> {
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(cap.as_secs_f64())))
+}
+
+/// The wait until `at` ("now" for a time in the past).
+fn until(at: SystemTime, now: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or(Duration::ZERO)
 }
 
 /// The limits a provider says are exhausted, and when each resets: OpenAI's
@@ -41,7 +54,7 @@ pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 /// `anthropic-ratelimit-*-reset` (RFC 3339) paired with `…-remaining`.
 /// The wait is the latest reset among exhausted limits, or the earliest
 /// reset when none says it is exhausted.
-pub fn reset_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub fn reset_headers(headers: &HeaderMap, now: SystemTime, cap: Duration) -> Option<Duration> {
     let text = |name: &str| {
         headers
             .get(name)
@@ -67,13 +80,11 @@ pub fn reset_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         consider(
             text(&format!("anthropic-ratelimit-{limit}-reset"))
                 .and_then(rfc3339)
-                .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO)),
+                .map(|at| until(at, now)),
             text(&format!("anthropic-ratelimit-{limit}-remaining")),
         );
     }
-    exhausted
-        .or(earliest)
-        .map(|d| d.min(Duration::from_secs(86_400)))
+    exhausted.or(earliest).map(|d| d.min(cap))
 }
 
 /// Go's duration format as OpenAI writes it: `"1h2m3.5s"`, `"20ms"`.
@@ -103,7 +114,8 @@ fn go_duration(text: &str) -> Option<Duration> {
         total += value * scale;
         rest = rest.get(unit.len()..)?;
     }
-    (total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total.min(86_400.0)))
+    // Capped by the caller; this bound only keeps the conversion finite.
+    seconds(total, Duration::from_secs(u64::from(u32::MAX)))
 }
 
 /// `2026-11-25T16:20:40Z` or with fractional seconds / a `+00:00` offset.
@@ -167,21 +179,62 @@ mod tests {
         h
     }
 
+    const CAP: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn every_form_is_capped() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let cap = Duration::from_secs(30);
+        let forms: [&[(&'static str, &str)]; 6] = [
+            &[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")],
+            &[("retry-after", "86400")],
+            &[("retry-after", "1e300")],
+            &[("retry-after-ms", "99999999999")],
+            &[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "9999h"),
+            ],
+            &[("anthropic-ratelimit-requests-reset", "9999-12-31T23:59:59Z")],
+        ];
+        for form in forms {
+            assert_eq!(
+                parse_rate_limited(&headers(form), now, cap),
+                Some(cap),
+                "{form:?}"
+            );
+        }
+        assert_eq!(
+            parse(&headers(&[("retry-after", "2")]), now, cap),
+            Some(Duration::from_secs(2)),
+            "a wait under the cap is kept"
+        );
+        // A garbage ms value falls back to Retry-After.
+        assert_eq!(
+            parse(
+                &headers(&[("retry-after-ms", "soon"), ("retry-after", "3")]),
+                now,
+                cap
+            ),
+            Some(Duration::from_secs(3))
+        );
+    }
+
     #[test]
     fn seconds_fractions_and_ms() {
         let now = SystemTime::now();
         assert_eq!(
-            parse(&headers(&[("retry-after", "3")]), now),
+            parse(&headers(&[("retry-after", "3")]), now, CAP),
             Some(Duration::from_secs(3))
         );
         assert_eq!(
-            parse(&headers(&[("retry-after", "0.5")]), now),
+            parse(&headers(&[("retry-after", "0.5")]), now, CAP),
             Some(Duration::from_millis(500))
         );
         assert_eq!(
             parse(
                 &headers(&[("retry-after", "3"), ("retry-after-ms", "250")]),
-                now
+                now,
+                CAP
             ),
             Some(Duration::from_millis(250))
         );
@@ -193,7 +246,8 @@ mod tests {
         assert_eq!(
             parse(
                 &headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:10 GMT")]),
-                now
+                now,
+                CAP
             ),
             Some(Duration::from_secs(10))
         );
@@ -201,7 +255,8 @@ mod tests {
         assert_eq!(
             parse(
                 &headers(&[("retry-after", "Wed, 21 Oct 2015 07:27:00 GMT")]),
-                now
+                now,
+                CAP
             ),
             Some(Duration::ZERO)
         );
@@ -210,9 +265,9 @@ mod tests {
     #[test]
     fn garbage_and_negative_are_ignored() {
         let now = SystemTime::now();
-        assert_eq!(parse(&headers(&[("retry-after", "soon")]), now), None);
-        assert_eq!(parse(&headers(&[("retry-after", "-4")]), now), None);
-        assert_eq!(parse(&headers(&[]), now), None);
+        assert_eq!(parse(&headers(&[("retry-after", "soon")]), now, CAP), None);
+        assert_eq!(parse(&headers(&[("retry-after", "-4")]), now, CAP), None);
+        assert_eq!(parse(&headers(&[]), now, CAP), None);
     }
 
     #[test]
@@ -225,15 +280,18 @@ mod tests {
             ("x-ratelimit-remaining-tokens", "1200"),
             ("x-ratelimit-reset-tokens", "20ms"),
         ]);
-        assert_eq!(parse_rate_limited(&h, now), Some(Duration::from_secs(360)));
-        assert_eq!(parse(&h, now), None, "only for 429s");
+        assert_eq!(
+            parse_rate_limited(&h, now, CAP),
+            Some(Duration::from_secs(360))
+        );
+        assert_eq!(parse(&h, now, CAP), None, "only for 429s");
         // Nothing says exhausted: the earliest reset.
         let h = headers(&[
             ("x-ratelimit-reset-requests", "1.5s"),
             ("x-ratelimit-reset-tokens", "1m"),
         ]);
         assert_eq!(
-            parse_rate_limited(&h, now),
+            parse_rate_limited(&h, now, CAP),
             Some(Duration::from_millis(1500))
         );
         // Anthropic: RFC 3339 times; 2025-11-25T16:20:40Z is `now`.
@@ -245,16 +303,22 @@ mod tests {
                 "2025-11-25T16:20:41.500Z",
             ),
         ]);
-        assert_eq!(parse_rate_limited(&h, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_rate_limited(&h, now, CAP),
+            Some(Duration::from_secs(30))
+        );
         // Retry-After still comes first.
         let h = headers(&[("retry-after", "2"), ("x-ratelimit-reset-requests", "6m0s")]);
-        assert_eq!(parse_rate_limited(&h, now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_rate_limited(&h, now, CAP),
+            Some(Duration::from_secs(2))
+        );
         // Garbage is ignored.
         let h = headers(&[
             ("x-ratelimit-reset-requests", "soon"),
             ("anthropic-ratelimit-tokens-reset", "2025-13-01T00:00:00Z"),
         ]);
-        assert_eq!(parse_rate_limited(&h, now), None);
+        assert_eq!(parse_rate_limited(&h, now, CAP), None);
         assert_eq!(go_duration("1h2m3s"), Some(Duration::from_secs(3723)));
         assert_eq!(
             rfc3339("2025-11-25T17:20:40+01:00"),

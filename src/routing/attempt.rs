@@ -7,7 +7,9 @@ use super::health::AttemptGuard;
 use crate::api::Endpoint;
 use crate::config::{Target, Timeouts};
 use crate::providers::{self, HttpClient};
-use crate::resilience::{retry_after, AttemptFailure, FailureCause, FailureClass, TimeoutKind};
+use crate::resilience::{
+    retry_after, AttemptFailure, FailureCause, FailureClass, TimeoutKind, TransportKind,
+};
 use crate::streaming::events::{Dialect, UpstreamEvents};
 use crate::streaming::sse::EventKind;
 use bytes::{Bytes, BytesMut};
@@ -64,6 +66,8 @@ pub struct AttemptContext<'a> {
     pub request_id: &'a HeaderValue,
     pub timeouts: &'a Timeouts,
     pub max_response_body: usize,
+    /// The longest wait an upstream hint may impose (the breaker's `open_max`).
+    pub retry_after_cap: std::time::Duration,
 }
 
 /// `upstream` is the request in the target's format (see
@@ -96,12 +100,8 @@ pub async fn attempt(
             )))
         }
         Ok(Err(e)) => {
-            let cause = if e.is_connect() {
-                FailureCause::Connect
-            } else {
-                FailureCause::Io
-            };
-            return Err(AttemptFailure::transient(cause));
+            let kind = TransportKind::of(&e, e.is_connect());
+            return Err(AttemptFailure::transient(FailureCause::Transport(kind)));
         }
         Ok(Ok(r)) => r,
     };
@@ -109,9 +109,13 @@ pub async fn attempt(
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     if let Some(status_class) = FailureClass::from_status(status) {
         let retry_after = if status_class == FailureClass::RateLimited {
-            retry_after::parse_rate_limited(response.headers(), SystemTime::now())
+            retry_after::parse_rate_limited(
+                response.headers(),
+                SystemTime::now(),
+                ctx.retry_after_cap,
+            )
         } else {
-            retry_after::parse(response.headers(), SystemTime::now())
+            retry_after::parse(response.headers(), SystemTime::now(), ctx.retry_after_cap)
         };
         let limit = if status_class == FailureClass::ClientError {
             ctx.max_response_body
@@ -124,18 +128,23 @@ pub async fn attempt(
         let class = adapter
             .classify_error(status, &body)
             .unwrap_or(status_class);
+        // Rebuilt from the upstream's fields, never verbatim, and without
+        // the key this attempt sent, however the upstream quoted it.
+        let rebuilt = |body: Bytes| match &target.key {
+            Some(key) => providers::redact::known(
+                adapter.error_to_openai(status, body),
+                key.value.secret_bytes(),
+            ),
+            None => adapter.error_to_openai(status, body),
+        };
         return match class {
             FailureClass::ClientError => Ok(Served::Complete {
                 status,
-                content_type: if adapter.speaks_openai() {
-                    content_type
-                } else {
-                    Some(HeaderValue::from_static("application/json"))
-                },
-                body: adapter.error_to_openai(status, body),
+                content_type: Some(HeaderValue::from_static("application/json")),
+                body: rebuilt(body),
             }),
             FailureClass::ContextLength => Err(AttemptFailure {
-                rejection: Some(adapter.error_to_openai(status, body)),
+                rejection: Some(rebuilt(body)),
                 ..AttemptFailure::status(status, class, None)
             }),
             _ => Err(AttemptFailure::status(status, class, retry_after)),
@@ -170,7 +179,13 @@ pub async fn attempt(
             body,
         });
     }
-    let body = collect(response.into_body(), ctx.max_response_body, ctx.timeouts).await?;
+    let body = collect(response.into_body(), ctx.max_response_body, ctx.timeouts)
+        .await
+        .map_err(|failure| match failure.cause {
+            // The upstream did the work; asking again would pay for it twice.
+            FailureCause::ResponseTooLarge => AttemptFailure::bad_response(failure.cause),
+            _ => failure,
+        })?;
     if adapter.speaks_openai() {
         return Ok(Served::Complete {
             status,
@@ -184,7 +199,7 @@ pub async fn attempt(
             content_type: Some(HeaderValue::from_static("application/json")),
             body,
         }),
-        None => Err(AttemptFailure::transient(FailureCause::Unreadable)),
+        None => Err(AttemptFailure::bad_response(FailureCause::Unreadable)),
     }
 }
 
@@ -227,7 +242,7 @@ async fn collect(
                 )))
             }
             Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(AttemptFailure::transient(FailureCause::Io)),
+            Ok(Some(Err(e))) => return Err(body_error(&e)),
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else {
@@ -289,11 +304,14 @@ async fn first_content(
                 EventKind::Other => {
                     held_bytes += event.len();
                     if held_bytes > MAX_HELD_BEFORE_CONTENT {
-                        return Err(AttemptFailure::transient(FailureCause::ResponseTooLarge));
+                        return Err(AttemptFailure::transient(FailureCause::PreambleTooLarge));
                     }
                     held.push(event);
                 }
             }
+        }
+        if framer.overflowed() {
+            return Err(AttemptFailure::transient(FailureCause::EventTooLarge));
         }
         match timeout_at(deadline, body.frame()).await {
             Err(_) => {
@@ -302,7 +320,7 @@ async fn first_content(
                 )))
             }
             Ok(None) => return Err(AttemptFailure::transient(FailureCause::EmptyStream)),
-            Ok(Some(Err(_))) => return Err(AttemptFailure::transient(FailureCause::Io)),
+            Ok(Some(Err(e))) => return Err(body_error(&e)),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     framer.push(data);
@@ -310,4 +328,9 @@ async fn first_content(
             }
         }
     }
+}
+
+/// A body that broke off while being read.
+fn body_error(e: &hyper::Error) -> AttemptFailure {
+    AttemptFailure::transient(FailureCause::Transport(TransportKind::of(e, false)))
 }

@@ -140,7 +140,8 @@ pub struct TargetHealth {
     first_bytes: Mutex<Ring>,
     pub attempts: AtomicU64,
     pub failures: AtomicU64,
-    /// A pooled upstream key rate limited until then (its Retry-After).
+    /// Cooling until then after an upstream `Retry-After` (a pooled key's
+    /// 429 without one cools it briefly too): every request skips it.
     cooled_until: Mutex<Option<Instant>>,
     /// A pooled upstream key the provider refused (401/403): out of use
     /// until the config is reloaded.
@@ -181,12 +182,18 @@ impl TargetHealth {
         }
     }
 
-    /// Keeps requests away until `until` (a pooled key's 429).
+    /// Keeps every request away until `until` (an upstream Retry-After).
     pub fn cool_until(&self, until: Instant) {
         let mut cooled = lock(&self.cooled_until);
         if cooled.is_none_or(|t| t < until) {
             *cooled = Some(until);
         }
+    }
+
+    /// A reload re-derives cooling: no key stays cooled past `latest`.
+    fn cap_cooling(&self, latest: Instant) {
+        let mut cooled = lock(&self.cooled_until);
+        *cooled = cooled.map(|t| t.min(latest));
     }
 
     /// Takes a pooled key out of use until the next reload.
@@ -383,7 +390,9 @@ impl HealthRegistry {
     pub fn get_or_create(&self, key: &str, policy: BreakerPolicy) -> Arc<TargetHealth> {
         let mut map = lock(&self.targets);
         if let Some(h) = map.get(key) {
-            lock(&h.breaker).set_policy(policy);
+            let now = Instant::now();
+            lock(&h.breaker).set_policy(policy, now);
+            h.cap_cooling(now + policy.open_max);
             return h.clone();
         }
         let h = Arc::new(TargetHealth::new(
@@ -405,5 +414,29 @@ impl HealthRegistry {
         let mut v: Vec<_> = lock(&self.targets).values().cloned().collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_rederives_cooling_from_the_new_open_max() {
+        let registry = HealthRegistry::default();
+        let policy = BreakerPolicy {
+            open_max: Duration::from_secs(600),
+            ..BreakerPolicy::default()
+        };
+        let h = registry.get_or_create("p/m/r", policy);
+        let now = Instant::now();
+        h.cool_until(now + Duration::from_secs(500));
+        let reloaded = BreakerPolicy {
+            open_max: Duration::from_secs(10),
+            ..policy
+        };
+        let same = registry.get_or_create("p/m/r", reloaded);
+        assert!(Arc::ptr_eq(&h, &same), "a reload keeps the target's state");
+        assert_eq!(h.cooled_until(now), Some(now + Duration::from_secs(10)));
     }
 }

@@ -15,7 +15,7 @@ pub use attempt::{Served, StreamStart};
 pub use forms::{OpenAiForm, RequestForms, TargetRequest};
 
 use crate::api::error_body;
-use crate::config::{Hedge, Target};
+use crate::config::{Hedge, OnTimeout, Target};
 use crate::error::GatewayError;
 use crate::providers::Unsupported;
 use crate::resilience::{AttemptFailure, FailureCause, FailureClass, TimeoutKind};
@@ -66,6 +66,8 @@ pub struct EngineCounters {
     pub budget_refusals: AtomicU64,
     /// Targets skipped because their breaker was open.
     pub breaker_skips: AtomicU64,
+    /// Targets skipped because they were cooling after a `Retry-After`.
+    pub cooling_skips: AtomicU64,
     /// Requests that found every target's breaker open.
     pub all_open: AtomicU64,
 }
@@ -89,12 +91,21 @@ enum Event {
     Hedge,
     BudgetRefusal,
     BreakerSkip,
+    CoolingSkip,
 }
 
 enum Step {
     Served(Served),
     Failed(AttemptFailure),
     DeadlineHit,
+}
+
+/// A target passed over for this request, and until when.
+struct Skipped {
+    index: usize,
+    until: Instant,
+    /// Cooling after a `Retry-After` (else: breaker open).
+    cooling: bool,
 }
 
 /// How many times a request whose targets are all open waits for a probe.
@@ -112,6 +123,7 @@ impl<'r> Dispatch<'r, '_> {
             request_id: self.request_id,
             timeouts: &route.timeouts,
             max_response_body: self.max_response_body,
+            retry_after_cap: route.breaker.open_max,
         };
         live.budget.tokens.deposit();
         self.global_budget.tokens.deposit();
@@ -123,7 +135,7 @@ impl<'r> Dispatch<'r, '_> {
         let mut context = ContextFallback::default();
         loop {
             let mut order = live.plan(self.caller_region, Instant::now());
-            let mut skipped: Vec<(usize, Instant)> = Vec::new();
+            let mut skipped: Vec<Skipped> = Vec::new();
             let mut pos = 0;
             while pos < order.len() {
                 let index = order[pos];
@@ -140,11 +152,28 @@ impl<'r> Dispatch<'r, '_> {
                     if Instant::now() >= deadline {
                         return Err(GatewayError::DeadlineExceeded { attempts: failures });
                     }
+                    // An upstream's Retry-After holds for every request: the
+                    // target is skipped (or waited for, below) while it cools.
+                    if let Some(until) = live.health[index].cooled_until(Instant::now()) {
+                        if try_index == 0 && !live.health[index].is_disabled() {
+                            skipped.push(Skipped {
+                                index,
+                                until,
+                                cooling: true,
+                            });
+                            self.note(Event::CoolingSkip);
+                        }
+                        break;
+                    }
                     let guard = match live.health[index].admit(Instant::now()) {
                         Ok(g) => g,
-                        Err(retry_at) => {
+                        Err(until) => {
                             if try_index == 0 && !live.health[index].is_disabled() {
-                                skipped.push((index, retry_at));
+                                skipped.push(Skipped {
+                                    index,
+                                    until,
+                                    cooling: false,
+                                });
                                 self.note(Event::BreakerSkip);
                             }
                             break;
@@ -220,6 +249,7 @@ impl<'r> Dispatch<'r, '_> {
                                 failures,
                             });
                         }
+                        FailureClass::BadResponse => return Err(exhausted(failures)),
                         FailureClass::ContextLength => {
                             context.rejected(failed_target, failure.rejection.clone());
                             if !route.context_fallback
@@ -255,8 +285,13 @@ impl<'r> Dispatch<'r, '_> {
                         }
                         _ => {}
                     }
+                    let timed_out = matches!(failure.cause, FailureCause::Timeout(_));
+                    if timed_out && policy.on_timeout == OnTimeout::Stop {
+                        return Err(exhausted(failures));
+                    }
                     if served_by != index
                         || !failure.class.retries_same_target()
+                        || (timed_out && policy.on_timeout == OnTimeout::NextTarget)
                         || try_index + 1 == policy.max_attempts_per_target
                     {
                         break;
@@ -275,22 +310,30 @@ impl<'r> Dispatch<'r, '_> {
             }
             if attempts == 0 && !skipped.is_empty() {
                 self.counters.all_open.fetch_add(1, Ordering::Relaxed);
-                let earliest = skipped.iter().map(|(_, at)| *at).min().unwrap_or(deadline);
-                // Wait for the first probe if it leaves time to make the attempt.
-                if open_waits < MAX_OPEN_WAITS
-                    && earliest + route.timeouts.first_byte.min(Duration::from_secs(1)) < deadline
-                {
-                    open_waits += 1;
-                    sleep_until(earliest).await;
-                    continue;
-                }
                 let now = Instant::now();
+                let earliest = skipped.iter().map(|s| s.until).min().unwrap_or(deadline);
+                // Wait for the first probe, or the first cooldown that ends
+                // within `max_retry_after`, if that leaves time for the attempt.
+                let worth_waiting = skipped
+                    .iter()
+                    .filter(|s| !s.cooling || s.until <= now + policy.max_retry_after)
+                    .map(|s| s.until)
+                    .min();
+                if let Some(until) = worth_waiting {
+                    if open_waits < MAX_OPEN_WAITS
+                        && until + route.timeouts.first_byte.min(Duration::from_secs(1)) < deadline
+                    {
+                        open_waits += 1;
+                        sleep_until(until).await;
+                        continue;
+                    }
+                }
                 let open = skipped
                     .iter()
-                    .map(|(i, at)| {
+                    .map(|s| {
                         (
-                            route.targets[*i].label().to_owned(),
-                            at.saturating_duration_since(now),
+                            route.targets[s.index].label().to_owned(),
+                            s.until.saturating_duration_since(now),
                         )
                     })
                     .collect();
@@ -361,6 +404,10 @@ impl<'r> Dispatch<'r, '_> {
             Event::BreakerSkip => (
                 &self.counters.breaker_skips,
                 &self.live.metrics.breaker_skips,
+            ),
+            Event::CoolingSkip => (
+                &self.counters.cooling_skips,
+                &self.live.metrics.cooling_skips,
             ),
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -594,8 +641,19 @@ async fn one(
         }
         Ok(Err(failure)) => {
             let now = Instant::now();
+            if let Some(wait) = failure.retry_after {
+                // The upstream asked the whole client to wait, not one request.
+                live.health[index].cool_until(now + wait);
+            }
             guard.failure(now, failure.class, failure.retry_after);
             metrics.attempt_failed(failure.class, now - started);
+            metrics.failure_cause(failure.cause.kind());
+            tracing::debug!(
+                target = target.label(),
+                class = failure.class.as_str(),
+                cause = %failure.cause,
+                "upstream attempt failed"
+            );
             stats.record(
                 now,
                 attempt_sample(false, Some(failure.class.as_str()), now - started),

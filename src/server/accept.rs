@@ -23,6 +23,44 @@ use tokio::time::Sleep;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {
     pub header_read_timeout: Duration,
+    /// hyper's head buffer (see `head_limit::transport_ceiling`).
+    pub max_head_buffer: usize,
+    /// Connections served at once; one more gets [`OVERLOADED`] and is closed.
+    pub max_connections: u32,
+}
+
+/// The answer to a connection beyond `max_connections`: an HTTP/1 503 in
+/// OpenAI's error shape, then the connection is closed. Written once the
+/// request head is in (clients reject an answer that comes before their
+/// request), without parsing it.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 145\r\n\r\n{\"error\":{\"message\":\"the gateway is serving its maximum number of connections (server.max_connections)\",\"type\":\"overloaded\",\"code\":\"overloaded\"}}";
+
+/// How much of a refused connection's request head is read at most.
+const REFUSAL_READ_LIMIT: usize = 16 << 10;
+
+/// Tells a connection over the limit so, within a second, and closes it.
+fn refuse(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut head = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            while head.len() < REFUSAL_READ_LIMIT
+                && memchr::memmem::find(&head, b"\r\n\r\n").is_none()
+            {
+                match tcp.read(&mut chunk).await {
+                    Ok(n) if n > 0 => head.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            let _ = tcp.write_all(OVERLOADED).await;
+            let _ = tcp.shutdown().await;
+            // Drain what the client still sends until it closes: closing
+            // with unread bytes would reset the connection and lose the answer.
+            while matches!(tcp.read(&mut chunk).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    });
 }
 
 /// Accepts until `stop` resolves, then stops accepting and returns a handle
@@ -37,15 +75,18 @@ pub(crate) async fn accept_until(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head_buffer);
     // The HTTP/2 counterpart: a peer that stops answering pings for as
     // long (a client that sent the preface and went silent) is dropped.
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
+        .keep_alive_timeout(limits.header_read_timeout)
+        .max_header_list_size(u32::try_from(limits.max_head_buffer).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections as usize));
     let mut stop = std::pin::pin!(stop);
     loop {
         let tcp = tokio::select! {
@@ -64,12 +105,21 @@ pub(crate) async fn accept_until(
             },
             () = &mut stop => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "connection refused: at max_connections"
+            );
+            refuse(tcp);
+            continue;
+        };
         // Small SSE events must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         let io = TokioIo::new(SniffDeadline::new(tcp, limits.header_read_timeout));
         let service = TowerToHyperService::new(app.clone());
         let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 // Clients vanishing, timing out or speaking garbage is routine.
                 tracing::trace!(error = %e, "connection ended with an error");

@@ -5,6 +5,7 @@
 //! itself.
 
 mod accept;
+mod head_limit;
 mod inbound;
 mod operator;
 mod proxy;
@@ -172,8 +173,10 @@ pub async fn serve(
     let settings = state.table.load().config.server.clone();
     let limits = accept::ConnLimits {
         header_read_timeout: settings.header_read_timeout,
+        max_head_buffer: head_limit::transport_ceiling(settings.max_header_bytes),
+        max_connections: settings.max_connections,
     };
-    let app = router::router(state.clone());
+    let app = head_limit::apply(router::router(state.clone()), settings.max_header_bytes);
     let connections = accept::accept_until(listener, app, limits, shutdown).await;
     state.draining.store(true, Ordering::SeqCst);
     if tokio::time::timeout(settings.drain_timeout, connections.shutdown())

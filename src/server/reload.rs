@@ -1,8 +1,11 @@
 //! Hot reload: SIGHUP, or a change of the config file's modification time
 //! (checked every 2 s), loads and fully validates the file, then swaps the
 //! route table atomically. An invalid file changes nothing and every problem
-//! is logged with its key path. Target health survives (see
-//! `routing::table`); in-flight requests finish on the table they started.
+//! is logged with its key path. A file that changes a setting read only at
+//! start (`Config::restart_only_changes`) is refused too, naming each, so
+//! the running gateway never silently differs from its file. Target health
+//! survives (see `routing::table`); in-flight requests finish on the table
+//! they started.
 
 use super::AppState;
 use crate::config::Config;
@@ -14,13 +17,24 @@ use std::time::{Duration, SystemTime};
 pub fn reload_from(path: &Path, state: &AppState) -> bool {
     match Config::load(path) {
         Ok(config) => {
-            let running = state.table.load().config.server.listen;
-            if config.server.listen != running {
-                tracing::warn!(
-                    old = %running,
-                    new = %config.server.listen,
-                    "server.listen changed: takes effect on restart; everything else reloaded"
+            let restart_only = state.table.load().config.restart_only_changes(&config);
+            if !restart_only.is_empty() {
+                state
+                    .counters
+                    .config_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                for path in &restart_only {
+                    tracing::error!(
+                        path,
+                        "config reload rejected: this setting takes effect only on restart"
+                    );
+                }
+                tracing::error!(
+                    file = %path.display(),
+                    changed = restart_only.join(","),
+                    "config reload refused: restart to apply these settings, or revert them; keeping the running config"
                 );
+                return false;
             }
             let routes = config.route_names().join(",");
             state.reload(config);

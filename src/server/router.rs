@@ -79,7 +79,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/healthz", get(healthz).fallback(method_not_allowed("GET")))
         .route("/readyz", get(readyz).fallback(method_not_allowed("GET")))
-        .route("/metrics", get(metrics).fallback(method_not_allowed("GET")))
+        .route(
+            "/metrics",
+            behind_admin_key(&state, get(metrics).fallback(method_not_allowed("GET"))),
+        )
         .route(
             "/status",
             get(status_page).fallback(method_not_allowed("GET")),
@@ -99,6 +102,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         // before virtual keys existed (bind the port privately).
         None => api.merge(operator_views(state)),
     }
+}
+
+/// `/metrics` carries key names and spend per key: behind the admin key
+/// when one is set, unless `[admin] metrics_public = true`.
+fn behind_admin_key(
+    state: &Arc<AppState>,
+    route: axum::routing::MethodRouter<Arc<AppState>>,
+) -> axum::routing::MethodRouter<Arc<AppState>> {
+    let config = state.table.load_full().config.clone();
+    let Some(admin_key) = config
+        .admin
+        .key
+        .as_ref()
+        .filter(|_| !config.admin.metrics_public)
+    else {
+        return route;
+    };
+    let digest = crate::keys::admin::admin_digest(admin_key);
+    route.layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| {
+            let check = crate::keys::admin::admin_check(request.headers(), &digest);
+            async move {
+                match check {
+                    Ok(()) => next.run(request).await,
+                    Err(refused) => refused,
+                }
+            }
+        },
+    ))
 }
 
 /// Breaker and statistics views for operators.

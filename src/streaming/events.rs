@@ -74,6 +74,11 @@ impl UpstreamEvents {
         self.dialect
     }
 
+    /// Whether the upstream sent an event longer than the framer's limit.
+    pub fn overflowed(&self) -> bool {
+        self.framer.overflowed()
+    }
+
     /// Bytes received but not yet returned as events.
     pub fn pending_len(&self) -> usize {
         self.framer.pending_len() + self.ready.iter().map(Bytes::len).sum::<usize>()

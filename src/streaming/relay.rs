@@ -33,6 +33,7 @@ pub enum CutReason {
     EndedWithoutFinish,
     IdleTimeout,
     Deadline,
+    EventTooLarge,
 }
 
 impl CutReason {
@@ -45,6 +46,7 @@ impl CutReason {
             }
             CutReason::IdleTimeout => "upstream went silent past the idle timeout",
             CutReason::Deadline => "the request's total deadline ran out",
+            CutReason::EventTooLarge => "upstream sent an event larger than 1 MiB",
         }
     }
 }
@@ -184,6 +186,9 @@ impl Relay {
                         return Some(event);
                     }
                 }
+            }
+            if self.framer.overflowed() {
+                return self.cut(CutReason::EventTooLarge);
             }
             let body = self.body.as_mut()?;
             let idle_deadline = Instant::now() + self.idle;

@@ -9,17 +9,43 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
+/// The largest event the framer accepts, complete or still partial: the
+/// same 1 MiB the gateway holds back before a stream's first content. An
+/// upstream that sends more without ending an event is misbehaving, and
+/// carrying it on would grow memory until a deadline.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// Splits a byte stream into complete SSE events (each including its
 /// terminating blank line). Zero-copy when upstream chunks end on event
 /// boundaries, which is the common case.
-#[derive(Debug, Default)]
+///
+/// An event longer than the limit ends framing for good ([`Self::overflowed`]):
+/// whatever chunking the bytes arrived in, the same events come out first.
+#[derive(Debug)]
 pub struct SseFramer {
     /// A chunk not yet copied: events are sliced out of it without copying.
     fresh: Bytes,
     /// Partial event carried over between chunks.
     partial: BytesMut,
-    /// Offset in `partial` of the first line not yet known to be complete.
-    scanned: usize,
+    /// Where scanning `partial` resumes, so each byte is scanned once.
+    resume: Resume,
+    limit: usize,
+    overflowed: bool,
+}
+
+/// A scan position inside the partial event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Resume {
+    /// Start of the first line not yet known to be complete.
+    line_start: usize,
+    /// First byte not yet looked at (at or after `line_start`).
+    next: usize,
+}
+
+impl Default for SseFramer {
+    fn default() -> Self {
+        Self::with_limit(MAX_EVENT_BYTES)
+    }
 }
 
 impl SseFramer {
@@ -27,7 +53,21 @@ impl SseFramer {
         Self::default()
     }
 
+    /// A framer refusing events longer than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        SseFramer {
+            fresh: Bytes::new(),
+            partial: BytesMut::new(),
+            resume: Resume::default(),
+            limit,
+            overflowed: false,
+        }
+    }
+
     pub fn push(&mut self, chunk: Bytes) {
+        if self.overflowed {
+            return;
+        }
         if !self.fresh.is_empty() {
             let fresh = std::mem::take(&mut self.fresh);
             self.partial.extend_from_slice(&fresh);
@@ -39,31 +79,54 @@ impl SseFramer {
         }
     }
 
-    /// The next complete event, if one is buffered.
+    /// The next complete event, if one is buffered. `None` also once the
+    /// framer has overflowed.
     pub fn next_event(&mut self) -> Option<Bytes> {
+        if self.overflowed {
+            return None;
+        }
         if !self.fresh.is_empty() {
-            match find_event_end(&self.fresh, 0) {
-                Scan::End(end) => return Some(self.fresh.split_to(end)),
-                Scan::Incomplete(_) => {
+            match find_event_end(&self.fresh, Resume::default()) {
+                Scan::End(end) if end <= self.limit => return Some(self.fresh.split_to(end)),
+                Scan::End(_) => return self.overflow(),
+                Scan::Incomplete(resume) => {
+                    // `partial` is empty whenever `fresh` is not.
                     let rest = std::mem::take(&mut self.fresh);
                     self.partial.extend_from_slice(&rest);
-                    self.scanned = 0;
+                    self.resume = resume;
                 }
             }
         }
-        match find_event_end(&self.partial, self.scanned) {
-            Scan::End(end) => {
-                self.scanned = 0;
+        match find_event_end(&self.partial, self.resume) {
+            Scan::End(end) if end <= self.limit => {
+                self.resume = Resume::default();
                 Some(self.partial.split_to(end).freeze())
             }
-            Scan::Incomplete(line_start) => {
-                self.scanned = line_start;
+            Scan::End(_) => self.overflow(),
+            Scan::Incomplete(_) if self.partial.len() > self.limit => self.overflow(),
+            Scan::Incomplete(resume) => {
+                self.resume = resume;
                 None
             }
         }
     }
 
-    /// Bytes received that do not yet form a complete event.
+    fn overflow(&mut self) -> Option<Bytes> {
+        self.overflowed = true;
+        self.fresh = Bytes::new();
+        self.partial = BytesMut::new();
+        self.resume = Resume::default();
+        None
+    }
+
+    /// Whether an event longer than the limit arrived: the stream cannot be
+    /// framed any further and the attempt has failed.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Bytes received that do not yet form a complete event (0 after an
+    /// overflow, which drops them).
     pub fn pending_len(&self) -> usize {
         self.fresh.len() + self.partial.len()
     }
@@ -71,21 +134,28 @@ impl SseFramer {
 
 enum Scan {
     End(usize),
-    /// No blank line yet; scanning may resume at this line start.
-    Incomplete(usize),
+    /// No blank line yet; scanning may resume there.
+    Incomplete(Resume),
 }
 
-/// Finds the end of the first event at or after `from` (a line start).
-/// Lines end with LF, CRLF or CR, as the SSE spec allows.
-fn find_event_end(data: &[u8], from: usize) -> Scan {
-    let mut line_start = from;
-    let mut i = from;
+/// Finds the end of the first event, scanning from `at` (`at.line_start` is
+/// where the current line began). Lines end with LF, CRLF or CR, as the SSE
+/// spec allows.
+fn find_event_end(data: &[u8], at: Resume) -> Scan {
+    let mut line_start = at.line_start;
+    let mut i = at.next;
     while let Some(off) = memchr::memchr2(b'\n', b'\r', &data[i..]) {
         let pos = i + off;
         let term_end = if data[pos] == b'\r' {
             match data.get(pos + 1) {
-                // A trailing CR may be the first half of CRLF: wait for more.
-                None => return Scan::Incomplete(line_start),
+                // A trailing CR may be the first half of CRLF: look at it
+                // again once more bytes are in.
+                None => {
+                    return Scan::Incomplete(Resume {
+                        line_start,
+                        next: pos,
+                    })
+                }
                 Some(b'\n') => pos + 2,
                 Some(_) => pos + 1,
             }
@@ -98,7 +168,10 @@ fn find_event_end(data: &[u8], from: usize) -> Scan {
         line_start = term_end;
         i = term_end;
     }
-    Scan::Incomplete(line_start)
+    Scan::Incomplete(Resume {
+        line_start,
+        next: data.len(),
+    })
 }
 
 /// The `data` of an event: its `data:` lines joined by newlines.
@@ -282,6 +355,80 @@ mod tests {
                 assert_eq!(out.len(), 4, "cuts {cut1} {cut2}: {out:?}");
             }
         }
+    }
+
+    #[test]
+    fn an_event_longer_than_the_limit_overflows_in_any_chunking() {
+        let stream = b"data: ok\n\ndata: 0123456789abcdef\n\ndata: never\n\n";
+        for size in [1, 3, 7, stream.len()] {
+            let mut f = SseFramer::with_limit(16);
+            let mut out = Vec::new();
+            for part in stream.chunks(size) {
+                f.push(Bytes::copy_from_slice(part));
+                out.extend(drain(&mut f));
+            }
+            assert_eq!(
+                out,
+                vec![Bytes::from_static(b"data: ok\n\n")],
+                "size {size}"
+            );
+            assert!(f.overflowed(), "size {size}");
+            assert_eq!(f.pending_len(), 0, "the carried bytes are dropped");
+        }
+    }
+
+    #[test]
+    fn a_partial_event_past_the_limit_overflows_without_its_end() {
+        let mut f = SseFramer::with_limit(64);
+        f.push(Bytes::from_static(b"data: "));
+        for _ in 0..100 {
+            f.push(Bytes::from_static(b"x"));
+            assert_eq!(f.next_event(), None);
+        }
+        assert!(f.overflowed());
+        f.push(Bytes::from_static(b"\n\ndata: late\n\n"));
+        assert_eq!(f.next_event(), None, "nothing is framed after an overflow");
+        assert_eq!(f.pending_len(), 0);
+    }
+
+    #[test]
+    fn an_event_of_exactly_the_limit_passes() {
+        let event = b"data: 123456789\n\n";
+        let mut f = SseFramer::with_limit(event.len());
+        f.push(Bytes::from_static(event));
+        assert_eq!(drain(&mut f).len(), 1);
+        assert!(!f.overflowed());
+        assert_eq!(
+            MAX_EVENT_BYTES,
+            1 << 20,
+            "the relay's cut message says 1 MiB"
+        );
+    }
+
+    #[test]
+    fn scanning_a_long_line_resumes_where_it_stopped() {
+        let mut f = SseFramer::new();
+        f.push(Bytes::from_static(b"data: a\n\ndata: "));
+        assert_eq!(drain(&mut f).len(), 1);
+        for n in 1..=1000 {
+            f.push(Bytes::from_static(b"y"));
+            assert_eq!(f.next_event(), None);
+            // Every byte already looked at is skipped next time: a line
+            // arriving byte by byte costs linear, not quadratic, time.
+            assert_eq!(f.resume.next, f.partial.len(), "after {n} bytes");
+            assert_eq!(f.resume.line_start, 0);
+        }
+        f.push(Bytes::from_static(b"\r"));
+        assert_eq!(f.next_event(), None);
+        assert_eq!(
+            f.resume.next,
+            f.partial.len() - 1,
+            "a trailing CR is looked at again"
+        );
+        f.push(Bytes::from_static(b"\n\r\n"));
+        let event = f.next_event().unwrap();
+        assert_eq!(event.len(), b"data: ".len() + 1000 + 4);
+        assert_eq!(f.pending_len(), 0);
     }
 
     #[test]

@@ -90,10 +90,16 @@ impl Notifier {
                         other => {
                             let why = match other {
                                 Ok(Ok(r)) => format!("status {}", r.status().as_u16()),
-                                Ok(Err(e)) => format!("{e}"),
+                                Ok(Err(e)) => {
+                                    crate::resilience::TransportKind::of(&e, e.is_connect())
+                                        .as_str()
+                                        .to_owned()
+                                }
                                 Err(_) => "timeout".to_owned(),
                             };
-                            tracing::warn!(url = %url, attempt, error = %why, "alert webhook delivery failed");
+                            // Webhook URLs carry tokens in their path (Slack,
+                            // Teams): only the host is logged.
+                            tracing::warn!(host = url.host().unwrap_or("?"), attempt, error = %why, "alert webhook delivery failed");
                         }
                     }
                     if attempt < ATTEMPTS {

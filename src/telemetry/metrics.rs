@@ -45,6 +45,14 @@ pub struct AttemptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorKindLabels {
+    pub route: String,
+    pub target: String,
+    /// `FailureCause::kind`: a fixed, small set.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteTargetLabels {
     pub route: String,
     pub target: String,
@@ -90,6 +98,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<DurationLabels>,
     attempts: Family<AttemptLabels, Counter>,
+    upstream_errors: Family<ErrorKindLabels, Counter>,
     upstream_duration: HistogramFamily<RouteTargetLabels>,
     first_token: HistogramFamily<RouteTargetLabels>,
     retries: Family<RouteLabels, Counter>,
@@ -97,6 +106,7 @@ pub struct Metrics {
     hedges: Family<RouteLabels, Counter>,
     budget_refusals: Family<RouteLabels, Counter>,
     breaker_skips: Family<RouteLabels, Counter>,
+    cooling_skips: Family<RouteLabels, Counter>,
     streams_cut: Family<RouteLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
     cost: Family<CostLabels, Counter<f64, AtomicU64>>,
@@ -119,6 +129,7 @@ impl Metrics {
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_buckets),
             attempts: Family::default(),
+            upstream_errors: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_buckets),
             first_token: Family::new_with_constructor(latency_buckets),
             retries: Family::default(),
@@ -126,6 +137,7 @@ impl Metrics {
             hedges: Family::default(),
             budget_refusals: Family::default(),
             breaker_skips: Family::default(),
+            cooling_skips: Family::default(),
             streams_cut: Family::default(),
             tokens: Family::default(),
             cost: Family::default(),
@@ -163,6 +175,11 @@ impl Metrics {
             Unit::Seconds,
             m.first_token.clone(),
         );
+        registry.register(
+            "upstream_errors",
+            "Failed upstream attempts by cause: status, dns, connect_refused, tls, reset, timeout_first_byte, ...",
+            m.upstream_errors.clone(),
+        );
         registry.register("retries", "Same-target retries", m.retries.clone());
         registry.register(
             "failovers",
@@ -183,6 +200,11 @@ impl Metrics {
             "breaker_skips",
             "Targets skipped because their circuit breaker was open",
             m.breaker_skips.clone(),
+        );
+        registry.register(
+            "cooling_skips",
+            "Targets skipped because they were cooling after an upstream Retry-After",
+            m.cooling_skips.clone(),
         );
         registry.register(
             "streams_cut",
@@ -273,8 +295,11 @@ impl Metrics {
                         attempt("failure", FailureClass::UpstreamAuth.as_str()),
                         attempt("failure", FailureClass::ClientError.as_str()),
                         attempt("failure", FailureClass::ContextLength.as_str()),
+                        attempt("failure", FailureClass::BadResponse.as_str()),
                     ],
                     cancelled: attempt("cancelled", "none"),
+                    errors: self.upstream_errors.clone(),
+                    labels: rt.clone(),
                     duration: self.upstream_duration.get_or_create(&rt).clone(),
                     first_token: self.first_token.get_or_create(&rt).clone(),
                 }
@@ -305,6 +330,7 @@ impl Metrics {
             hedges: self.hedges.get_or_create(&r()).clone(),
             budget_refusals: self.budget_refusals.get_or_create(&r()).clone(),
             breaker_skips: self.breaker_skips.get_or_create(&r()).clone(),
+            cooling_skips: self.cooling_skips.get_or_create(&r()).clone(),
             streams_cut: self.streams_cut.get_or_create(&r()).clone(),
             targets: per_target,
         }
@@ -423,9 +449,13 @@ pub struct TargetMetrics {
     output_tokens: Counter,
     cost: Counter<f64, AtomicU64>,
     success: Counter,
-    /// Indexed like `FailureClass` order: transient, rate limited, auth, client, context.
-    failures: [Counter; 5],
+    /// Indexed like `FailureClass` order: transient, rate limited, auth,
+    /// client, context, bad response.
+    failures: [Counter; 6],
     cancelled: Counter,
+    /// Failures by cause kind, created on first use (failures are rare).
+    errors: Family<ErrorKindLabels, Counter>,
+    labels: RouteTargetLabels,
     duration: Histogram,
     first_token: Histogram,
 }
@@ -436,6 +466,17 @@ impl TargetMetrics {
         self.duration.observe(took.as_secs_f64());
     }
 
+    /// Counts a failure's cause kind (see `FailureCause::kind`).
+    pub fn failure_cause(&self, kind: &'static str) {
+        self.errors
+            .get_or_create(&ErrorKindLabels {
+                route: self.labels.route.clone(),
+                target: self.labels.target.clone(),
+                kind,
+            })
+            .inc();
+    }
+
     pub fn attempt_failed(&self, class: FailureClass, took: Duration) {
         let i = match class {
             FailureClass::Transient => 0,
@@ -443,6 +484,7 @@ impl TargetMetrics {
             FailureClass::UpstreamAuth => 2,
             FailureClass::ClientError => 3,
             FailureClass::ContextLength => 4,
+            FailureClass::BadResponse => 5,
         };
         self.failures[i].inc();
         self.duration.observe(took.as_secs_f64());
@@ -478,6 +520,7 @@ pub struct RouteMetrics {
     pub hedges: Counter,
     pub budget_refusals: Counter,
     pub breaker_skips: Counter,
+    pub cooling_skips: Counter,
     pub streams_cut: Counter,
     /// Parallel to the route's targets.
     pub targets: Vec<TargetMetrics>,

@@ -181,6 +181,7 @@ impl Counters {
             hedges: get(&self.engine.hedges),
             budget_refusals: get(&self.engine.budget_refusals),
             breaker_skips: get(&self.engine.breaker_skips),
+            cooling_skips: get(&self.engine.cooling_skips),
             all_open: get(&self.engine.all_open),
         }
     }
@@ -203,6 +204,8 @@ pub struct CountersSnapshot {
     pub hedges: u64,
     pub budget_refusals: u64,
     pub breaker_skips: u64,
+    /// Targets skipped while cooling after an upstream `Retry-After`.
+    pub cooling_skips: u64,
     pub all_open: u64,
 }
 
