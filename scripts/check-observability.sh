@@ -33,6 +33,8 @@ cat >"$work/gw.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
 auth = "none"
+# The detailed page (target names), which the check below looks for.
+public_status = false
 [defaults.retry]
 max_attempts_per_target = 1
 [defaults.breaker]

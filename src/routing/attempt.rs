@@ -215,7 +215,7 @@ async fn first_bytes(body: &mut Incoming, deadline: Instant) -> Result<Bytes, At
                 )))
             }
             Ok(None) => return Err(AttemptFailure::transient(FailureCause::EmptyStream)),
-            Ok(Some(Err(_))) => return Err(AttemptFailure::transient(FailureCause::Io)),
+            Ok(Some(Err(e))) => return Err(body_error(&e)),
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {

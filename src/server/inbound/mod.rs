@@ -92,15 +92,23 @@ pub trait InboundRequest: RequestForms + Send + 'static {
     /// A whole upstream answer (an OpenAI-format body, or a native
     /// upstream's own) in the client's format. `status` is a success or a
     /// client error passed through.
+    /// Unchanged by default: the client speaks the upstream's format.
     fn encode_complete(
         &mut self,
-        served_by: &Target,
+        _served_by: &Target,
         status: StatusCode,
         body: Bytes,
-    ) -> (StatusCode, Bytes);
+    ) -> (StatusCode, Bytes) {
+        (status, body)
+    }
 
-    /// The relayed stream in the client's format.
-    fn encode_stream(self, served_by: &Target, events: RelayStream) -> Body;
+    /// The relayed stream in the client's format; as relayed by default.
+    fn encode_stream(self, _served_by: &Target, events: RelayStream) -> Body
+    where
+        Self: Sized,
+    {
+        Body::from_stream(events)
+    }
 }
 
 /// The completion budget a chat-shaped body asks for.

@@ -5,15 +5,14 @@
 //! `max_request_body`), since failing over means sending it again; each
 //! target's copy is built once per target group.
 
-use super::{DecodeContext, InboundProtocol, InboundRequest, RelayStream};
+use super::{DecodeContext, InboundProtocol, InboundRequest};
 use crate::api::Endpoint;
 use crate::config::Target;
 use crate::error::GatewayError;
 use crate::providers::{self, StreamTranslator, Unsupported};
 use crate::routing::{RequestForms, TargetRequest};
-use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue};
 use std::convert::Infallible;
 
 /// At most this many form fields: a transcription form has about six.
@@ -197,19 +196,6 @@ impl InboundRequest for MultipartRequest {
 
     fn client_body(&self) -> &Bytes {
         &self.client_body
-    }
-
-    fn encode_complete(
-        &mut self,
-        _served_by: &Target,
-        status: StatusCode,
-        body: Bytes,
-    ) -> (StatusCode, Bytes) {
-        (status, body)
-    }
-
-    fn encode_stream(self, _served_by: &Target, events: RelayStream) -> Body {
-        Body::from_stream(events)
     }
 }
 

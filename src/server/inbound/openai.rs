@@ -6,15 +6,13 @@
 //! stream asks its upstream for usage (so budgets, TPM and cost see it); the
 //! usage chunk is removed again for a client that did not ask for it.
 
-use super::{DecodeContext, InboundProtocol, InboundRequest, RelayStream};
+use super::{DecodeContext, InboundProtocol, InboundRequest};
 use crate::api::{BodyError, Endpoint, InspectedBody};
 use crate::config::Target;
 use crate::error::GatewayError;
 use crate::providers::{StreamTranslator, Unsupported};
 use crate::routing::{OpenAiForm, RequestForms, TargetRequest};
-use axum::body::Body;
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
 
 /// The protocol of one OpenAI JSON endpoint.
 pub struct OpenAiJson(pub Endpoint);
@@ -135,19 +133,6 @@ impl InboundRequest for JsonRequest {
 
     fn strip_stream_usage(&self) -> bool {
         !self.client_wants_usage
-    }
-
-    fn encode_complete(
-        &mut self,
-        _served_by: &Target,
-        status: StatusCode,
-        body: Bytes,
-    ) -> (StatusCode, Bytes) {
-        (status, body)
-    }
-
-    fn encode_stream(self, _served_by: &Target, events: RelayStream) -> Body {
-        Body::from_stream(events)
     }
 }
 
