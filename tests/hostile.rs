@@ -1249,3 +1249,47 @@ async fn connections_beyond_max_connections_are_refused_cleanly() {
     }
     assert!(served, "a freed slot serves again");
 }
+
+/// A key holder that opens a stream and never reads it: once the socket
+/// buffers are full, the gateway drops it within `idle` and cancels the
+/// upstream, instead of pinning the upstream connection until a deadline
+/// that was only checked when the client read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_a_stream_is_dropped_and_its_upstream_cancelled() {
+    let upstream = sim_with(
+        "firehose",
+        Behavior {
+            completion_tokens: 400_000,
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let policy = "[defaults.timeouts]\nconnect = \"1s\"\nfirst_byte = \"5s\"\nidle = \"1s\"\ntotal = \"10m\"\n";
+    let gw = gateway(&[&upstream], policy).await;
+    let response = send(
+        &client(),
+        Method::POST,
+        &format!("{}/chat/completions", gw.base_url()),
+        chat_body(true).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // Hold the body, read nothing.
+    let _unread = response;
+    eventually("the upstream is cancelled", || {
+        upstream.stats().cancelled >= 1
+    })
+    .await;
+    assert_eq!(
+        upstream.stats().cancelled,
+        1,
+        "the upstream stream was cancelled while the client held it unread"
+    );
+    let gone = gw
+        .state()
+        .counters
+        .client_disconnects
+        .load(Ordering::Relaxed);
+    assert_eq!(gone, 1);
+}

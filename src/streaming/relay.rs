@@ -130,6 +130,23 @@ impl Relay {
         })
     }
 
+    /// The client-facing body, driven by its own task so the relay's idle
+    /// and deadline timers run whether or not the client reads: the task
+    /// runs at most [`AHEAD`] events ahead of the client, and a client that
+    /// takes no event for `write_timeout` is dropped, the upstream with it
+    /// (its connection, concurrency slot and buffers are freed at once).
+    pub fn into_driven_stream(
+        self,
+        write_timeout: Duration,
+    ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+        tokio::spawn(drive(self.into_stream(), tx, write_timeout));
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            let event = rx.recv().await?;
+            Some((event, rx))
+        })
+    }
+
     fn end(&mut self, how: StreamEnd) {
         if let Some(on_end) = self.on_end.take() {
             on_end(how, self.tally);
@@ -248,6 +265,41 @@ fn usage_only(event: &[u8]) -> bool {
         .ok()
         .and_then(|p| p.choices)
         .is_some_and(|c| c.get().trim_start_matches('[').trim_start() == "]")
+}
+
+/// Events the relay may read ahead of a client that is slow to take them.
+const AHEAD: usize = 16;
+
+/// Moves events from the relay to the client's body until the stream ends,
+/// the client leaves, or the client stops reading. Returning drops the
+/// relay, which ends it as `ClientGone` unless it had ended already.
+async fn drive(
+    events: impl Stream<Item = Result<Bytes, Infallible>> + Send,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>,
+    write_timeout: Duration,
+) {
+    use futures_util::StreamExt;
+    let mut events = std::pin::pin!(events);
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            () = tx.closed() => return,
+        };
+        let Some(event) = event else {
+            return;
+        };
+        match tokio::time::timeout(write_timeout, tx.send(event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::warn!(
+                    after_ms = write_timeout.as_millis() as u64,
+                    "client stopped reading a stream; dropped it and its upstream"
+                );
+                return;
+            }
+        }
+    }
 }
 
 impl Drop for Relay {

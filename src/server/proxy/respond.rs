@@ -160,7 +160,10 @@ fn stream(
         request.strip_stream_usage(),
         on_end,
     );
-    let body = request.encode_stream(target, relay.into_stream().boxed());
+    // A client that reads nothing for `idle` is as gone as an upstream
+    // that sends nothing for it.
+    let events = relay.into_driven_stream(timeouts.idle).boxed();
+    let body = request.encode_stream(target, events);
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
