@@ -44,9 +44,12 @@ impl JsonRequest {
         inspected: InspectedBody,
         client_body: Bytes,
     ) -> Result<Self, GatewayError> {
-        let client_wants_usage = crate::providers::wants_stream_usage(&inspected);
         let streams_tokens = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
-        let inspected = if streams_tokens && inspected.stream() && !client_wants_usage {
+        let token_stream = streams_tokens && inspected.stream();
+        // Only a token stream has usage to strip: other requests skip the
+        // extra pass over the body.
+        let client_wants_usage = !token_stream || crate::providers::wants_stream_usage(&inspected);
+        let inspected = if token_stream && !client_wants_usage {
             with_stream_usage(&inspected)?
         } else {
             inspected
