@@ -52,7 +52,7 @@ gateway=$(start serve --config "$work/gw.toml")
 base=${gateway%/v1}
 
 for _ in $(seq 1 10); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' "$gateway/chat/completions" -d '{"model":"chat-default","messages":[]}')
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$gateway/chat/completions" -H 'content-type: application/json' -d '{"model":"chat-default","messages":[]}')
   [ "$code" = 200 ] || { echo "request failed with $code" >&2; exit 1; }
 done
 
