@@ -31,9 +31,27 @@ impl InboundProtocol for OpenAiJson {
         _ctx: DecodeContext<'_>,
         body: Bytes,
     ) -> Result<JsonRequest, GatewayError> {
-        let inspected = InspectedBody::parse(body.clone())?;
+        let inspected = match InspectedBody::parse(body.clone()) {
+            Err(BodyError::MissingModel) if self.0 == Endpoint::Moderations => {
+                with_default_moderation_model(&body)?
+            }
+            parsed => parsed?,
+        };
         JsonRequest::new(self.0, inspected, body)
     }
+}
+
+/// OpenAI's moderations endpoint has a default model; the gateway routes on
+/// that name, so a route called `omni-moderation-latest` serves requests
+/// that name none.
+const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
+
+fn with_default_moderation_model(body: &Bytes) -> Result<InspectedBody, BodyError> {
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+    value.insert("model".into(), DEFAULT_MODERATION_MODEL.into());
+    let bytes = serde_json::to_vec(&value).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+    InspectedBody::parse(Bytes::from(bytes))
 }
 
 impl JsonRequest {
@@ -148,6 +166,15 @@ mod tests {
         let out = with_stream_usage(&inspected).unwrap();
         assert_eq!(out.model(), "m");
         serde_json::from_slice(out.bytes()).unwrap()
+    }
+
+    #[test]
+    fn moderations_without_a_model_use_openais_default() {
+        let body = Bytes::from_static(br#"{"input":"hello"}"#);
+        let inspected = with_default_moderation_model(&body).unwrap();
+        assert_eq!(inspected.model(), DEFAULT_MODERATION_MODEL);
+        let v: serde_json::Value = serde_json::from_slice(inspected.bytes()).unwrap();
+        assert_eq!(v["input"], "hello");
     }
 
     #[test]
