@@ -51,13 +51,42 @@ pub(crate) enum Cached {
 
 type Flight = Arc<OnceCell<Result<Arc<Entry>, AuthError>>>;
 
+/// Takes a finished (or abandoned) flight out of the in-flight map.
+struct Landing<'c> {
+    cache: &'c KeyCache,
+    key: PrefixKey,
+    flight: Flight,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self
+            .cache
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Other waiters may still share it; the last one out removes it
+        // (the map holds one reference, each waiter's guard one).
+        if inflight
+            .get(&self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight) && Arc::strong_count(f) <= 2)
+        {
+            inflight.remove(&self.key);
+        }
+    }
+}
+
 pub(crate) struct KeyCache {
     positive: RwLock<HashMap<PrefixKey, Arc<Entry>>>,
     /// Unknown prefix → remembered until.
     negative: Mutex<HashMap<PrefixKey, i64>>,
     negative_capacity: usize,
     inflight: Mutex<HashMap<PrefixKey, Flight>>,
+    /// Store lookups of prefixes the cache has never seen valid.
     lookups: Semaphore,
+    /// Lookups renewing a key that was valid (its entry went stale): never
+    /// starved by a flood of unknown prefixes.
+    renewals: Semaphore,
     /// Bumped by every invalidation: a load that started before one does
     /// not cache what it read.
     generation: AtomicU64,
@@ -71,6 +100,7 @@ impl KeyCache {
             negative_capacity,
             inflight: Mutex::default(),
             lookups: Semaphore::new(concurrent_lookups.max(1)),
+            renewals: Semaphore::new(concurrent_lookups.max(1)),
             generation: AtomicU64::new(0),
         }
     }
@@ -97,10 +127,12 @@ impl KeyCache {
 
     /// Loads `key` with `load` unless a load of it is already running, in
     /// which case this waits for that one's result. `load` runs holding one
-    /// of the bounded lookup permits.
+    /// of the bounded lookup permits: of the renewal pool when `renewal`
+    /// (the key was valid before), else of the pool unknown prefixes share.
     pub(crate) async fn load<F, Fut>(
         &self,
         key: PrefixKey,
+        renewal: bool,
         load: F,
     ) -> Result<Arc<Entry>, AuthError>
     where
@@ -114,20 +146,27 @@ impl KeyCache {
             .entry(key)
             .or_default()
             .clone();
-        let result = flight
+        // Removes the flight however this ends, a caller's timeout included.
+        let landing = Landing {
+            cache: self,
+            key,
+            flight,
+        };
+        let permits = if renewal {
+            &self.renewals
+        } else {
+            &self.lookups
+        };
+        landing
+            .flight
             .get_or_init(|| async {
                 // The semaphore is never closed; treat that as "no permit
                 // needed" rather than failing.
-                let _permit = self.lookups.acquire().await.ok();
+                let _permit = permits.acquire().await.ok();
                 load().await
             })
             .await
-            .clone();
-        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-            inflight.remove(&key);
-        }
-        result
+            .clone()
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -237,7 +276,7 @@ mod tests {
                     // any await inside `load`.
                     entered.fetch_add(1, Ordering::SeqCst);
                     cache
-                        .load(prefix(1), || async move {
+                        .load(prefix(1), false, || async move {
                             loads.fetch_add(1, Ordering::SeqCst);
                             let _ = released.wait_for(|go| *go).await;
                             Ok(empty(0))
@@ -261,6 +300,38 @@ mod tests {
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         assert!(results.iter().all(|r| Arc::ptr_eq(r, &results[0])));
         assert!(cache.inflight.lock().unwrap().is_empty(), "flight cleared");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_lookup_leaves_no_flight_behind() {
+        let cache = KeyCache::new(10, 1);
+        let hung = cache.load(prefix(1), false, || std::future::pending());
+        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(1), hung).await;
+        assert!(timed_out.is_err());
+        assert!(
+            cache.inflight.lock().unwrap().is_empty(),
+            "flight removed on drop"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_prefixes_cannot_starve_renewals() {
+        let cache = Arc::new(KeyCache::new(10, 1));
+        // An unknown prefix holds the only lookup permit forever.
+        let hog = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .load(prefix(1), false, || std::future::pending())
+                    .await
+            })
+        };
+        while cache.lookups.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let renewed = cache.load(prefix(2), true, || async { Ok(empty(0)) }).await;
+        assert!(renewed.is_ok(), "a key that was valid still gets looked up");
+        hog.abort();
     }
 
     #[test]

@@ -320,7 +320,7 @@ impl Keys {
     ) -> Result<Arc<Entry>, AuthError> {
         let inner = &self.inner;
         let generation_before = inner.cache.generation();
-        let loading = inner.cache.load(key, || async {
+        let loading = inner.cache.load(key, stale.is_some(), || async {
             let generation = inner.cache.generation();
             let candidates = self
                 .fetch_candidates(key, now)
