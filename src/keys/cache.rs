@@ -305,7 +305,7 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_lookup_leaves_no_flight_behind() {
         let cache = KeyCache::new(10, 1);
-        let hung = cache.load(prefix(1), false, || std::future::pending());
+        let hung = cache.load(prefix(1), false, std::future::pending);
         let timed_out = tokio::time::timeout(std::time::Duration::from_millis(1), hung).await;
         assert!(timed_out.is_err());
         assert!(
@@ -320,11 +320,7 @@ mod tests {
         // An unknown prefix holds the only lookup permit forever.
         let hog = {
             let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .load(prefix(1), false, || std::future::pending())
-                    .await
-            })
+            tokio::spawn(async move { cache.load(prefix(1), false, std::future::pending).await })
         };
         while cache.lookups.available_permits() > 0 {
             tokio::task::yield_now().await;
