@@ -142,7 +142,7 @@ struct ChatRequest<'a> {
 impl ChatRequest<'_> {
     fn reject(&mut self, field: &str, reason: &str) {
         if self.rejected.is_none() {
-            self.rejected = Some(unsupported(field, reason));
+            self.rejected = Some(Path::ROOT.key(field).unsupported(reason));
         }
     }
 }
@@ -990,26 +990,30 @@ fn translate_tools<'a>(tools: &'a [Tool<'a>]) -> Result<Vec<FunctionDeclaration<
 }
 
 fn tool_config(choice: &ToolChoice, has_tools: bool) -> Result<Option<ToolConfig>, Unsupported> {
+    let root = Path::ROOT;
     let (mode, name) = match choice {
         ToolChoice::Mode(mode) => match mode.as_str() {
             "auto" => ("AUTO", None),
             "none" => ("NONE", None),
             "required" => ("ANY", None),
             other => {
-                return Err(unsupported(
-                    "tool_choice",
-                    format!("`{other}` is not a tool choice this adapter knows"),
-                ))
+                return Err(root
+                    .key("tool_choice")
+                    .unsupported(format!("`{other}` is not a tool choice this adapter knows")))
             }
         },
         ToolChoice::Function { kind, function } => match (kind.as_str(), function) {
             ("function", Some(function)) => ("ANY", Some([function.name.clone()])),
-            ("function", None) => return Err(unsupported("tool_choice.function", "is required")),
+            ("function", None) => {
+                return Err(root
+                    .key("tool_choice")
+                    .key("function")
+                    .unsupported("is required"))
+            }
             (other, _) => {
-                return Err(unsupported(
-                    "tool_choice.type",
-                    format!("`{other}` cannot be expressed in Gemini's function calling config"),
-                ))
+                return Err(root.key("tool_choice").key("type").unsupported(format!(
+                    "`{other}` cannot be expressed in Gemini's function calling config"
+                )))
             }
         },
     };
@@ -1018,10 +1022,9 @@ fn tool_config(choice: &ToolChoice, has_tools: bool) -> Result<Option<ToolConfig
         // a call is a contradiction Gemini would reject less clearly.
         return match mode {
             "AUTO" | "NONE" => Ok(None),
-            _ => Err(unsupported(
-                "tool_choice",
-                "requires a function call but the request has no tools",
-            )),
+            _ => Err(root
+                .key("tool_choice")
+                .unsupported("requires a function call but the request has no tools")),
         };
     }
     Ok(Some(ToolConfig {
@@ -1033,23 +1036,23 @@ fn tool_config(choice: &ToolChoice, has_tools: bool) -> Result<Option<ToolConfig
 }
 
 fn generation_config<'a>(request: &ChatRequest<'a>) -> Result<GenerationConfig<'a>, Unsupported> {
+    let root = Path::ROOT;
     let candidate_count = match request.n {
         None => None,
         Some(1) => Some(1),
-        Some(0) => return Err(unsupported("n", "must be at least 1")),
+        Some(0) => return Err(root.key("n").unsupported("must be at least 1")),
         Some(_) => {
-            return Err(unsupported(
-                "n",
+            return Err(root.key("n").unsupported(
                 "must be 1: the Gemini adapter translates only the first choice back",
             ))
         }
     };
     let seed = match request.seed {
         None => None,
-        Some(seed) => Some(
-            i32::try_from(seed)
-                .map_err(|_| unsupported("seed", "must fit in 32 bits for Gemini"))?,
-        ),
+        Some(seed) => Some(i32::try_from(seed).map_err(|_| {
+            root.key("seed")
+                .unsupported("must fit in 32 bits for Gemini")
+        })?),
     };
     let stop_sequences = match &request.stop {
         None => None,
@@ -1064,18 +1067,18 @@ fn generation_config<'a>(request: &ChatRequest<'a>) -> Result<GenerationConfig<'
             "json_object" => (Some("application/json"), None),
             "json_schema" => {
                 let Some(schema) = format.json_schema.as_ref().and_then(|j| j.schema) else {
-                    return Err(unsupported(
-                        "response_format.json_schema.schema",
-                        "is required",
-                    ));
+                    return Err(root
+                        .key("response_format")
+                        .key("json_schema")
+                        .key("schema")
+                        .unsupported("is required"));
                 };
                 (Some("application/json"), Some(schema))
             }
             other => {
-                return Err(unsupported(
-                    "response_format.type",
-                    format!("`{other}` is not a response format this adapter knows"),
-                ))
+                return Err(root.key("response_format").key("type").unsupported(format!(
+                    "`{other}` is not a response format this adapter knows"
+                )))
             }
         },
     };
