@@ -36,6 +36,7 @@
 //!   `message_delta`, which the Anthropic SDKs apply to the final message.
 //!   Reasoning deltas are not forwarded: the client did not ask for thinking.
 
+use crate::api::path::Path;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -55,23 +56,25 @@ impl InboundError {
         }
     }
 
-    fn required(path: &str) -> Self {
-        Self::new(format!("`{path}` is required"))
+    fn required(at: &Path<'_>) -> Self {
+        Self::new(format!("`{}` is required", at.field()))
     }
 
-    fn invalid(path: &str, expected: &str) -> Self {
-        Self::new(format!("`{path}` must be {expected}"))
+    fn invalid(at: &Path<'_>, expected: &str) -> Self {
+        Self::new(format!("`{}` must be {expected}", at.field()))
     }
 
-    fn unsupported(path: &str) -> Self {
+    fn unsupported(at: &Path<'_>) -> Self {
         Self::new(format!(
-            "`{path}` is not supported: the gateway cannot express it to its upstreams"
+            "`{}` is not supported: the gateway cannot express it to its upstreams",
+            at.field()
         ))
     }
 
-    fn unsupported_block(path: &str, kind: &str) -> Self {
+    fn unsupported_block(at: &Path<'_>, kind: &str) -> Self {
         Self::new(format!(
-            "`{path}.type` `{kind}` is not supported: the gateway cannot express it to its upstreams"
+            "`{}` `{kind}` is not supported: the gateway cannot express it to its upstreams",
+            at.key("type").field()
         ))
     }
 }
@@ -100,6 +103,7 @@ pub fn request_to_openai(anthropic: &[u8]) -> Result<Vec<u8>, InboundError> {
         return Err(InboundError::new("the request body must be a JSON object"));
     };
 
+    let root = Path::ROOT;
     let mut out = Map::new();
     let mut model = None;
     let mut max_tokens = None;
@@ -113,23 +117,33 @@ pub fn request_to_openai(anthropic: &[u8]) -> Result<Vec<u8>, InboundError> {
         match key.as_str() {
             "model" => match value {
                 Value::String(name) if !name.is_empty() => model = Some(name),
-                _ => return Err(InboundError::invalid("model", "a non-empty string")),
+                _ => {
+                    return Err(InboundError::invalid(
+                        &root.key("model"),
+                        "a non-empty string",
+                    ))
+                }
             },
             "max_tokens" => match value.as_u64() {
                 Some(n) if n > 0 => max_tokens = Some(n),
-                _ => return Err(InboundError::invalid("max_tokens", "a positive integer")),
+                _ => {
+                    return Err(InboundError::invalid(
+                        &root.key("max_tokens"),
+                        "a positive integer",
+                    ))
+                }
             },
             "messages" => turns = Some(value),
             "system" => system = Some(system_message(value)?),
             "stop_sequences" => {
-                let stops = string_array(value, "stop_sequences")?;
+                let stops = string_array(value, &root.key("stop_sequences"))?;
                 if !stops.is_empty() {
                     out.insert("stop".into(), Value::Array(stops));
                 }
             }
             "temperature" | "top_p" => {
                 if !value.is_number() {
-                    return Err(InboundError::invalid(&key, "a number"));
+                    return Err(InboundError::invalid(&root.key(&key), "a number"));
                 }
                 out.insert(key, value);
             }
@@ -146,7 +160,7 @@ pub fn request_to_openai(anthropic: &[u8]) -> Result<Vec<u8>, InboundError> {
                     out.insert("stream_options".into(), Value::Object(options));
                 }
                 Value::Bool(false) => {}
-                _ => return Err(InboundError::invalid("stream", "a boolean")),
+                _ => return Err(InboundError::invalid(&root.key("stream"), "a boolean")),
             },
             "metadata" => {
                 if let Some(user) = metadata_user(value)? {
@@ -160,21 +174,25 @@ pub fn request_to_openai(anthropic: &[u8]) -> Result<Vec<u8>, InboundError> {
             "thinking" => thinking(value)?,
             // A caching hint: upstreams cache prefixes on their own.
             "cache_control" => {}
-            _ => return Err(InboundError::unsupported(&key)),
+            _ => return Err(InboundError::unsupported(&root.key(&key))),
         }
     }
 
-    let model = model.ok_or_else(|| InboundError::required("model"))?;
-    let max_tokens = max_tokens.ok_or_else(|| InboundError::required("max_tokens"))?;
+    let model = model.ok_or_else(|| InboundError::required(&root.key("model")))?;
+    let max_tokens = max_tokens.ok_or_else(|| InboundError::required(&root.key("max_tokens")))?;
     let Some(Value::Array(turns)) = turns else {
-        return Err(InboundError::invalid("messages", "an array of messages"));
+        return Err(InboundError::invalid(
+            &root.key("messages"),
+            "an array of messages",
+        ));
     };
     let mut messages = Vec::with_capacity(turns.len() + 1);
     if let Some(system) = system {
         messages.push(system);
     }
+    let at = root.key("messages");
     for (i, turn) in turns.into_iter().enumerate() {
-        translate_turn(turn, &format!("messages[{i}]"), &mut messages)?;
+        translate_turn(turn, &at.index(i), &mut messages)?;
     }
 
     out.insert("model".into(), Value::String(model));
@@ -185,13 +203,13 @@ pub fn request_to_openai(anthropic: &[u8]) -> Result<Vec<u8>, InboundError> {
 }
 
 /// Splits a content block into its `type` and its other fields.
-fn block_fields(block: Value, path: &str) -> Result<(String, Map<String, Value>), InboundError> {
+fn block_fields(block: Value, at: &Path<'_>) -> Result<(String, Map<String, Value>), InboundError> {
     let Value::Object(mut fields) = block else {
-        return Err(InboundError::invalid(path, "a content block object"));
+        return Err(InboundError::invalid(at, "a content block object"));
     };
     match fields.remove("type") {
         Some(Value::String(kind)) => Ok((kind, fields)),
-        _ => Err(InboundError::required(&format!("{path}.type"))),
+        _ => Err(InboundError::required(&at.key("type"))),
     }
 }
 
@@ -199,31 +217,31 @@ fn block_fields(block: Value, path: &str) -> Result<(String, Map<String, Value>)
 fn take_string(
     fields: &mut Map<String, Value>,
     key: &str,
-    path: &str,
+    at: &Path<'_>,
 ) -> Result<String, InboundError> {
     match fields.remove(key) {
         Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err(InboundError::required(&format!("{path}.{key}"))),
-        Some(_) => Err(InboundError::invalid(&format!("{path}.{key}"), "a string")),
+        None | Some(Value::Null) => Err(InboundError::required(&at.key(key))),
+        Some(_) => Err(InboundError::invalid(&at.key(key), "a string")),
     }
 }
 
 /// Refuses whatever a block still holds once its known fields were taken;
 /// `cache_control` and nulls are accepted.
-fn reject_leftovers(fields: Map<String, Value>, path: &str) -> Result<(), InboundError> {
+fn reject_leftovers(fields: Map<String, Value>, at: &Path<'_>) -> Result<(), InboundError> {
     match fields
         .into_iter()
         .find(|(key, value)| key != "cache_control" && !value.is_null())
     {
-        Some((key, _)) => Err(InboundError::unsupported(&format!("{path}.{key}"))),
+        Some((key, _)) => Err(InboundError::unsupported(&at.key(&key))),
         None => Ok(()),
     }
 }
 
-fn string_array(value: Value, path: &str) -> Result<Vec<Value>, InboundError> {
+fn string_array(value: Value, at: &Path<'_>) -> Result<Vec<Value>, InboundError> {
     match value {
         Value::Array(items) if items.iter().all(Value::is_string) => Ok(items),
-        _ => Err(InboundError::invalid(path, "an array of strings")),
+        _ => Err(InboundError::invalid(at, "an array of strings")),
     }
 }
 
@@ -248,68 +266,65 @@ fn content_value(mut parts: Vec<Value>) -> Value {
 }
 
 /// A text block's text; citations would be lost, so they are refused.
-fn text_block(mut fields: Map<String, Value>, path: &str) -> Result<String, InboundError> {
-    let text = take_string(&mut fields, "text", path)?;
+fn text_block(mut fields: Map<String, Value>, at: &Path<'_>) -> Result<String, InboundError> {
+    let text = take_string(&mut fields, "text", at)?;
     match fields.remove("citations") {
         None | Some(Value::Null) => {}
         Some(Value::Array(citations)) if citations.is_empty() => {}
-        Some(_) => return Err(InboundError::unsupported(&format!("{path}.citations"))),
+        Some(_) => return Err(InboundError::unsupported(&at.key("citations"))),
     }
-    reject_leftovers(fields, path)?;
+    reject_leftovers(fields, at)?;
     Ok(text)
 }
 
 /// Text blocks (or a string) as OpenAI content parts, for `system` and
 /// `tool_result.content`, where only text can go.
-fn text_parts(value: Value, path: &str) -> Result<Vec<Value>, InboundError> {
+fn text_parts(value: Value, at: &Path<'_>) -> Result<Vec<Value>, InboundError> {
     match value {
         Value::String(text) => Ok(vec![text_part(text)]),
         Value::Array(blocks) => {
             let mut parts = Vec::with_capacity(blocks.len());
             for (i, block) in blocks.into_iter().enumerate() {
-                let path = format!("{path}[{i}]");
-                let (kind, fields) = block_fields(block, &path)?;
+                let at = at.index(i);
+                let (kind, fields) = block_fields(block, &at)?;
                 if kind != "text" {
-                    return Err(InboundError::unsupported_block(&path, &kind));
+                    return Err(InboundError::unsupported_block(&at, &kind));
                 }
-                parts.push(text_part(text_block(fields, &path)?));
+                parts.push(text_part(text_block(fields, &at)?));
             }
             Ok(parts)
         }
         _ => Err(InboundError::invalid(
-            path,
+            at,
             "a string or an array of text blocks",
         )),
     }
 }
 
 fn system_message(value: Value) -> Result<Value, InboundError> {
-    let parts = text_parts(value, "system")?;
+    let parts = text_parts(value, &Path::ROOT.key("system"))?;
     let mut message = Map::new();
     message.insert("role".into(), Value::from("system"));
     message.insert("content".into(), content_value(parts));
     Ok(Value::Object(message))
 }
 
-fn image_part(mut fields: Map<String, Value>, path: &str) -> Result<Value, InboundError> {
-    let source_path = format!("{path}.source");
+fn image_part(mut fields: Map<String, Value>, at: &Path<'_>) -> Result<Value, InboundError> {
+    let source_at = at.key("source");
     let Some(Value::Object(mut source)) = fields.remove("source") else {
-        return Err(InboundError::invalid(
-            &source_path,
-            "an image source object",
-        ));
+        return Err(InboundError::invalid(&source_at, "an image source object"));
     };
-    reject_leftovers(fields, path)?;
-    let url = match take_string(&mut source, "type", &source_path)?.as_str() {
+    reject_leftovers(fields, at)?;
+    let url = match take_string(&mut source, "type", &source_at)?.as_str() {
         "base64" => {
-            let media_type = take_string(&mut source, "media_type", &source_path)?;
-            let data = take_string(&mut source, "data", &source_path)?;
+            let media_type = take_string(&mut source, "media_type", &source_at)?;
+            let data = take_string(&mut source, "data", &source_at)?;
             format!("data:{media_type};base64,{data}")
         }
-        "url" => take_string(&mut source, "url", &source_path)?,
-        other => return Err(InboundError::unsupported_block(&source_path, other)),
+        "url" => take_string(&mut source, "url", &source_at)?,
+        other => return Err(InboundError::unsupported_block(&source_at, other)),
     };
-    reject_leftovers(source, &source_path)?;
+    reject_leftovers(source, &source_at)?;
     let mut image_url = Map::new();
     image_url.insert("url".into(), Value::String(url));
     let mut part = Map::new();
@@ -318,23 +333,18 @@ fn image_part(mut fields: Map<String, Value>, path: &str) -> Result<Value, Inbou
     Ok(Value::Object(part))
 }
 
-fn tool_result(mut fields: Map<String, Value>, path: &str) -> Result<Value, InboundError> {
-    let id = take_string(&mut fields, "tool_use_id", path)?;
+fn tool_result(mut fields: Map<String, Value>, at: &Path<'_>) -> Result<Value, InboundError> {
+    let id = take_string(&mut fields, "tool_use_id", at)?;
     let mut parts = match fields.remove("content") {
         None | Some(Value::Null) => Vec::new(),
-        Some(content) => text_parts(content, &format!("{path}.content"))?,
+        Some(content) => text_parts(content, &at.key("content"))?,
     };
     let is_error = match fields.remove("is_error") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
-        Some(_) => {
-            return Err(InboundError::invalid(
-                &format!("{path}.is_error"),
-                "a boolean",
-            ))
-        }
+        Some(_) => return Err(InboundError::invalid(&at.key("is_error"), "a boolean")),
     };
-    reject_leftovers(fields, path)?;
+    reject_leftovers(fields, at)?;
     if is_error {
         match parts.first_mut().and_then(|p| p.get_mut("text")) {
             Some(Value::String(text)) => text.insert_str(0, TOOL_ERROR_PREFIX),
@@ -353,15 +363,15 @@ fn tool_result(mut fields: Map<String, Value>, path: &str) -> Result<Value, Inbo
     Ok(Value::Object(message))
 }
 
-fn tool_call(mut fields: Map<String, Value>, path: &str) -> Result<Value, InboundError> {
-    let id = take_string(&mut fields, "id", path)?;
-    let name = take_string(&mut fields, "name", path)?;
+fn tool_call(mut fields: Map<String, Value>, at: &Path<'_>) -> Result<Value, InboundError> {
+    let id = take_string(&mut fields, "id", at)?;
+    let name = take_string(&mut fields, "name", at)?;
     let arguments = match fields.remove("input") {
         Some(input @ Value::Object(_)) => input.to_string(),
-        None | Some(Value::Null) => return Err(InboundError::required(&format!("{path}.input"))),
-        Some(_) => return Err(InboundError::invalid(&format!("{path}.input"), "an object")),
+        None | Some(Value::Null) => return Err(InboundError::required(&at.key("input"))),
+        Some(_) => return Err(InboundError::invalid(&at.key("input"), "an object")),
     };
-    reject_leftovers(fields, path)?;
+    reject_leftovers(fields, at)?;
     let mut function = Map::new();
     function.insert("name".into(), Value::String(name));
     function.insert("arguments".into(), Value::String(arguments));
@@ -372,22 +382,26 @@ fn tool_call(mut fields: Map<String, Value>, path: &str) -> Result<Value, Inboun
     Ok(Value::Object(call))
 }
 
-fn translate_turn(turn: Value, path: &str, messages: &mut Vec<Value>) -> Result<(), InboundError> {
+fn translate_turn(
+    turn: Value,
+    at: &Path<'_>,
+    messages: &mut Vec<Value>,
+) -> Result<(), InboundError> {
     let Value::Object(mut fields) = turn else {
-        return Err(InboundError::invalid(path, "a message object"));
+        return Err(InboundError::invalid(at, "a message object"));
     };
-    let role = take_string(&mut fields, "role", path)?;
-    let content_path = format!("{path}.content");
+    let role = take_string(&mut fields, "role", at)?;
+    let content_at = at.key("content");
     let content = match fields.remove("content") {
-        None | Some(Value::Null) => return Err(InboundError::required(&content_path)),
+        None | Some(Value::Null) => return Err(InboundError::required(&content_at)),
         Some(content) => content,
     };
     if let Some((key, _)) = fields.into_iter().next() {
-        return Err(InboundError::unsupported(&format!("{path}.{key}")));
+        return Err(InboundError::unsupported(&at.key(&key)));
     }
     if !matches!(role.as_str(), "user" | "assistant") {
         return Err(InboundError::invalid(
-            &format!("{path}.role"),
+            &at.key("role"),
             "`user` or `assistant`",
         ));
     }
@@ -402,33 +416,33 @@ fn translate_turn(turn: Value, path: &str, messages: &mut Vec<Value>) -> Result<
         Value::Array(blocks) if !blocks.is_empty() => blocks,
         _ => {
             return Err(InboundError::invalid(
-                &content_path,
+                &content_at,
                 "a string or a non-empty array of content blocks",
             ))
         }
     };
     if role == "user" {
-        user_blocks(blocks, &content_path, messages)
+        user_blocks(blocks, &content_at, messages)
     } else {
-        assistant_blocks(blocks, &content_path, messages)
+        assistant_blocks(blocks, &content_at, messages)
     }
 }
 
 fn user_blocks(
     blocks: Vec<Value>,
-    path: &str,
+    at: &Path<'_>,
     messages: &mut Vec<Value>,
 ) -> Result<(), InboundError> {
     let mut parts = Vec::new();
     let mut results = Vec::new();
     for (i, block) in blocks.into_iter().enumerate() {
-        let path = format!("{path}[{i}]");
-        let (kind, fields) = block_fields(block, &path)?;
+        let at = at.index(i);
+        let (kind, fields) = block_fields(block, &at)?;
         match kind.as_str() {
-            "text" => parts.push(text_part(text_block(fields, &path)?)),
-            "image" => parts.push(image_part(fields, &path)?),
-            "tool_result" => results.push(tool_result(fields, &path)?),
-            _ => return Err(InboundError::unsupported_block(&path, &kind)),
+            "text" => parts.push(text_part(text_block(fields, &at)?)),
+            "image" => parts.push(image_part(fields, &at)?),
+            "tool_result" => results.push(tool_result(fields, &at)?),
+            _ => return Err(InboundError::unsupported_block(&at, &kind)),
         }
     }
     // OpenAI wants tool results right after the assistant's tool calls.
@@ -444,18 +458,18 @@ fn user_blocks(
 
 fn assistant_blocks(
     blocks: Vec<Value>,
-    path: &str,
+    at: &Path<'_>,
     messages: &mut Vec<Value>,
 ) -> Result<(), InboundError> {
     let mut parts = Vec::new();
     let mut calls = Vec::new();
     for (i, block) in blocks.into_iter().enumerate() {
-        let path = format!("{path}[{i}]");
-        let (kind, fields) = block_fields(block, &path)?;
+        let at = at.index(i);
+        let (kind, fields) = block_fields(block, &at)?;
         match kind.as_str() {
-            "text" => parts.push(text_part(text_block(fields, &path)?)),
-            "tool_use" => calls.push(tool_call(fields, &path)?),
-            _ => return Err(InboundError::unsupported_block(&path, &kind)),
+            "text" => parts.push(text_part(text_block(fields, &at)?)),
+            "tool_use" => calls.push(tool_call(fields, &at)?),
+            _ => return Err(InboundError::unsupported_block(&at, &kind)),
         }
     }
     let mut message = Map::new();
@@ -474,92 +488,87 @@ fn assistant_blocks(
 }
 
 fn metadata_user(value: Value) -> Result<Option<String>, InboundError> {
+    let at = Path::ROOT.key("metadata");
     let Value::Object(mut fields) = value else {
-        return Err(InboundError::invalid("metadata", "an object"));
+        return Err(InboundError::invalid(&at, "an object"));
     };
     let user = match fields.remove("user_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) => Some(id),
-        Some(_) => return Err(InboundError::invalid("metadata.user_id", "a string")),
+        Some(_) => return Err(InboundError::invalid(&at.key("user_id"), "a string")),
     };
-    reject_leftovers(fields, "metadata")?;
+    reject_leftovers(fields, &at)?;
     Ok(user)
 }
 
 fn tools(value: Value) -> Result<Value, InboundError> {
+    let at = Path::ROOT.key("tools");
     let Value::Array(tools) = value else {
-        return Err(InboundError::invalid("tools", "an array of tools"));
+        return Err(InboundError::invalid(&at, "an array of tools"));
     };
     let mut out = Vec::with_capacity(tools.len());
     for (i, tool) in tools.into_iter().enumerate() {
-        let path = format!("tools[{i}]");
-        let Value::Object(mut fields) = tool else {
-            return Err(InboundError::invalid(&path, "a tool object"));
-        };
-        match fields.remove("type") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(kind)) if kind == "custom" => {}
-            // Server tools (web search, code execution, …) run at Anthropic.
-            Some(Value::String(kind)) => return Err(InboundError::unsupported_block(&path, &kind)),
-            Some(_) => return Err(InboundError::invalid(&format!("{path}.type"), "a string")),
-        }
-        let mut function = Map::new();
-        function.insert(
-            "name".into(),
-            Value::String(take_string(&mut fields, "name", &path)?),
-        );
-        match fields.remove("description") {
-            None | Some(Value::Null) => {}
-            Some(d @ Value::String(_)) => {
-                function.insert("description".into(), d);
-            }
-            Some(_) => {
-                return Err(InboundError::invalid(
-                    &format!("{path}.description"),
-                    "a string",
-                ))
-            }
-        }
-        match fields.remove("input_schema") {
-            Some(schema @ Value::Object(_)) => {
-                function.insert("parameters".into(), schema);
-            }
-            None | Some(Value::Null) => {
-                return Err(InboundError::required(&format!("{path}.input_schema")))
-            }
-            Some(_) => {
-                return Err(InboundError::invalid(
-                    &format!("{path}.input_schema"),
-                    "a JSON schema object",
-                ))
-            }
-        }
-        match fields.remove("strict") {
-            None | Some(Value::Null) => {}
-            Some(strict @ Value::Bool(_)) => {
-                function.insert("strict".into(), strict);
-            }
-            Some(_) => {
-                return Err(InboundError::invalid(
-                    &format!("{path}.strict"),
-                    "a boolean",
-                ))
-            }
-        }
-        reject_leftovers(fields, &path)?;
-        let mut tool = Map::new();
-        tool.insert("type".into(), Value::from("function"));
-        tool.insert("function".into(), Value::Object(function));
-        out.push(Value::Object(tool));
+        out.push(function_tool(tool, &at.index(i))?);
     }
     Ok(Value::Array(out))
 }
 
-fn tool_choice(value: Value, out: &mut Map<String, Value>) -> Result<(), InboundError> {
-    let Value::Object(mut fields) = value else {
-        return Err(InboundError::invalid("tool_choice", "an object"));
+/// One Anthropic tool as an OpenAI function tool.
+fn function_tool(tool: Value, at: &Path<'_>) -> Result<Value, InboundError> {
+    let Value::Object(mut fields) = tool else {
+        return Err(InboundError::invalid(at, "a tool object"));
     };
-    let choice = match take_string(&mut fields, "type", "tool_choice")?.as_str() {
+    match fields.remove("type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(kind)) if kind == "custom" => {}
+        // Server tools (web search, code execution, …) run at Anthropic.
+        Some(Value::String(kind)) => return Err(InboundError::unsupported_block(at, &kind)),
+        Some(_) => return Err(InboundError::invalid(&at.key("type"), "a string")),
+    }
+    let mut function = Map::new();
+    function.insert(
+        "name".into(),
+        Value::String(take_string(&mut fields, "name", at)?),
+    );
+    match fields.remove("description") {
+        None | Some(Value::Null) => {}
+        Some(d @ Value::String(_)) => {
+            function.insert("description".into(), d);
+        }
+        Some(_) => return Err(InboundError::invalid(&at.key("description"), "a string")),
+    }
+    match fields.remove("input_schema") {
+        Some(schema @ Value::Object(_)) => {
+            function.insert("parameters".into(), schema);
+        }
+        None | Some(Value::Null) => return Err(InboundError::required(&at.key("input_schema"))),
+        Some(_) => {
+            return Err(InboundError::invalid(
+                &at.key("input_schema"),
+                "a JSON schema object",
+            ))
+        }
+    }
+    match fields.remove("strict") {
+        None | Some(Value::Null) => {}
+        Some(strict @ Value::Bool(_)) => {
+            function.insert("strict".into(), strict);
+        }
+        Some(_) => return Err(InboundError::invalid(&at.key("strict"), "a boolean")),
+    }
+    reject_leftovers(fields, at)?;
+    let mut tool = Map::new();
+    tool.insert("type".into(), Value::from("function"));
+    tool.insert("function".into(), Value::Object(function));
+    Ok(Value::Object(tool))
+}
+
+fn tool_choice(value: Value, out: &mut Map<String, Value>) -> Result<(), InboundError> {
+    let at = Path::ROOT.key("tool_choice");
+    let Value::Object(mut fields) = value else {
+        return Err(InboundError::invalid(&at, "an object"));
+    };
+    let choice = match take_string(&mut fields, "type", &at)?.as_str() {
         "auto" => Value::from("auto"),
         "any" => Value::from("required"),
         "none" => Value::from("none"),
@@ -567,14 +576,14 @@ fn tool_choice(value: Value, out: &mut Map<String, Value>) -> Result<(), Inbound
             let mut function = Map::new();
             function.insert(
                 "name".into(),
-                Value::String(take_string(&mut fields, "name", "tool_choice")?),
+                Value::String(take_string(&mut fields, "name", &at)?),
             );
             let mut choice = Map::new();
             choice.insert("type".into(), Value::from("function"));
             choice.insert("function".into(), Value::Object(function));
             Value::Object(choice)
         }
-        other => return Err(InboundError::unsupported_block("tool_choice", other)),
+        other => return Err(InboundError::unsupported_block(&at, other)),
     };
     match fields.remove("disable_parallel_tool_use") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
@@ -583,12 +592,12 @@ fn tool_choice(value: Value, out: &mut Map<String, Value>) -> Result<(), Inbound
         }
         Some(_) => {
             return Err(InboundError::invalid(
-                "tool_choice.disable_parallel_tool_use",
+                &at.key("disable_parallel_tool_use"),
                 "a boolean",
             ))
         }
     }
-    reject_leftovers(fields, "tool_choice")?;
+    reject_leftovers(fields, &at)?;
     out.insert("tool_choice".into(), choice);
     Ok(())
 }

@@ -54,6 +54,7 @@
 //! `response_format.json_schema` needs none of this: it goes to
 //! `responseJsonSchema`, which takes JSON Schema as is.
 
+use crate::api::path::Path;
 use crate::api::{error_body, CachedTokens, ChatUsage, ReasoningTokens};
 use crate::providers::{StreamTranslator, Unsupported};
 use crate::resilience::FailureClass;
@@ -101,6 +102,17 @@ fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> Unsupport
     }
 }
 
+/// A refusal naming the request field at `self`, rendered only now.
+trait RefuseAt {
+    fn unsupported(&self, reason: impl Into<String>) -> Unsupported;
+}
+
+impl RefuseAt for Path<'_> {
+    fn unsupported(&self, reason: impl Into<String>) -> Unsupported {
+        unsupported(self.field(), reason)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Requests: OpenAI chat request → Gemini GenerateContentRequest
 // ---------------------------------------------------------------------------
@@ -130,7 +142,7 @@ struct ChatRequest<'a> {
 impl ChatRequest<'_> {
     fn reject(&mut self, field: &str, reason: &str) {
         if self.rejected.is_none() {
-            self.rejected = Some(unsupported(field, reason));
+            self.rejected = Some(Path::ROOT.key(field).unsupported(reason));
         }
     }
 }
@@ -624,48 +636,50 @@ fn translate_messages<'a>(messages: &'a [Message<'a>]) -> Result<Translated<'a>,
     // (tool call id, function name) of every assistant tool call so far; a
     // tool result names only the id, Gemini wants the name.
     let mut calls: Vec<(&'a str, &'a str)> = Vec::new();
+    let root = Path::ROOT;
+    let messages_at = root.key("messages");
     for (i, message) in messages.iter().enumerate() {
-        let at = |field: &str| format!("messages[{i}].{field}");
+        let at = messages_at.index(i);
         if message.function_call.is_some() {
-            return Err(unsupported(
-                at("function_call"),
-                "is the legacy function-calling API; use `tool_calls`",
-            ));
+            return Err(at
+                .key("function_call")
+                .unsupported("is the legacy function-calling API; use `tool_calls`"));
         }
         if message.audio.is_some() {
-            return Err(unsupported(
-                at("audio"),
-                "cannot be sent to Gemini by this adapter",
-            ));
+            return Err(at
+                .key("audio")
+                .unsupported("cannot be sent to Gemini by this adapter"));
         }
         if message.tool_calls.is_some() && message.role != "assistant" {
-            return Err(unsupported(
-                at("tool_calls"),
-                "is only valid on assistant messages",
-            ));
+            return Err(at
+                .key("tool_calls")
+                .unsupported("is only valid on assistant messages"));
         }
         let content = message.content.as_ref();
+        let content_at = at.key("content");
         match message.role.as_ref() {
-            "system" | "developer" => text_parts(content, i, &mut system, TextOnly::System)?,
+            "system" | "developer" => {
+                text_parts(content, &content_at, &mut system, TextOnly::System)?
+            }
             "user" => {
                 let mut parts = Vec::new();
-                user_parts(content, i, &mut parts)?;
+                user_parts(content, &content_at, &mut parts)?;
                 push_turn(&mut contents, "user", parts);
             }
             "assistant" => {
                 let mut parts = Vec::new();
-                text_parts(content, i, &mut parts, TextOnly::Assistant)?;
+                text_parts(content, &content_at, &mut parts, TextOnly::Assistant)?;
                 if let Some(refusal) = message.refusal.as_deref().filter(|r| !r.is_empty()) {
                     parts.push(Part::Text { text: refusal });
                 }
+                let calls_at = at.key("tool_calls");
                 for (j, call) in message.tool_calls.iter().flatten().enumerate() {
-                    let at = |field: &str| format!("messages[{i}].tool_calls[{j}].{field}");
+                    let at = calls_at.index(j);
                     if let Some(kind) = call.kind.as_deref().filter(|kind| *kind != "function") {
-                        return Err(unsupported(at("type"), format!("`{kind}` tool calls cannot be sent to Gemini; only function calls translate")));
+                        return Err(at.key("type").unsupported(format!("`{kind}` tool calls cannot be sent to Gemini; only function calls translate")));
                     }
                     let args = function_arguments(&call.function.arguments).ok_or_else(|| {
-                        unsupported(
-                            at("function.arguments"),
+                        at.key("function").key("arguments").unsupported(
                             "is not a JSON object; Gemini takes function arguments as an object",
                         )
                     })?;
@@ -687,19 +701,17 @@ fn translate_messages<'a>(messages: &'a [Message<'a>]) -> Result<Translated<'a>,
             }
             "tool" => {
                 let Some(id) = message.tool_call_id.as_deref() else {
-                    return Err(unsupported(
-                        at("tool_call_id"),
-                        "is required on tool messages",
-                    ));
+                    return Err(at
+                        .key("tool_call_id")
+                        .unsupported("is required on tool messages"));
                 };
                 let Some(&(_, name)) = calls.iter().rev().find(|(call_id, _)| *call_id == id)
                 else {
-                    return Err(unsupported(
-                        at("tool_call_id"),
+                    return Err(at.key("tool_call_id").unsupported(
                         "does not match a tool call of an earlier assistant message; Gemini needs the function's name",
                     ));
                 };
-                let text = tool_result_text(content, i)?;
+                let text = tool_result_text(content, &content_at)?;
                 let content = match serde_json::from_str::<Box<RawValue>>(&text) {
                     Ok(json) => ToolResultContent::Json(json),
                     Err(_) => ToolResultContent::Text(text),
@@ -713,22 +725,19 @@ fn translate_messages<'a>(messages: &'a [Message<'a>]) -> Result<Translated<'a>,
                 push_turn(&mut contents, "user", vec![part]);
             }
             "function" => {
-                return Err(unsupported(
-                    at("role"),
+                return Err(at.key("role").unsupported(
                     "`function` is the legacy function-calling API; use `tool` messages",
                 ));
             }
             other => {
-                return Err(unsupported(
-                    at("role"),
-                    format!("`{other}` is not a chat role"),
-                ))
+                return Err(at
+                    .key("role")
+                    .unsupported(format!("`{other}` is not a chat role")))
             }
         }
     }
     if contents.is_empty() {
-        return Err(unsupported(
-            "messages",
+        return Err(messages_at.unsupported(
             "has no user or assistant message with content; Gemini needs at least one",
         ));
     }
@@ -758,7 +767,7 @@ enum TextOnly {
 /// rejects a part with empty text.
 fn text_parts<'a>(
     content: Option<&'a MessageContent<'a>>,
-    i: usize,
+    at: &Path<'_>,
     out: &mut Vec<Part<'a>>,
     role: TextOnly,
 ) -> Result<(), Unsupported> {
@@ -767,27 +776,23 @@ fn text_parts<'a>(
         None | Some(MessageContent::Text(_)) => {}
         Some(MessageContent::Parts(parts)) => {
             for (j, part) in parts.iter().enumerate() {
+                let at = at.index(j);
                 let text = match (part.kind.as_ref(), role) {
                     ("text", _) => part.text.as_deref(),
                     ("refusal", TextOnly::Assistant) => part.refusal.as_deref(),
                     (kind, TextOnly::System) => {
-                        return Err(unsupported(
-                            format!("messages[{i}].content[{j}].type"),
+                        return Err(at.key("type").unsupported(
                             format!("`{kind}` cannot be part of a Gemini system instruction, which is text only"),
                         ))
                     }
                     (kind, TextOnly::Assistant) => {
-                        return Err(unsupported(
-                            format!("messages[{i}].content[{j}].type"),
+                        return Err(at.key("type").unsupported(
                             format!("`{kind}` cannot be part of an assistant message sent to Gemini"),
                         ))
                     }
                 };
                 let Some(text) = text else {
-                    return Err(unsupported(
-                        format!("messages[{i}].content[{j}]"),
-                        "has no text",
-                    ));
+                    return Err(at.unsupported("has no text"));
                 };
                 if !text.is_empty() {
                     out.push(Part::Text { text });
@@ -800,7 +805,7 @@ fn text_parts<'a>(
 
 fn user_parts<'a>(
     content: Option<&'a MessageContent<'a>>,
-    i: usize,
+    at: &Path<'_>,
     out: &mut Vec<Part<'a>>,
 ) -> Result<(), Unsupported> {
     let parts = match content {
@@ -814,45 +819,40 @@ fn user_parts<'a>(
         Some(MessageContent::Parts(parts)) => parts,
     };
     for (j, part) in parts.iter().enumerate() {
-        let at = |field: &str| format!("messages[{i}].content[{j}].{field}");
+        let at = at.index(j);
         match part.kind.as_ref() {
             "text" => {
                 let Some(text) = part.text.as_deref() else {
-                    return Err(unsupported(at("text"), "is required on text parts"));
+                    return Err(at.key("text").unsupported("is required on text parts"));
                 };
                 if !text.is_empty() {
                     out.push(Part::Text { text });
                 }
             }
             "image_url" => {
+                let image_at = at.key("image_url");
                 let Some(image) = &part.image_url else {
-                    return Err(unsupported(
-                        at("image_url"),
-                        "is required on image_url parts",
-                    ));
+                    return Err(image_at.unsupported("is required on image_url parts"));
                 };
                 out.push(
                     image_part(&image.url)
-                        .map_err(|reason| unsupported(at("image_url.url"), reason))?,
+                        .map_err(|reason| image_at.key("url").unsupported(reason))?,
                 );
             }
             "input_audio" => {
-                return Err(unsupported(
-                    at("type"),
-                    "`input_audio` parts cannot be sent to Gemini by this adapter",
-                ));
+                return Err(at
+                    .key("type")
+                    .unsupported("`input_audio` parts cannot be sent to Gemini by this adapter"));
             }
             "file" => {
-                return Err(unsupported(
-                    at("type"),
-                    "`file` parts cannot be sent to Gemini by this adapter",
-                ));
+                return Err(at
+                    .key("type")
+                    .unsupported("`file` parts cannot be sent to Gemini by this adapter"));
             }
             other => {
-                return Err(unsupported(
-                    at("type"),
-                    format!("`{other}` is not a content part type this adapter knows"),
-                ));
+                return Err(at.key("type").unsupported(format!(
+                    "`{other}` is not a content part type this adapter knows"
+                )));
             }
         }
     }
@@ -936,7 +936,7 @@ fn function_arguments(arguments: &str) -> Option<Box<RawValue>> {
 
 fn tool_result_text<'a>(
     content: Option<&'a MessageContent<'a>>,
-    i: usize,
+    at: &Path<'_>,
 ) -> Result<Cow<'a, str>, Unsupported> {
     let parts = match content {
         None => return Ok(Cow::Borrowed("")),
@@ -948,8 +948,7 @@ fn tool_result_text<'a>(
         match (part.kind.as_ref(), part.text.as_deref()) {
             ("text", Some(text)) => texts.push(text),
             _ => {
-                return Err(unsupported(
-                    format!("messages[{i}].content[{j}]"),
+                return Err(at.index(j).unsupported(
                     "is not a text part; Gemini function responses are sent as text or JSON",
                 ))
             }
@@ -963,26 +962,22 @@ fn tool_result_text<'a>(
 
 fn translate_tools<'a>(tools: &'a [Tool<'a>]) -> Result<Vec<FunctionDeclaration<'a>>, Unsupported> {
     let mut declarations = Vec::with_capacity(tools.len());
+    let root = Path::ROOT;
+    let tools_at = root.key("tools");
     for (i, tool) in tools.iter().enumerate() {
+        let at = tools_at.index(i);
         if tool.kind != "function" {
-            return Err(unsupported(
-                format!("tools[{i}].type"),
-                format!(
-                    "`{}` tools cannot be sent to Gemini; only function tools translate",
-                    tool.kind
-                ),
-            ));
+            return Err(at.key("type").unsupported(format!(
+                "`{}` tools cannot be sent to Gemini; only function tools translate",
+                tool.kind
+            )));
         }
+        let function_at = at.key("function");
         let Some(function) = &tool.function else {
-            return Err(unsupported(
-                format!("tools[{i}].function"),
-                "is required on function tools",
-            ));
+            return Err(function_at.unsupported("is required on function tools"));
         };
         let parameters = match &function.parameters {
-            Some(schema) => {
-                function_parameters(schema, &format!("tools[{i}].function.parameters"))?
-            }
+            Some(schema) => function_parameters(schema, &function_at.key("parameters"))?,
             None => None,
         };
         declarations.push(FunctionDeclaration {
@@ -995,26 +990,30 @@ fn translate_tools<'a>(tools: &'a [Tool<'a>]) -> Result<Vec<FunctionDeclaration<
 }
 
 fn tool_config(choice: &ToolChoice, has_tools: bool) -> Result<Option<ToolConfig>, Unsupported> {
+    let root = Path::ROOT;
     let (mode, name) = match choice {
         ToolChoice::Mode(mode) => match mode.as_str() {
             "auto" => ("AUTO", None),
             "none" => ("NONE", None),
             "required" => ("ANY", None),
             other => {
-                return Err(unsupported(
-                    "tool_choice",
-                    format!("`{other}` is not a tool choice this adapter knows"),
-                ))
+                return Err(root
+                    .key("tool_choice")
+                    .unsupported(format!("`{other}` is not a tool choice this adapter knows")))
             }
         },
         ToolChoice::Function { kind, function } => match (kind.as_str(), function) {
             ("function", Some(function)) => ("ANY", Some([function.name.clone()])),
-            ("function", None) => return Err(unsupported("tool_choice.function", "is required")),
+            ("function", None) => {
+                return Err(root
+                    .key("tool_choice")
+                    .key("function")
+                    .unsupported("is required"))
+            }
             (other, _) => {
-                return Err(unsupported(
-                    "tool_choice.type",
-                    format!("`{other}` cannot be expressed in Gemini's function calling config"),
-                ))
+                return Err(root.key("tool_choice").key("type").unsupported(format!(
+                    "`{other}` cannot be expressed in Gemini's function calling config"
+                )))
             }
         },
     };
@@ -1023,10 +1022,9 @@ fn tool_config(choice: &ToolChoice, has_tools: bool) -> Result<Option<ToolConfig
         // a call is a contradiction Gemini would reject less clearly.
         return match mode {
             "AUTO" | "NONE" => Ok(None),
-            _ => Err(unsupported(
-                "tool_choice",
-                "requires a function call but the request has no tools",
-            )),
+            _ => Err(root
+                .key("tool_choice")
+                .unsupported("requires a function call but the request has no tools")),
         };
     }
     Ok(Some(ToolConfig {
@@ -1038,23 +1036,23 @@ fn tool_config(choice: &ToolChoice, has_tools: bool) -> Result<Option<ToolConfig
 }
 
 fn generation_config<'a>(request: &ChatRequest<'a>) -> Result<GenerationConfig<'a>, Unsupported> {
+    let root = Path::ROOT;
     let candidate_count = match request.n {
         None => None,
         Some(1) => Some(1),
-        Some(0) => return Err(unsupported("n", "must be at least 1")),
+        Some(0) => return Err(root.key("n").unsupported("must be at least 1")),
         Some(_) => {
-            return Err(unsupported(
-                "n",
+            return Err(root.key("n").unsupported(
                 "must be 1: the Gemini adapter translates only the first choice back",
             ))
         }
     };
     let seed = match request.seed {
         None => None,
-        Some(seed) => Some(
-            i32::try_from(seed)
-                .map_err(|_| unsupported("seed", "must fit in 32 bits for Gemini"))?,
-        ),
+        Some(seed) => Some(i32::try_from(seed).map_err(|_| {
+            root.key("seed")
+                .unsupported("must fit in 32 bits for Gemini")
+        })?),
     };
     let stop_sequences = match &request.stop {
         None => None,
@@ -1069,18 +1067,18 @@ fn generation_config<'a>(request: &ChatRequest<'a>) -> Result<GenerationConfig<'
             "json_object" => (Some("application/json"), None),
             "json_schema" => {
                 let Some(schema) = format.json_schema.as_ref().and_then(|j| j.schema) else {
-                    return Err(unsupported(
-                        "response_format.json_schema.schema",
-                        "is required",
-                    ));
+                    return Err(root
+                        .key("response_format")
+                        .key("json_schema")
+                        .key("schema")
+                        .unsupported("is required"));
                 };
                 (Some("application/json"), Some(schema))
             }
             other => {
-                return Err(unsupported(
-                    "response_format.type",
-                    format!("`{other}` is not a response format this adapter knows"),
-                ))
+                return Err(root.key("response_format").key("type").unsupported(format!(
+                    "`{other}` is not a response format this adapter knows"
+                )))
             }
         },
     };
@@ -1138,7 +1136,7 @@ struct SchemaContext<'r> {
 
 /// A function's `parameters`, or `None` when it declares no properties
 /// (Gemini refuses an object schema with empty `properties`).
-fn function_parameters(schema: &Value, path: &str) -> Result<Option<Value>, Unsupported> {
+fn function_parameters(schema: &Value, path: &Path<'_>) -> Result<Option<Value>, Unsupported> {
     let mut cx = SchemaContext {
         root: schema,
         // The root is being expanded: `"$ref": "#"` refers back to it.
@@ -1153,25 +1151,19 @@ fn function_parameters(schema: &Value, path: &str) -> Result<Option<Value>, Unsu
 fn gemini_schema<'r>(
     schema: &'r Value,
     cx: &mut SchemaContext<'r>,
-    path: &str,
+    path: &Path<'_>,
 ) -> Result<Map<String, Value>, Unsupported> {
     let object = match schema {
         Value::Object(object) => object,
         // `true` accepts anything: an unconstrained schema.
         Value::Bool(true) => return Ok(Map::new()),
-        _ => return Err(unsupported(path, "is not a JSON schema object")),
+        _ => return Err(path.unsupported("is not a JSON schema object")),
     };
     if cx.depth >= MAX_SCHEMA_DEPTH {
-        return Err(unsupported(
-            path,
-            format!("nests deeper than {MAX_SCHEMA_DEPTH} levels"),
-        ));
+        return Err(path.unsupported(format!("nests deeper than {MAX_SCHEMA_DEPTH} levels")));
     }
     cx.nodes_left = cx.nodes_left.checked_sub(1).ok_or_else(|| {
-        unsupported(
-            path,
-            format!("expands to more than {MAX_SCHEMA_NODES} schemas"),
-        )
+        path.unsupported(format!("expands to more than {MAX_SCHEMA_NODES} schemas"))
     })?;
     cx.depth += 1;
     let result = schema_object(object, cx, path);
@@ -1182,23 +1174,22 @@ fn gemini_schema<'r>(
 fn schema_object<'r>(
     object: &'r Map<String, Value>,
     cx: &mut SchemaContext<'r>,
-    path: &str,
+    path: &Path<'_>,
 ) -> Result<Map<String, Value>, Unsupported> {
     // Precedence: the schema's own keywords over a single `allOf` member
     // over a `$ref` target, as JSON Schema siblings refine what they sit by.
     let mut out = match object.get("$ref") {
-        Some(reference) => expand_ref(reference, cx, &format!("{path}.$ref"))?,
+        Some(reference) => expand_ref(reference, cx, &path.key("$ref"))?,
         None => Map::new(),
     };
     if let Some(all_of) = object.get("allOf") {
-        let at = format!("{path}.allOf");
+        let at = path.key("allOf");
         match all_of.as_array().map(Vec::as_slice) {
-            Some([only]) => out.extend(gemini_schema(only, cx, &format!("{at}[0]"))?),
+            Some([only]) => out.extend(gemini_schema(only, cx, &at.index(0))?),
             _ => {
-                return Err(unsupported(
-                    at,
-                    "combines several schemas; Gemini's schema subset has no allOf",
-                ))
+                return Err(
+                    at.unsupported("combines several schemas; Gemini's schema subset has no allOf")
+                )
             }
         }
     }
@@ -1206,8 +1197,8 @@ fn schema_object<'r>(
     for (key, value) in object {
         match key.as_str() {
             "type" => {
-                let (kind, nullable) = gemini_type(value)
-                    .map_err(|reason| unsupported(format!("{path}.type"), reason))?;
+                let (kind, nullable) =
+                    gemini_type(value).map_err(|reason| path.key("type").unsupported(reason))?;
                 out.insert("type".to_owned(), Value::String(kind.to_owned()));
                 if nullable {
                     out.insert("nullable".to_owned(), Value::Bool(true));
@@ -1232,16 +1223,13 @@ fn schema_object<'r>(
                 out.insert("enum".to_owned(), Value::Array(vec![value.clone()]));
             }
             "properties" => {
+                let at = path.key("properties");
                 let Some(properties) = value.as_object() else {
-                    return Err(unsupported(
-                        format!("{path}.properties"),
-                        "is not an object",
-                    ));
+                    return Err(at.unsupported("is not an object"));
                 };
                 let mut translated = Map::new();
                 for (name, property) in properties {
-                    let property =
-                        gemini_schema(property, cx, &format!("{path}.properties.{name}"))?;
+                    let property = gemini_schema(property, cx, &at.key(name))?;
                     translated.insert(name.clone(), Value::Object(property));
                 }
                 if !translated.is_empty() {
@@ -1249,22 +1237,23 @@ fn schema_object<'r>(
                 }
             }
             "items" => {
+                let at = path.key("items");
                 if value.is_array() {
-                    return Err(unsupported(
-                        format!("{path}.items"),
+                    return Err(at.unsupported(
                         "is a tuple schema; Gemini's schema subset has one item schema per array",
                     ));
                 }
-                let items = gemini_schema(value, cx, &format!("{path}.items"))?;
+                let items = gemini_schema(value, cx, &at)?;
                 out.insert(key.clone(), Value::Object(items));
             }
             "anyOf" | "oneOf" => {
+                let at = path.key(key);
                 let Some(members) = value.as_array() else {
-                    return Err(unsupported(format!("{path}.{key}"), "is not an array"));
+                    return Err(at.unsupported("is not an array"));
                 };
                 let mut translated = Vec::with_capacity(members.len());
                 for (i, member) in members.iter().enumerate() {
-                    translated.push(gemini_schema(member, cx, &format!("{path}.{key}[{i}]"))?);
+                    translated.push(gemini_schema(member, cx, &at.index(i))?);
                 }
                 any_of = Some(translated);
             }
@@ -1302,25 +1291,21 @@ fn schema_object<'r>(
 fn expand_ref<'r>(
     reference: &'r Value,
     cx: &mut SchemaContext<'r>,
-    path: &str,
+    path: &Path<'_>,
 ) -> Result<Map<String, Value>, Unsupported> {
     let Some(reference) = reference.as_str() else {
-        return Err(unsupported(path, "is not a string"));
+        return Err(path.unsupported("is not a string"));
     };
     let target = reference
         .strip_prefix('#')
         .and_then(|pointer| cx.root.pointer(pointer))
         .ok_or_else(|| {
-            unsupported(
-                path,
-                "is not a reference into this schema (e.g. `#/$defs/Name`)",
-            )
+            path.unsupported("is not a reference into this schema (e.g. `#/$defs/Name`)")
         })?;
     if cx.expanding.contains(&reference) {
-        return Err(unsupported(
-            path,
-            "is recursive; Gemini's schema subset cannot express recursion",
-        ));
+        return Err(
+            path.unsupported("is recursive; Gemini's schema subset cannot express recursion")
+        );
     }
     cx.expanding.push(reference);
     let expanded = gemini_schema(target, cx, path);
