@@ -433,6 +433,58 @@ impl ChatUsage {
     }
 }
 
+/// A `chat.completion.chunk` as every stream translator writes it; the
+/// delta is each translator's own (what its provider can stream).
+#[derive(Debug, Serialize)]
+pub struct ChatChunk<'a, D> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: &'a [ChunkChoice<D>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ChatUsage>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChunkChoice<D> {
+    pub index: u32,
+    pub delta: D,
+    pub logprobs: Option<()>,
+    pub finish_reason: Option<&'static str>,
+}
+
+impl<'a, D> ChatChunk<'a, D> {
+    pub fn new(
+        id: &'a str,
+        created: u64,
+        model: &'a str,
+        choices: &'a [ChunkChoice<D>],
+        usage: Option<ChatUsage>,
+    ) -> Self {
+        ChatChunk {
+            id,
+            object: "chat.completion.chunk",
+            created,
+            model,
+            choices,
+            usage,
+        }
+    }
+}
+
+impl<D> ChunkChoice<D> {
+    /// The first (only) choice.
+    pub fn first(delta: D, finish_reason: Option<&'static str>) -> Self {
+        ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason,
+        }
+    }
+}
+
 /// Token usage as an OpenAI-compatible upstream reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {

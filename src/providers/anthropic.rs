@@ -64,7 +64,7 @@
 
 use super::{StreamTranslator, Unsupported};
 use crate::api::path::Path;
-use crate::api::ChatUsage;
+use crate::api::{ChatChunk, ChatUsage, ChunkChoice};
 use crate::resilience::FailureClass;
 use crate::streaming::sse::event_data;
 use bytes::Bytes;
@@ -1201,17 +1201,14 @@ impl AnthropicStream {
     }
 
     fn chunk(&self, delta: ChunkDelta<'_>, finish_reason: Option<&'static str>) -> Bytes {
-        sse_data(&Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: [ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason,
-            }],
-        })
+        let choices = [ChunkChoice::first(delta, finish_reason)];
+        sse_data(&ChatChunk::new(
+            &self.id,
+            self.created,
+            &self.model,
+            &choices,
+            None,
+        ))
     }
 
     fn tool_index(&self, block: Option<u64>) -> Option<u32> {
@@ -1319,17 +1316,17 @@ impl AnthropicStream {
             }
             "message_stop" => {
                 if self.include_usage {
-                    out.push(sse_data(&UsageChunk {
-                        id: &self.id,
-                        object: "chat.completion.chunk",
-                        created: self.created,
-                        model: &self.model,
-                        choices: [],
-                        usage: ChatUsage::new(
-                            self.usage.prompt_tokens().unwrap_or(0),
-                            self.usage.output_tokens.unwrap_or(0),
-                        ),
-                    }));
+                    let usage = ChatUsage::new(
+                        self.usage.prompt_tokens().unwrap_or(0),
+                        self.usage.output_tokens.unwrap_or(0),
+                    );
+                    out.push(sse_data(&ChatChunk::<ChunkDelta<'_>>::new(
+                        &self.id,
+                        self.created,
+                        &self.model,
+                        &[],
+                        Some(usage),
+                    )));
                 }
                 out.push(Bytes::from_static(b"data: [DONE]\n\n"));
                 self.finished = true;
@@ -1416,32 +1413,6 @@ struct EventDelta<'a> {
     partial_json: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [ChunkChoice<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct UsageChunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [(); 0],
-    usage: ChatUsage,
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: ChunkDelta<'a>,
-    finish_reason: Option<&'static str>,
 }
 
 #[derive(Serialize, Default)]

@@ -55,7 +55,7 @@
 //! `responseJsonSchema`, which takes JSON Schema as is.
 
 use crate::api::path::Path;
-use crate::api::{error_body, CachedTokens, ChatUsage, ReasoningTokens};
+use crate::api::{error_body, CachedTokens, ChatChunk, ChatUsage, ChunkChoice, ReasoningTokens};
 use crate::providers::{StreamTranslator, Unsupported};
 use crate::resilience::FailureClass;
 use bytes::Bytes;
@@ -1715,25 +1715,6 @@ fn finish_reason(reason: Option<&str>, called_functions: bool) -> &'static str {
 // Streams: `streamGenerateContent?alt=sse` events → chat.completion.chunk
 // ---------------------------------------------------------------------------
 
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: &'a [ChunkChoice<'a>],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<ChatUsage>,
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    logprobs: Option<()>,
-    finish_reason: Option<&'static str>,
-}
-
 #[derive(Serialize, Default)]
 struct Delta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1832,14 +1813,13 @@ impl GeminiStream {
         self.started = true;
         if self.include_usage {
             if let Some(usage) = self.usage {
-                let chunk = Chunk {
-                    id: &self.id,
-                    object: "chat.completion.chunk",
-                    created: self.created,
-                    model: &self.model,
-                    choices: &[],
-                    usage: Some(ChatUsage::from(usage)),
-                };
+                let chunk = ChatChunk::<Delta<'_>>::new(
+                    &self.id,
+                    self.created,
+                    &self.model,
+                    &[],
+                    Some(ChatUsage::from(usage)),
+                );
                 out.push(sse_event(&chunk));
             }
         }
@@ -1848,20 +1828,14 @@ impl GeminiStream {
     }
 
     fn chunk_event(&self, delta: Delta<'_>, finish_reason: Option<&'static str>) -> Bytes {
-        let choices = [ChunkChoice {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason,
-        }];
-        sse_event(&Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: &choices,
-            usage: None,
-        })
+        let choices = [ChunkChoice::first(delta, finish_reason)];
+        sse_event(&ChatChunk::new(
+            &self.id,
+            self.created,
+            &self.model,
+            &choices,
+            None,
+        ))
     }
 
     fn unreadable(&mut self, out: &mut Vec<Bytes>) {
