@@ -62,6 +62,7 @@
 //! thinking by other means. Blocks of server tools are not forwarded either;
 //! this module never asks for them.
 
+use super::redact::truncate;
 use super::{StreamTranslator, Unsupported};
 use crate::api::path::Path;
 use crate::api::{ChatChunk, ChatUsage, ChunkChoice};
@@ -1601,18 +1602,6 @@ fn openai_error(status: Option<u16>, kind: &str, message: &str) -> OpenAiError<'
         format!("anthropic: {}", super::redact::key_shaped(message))
     };
     OpenAiError::new(message, openai_kind, code)
-}
-
-/// At most `max` bytes of `s`, cut on a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let end = (0..=max)
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0);
-    s.get(..end).unwrap_or("")
 }
 
 // ---------------------------------------------------------------------------
