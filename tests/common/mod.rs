@@ -256,7 +256,7 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-/// Python with the official `openai` and `anthropic` SDKs: `SWITCHYARD_PYTHON`
+/// Python with the official `openai`, `openai-agents` and `anthropic` SDKs: `SWITCHYARD_PYTHON`
 /// (set by `.ci/run`), or `.venv`, created here on first use.
 pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("SWITCHYARD_PYTHON") {
@@ -266,7 +266,7 @@ pub fn python() -> PathBuf {
     let venv = root.join(".venv");
     let python = venv.join("bin/python");
     let ready = Command::new(&python)
-        .args(["-c", "import openai, anthropic"])
+        .args(["-c", "import openai, anthropic, agents"])
         .status()
         .is_ok_and(|s| s.success());
     if !ready {
