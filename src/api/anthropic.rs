@@ -1118,14 +1118,11 @@ impl ToAnthropicStream {
         if self.ended {
             return;
         }
-        // Comments and keep-alives carry no data.
-        let Some(data) = crate::streaming::sse::event_data(openai_event) else {
+        // Comments, keep-alives and empty events carry nothing.
+        let Some(data) = crate::streaming::sse::event_payload(openai_event) else {
             return;
         };
-        let data = data.trim_ascii();
-        if data.is_empty() {
-            return;
-        }
+        let data = data.as_ref();
         if data == b"[DONE]" {
             self.finish(out);
             return;

@@ -1853,13 +1853,11 @@ impl StreamTranslator for GeminiStream {
         if self.ended {
             return;
         }
-        let Some(data) = crate::streaming::sse::event_data(event) else {
+        // Comments, keep-alives and empty events carry nothing.
+        let Some(data) = crate::streaming::sse::event_payload(event) else {
             return;
         };
-        let data = data.trim_ascii();
-        if data.is_empty() {
-            return;
-        }
+        let data = data.as_ref();
         match serde_json::from_slice::<GeminiResponse<'_>>(data) {
             Ok(response) => self.on_response(&response, out),
             Err(_) => self.unreadable(out),

@@ -196,6 +196,20 @@ pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
     found
 }
 
+/// The `data` of an event, trimmed; `None` for comments, keep-alives and
+/// empty data, which carry nothing to translate.
+pub fn event_payload(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    match event_data(event)? {
+        Cow::Borrowed(data) => Some(data.trim_ascii())
+            .filter(|d| !d.is_empty())
+            .map(Cow::Borrowed),
+        Cow::Owned(data) => {
+            let trimmed = data.trim_ascii();
+            (!trimmed.is_empty()).then(|| Cow::Owned(trimmed.to_vec()))
+        }
+    }
+}
+
 /// What an OpenAI-format stream event means for the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
