@@ -721,19 +721,7 @@ total = "120s"
 async fn an_endless_line_before_content_fails_the_attempt_as_too_large() {
     let (url, mut streams) = manual_upstream::start().await;
     let gw = gateway_from_text(&config_text(&[&url], ONE_TRY_LONG_WAITS)).await;
-    let request = tokio::spawn({
-        let gw_url = gw.base_url();
-        async move {
-            call(
-                &client(),
-                Method::POST,
-                &format!("{gw_url}/chat/completions"),
-                chat_body(true).to_string(),
-                &[],
-            )
-            .await
-        }
-    });
+    let request = spawn_chat_request(&gw, true);
     let upstream = streams.recv().await.expect("gateway called upstream");
     send_endless_line(&upstream, 3 << 20).await;
     let reply = request.await.unwrap();
@@ -746,19 +734,7 @@ async fn an_endless_line_before_content_fails_the_attempt_as_too_large() {
 async fn an_endless_line_after_content_cuts_the_stream() {
     let (url, mut streams) = manual_upstream::start().await;
     let gw = gateway_from_text(&config_text(&[&url], ONE_TRY_LONG_WAITS)).await;
-    let request = tokio::spawn({
-        let gw_url = gw.base_url();
-        async move {
-            call(
-                &client(),
-                Method::POST,
-                &format!("{gw_url}/chat/completions"),
-                chat_body(true).to_string(),
-                &[],
-            )
-            .await
-        }
-    });
+    let request = spawn_chat_request(&gw, true);
     let upstream = streams.recv().await.expect("gateway called upstream");
     upstream.send(chunk("first")).await.unwrap();
     send_endless_line(&upstream, 3 << 20).await;

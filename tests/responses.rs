@@ -122,6 +122,18 @@ fn parse_events(body: &[u8]) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Every event carries the next `sequence_number`.
+fn assert_numbered_in_order(events: &[(String, Value)], route: &str) {
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "{route}: {numbers:?}"
+    );
+}
+
 fn streamed_text(events: &[(String, Value)]) -> String {
     events
         .iter()
@@ -177,14 +189,7 @@ async fn every_dialect_answers_whole_and_streamed() {
             done["response"]["usage"]["output_tokens"].as_u64().unwrap() > 0,
             "{route}"
         );
-        let numbers: Vec<u64> = events
-            .iter()
-            .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
-            .collect();
-        assert!(
-            numbers.windows(2).all(|w| w[1] == w[0] + 1),
-            "{route}: {numbers:?}"
-        );
+        assert_numbered_in_order(&events, route);
     }
     // Translated targets got chat: the instructions as a system message.
     let anthropic = sims
@@ -283,14 +288,7 @@ async fn a_stream_cut_after_content_ends_with_a_typed_failure() {
             events.iter().all(|(name, _)| name != "response.completed"),
             "{route}: never looks complete"
         );
-        let numbers: Vec<u64> = events
-            .iter()
-            .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
-            .collect();
-        assert!(
-            numbers.windows(2).all(|w| w[1] == w[0] + 1),
-            "{route}: {numbers:?}"
-        );
+        assert_numbered_in_order(&events, route);
     }
 }
 

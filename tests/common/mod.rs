@@ -29,13 +29,19 @@ pub fn failing(code: u16) -> Behavior {
 
 /// Sends a non-stream chat request in the background.
 pub fn spawn_chat(gw: &Gateway) -> tokio::task::JoinHandle<Reply> {
+    spawn_chat_request(gw, false)
+}
+
+/// Sends a chat request (streamed or not) in the background; the reply is
+/// read whole.
+pub fn spawn_chat_request(gw: &Gateway, stream: bool) -> tokio::task::JoinHandle<Reply> {
     let url = format!("{}/chat/completions", gw.base_url());
     tokio::spawn(async move {
         call(
             &client(),
             Method::POST,
             &url,
-            chat_body(false).to_string(),
+            chat_body(stream).to_string(),
             &[],
         )
         .await

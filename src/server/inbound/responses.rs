@@ -32,7 +32,7 @@ pub struct ResponsesRequest {
     client_body: Bytes,
     fields: Map<String, Value>,
     /// This request's own input items (a string input as one message).
-    own_items: Vec<Value>,
+    own_items: Arc<Vec<Value>>,
     history: History,
     /// The body as sent: for native targets that hold the previous
     /// response, or when there is none.
@@ -50,7 +50,7 @@ enum History {
     None,
     Stored {
         row: Arc<ResponseRow>,
-        items: Vec<Value>,
+        items: Arc<Vec<Value>>,
     },
     /// The gateway keeps no responses (`[responses] store = false`): only
     /// native targets, whose upstream may hold it, can try it.
@@ -102,15 +102,16 @@ impl InboundProtocol for Responses {
             }
         };
         let keep = fields.get("store") != Some(&Value::Bool(false));
+        let own_items = Arc::new(own_items);
         let history_items = match &history {
             History::Stored { items, .. } => items.clone(),
-            _ => Vec::new(),
+            _ => Arc::default(),
         };
         let saver = conversations.filter(|_| keep).map(|c| Saver {
             conversations: c.clone(),
             owner,
-            history: Arc::new(history_items),
-            own_items: Arc::new(own_items.clone()),
+            history: history_items,
+            own_items: own_items.clone(),
         });
         Ok(ResponsesRequest {
             client_body: body,
@@ -141,7 +142,10 @@ async fn load_history(
     match conversations.load(id, owner, now).await {
         Ok(Some(row)) => {
             let items = serde_json::from_str(&row.conversation).unwrap_or_default();
-            Ok(History::Stored { row, items })
+            Ok(History::Stored {
+                row,
+                items: Arc::new(items),
+            })
         }
         // Another key's response, expired, deleted or never stored: as
         // OpenAI answers. Passing the id through instead would let one
@@ -162,9 +166,9 @@ impl ResponsesRequest {
     /// The conversation to send a target that does not hold it.
     fn conversation(&self) -> Result<Vec<Value>, Inexpressible> {
         match &self.history {
-            History::None => Ok(self.own_items.clone()),
+            History::None => Ok(self.own_items.to_vec()),
             History::Stored { items, .. } => {
-                Ok(items.iter().chain(&self.own_items).cloned().collect())
+                Ok(items.iter().chain(self.own_items.iter()).cloned().collect())
             }
             History::Unknown => Err(Inexpressible {
                 field: "previous_response_id".into(),
