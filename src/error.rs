@@ -141,6 +141,9 @@ impl GatewayError {
             | GatewayError::AllTargetsOpen { .. }
             | GatewayError::NoEligibleTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Unauthorized(AuthError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Unauthorized(AuthError::Throttled { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RouteNotAllowed { .. } => StatusCode::FORBIDDEN,
             GatewayError::BudgetExceeded(_) | GatewayError::RateLimited(_) => {
@@ -173,6 +176,7 @@ impl GatewayError {
             GatewayError::ShuttingDown | GatewayError::Unauthorized(AuthError::Store(_)) => {
                 "service_unavailable"
             }
+            GatewayError::Unauthorized(AuthError::Throttled { .. }) => "rate_limit_error",
             GatewayError::Unauthorized(_) => "invalid_request_error",
             GatewayError::RouteNotAllowed { .. } => "permission_error",
             GatewayError::BudgetExceeded(_) => "insufficient_quota",
@@ -219,6 +223,7 @@ impl GatewayError {
             GatewayError::Unauthorized(AuthError::Expired) => "expired_api_key",
             GatewayError::Unauthorized(AuthError::Revoked) => "revoked_api_key",
             GatewayError::Unauthorized(AuthError::Store(_)) => "key_store_unavailable",
+            GatewayError::Unauthorized(AuthError::Throttled { .. }) => "too_many_invalid_keys",
             GatewayError::RouteNotAllowed { .. } => "model_not_allowed",
             GatewayError::BudgetExceeded(_) => "budget_exceeded",
             GatewayError::RateLimited(_) => "rate_limit_exceeded",
@@ -246,6 +251,9 @@ impl GatewayError {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
             }
             GatewayError::BudgetExceeded(exceeded) => retry_after(headers, exceeded.retry_after),
+            GatewayError::Unauthorized(AuthError::Throttled { retry_after: wait }) => {
+                retry_after(headers, *wait)
+            }
             GatewayError::Unauthorized(AuthError::Store(_)) | GatewayError::ResponseStore(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }

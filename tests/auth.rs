@@ -29,6 +29,15 @@ impl Drop for TempDir {
 
 /// A gateway with virtual keys on, its store a fresh SQLite file.
 async fn keyed_gateway(test: &str, upstream: &switchyard::sim::SimHandle) -> Keyed {
+    keyed_gateway_with(test, upstream, "").await
+}
+
+/// [`keyed_gateway`] with `extra` config sections appended.
+async fn keyed_gateway_with(
+    test: &str,
+    upstream: &switchyard::sim::SimHandle,
+    extra: &str,
+) -> Keyed {
     let dir = std::env::temp_dir().join(format!("switchyard-auth-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -38,7 +47,7 @@ async fn keyed_gateway(test: &str, upstream: &switchyard::sim::SimHandle) -> Key
          [store]\nurl = \"sqlite://{}\"\n\
          [providers.p0]\nbase_url = \"{}\"\n\
          [routes.chat-default]\ntargets = [{{ provider = \"p0\", model = \"gpt-4o\" }}]\n\
-         [routes.other]\ntargets = [{{ provider = \"p0\", model = \"gpt-4o-mini\" }}]\n",
+         [routes.other]\ntargets = [{{ provider = \"p0\", model = \"gpt-4o-mini\" }}]\n{extra}",
         dir.join("store.db").display(),
         upstream.base_url(),
     );
@@ -247,6 +256,123 @@ async fn limits_and_budgets_answer_429_with_their_headers() {
     );
     assert_eq!(over.openai_error().2, "budget_exceeded");
     assert!(over.header("retry-after").is_some());
+}
+
+/// A key at its concurrency limit is refused before its body is read: the
+/// gateway answers 429 to a request head that announces a large body and
+/// sends none, instead of waiting (and buffering) for it.
+#[tokio::test]
+async fn a_key_at_its_limits_is_refused_before_its_body_is_read() {
+    let upstream = sim("upstream").await;
+    let k = keyed_gateway("before-body", &upstream).await;
+    let limited = create(
+        &k.keys,
+        NewKey {
+            limits: KeyLimits {
+                requests_per_minute: Some(1),
+                ..KeyLimits::default()
+            },
+            ..NewKey::new("one-a-minute", "batch")
+        },
+    )
+    .await;
+    assert_eq!(
+        chat_as(&k.gw, Some(&limited), "chat-default").await.status,
+        StatusCode::OK
+    );
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {limited}\r\n\
+         content-type: application/json\r\ncontent-length: 4000000\r\n\r\n"
+    );
+    let addr = k.gw.addr();
+    let response = tokio::time::timeout(Duration::from_secs(30), async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    })
+    .await
+    .expect("the gateway answers without the body");
+    assert!(
+        response.starts_with("HTTP/1.1 429"),
+        "refused by its limit, not by a body timeout: {response}"
+    );
+}
+
+/// A chat request with `key` sent from the loopback address `from`.
+async fn chat_from(gw: &Gateway, from: [u8; 4], key: &str) -> Reply {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_local_address(Some(std::net::IpAddr::from(from)));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector);
+    let bearer = format!("Bearer {key}");
+    call(
+        &client,
+        Method::POST,
+        &format!("{}/chat/completions", gw.base_url()),
+        serde_json::json!({"model": "chat-default", "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+        &[("authorization", bearer.as_str())],
+    )
+    .await
+}
+
+/// A client spraying random well-formed keys: past `failed_auth_per_minute`
+/// its failures answer 429 and it may start no store lookup, while a warm
+/// key from the same address and a cold key from another address are
+/// served throughout.
+#[tokio::test]
+async fn key_spraying_is_throttled_per_address_while_real_keys_keep_working() {
+    let upstream = sim("upstream").await;
+    let k = keyed_gateway_with("spray", &upstream, "[keys]\nfailed_auth_per_minute = 10\n").await;
+    let warm = create(&k.keys, NewKey::new("warm", "web")).await;
+    let cold = create(&k.keys, NewKey::new("cold", "web")).await;
+    let sprayer = [127, 0, 0, 1];
+    assert_eq!(
+        chat_from(&k.gw, sprayer, &warm).await.status,
+        StatusCode::OK
+    );
+    let mut codes = Vec::new();
+    for i in 0..40u32 {
+        // Distinct prefixes, so the negative cache does not absorb them.
+        let random = format!("sy-{:08}{}", i, "A".repeat(35));
+        let reply = chat_from(&k.gw, sprayer, &random).await;
+        let (_, _, code) = reply.openai_error();
+        codes.push((reply.status, code));
+        if i % 10 == 9 {
+            let ok = chat_from(&k.gw, sprayer, &warm).await;
+            assert_eq!(ok.status, StatusCode::OK, "warm key during the spray");
+        }
+    }
+    let invalid = codes
+        .iter()
+        .filter(|(s, c)| *s == StatusCode::UNAUTHORIZED && c == "invalid_api_key")
+        .count();
+    let throttled = codes
+        .iter()
+        .filter(|(s, c)| *s == StatusCode::TOO_MANY_REQUESTS && c == "too_many_invalid_keys")
+        .count();
+    // 9 fit in the minute's burst (a few more if the run is slow enough
+    // for the bucket to drain a little); every other one is throttled.
+    assert!((9..=12).contains(&invalid), "plain 401s first: {codes:?}");
+    assert_eq!(invalid + throttled, codes.len(), "then 429s: {codes:?}");
+    let again = chat_from(&k.gw, sprayer, &format!("sy-zzzzzzzz{}", "B".repeat(35))).await;
+    assert!(again.header("retry-after").is_some());
+    let other_address = chat_from(&k.gw, [127, 0, 0, 2], &cold).await;
+    assert_eq!(
+        other_address.status,
+        StatusCode::OK,
+        "{}",
+        other_address.text()
+    );
 }
 
 #[tokio::test]

@@ -93,6 +93,29 @@ async fn local_tokens_per_minute_with_reconciliation() {
     assert!(limiter.admit(1, &l, 400).await.is_ok());
 }
 
+/// Admission runs before the body is read, on its declared length; the
+/// estimate is raised once the body and `max_tokens` are known, never
+/// lowered by that, and capped at the minute's limit.
+#[tokio::test]
+async fn a_raised_estimate_charges_the_difference_capped_at_the_limit() {
+    let limiter = local().await;
+    let l = limits(None, Some(1000), None);
+    let admitted = limiter.admit(1, &l, 100).await.unwrap();
+    admitted.raise_estimate(50); // lower: no change
+    let fits = limiter.admit(1, &l, 900).await.unwrap();
+    drop(fits);
+    let second = limiter.admit(2, &l, 100).await.unwrap();
+    second.raise_estimate(1_000_000);
+    // Charged as the whole minute (1000), not a million: the next token
+    // waits, but for a fraction of a minute, not for hours.
+    let full = limiter.admit(2, &l, 1).await.unwrap_err();
+    assert_eq!(full.which, LimitKind::Tokens);
+    assert!(full.retry_after <= Duration::from_secs(1), "{full:?}");
+    // Reconciling to what the upstream reported refunds the raise.
+    second.reconcile(10);
+    assert!(limiter.admit(2, &l, 900).await.is_ok());
+}
+
 #[tokio::test]
 async fn local_concurrency_slots_come_back_on_drop() {
     let limiter = Arc::new(local().await);

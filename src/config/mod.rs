@@ -114,6 +114,9 @@ impl fmt::Debug for AdminKey {
 pub struct VirtualKeySettings {
     /// How long an authenticated key is trusted from memory.
     pub cache_ttl: Duration,
+    /// Invalid keys one client address may present per minute before it
+    /// is throttled (429, no store lookups); 0 turns the limit off.
+    pub failed_auth_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1679,6 +1682,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             raw.keys.cache_ttl.as_ref(),
             Duration::from_secs(5),
         ),
+        failed_auth_per_minute: raw.keys.failed_auth_per_minute.unwrap_or(60),
     };
     if !issues.0.is_empty() {
         return Err(ConfigErrors(issues.0));

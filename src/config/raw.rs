@@ -77,6 +77,9 @@ pub struct RawKeys {
     /// How long a virtual key is trusted from memory (default 5s): the
     /// bound on how late a revocation made elsewhere takes effect.
     pub cache_ttl: Option<String>,
+    /// Invalid keys one client address may present per minute (default
+    /// 60) before it is throttled; 0 turns the limit off.
+    pub failed_auth_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -52,6 +52,10 @@ impl Config {
                 self.limits.key_prefix != new.limits.key_prefix,
             ),
             ("keys.cache_ttl", self.keys.cache_ttl != new.keys.cache_ttl),
+            (
+                "keys.failed_auth_per_minute",
+                self.keys.failed_auth_per_minute != new.keys.failed_auth_per_minute,
+            ),
         ];
         checks
             .into_iter()

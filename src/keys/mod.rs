@@ -20,6 +20,7 @@ pub mod admin;
 mod budget;
 mod cache;
 pub mod cli;
+mod guard;
 mod manage;
 pub mod secret;
 
@@ -31,7 +32,9 @@ pub use manage::{
 use crate::store::{PrefixMatch, Store, StoreError};
 use budget::{BudgetTracker, SpendCell};
 use cache::{Cached, Candidate, Entry, KeyCache};
+use guard::AddressGuard;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -91,6 +94,20 @@ pub enum AuthError {
     /// The key could not be checked: map to 503, not 401.
     #[error("the key store is unavailable; try again shortly")]
     Store(#[source] Arc<StoreError>),
+    /// The client's address presented too many invalid keys (429).
+    #[error(
+        "too many invalid API keys from this address; retry after {}s",
+        retry_after.as_secs().max(1)
+    )]
+    Throttled { retry_after: Duration },
+}
+
+impl AuthError {
+    /// Whether this refusal counts against the client's address: the key
+    /// presented was wrong (not the store, not the limit itself).
+    fn is_failure(&self) -> bool {
+        !matches!(self, AuthError::Store(_) | AuthError::Throttled { .. })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +208,9 @@ pub struct KeySettings {
     pub max_stale: Duration,
     /// Pending spend is written this often.
     pub flush_every: Duration,
+    /// Failed authentications a client address may make per minute before
+    /// it is throttled (see `guard`); 0 turns the limit off.
+    pub failed_auth_per_minute: u32,
     pub clock: Clock,
 }
 
@@ -204,6 +224,7 @@ impl Default for KeySettings {
             store_timeout: Duration::from_secs(2),
             max_stale: Duration::from_secs(600),
             flush_every: Duration::from_secs(1),
+            failed_auth_per_minute: 60,
             clock: Clock::default(),
         }
     }
@@ -216,6 +237,7 @@ impl KeySettings {
         KeySettings {
             cache_ttl,
             negative_ttl: cache_ttl.min(Duration::from_secs(1)),
+            failed_auth_per_minute: config.keys.failed_auth_per_minute,
             ..KeySettings::default()
         }
     }
@@ -251,6 +273,7 @@ struct Inner {
     store: Store,
     settings: KeySettings,
     cache: KeyCache,
+    guard: AddressGuard,
     budgets: BudgetTracker,
 }
 
@@ -270,6 +293,7 @@ impl Keys {
     pub async fn open(store: Store, settings: KeySettings) -> Result<Keys, KeyError> {
         let inner = Arc::new(Inner {
             cache: KeyCache::new(settings.negative_capacity, settings.concurrent_lookups),
+            guard: AddressGuard::new(settings.failed_auth_per_minute),
             budgets: BudgetTracker::default(),
             store,
             settings,
@@ -297,17 +321,62 @@ impl Keys {
     /// `x-api-key`; see [`presented_secret`]). Malformed input is refused
     /// without any lookup; a fresh cached key without any await.
     pub async fn authenticate(&self, presented: &str) -> Result<Arc<KeyInfo>, AuthError> {
+        self.authenticate_from(presented, None).await
+    }
+
+    /// [`Keys::authenticate`] for a client at `address`: its failures are
+    /// counted, and past `failed_auth_per_minute` it may start no store
+    /// lookup (429) while keys already cached keep working (see `guard`).
+    pub async fn authenticate_from(
+        &self,
+        presented: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Arc<KeyInfo>, AuthError> {
+        let now = self.now_ms();
+        let result = self.check(presented, address, now).await;
+        match result {
+            Err(e) if e.is_failure() => {
+                let guard = &self.inner.guard;
+                guard.failed(address, now);
+                Err(match guard.throttled(address, now) {
+                    Some(t) => AuthError::Throttled {
+                        retry_after: t.retry_after,
+                    },
+                    None => e,
+                })
+            }
+            result => result,
+        }
+    }
+
+    async fn check(
+        &self,
+        presented: &str,
+        address: Option<IpAddr>,
+        now: i64,
+    ) -> Result<Arc<KeyInfo>, AuthError> {
         let presented = presented.trim();
         if presented.is_empty() {
             return Err(AuthError::Missing);
         }
         let key = secret::lookup_key(presented).ok_or(AuthError::Unknown)?;
         let digest = secret::digest(presented);
-        let now = self.now_ms();
         let entry = match self.inner.cache.get(key, now) {
             Cached::Fresh(entry) => entry,
             Cached::KnownUnknown => return Err(AuthError::Unknown),
-            Cached::Miss(stale) => self.load(key, now, stale).await?,
+            Cached::Miss(stale) => {
+                // Renewing a prefix known to be valid is not something random
+                // keys can cause (and the cache renews it once per TTL).
+                let _lookup = match stale {
+                    Some(_) => None,
+                    None => Some(self.inner.guard.begin_lookup(address, now).map_err(|t| {
+                        AuthError::Throttled {
+                            retry_after: t.retry_after,
+                        }
+                    })?),
+                };
+                self.load(key, now, stale).await?
+            }
         };
         verify(&entry, &digest, now)
     }

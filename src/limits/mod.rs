@@ -12,9 +12,12 @@
 //!   direct rate limiter, one per key.
 //! - **Tokens per minute**: the same GCRA with weighted cells, kept here
 //!   (`gcra`) because reconciling needs refunds and late charges, which
-//!   governor cannot do. Admission charges [`estimate_tokens`];
-//!   [`Admission::reconcile`] then charges or refunds the difference to the
-//!   upstream's reported usage. A late charge beyond the limit is debt that
+//!   governor cannot do. Admission runs before the request body is read
+//!   (a refused request costs no body buffer), so it charges
+//!   [`estimate_tokens`] of the declared body length;
+//!   [`Admission::raise_estimate`] completes the charge once the body and
+//!   its `max_tokens` are known, and [`Admission::reconcile`] then charges
+//!   or refunds the difference to the upstream's reported usage. A late charge beyond the limit is debt that
 //!   holds every request back until paid. An estimate above the whole
 //!   minute's limit is charged as the whole limit (it could never fit
 //!   otherwise).
@@ -321,6 +324,23 @@ impl Admission {
             Hold::Nothing => {}
             Hold::Local(hold) => hold.adjust_tokens(delta),
             Hold::Shared(hold) => hold.adjust_tokens(delta),
+        }
+    }
+
+    /// Raises the charged estimate to `estimated_tokens` when the body
+    /// turns out larger than admission assumed (admission runs before the
+    /// body is read, on its declared length). Never lowers it: only the
+    /// upstream's reported usage refunds ([`Admission::reconcile`]). Capped
+    /// at the whole minute's limit, as admission caps an estimate, so one
+    /// request's debt holds the key back for at most a minute. A key
+    /// without a tokens limit charges nothing.
+    pub fn raise_estimate(&self, estimated_tokens: u32) {
+        let Some(window) = self.tokens else {
+            return;
+        };
+        let target = estimated_tokens.min(window.limit);
+        if target > self.charged.load(Ordering::Acquire) {
+            self.reconcile(target);
         }
     }
 

@@ -3,13 +3,13 @@
 //! shutdown of every connection. Hand-rolled on hyper-util instead of
 //! `axum::serve`, which sets no timer and so cannot time out a client that
 //! never finishes its request head (slow-loris).
-//! It serves whatever router it is given; it knows nothing about requests.
+//! It serves whatever router it is given; it knows nothing about requests
+//! beyond telling each one its peer's address ([`ClientAddress`]).
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -18,6 +18,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::Sleep;
+
+/// The address of the peer that sent a request, in its extensions (the
+/// load balancer's, behind one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::IpAddr);
 
 /// What a connection is allowed, from the validated config.
 #[derive(Debug, Clone, Copy)]
@@ -89,9 +94,9 @@ pub(crate) async fn accept_until(
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections as usize));
     let mut stop = std::pin::pin!(stop);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     // Typically fd exhaustion: back off instead of spinning
@@ -116,7 +121,13 @@ pub(crate) async fn accept_until(
         // Small SSE events must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         let io = TokioIo::new(SniffDeadline::new(tcp, limits.header_read_timeout));
-        let service = TowerToHyperService::new(app.clone());
+        let client = ClientAddress(peer.ip());
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request| {
+            request.extensions_mut().insert(client);
+            // A router is always ready; hyper-util's adapter also clones per call.
+            tower::Service::call(&mut app.clone(), request)
+        });
         let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
         tokio::spawn(async move {
             let _slot = slot;

@@ -1,8 +1,13 @@
 //! The request path as named phases, the same for every inbound protocol:
 //!
 //! ```text
-//! authenticate → read body → decode (protocol) → route → admit → dispatch → encode (protocol) → finish
+//! authenticate → admit → read body → decode (protocol) → route → dispatch → encode (protocol) → finish
 //! ```
+//!
+//! Admission comes before the body is read, so a key over its budget, rate
+//! or concurrency costs the gateway no body buffer (up to
+//! `max_request_body` each). The token estimate is charged then from the
+//! declared `Content-Length` and completed once the body is decoded.
 //!
 //! A [`RequestCtx`] is created when the request arrives and finished exactly
 //! once: right away for a gateway error (rendered in the protocol's error
@@ -51,7 +56,7 @@ pub async fn serve<P: InboundProtocol>(
     }
 }
 
-/// Authenticate, read, decode, route, admit.
+/// Authenticate, admit, read, decode, route.
 async fn prepare<P: InboundProtocol>(
     protocol: &P,
     ctx: &mut RequestCtx,
@@ -68,6 +73,7 @@ async fn prepare<P: InboundProtocol>(
             content_type: declared.unwrap_or_default().chars().take(100).collect(),
         });
     }
+    admit(ctx, declared_length(&parts.headers)).await?;
     let config = &table.config;
     let bytes = read_body(
         body,
@@ -85,7 +91,7 @@ async fn prepare<P: InboundProtocol>(
     let request = protocol.decode(decode, bytes).await?;
     ctx.stream = request.stream();
     let live = route(ctx, table, request.model())?;
-    admit(ctx, &live, &request).await?;
+    complete_admission(ctx, &live, &request);
     Ok((live, request))
 }
 
@@ -93,9 +99,23 @@ async fn prepare<P: InboundProtocol>(
 async fn authenticate(ctx: &mut RequestCtx, parts: &Parts) -> Result<(), GatewayError> {
     if let Some(keys) = ctx.state.keys.get() {
         let presented = crate::keys::presented_secret(&parts.headers).unwrap_or_default();
-        ctx.key = Some(keys.authenticate(presented).await?);
+        let address = parts
+            .extensions
+            .get::<super::accept::ClientAddress>()
+            .map(|a| a.0);
+        ctx.key = Some(keys.authenticate_from(presented, address).await?);
     }
     Ok(())
+}
+
+/// The body size the client announced, if it did (chunked bodies do not).
+fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The route for the model the client named, and whether its key may use it.
@@ -122,18 +142,12 @@ fn route(
     Ok(live)
 }
 
-/// The key's budget and rate limits; the grant stays in `ctx` until the
-/// response ends (streams included).
-async fn admit(
-    ctx: &mut RequestCtx,
-    live: &LiveRoute,
-    request: &impl InboundRequest,
-) -> Result<(), GatewayError> {
+/// The key's budget and rate limits, before the body is read; the grant
+/// stays in `ctx` until the response ends (streams included). Tokens are
+/// estimated from the declared body size here and completed by
+/// [`complete_admission`].
+async fn admit(ctx: &mut RequestCtx, declared_body: Option<usize>) -> Result<(), GatewayError> {
     let state = ctx.state.clone();
-    if live.route.log_content && state.request_log.get().is_some() {
-        let text = String::from_utf8_lossy(request.client_body()).into_owned();
-        ctx.content = Some((text, None));
-    }
     let (Some(key), Some(keys)) = (&ctx.key, state.keys.get()) else {
         return Ok(());
     };
@@ -146,13 +160,26 @@ async fn admit(
         tokens_per_minute: key.limits.tokens_per_minute,
         max_concurrent: key.limits.max_concurrent,
     };
-    let estimate = if limits.tokens_per_minute.is_some() {
-        crate::limits::estimate_tokens(request.client_body().len(), request.max_tokens())
-    } else {
-        0
+    let estimate = match (limits.tokens_per_minute, declared_body) {
+        (Some(_), Some(len)) => crate::limits::estimate_tokens(len, None),
+        _ => 0,
     };
     ctx.admission = Some(limiter.admit(key.id, &limits, estimate).await?);
     Ok(())
+}
+
+/// Once the body is decoded: the token estimate grows to the whole body
+/// and the completion the request asked for at most, and content logging
+/// keeps the body when the route says so.
+fn complete_admission(ctx: &mut RequestCtx, live: &LiveRoute, request: &impl InboundRequest) {
+    if let Some(admission) = &ctx.admission {
+        let body = request.client_body().len();
+        admission.raise_estimate(crate::limits::estimate_tokens(body, request.max_tokens()));
+    }
+    if live.route.log_content && ctx.state.request_log.get().is_some() {
+        let text = String::from_utf8_lossy(request.client_body()).into_owned();
+        ctx.content = Some((text, None));
+    }
 }
 
 /// The failover engine, over the route's targets.
