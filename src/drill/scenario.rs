@@ -510,14 +510,18 @@ trait ScenarioIssues {
 
 impl ScenarioIssues for Issues {
     fn duration(&mut self, path: String, text: &str) -> Option<Duration> {
-        match humantime::parse_duration(text.trim()) {
+        match crate::config::parse_duration(text, crate::config::MAX_DURATION) {
             Ok(d) => Some(d),
-            Err(e) => {
+            Err(crate::config::DurationError::Invalid(e)) => {
                 self.hint(
                     path,
                     format!("invalid duration \"{text}\": {e}"),
                     "write e.g. \"250ms\", \"20s\" or \"10m\"",
                 );
+                None
+            }
+            Err(crate::config::DurationError::TooLong) => {
+                self.push(path, "longer than a year");
                 None
             }
         }
