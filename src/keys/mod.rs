@@ -185,7 +185,7 @@ pub struct KeySettings {
     pub negative_capacity: usize,
     /// Store lookups in flight at once (cache misses).
     pub concurrent_lookups: usize,
-    /// A cache miss gives up (503) after this long.
+    /// A cache miss gives up (503) after this long (`[store] timeout`).
     pub store_timeout: Duration,
     /// While the store fails, a cached entry this old is still served.
     pub max_stale: Duration,
@@ -210,12 +210,15 @@ impl Default for KeySettings {
 }
 
 impl KeySettings {
-    /// Defaults with the configured `[keys] cache_ttl`.
+    /// Defaults with the configured `[keys] cache_ttl` and `[store] timeout`.
     pub fn from_config(config: &crate::config::Config) -> KeySettings {
         let cache_ttl = config.keys.cache_ttl;
         KeySettings {
             cache_ttl,
             negative_ttl: cache_ttl.min(Duration::from_secs(1)),
+            // One bound for every store call; here it covers waiting for a
+            // lookup slot too.
+            store_timeout: config.store_timeout,
             ..KeySettings::default()
         }
     }

@@ -63,7 +63,7 @@ impl AppState {
         let config = self.table.load_full().config.clone();
         let needs_keys = config.server.auth == AuthMode::Keys;
         let store = if config.request_log.is_some() || needs_keys {
-            Some(crate::store::Store::connect(&config.store_url.0).await?)
+            Some(crate::store::Store::connect(&config.store_url.0, config.store_timeout).await?)
         } else {
             None
         };
@@ -75,6 +75,7 @@ impl AppState {
         if let Some(retention) = config.responses_store {
             let conversations = crate::conversations::Conversations::new(
                 config.store_url.0.clone(),
+                config.store_timeout,
                 retention,
                 store.clone(),
             );
