@@ -140,7 +140,9 @@ impl GatewayError {
             GatewayError::ShuttingDown
             | GatewayError::AllTargetsOpen { .. }
             | GatewayError::NoEligibleTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::Unauthorized(AuthError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Unauthorized(AuthError::Store(_) | AuthError::Unavailable) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RouteNotAllowed { .. } => StatusCode::FORBIDDEN,
             GatewayError::BudgetExceeded(_) | GatewayError::RateLimited(_) => {
@@ -170,7 +172,8 @@ impl GatewayError {
             | GatewayError::DeadlineExceeded { .. }
             | GatewayError::AllTargetsOpen { .. }
             | GatewayError::NoEligibleTarget { .. } => "upstream_error",
-            GatewayError::ShuttingDown | GatewayError::Unauthorized(AuthError::Store(_)) => {
+            GatewayError::ShuttingDown
+            | GatewayError::Unauthorized(AuthError::Store(_) | AuthError::Unavailable) => {
                 "service_unavailable"
             }
             GatewayError::Unauthorized(_) => "invalid_request_error",
@@ -219,6 +222,7 @@ impl GatewayError {
             GatewayError::Unauthorized(AuthError::Expired) => "expired_api_key",
             GatewayError::Unauthorized(AuthError::Revoked) => "revoked_api_key",
             GatewayError::Unauthorized(AuthError::Store(_)) => "key_store_unavailable",
+            GatewayError::Unauthorized(AuthError::Unavailable) => "auth_unavailable",
             GatewayError::RouteNotAllowed { .. } => "model_not_allowed",
             GatewayError::BudgetExceeded(_) => "budget_exceeded",
             GatewayError::RateLimited(_) => "rate_limit_exceeded",
@@ -246,7 +250,8 @@ impl GatewayError {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
             }
             GatewayError::BudgetExceeded(exceeded) => retry_after(headers, exceeded.retry_after),
-            GatewayError::Unauthorized(AuthError::Store(_)) | GatewayError::ResponseStore(_) => {
+            GatewayError::Unauthorized(AuthError::Store(_) | AuthError::Unavailable)
+            | GatewayError::ResponseStore(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
             GatewayError::RateLimited(refusal) => {

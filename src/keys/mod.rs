@@ -91,6 +91,10 @@ pub enum AuthError {
     /// The key could not be checked: map to 503, not 401.
     #[error("the key store is unavailable; try again shortly")]
     Store(#[source] Arc<StoreError>),
+    /// `auth = "keys"` but the key service is not running (never started,
+    /// or a config swapped in without it): refuse, never serve open (503).
+    #[error("this gateway requires virtual keys but its key service is not running; no request is served")]
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
