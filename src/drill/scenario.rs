@@ -1222,9 +1222,15 @@ min_success_ratio = 0.99
             ),
             "{e}"
         );
-        let e = errors(&MINIMAL.replace("duration = \"10s\"", "duration = \"3000years\""));
+        let e = errors(&MINIMAL.replace("duration = \"10s\"", "duration = \"30days\""));
         assert!(
             e.contains("load.duration: ") && e.contains("longer than a week"),
+            "{e}"
+        );
+        // Past the config's cap on every duration, before any field's own.
+        let e = errors(&MINIMAL.replace("duration = \"10s\"", "duration = \"3000years\""));
+        assert!(
+            e.contains("load.duration: ") && e.contains("longer than a year"),
             "{e}"
         );
         let e = errors(&MINIMAL.replace("[load]\nrate = 50\n", "[load]\n"));
