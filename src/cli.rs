@@ -234,7 +234,7 @@ fn worker_threads() -> usize {
 async fn open_store(path: &std::path::Path) -> anyhow::Result<crate::store::Store> {
     let config = Config::load(path)
         .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
-    Ok(crate::store::Store::connect(&config.store_url.0).await?)
+    Ok(crate::store::Store::connect(&config.store_url.0, config.store_timeout).await?)
 }
 
 fn print_row(row: &crate::store::RequestRow, json: bool) {

@@ -26,8 +26,6 @@ const WINDOW_BYTES: usize = 64 << 20;
 /// Responses waiting to be written; a full queue drops the write (counted,
 /// the window still has it) rather than slow requests down.
 const QUEUE: usize = 4096;
-/// Every store call is bounded.
-const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Default)]
@@ -41,12 +39,12 @@ pub struct ConversationCounters {
 pub enum ConversationError {
     #[error("the response store is unavailable: {0}")]
     Store(#[from] StoreError),
-    #[error("the response store did not answer within {} s", STORE_TIMEOUT.as_secs())]
-    Timeout,
 }
 
 pub struct Conversations {
     store_url: Arc<str>,
+    /// `[store] timeout`: the store bounds every call, connecting included.
+    store_timeout: Duration,
     retention: Duration,
     store: Arc<OnceCell<Store>>,
     window: Mutex<Window>,
@@ -104,7 +102,12 @@ fn row_size(row: &ResponseRow) -> usize {
 
 impl Conversations {
     /// `store` reuses a connection the gateway already has for the same URL.
-    pub fn new(store_url: String, retention: Duration, store: Option<Store>) -> Self {
+    pub fn new(
+        store_url: String,
+        store_timeout: Duration,
+        retention: Duration,
+        store: Option<Store>,
+    ) -> Self {
         let cell = OnceCell::new();
         if let Some(store) = store {
             let _ = cell.set(store);
@@ -112,6 +115,7 @@ impl Conversations {
         let (writes, writer) = mpsc::channel(QUEUE);
         Conversations {
             store_url: store_url.into(),
+            store_timeout,
             retention,
             store: Arc::new(cell),
             window: Mutex::default(),
@@ -158,7 +162,7 @@ impl Conversations {
             let visible = row.owner == owner && row.expires_at_ms > now_ms;
             return Ok(visible.then_some(row));
         }
-        let store = connected(&self.store, &self.store_url).await?;
+        let store = connected(&self.store, &self.store_url, self.store_timeout).await?;
         Ok(bounded(store.get_response(id, owner, now_ms))
             .await?
             .map(Arc::new))
@@ -171,7 +175,7 @@ impl Conversations {
             let mine = window.rows.get(id).is_some_and(|r| r.owner == owner);
             mine && window.remove(id)
         };
-        let store = connected(&self.store, &self.store_url).await?;
+        let store = connected(&self.store, &self.store_url, self.store_timeout).await?;
         let in_store = bounded(store.delete_response(id, owner)).await?;
         // A put still queued would bring it back: delete after it too.
         self.start_writer();
@@ -194,32 +198,32 @@ impl Conversations {
         };
         let store = self.store.clone();
         let url = self.store_url.clone();
+        let timeout = self.store_timeout;
         let counters = self.counters.clone();
-        tokio::spawn(write_loop(rx, store, url, counters));
+        tokio::spawn(write_loop(rx, store, (url, timeout), counters));
     }
 }
 
 async fn connected<'a>(
     cell: &'a OnceCell<Store>,
     url: &str,
+    timeout: Duration,
 ) -> Result<&'a Store, ConversationError> {
-    bounded(cell.get_or_try_init(|| Store::connect(url))).await
+    bounded(cell.get_or_try_init(|| Store::connect(url, timeout))).await
 }
 
+/// A store call (bounded by the store's own timeout) as this module's error.
 async fn bounded<T>(
     call: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, ConversationError> {
-    tokio::time::timeout(STORE_TIMEOUT, call)
-        .await
-        .map_err(|_| ConversationError::Timeout)?
-        .map_err(ConversationError::from)
+    call.await.map_err(ConversationError::from)
 }
 
 /// Writes queued puts and deletes in order; deletes expired rows now and then.
 async fn write_loop(
     mut rx: mpsc::Receiver<Write>,
     store: Arc<OnceCell<Store>>,
-    url: Arc<str>,
+    (url, timeout): (Arc<str>, Duration),
     counters: Arc<ConversationCounters>,
 ) {
     let mut retention = tokio::time::interval(RETENTION_EVERY);
@@ -231,7 +235,7 @@ async fn write_loop(
             },
             _ = retention.tick() => None,
         };
-        let store = match connected(&store, &url).await {
+        let store = match connected(&store, &url, timeout).await {
             Ok(store) => store,
             Err(e) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -297,7 +301,8 @@ mod tests {
     async fn responses_are_scoped_to_their_owner_and_expire() {
         let dir = std::env::temp_dir().join(format!("sy-conv-{}", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}", dir.display());
-        let conversations = Conversations::new(url, Duration::from_secs(60), None);
+        let conversations =
+            Conversations::new(url, Duration::from_secs(5), Duration::from_secs(60), None);
         conversations.save(row("resp_1", "7", 3));
         assert!(conversations
             .load("resp_1", "7", 50)

@@ -140,7 +140,9 @@ impl GatewayError {
             GatewayError::ShuttingDown
             | GatewayError::AllTargetsOpen { .. }
             | GatewayError::NoEligibleTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::Unauthorized(AuthError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Unauthorized(AuthError::Store(_) | AuthError::Unavailable) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Unauthorized(AuthError::Throttled { .. }) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -173,7 +175,8 @@ impl GatewayError {
             | GatewayError::DeadlineExceeded { .. }
             | GatewayError::AllTargetsOpen { .. }
             | GatewayError::NoEligibleTarget { .. } => "upstream_error",
-            GatewayError::ShuttingDown | GatewayError::Unauthorized(AuthError::Store(_)) => {
+            GatewayError::ShuttingDown
+            | GatewayError::Unauthorized(AuthError::Store(_) | AuthError::Unavailable) => {
                 "service_unavailable"
             }
             GatewayError::Unauthorized(AuthError::Throttled { .. }) => "rate_limit_error",
@@ -224,6 +227,7 @@ impl GatewayError {
             GatewayError::Unauthorized(AuthError::Revoked) => "revoked_api_key",
             GatewayError::Unauthorized(AuthError::Store(_)) => "key_store_unavailable",
             GatewayError::Unauthorized(AuthError::Throttled { .. }) => "too_many_invalid_keys",
+            GatewayError::Unauthorized(AuthError::Unavailable) => "auth_unavailable",
             GatewayError::RouteNotAllowed { .. } => "model_not_allowed",
             GatewayError::BudgetExceeded(_) => "budget_exceeded",
             GatewayError::RateLimited(_) => "rate_limit_exceeded",
@@ -254,7 +258,8 @@ impl GatewayError {
             GatewayError::Unauthorized(AuthError::Throttled { retry_after: wait }) => {
                 retry_after(headers, *wait)
             }
-            GatewayError::Unauthorized(AuthError::Store(_)) | GatewayError::ResponseStore(_) => {
+            GatewayError::Unauthorized(AuthError::Store(_) | AuthError::Unavailable)
+            | GatewayError::ResponseStore(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
             GatewayError::RateLimited(refusal) => {

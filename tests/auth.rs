@@ -449,3 +449,95 @@ async fn the_admin_api_wants_the_admin_key_and_nothing_else() {
         StatusCode::OK
     );
 }
+
+/// `auth = "none"` with an admin key: the operator views on the main port
+/// want the admin key (they used to be served open, the key ignored);
+/// `/admin/keys` does not exist without virtual keys.
+#[tokio::test]
+async fn with_auth_none_an_admin_key_still_guards_the_admin_views() {
+    let upstream = sim("upstream").await;
+    let text = config_text(
+        &[&upstream.base_url()],
+        "[admin]\nkey_env = \"ADMIN_KEY\"\n",
+    );
+    let gw = gateway_with_env(&text, |name| {
+        (name == "ADMIN_KEY").then(|| ADMIN_KEY.to_owned())
+    })
+    .await;
+    let root = gw.base_url().trim_end_matches("/v1").to_owned();
+    let bearer = format!("Bearer {ADMIN_KEY}");
+    for path in ["/admin/targets", "/admin/stats"] {
+        let url = format!("{root}{path}");
+        let open = call(&client(), Method::GET, &url, "", &[]).await;
+        assert_eq!(open.status, StatusCode::UNAUTHORIZED, "{path}");
+        let keyed = call(
+            &client(),
+            Method::GET,
+            &url,
+            "",
+            &[("authorization", &bearer)],
+        )
+        .await;
+        assert_eq!(keyed.status, StatusCode::OK, "{path}: {}", keyed.text());
+    }
+    let keys = call(
+        &client(),
+        Method::GET,
+        &format!("{root}/admin/keys"),
+        "",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(keys.status, StatusCode::NOT_FOUND);
+    // The API itself stays open, as `auth = "none"` says.
+    assert_eq!(
+        chat(&client(), &gw, chat_body(false)).await.status,
+        StatusCode::OK
+    );
+}
+
+/// `auth = "keys"` while the key service is not running (its state built
+/// but `start_services` never ran, as after a swap that skipped it): every
+/// API request is refused in OpenAI's shape, never served open.
+#[tokio::test]
+async fn auth_keys_without_the_key_service_refuses_every_request() {
+    use tower::ServiceExt;
+    let upstream = sim("upstream").await;
+    let text =
+        config_text(&[&upstream.base_url()], "").replace("auth = \"none\"", "auth = \"keys\"");
+    let config = Config::from_toml(&text, |_| None).unwrap();
+    let state = switchyard::server::AppState::new(config);
+    let app = switchyard::server::router::router(state);
+    let requests = [
+        ("/v1/chat/completions", chat_body(false).to_string()),
+        ("/v1/chat/completions", chat_body(true).to_string()),
+        (
+            "/v1/responses",
+            serde_json::json!({"model": "chat-default", "input": "hi"}).to_string(),
+        ),
+    ];
+    for (path, body) in requests {
+        let request = http::Request::post(path)
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer sy-anything")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"]["code"], "auth_unavailable", "{path}: {v}");
+        assert_eq!(v["error"]["type"], "service_unavailable");
+    }
+    let stored = http::Request::get("/v1/responses/resp_1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(stored).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing reached the upstream"
+    );
+}

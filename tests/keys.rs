@@ -16,7 +16,10 @@ use switchyard::keys::{
     AuthError, BudgetPeriod, Clock, Expiry, KeyBudget, KeyError, KeyLimits, KeySettings, KeyStatus,
     Keys, LimitsUpdate, NewKey, Update,
 };
-use switchyard::store::Store;
+use switchyard::store::{Pool, Store};
+
+/// The store timeout of these tests.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -31,9 +34,12 @@ async fn backends(test: &str) -> Vec<Backend> {
     let dir = std::env::temp_dir().join(format!("switchyard-keys-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let sqlite = Store::connect(&format!("sqlite://{}", dir.join("store.db").display()))
-        .await
-        .expect("sqlite");
+    let sqlite = Store::connect(
+        &format!("sqlite://{}", dir.join("store.db").display()),
+        TIMEOUT,
+    )
+    .await
+    .expect("sqlite");
     let database = format!("switchyard_keys_{}_{test}", std::process::id());
     // A plain pool: `Store::connect` would create tables in `postgres`.
     let admin = sqlx::PgPool::connect(PG_ADMIN)
@@ -48,9 +54,12 @@ async fn backends(test: &str) -> Vec<Backend> {
             .await
             .unwrap();
     }
-    let postgres = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{database}"))
-        .await
-        .expect("postgres");
+    let postgres = Store::connect(
+        &format!("postgres://postgres@127.0.0.1:5432/{database}"),
+        TIMEOUT,
+    )
+    .await
+    .expect("postgres");
     vec![
         Backend {
             name: "sqlite",
@@ -88,8 +97,8 @@ async fn drop_backends(backends: Vec<Backend>) {
 /// Everything the store holds for keys, as text: PostgreSQL rows as JSON;
 /// the SQLite database and WAL files byte for byte.
 async fn dump(b: &Backend) -> String {
-    match (&b.store, &b.dir) {
-        (Store::Sqlite(_), Some(dir)) => {
+    match (b.store.pool(), &b.dir) {
+        (Pool::Sqlite(_), Some(dir)) => {
             // Rows may still sit in the WAL: read both files as they are.
             let mut text = String::new();
             for file in ["store.db", "store.db-wal"] {
@@ -99,7 +108,7 @@ async fn dump(b: &Backend) -> String {
             }
             text
         }
-        (Store::Postgres(pool), _) => {
+        (Pool::Postgres(pool), _) => {
             let mut text = String::new();
             for table in ["virtual_keys", "key_secrets", "key_usage"] {
                 let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -628,9 +637,9 @@ async fn limit_changes_apply_at_once_on_this_node() {
 }
 
 async fn close(store: &Store) {
-    match store {
-        Store::Sqlite(pool) => pool.close().await,
-        Store::Postgres(pool) => pool.close().await,
+    match store.pool() {
+        Pool::Sqlite(pool) => pool.close().await,
+        Pool::Postgres(pool) => pool.close().await,
     }
 }
 
@@ -643,14 +652,14 @@ async fn the_cache_answers_while_the_store_is_down() {
     for b in &backends {
         let clock = Clock::manual(t0());
         // Its own pool, so closing it leaves the backend usable for cleanup.
-        let url = match (&b.store, &b.dir, &b.pg_database) {
-            (Store::Sqlite(_), Some(dir), _) => {
+        let url = match (b.store.pool(), &b.dir, &b.pg_database) {
+            (Pool::Sqlite(_), Some(dir), _) => {
                 format!("sqlite://{}", dir.join("store.db").display())
             }
             (_, _, Some(db)) => format!("postgres://postgres@127.0.0.1:5432/{db}"),
             _ => unreachable!(),
         };
-        let store = Store::connect(&url).await.unwrap();
+        let store = Store::connect(&url, TIMEOUT).await.unwrap();
         let keys = Keys::open(store.clone(), settings(&clock)).await.unwrap();
         let secret = keys.create(NewKey::new("k", "svc")).await.unwrap().secret;
         assert!(keys.authenticate(secret.expose()).await.is_ok());
@@ -1251,7 +1260,7 @@ async fn cli_manages_keys_and_never_lists_a_secret() {
     }
 
     // What the CLI wrote is what the gateway reads.
-    let store = Store::connect(&format!("sqlite://{}", db.display()))
+    let store = Store::connect(&format!("sqlite://{}", db.display()), TIMEOUT)
         .await
         .unwrap();
     let keys = Keys::open(store, KeySettings::default()).await.unwrap();

@@ -21,9 +21,14 @@ impl Drop for Served {
 }
 
 fn serve(config: &std::path::Path) -> Served {
+    serve_with_env(config, &[])
+}
+
+fn serve_with_env(config: &std::path::Path, env: &[(&str, &str)]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["serve", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .env("SWITCHYARD_WORKER_THREADS", "2")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -164,5 +169,254 @@ fn check_config_reports_every_error_with_its_path_and_exits_1() {
     // The demo template has placeholders for URLs: it must fail, naming them.
     assert_eq!(ok.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&ok.stderr).contains("providers.primary.base_url"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits for the process to exit, for at most a minute (a guard so that a
+/// hang fails the test instead of stalling it; not a timing assertion).
+async fn exited(child: &mut Child) -> Option<std::process::ExitStatus> {
+    for _ in 0..1200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn scratch(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn readyz(base: &str) -> http::StatusCode {
+    call(
+        &client(),
+        Method::GET,
+        &base.replace("/v1", "/readyz"),
+        "",
+        &[],
+    )
+    .await
+    .status
+}
+
+/// SIGTERM: `/readyz` turns 503 at once while requests (on new connections
+/// too) are still served for `drain_delay`; a second SIGTERM ends the
+/// process at once, long before the ten-minute delay would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_behind_a_503_readyz_and_a_second_signal_exits_at_once() {
+    let upstream = sim("upstream").await;
+    let dir = scratch("drain");
+    let path = dir.join("gw.toml");
+    let text = config_text(
+        &[&upstream.base_url()],
+        "[server]\nwatch_config = false\ndrain_delay = \"10m\"\ndrain_timeout = \"10m\"\n",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let mut gw = serve(&path);
+    assert_eq!(readyz(&gw.base).await, http::StatusCode::OK);
+    signal(&gw.child, "TERM");
+    let mut draining = false;
+    for _ in 0..200 {
+        if readyz(&gw.base).await == http::StatusCode::SERVICE_UNAVAILABLE {
+            draining = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(draining, "/readyz answers 503 after SIGTERM");
+    // A fresh client: a new connection is still accepted and served.
+    let reply = call(
+        &client(),
+        Method::POST,
+        &format!("{}/chat/completions", gw.base),
+        chat_body(false).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.text());
+    assert!(gw.child.try_wait().unwrap().is_none(), "still serving");
+
+    signal(&gw.child, "TERM");
+    let status = exited(&mut gw.child)
+        .await
+        .expect("a second SIGTERM ends the process");
+    assert!(
+        !status.success(),
+        "a forced exit is not a clean one: {status:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A database that stops answering (the request log's table locked by
+/// another client) cannot hold SIGTERM: every store call times out, the
+/// final flush is bounded, the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_while_the_database_is_stuck() {
+    use sqlx::Executor;
+    let upstream = sim("upstream").await;
+    let database = format!("switchyard_stuck_{}", std::process::id());
+    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .expect("PostgreSQL must run on 127.0.0.1:5432");
+    let sql = |s: String| sqlx::AssertSqlSafe(s);
+    admin
+        .execute(sql(format!(
+            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+        )))
+        .await
+        .unwrap();
+    admin
+        .execute(sql(format!("CREATE DATABASE {database}")))
+        .await
+        .unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+    let dir = scratch("stuck");
+    let path = dir.join("gw.toml");
+    let text = config_text(
+        &[&upstream.base_url()],
+        &format!(
+            "[server]\nwatch_config = false\n[store]\nurl = \"{url}\"\ntimeout = \"300ms\"\n\
+             [request_log]\nenabled = true\n"
+        ),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let mut gw = serve(&path);
+    let chat_once = || async {
+        call(
+            &client(),
+            Method::POST,
+            &format!("{}/chat/completions", gw.base),
+            chat_body(false).to_string(),
+            &[],
+        )
+        .await
+        .status
+    };
+    assert_eq!(chat_once().await, http::StatusCode::OK);
+    // Another client takes the table and keeps it.
+    let holder = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    tx.execute("LOCK TABLE request_log IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            chat_once().await,
+            http::StatusCode::OK,
+            "serving does not wait on the log"
+        );
+    }
+    signal(&gw.child, "TERM");
+    let status = exited(&mut gw.child)
+        .await
+        .expect("SIGTERM ends the process although the database is stuck");
+    assert!(status.success(), "{status:?}");
+    tx.rollback().await.unwrap();
+    holder.close().await;
+    admin
+        .execute(sql(format!(
+            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+        )))
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const ADMIN_KEY: &str = "process-admin-key-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The admin listener runs on the gateway's own accept loop: a client that
+/// sends half a request head and stalls is disconnected after the header
+/// read timeout, an oversized head gets 431. With `auth = "none"` the admin
+/// views are served there behind the admin key, and not on the main port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_has_the_main_ports_head_limits_and_timeouts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = sim("upstream").await;
+    let dir = scratch("admin-listener");
+    let path = dir.join("gw.toml");
+    let admin_addr = format!("127.0.0.1:{}", free_port());
+    let text = config_text(
+        &[&upstream.base_url()],
+        &format!(
+            "[server]\nwatch_config = false\nheader_read_timeout = \"1s\"\nmax_header_bytes = \"4KiB\"\n\
+             [admin]\nkey_env = \"SY_PROCESS_ADMIN_KEY\"\nlisten = \"{admin_addr}\"\n"
+        ),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let gw = serve_with_env(&path, &[("SY_PROCESS_ADMIN_KEY", ADMIN_KEY)]);
+    let admin = format!("http://{admin_addr}");
+    let bearer = format!("Bearer {ADMIN_KEY}");
+    let targets = format!("{admin}/admin/targets");
+    assert_eq!(
+        call(&client(), Method::GET, &targets, "", &[]).await.status,
+        http::StatusCode::UNAUTHORIZED
+    );
+    let keyed = call(
+        &client(),
+        Method::GET,
+        &targets,
+        "",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(keyed.status, http::StatusCode::OK, "{}", keyed.text());
+    let main = call(
+        &client(),
+        Method::GET,
+        &gw.base.replace("/v1", "/admin/targets"),
+        "",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(
+        main.status,
+        http::StatusCode::NOT_FOUND,
+        "not on the main port"
+    );
+
+    // Slow-loris: half a head, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(&admin_addr).await.unwrap();
+    slow.write_all(b"GET /admin/targets HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        slow.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(ended.is_ok(), "the stalled client was disconnected");
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // An oversized head.
+    let big = "a".repeat(8 << 10);
+    let refused = call(
+        &client(),
+        Method::GET,
+        &targets,
+        "",
+        &[("authorization", &bearer), ("x-filler", &big)],
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert_eq!(refused.json()["error"]["code"], "request_header_too_large");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,7 +2,11 @@
 //! file and the machine's real PostgreSQL (127.0.0.1:5432, trust auth), in a
 //! database created for the test and dropped after it.
 
-use switchyard::store::{RequestQuery, RequestRow, Store};
+use std::time::Duration;
+use switchyard::store::{Pool, RequestQuery, RequestRow, Store, StoreError};
+
+/// The store timeout of these tests.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -16,14 +20,17 @@ struct Backend {
 async fn backends(test: &str) -> Vec<Backend> {
     let dir = std::env::temp_dir().join(format!("switchyard-store-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let sqlite = Store::connect(&format!("sqlite://{}", dir.join("store.db").display()))
-        .await
-        .expect("sqlite");
+    let sqlite = Store::connect(
+        &format!("sqlite://{}", dir.join("store.db").display()),
+        TIMEOUT,
+    )
+    .await
+    .expect("sqlite");
     let database = format!("switchyard_test_{}_{test}", std::process::id());
-    let admin = Store::connect(PG_ADMIN)
+    let admin = Store::connect(PG_ADMIN, TIMEOUT)
         .await
         .expect("PostgreSQL must run on 127.0.0.1:5432 (see .ci/run)");
-    let Store::Postgres(admin_pool) = &admin else {
+    let Pool::Postgres(admin_pool) = admin.pool() else {
         unreachable!()
     };
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -36,9 +43,12 @@ async fn backends(test: &str) -> Vec<Backend> {
         .execute(admin_pool)
         .await
         .unwrap();
-    let postgres = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{database}"))
-        .await
-        .expect("postgres");
+    let postgres = Store::connect(
+        &format!("postgres://postgres@127.0.0.1:5432/{database}"),
+        TIMEOUT,
+    )
+    .await
+    .expect("postgres");
     vec![
         Backend {
             name: "sqlite",
@@ -59,8 +69,8 @@ async fn drop_backends(backends: Vec<Backend>) {
     for b in backends {
         if let Some(db) = b.pg_database {
             drop(b.store);
-            let admin = Store::connect(PG_ADMIN).await.unwrap();
-            let Store::Postgres(pool) = &admin else {
+            let admin = Store::connect(PG_ADMIN, TIMEOUT).await.unwrap();
+            let Pool::Postgres(pool) = admin.pool() else {
                 unreachable!()
             };
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -176,9 +186,138 @@ async fn request_log_insert_query_and_retention_on_both_back_ends() {
     drop_backends(backends).await;
 }
 
+/// The URL of a backend, for a second store or a raw connection to it.
+fn url_of(b: &Backend) -> String {
+    match (&b._dir, &b.pg_database) {
+        (Some(dir), _) => format!("sqlite://{}", dir.join("store.db").display()),
+        (_, Some(db)) => format!("postgres://postgres@127.0.0.1:5432/{db}"),
+        _ => unreachable!(),
+    }
+}
+
+/// A guard for calls that hung before store calls had a timeout: the test
+/// fails instead of hanging. Not a timing assertion.
+async fn within_a_minute<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the store call hung")
+}
+
+/// A lock held by another connection (PostgreSQL `LOCK TABLE`, SQLite
+/// `BEGIN IMMEDIATE`) and a pool with every connection taken: each store
+/// call ends with `StoreError::Timeout` instead of waiting, and the store
+/// works again once the lock is released.
+#[tokio::test]
+async fn a_stuck_database_is_a_timeout_error_not_a_hang() {
+    let backends = backends("timeout").await;
+    for b in &backends {
+        let short = Store::connect(&url_of(b), Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(short.timeout(), Duration::from_millis(300));
+        // Another client holds the request log's table (or the database's
+        // write lock) in an open transaction.
+        let holder = match b.store.pool() {
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query("LOCK TABLE request_log IN ACCESS EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                Holder::Postgres(tx)
+            }
+            Pool::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                Holder::Sqlite(conn)
+            }
+        };
+        let write = within_a_minute(short.insert_requests(&[row(1, "chat", 200)])).await;
+        assert!(
+            matches!(write, Err(StoreError::Timeout)),
+            "{}: {write:?}",
+            b.name
+        );
+        if let Holder::Postgres(_) = holder {
+            // PostgreSQL's exclusive lock blocks readers too (SQLite's WAL does not).
+            let read = within_a_minute(short.query_requests(&RequestQuery::newest(10))).await;
+            assert!(
+                matches!(read, Err(StoreError::Timeout)),
+                "{}: {read:?}",
+                b.name
+            );
+            assert_eq!(
+                read.err().unwrap().to_string(),
+                "the database did not answer in time"
+            );
+        }
+        holder.release().await;
+        short.insert_requests(&[row(2, "chat", 200)]).await.unwrap();
+
+        // Every pooled connection taken: waiting for one is bounded too.
+        let mut taken = Vec::new();
+        for _ in 0..4 {
+            taken.push(Taken::of(short.pool()).await);
+        }
+        let starved = within_a_minute(short.query_requests(&RequestQuery::newest(10))).await;
+        assert!(
+            matches!(starved, Err(StoreError::Timeout)),
+            "{}: {starved:?}",
+            b.name
+        );
+        drop(taken);
+        assert_eq!(
+            short
+                .query_requests(&RequestQuery::newest(10))
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{}",
+            b.name
+        );
+    }
+    drop_backends(backends).await;
+}
+
+enum Holder {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+impl Holder {
+    async fn release(self) {
+        match self {
+            Holder::Postgres(tx) => tx.rollback().await.unwrap(),
+            Holder::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+            }
+        }
+    }
+}
+
+/// A pooled connection held out of the pool.
+#[allow(dead_code)]
+enum Taken {
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+impl Taken {
+    async fn of(pool: &Pool) -> Taken {
+        match pool {
+            Pool::Postgres(p) => Taken::Postgres(p.acquire().await.unwrap()),
+            Pool::Sqlite(p) => Taken::Sqlite(p.acquire().await.unwrap()),
+        }
+    }
+}
+
 #[tokio::test]
 async fn unsupported_url_is_a_clear_error() {
-    let err = Store::connect("mysql://localhost/x")
+    let err = Store::connect("mysql://localhost/x", TIMEOUT)
         .await
         .err()
         .expect("refused");
@@ -233,7 +372,7 @@ async fn gateway_request_log_on_both_back_ends_and_the_cli() {
             .flush()
             .await;
 
-        let store = Store::connect(&url).await.unwrap();
+        let store = Store::connect(&url, TIMEOUT).await.unwrap();
         let rows = store
             .query_requests(&RequestQuery::newest(10))
             .await

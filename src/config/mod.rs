@@ -26,6 +26,8 @@ pub struct Config {
     pub alerts: AlertSettings,
     /// Where persistent data lives (the request log today).
     pub store_url: StoreUrl,
+    /// Bound on every store call (`[store] timeout`).
+    pub store_timeout: Duration,
     /// `Some(retention)` when the request log is on.
     pub request_log: Option<Duration>,
     /// `Some(retention)` when Responses API answers are kept (`[responses]`).
@@ -132,6 +134,9 @@ pub struct ServerSettings {
     pub max_request_body: usize,
     pub max_response_body: usize,
     pub drain_timeout: Duration,
+    /// After the first SIGTERM/SIGINT: `/readyz` is 503 while serving goes
+    /// on for this long, then accepting stops and the drain begins.
+    pub drain_delay: Duration,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     /// Largest request head accepted (HTTP/1 and HTTP/2); larger gets 431.
@@ -630,10 +635,21 @@ impl Issues {
     }
 
     fn duration(&mut self, path: String, value: Option<&String>, default: Duration) -> Duration {
+        self.duration_within(path, value, default, MAX_DURATION)
+    }
+
+    /// A duration of at most `max`; longer, or unreadable, is an issue at `path`.
+    fn duration_within(
+        &mut self,
+        path: String,
+        value: Option<&String>,
+        default: Duration,
+        max: Duration,
+    ) -> Duration {
         let Some(text) = value else { return default };
-        match humantime::parse_duration(text) {
+        match parse_duration(text, max) {
             Ok(d) => d,
-            Err(e) => {
+            Err(DurationError::Invalid(e)) => {
                 self.hint(
                     path,
                     format!("invalid duration \"{text}\": {e}"),
@@ -641,7 +657,28 @@ impl Issues {
                 );
                 default
             }
+            Err(DurationError::TooLong) => {
+                self.hint(
+                    path,
+                    format!(
+                        "\"{text}\" is longer than the maximum of {} days",
+                        max.as_secs() / 86_400
+                    ),
+                    "durations are capped so that no deadline computed from them can overflow",
+                );
+                default
+            }
         }
+    }
+
+    /// A retention period: positive, at most [`MAX_RETENTION`].
+    fn retention(&mut self, path: &str, value: Option<&String>, default: Duration) -> Duration {
+        let d = self.duration_within(path.to_owned(), value, default, MAX_RETENTION);
+        if d.is_zero() {
+            self.push(path, "must be greater than zero");
+            return default;
+        }
+        d
     }
 
     fn positive_duration(
@@ -679,6 +716,32 @@ impl Issues {
             },
         }
     }
+}
+
+/// The longest duration any setting takes (timeouts, windows, TTLs):
+/// `Instant::now() + d` and the breaker's growth of `open_base` stay far
+/// from overflowing, whatever is configured.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// Retention periods (`request_log.retention`, `responses.retention`) may
+/// be longer: they only ever become a millisecond cut-off in the past.
+pub const MAX_RETENTION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Why a configured duration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DurationError {
+    Invalid(String),
+    TooLong,
+}
+
+/// Parses a humantime duration (`"250ms"`, `"5s"`, `"2m"`) of at most `max`.
+pub(crate) fn parse_duration(text: &str, max: Duration) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| DurationError::Invalid(e.to_string()))?;
+    if d > max {
+        return Err(DurationError::TooLong);
+    }
+    Ok(d)
 }
 
 /// Each client connection may need an upstream one too: 10 000 of each
@@ -972,7 +1035,7 @@ fn resolve_slo(issues: &mut Issues, path: &str, raw: &raw::RawSlo) -> Option<Slo
         &raw.latency,
         ratio(issues, "latency_target", raw.latency_target),
     ) {
-        (Some(text), Some(target)) => match humantime::parse_duration(text) {
+        (Some(text), Some(target)) => match parse_duration(text, MAX_DURATION) {
             Ok(d) if !d.is_zero() => Some((d, target)),
             _ => {
                 issues.hint(
@@ -1030,7 +1093,7 @@ fn resolve_hedge(issues: &mut Issues, path: &str, value: Option<&String>) -> Opt
             }
         };
     }
-    match humantime::parse_duration(text) {
+    match parse_duration(text, MAX_DURATION) {
         Ok(d) if !d.is_zero() => Some(Hedge::After(d)),
         _ => {
             issues.hint(
@@ -1130,6 +1193,11 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             "server.drain_timeout".into(),
             raw.server.drain_timeout.as_ref(),
             Duration::from_secs(30),
+        ),
+        drain_delay: issues.duration(
+            "server.drain_delay".into(),
+            raw.server.drain_delay.as_ref(),
+            Duration::ZERO,
         ),
         header_read_timeout: issues.positive_duration(
             "server.header_read_timeout".into(),
@@ -1654,8 +1722,9 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             "use sqlite://path/to/file.db or postgres://user@host/db",
         );
     }
-    let retention = issues.positive_duration(
-        "request_log.retention".into(),
+    let store_timeout = store_timeout(&mut issues, raw.store.timeout.as_ref());
+    let retention = issues.retention(
+        "request_log.retention",
         raw.request_log.retention.as_ref(),
         Duration::from_secs(7 * 86_400),
     );
@@ -1664,8 +1733,8 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         .enabled
         .unwrap_or(false)
         .then_some(retention);
-    let responses_retention = issues.positive_duration(
-        "responses.retention".into(),
+    let responses_retention = issues.retention(
+        "responses.retention",
         raw.responses.retention.as_ref(),
         Duration::from_secs(30 * 86_400),
     );
@@ -1693,6 +1762,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         server,
         alerts,
         store_url: StoreUrl(store_url),
+        store_timeout,
         request_log,
         responses_store,
         limits,
@@ -1701,6 +1771,23 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
         routes,
         route_names,
     })
+}
+
+/// `store.timeout`: 100ms to 5m, default 5s. Shorter would fail healthy
+/// batch writes; longer would let a stuck database hold requests, key
+/// lookups and the shutdown flush for minutes.
+fn store_timeout(issues: &mut Issues, raw: Option<&String>) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(5);
+    let d = issues.duration("store.timeout".into(), raw, DEFAULT);
+    if (Duration::from_millis(100)..=Duration::from_secs(300)).contains(&d) {
+        return d;
+    }
+    issues.hint(
+        "store.timeout",
+        format!("{} is outside 100ms..=5m", humantime::format_duration(d)),
+        "the default 5s fits a healthy database with room to spare",
+    );
+    DEFAULT
 }
 
 /// An API key from the environment, or an issue at `field`.

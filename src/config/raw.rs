@@ -87,6 +87,9 @@ pub struct RawKeys {
 pub struct RawStore {
     /// `sqlite://path/to/file.db` (default `sqlite://switchyard.db`) or `postgres://…`.
     pub url: Option<String>,
+    /// Bound on every store call: waiting for a pooled connection, each
+    /// statement, and the call as a whole (default 5s).
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -137,6 +140,9 @@ pub struct RawServer {
     pub max_request_body: Option<RawSize>,
     pub max_response_body: Option<RawSize>,
     pub drain_timeout: Option<String>,
+    /// After SIGTERM, how long `/readyz` answers 503 while the gateway
+    /// still accepts and serves, so a load balancer stops sending first.
+    pub drain_delay: Option<String>,
     /// How long a client may take to send a request's head (and, on a new
     /// connection, to show which protocol it speaks); also the idle timeout
     /// of HTTP/1 keep-alive connections, and how long an HTTP/2 client may

@@ -38,6 +38,7 @@ impl Config {
                 self.admin.metrics_public != new.admin.metrics_public,
             ),
             ("store.url", self.store_url != new.store_url),
+            ("store.timeout", self.store_timeout != new.store_timeout),
             ("request_log", self.request_log != new.request_log),
             (
                 "responses.store",

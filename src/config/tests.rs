@@ -541,3 +541,79 @@ fn max_header_bytes_is_bounded() {
     let errs = errors(&format!("[server]\nmax_header_bytes = \"10MiB\"\n{base}"));
     assert!(errs[0].starts_with("server.max_header_bytes:"), "{errs:?}");
 }
+
+#[test]
+fn durations_are_capped_so_no_deadline_can_overflow() {
+    const BASE: &str = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    // Each of these parsed before and made `Instant::now() + d` (or the
+    // breaker's open time) panic on the request path.
+    for (section, key, path) in [
+        ("defaults.timeouts", "total", "defaults.timeouts.total"),
+        (
+            "defaults.timeouts",
+            "first_byte",
+            "defaults.timeouts.first_byte",
+        ),
+        (
+            "defaults.retry",
+            "max_retry_after",
+            "defaults.retry.max_retry_after",
+        ),
+        ("defaults.breaker", "open_max", "defaults.breaker.open_max"),
+        ("server", "drain_timeout", "server.drain_timeout"),
+        ("server", "drain_delay", "server.drain_delay"),
+        ("keys", "cache_ttl", "keys.cache_ttl"),
+        ("store", "timeout", "store.timeout"),
+    ] {
+        for huge in ["100000000y", "18446744073709551615s"] {
+            let text = format!("[{section}]\n{key} = \"{huge}\"\n{BASE}");
+            let errs = errors(&text);
+            assert!(
+                errs.iter().any(|e| e.starts_with(&format!("{path}: "))),
+                "{path} = {huge}: {errs:?}"
+            );
+        }
+    }
+    let route = format!("{BASE}[routes.r.timeouts]\nidle = \"2y\"\n");
+    let errs = errors(&route);
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("routes.r.timeouts.idle: ") && e.contains("maximum of 365 days")),
+        "{errs:?}"
+    );
+    let hedge = format!("{BASE}hedge_after = \"18446744073709551615s\"\n");
+    assert!(errors(&hedge)
+        .iter()
+        .any(|e| e.starts_with("routes.r.hedge_after")));
+    // A year is allowed; retention may be longer, up to ten years.
+    let ok =
+        format!("[defaults.timeouts]\ntotal = \"365d\"\n[request_log]\nretention = \"5y\"\n{BASE}");
+    let config = Config::from_toml(&ok, env_with_keys).unwrap();
+    assert_eq!(config.route("r").unwrap().timeouts.total, MAX_DURATION);
+    let long = format!("[request_log]\nretention = \"11y\"\n{BASE}");
+    assert!(errors(&long)[0].starts_with("request_log.retention: "));
+}
+
+#[test]
+fn store_timeout_and_drain_delay() {
+    const BASE: &str = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    let config = Config::from_toml(BASE, env_with_keys).unwrap();
+    assert_eq!(config.store_timeout, Duration::from_secs(5));
+    assert_eq!(config.server.drain_delay, Duration::ZERO);
+    let set = format!("[store]\ntimeout = \"750ms\"\n[server]\ndrain_delay = \"5s\"\n{BASE}");
+    let config = Config::from_toml(&set, env_with_keys).unwrap();
+    assert_eq!(config.store_timeout, Duration::from_millis(750));
+    assert_eq!(config.server.drain_delay, Duration::from_secs(5));
+    for bad in ["0s", "10ms", "6m"] {
+        let errs = errors(&format!("[store]\ntimeout = \"{bad}\"\n{BASE}"));
+        assert!(
+            errs[0].starts_with("store.timeout: ") && errs[0].contains("hint:"),
+            "{bad}: {errs:?}"
+        );
+    }
+    let changed = Config::from_toml(&set, env_with_keys).unwrap();
+    let running = Config::from_toml(BASE, env_with_keys).unwrap();
+    assert!(running
+        .restart_only_changes(&changed)
+        .contains(&"store.timeout"));
+}

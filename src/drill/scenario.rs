@@ -510,14 +510,18 @@ trait ScenarioIssues {
 
 impl ScenarioIssues for Issues {
     fn duration(&mut self, path: String, text: &str) -> Option<Duration> {
-        match humantime::parse_duration(text.trim()) {
+        match crate::config::parse_duration(text, crate::config::MAX_DURATION) {
             Ok(d) => Some(d),
-            Err(e) => {
+            Err(crate::config::DurationError::Invalid(e)) => {
                 self.hint(
                     path,
                     format!("invalid duration \"{text}\": {e}"),
                     "write e.g. \"250ms\", \"20s\" or \"10m\"",
                 );
+                None
+            }
+            Err(crate::config::DurationError::TooLong) => {
+                self.push(path, "longer than a year");
                 None
             }
         }
@@ -1218,9 +1222,15 @@ min_success_ratio = 0.99
             ),
             "{e}"
         );
-        let e = errors(&MINIMAL.replace("duration = \"10s\"", "duration = \"3000years\""));
+        let e = errors(&MINIMAL.replace("duration = \"10s\"", "duration = \"30days\""));
         assert!(
             e.contains("load.duration: ") && e.contains("longer than a week"),
+            "{e}"
+        );
+        // Past the config's cap on every duration, before any field's own.
+        let e = errors(&MINIMAL.replace("duration = \"10s\"", "duration = \"3000years\""));
+        assert!(
+            e.contains("load.duration: ") && e.contains("longer than a year"),
             "{e}"
         );
         let e = errors(&MINIMAL.replace("[load]\nrate = 50\n", "[load]\n"));

@@ -141,7 +141,7 @@ fn parse_usd(text: &str) -> Result<Update<f64>, String> {
 pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)
         .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", args.config.display()))?;
-    let store = crate::store::Store::connect(&config.store_url.0).await?;
+    let store = crate::store::Store::connect(&config.store_url.0, config.store_timeout).await?;
     let keys = Keys::open(store, KeySettings::from_config(&config)).await?;
     let json = args.json;
     match args.command {

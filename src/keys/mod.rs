@@ -94,6 +94,10 @@ pub enum AuthError {
     /// The key could not be checked: map to 503, not 401.
     #[error("the key store is unavailable; try again shortly")]
     Store(#[source] Arc<StoreError>),
+    /// `auth = "keys"` but the key service is not running (never started,
+    /// or a config swapped in without it): refuse, never serve open (503).
+    #[error("this gateway requires virtual keys but its key service is not running; no request is served")]
+    Unavailable,
     /// The client's address presented too many invalid keys (429).
     #[error(
         "too many invalid API keys from this address; retry after {}s",
@@ -106,7 +110,10 @@ impl AuthError {
     /// Whether this refusal counts against the client's address: the key
     /// presented was wrong (not the store, not the limit itself).
     fn is_failure(&self) -> bool {
-        !matches!(self, AuthError::Store(_) | AuthError::Throttled { .. })
+        !matches!(
+            self,
+            AuthError::Store(_) | AuthError::Unavailable | AuthError::Throttled { .. }
+        )
     }
 }
 
@@ -202,7 +209,7 @@ pub struct KeySettings {
     pub negative_capacity: usize,
     /// Store lookups in flight at once (cache misses).
     pub concurrent_lookups: usize,
-    /// A cache miss gives up (503) after this long.
+    /// A cache miss gives up (503) after this long (`[store] timeout`).
     pub store_timeout: Duration,
     /// While the store fails, a cached entry this old is still served.
     pub max_stale: Duration,
@@ -231,13 +238,16 @@ impl Default for KeySettings {
 }
 
 impl KeySettings {
-    /// Defaults with the configured `[keys] cache_ttl`.
+    /// Defaults with the configured `[keys] cache_ttl` and `[store] timeout`.
     pub fn from_config(config: &crate::config::Config) -> KeySettings {
         let cache_ttl = config.keys.cache_ttl;
         KeySettings {
             cache_ttl,
             negative_ttl: cache_ttl.min(Duration::from_secs(1)),
             failed_auth_per_minute: config.keys.failed_auth_per_minute,
+            // One bound for every store call; here it covers waiting for a
+            // lookup slot too.
+            store_timeout: config.store_timeout,
             ..KeySettings::default()
         }
     }

@@ -63,7 +63,7 @@ impl AppState {
         let config = self.table.load_full().config.clone();
         let needs_keys = config.server.auth == AuthMode::Keys;
         let store = if config.request_log.is_some() || needs_keys {
-            Some(crate::store::Store::connect(&config.store_url.0).await?)
+            Some(crate::store::Store::connect(&config.store_url.0, config.store_timeout).await?)
         } else {
             None
         };
@@ -75,6 +75,7 @@ impl AppState {
         if let Some(retention) = config.responses_store {
             let conversations = crate::conversations::Conversations::new(
                 config.store_url.0.clone(),
+                config.store_timeout,
                 retention,
                 store.clone(),
             );
@@ -171,22 +172,40 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let settings = state.table.load().config.server.clone();
+    serve_router(listener, router::router(state.clone()), &settings, shutdown).await;
+    state.draining.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// One listener on the gateway's own accept loop (`accept`): the head
+/// limit, header and body read timeouts and `max_connections` of
+/// `settings`; until `shutdown`, then a drain bounded by `drain_timeout`.
+/// The main listeners and the admin listener both run here.
+async fn serve_router(
+    listener: TcpListener,
+    app: axum::Router,
+    settings: &crate::config::ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = accept::ConnLimits {
         header_read_timeout: settings.header_read_timeout,
         max_head_buffer: head_limit::transport_ceiling(settings.max_header_bytes),
         max_connections: settings.max_connections,
     };
-    let app = head_limit::apply(router::router(state.clone()), settings.max_header_bytes);
+    let app = head_limit::apply(app, settings.max_header_bytes);
     let connections = accept::accept_until(listener, app, limits, shutdown).await;
-    state.draining.store(true, Ordering::SeqCst);
     if tokio::time::timeout(settings.drain_timeout, connections.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing the remaining connections");
     }
-    Ok(())
 }
+
+/// The last flush of buffered rows (request log, key spend, shared limit
+/// releases) at shutdown gets at most this long: each store call is bounded
+/// by `[store] timeout` already, and a stuck database must not hold SIGTERM.
+pub const SHUTDOWN_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the gateway until SIGINT/SIGTERM, then drains. One single-threaded
 /// runtime per thread, each accepting on its own `SO_REUSEPORT` listener of
@@ -214,16 +233,8 @@ pub fn run(
     signals
         .block_on(state.start_services())
         .map_err(std::io::Error::other)?;
-    let admin_listen = state.table.load().config.admin.listen;
-    let admin_server = match (admin_listen, router::admin_router(&state)) {
-        (Some(admin_addr), Some(admin)) => {
-            let listener = signals.block_on(TcpListener::bind(admin_addr))?;
-            tracing::info!(addr = %admin_addr, "admin API listening");
-            Some(signals.spawn(async move { axum::serve(listener, admin).await }))
-        }
-        _ => None,
-    };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_server = start_admin_listener(&signals, &state, stop_rx.clone())?;
     let mut handles = Vec::with_capacity(threads);
     for index in 0..threads {
         // The first listener resolves port 0; the others bind the same port.
@@ -259,49 +270,133 @@ pub fn run(
     }
     on_listening(addr);
     let evaluator = signals.spawn(evaluate_alerts(state.clone()));
-    signals.block_on(async {
-        let mut file = config_path.map(reload::ConfigFile::new);
-        let mut tick = tokio::time::interval(reload::ConfigFile::POLL_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                signal = handlers.next() => match (signal, file.as_mut()) {
-                    (Signal::Shutdown, _) => break,
-                    (Signal::Hangup, Some(f)) => {
-                        tracing::info!("SIGHUP: reloading config");
-                        f.reload(&state);
-                    }
-                    (Signal::Hangup, None) => tracing::warn!("SIGHUP: no config file to reload"),
-                },
-                _ = tick.tick() => {
-                    if let Some(f) = file.as_mut() {
-                        if state.table.load().config.server.watch_config && f.changed() {
-                            f.reload(&state);
-                        }
+    signals.block_on(until_shutdown(&state, &mut handlers, config_path));
+    evaluator.abort();
+    let shutdown = shut_down(state, stop_tx, handles, admin_server);
+    let finished = signals.block_on(async {
+        tokio::select! {
+            result = shutdown => Some(result),
+            () = handlers.next_shutdown() => None,
+        }
+    });
+    match finished {
+        Some(result) => {
+            tracing::info!("stopped");
+            result
+        }
+        None => {
+            tracing::warn!(
+                "second shutdown signal: exiting at once; in-flight requests are cut and unflushed rows lost"
+            );
+            crate::telemetry::finish_logging();
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Reloads on SIGHUP (and, with `watch_config`, when the file changes)
+/// until the first SIGTERM/SIGINT.
+async fn until_shutdown(
+    state: &AppState,
+    handlers: &mut Signals,
+    config_path: Option<std::path::PathBuf>,
+) {
+    let mut file = config_path.map(reload::ConfigFile::new);
+    let mut tick = tokio::time::interval(reload::ConfigFile::POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            signal = handlers.next() => match (signal, file.as_mut()) {
+                (Signal::Shutdown, _) => return,
+                (Signal::Hangup, Some(f)) => {
+                    tracing::info!("SIGHUP: reloading config");
+                    f.reload(state);
+                }
+                (Signal::Hangup, None) => tracing::warn!("SIGHUP: no config file to reload"),
+            },
+            _ = tick.tick() => {
+                if let Some(f) = file.as_mut() {
+                    if state.table.load().config.server.watch_config && f.changed() {
+                        f.reload(state);
                     }
                 }
             }
         }
-    });
+    }
+}
+
+/// The admin API on `[admin] listen`, on the same accept loop (and so the
+/// same head limit, read timeouts and connection cap) as the main port;
+/// it stops with `stop` and drains like the main listeners.
+fn start_admin_listener(
+    runtime: &tokio::runtime::Runtime,
+    state: &Arc<AppState>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<Option<JoinHandle<()>>> {
+    let config = state.table.load_full().config.clone();
+    let (Some(addr), Some(admin)) = (config.admin.listen, router::admin_router(state)) else {
+        return Ok(None);
+    };
+    let listener = runtime.block_on(TcpListener::bind(addr))?;
+    tracing::info!(addr = %addr, "admin API listening");
+    let settings = config.server.clone();
+    Ok(Some(runtime.spawn(async move {
+        serve_router(listener, admin, &settings, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await;
+    })))
+}
+
+/// After the first SIGTERM/SIGINT: `/readyz` answers 503 at once while the
+/// gateway keeps accepting and serving for `drain_delay` (a load balancer
+/// stops sending meanwhile), then accepting stops and in-flight requests
+/// drain (`drain_timeout` per listener), then buffered rows are flushed
+/// (at most [`SHUTDOWN_FLUSH_LIMIT`]).
+async fn shut_down(
+    state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+    admin: Option<JoinHandle<()>>,
+) -> std::io::Result<()> {
+    let settings = state.table.load().config.server.clone();
+    state.draining.store(true, Ordering::SeqCst);
     tracing::info!(
-        drain_timeout_ms = state.table.load().config.server.drain_timeout.as_millis() as u64,
-        "shutting down: draining in-flight requests"
+        drain_delay_ms = settings.drain_delay.as_millis() as u64,
+        "shutdown signal: /readyz answers 503; serving on for drain_delay, then draining (a second signal exits at once)"
     );
-    evaluator.abort();
-    let _ = stop_tx.send(true);
-    let mut result = Ok(());
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e),
-            Err(_) => result = Err(std::io::Error::other("a server thread panicked")),
+    tokio::time::sleep(settings.drain_delay).await;
+    tracing::info!(
+        drain_timeout_ms = settings.drain_timeout.as_millis() as u64,
+        "shutting down: no new connections; draining in-flight requests"
+    );
+    let _ = stop.send(true);
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut result = Ok(());
+        for handle in threads {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(std::io::Error::other("a server thread panicked")),
+            }
         }
+        result
+    });
+    let result = joined
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    if let Some(admin) = admin {
+        let _ = admin.await;
     }
-    if let Some(admin) = admin_server {
-        admin.abort();
+    if tokio::time::timeout(SHUTDOWN_FLUSH_LIMIT, state.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            limit_s = SHUTDOWN_FLUSH_LIMIT.as_secs(),
+            "shutdown flush did not finish in time; buffered rows are lost"
+        );
     }
-    signals.block_on(state.flush());
-    tracing::info!("stopped");
     result
 }
 
@@ -499,6 +594,11 @@ impl Signals {
         }
         #[cfg(not(unix))]
         Ok(Signals {})
+    }
+
+    /// The next SIGINT or SIGTERM (SIGHUP is ignored meanwhile).
+    pub async fn next_shutdown(&mut self) {
+        while self.next().await != Signal::Shutdown {}
     }
 
     /// The next signal: SIGINT or SIGTERM mean shut down, SIGHUP reload.

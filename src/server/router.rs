@@ -148,12 +148,13 @@ fn operator_views(state: Arc<AppState>) -> Router {
 }
 
 /// The admin API (`/admin/keys`, `/admin/targets`, `/admin/stats`), all
-/// behind the admin key; `None` unless an admin key is configured and
-/// virtual keys are on.
+/// behind the admin key; `None` unless an admin key is configured. With
+/// `auth = "none"` there are no virtual keys to manage: only the views are
+/// served, still behind the admin key (on `[admin] listen` when set), never
+/// open on the main port because auth is off.
 pub fn admin_router(state: &Arc<AppState>) -> Option<Router> {
     let config = state.table.load_full().config.clone();
     let admin_key = config.admin.key.clone()?;
-    let keys = state.keys.get()?.clone();
     let digest = crate::keys::admin::admin_digest(&admin_key);
     let views = operator_views(state.clone()).layer(axum::middleware::from_fn(
         move |request: Request, next: axum::middleware::Next| {
@@ -166,7 +167,10 @@ pub fn admin_router(state: &Arc<AppState>) -> Option<Router> {
             }
         },
     ));
-    Some(crate::keys::admin::router(keys, &admin_key).merge(views))
+    Some(match state.keys.get() {
+        Some(keys) => crate::keys::admin::router(keys.clone(), &admin_key).merge(views),
+        None => views,
+    })
 }
 
 pub(super) fn method_not_allowed(

@@ -3,7 +3,7 @@
 //! spend per key and period (`key_usage`). Plain rows in, plain rows out;
 //! what they mean is `crate::keys`'s business.
 
-use super::{Store, StoreError};
+use super::{Pool, Store, StoreError};
 
 /// One key identity. `id` is assigned by the store on insert.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -97,9 +97,9 @@ const ADD_USAGE: &str =
 /// is the same for both.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
         }
     };
 }
@@ -108,80 +108,95 @@ impl Store {
     /// Inserts a key identity and its first secret in one transaction;
     /// returns the new id. A taken name is [`StoreError::Duplicate`].
     pub async fn insert_key(&self, key: &KeyRow, secret: &SecretRow) -> Result<i64, StoreError> {
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let id: i64 = sqlx::query_scalar(INSERT_KEY)
-                .bind(&key.name)
-                .bind(&key.service)
-                .bind(&key.allowed_routes)
-                .bind(key.expires_at_ms)
-                .bind(key.requests_per_minute)
-                .bind(key.tokens_per_minute)
-                .bind(key.max_concurrent)
-                .bind(key.daily_budget_usd)
-                .bind(key.monthly_budget_usd)
-                .bind(key.allow_degraded)
-                .bind(&key.metadata)
-                .bind(key.created_at_ms)
-                .bind(key.revoked_at_ms)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::from_write)?;
-            sqlx::query(INSERT_SECRET)
-                .bind(id)
-                .bind(&secret.prefix)
-                .bind(&secret.hash)
-                .bind(secret.created_at_ms)
-                .bind(secret.expires_at_ms)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(id)
+        self.bounded(async {
+            with_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let id: i64 = sqlx::query_scalar(INSERT_KEY)
+                    .bind(&key.name)
+                    .bind(&key.service)
+                    .bind(&key.allowed_routes)
+                    .bind(key.expires_at_ms)
+                    .bind(key.requests_per_minute)
+                    .bind(key.tokens_per_minute)
+                    .bind(key.max_concurrent)
+                    .bind(key.daily_budget_usd)
+                    .bind(key.monthly_budget_usd)
+                    .bind(key.allow_degraded)
+                    .bind(&key.metadata)
+                    .bind(key.created_at_ms)
+                    .bind(key.revoked_at_ms)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_write)?;
+                sqlx::query(INSERT_SECRET)
+                    .bind(id)
+                    .bind(&secret.prefix)
+                    .bind(&secret.hash)
+                    .bind(secret.created_at_ms)
+                    .bind(secret.expires_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(id)
+            })
         })
+        .await
     }
 
     pub async fn key_by_name(&self, name: &str) -> Result<Option<KeyRow>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM virtual_keys k WHERE k.name = $1"
-        ));
-        with_pool!(self, pool => Ok(sqlx::query_as::<_, KeyRow>(sql)
+        self.bounded(async {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {KEY_COLUMNS} FROM virtual_keys k WHERE k.name = $1"
+            ));
+            with_pool!(self, pool => Ok(sqlx::query_as::<_, KeyRow>(sql)
             .bind(name)
             .fetch_optional(pool)
             .await?))
+        })
+        .await
     }
 
     /// Every key identity, revoked ones included, by name.
     pub async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM virtual_keys k ORDER BY k.name"
-        ));
-        with_pool!(self, pool => Ok(sqlx::query_as::<_, KeyRow>(sql).fetch_all(pool).await?))
+        self.bounded(async {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {KEY_COLUMNS} FROM virtual_keys k ORDER BY k.name"
+            ));
+            with_pool!(self, pool => Ok(sqlx::query_as::<_, KeyRow>(sql).fetch_all(pool).await?))
+        })
+        .await
     }
 
     /// The secrets of one key, or of every key (`None`), oldest first.
     pub async fn key_secrets(&self, key_id: Option<i64>) -> Result<Vec<SecretRow>, StoreError> {
-        const ONE: &str =
-            "SELECT key_id, prefix, hash, created_at_ms, expires_at_ms FROM key_secrets \
+        self.bounded(async {
+            const ONE: &str =
+                "SELECT key_id, prefix, hash, created_at_ms, expires_at_ms FROM key_secrets \
              WHERE key_id = $1 ORDER BY created_at_ms, id";
-        const ALL: &str =
-            "SELECT key_id, prefix, hash, created_at_ms, expires_at_ms FROM key_secrets \
+            const ALL: &str =
+                "SELECT key_id, prefix, hash, created_at_ms, expires_at_ms FROM key_secrets \
              ORDER BY key_id, created_at_ms, id";
-        with_pool!(self, pool => Ok(match key_id {
-            Some(id) => sqlx::query_as::<_, SecretRow>(ONE).bind(id).fetch_all(pool).await?,
-            None => sqlx::query_as::<_, SecretRow>(ALL).fetch_all(pool).await?,
-        }))
+            with_pool!(self, pool => Ok(match key_id {
+                Some(id) => sqlx::query_as::<_, SecretRow>(ONE).bind(id).fetch_all(pool).await?,
+                None => sqlx::query_as::<_, SecretRow>(ALL).fetch_all(pool).await?,
+            }))
+        })
+        .await
     }
 
     /// The secrets whose visible prefix is `prefix`, each with its key.
     pub async fn secrets_by_prefix(&self, prefix: &str) -> Result<Vec<PrefixMatch>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS}, s.hash, s.expires_at_ms AS secret_expires_at_ms \
+        self.bounded(async {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {KEY_COLUMNS}, s.hash, s.expires_at_ms AS secret_expires_at_ms \
              FROM key_secrets s JOIN virtual_keys k ON k.id = s.key_id WHERE s.prefix = $1"
-        ));
-        with_pool!(self, pool => Ok(sqlx::query_as::<_, PrefixMatch>(sql)
+            ));
+            with_pool!(self, pool => Ok(sqlx::query_as::<_, PrefixMatch>(sql)
             .bind(prefix)
             .fetch_all(pool)
             .await?))
+        })
+        .await
     }
 
     /// Adds a secret to a key and, in the same transaction, makes every
@@ -191,70 +206,82 @@ impl Store {
         secret: &SecretRow,
         others_expire_at_ms: i64,
     ) -> Result<(), StoreError> {
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(EXPIRE_OTHER_SECRETS)
-                .bind(secret.key_id)
-                .bind(others_expire_at_ms)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(INSERT_SECRET)
-                .bind(secret.key_id)
-                .bind(&secret.prefix)
-                .bind(&secret.hash)
-                .bind(secret.created_at_ms)
-                .bind(secret.expires_at_ms)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(())
+        self.bounded(async {
+            with_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(EXPIRE_OTHER_SECRETS)
+                    .bind(secret.key_id)
+                    .bind(others_expire_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(INSERT_SECRET)
+                    .bind(secret.key_id)
+                    .bind(&secret.prefix)
+                    .bind(&secret.hash)
+                    .bind(secret.created_at_ms)
+                    .bind(secret.expires_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            })
         })
+        .await
     }
 
     /// Marks a key revoked at `at_ms` unless it already is.
     pub async fn revoke_key(&self, key_id: i64, at_ms: i64) -> Result<(), StoreError> {
-        const SQL: &str =
+        self.bounded(async {
+            const SQL: &str =
             "UPDATE virtual_keys SET revoked_at_ms = $2 WHERE id = $1 AND revoked_at_ms IS NULL";
-        with_pool!(self, pool => {
-            sqlx::query(SQL).bind(key_id).bind(at_ms).execute(pool).await?;
-            Ok(())
+            with_pool!(self, pool => {
+                sqlx::query(SQL).bind(key_id).bind(at_ms).execute(pool).await?;
+                Ok(())
+            })
         })
+        .await
     }
 
     /// Writes a key's routes, limits, budgets and `allow_degraded` (by id).
     pub async fn update_key_limits(&self, key: &KeyRow) -> Result<(), StoreError> {
-        with_pool!(self, pool => {
-            sqlx::query(UPDATE_LIMITS)
-                .bind(key.id)
-                .bind(&key.allowed_routes)
-                .bind(key.requests_per_minute)
-                .bind(key.tokens_per_minute)
-                .bind(key.max_concurrent)
-                .bind(key.daily_budget_usd)
-                .bind(key.monthly_budget_usd)
-                .bind(key.allow_degraded)
-                .execute(pool)
-                .await?;
-            Ok(())
+        self.bounded(async {
+            with_pool!(self, pool => {
+                sqlx::query(UPDATE_LIMITS)
+                    .bind(key.id)
+                    .bind(&key.allowed_routes)
+                    .bind(key.requests_per_minute)
+                    .bind(key.tokens_per_minute)
+                    .bind(key.max_concurrent)
+                    .bind(key.daily_budget_usd)
+                    .bind(key.monthly_budget_usd)
+                    .bind(key.allow_degraded)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            })
         })
+        .await
     }
 
     /// Adds each delta to its (key, period) total, in one transaction.
     pub async fn add_key_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for d in deltas {
-                sqlx::query(ADD_USAGE)
-                    .bind(d.key_id)
-                    .bind(&d.period)
-                    .bind(d.cost_usd)
-                    .bind(d.requests)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(())
+        self.bounded(async {
+            with_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                for d in deltas {
+                    sqlx::query(ADD_USAGE)
+                        .bind(d.key_id)
+                        .bind(&d.period)
+                        .bind(d.cost_usd)
+                        .bind(d.requests)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            })
         })
+        .await
     }
 
     /// Totals for the given day and month periods, of one key or of all.
@@ -264,22 +291,25 @@ impl Store {
         day: &str,
         month: &str,
     ) -> Result<Vec<UsageRow>, StoreError> {
-        const ONE: &str = "SELECT key_id, period, cost_usd, requests FROM key_usage \
+        self.bounded(async {
+            const ONE: &str = "SELECT key_id, period, cost_usd, requests FROM key_usage \
              WHERE period IN ($1, $2) AND key_id = $3";
-        const ALL: &str = "SELECT key_id, period, cost_usd, requests FROM key_usage \
+            const ALL: &str = "SELECT key_id, period, cost_usd, requests FROM key_usage \
              WHERE period IN ($1, $2)";
-        with_pool!(self, pool => Ok(match key_id {
-            Some(id) => sqlx::query_as::<_, UsageRow>(ONE)
-                .bind(day)
-                .bind(month)
-                .bind(id)
-                .fetch_all(pool)
-                .await?,
-            None => sqlx::query_as::<_, UsageRow>(ALL)
-                .bind(day)
-                .bind(month)
-                .fetch_all(pool)
-                .await?,
-        }))
+            with_pool!(self, pool => Ok(match key_id {
+                Some(id) => sqlx::query_as::<_, UsageRow>(ONE)
+                    .bind(day)
+                    .bind(month)
+                    .bind(id)
+                    .fetch_all(pool)
+                    .await?,
+                None => sqlx::query_as::<_, UsageRow>(ALL)
+                    .bind(day)
+                    .bind(month)
+                    .fetch_all(pool)
+                    .await?,
+            }))
+        })
+        .await
     }
 }

@@ -9,30 +9,63 @@ mod responses;
 pub use keys::{KeyRow, PrefixMatch, SecretRow, UsageDelta, UsageRow};
 pub use responses::ResponseRow;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use std::str::FromStr;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported store URL scheme (use sqlite:// or postgres://)")]
     Scheme,
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     /// A unique constraint refused the write (e.g. a key name already taken).
     #[error("a row with that name already exists")]
     Duplicate,
+    /// The call did not finish within `[store] timeout`: no pooled
+    /// connection came free, a statement ran too long or waited on a lock,
+    /// or the database stopped answering.
     #[error("the database did not answer in time")]
     Timeout,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        if is_timeout(&e) {
+            StoreError::Timeout
+        } else {
+            StoreError::Db(e)
+        }
+    }
 }
 
 impl StoreError {
     fn from_write(e: sqlx::Error) -> StoreError {
         match e.as_database_error() {
             Some(db) if db.is_unique_violation() => StoreError::Duplicate,
-            _ => StoreError::Db(e),
+            _ => StoreError::from(e),
         }
     }
+}
+
+/// Whether sqlx's error is one of the store's own time limits firing: the
+/// pool's acquire timeout, PostgreSQL's `statement_timeout` (57014
+/// `query_canceled`) or `lock_timeout` (55P03), SQLite's busy timeout
+/// (`SQLITE_BUSY` 5, `SQLITE_LOCKED` 6 and their extended codes).
+fn is_timeout(e: &sqlx::Error) -> bool {
+    if matches!(e, sqlx::Error::PoolTimedOut) {
+        return true;
+    }
+    let Some(db) = e.as_database_error() else {
+        return false;
+    };
+    let code = db.code().unwrap_or_default();
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLite reports its (extended) result code as a number.
+        return code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6));
+    }
+    matches!(code.as_ref(), "57014" | "55P03")
 }
 
 /// One client request, as the request log keeps it. No prompt or
@@ -81,11 +114,24 @@ impl RequestQuery {
     }
 }
 
+/// The store: a connection pool and the time limit of every call made
+/// through it.
 #[derive(Clone)]
-pub enum Store {
+pub struct Store {
+    pool: Pool,
+    timeout: Duration,
+}
+
+/// The back end behind a [`Store`].
+#[derive(Clone)]
+pub enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
+
+/// Connections per pool: the request log writer, the spend writer, key
+/// lookups and the conversation writer each rarely hold more than one.
+const MAX_CONNECTIONS: u32 = 4;
 
 const SQLITE_SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS request_log (
@@ -225,30 +271,67 @@ macro_rules! bind_query {
 }
 
 impl Store {
-    /// Connects and creates or migrates the schema.
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        let store = if url.starts_with("sqlite:") {
+    /// Connects and creates or migrates the schema. Every call made
+    /// through the store, this one included, is bounded by `timeout`:
+    /// waiting for a pooled connection, each statement (PostgreSQL's
+    /// `statement_timeout`, SQLite's busy timeout) and the call as a whole,
+    /// so a stuck database or a held lock becomes [`StoreError::Timeout`].
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Store, StoreError> {
+        let pool = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal);
-            Store::Sqlite(
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(timeout);
+            Pool::Sqlite(
                 SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .connect_with(options)
-                    .await?,
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(timeout)
+                    .connect_lazy_with(options),
             )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Store::Postgres(PgPoolOptions::new().max_connections(4).connect(url).await?)
+            let millis = timeout.as_millis().to_string();
+            let options = PgConnectOptions::from_str(url)?.options([
+                ("statement_timeout", millis.as_str()),
+                ("lock_timeout", millis.as_str()),
+            ]);
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(timeout)
+                    .connect_lazy_with(options),
+            )
         } else {
             return Err(StoreError::Scheme);
         };
+        let store = Store { pool, timeout };
         store.migrate().await?;
         Ok(store)
     }
 
+    /// The pool, for tests and tools that run their own SQL.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The bound on every call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs one store call within the store's timeout.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(pool) => {
+        self.bounded(async {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
                 for statement in SQLITE_SCHEMA.iter().chain(responses::SQLITE_SCHEMA) {
                     sqlx::query(*statement).execute(pool).await?;
                 }
@@ -265,7 +348,7 @@ impl Store {
                         .await?;
                 }
             }
-            Store::Postgres(pool) => {
+            Pool::Postgres(pool) => {
                 // Concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
                 // PostgreSQL's catalog (replicas starting together): one
                 // migration at a time per database.
@@ -280,31 +363,36 @@ impl Store {
             }
         }
         Ok(())
+        }).await
     }
 
     /// Inserts a batch in one transaction.
     pub async fn insert_requests(&self, rows: &[RequestRow]) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for r in rows {
-                    bind_row!(sqlx::query(INSERT), r).execute(&mut *tx).await?;
+        self.bounded(async {
+            match &self.pool {
+                Pool::Sqlite(pool) => {
+                    let mut tx = pool.begin().await?;
+                    for r in rows {
+                        bind_row!(sqlx::query(INSERT), r).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
                 }
-                tx.commit().await?;
-            }
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                for r in rows {
-                    bind_row!(sqlx::query(INSERT), r).execute(&mut *tx).await?;
+                Pool::Postgres(pool) => {
+                    let mut tx = pool.begin().await?;
+                    for r in rows {
+                        bind_row!(sqlx::query(INSERT), r).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
                 }
-                tx.commit().await?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     /// Newest first.
     pub async fn query_requests(&self, q: &RequestQuery) -> Result<Vec<RequestRow>, StoreError> {
+        self.bounded(async {
         let clause = where_clause(q);
         let limit_at = [q.since_ms.is_some(), q.route.is_some()]
             .iter()
@@ -316,34 +404,38 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM request_log {clause} ORDER BY at_ms DESC, id DESC LIMIT ${limit_at}"
         ));
-        Ok(match self {
-            Store::Sqlite(pool) => {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => {
                 bind_query!(sqlx::query_as::<_, RequestRow>(sql), q)
                     .fetch_all(pool)
                     .await?
             }
-            Store::Postgres(pool) => {
+            Pool::Postgres(pool) => {
                 bind_query!(sqlx::query_as::<_, RequestRow>(sql), q)
                     .fetch_all(pool)
                     .await?
             }
         })
+        }).await
     }
 
     /// Deletes rows older than `before_ms`; returns how many.
     pub async fn delete_requests_before(&self, before_ms: i64) -> Result<u64, StoreError> {
-        const SQL: &str = "DELETE FROM request_log WHERE at_ms < $1";
-        Ok(match self {
-            Store::Sqlite(pool) => sqlx::query(SQL)
-                .bind(before_ms)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Store::Postgres(pool) => sqlx::query(SQL)
-                .bind(before_ms)
-                .execute(pool)
-                .await?
-                .rows_affected(),
+        self.bounded(async {
+            const SQL: &str = "DELETE FROM request_log WHERE at_ms < $1";
+            Ok(match &self.pool {
+                Pool::Sqlite(pool) => sqlx::query(SQL)
+                    .bind(before_ms)
+                    .execute(pool)
+                    .await?
+                    .rows_affected(),
+                Pool::Postgres(pool) => sqlx::query(SQL)
+                    .bind(before_ms)
+                    .execute(pool)
+                    .await?
+                    .rows_affected(),
+            })
         })
+        .await
     }
 }

@@ -4,7 +4,7 @@
 //! scoped to an owner (the virtual key's id, or empty with `auth = "none"`)
 //! and deleted after their expiry. Plain rows in, plain rows out.
 
-use super::{Store, StoreError};
+use super::{Pool, Store, StoreError};
 
 /// One stored response.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -52,9 +52,9 @@ const COLUMNS: &str = "id, owner, created_at_ms, expires_at_ms, provider, upstre
 /// Runs `$query` on whichever back end `$store` is, with the same binds.
 macro_rules! on_store {
     ($store:expr, |$pool:ident| $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
         }
     };
 }
@@ -62,8 +62,9 @@ macro_rules! on_store {
 impl Store {
     /// Inserts or replaces (a retried write must not fail on its own row).
     pub async fn put_response(&self, row: &ResponseRow) -> Result<(), StoreError> {
-        const SQL: &str =
-            "INSERT INTO responses (id, owner, created_at_ms, expires_at_ms, provider, \
+        self.bounded(async {
+            const SQL: &str =
+                "INSERT INTO responses (id, owner, created_at_ms, expires_at_ms, provider, \
              upstream_holds, input_items, conversation, response) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \
@@ -71,21 +72,23 @@ impl Store {
              provider = excluded.provider, upstream_holds = excluded.upstream_holds, \
              input_items = excluded.input_items, conversation = excluded.conversation, \
              response = excluded.response";
-        on_store!(self, |pool| {
-            sqlx::query(SQL)
-                .bind(&row.id)
-                .bind(&row.owner)
-                .bind(row.created_at_ms)
-                .bind(row.expires_at_ms)
-                .bind(&row.provider)
-                .bind(row.upstream_holds)
-                .bind(&row.input_items)
-                .bind(&row.conversation)
-                .bind(&row.response)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+            on_store!(self, |pool| {
+                sqlx::query(SQL)
+                    .bind(&row.id)
+                    .bind(&row.owner)
+                    .bind(row.created_at_ms)
+                    .bind(row.expires_at_ms)
+                    .bind(&row.provider)
+                    .bind(row.upstream_holds)
+                    .bind(&row.input_items)
+                    .bind(&row.conversation)
+                    .bind(&row.response)
+                    .execute(pool)
+                    .await?;
+            });
+            Ok(())
+        })
+        .await
     }
 
     /// The response `id` of `owner`, unless it expired before `now_ms`.
@@ -95,42 +98,51 @@ impl Store {
         owner: &str,
         now_ms: i64,
     ) -> Result<Option<ResponseRow>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
+        self.bounded(async {
+            let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM responses WHERE id = $1 AND owner = $2 AND expires_at_ms > $3"
         ));
-        Ok(on_store!(self, |pool| {
-            sqlx::query_as::<_, ResponseRow>(sql)
-                .bind(id)
-                .bind(owner)
-                .bind(now_ms)
-                .fetch_optional(pool)
-                .await?
-        }))
+            Ok(on_store!(self, |pool| {
+                sqlx::query_as::<_, ResponseRow>(sql)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(now_ms)
+                    .fetch_optional(pool)
+                    .await?
+            }))
+        })
+        .await
     }
 
     /// Deletes the response `id` of `owner`; whether there was one.
     pub async fn delete_response(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
-        const SQL: &str = "DELETE FROM responses WHERE id = $1 AND owner = $2";
-        Ok(on_store!(self, |pool| {
-            sqlx::query(SQL)
-                .bind(id)
-                .bind(owner)
-                .execute(pool)
-                .await?
-                .rows_affected()
-                > 0
-        }))
+        self.bounded(async {
+            const SQL: &str = "DELETE FROM responses WHERE id = $1 AND owner = $2";
+            Ok(on_store!(self, |pool| {
+                sqlx::query(SQL)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+                    > 0
+            }))
+        })
+        .await
     }
 
     /// Deletes responses past their expiry; returns how many.
     pub async fn delete_expired_responses(&self, now_ms: i64) -> Result<u64, StoreError> {
-        const SQL: &str = "DELETE FROM responses WHERE expires_at_ms <= $1";
-        Ok(on_store!(self, |pool| {
-            sqlx::query(SQL)
-                .bind(now_ms)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        }))
+        self.bounded(async {
+            const SQL: &str = "DELETE FROM responses WHERE expires_at_ms <= $1";
+            Ok(on_store!(self, |pool| {
+                sqlx::query(SQL)
+                    .bind(now_ms)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }))
+        })
+        .await
     }
 }

@@ -114,6 +114,7 @@ pub struct Metrics {
     breaker_transitions: Family<TargetLabels, Counter>,
     target_inflight: Family<TargetLabels, Gauge>,
     inflight: Gauge,
+    log_lines_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -145,6 +146,7 @@ impl Metrics {
             breaker_transitions: Family::default(),
             target_inflight: Family::default(),
             inflight: Gauge::default(),
+            log_lines_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -240,6 +242,11 @@ impl Metrics {
             "inflight_requests",
             "Client requests in flight",
             m.inflight.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr did not keep up",
+            m.log_lines_dropped.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -391,6 +398,11 @@ impl Metrics {
             if snap.transitions > seen {
                 transitions.inc_by(snap.transitions - seen);
             }
+        }
+        let dropped = crate::telemetry::sink::lines_dropped();
+        let seen = self.log_lines_dropped.get();
+        if dropped > seen {
+            self.log_lines_dropped.inc_by(dropped - seen);
         }
         let mut out = String::with_capacity(16 << 10);
         // Writing to a String cannot fail.

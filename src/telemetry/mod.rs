@@ -5,15 +5,15 @@
 pub mod alerts;
 pub mod metrics;
 pub mod request_log;
+pub mod sink;
 pub mod slo;
 pub mod stats;
 
 use crate::routing::EngineCounters;
+use sink::BatchedStderr;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 /// Logs go to stderr as JSON lines (`SWITCHYARD_LOG_FORMAT=text` for humans);
@@ -23,6 +23,7 @@ pub fn init_logging(default_level: &str) -> LogGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let sink = BatchedStderr::start();
+    let _ = SINK.set(sink.clone());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(sink.clone());
@@ -40,102 +41,23 @@ pub fn init_logging(default_level: &str) -> LogGuard {
     LogGuard(sink)
 }
 
-/// A stderr writer that batches lines: a request appends its line to a shared
-/// buffer (one short lock), and a background thread writes the buffer out
-/// every 50 ms or as soon as it passes 64 KiB. One `write` per request (and
-/// the wake-ups of a per-line log thread) measured at about a third of the
-/// gateway's syscall time under load; batching removes it. A crash can lose
-/// at most the last 50 ms of log lines; a normal exit flushes them.
-#[derive(Clone)]
-pub struct BatchedStderr(Arc<BatchState>);
-
-struct BatchState {
-    buffer: Mutex<Vec<u8>>,
-    wake: Condvar,
-    stopped: AtomicBool,
-}
-
-const LOG_FLUSH_EVERY: Duration = Duration::from_millis(50);
-const LOG_FLUSH_BYTES: usize = 64 << 10;
-
-impl BatchedStderr {
-    fn start() -> Self {
-        let sink = BatchedStderr(Arc::new(BatchState {
-            buffer: Mutex::new(Vec::with_capacity(LOG_FLUSH_BYTES * 2)),
-            wake: Condvar::new(),
-            stopped: AtomicBool::new(false),
-        }));
-        let state = sink.0.clone();
-        let spawned = std::thread::Builder::new()
-            .name("switchyard-log".into())
-            .spawn(move || loop {
-                let pending = {
-                    let guard = state.buffer.lock().unwrap_or_else(|p| p.into_inner());
-                    let (mut guard, _) = state
-                        .wake
-                        .wait_timeout_while(guard, LOG_FLUSH_EVERY, |b| {
-                            b.len() < LOG_FLUSH_BYTES && !state.stopped.load(Ordering::Relaxed)
-                        })
-                        .unwrap_or_else(|p| p.into_inner());
-                    std::mem::replace(&mut *guard, Vec::with_capacity(LOG_FLUSH_BYTES * 2))
-                };
-                if !pending.is_empty() {
-                    let _ = std::io::stderr().lock().write_all(&pending);
-                }
-                if state.stopped.load(Ordering::Relaxed) {
-                    return;
-                }
-            });
-        if spawned.is_err() {
-            // No thread: write through (flush() below writes everything).
-            sink.0.stopped.store(true, Ordering::Relaxed);
-        }
-        sink
-    }
-
-    fn flush_now(&self) {
-        let pending = std::mem::take(&mut *self.0.buffer.lock().unwrap_or_else(|p| p.into_inner()));
-        if !pending.is_empty() {
-            let _ = std::io::stderr().lock().write_all(&pending);
-        }
-    }
-}
-
-impl Write for BatchedStderr {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let len = {
-            let mut buffer = self.0.buffer.lock().unwrap_or_else(|p| p.into_inner());
-            buffer.extend_from_slice(bytes);
-            buffer.len()
-        };
-        if self.0.stopped.load(Ordering::Relaxed) {
-            self.flush_now();
-        } else if len >= LOG_FLUSH_BYTES {
-            self.0.wake.notify_one();
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for BatchedStderr {
-    type Writer = BatchedStderr;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// Flushes buffered log lines when dropped.
 pub struct LogGuard(BatchedStderr);
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        self.0 .0.stopped.store(true, Ordering::Relaxed);
-        self.0 .0.wake.notify_one();
-        self.0.flush_now();
+        self.0.finish();
+    }
+}
+
+/// The process's sink, for [`finish_logging`].
+static SINK: std::sync::OnceLock<BatchedStderr> = std::sync::OnceLock::new();
+
+/// Writes out buffered log lines (waiting at most a second for a stalled
+/// stderr), for an exit that skips destructors (`std::process::exit`).
+pub fn finish_logging() {
+    if let Some(sink) = SINK.get() {
+        sink.finish();
     }
 }
 

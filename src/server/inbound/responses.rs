@@ -440,13 +440,7 @@ impl ResponsesStored {
         id: &str,
         headers: &HeaderMap,
     ) -> Result<(&'s Arc<Conversations>, String), GatewayError> {
-        let key = match state.keys.get() {
-            Some(keys) => {
-                let presented = crate::keys::presented_secret(headers).unwrap_or_default();
-                Some(keys.authenticate(presented).await?)
-            }
-            None => None,
-        };
+        let key = crate::server::proxy::caller_key(state, headers, None).await?;
         let conversations = state.conversations.get().ok_or_else(|| not_found(id))?;
         Ok((conversations, owner_of(key.as_deref())))
     }

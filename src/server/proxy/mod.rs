@@ -97,15 +97,29 @@ async fn prepare<P: InboundProtocol>(
 
 /// The virtual key, checked before the body is read: strangers cost no memory.
 async fn authenticate(ctx: &mut RequestCtx, parts: &Parts) -> Result<(), GatewayError> {
-    if let Some(keys) = ctx.state.keys.get() {
-        let presented = crate::keys::presented_secret(&parts.headers).unwrap_or_default();
-        let address = parts
-            .extensions
-            .get::<super::accept::ClientAddress>()
-            .map(|a| a.0);
-        ctx.key = Some(keys.authenticate_from(presented, address).await?);
-    }
+    let address = parts
+        .extensions
+        .get::<super::accept::ClientAddress>()
+        .map(|a| a.0);
+    ctx.key = caller_key(&ctx.state, &parts.headers, address).await?;
     Ok(())
+}
+
+/// The caller's virtual key; `None` only with `auth = "none"`. Fails
+/// closed: with `auth = "keys"` and no key service running, every request
+/// is refused (503 `auth_unavailable`), never served open. Failures count
+/// against the client's `address` when it is known.
+pub(in crate::server) async fn caller_key(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    address: Option<std::net::IpAddr>,
+) -> Result<Option<Arc<crate::keys::KeyInfo>>, GatewayError> {
+    let presented = || crate::keys::presented_secret(headers).unwrap_or_default();
+    match (state.keys.get(), state.table.load().config.server.auth) {
+        (Some(keys), _) => Ok(Some(keys.authenticate_from(presented(), address).await?)),
+        (None, crate::config::AuthMode::None) => Ok(None),
+        (None, crate::config::AuthMode::Keys) => Err(crate::keys::AuthError::Unavailable.into()),
+    }
 }
 
 /// The body size the client announced, if it did (chunked bodies do not).
