@@ -56,6 +56,11 @@ pub enum GatewayError {
     },
     #[error("{}", describe("the request deadline was exceeded", .attempts))]
     DeadlineExceeded { attempts: Vec<AttemptRecord> },
+    /// The gateway ran out of open files or ports connecting upstream.
+    #[error(
+        "the gateway is at capacity (out of open files or ports to reach upstreams); retry shortly"
+    )]
+    LocalOverload { attempts: Vec<AttemptRecord> },
     #[error("the gateway is shutting down")]
     ShuttingDown,
     #[error("{}", describe_open(.open))]
@@ -137,6 +142,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Exhausted { status, .. } => *status,
             GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::LocalOverload { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::ShuttingDown
             | GatewayError::AllTargetsOpen { .. }
             | GatewayError::NoEligibleTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -176,6 +182,7 @@ impl GatewayError {
             | GatewayError::AllTargetsOpen { .. }
             | GatewayError::NoEligibleTarget { .. } => "upstream_error",
             GatewayError::ShuttingDown
+            | GatewayError::LocalOverload { .. }
             | GatewayError::Unauthorized(AuthError::Store(_) | AuthError::Unavailable) => {
                 "service_unavailable"
             }
@@ -216,6 +223,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::Exhausted { .. } => "upstream_unavailable",
             GatewayError::DeadlineExceeded { .. } => "deadline_exceeded",
+            GatewayError::LocalOverload { .. } => "overloaded",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::AllTargetsOpen { .. } => "targets_unavailable",
             GatewayError::Unsupported(_) => "unsupported_parameter",
@@ -259,6 +267,7 @@ impl GatewayError {
                 retry_after(headers, *wait)
             }
             GatewayError::Unauthorized(AuthError::Store(_) | AuthError::Unavailable)
+            | GatewayError::LocalOverload { .. }
             | GatewayError::ResponseStore(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }

@@ -25,7 +25,12 @@ fn serve(config: &std::path::Path) -> Served {
 }
 
 fn serve_with_env(config: &std::path::Path, env: &[(&str, &str)]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    serve_under(Command::new(env!("CARGO_BIN_EXE_switchyard")), config, env)
+}
+
+/// `serve` run by `command` (the binary itself, or a wrapper that execs it).
+fn serve_under(mut command: Command, config: &std::path::Path, env: &[(&str, &str)]) -> Served {
+    let mut child = command
         .args(["serve", "--config"])
         .arg(config)
         .envs(env.iter().copied())
@@ -418,5 +423,59 @@ async fn the_admin_listener_has_the_main_ports_head_limits_and_timeouts() {
         http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
     );
     assert_eq!(refused.json()["error"]["code"], "request_header_too_large");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Under an open-file limit of 300 (soft and hard), the gateway fits
+/// `max_connections` to it: (300 - 256 reserved) / 2 = 22 connections, a
+/// client and an upstream file each, shared by both accepting threads.
+/// Connections past that get a clean 503 `overloaded`, instead of the
+/// gateway running out of files mid-request and blaming the upstreams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_fits_the_open_file_limit_and_refuses_cleanly_past_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = sim("upstream").await;
+    let dir = scratch("nofile");
+    let path = dir.join("gw.toml");
+    std::fs::write(
+        &path,
+        config_text(&[&upstream.base_url()], "[server]\nwatch_config = false\n"),
+    )
+    .unwrap();
+    let mut limited = Command::new("prlimit");
+    limited.args(["--nofile=300:300", env!("CARGO_BIN_EXE_switchyard")]);
+    let gw = serve_under(limited, &path, &[]);
+    let addr = gw
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_owned();
+    let mut held = Vec::new();
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..40 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), tcp.read(&mut head))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&head[..n]).into_owned();
+        if text.starts_with("HTTP/1.1 200") {
+            served += 1;
+            // Kept open (keep-alive): it holds its slot.
+            held.push(tcp);
+        } else {
+            assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+            assert!(text.contains("\"code\":\"overloaded\""), "{text}");
+            refused += 1;
+        }
+    }
+    assert_eq!(served, 22, "the open-file limit's capacity");
+    assert_eq!(refused, 18);
+    drop(held);
+    drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
 }

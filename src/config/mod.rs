@@ -746,7 +746,7 @@ pub(crate) fn parse_duration(text: &str, max: Duration) -> Result<Duration, Dura
 
 /// Each client connection may need an upstream one too: 10 000 of each
 /// stays within a 32 768 open-file limit with room for the rest.
-const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 
 /// `server.max_header_bytes`: 1 KiB to 1 MiB, default 32 KiB.
 fn max_header_bytes(issues: &mut Issues, raw: Option<&RawSize>) -> usize {

@@ -28,6 +28,11 @@ pub enum FailureClass {
     /// `max_response_body`, or unreadable): it already did (and billed) the
     /// work, so the request is not sent anywhere again; the client gets 502.
     BadResponse,
+    /// The gateway itself ran out of something to connect with (open
+    /// files, ephemeral ports, socket buffers): not the upstream's fault, so
+    /// no breaker hears of it and no other target is tried (it would meet
+    /// the same limit); the client gets 503 `overloaded`.
+    LocalOverload,
 }
 
 impl FailureClass {
@@ -72,6 +77,7 @@ impl FailureClass {
             FailureClass::ClientError => "client_error",
             FailureClass::ContextLength => "context_length",
             FailureClass::BadResponse => "bad_response",
+            FailureClass::LocalOverload => "local_overload",
         }
     }
 }
@@ -105,6 +111,9 @@ pub enum TransportKind {
     Reset,
     /// Any other I/O or protocol error.
     Other,
+    /// This process is out of open files (EMFILE, ENFILE), ephemeral ports
+    /// (EADDRNOTAVAIL) or memory for sockets (ENOBUFS, ENOMEM).
+    LocalResources,
 }
 
 impl TransportKind {
@@ -117,6 +126,7 @@ impl TransportKind {
             TransportKind::Tls => "tls",
             TransportKind::Reset => "reset",
             TransportKind::Other => "io",
+            TransportKind::LocalResources => "local_resources",
         }
     }
 
@@ -148,6 +158,9 @@ impl TransportKind {
             if let Some(kind) = io.get_ref().and_then(|inner| Self::of_one(inner)) {
                 return Some(kind);
             }
+            if io.raw_os_error().is_some_and(is_local_exhaustion) {
+                return Some(TransportKind::LocalResources);
+            }
             use std::io::ErrorKind::*;
             return match io.kind() {
                 ConnectionRefused => Some(TransportKind::ConnectRefused),
@@ -168,6 +181,12 @@ impl TransportKind {
             .starts_with("dns error")
             .then_some(TransportKind::Dns)
     }
+}
+
+/// errno values that say this process, not the peer, ran out of resources
+/// (Linux numbering: EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM).
+fn is_local_exhaustion(errno: i32) -> bool {
+    matches!(errno, 24 | 23 | 99 | 105 | 12)
 }
 
 /// What went wrong in one attempt, described without any secret: upstream
@@ -194,6 +213,17 @@ pub enum FailureCause {
 }
 
 impl FailureCause {
+    /// The upstream never answered in time: a first-byte or idle timeout,
+    /// or a connection that could not be made within the connect timeout.
+    /// Route policy `on_timeout` decides whether the same target is tried
+    /// again (by default it is not: a silent upstream tends to stay silent).
+    pub fn is_silence(&self) -> bool {
+        matches!(
+            self,
+            FailureCause::Timeout(_) | FailureCause::Transport(TransportKind::ConnectTimeout)
+        )
+    }
+
     /// A low-cardinality name for metrics labels.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -227,6 +257,9 @@ impl fmt::Display for FailureCause {
             FailureCause::Transport(TransportKind::Tls) => f.write_str("TLS error"),
             FailureCause::Transport(TransportKind::Reset) => f.write_str("connection reset"),
             FailureCause::Transport(TransportKind::Other) => f.write_str("connection error"),
+            FailureCause::Transport(TransportKind::LocalResources) => {
+                f.write_str("gateway out of open files or ports")
+            }
             FailureCause::Timeout(TimeoutKind::FirstByte) => f.write_str("first-byte timeout"),
             FailureCause::Timeout(TimeoutKind::Idle) => f.write_str("idle timeout"),
             FailureCause::Timeout(TimeoutKind::Total) => f.write_str("total deadline"),
@@ -270,6 +303,19 @@ impl AttemptFailure {
         }
     }
 
+    /// A failed connection or exchange: transient, unless the gateway
+    /// itself is out of resources.
+    pub fn transport(kind: TransportKind) -> Self {
+        let class = match kind {
+            TransportKind::LocalResources => FailureClass::LocalOverload,
+            _ => FailureClass::Transient,
+        };
+        AttemptFailure {
+            class,
+            ..AttemptFailure::transient(FailureCause::Transport(kind))
+        }
+    }
+
     pub fn transient(cause: FailureCause) -> Self {
         AttemptFailure {
             class: FailureClass::Transient,
@@ -283,6 +329,30 @@ impl AttemptFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_out_of_files_or_ports_is_the_gateways_own_failure() {
+        for errno in [24, 23, 99, 105] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(
+                TransportKind::of(&e, true),
+                TransportKind::LocalResources,
+                "{e}"
+            );
+            let failure = AttemptFailure::transport(TransportKind::of(&e, true));
+            assert_eq!(failure.class, FailureClass::LocalOverload);
+            assert!(!failure.class.retries_same_target());
+        }
+        let refused = std::io::Error::from_raw_os_error(111);
+        let failure = AttemptFailure::transport(TransportKind::of(&refused, true));
+        assert_eq!(
+            failure.cause,
+            FailureCause::Transport(TransportKind::ConnectRefused)
+        );
+        assert_eq!(failure.class, FailureClass::Transient);
+        assert!(FailureCause::Transport(TransportKind::ConnectTimeout).is_silence());
+        assert!(!FailureCause::Transport(TransportKind::Reset).is_silence());
+    }
 
     #[test]
     fn status_table() {

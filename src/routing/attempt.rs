@@ -100,8 +100,10 @@ pub async fn attempt(
             )))
         }
         Ok(Err(e)) => {
-            let kind = TransportKind::of(&e, e.is_connect());
-            return Err(AttemptFailure::transient(FailureCause::Transport(kind)));
+            return Err(AttemptFailure::transport(TransportKind::of(
+                &e,
+                e.is_connect(),
+            )));
         }
         Ok(Ok(r)) => r,
     };
@@ -332,5 +334,5 @@ async fn first_content(
 
 /// A body that broke off while being read.
 fn body_error(e: &hyper::Error) -> AttemptFailure {
-    AttemptFailure::transient(FailureCause::Transport(TransportKind::of(e, false)))
+    AttemptFailure::transport(TransportKind::of(e, false))
 }

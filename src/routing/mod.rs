@@ -250,6 +250,9 @@ impl<'r> Dispatch<'r, '_> {
                             });
                         }
                         FailureClass::BadResponse => return Err(exhausted(failures)),
+                        FailureClass::LocalOverload => {
+                            return Err(GatewayError::LocalOverload { attempts: failures })
+                        }
                         FailureClass::ContextLength => {
                             context.rejected(failed_target, failure.rejection.clone());
                             if !route.context_fallback
@@ -285,7 +288,7 @@ impl<'r> Dispatch<'r, '_> {
                         }
                         _ => {}
                     }
-                    let timed_out = matches!(failure.cause, FailureCause::Timeout(_));
+                    let timed_out = failure.cause.is_silence();
                     if timed_out && policy.on_timeout == OnTimeout::Stop {
                         return Err(exhausted(failures));
                     }
@@ -638,6 +641,17 @@ async fn one(
                 }
             }
             Step::Served(served)
+        }
+        Ok(Err(failure)) if failure.class == FailureClass::LocalOverload => {
+            // Not the target's fault: the guard goes unreported and the
+            // breaker, balancer and statistics never hear of it.
+            metrics.failure_cause(failure.cause.kind());
+            tracing::warn!(
+                target = target.label(),
+                cause = %failure.cause,
+                "gateway out of local resources; raise the open-file limit or lower server.max_connections"
+            );
+            Step::Failed(failure)
         }
         Ok(Err(failure)) => {
             let now = Instant::now();

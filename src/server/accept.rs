@@ -34,6 +34,11 @@ pub(crate) struct ConnLimits {
     pub max_connections: u32,
 }
 
+/// The connection slots of one port, shared by every thread accepting on it
+/// (one `SO_REUSEPORT` listener per thread), so `max_connections` bounds the
+/// process, not each thread.
+pub(crate) type ConnectionSlots = std::sync::Arc<tokio::sync::Semaphore>;
+
 /// The answer to a connection beyond `max_connections`: an HTTP/1 503 in
 /// OpenAI's error shape, then the connection is closed. Written once the
 /// request head is in (clients reject an answer that comes before their
@@ -74,6 +79,7 @@ pub(crate) async fn accept_until(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    slots: ConnectionSlots,
     stop: impl Future<Output = ()>,
 ) -> GracefulShutdown {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -91,7 +97,6 @@ pub(crate) async fn accept_until(
         .keep_alive_timeout(limits.header_read_timeout)
         .max_header_list_size(u32::try_from(limits.max_head_buffer).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections as usize));
     let mut stop = std::pin::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {

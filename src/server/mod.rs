@@ -52,6 +52,9 @@ pub struct AppState {
     pub conversations: std::sync::OnceLock<Arc<crate::conversations::Conversations>>,
     pub counters: Counters,
     pub draining: AtomicBool,
+    /// The main port's connection slots (`server.max_connections`), shared
+    /// by every accepting thread.
+    pub(crate) connection_slots: accept::ConnectionSlots,
 }
 
 impl AppState {
@@ -125,6 +128,7 @@ impl AppState {
     }
 
     pub fn new(config: Config) -> Arc<Self> {
+        let max_connections = config.server.max_connections;
         let registry = Arc::new(HealthRegistry::default());
         let metrics = Metrics::new();
         let stats = StatsRegistry::default();
@@ -149,6 +153,7 @@ impl AppState {
             conversations: std::sync::OnceLock::new(),
             counters: Counters::default(),
             draining: AtomicBool::new(false),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections as usize)),
         })
     }
 }
@@ -172,7 +177,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let settings = state.table.load().config.server.clone();
-    serve_router(listener, router::router(state.clone()), &settings, shutdown).await;
+    let slots = state.connection_slots.clone();
+    serve_router(
+        listener,
+        router::router(state.clone()),
+        &settings,
+        slots,
+        shutdown,
+    )
+    .await;
     state.draining.store(true, Ordering::SeqCst);
     Ok(())
 }
@@ -185,6 +198,7 @@ async fn serve_router(
     listener: TcpListener,
     app: axum::Router,
     settings: &crate::config::ServerSettings,
+    slots: accept::ConnectionSlots,
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = accept::ConnLimits {
@@ -193,7 +207,7 @@ async fn serve_router(
         max_connections: settings.max_connections,
     };
     let app = head_limit::apply(app, settings.max_header_bytes);
-    let connections = accept::accept_until(listener, app, limits, shutdown).await;
+    let connections = accept::accept_until(listener, app, limits, slots, shutdown).await;
     if tokio::time::timeout(settings.drain_timeout, connections.shutdown())
         .await
         .is_err()
@@ -228,6 +242,7 @@ pub fn run(
     let mut handlers = signals.block_on(async { Signals::install() })?;
     let mut addr = config.server.listen;
     let state = AppState::new(config);
+    fit_connections_to_open_files(&state);
     // The request log writer lives on this runtime, which runs for as long
     // as the process serves (the signal loop below).
     signals
@@ -341,7 +356,10 @@ fn start_admin_listener(
     tracing::info!(addr = %addr, "admin API listening");
     let settings = config.server.clone();
     Ok(Some(runtime.spawn(async move {
-        serve_router(listener, admin, &settings, async move {
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            settings.max_connections as usize,
+        ));
+        serve_router(listener, admin, &settings, slots, async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
         .await;
@@ -398,6 +416,54 @@ async fn shut_down(
         );
     }
     result
+}
+
+/// Open files kept back from connections: listeners, the store, logs,
+/// Redis, the admin port.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one (logging both), then
+/// makes sure `max_connections` fits in it: each client connection may
+/// need an upstream connection too. Running out of files mid-request would
+/// fail requests one by one; refusing connections past capacity at accept
+/// is the clean answer (503 `overloaded`). A default that does not fit is
+/// lowered quietly; a configured value that does not fit is lowered with a
+/// warning.
+fn fit_connections_to_open_files(state: &AppState) {
+    let (before, hard) = rlimit::Resource::NOFILE.get().unwrap_or((0, 0));
+    let soft = match rlimit::increase_nofile_limit(hard) {
+        Ok(soft) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            before
+        }
+    };
+    let capacity = u32::try_from(soft.saturating_sub(RESERVED_FILES) / 2).unwrap_or(u32::MAX);
+    let configured = state.table.load().config.server.max_connections;
+    tracing::info!(
+        soft_before = before,
+        soft,
+        hard,
+        connection_capacity = capacity,
+        "open-file limit"
+    );
+    if soft == 0 || configured <= capacity {
+        return;
+    }
+    let excess = (configured - capacity.max(1)) as usize;
+    state.connection_slots.forget_permits(excess);
+    if configured == crate::config::DEFAULT_MAX_CONNECTIONS {
+        tracing::info!(
+            max_connections = capacity.max(1),
+            "server.max_connections lowered to what the open-file limit allows"
+        );
+    } else {
+        tracing::warn!(
+            configured,
+            max_connections = capacity.max(1),
+            "server.max_connections is above what the open-file limit allows (a client and an upstream connection each); serving at most the lower number"
+        );
+    }
 }
 
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -497,6 +497,8 @@ impl TargetMetrics {
             FailureClass::ClientError => 3,
             FailureClass::ContextLength => 4,
             FailureClass::BadResponse => 5,
+            // The gateway's own limit, not the target's: counted by cause only.
+            FailureClass::LocalOverload => return,
         };
         self.failures[i].inc();
         self.duration.observe(took.as_secs_f64());

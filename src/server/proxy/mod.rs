@@ -228,7 +228,9 @@ async fn dispatch<'r>(
     .run(ctx.started)
     .await;
     if let Err(
-        GatewayError::Exhausted { attempts, .. } | GatewayError::DeadlineExceeded { attempts },
+        GatewayError::Exhausted { attempts, .. }
+        | GatewayError::DeadlineExceeded { attempts }
+        | GatewayError::LocalOverload { attempts },
     ) = &result
     {
         ctx.attempts = attempts.len() as u32;
