@@ -73,6 +73,22 @@ async fn create(keys: &Keys, new: NewKey) -> String {
         .to_owned()
 }
 
+/// A key of service "batch" limited to `rpm` requests per minute.
+async fn with_rpm(keys: &Keys, name: &str, rpm: u32) -> String {
+    let limits = KeyLimits {
+        requests_per_minute: Some(rpm),
+        ..KeyLimits::default()
+    };
+    create(
+        keys,
+        NewKey {
+            limits,
+            ..NewKey::new(name, "batch")
+        },
+    )
+    .await
+}
+
 async fn chat_as(gw: &Gateway, key: Option<&str>, model: &str) -> Reply {
     let bearer = key.map(|k| format!("Bearer {k}"));
     let headers: Vec<(&str, &str)> = bearer
@@ -199,17 +215,7 @@ async fn every_refusal_has_its_status_and_code() {
 async fn limits_and_budgets_answer_429_with_their_headers() {
     let upstream = sim("upstream").await;
     let k = keyed_gateway("limits", &upstream).await;
-    let limited = create(
-        &k.keys,
-        NewKey {
-            limits: KeyLimits {
-                requests_per_minute: Some(2),
-                ..KeyLimits::default()
-            },
-            ..NewKey::new("limited", "batch")
-        },
-    )
-    .await;
+    let limited = with_rpm(&k.keys, "limited", 2).await;
     let ok = chat_as(&k.gw, Some(&limited), "chat-default").await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(ok.header("x-ratelimit-limit-requests"), Some("2"));
@@ -265,17 +271,7 @@ async fn limits_and_budgets_answer_429_with_their_headers() {
 async fn a_key_at_its_limits_is_refused_before_its_body_is_read() {
     let upstream = sim("upstream").await;
     let k = keyed_gateway("before-body", &upstream).await;
-    let limited = create(
-        &k.keys,
-        NewKey {
-            limits: KeyLimits {
-                requests_per_minute: Some(1),
-                ..KeyLimits::default()
-            },
-            ..NewKey::new("one-a-minute", "batch")
-        },
-    )
-    .await;
+    let limited = with_rpm(&k.keys, "one-a-minute", 1).await;
     assert_eq!(
         chat_as(&k.gw, Some(&limited), "chat-default").await.status,
         StatusCode::OK
