@@ -164,6 +164,8 @@ fn stream(
     // that sends nothing for it.
     let events = relay.into_driven_stream(timeouts.idle).boxed();
     let body = request.encode_stream(target, events);
+    let body =
+        axum::body::Body::from_stream(crate::streaming::relay::coalesced(body.into_data_stream()));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
