@@ -1293,3 +1293,54 @@ async fn a_client_that_never_reads_a_stream_is_dropped_and_its_upstream_cancelle
         .load(Ordering::Relaxed);
     assert_eq!(gone, 1);
 }
+
+/// The same client at the transport: once the relay gave up on it, the
+/// gateway must also close its connection, not only the upstream. hyper
+/// stops polling a body whose socket takes no bytes, so only a write
+/// timeout on the socket reaches it. Seen here as the one connection slot
+/// coming free while the client still holds its socket, unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_loses_its_connection_after_the_write_timeout() {
+    let upstream = sim_with(
+        "firehose",
+        Behavior {
+            completion_tokens: 400_000,
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let gw = gateway(
+        &[&upstream],
+        "[server]\nmax_connections = 1\nwrite_timeout = \"1s\"\n\
+         [defaults.timeouts]\nconnect = \"1s\"\nfirst_byte = \"5s\"\nidle = \"1s\"\ntotal = \"10m\"\n",
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut unread = socket.connect(gw.addr()).await.unwrap();
+    let body = chat_body(true).to_string();
+    let head = chat_head(Some(body.len()), "");
+    unread.write_all(&head).await.unwrap();
+    unread.write_all(body.as_bytes()).await.unwrap();
+    eventually("the upstream stream is cancelled", || {
+        upstream.stats().cancelled >= 1
+    })
+    .await;
+    let fresh: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new());
+    let started = tokio::time::Instant::now();
+    let mut served = false;
+    while started.elapsed() < BOUND {
+        if chat(&fresh, &gw, chat_body(false)).await.status == StatusCode::OK {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        served,
+        "the only connection slot stayed taken by a client that reads nothing"
+    );
+    drop(unread);
+}

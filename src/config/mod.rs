@@ -139,6 +139,9 @@ pub struct ServerSettings {
     pub drain_delay: Duration,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// A client connection whose writes make no progress this long is
+    /// closed (restart-only: the accept loop reads it at start).
+    pub write_timeout: Duration,
     /// Largest request head accepted (HTTP/1 and HTTP/2); larger gets 431.
     pub max_header_bytes: usize,
     /// Client connections served at once (HTTP/1 or HTTP/2); one more is
@@ -1208,6 +1211,11 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             "server.body_read_timeout".into(),
             raw.server.body_read_timeout.as_ref(),
             Duration::from_secs(60),
+        ),
+        write_timeout: issues.positive_duration(
+            "server.write_timeout".into(),
+            raw.server.write_timeout.as_ref(),
+            Duration::from_secs(30),
         ),
         max_header_bytes: max_header_bytes(&mut issues, raw.server.max_header_bytes.as_ref()),
         max_connections: match raw.server.max_connections {

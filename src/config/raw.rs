@@ -156,6 +156,9 @@ pub struct RawServer {
     /// How long a client may take to send a request's body once its head
     /// arrived (slow-body guard).
     pub body_read_timeout: Option<String>,
+    /// How long a write to a client may make no progress (a client that
+    /// stopped reading) before its connection is closed.
+    pub write_timeout: Option<String>,
     /// This node's region; `SWITCHYARD_REGION` overrides it.
     pub region: Option<String>,
     /// Reload the config when the file changes (checked every 2 s). SIGHUP

@@ -23,6 +23,7 @@ impl Config {
                 "server.body_read_timeout",
                 a.body_read_timeout != b.body_read_timeout,
             ),
+            ("server.write_timeout", a.write_timeout != b.write_timeout),
             (
                 "server.max_header_bytes",
                 a.max_header_bytes != b.max_header_bytes,

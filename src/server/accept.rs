@@ -28,6 +28,9 @@ pub struct ClientAddress(pub std::net::IpAddr);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {
     pub header_read_timeout: Duration,
+    /// A write to the client that makes no progress this long fails, and
+    /// hyper closes the connection.
+    pub write_timeout: Duration,
     /// hyper's head buffer (see `head_limit::transport_ceiling`).
     pub max_head_buffer: usize,
     /// Connections served at once; one more gets [`OVERLOADED`] and is closed.
@@ -125,7 +128,10 @@ pub(crate) async fn accept_until(
         };
         // Small SSE events must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let io = TokioIo::new(SniffDeadline::new(tcp, limits.header_read_timeout));
+        let io = TokioIo::new(SniffDeadline::new(
+            write_stall_limited(tcp, limits.write_timeout),
+            limits.header_read_timeout,
+        ));
         let client = ClientAddress(peer.ip());
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request| {
@@ -143,6 +149,21 @@ pub(crate) async fn accept_until(
         });
     }
     graceful
+}
+
+/// `tcp` with its writes bounded: one that stays pending for `limit` fails
+/// with `TimedOut`. A client that stops reading fills its socket's buffers;
+/// hyper then waits on the write and no longer polls the response body, so
+/// the relay's own write timeout can free the upstream but never reaches the
+/// connection: without this the socket, its kernel buffers (megabytes on
+/// loopback) and hyper's write buffer stayed until the client went away.
+fn write_stall_limited(
+    tcp: tokio::net::TcpStream,
+    limit: Duration,
+) -> Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>> {
+    let mut tcp = tokio_io_timeout::TimeoutStream::new(tcp);
+    tcp.set_write_timeout(Some(limit));
+    Box::pin(tcp)
 }
 
 fn is_connection_error(e: &io::Error) -> bool {

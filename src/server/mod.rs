@@ -203,6 +203,7 @@ async fn serve_router(
 ) {
     let limits = accept::ConnLimits {
         header_read_timeout: settings.header_read_timeout,
+        write_timeout: settings.write_timeout,
         max_head_buffer: head_limit::transport_ceiling(settings.max_header_bytes),
         max_connections: settings.max_connections,
     };
