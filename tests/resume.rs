@@ -343,3 +343,52 @@ async fn a_messages_stream_is_continued_with_a_valid_event_sequence() {
         .unwrap();
     assert_eq!(stop["delta"]["stop_reason"], "end_turn");
 }
+
+/// The request log row of a continued stream names the chain: the break
+/// on the first target, the target that finished, the outcome.
+#[tokio::test]
+async fn the_request_log_records_the_continuation() {
+    let primary = sim60("primary", |_| {}).await;
+    primary.push_script([FaultAction::DropAfter(40).into()]);
+    let claude = sim60("claude", |_| {}).await;
+    let dir = std::env::temp_dir().join(format!("switchyard-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("log.db").display());
+    let settings = format!("{FAST}\n[store]\nurl = \"{url}\"\n[request_log]\nenabled = true\n");
+    let text = config(
+        &[("openai", &primary), ("anthropic", &claude)],
+        "",
+        &settings,
+    );
+    let gw = gateway_with_env(&text, |_| Some("test-key".into())).await;
+    let reply = chat(&client(), &gw, ask(true)).await;
+    assert_one_complete_stream(&sse_data(&reply.body), &answer(TOKENS));
+    gw.state()
+        .request_log
+        .get()
+        .expect("request log on")
+        .flush()
+        .await;
+    let store = switchyard::store::Store::connect(&url, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let rows = store
+        .query_requests(&switchyard::store::RequestQuery::newest(1))
+        .await
+        .unwrap();
+    let row = &rows[0];
+    assert_eq!(row.outcome, "continued");
+    assert_eq!(row.served_target.as_deref(), Some("t1/claude-sonnet-4-5"));
+    let chain: serde_json::Value = serde_json::from_str(&row.attempts).unwrap();
+    assert_eq!(chain[0]["target"], "t0/gpt-4o", "{chain}");
+    assert_eq!(
+        chain[0]["cause"], "stream cut after content: upstream connection lost",
+        "{chain}"
+    );
+    assert_eq!(
+        row.completion_tokens,
+        Some(i64::from(40 + 21)),
+        "billed for both calls"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

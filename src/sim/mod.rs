@@ -21,8 +21,9 @@
 //!
 //! each with its provider's JSON and SSE bodies and error shapes; a
 //! deterministic fault model (status errors, context-length errors, latency,
-//! hangs, dropped or truncated streams, in-band error events) that applies
-//! to every dialect alike; runtime control of that model (default behaviour,
+//! hangs, dropped, truncated or stalled streams, in-band error events) that
+//! applies to every dialect alike; continuations of its deterministic answer
+//! from a partial one (`continuation`); runtime control of that model (default behaviour,
 //! timeline phases, a per-request script, per-request `x-sim-*` override
 //! headers); an optional set of accepted API keys; and counters plus a
 //! bounded request log that let tests prove what the gateway actually sent
