@@ -540,7 +540,7 @@ async fn assert_cut_stream(fault: FaultAction, content_before_cut: &str) {
     let primary = sim("primary").await;
     let secondary = sim("secondary").await;
     primary.push_script([fault.clone().into()]);
-    let gw = gateway(&[&primary, &secondary], FAST).await;
+    let gw = gateway_resume_off(&[&primary, &secondary], FAST).await;
     let reply = chat(&client(), &gw, chat_body(true)).await;
     assert_eq!(reply.status, StatusCode::OK, "{fault:?}");
     let events = stream_events(&reply).await;

@@ -97,7 +97,7 @@ async fn counters_match_a_scripted_scenario() {
     // No breaker in the way: this test counts retries and failovers.
     let extra =
         format!("{FAST}\n[defaults.breaker]\nconsecutive_failures = 0\nmin_requests = 1000\n");
-    let gw = gateway(&[&primary, &secondary], &extra).await;
+    let gw = gateway_resume_off(&[&primary, &secondary], &extra).await;
     let client = client();
     for _ in 0..4 {
         assert_eq!(

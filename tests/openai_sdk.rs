@@ -19,7 +19,7 @@ async fn official_openai_sdk_works_through_the_gateway() {
         Fault::ok(Default::default()),
         FaultAction::DropAfter(2).into(),
     ]);
-    let gw = gateway(&[&primary, &secondary], FAST).await;
+    let gw = gateway_resume_off(&[&primary, &secondary], FAST).await;
     let v = run_python_client("openai_client", gw.base_url()).await;
 
     assert_eq!(

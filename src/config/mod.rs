@@ -275,6 +275,8 @@ pub struct Route {
     pub deprecation_warning: Duration,
     /// A context-length error moves on to targets with a larger window.
     pub context_fallback: bool,
+    /// A stream cut after its first content is continued on another target.
+    pub resume: bool,
 }
 
 /// How targets of one priority tier share load.
@@ -349,6 +351,44 @@ pub struct Target {
     pub degraded: bool,
     pub deprecated_after: Option<Deprecation>,
     pub context_window: Option<u32>,
+    /// How this target can continue an answer another target started.
+    pub continuation: Continuation,
+}
+
+/// How a target can be asked to continue a partial answer (a stream cut
+/// mid-answer elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuation {
+    /// The partial answer is the last (assistant) message and the model
+    /// continues it: Anthropic natively, vLLM-style servers with
+    /// `continue_final_message`.
+    Prefill,
+    /// The partial answer as an assistant message, then a user message
+    /// asking to continue it verbatim; the gateway removes any overlap.
+    Instruct,
+    /// Never asked to continue.
+    None,
+}
+
+impl Continuation {
+    /// Each provider kind's default. Gemini gets `Instruct`: its API does
+    /// not document continuing a trailing `model` turn.
+    pub fn default_for(kind: ProviderKind) -> Self {
+        match kind {
+            ProviderKind::Anthropic => Continuation::Prefill,
+            ProviderKind::OpenAi | ProviderKind::AzureOpenAi | ProviderKind::Gemini => {
+                Continuation::Instruct
+            }
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Continuation::Prefill => "prefill",
+            Continuation::Instruct => "instruct",
+            Continuation::None => "none",
+        }
+    }
 }
 
 /// The last day a target may be used.
@@ -1564,6 +1604,21 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     "must be at least 1 token",
                 );
             }
+            let continuation = match t.continuation.as_deref() {
+                None => Continuation::default_for(provider.kind),
+                Some("prefill") => Continuation::Prefill,
+                Some("instruct") => Continuation::Instruct,
+                Some("none") => Continuation::None,
+                Some(other) => {
+                    issues.push(
+                        format!("{tpath}.continuation"),
+                        format!(
+                            "unknown continuation \"{other}\" (known: prefill, instruct, none)"
+                        ),
+                    );
+                    Continuation::None
+                }
+            };
             let version = provider.api_version.as_ref().and_then(|v| v.to_str().ok());
             let urls = bases.get(&t.provider).and_then(|base| {
                 crate::providers::adapter(provider.kind).urls(base, &t.model, version)
@@ -1608,6 +1663,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     degraded,
                     deprecated_after: deprecated_after.clone(),
                     context_window: t.context_window,
+                    continuation,
                 });
             }
         }
@@ -1662,6 +1718,17 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             &format!("{path}.hedge_after"),
             r.hedge_after.as_ref(),
         );
+        let resume = match r.resume.as_deref() {
+            None | Some("continue") => true,
+            Some("off") => false,
+            Some(other) => {
+                issues.push(
+                    format!("{path}.resume"),
+                    format!("unknown resume \"{other}\" (known: continue, off)"),
+                );
+                false
+            }
+        };
         routes.insert(
             name.clone(),
             Arc::new(Route {
@@ -1681,6 +1748,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     Duration::from_secs(30 * 86_400),
                 ),
                 context_fallback: r.context_fallback.unwrap_or(true),
+                resume,
             }),
         );
     }

@@ -297,6 +297,10 @@ pub struct RawRoute {
     /// When a target says the prompt exceeds its context window, try the
     /// route's targets with a larger `context_window` (default true).
     pub context_fallback: Option<bool>,
+    /// What a stream that breaks after its first content does: `"continue"`
+    /// (default: the next target continues the answer) or `"off"` (end with
+    /// the `stream_cut` event).
+    pub resume: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,4 +319,7 @@ pub struct RawTarget {
     pub deprecated_after: Option<String>,
     /// Tokens; used to pick a larger target after a context-length error.
     pub context_window: Option<u32>,
+    /// How this target can continue a cut answer: `"prefill"`, `"instruct"`
+    /// or `"none"`; defaults to its provider kind's.
+    pub continuation: Option<String>,
 }

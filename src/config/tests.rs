@@ -617,3 +617,37 @@ fn store_timeout_and_drain_delay() {
         .restart_only_changes(&changed)
         .contains(&"store.timeout"));
 }
+
+#[test]
+fn resume_defaults_to_continue_and_continuation_to_the_provider_kind() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"ANTHROPIC_API_KEY\"\n";
+    let routes = "[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }, { provider = \"a\", model = \"c\" }, { provider = \"p\", model = \"v\", continuation = \"prefill\" }]\n";
+    let config = Config::from_toml(&format!("{base}{routes}"), env_with_keys).unwrap();
+    let r = config.route("r").unwrap();
+    assert!(r.resume);
+    let modes: Vec<_> = r.targets.iter().map(|t| t.continuation).collect();
+    assert_eq!(
+        modes,
+        [
+            Continuation::Instruct,
+            Continuation::Prefill,
+            Continuation::Prefill
+        ]
+    );
+    let off =
+        Config::from_toml(&format!("{base}{routes}resume = \"off\"\n"), env_with_keys).unwrap();
+    assert!(!off.route("r").unwrap().resume);
+    let errs = errors(&format!(
+        "{base}[routes.r]\nresume = \"maybe\"\ntargets = [{{ provider = \"p\", model = \"m\", continuation = \"guess\" }}]\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("routes.r.resume: unknown resume \"maybe\"")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("routes.r.targets[0].continuation: unknown continuation")),
+        "{errs:?}"
+    );
+}

@@ -9,6 +9,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod client;
+pub mod continuation;
 pub mod gemini;
 pub mod openai;
 pub mod redact;

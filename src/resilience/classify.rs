@@ -210,6 +210,10 @@ pub enum FailureCause {
     PreambleTooLarge,
     /// A success body the provider's translator could not read.
     Unreadable,
+    /// A stream broke after its first content had reached the client (the
+    /// reason as the cut event words it); recorded when another target
+    /// was asked to continue the answer.
+    CutMidStream(&'static str),
 }
 
 impl FailureCause {
@@ -238,6 +242,7 @@ impl FailureCause {
             FailureCause::EventTooLarge => "event_too_large",
             FailureCause::PreambleTooLarge => "preamble_too_large",
             FailureCause::Unreadable => "unreadable",
+            FailureCause::CutMidStream(_) => "cut_mid_stream",
         }
     }
 }
@@ -269,6 +274,7 @@ impl fmt::Display for FailureCause {
             FailureCause::EventTooLarge => f.write_str("stream event too large"),
             FailureCause::PreambleTooLarge => f.write_str("too much stream before content"),
             FailureCause::Unreadable => f.write_str("unreadable response"),
+            FailureCause::CutMidStream(reason) => write!(f, "stream cut after content: {reason}"),
         }
     }
 }

@@ -31,6 +31,12 @@ pub trait RequestForms: Sync {
     /// The translator turning `target`'s stream into OpenAI chunks; `None`
     /// when the target already streams in the form the client gets.
     fn stream_translator(&self, target: &Target) -> Option<Box<dyn StreamTranslator>>;
+
+    /// The chat completions body a stream cut mid-answer can be continued
+    /// from (`routing::resume`); `None` for requests that cannot be.
+    fn continuation_base(&self) -> Option<InspectedBody> {
+        None
+    }
 }
 
 /// An OpenAI-format JSON request for one endpoint, translated for each

@@ -9,6 +9,7 @@
 mod attempt;
 pub mod forms;
 pub mod health;
+pub mod resume;
 pub mod table;
 
 pub use attempt::{Served, StreamStart};

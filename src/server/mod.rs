@@ -57,6 +57,14 @@ pub struct AppState {
     pub(crate) connection_slots: accept::ConnectionSlots,
 }
 
+/// What a stream continuation, which outlives the request's dispatch,
+/// counts its attempts in.
+impl AsRef<crate::routing::EngineCounters> for AppState {
+    fn as_ref(&self) -> &crate::routing::EngineCounters {
+        &self.counters.engine
+    }
+}
+
 impl AppState {
     /// Connects the store (once, if anything needs it) and starts, on the
     /// current runtime, what outlives single requests: the request log

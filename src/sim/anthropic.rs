@@ -122,8 +122,12 @@ pub(crate) async fn messages(ctx: &Ctx<'_>, body: &Bytes) -> Response<Body> {
         let status = StatusCode::BAD_REQUEST;
         return ctx.reject(Some(&req.model), stream, status, message, body.len());
     }
-    let decision = match ctx.admit(&req.model, stream, body.len()) {
-        Ok(decision) => decision,
+    let resume = req
+        .messages
+        .as_deref()
+        .and_then(|m| super::continuation::detect(m, "assistant"));
+    let (decision, resume) = match ctx.admit_continuing(&req.model, stream, body.len(), resume) {
+        Ok(admitted) => admitted,
         Err(response) => return *response,
     };
     let json = req.structured_output();
@@ -135,7 +139,7 @@ pub(crate) async fn messages(ctx: &Ctx<'_>, body: &Bytes) -> Response<Body> {
         tokens: decision.tokens,
         prompt_tokens: approx_tokens(body.len()),
     };
-    let format = stream.then(|| MessageEvents::new(&answer));
+    let format = stream.then(|| MessageEvents::new(&answer).continuing(resume));
     ctx.answer(decision, format, || message_body(&answer)).await
 }
 
@@ -278,6 +282,8 @@ pub(crate) struct MessageEvents {
     /// `output_tokens` of a complete tool call or JSON answer; plain text
     /// counts its chunks.
     tool_output_tokens: u32,
+    /// Where a continuation picks the token sequence up.
+    resume: Option<super::continuation::Resume>,
 }
 
 impl MessageEvents {
@@ -331,7 +337,14 @@ impl MessageEvents {
             tokens: answer.tokens,
             stop_reason: answer.stop_reason(),
             tool_output_tokens: answer.output_tokens(),
+            resume: None,
         }
+    }
+
+    /// A continuation of a partial answer (see `sim::continuation`).
+    fn continuing(mut self, resume: Option<super::continuation::Resume>) -> Self {
+        self.resume = resume;
+        self
     }
 }
 
@@ -384,7 +397,9 @@ impl StreamFormat for MessageEvents {
         match (&self.json, self.tool) {
             (_, true) => u32::try_from(TOOL_INPUT_FRAGMENTS.len()).unwrap_or(u32::MAX),
             (Some(fragments), false) => u32::try_from(fragments.len()).unwrap_or(u32::MAX),
-            (None, false) => self.tokens,
+            (None, false) => self
+                .resume
+                .map_or(self.tokens, |resume| resume.chunks(self.tokens)),
         }
     }
 
@@ -421,6 +436,9 @@ impl StreamFormat for MessageEvents {
             );
             let _ = serde_json::to_string(fragment).map(|f| data.push_str(&f));
             data.push_str("}}");
+        } else if let Some(resume) = self.resume {
+            let delta = serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": resume.token(n)}});
+            data.push_str(&delta.to_string());
         } else {
             let _ = write!(
                 data,

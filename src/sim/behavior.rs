@@ -27,6 +27,7 @@ const H_CONTEXT_LENGTH: HeaderName = HeaderName::from_static("x-sim-context-leng
 const H_DROP_AFTER: HeaderName = HeaderName::from_static("x-sim-drop-after");
 const H_ERROR_EVENT: HeaderName = HeaderName::from_static("x-sim-error-event");
 const H_TRUNCATE_AFTER: HeaderName = HeaderName::from_static("x-sim-truncate-after");
+const H_STALL_AFTER: HeaderName = HeaderName::from_static("x-sim-stall-after");
 const H_TOKENS: HeaderName = HeaderName::from_static("x-sim-tokens");
 
 /// Everything a handler needs to know about one request's fate.
@@ -201,6 +202,7 @@ impl Overrides {
             },
         };
         let truncate_after = number::<u32>(headers, &H_TRUNCATE_AFTER)?;
+        let stall_after = number::<u32>(headers, &H_STALL_AFTER)?;
 
         let action = if hang {
             Some(FaultAction::Hang)
@@ -213,6 +215,8 @@ impl Overrides {
             Some(FaultAction::DropAfter(n))
         } else if error_event.is_some() {
             error_event
+        } else if let Some(n) = stall_after {
+            Some(FaultAction::StallAfter(n))
         } else {
             truncate_after.map(FaultAction::TruncateAfter)
         };

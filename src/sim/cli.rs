@@ -152,6 +152,7 @@ impl SimArgs {
             tokens_per_sec: self.tokens_per_sec,
             completion_tokens: self.completion_tokens,
             context_length_rate: self.context_length_rate,
+            ..Behavior::default()
         }
     }
 

@@ -21,8 +21,9 @@
 //!
 //! each with its provider's JSON and SSE bodies and error shapes; a
 //! deterministic fault model (status errors, context-length errors, latency,
-//! hangs, dropped or truncated streams, in-band error events) that applies
-//! to every dialect alike; runtime control of that model (default behaviour,
+//! hangs, dropped, truncated or stalled streams, in-band error events) that
+//! applies to every dialect alike; continuations of its deterministic answer
+//! from a partial one (`continuation`); runtime control of that model (default behaviour,
 //! timeline phases, a per-request script, per-request `x-sim-*` override
 //! headers); an optional set of accepted API keys; and counters plus a
 //! bounded request log that let tests prove what the gateway actually sent
@@ -45,6 +46,7 @@
 mod anthropic;
 mod behavior;
 pub mod cli;
+mod continuation;
 mod dialect;
 mod gemini;
 mod media;
@@ -149,6 +151,13 @@ pub struct Behavior {
     /// Probability of a context-length error (checked after the status
     /// rates, for streams and non-streams alike).
     pub context_length_rate: f64,
+    /// Refuse a continuation by prefill (the last message is the
+    /// assistant's partial answer) with a 400, as providers without
+    /// assistant prefill do.
+    pub reject_prefill: bool,
+    /// An instructed continuation starts this many whole tokens before
+    /// where the partial answer stops (a model repeating itself).
+    pub continue_overlap: u32,
 }
 
 /// `delay = base + uniform(0..jitter) + (spike with probability spike_rate)`.
@@ -226,6 +235,9 @@ pub enum FaultAction {
     /// A clean end after `n` content chunks, without a finish_reason chunk
     /// and without `[DONE]` (or the dialect's equivalents).
     TruncateAfter(u32),
+    /// After `n` content chunks the stream stalls: the connection stays
+    /// open and nothing more is sent, until the peer goes away.
+    StallAfter(u32),
     /// A 400 saying the prompt exceeds the model's context window, worded as
     /// the provider words it (OpenAI `context_length_exceeded`, Anthropic
     /// "prompt is too long", Gemini "input token count ... exceeds").
@@ -342,6 +354,10 @@ pub struct RequestRecord {
     /// recorded with the value `present`; nothing else is kept.
     pub headers: Vec<(String, String)>,
     pub body_len: usize,
+    /// For a request continuing a partial answer (see the sim's
+    /// continuation rules): `prefill from tokN`, `instruct from tokN`
+    /// (where the answer was picked up), or `prefill rejected`.
+    pub continuation: Option<String>,
 }
 
 impl std::fmt::Debug for RequestRecord {
@@ -356,6 +372,7 @@ impl std::fmt::Debug for RequestRecord {
             .field("outcome", &self.outcome)
             .field("headers", &self.headers)
             .field("body_len", &self.body_len)
+            .field("continuation", &self.continuation)
             .finish()
     }
 }
@@ -366,6 +383,7 @@ impl std::fmt::Debug for RequestRecord {
 /// `x-sim-status: 503` (with optional `x-sim-retry-after-ms: 1500`),
 /// `x-sim-hang: 1`, `x-sim-context-length: 1`, `x-sim-drop-after: N`,
 /// `x-sim-error-event: first|N`, `x-sim-truncate-after: N`,
+/// `x-sim-stall-after: N`,
 /// `x-sim-delay-ms: 200`. If any of these is
 /// present the fault comes from the headers alone (missing action = ok,
 /// missing delay = 0) and the script is not consumed. `x-sim-tokens: N` sets

@@ -519,6 +519,8 @@ pub(crate) struct ChatChunks {
     tool: Option<(String, String)>,
     /// The content fragments of a structured-output answer.
     json: Option<Vec<String>>,
+    /// Where a continuation picks the token sequence up.
+    resume: Option<super::continuation::Resume>,
 }
 
 impl ChatChunks {
@@ -545,7 +547,14 @@ impl ChatChunks {
             prompt_tokens,
             tool: None,
             json: None,
+            resume: None,
         }
+    }
+
+    /// A continuation of a partial answer (see `sim::continuation`).
+    pub(crate) fn continuing(mut self, resume: Option<super::continuation::Resume>) -> Self {
+        self.resume = resume;
+        self
     }
 
     /// The stream of `output` instead of tokens.
@@ -607,7 +616,9 @@ impl StreamFormat for ChatChunks {
         match (&self.tool, &self.json) {
             (Some(_), _) => u32::try_from(TOOL_INPUT_FRAGMENTS.len()).unwrap_or(u32::MAX),
             (None, Some(fragments)) => u32::try_from(fragments.len()).unwrap_or(u32::MAX),
-            (None, None) => self.tokens,
+            (None, None) => self
+                .resume
+                .map_or(self.tokens, |resume| resume.chunks(self.tokens)),
         }
     }
 
@@ -622,6 +633,10 @@ impl StreamFormat for ChatChunks {
     fn content(&mut self, n: u32, _finishing: bool) -> Bytes {
         if let Some(chunk) = self.tool_chunk(n).or_else(|| self.json_chunk(n)) {
             return chunk;
+        }
+        if let Some(resume) = self.resume {
+            let choice = serde_json::json!({"index": 0, "delta": {"content": resume.token(n)}, "finish_reason": null});
+            return self.chunk(&choice.to_string());
         }
         let mut body = String::with_capacity(80);
         let _ = write!(

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::behavior::{decide, Decision};
+use super::continuation::{Mode, Resume};
 use super::dialect::{self, Dialect, SimError};
 use super::openai::{self, ChatChunks, ChatOutput, CompletionChunks, EmbeddingInput};
 use super::stats::{bump, CancelGuard};
@@ -352,6 +353,8 @@ pub(crate) struct Ctx<'a> {
     parts: &'a Parts,
     endpoint: SimEndpoint,
     api_key: Option<&'a str>,
+    /// What the request's log record says about a continuation.
+    continuation: std::sync::Mutex<Option<String>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -361,6 +364,7 @@ impl<'a> Ctx<'a> {
             parts,
             endpoint,
             api_key: presented_key(parts, endpoint),
+            continuation: std::sync::Mutex::new(None),
         }
     }
 
@@ -485,12 +489,53 @@ impl<'a> Ctx<'a> {
                 Cow::Borrowed("error_event")
             }
             FaultAction::TruncateAfter(_) => Cow::Borrowed("truncate"),
+            FaultAction::StallAfter(_) => Cow::Borrowed("stall"),
         };
         self.record(Some(model), stream, outcome, body_len);
         if decision.fault.action == FaultAction::Hang {
             bump(&shared.stats.hangs);
         }
         Ok(decision)
+    }
+
+    /// [`Ctx::admit`] for a request that may continue a partial answer:
+    /// a prefill is refused (400) when the behaviour says so, an
+    /// instructed continuation repeats the tokens it asks for, and the log
+    /// record says where the answer was picked up.
+    pub(crate) fn admit_continuing(
+        &self,
+        model: &str,
+        stream: bool,
+        body_len: usize,
+        resume: Option<Resume>,
+    ) -> Result<(Decision, Option<Resume>), Box<Response<Body>>> {
+        let Some(resume) = resume else {
+            return self.admit(model, stream, body_len).map(|d| (d, None));
+        };
+        let shared = self.shared;
+        // The behaviour in force decides; the fault draw is not consumed
+        // by a refusal.
+        let behavior = shared.behavior.load();
+        if behavior.reject_prefill && resume.mode == Mode::Prefill {
+            self.note_continuation("prefill rejected".to_owned());
+            shared.stats.status(400);
+            self.record(Some(model), stream, Cow::Borrowed("status:400"), body_len);
+            let message = "assistant prefill is not supported by this model";
+            return Err(Box::new(self.error(SimError::Invalid {
+                status: StatusCode::BAD_REQUEST,
+                message,
+            })));
+        }
+        let resume = resume.repeating(behavior.continue_overlap);
+        self.note_continuation(resume.describe());
+        self.admit(model, stream, body_len)
+            .map(|d| (d, Some(resume)))
+    }
+
+    fn note_continuation(&self, text: String) {
+        if let Ok(mut slot) = self.continuation.lock() {
+            *slot = Some(text);
+        }
     }
 
     /// Carries out an admitted request's fault. `stream` is the event
@@ -539,6 +584,7 @@ impl<'a> Ctx<'a> {
             FaultAction::ErrorEventFirst => (0, StreamEnd::ErrorEvent, true),
             FaultAction::ErrorEventAfter(n) => (n.min(tokens), StreamEnd::ErrorEvent, false),
             FaultAction::TruncateAfter(n) => (n.min(tokens), StreamEnd::Truncate, false),
+            FaultAction::StallAfter(n) => (n.min(tokens), StreamEnd::Stall, false),
             _ => {
                 bump(&self.shared.stats.ok);
                 (tokens, StreamEnd::Complete, false)
@@ -685,6 +731,7 @@ impl<'a> Ctx<'a> {
             outcome: outcome.into_owned(),
             headers: recorded_headers(&self.parts.headers),
             body_len,
+            continuation: self.continuation.lock().ok().and_then(|c| c.clone()),
         });
     }
 }
@@ -910,8 +957,9 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
         (None, Some(text)) => ChatOutput::Json(text),
         (None, None) => ChatOutput::Tokens,
     };
-    let decision = match ctx.admit(&model, stream, body.len()) {
-        Ok(decision) => decision,
+    let resume = continuing(body);
+    let (decision, resume) = match ctx.admit_continuing(&model, stream, body.len(), resume) {
+        Ok(admitted) => admitted,
         Err(response) => return *response,
     };
     let (index, tokens) = (decision.index, decision.tokens);
@@ -922,11 +970,25 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
             .unwrap_or(false);
         ChatChunks::new(index, &model, tokens, include_usage, prompt_tokens)
             .answering(index, output)
+            .continuing(resume)
     });
     ctx.answer(decision, format, || {
         openai::chat_completion(index, &model, tokens, prompt_tokens, output)
     })
     .await
+}
+
+/// The continuation a chat body asks for, if any. Only bodies with an
+/// assistant message are parsed a second time.
+fn continuing(body: &Bytes) -> Option<Resume> {
+    #[derive(Deserialize)]
+    struct Messages {
+        #[serde(default)]
+        messages: Vec<serde_json::Value>,
+    }
+    memchr::memmem::find(body, b"\"assistant\"")?;
+    let parsed: Messages = serde_json::from_slice(body).ok()?;
+    super::continuation::detect(&parsed.messages, "assistant")
 }
 
 /// Legacy completions: the same fields as chat are read.

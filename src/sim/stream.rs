@@ -56,6 +56,8 @@ pub(crate) enum StreamEnd {
     ErrorEvent,
     /// A clean end, nothing more.
     Truncate,
+    /// Nothing more, with the connection left open.
+    Stall,
 }
 
 pub(crate) struct StreamPlan {
@@ -218,6 +220,9 @@ impl<F: StreamFormat> Stream for SimStream<F> {
                         this.finish();
                         return Poll::Ready(None);
                     }
+                    // Never woken: the body ends only when the peer goes
+                    // away and hyper drops it (counted as cancelled).
+                    StreamEnd::Stall => return Poll::Pending,
                 },
                 Step::Closing(step) => match this.format.closing(step, this.sent) {
                     Some(Closing::More(frame)) => {

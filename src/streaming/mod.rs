@@ -1,8 +1,12 @@
-//! Streaming: SSE framing and classification (`sse`) and the relay that
-//! forwards an upstream stream to the client after the first content event
-//! (`relay`). It owns the "never a clean-looking truncated answer" rule and
-//! knows nothing about routes, retries or config files.
+//! Streaming: SSE framing and classification (`sse`), an upstream stream as
+//! OpenAI events (`events`), the relay that forwards an upstream stream to
+//! the client after the first content event (`relay`), and the seam of a
+//! continued stream (`seam`: what the client has, the overlap rule, the
+//! rewriting of a continuation's chunks). It owns the "never a
+//! clean-looking truncated answer" rule; which target continues a cut
+//! stream is `routing::resume`'s decision, not its own.
 
 pub mod events;
 pub mod relay;
+pub mod seam;
 pub mod sse;

@@ -3,16 +3,22 @@
 //! a complete answer from a cut one: a stream ends either with the
 //! upstream's `[DONE]` (or a synthesized one after a finish reason; a native
 //! Responses stream with its terminal event), or with a final error event
-//! saying it was cut, in the stream's own dialect.
+//! saying it was cut, in the stream's own dialect. A chat stream that
+//! breaks after content is first offered to its [`Legs`] to be continued
+//! on another target; the continuation's chunks then pass through the
+//! [`Seam`] so the client sees one stream.
 
 use crate::api::Usage;
+use crate::routing::resume::{Legs, NextLeg};
 use crate::routing::StreamStart;
 use crate::streaming::events::{Dialect, UpstreamEvents};
+use crate::streaming::seam::{self, Head, Seam};
 use crate::streaming::sse::EventKind;
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::time::{timeout_at, Instant};
@@ -69,18 +75,45 @@ const DRAIN_AFTER_DONE: Duration = Duration::from_secs(1);
 /// What a relayed stream carried, for billing: the usage the upstream
 /// reported (every upstream is asked for it), and the number of content
 /// events forwarded, which stands in for the completion tokens when a
-/// stream ends without usage (cut, client gone).
+/// stream ends without usage (cut, client gone). A continued stream also
+/// carries what its earlier legs (the upstream calls that broke) came to:
+/// billing counts every upstream call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub usage: Option<Usage>,
     pub content_events: u64,
+    pub earlier: EarlierLegs,
 }
 
-/// Called once when the stream ends.
-pub type OnEnd = Box<dyn FnOnce(StreamEnd, Tally) + Send>;
+/// The legs of a continued stream before the current one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EarlierLegs {
+    /// Usage reported by earlier legs, summed.
+    pub reported: Usage,
+    /// Earlier legs that reported no usage (a broken leg seldom does), and
+    /// the content events they forwarded.
+    pub unreported: u64,
+    pub unreported_events: u64,
+}
+
+/// Called once when the stream ends, with the upstream legs it used.
+pub type OnEnd = Box<dyn FnOnce(StreamEnd, Tally, Legs) + Send>;
+
+/// The answer the client has received so far, while it may still be
+/// continued elsewhere (`None` once it cannot: a tool call was streaming,
+/// or the text outgrew [`seam::MAX_CONTINUABLE`]).
+struct Answer {
+    text: String,
+    head: Option<Head>,
+    /// Completion tokens the client received in legs before the current.
+    earlier_tokens: u64,
+}
 
 pub struct Relay {
-    held: std::vec::IntoIter<Bytes>,
+    /// The current leg's events held before its first content.
+    held: VecDeque<Bytes>,
+    /// Events ready for the client.
+    queue: VecDeque<Bytes>,
     framer: UpstreamEvents,
     body: Option<Incoming>,
     finished: bool,
@@ -92,32 +125,41 @@ pub struct Relay {
     /// gateway did (to bill the stream).
     strip_usage: bool,
     on_end: Option<OnEnd>,
+    legs: Option<Legs>,
+    answer: Option<Answer>,
+    /// Rewrites a continuation leg's chunks; `None` on the first leg.
+    seam: Option<Seam>,
 }
 
 impl Relay {
     pub fn new(
         start: StreamStart,
+        legs: Legs,
         idle: Duration,
         deadline: Instant,
         strip_usage: bool,
         on_end: OnEnd,
     ) -> Self {
-        let tally = Tally {
-            usage: None,
-            // The first content event is among the held ones.
-            content_events: 1,
-        };
+        let continuable = legs.can_continue() && start.framer.dialect() == Dialect::Chat;
         Relay {
-            held: start.held.into_iter(),
+            held: start.held.into(),
+            queue: VecDeque::new(),
             framer: start.framer,
             body: Some(start.body),
             finished: start.finished,
             idle,
             deadline,
             events_sent: 0,
-            tally,
+            tally: Tally::default(),
             strip_usage,
             on_end: Some(on_end),
+            legs: Some(legs),
+            answer: continuable.then(|| Answer {
+                text: String::new(),
+                head: None,
+                earlier_tokens: 0,
+            }),
+            seam: None,
         }
     }
 
@@ -148,15 +190,13 @@ impl Relay {
     }
 
     fn end(&mut self, how: StreamEnd) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(how, self.tally);
+        if let (Some(on_end), Some(legs)) = (self.on_end.take(), self.legs.take()) {
+            on_end(how, self.tally, legs);
         }
     }
 
-    fn cut(&mut self, reason: CutReason) -> Option<Bytes> {
-        self.body = None;
-        self.end(StreamEnd::Cut(reason));
-        Some(match self.framer.dialect() {
+    fn cut_event(&self, reason: CutReason) -> Bytes {
+        match self.framer.dialect() {
             Dialect::Chat => cut_event(reason, self.events_sent),
             // Native Responses events are numbered from 0, one per event.
             Dialect::Responses => crate::api::responses::error_event(
@@ -164,75 +204,211 @@ impl Relay {
                 "stream_cut",
                 self.events_sent,
             ),
-        })
+        }
+    }
+
+    /// The current leg broke: continued on another target when the answer
+    /// allows it, else the cut event ends the stream.
+    async fn broke(&mut self, reason: CutReason) {
+        self.body = None;
+        self.release_held_text();
+        if reason != CutReason::Deadline {
+            if let Some(next) = self.continuation(reason).await {
+                self.switch(next);
+                return;
+            }
+        }
+        let event = self.cut_event(reason);
+        self.end(StreamEnd::Cut(reason));
+        self.queue.push_back(event);
+    }
+
+    async fn continuation(&mut self, reason: CutReason) -> Option<NextLeg> {
+        let answer = self.answer.as_ref()?;
+        answer.head.as_ref()?;
+        if answer.text.is_empty() {
+            return None;
+        }
+        let tokens = answer.earlier_tokens + self.leg_tokens();
+        self.legs
+            .as_mut()?
+            .broke(reason, &answer.text, tokens)
+            .await
+    }
+
+    /// Completion tokens the client received from the current leg.
+    fn leg_tokens(&self) -> u64 {
+        let dropped = self.seam.as_ref().map_or(0, |s| s.dropped_chunks);
+        self.tally.content_events.saturating_sub(dropped)
+    }
+
+    /// Relays the next leg from here on.
+    fn switch(&mut self, next: NextLeg) {
+        let tokens = self.leg_tokens();
+        let earlier = &mut self.tally.earlier;
+        match self.tally.usage.take() {
+            Some(usage) => {
+                earlier.reported.prompt_tokens += usage.prompt_tokens;
+                earlier.reported.completion_tokens += usage.completion_tokens;
+            }
+            None => {
+                earlier.unreported += 1;
+                earlier.unreported_events += self.tally.content_events;
+            }
+        }
+        self.tally.content_events = 0;
+        if let Some(answer) = &mut self.answer {
+            answer.earlier_tokens += tokens;
+            if let Some(head) = answer.head.clone() {
+                self.seam = Some(Seam::new(head, &answer.text, answer.earlier_tokens));
+            }
+        }
+        let start = next.start;
+        self.held = start.held.into();
+        self.framer = start.framer;
+        self.body = Some(start.body);
+        self.finished = start.finished;
+        self.queue.push_back(next.comment);
+    }
+
+    /// A continuation's text held for the overlap rule goes out before the
+    /// stream ends or moves on.
+    fn release_held_text(&mut self) {
+        if let Some(seam) = &mut self.seam {
+            let mut text = String::new();
+            seam.release(&mut self.queue, &mut text);
+            self.remember(&text);
+        }
+    }
+
+    /// Adds text the client received to the answer, within its bound.
+    fn remember(&mut self, text: &str) {
+        if let Some(answer) = &mut self.answer {
+            if answer.text.len() + text.len() > seam::MAX_CONTINUABLE {
+                self.answer = None;
+            } else {
+                answer.text.push_str(text);
+            }
+        }
+    }
+
+    /// Hands an event on to the client: as is on the first leg (its text
+    /// remembered), rewritten by the seam on a continuation.
+    fn forward(&mut self, event: Bytes) {
+        let Some(answer) = &mut self.answer else {
+            match &mut self.seam {
+                Some(seam) => seam.rewrite(&event, &mut self.queue, &mut String::new()),
+                None => self.queue.push_back(event),
+            }
+            return;
+        };
+        let data = crate::streaming::sse::event_data(&event);
+        let peeked = data.as_deref().map(seam::peek).unwrap_or_default();
+        if peeked.tool_call {
+            // Tool-call arguments are not continued: a call stitched from
+            // two models' halves could be valid JSON meaning something else.
+            self.answer = None;
+        } else if answer.head.is_none() {
+            answer.head = peeked.head;
+        }
+        let text = peeked.text.map(|t| t.into_owned());
+        drop(data);
+        match &mut self.seam {
+            Some(seam) => {
+                let mut sent = String::new();
+                seam.rewrite(&event, &mut self.queue, &mut sent);
+                self.remember(&sent);
+            }
+            None => {
+                if let Some(text) = text {
+                    self.remember(&text);
+                }
+                self.queue.push_back(event);
+            }
+        }
     }
 
     async fn next_event(&mut self) -> Option<Bytes> {
-        if let Some(event) = self.held.next() {
-            return Some(event);
-        }
-        self.on_end.as_ref()?;
         loop {
-            if let Some(event) = self.framer.next_event() {
-                match self.framer.classify(&event) {
-                    EventKind::Done => {
-                        if let Some(mut body) = self.body.take() {
-                            tokio::spawn(async move {
-                                let _ = tokio::time::timeout(DRAIN_AFTER_DONE, async {
-                                    while let Some(Ok(_)) = body.frame().await {}
-                                })
-                                .await;
-                            });
-                        }
-                        self.end(StreamEnd::Completed);
-                        return Some(event);
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            self.on_end.as_ref()?;
+            let event = match self.held.pop_front().or_else(|| self.framer.next_event()) {
+                Some(event) => event,
+                None => {
+                    self.read().await;
+                    continue;
+                }
+            };
+            match self.framer.classify(&event) {
+                EventKind::Done => {
+                    if let Some(mut body) = self.body.take() {
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(DRAIN_AFTER_DONE, async {
+                                while let Some(Ok(_)) = body.frame().await {}
+                            })
+                            .await;
+                        });
                     }
-                    EventKind::Content { finished } => {
-                        self.finished |= finished;
-                        self.tally.content_events += 1;
-                        // A native Responses stream reports usage in its
-                        // terminal event.
-                        self.note_usage(&event);
-                        return Some(event);
+                    self.release_held_text();
+                    self.end(StreamEnd::Completed);
+                    self.queue.push_back(event);
+                }
+                EventKind::Content { finished } => {
+                    self.finished |= finished;
+                    self.tally.content_events += 1;
+                    // A native Responses stream reports usage in its
+                    // terminal event.
+                    self.note_usage(&event);
+                    self.forward(event);
+                }
+                EventKind::Error { .. } => self.broke(CutReason::UpstreamError).await,
+                EventKind::Other => {
+                    if self.note_usage(&event) && self.strip_usage && usage_only(&event) {
+                        continue;
                     }
-                    EventKind::Error { .. } => return self.cut(CutReason::UpstreamError),
-                    EventKind::Other => {
-                        if self.note_usage(&event) && self.strip_usage && usage_only(&event) {
-                            continue;
-                        }
-                        return Some(event);
-                    }
+                    self.forward(event);
                 }
             }
-            if self.framer.overflowed() {
-                return self.cut(CutReason::EventTooLarge);
+        }
+    }
+
+    /// Waits for the next piece of the upstream body; a leg that breaks
+    /// meanwhile is continued or cut.
+    async fn read(&mut self) {
+        if self.framer.overflowed() {
+            return self.broke(CutReason::EventTooLarge).await;
+        }
+        let Some(body) = self.body.as_mut() else {
+            // Unreachable: a leg without a body has ended the stream.
+            return self.end(StreamEnd::Cut(CutReason::ConnectionLost));
+        };
+        let idle_deadline = Instant::now() + self.idle;
+        let wait_until = idle_deadline.min(self.deadline);
+        match timeout_at(wait_until, body.frame()).await {
+            Err(_) if wait_until == self.deadline => self.broke(CutReason::Deadline).await,
+            Err(_) => self.broke(CutReason::IdleTimeout).await,
+            Ok(Some(Err(_))) => self.broke(CutReason::ConnectionLost).await,
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    self.framer.push(data);
+                }
             }
-            let body = self.body.as_mut()?;
-            let idle_deadline = Instant::now() + self.idle;
-            let wait_until = idle_deadline.min(self.deadline);
-            match timeout_at(wait_until, body.frame()).await {
-                Err(_) if wait_until == self.deadline => return self.cut(CutReason::Deadline),
-                Err(_) => return self.cut(CutReason::IdleTimeout),
-                Ok(Some(Err(_))) => return self.cut(CutReason::ConnectionLost),
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.framer.push(data);
+            Ok(None) => {
+                // A finished answer whose `[DONE]` got lost is complete:
+                // add the terminator rather than alarm the client.
+                if self.finished && self.framer.pending_len() == 0 {
+                    self.body = None;
+                    self.release_held_text();
+                    self.end(StreamEnd::Completed);
+                    if self.framer.dialect() == Dialect::Chat {
+                        self.queue.push_back(Bytes::from_static(DONE_EVENT));
                     }
+                    // A Responses stream's terminal event was the end.
+                    return;
                 }
-                Ok(None) => {
-                    // A finished answer whose `[DONE]` got lost is complete:
-                    // add the terminator rather than alarm the client.
-                    if self.finished && self.framer.pending_len() == 0 {
-                        self.body = None;
-                        self.end(StreamEnd::Completed);
-                        return match self.framer.dialect() {
-                            Dialect::Chat => Some(Bytes::from_static(DONE_EVENT)),
-                            // Its terminal event was the end.
-                            Dialect::Responses => None,
-                        };
-                    }
-                    return self.cut(CutReason::EndedWithoutFinish);
-                }
+                self.broke(CutReason::EndedWithoutFinish).await
             }
         }
     }

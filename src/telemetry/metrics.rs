@@ -92,6 +92,40 @@ fn latency_buckets() -> Histogram {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResumedLabels {
+    pub route: String,
+    /// The target whose stream broke.
+    pub from: String,
+    /// The target asked to continue, `none` when no target could.
+    pub to: String,
+    /// `completed`, `cut` (the continuation broke too), `client_gone`,
+    /// `unavailable` (no target could continue).
+    pub outcome: &'static str,
+}
+
+/// Continued streams of one route. Continuations are rare, so labels are
+/// resolved when one happens (a hash lookup), not pre-built for every
+/// pair of targets.
+#[derive(Clone)]
+pub struct ResumedStreams {
+    route: String,
+    family: Family<ResumedLabels, Counter>,
+}
+
+impl ResumedStreams {
+    pub fn inc(&self, from: &str, to: &str, outcome: &'static str) {
+        self.family
+            .get_or_create(&ResumedLabels {
+                route: self.route.clone(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+}
+
 /// Every metric family the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -108,6 +142,7 @@ pub struct Metrics {
     breaker_skips: Family<RouteLabels, Counter>,
     cooling_skips: Family<RouteLabels, Counter>,
     streams_cut: Family<RouteLabels, Counter>,
+    streams_resumed: Family<ResumedLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
     cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     breaker_state: Family<TargetLabels, Gauge>,
@@ -140,6 +175,7 @@ impl Metrics {
             breaker_skips: Family::default(),
             cooling_skips: Family::default(),
             streams_cut: Family::default(),
+            streams_resumed: Family::default(),
             tokens: Family::default(),
             cost: Family::default(),
             breaker_state: Family::default(),
@@ -212,6 +248,11 @@ impl Metrics {
             "streams_cut",
             "Streams ended with an error event after content had been sent",
             m.streams_cut.clone(),
+        );
+        registry.register(
+            "streams_resumed",
+            "Streams cut after content that the gateway asked another target to continue, by outcome",
+            m.streams_resumed.clone(),
         );
         registry.register(
             "tokens",
@@ -339,6 +380,10 @@ impl Metrics {
             breaker_skips: self.breaker_skips.get_or_create(&r()).clone(),
             cooling_skips: self.cooling_skips.get_or_create(&r()).clone(),
             streams_cut: self.streams_cut.get_or_create(&r()).clone(),
+            resumed: ResumedStreams {
+                route: route.to_owned(),
+                family: self.streams_resumed.clone(),
+            },
             targets: per_target,
         }
     }
@@ -536,6 +581,7 @@ pub struct RouteMetrics {
     pub breaker_skips: Counter,
     pub cooling_skips: Counter,
     pub streams_cut: Counter,
+    pub resumed: ResumedStreams,
     /// Parallel to the route's targets.
     pub targets: Vec<TargetMetrics>,
 }

@@ -117,6 +117,18 @@ pub async fn gateway(upstreams: &[&SimHandle], extra: &str) -> Gateway {
     gateway_from_text(&config_text(&refs, extra)).await
 }
 
+/// [`gateway`] with stream continuation off on `chat-default`: for tests
+/// about the cut itself on a route with more than one target.
+pub async fn gateway_resume_off(upstreams: &[&SimHandle], extra: &str) -> Gateway {
+    let urls: Vec<String> = upstreams.iter().map(|s| s.base_url()).collect();
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let text = config_text(&refs, extra).replace(
+        "[routes.chat-default]\n",
+        "[routes.chat-default]\nresume = \"off\"\n",
+    );
+    gateway_from_text(&text).await
+}
+
 pub async fn gateway_from_text(text: &str) -> Gateway {
     gateway_with_env(text, |_| None).await
 }

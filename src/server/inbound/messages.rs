@@ -59,6 +59,10 @@ impl RequestForms for MessagesRequest {
     fn stream_translator(&self, target: &Target) -> Option<Box<dyn StreamTranslator>> {
         self.0.stream_translator(target)
     }
+
+    fn continuation_base(&self) -> Option<InspectedBody> {
+        self.0.continuation_base()
+    }
 }
 
 impl InboundRequest for MessagesRequest {

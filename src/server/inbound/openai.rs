@@ -137,6 +137,11 @@ impl RequestForms for JsonRequest {
     fn stream_translator(&self, target: &Target) -> Option<Box<dyn StreamTranslator>> {
         self.form.stream_translator(target)
     }
+
+    fn continuation_base(&self) -> Option<InspectedBody> {
+        let chat = self.form.endpoint == Endpoint::ChatCompletions && self.form.body.stream();
+        chat.then(|| self.form.body.clone())
+    }
 }
 
 impl InboundRequest for JsonRequest {

@@ -50,8 +50,16 @@ pub async fn serve<P: InboundProtocol>(
         Err(error) => return fail(&protocol, ctx, error),
     };
     let (live, request) = prepared;
-    match dispatch(&mut ctx, &table, &live, &request, &parts).await {
-        Ok(outcome) => respond::encode(ctx, request, outcome),
+    let placement = placement(&ctx, &table, &parts.headers);
+    match dispatch(&mut ctx, &table, &live, &request, &placement).await {
+        Ok(outcome) => {
+            let resume = respond::ResumeInputs {
+                placement,
+                global_budget: table.global_budget.clone(),
+                max_response_body: table.config.server.max_response_body,
+            };
+            respond::encode(ctx, request, outcome, resume)
+        }
         Err(error) => fail(&protocol, ctx, error),
     }
 }
@@ -196,34 +204,48 @@ fn complete_admission(ctx: &mut RequestCtx, live: &LiveRoute, request: &impl Inb
     }
 }
 
+/// Where the caller is and whether degraded targets may serve it: the
+/// dispatch and any continuation of its stream plan with the same.
+pub struct Placement {
+    pub caller_region: Option<String>,
+    pub allow_degraded: bool,
+}
+
+fn placement(ctx: &RequestCtx, table: &RouteTable, headers: &http::HeaderMap) -> Placement {
+    let caller_region = headers
+        .get(X_REGION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|r| !r.is_empty() && r.len() <= 64)
+        .or(table.config.server.region.as_deref())
+        .map(str::to_owned);
+    let allow_degraded = ctx.key.as_ref().is_none_or(|k| k.allow_degraded)
+        && headers
+            .get(X_ALLOW_DEGRADED)
+            .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"false"));
+    Placement {
+        caller_region,
+        allow_degraded,
+    }
+}
+
 /// The failover engine, over the route's targets.
 async fn dispatch<'r>(
     ctx: &mut RequestCtx,
     table: &RouteTable,
     live: &'r LiveRoute,
     request: &impl InboundRequest,
-    parts: &Parts,
+    placement: &Placement,
 ) -> Result<Outcome<'r>, GatewayError> {
     let config = &table.config;
-    let headers = &parts.headers;
-    let caller_region = headers
-        .get(X_REGION)
-        .and_then(|v| v.to_str().ok())
-        .filter(|r| !r.is_empty() && r.len() <= 64)
-        .or(config.server.region.as_deref());
-    let allow_degraded = ctx.key.as_ref().is_none_or(|k| k.allow_degraded)
-        && headers
-            .get(X_ALLOW_DEGRADED)
-            .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"false"));
     let result = Dispatch {
         live,
         global_budget: &table.global_budget,
-        caller_region,
+        caller_region: placement.caller_region.as_deref(),
         request,
         request_id: &ctx.request_id,
         max_response_body: config.server.max_response_body,
         counters: &ctx.state.counters.engine,
-        allow_degraded,
+        allow_degraded: placement.allow_degraded,
     }
     .run(ctx.started)
     .await;

@@ -7,10 +7,11 @@ use super::body::LoggedBody;
 use super::ctx::{Ending, RequestCtx, X_REQUEST_ID};
 use crate::api::{find_usage, Usage};
 use crate::config::Target;
-use crate::resilience::FailureClass;
-use crate::routing::{Outcome, Served, StreamStart};
+use crate::routing::resume::{Legs, Resumer};
+use crate::routing::table::LiveRoute;
+use crate::routing::{AttemptRecord, Outcome, Served, StreamStart};
 use crate::server::inbound::InboundRequest;
-use crate::streaming::relay::{CutReason, Relay, StreamEnd, Tally};
+use crate::streaming::relay::{Relay, StreamEnd, Tally};
 use axum::body::Body;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
@@ -18,14 +19,25 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use std::sync::atomic::Ordering;
-use tokio::time::Instant;
 
 const X_TARGET: &str = "x-switchyard-target";
 const X_ATTEMPTS: &str = "x-switchyard-attempts";
 const X_DEGRADED: &str = "x-switchyard-degraded";
 const X_DEPRECATION: &str = "x-switchyard-deprecation";
 
-pub fn encode(mut ctx: RequestCtx, request: impl InboundRequest, outcome: Outcome<'_>) -> Response {
+/// What a stream continuation needs beyond the request context.
+pub struct ResumeInputs {
+    pub placement: super::Placement,
+    pub global_budget: std::sync::Arc<crate::routing::table::Budget>,
+    pub max_response_body: usize,
+}
+
+pub fn encode(
+    mut ctx: RequestCtx,
+    request: impl InboundRequest,
+    outcome: Outcome<'_>,
+    resume: ResumeInputs,
+) -> Response {
     let target = outcome.target;
     ctx.served = Some((outcome.target_index, target.label.clone()));
     ctx.attempts = outcome.attempts;
@@ -37,7 +49,10 @@ pub fn encode(mut ctx: RequestCtx, request: impl InboundRequest, outcome: Outcom
             content_type,
             body,
         } => complete(ctx, request, target, status, content_type, body),
-        Served::Stream(start) => stream(ctx, request, target, outcome.target_index, *start),
+        Served::Stream(start) => {
+            let served = (outcome.target_index, *start);
+            stream(ctx, request, target, served, outcome.failures, resume)
+        }
         Served::Binary {
             content_type,
             first,
@@ -116,45 +131,58 @@ fn stream(
     mut ctx: RequestCtx,
     request: impl InboundRequest,
     target: &Target,
-    target_index: usize,
-    mut start: StreamStart,
+    (target_index, mut start): (usize, StreamStart),
+    failures: Vec<AttemptRecord>,
+    resume: ResumeInputs,
 ) -> Response {
     let ttft = ctx.started.elapsed();
     ctx.first_token = Some(ttft);
-    if let Some(live) = &ctx.live {
-        live.metrics.targets[target_index].first_token(ttft);
-    }
-    let content_type = start.content_type.clone();
-    let guard = start.guard.take();
-    let timeouts = match &ctx.live {
-        Some(live) => live.route.timeouts,
+    let Some(live) = ctx.live.clone() else {
         // Unreachable in practice: a stream is always served by a route.
-        None => return Response::new(Body::empty()),
+        return Response::new(Body::empty());
     };
+    live.metrics.targets[target_index].first_token(ttft);
+    let content_type = start.content_type.clone();
+    let timeouts = live.route.timeouts;
     let deadline = ctx.started + timeouts.total;
-    let on_end = Box::new(move |how: StreamEnd, tally: Tally| {
-        count_stream_end(&ctx, how);
-        if let Some(guard) = guard {
-            match how {
-                StreamEnd::Completed => guard.success(Instant::now()),
-                // The upstream broke the stream: a failure for its breaker.
-                StreamEnd::Cut(reason) if reason != CutReason::Deadline => {
-                    guard.failure(Instant::now(), FailureClass::Transient, None)
-                }
-                // Out of time or the client left: no verdict on the upstream.
-                _ => drop(guard),
-            }
+    let resumer = live
+        .route
+        .resume
+        .then(|| request.continuation_base())
+        .flatten()
+        .map(|base| Resumer {
+            global_budget: resume.global_budget,
+            counters: ctx.state.clone(),
+            request_id: ctx.request_id.clone(),
+            caller_region: resume.placement.caller_region,
+            allow_degraded: resume.placement.allow_degraded,
+            max_response_body: resume.max_response_body,
+            deadline,
+            base,
+            tried: tried(&live, &failures),
+        });
+    let legs = Legs::new(live, target_index, start.guard.take(), resumer);
+    let on_end = Box::new(move |how: StreamEnd, tally: Tally, mut legs: Legs| {
+        legs.ended(how);
+        let continued = legs.was_continued();
+        if continued {
+            note_continuation(&mut ctx, failures, &legs);
         }
+        count_stream_end(&ctx, how);
         let (usage, estimated) = billed_usage(&ctx, tally);
         ctx.finish(Ending {
             status: 200,
-            outcome: how.as_str(),
+            outcome: match how {
+                StreamEnd::Completed if continued => "continued",
+                _ => how.as_str(),
+            },
             usage: Some(usage),
             estimated,
         });
     });
     let relay = Relay::new(
         start,
+        legs,
         timeouts.idle,
         deadline,
         request.strip_stream_usage(),
@@ -173,13 +201,47 @@ fn stream(
     response
 }
 
+/// Targets the dispatch already used (a failed attempt), which a
+/// continuation does not go back to.
+fn tried(live: &LiveRoute, failures: &[AttemptRecord]) -> Vec<usize> {
+    let targets = &live.route.targets;
+    (0..targets.len())
+        .filter(|&i| failures.iter().any(|f| f.target == targets[i].label()))
+        .collect()
+}
+
+/// A continued stream's row names every leg: the dispatch's failed
+/// attempts, each break and failed continuation attempt, and the target
+/// that finished the answer.
+fn note_continuation(ctx: &mut RequestCtx, mut failures: Vec<AttemptRecord>, legs: &Legs) {
+    failures.extend(legs.failures.iter().cloned());
+    ctx.attempts += legs.attempts;
+    ctx.note_failures(&failures);
+    if let Some(live) = &ctx.live {
+        let serving = legs.serving();
+        ctx.served = Some((serving, live.route.targets[serving].label.clone()));
+    }
+}
+
 /// The usage a stream is billed for: what the upstream reported, else the
 /// gateway's estimate (a cut, a client gone, an upstream that reports none).
+/// A continued stream is billed for every upstream call: the legs that
+/// broke (estimated unless they reported usage) and the one that finished.
 fn billed_usage(ctx: &RequestCtx, tally: Tally) -> (Usage, bool) {
-    match tally.usage {
+    let (mut usage, mut estimated) = match tally.usage {
         Some(usage) => (usage, false),
         None => (ctx.estimated_usage(tally.content_events), true),
+    };
+    let earlier = tally.earlier;
+    usage.prompt_tokens += earlier.reported.prompt_tokens;
+    usage.completion_tokens += earlier.reported.completion_tokens;
+    if earlier.unreported > 0 {
+        let guessed = ctx.estimated_usage(earlier.unreported_events);
+        usage.prompt_tokens += guessed.prompt_tokens * earlier.unreported;
+        usage.completion_tokens += guessed.completion_tokens;
+        estimated = true;
     }
+    (usage, estimated)
 }
 
 fn count_stream_end(ctx: &RequestCtx, how: StreamEnd) {
