@@ -1344,3 +1344,50 @@ async fn a_client_that_never_reads_loses_its_connection_after_the_write_timeout(
     );
     drop(unread);
 }
+
+/// A client the relay gave up on (it read nothing for `idle`) and that then
+/// reads again must not find a clean end: the chunked body is aborted, not
+/// terminated, so no client takes the answer so far for all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_given_up_on_ends_aborted_not_terminated() {
+    let upstream = sim_with(
+        "firehose",
+        Behavior {
+            completion_tokens: 400_000,
+            ..Behavior::default()
+        },
+    )
+    .await;
+    // The socket's own write timeout stays far away: the relay gives up
+    // first, and what the client then reads is the body's end.
+    let gw = gateway(
+        &[&upstream],
+        "[server]\nwrite_timeout = \"10m\"\n\
+         [defaults.timeouts]\nconnect = \"1s\"\nfirst_byte = \"5s\"\nidle = \"1s\"\ntotal = \"10m\"\n",
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = socket.connect(gw.addr()).await.unwrap();
+    let body = chat_body(true).to_string();
+    client
+        .write_all(&chat_head(Some(body.len()), "Connection: close\r\n"))
+        .await
+        .unwrap();
+    client.write_all(body.as_bytes()).await.unwrap();
+    eventually("the relay gives up on the client", || {
+        upstream.stats().cancelled >= 1
+    })
+    .await;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(BOUND, client.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the gateway did not close the connection");
+    assert!(
+        !received.ends_with(b"\r\n0\r\n\r\n"),
+        "a stream the gateway gave up on ended with a clean chunked terminator"
+    );
+    assert!(
+        !sse_data(&received).iter().any(|d| d == "[DONE]"),
+        "no [DONE] for an unfinished answer"
+    );
+}

@@ -177,16 +177,28 @@ impl Relay {
     /// runs at most [`AHEAD`] events ahead of the client, and a client that
     /// takes no event for `write_timeout` is dropped, the upstream with it
     /// (its connection, concurrency slot and buffers are freed at once).
+    /// The [`Abandoned`] flag tells the body's last layer to end in an
+    /// error then, never in a clean-looking end.
     pub fn into_driven_stream(
         self,
         write_timeout: Duration,
-    ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    ) -> (
+        impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+        Abandoned,
+    ) {
         let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
-        tokio::spawn(drive(self.into_stream(), tx, write_timeout));
-        futures_util::stream::unfold(rx, |mut rx| async move {
+        let abandoned = Abandoned::default();
+        tokio::spawn(drive(
+            self.into_stream(),
+            tx,
+            write_timeout,
+            abandoned.clone(),
+        ));
+        let events = futures_util::stream::unfold(rx, |mut rx| async move {
             let event = rx.recv().await?;
             Some((event, rx))
-        })
+        });
+        (events, abandoned)
     }
 
     fn end(&mut self, how: StreamEnd) {
@@ -522,6 +534,49 @@ where
     })
 }
 
+/// Set when the relay gave up on a client that stopped reading.
+#[derive(Debug, Clone, Default)]
+pub struct Abandoned(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Abandoned {
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// `body`, ending in an error instead of its end when the relay gave up
+    /// on the client: hyper then aborts the connection (HTTP/1) or resets
+    /// the stream (HTTP/2). Ended cleanly, a chunked HTTP/1 body would get
+    /// its terminator, and a client that resumed reading would take the
+    /// answer so far for all of it; the connection would also stay open
+    /// for keep-alive. The flag is set before the relay's channel closes,
+    /// so it is seen when the body's end is.
+    pub fn fail_at_end<S, E>(
+        self,
+        body: S,
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use futures_util::StreamExt;
+        let end = futures_util::stream::once(async move {
+            self.is_set().then(|| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client stopped reading the stream",
+                ))
+            })
+        })
+        .filter_map(std::future::ready);
+        body.map(|chunk| chunk.map_err(std::io::Error::other))
+            .chain(end)
+    }
+}
+
 /// Moves events from the relay to the client's body until the stream ends,
 /// the client leaves, or the client stops reading. Returning drops the
 /// relay, which ends it as `ClientGone` unless it had ended already.
@@ -529,6 +584,7 @@ async fn drive(
     events: impl Stream<Item = Result<Bytes, Infallible>> + Send,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>,
     write_timeout: Duration,
+    abandoned: Abandoned,
 ) {
     use futures_util::StreamExt;
     let mut events = std::pin::pin!(events);
@@ -548,6 +604,7 @@ async fn drive(
                     after_ms = write_timeout.as_millis() as u64,
                     "client stopped reading a stream; dropped it and its upstream"
                 );
+                abandoned.set();
                 return;
             }
         }

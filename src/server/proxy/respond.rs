@@ -190,10 +190,10 @@ fn stream(
     );
     // A client that reads nothing for `idle` is as gone as an upstream
     // that sends nothing for it.
-    let events = relay.into_driven_stream(timeouts.idle).boxed();
-    let body = request.encode_stream(target, events);
-    let body =
-        axum::body::Body::from_stream(crate::streaming::relay::coalesced(body.into_data_stream()));
+    let (events, abandoned) = relay.into_driven_stream(timeouts.idle);
+    let body = request.encode_stream(target, events.boxed());
+    let body = crate::streaming::relay::coalesced(body.into_data_stream());
+    let body = axum::body::Body::from_stream(abandoned.fail_at_end(body));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
