@@ -1391,3 +1391,72 @@ async fn a_stream_given_up_on_ends_aborted_not_terminated() {
         "no [DONE] for an unfinished answer"
     );
 }
+
+/// What a client that never reads can make the gateway produce for it is
+/// bounded by the socket's send buffer (`[server] send_buffer`), not by the
+/// kernel's autotuning (up to 4 MiB: 16,219 events of this stream without
+/// the setting, 1,348 with it, when written).
+/// Read off the request log: a stream the client left is billed for the
+/// content events the gateway forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_sent_at_most_its_send_buffer() {
+    let upstream = sim_with(
+        "firehose",
+        Behavior {
+            completion_tokens: 400_000,
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("switchyard-sndbuf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("log.db").display());
+    let gw = gateway(
+        &[&upstream],
+        &format!(
+            "[server]\nsend_buffer = \"64KiB\"\nwrite_timeout = \"10m\"\n\
+             [store]\nurl = \"{url}\"\n[request_log]\nenabled = true\n\
+             [defaults.timeouts]\nconnect = \"1s\"\nfirst_byte = \"5s\"\nidle = \"1s\"\ntotal = \"10m\"\n"
+        ),
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut unread = socket.connect(gw.addr()).await.unwrap();
+    let body = chat_body(true).to_string();
+    unread
+        .write_all(&chat_head(Some(body.len()), ""))
+        .await
+        .unwrap();
+    unread.write_all(body.as_bytes()).await.unwrap();
+    eventually("the relay gives up on the client", || {
+        upstream.stats().cancelled >= 1
+    })
+    .await;
+    let log = gw.state().request_log.get().expect("request log on");
+    let store = switchyard::store::Store::connect(&url, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut forwarded = None;
+    for _ in 0..100 {
+        log.flush().await;
+        let rows = store
+            .query_requests(&switchyard::store::RequestQuery::newest(1))
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            forwarded = row.completion_tokens;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let forwarded = forwarded.expect("the stream's row is logged");
+    // 64 KiB (doubled by the kernel) plus hyper's 128 KiB write buffer and
+    // the relay's 16 events.
+    assert!(
+        forwarded < 6_000,
+        "{forwarded} events were produced for a client that read none"
+    );
+    drop(unread);
+    let _ = std::fs::remove_dir_all(&dir);
+}

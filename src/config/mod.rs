@@ -142,6 +142,8 @@ pub struct ServerSettings {
     /// A client connection whose writes make no progress this long is
     /// closed (restart-only: the accept loop reads it at start).
     pub write_timeout: Duration,
+    /// `SO_SNDBUF` of each client socket (restart-only).
+    pub send_buffer: usize,
     /// Largest request head accepted (HTTP/1 and HTTP/2); larger gets 431.
     pub max_header_bytes: usize,
     /// Client connections served at once (HTTP/1 or HTTP/2); one more is
@@ -792,6 +794,20 @@ pub(crate) fn parse_duration(text: &str, max: Duration) -> Result<Duration, Dura
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 
 /// `server.max_header_bytes`: 1 KiB to 1 MiB, default 32 KiB.
+fn send_buffer(issues: &mut Issues, raw: Option<&RawSize>) -> usize {
+    const DEFAULT: usize = 256 << 10;
+    let n = issues.size("server.send_buffer", raw, DEFAULT);
+    if (16 << 10..=16 << 20).contains(&n) {
+        return n;
+    }
+    issues.hint(
+        "server.send_buffer",
+        format!("{n} bytes is outside 16KiB..=16MiB"),
+        "the default 256KiB streams at full speed to clients in the same region",
+    );
+    DEFAULT
+}
+
 fn max_header_bytes(issues: &mut Issues, raw: Option<&RawSize>) -> usize {
     const DEFAULT: usize = 32 << 10;
     let n = issues.size("server.max_header_bytes", raw, DEFAULT);
@@ -1258,6 +1274,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             Duration::from_secs(30),
         ),
         max_header_bytes: max_header_bytes(&mut issues, raw.server.max_header_bytes.as_ref()),
+        send_buffer: send_buffer(&mut issues, raw.server.send_buffer.as_ref()),
         max_connections: match raw.server.max_connections {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(n @ 1..=1_000_000) => n,

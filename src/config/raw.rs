@@ -159,6 +159,9 @@ pub struct RawServer {
     /// How long a write to a client may make no progress (a client that
     /// stopped reading) before its connection is closed.
     pub write_timeout: Option<String>,
+    /// The kernel send buffer of each client connection (`SO_SNDBUF`):
+    /// what a client that reads slowly can make the kernel hold for it.
+    pub send_buffer: Option<RawSize>,
     /// This node's region; `SWITCHYARD_REGION` overrides it.
     pub region: Option<String>,
     /// Reload the config when the file changes (checked every 2 s). SIGHUP

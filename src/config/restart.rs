@@ -24,6 +24,7 @@ impl Config {
                 a.body_read_timeout != b.body_read_timeout,
             ),
             ("server.write_timeout", a.write_timeout != b.write_timeout),
+            ("server.send_buffer", a.send_buffer != b.send_buffer),
             (
                 "server.max_header_bytes",
                 a.max_header_bytes != b.max_header_bytes,

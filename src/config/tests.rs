@@ -543,6 +543,18 @@ fn max_header_bytes_is_bounded() {
 }
 
 #[test]
+fn client_socket_settings_are_bounded() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    let config = Config::from_toml(base, |_| None).unwrap();
+    assert_eq!(config.server.send_buffer, 256 << 10);
+    assert_eq!(config.server.write_timeout, std::time::Duration::from_secs(30));
+    let errs = errors(&format!("[server]\nsend_buffer = \"1KiB\"\n{base}"));
+    assert!(errs[0].starts_with("server.send_buffer:"), "{errs:?}");
+    let errs = errors(&format!("[server]\nwrite_timeout = \"0s\"\n{base}"));
+    assert!(errs[0].starts_with("server.write_timeout:"), "{errs:?}");
+}
+
+#[test]
 fn durations_are_capped_so_no_deadline_can_overflow() {
     const BASE: &str = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
     // Each of these parsed before and made `Instant::now() + d` (or the

@@ -31,6 +31,8 @@ pub(crate) struct ConnLimits {
     /// A write to the client that makes no progress this long fails, and
     /// hyper closes the connection.
     pub write_timeout: Duration,
+    /// `SO_SNDBUF` of each accepted socket.
+    pub send_buffer: usize,
     /// hyper's head buffer (see `head_limit::transport_ceiling`).
     pub max_head_buffer: usize,
     /// Connections served at once; one more gets [`OVERLOADED`] and is closed.
@@ -128,6 +130,10 @@ pub(crate) async fn accept_until(
         };
         // Small SSE events must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
+        // A fixed send buffer instead of the kernel's autotuning (up to
+        // `tcp_wmem`'s 4 MiB): a client that stops reading can make the
+        // kernel hold, and the gateway produce, only this much for it.
+        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(limits.send_buffer);
         let io = TokioIo::new(SniffDeadline::new(
             write_stall_limited(tcp, limits.write_timeout),
             limits.header_read_timeout,

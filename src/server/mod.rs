@@ -212,6 +212,7 @@ async fn serve_router(
     let limits = accept::ConnLimits {
         header_read_timeout: settings.header_read_timeout,
         write_timeout: settings.write_timeout,
+        send_buffer: settings.send_buffer,
         max_head_buffer: head_limit::transport_ceiling(settings.max_header_bytes),
         max_connections: settings.max_connections,
     };
