@@ -392,3 +392,44 @@ async fn the_request_log_records_the_continuation() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Through the official SDKs (OpenAI's on chat, Anthropic's on
+/// `/v1/messages`), each stream cut after 40 of 60 tokens: the fallback
+/// continues it and each SDK reads one complete answer.
+async fn sdks_read_continued_streams(fallback_kind: &str, fallback: SimHandle) {
+    let primary = sim60("primary", |_| {}).await;
+    primary.push_script([
+        FaultAction::DropAfter(40).into(),
+        FaultAction::DropAfter(40).into(),
+    ]);
+    let gw = gateway_for(&[("openai", &primary), (fallback_kind, &fallback)], "").await;
+    let v = run_python_client("continued_stream_client", gw.base_url()).await;
+    let full = answer(TOKENS);
+    let openai = &v["openai"];
+    assert_eq!(openai["text"], full.as_str(), "{v}");
+    assert_eq!(openai["finishes"], serde_json::json!(["stop"]), "{v}");
+    assert_eq!(
+        (openai["ids"].as_u64(), openai["models"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(openai["completion_tokens"], TOKENS, "{v}");
+    let messages = &v["anthropic"];
+    assert_eq!(messages["text"], full.as_str(), "{v}");
+    assert_eq!(messages["stop_reason"], "end_turn", "{v}");
+    assert_eq!(messages["message_starts"], 1, "{v}");
+    assert_eq!(messages["message_stops"], 1, "{v}");
+    let continued = continuation_of(&fallback);
+    assert_eq!(continued.len(), 2, "both streams continued: {continued:?}");
+    assert!(continued.iter().all(Option::is_some), "{continued:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_read_a_stream_continued_by_prefill() {
+    sdks_read_continued_streams("anthropic", sim60("claude", |_| {}).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_read_a_stream_continued_by_instruction_with_overlap() {
+    let fallback = sim60("fallback", |b| b.continue_overlap = 3).await;
+    sdks_read_continued_streams("openai", fallback).await;
+}

@@ -547,7 +547,10 @@ fn client_socket_settings_are_bounded() {
     let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
     let config = Config::from_toml(base, |_| None).unwrap();
     assert_eq!(config.server.send_buffer, 256 << 10);
-    assert_eq!(config.server.write_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(
+        config.server.write_timeout,
+        std::time::Duration::from_secs(30)
+    );
     let errs = errors(&format!("[server]\nsend_buffer = \"1KiB\"\n{base}"));
     assert!(errs[0].starts_with("server.send_buffer:"), "{errs:?}");
     let errs = errors(&format!("[server]\nwrite_timeout = \"0s\"\n{base}"));
