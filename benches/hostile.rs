@@ -450,46 +450,11 @@ fn main() {
         .build()
         .expect("runtime");
 
-    let sim = spawn(
-        &[
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--models",
-            "gpt-4o-mini",
-            "--completion-tokens",
-            "16",
-        ],
-        false,
-    );
+    let sim = spawn_sim(&["--completion-tokens", "16"]);
     // Answers far longer than any slow reader takes.
-    let long_sim = spawn(
-        &[
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--models",
-            "gpt-4o-mini",
-            "--completion-tokens",
-            "200000",
-        ],
-        false,
-    );
+    let long_sim = spawn_sim(&["--completion-tokens", "200000"]);
     // 10 tokens at 1 per second: a stream lasts 10 s, so they pile up.
-    let paced_sim = spawn(
-        &[
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--models",
-            "gpt-4o-mini",
-            "--completion-tokens",
-            "10",
-            "--tokens-per-sec",
-            "1",
-        ],
-        false,
-    );
+    let paced_sim = spawn_sim(&["--completion-tokens", "10", "--tokens-per-sec", "1"]);
     let endless_sent = Arc::new(AtomicU64::new(0));
     let endless = runtime.block_on(endless_line_upstream(endless_sent.clone()));
 
@@ -620,6 +585,13 @@ fn main() {
             rss as f64 / 1024.0,
         );
     }
+}
+
+/// A simulator serving `gpt-4o-mini` with `flags` besides.
+fn spawn_sim(flags: &[&str]) -> Proc {
+    let mut args = vec!["sim", "--listen", "127.0.0.1:0", "--models", "gpt-4o-mini"];
+    args.extend_from_slice(flags);
+    spawn(&args, false)
 }
 
 /// The gateway under `prlimit --nofile=N:N`: it sizes `max_connections`

@@ -1256,14 +1256,7 @@ async fn connections_beyond_max_connections_are_refused_cleanly() {
 /// that was only checked when the client read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_a_stream_is_dropped_and_its_upstream_cancelled() {
-    let upstream = sim_with(
-        "firehose",
-        Behavior {
-            completion_tokens: 400_000,
-            ..Behavior::default()
-        },
-    )
-    .await;
+    let upstream = firehose().await;
     let policy = "[defaults.timeouts]\nconnect = \"1s\"\nfirst_byte = \"5s\"\nidle = \"1s\"\ntotal = \"10m\"\n";
     let gw = gateway(&[&upstream], policy).await;
     let response = send(
@@ -1294,6 +1287,34 @@ async fn a_client_that_never_reads_a_stream_is_dropped_and_its_upstream_cancelle
     assert_eq!(gone, 1);
 }
 
+/// An upstream whose stream outlasts any test: 400,000 tokens, sent as
+/// fast as they are read.
+async fn firehose() -> switchyard::sim::SimHandle {
+    sim_with(
+        "firehose",
+        Behavior {
+            completion_tokens: 400_000,
+            ..Behavior::default()
+        },
+    )
+    .await
+}
+
+/// A streamed chat request on a socket with a 4 KiB receive buffer that
+/// the caller then does not read (`extra_head`: more header lines).
+async fn unread_stream(gw: &Gateway, extra_head: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(gw.addr()).await.unwrap();
+    let body = chat_body(true).to_string();
+    stream
+        .write_all(&chat_head(Some(body.len()), extra_head))
+        .await
+        .unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    stream
+}
+
 /// The same client at the transport: once the relay gave up on it, the
 /// gateway must also close its connection, not only the upstream. hyper
 /// stops polling a body whose socket takes no bytes, so only a write
@@ -1301,27 +1322,14 @@ async fn a_client_that_never_reads_a_stream_is_dropped_and_its_upstream_cancelle
 /// coming free while the client still holds its socket, unread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_loses_its_connection_after_the_write_timeout() {
-    let upstream = sim_with(
-        "firehose",
-        Behavior {
-            completion_tokens: 400_000,
-            ..Behavior::default()
-        },
-    )
-    .await;
+    let upstream = firehose().await;
     let gw = gateway(
         &[&upstream],
         "[server]\nmax_connections = 1\nwrite_timeout = \"1s\"\n\
          [defaults.timeouts]\nconnect = \"1s\"\nfirst_byte = \"5s\"\nidle = \"1s\"\ntotal = \"10m\"\n",
     )
     .await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut unread = socket.connect(gw.addr()).await.unwrap();
-    let body = chat_body(true).to_string();
-    let head = chat_head(Some(body.len()), "");
-    unread.write_all(&head).await.unwrap();
-    unread.write_all(body.as_bytes()).await.unwrap();
+    let unread = unread_stream(&gw, "").await;
     eventually("the upstream stream is cancelled", || {
         upstream.stats().cancelled >= 1
     })
@@ -1350,14 +1358,7 @@ async fn a_client_that_never_reads_loses_its_connection_after_the_write_timeout(
 /// terminated, so no client takes the answer so far for all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_given_up_on_ends_aborted_not_terminated() {
-    let upstream = sim_with(
-        "firehose",
-        Behavior {
-            completion_tokens: 400_000,
-            ..Behavior::default()
-        },
-    )
-    .await;
+    let upstream = firehose().await;
     // The socket's own write timeout stays far away: the relay gives up
     // first, and what the client then reads is the body's end.
     let gw = gateway(
@@ -1366,15 +1367,7 @@ async fn a_stream_given_up_on_ends_aborted_not_terminated() {
          [defaults.timeouts]\nconnect = \"1s\"\nfirst_byte = \"5s\"\nidle = \"1s\"\ntotal = \"10m\"\n",
     )
     .await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut client = socket.connect(gw.addr()).await.unwrap();
-    let body = chat_body(true).to_string();
-    client
-        .write_all(&chat_head(Some(body.len()), "Connection: close\r\n"))
-        .await
-        .unwrap();
-    client.write_all(body.as_bytes()).await.unwrap();
+    let mut client = unread_stream(&gw, "Connection: close\r\n").await;
     eventually("the relay gives up on the client", || {
         upstream.stats().cancelled >= 1
     })
@@ -1400,14 +1393,7 @@ async fn a_stream_given_up_on_ends_aborted_not_terminated() {
 /// content events the gateway forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_sent_at_most_its_send_buffer() {
-    let upstream = sim_with(
-        "firehose",
-        Behavior {
-            completion_tokens: 400_000,
-            ..Behavior::default()
-        },
-    )
-    .await;
+    let upstream = firehose().await;
     let dir = std::env::temp_dir().join(format!("switchyard-sndbuf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("log.db").display());
@@ -1420,15 +1406,7 @@ async fn a_client_that_never_reads_is_sent_at_most_its_send_buffer() {
         ),
     )
     .await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut unread = socket.connect(gw.addr()).await.unwrap();
-    let body = chat_body(true).to_string();
-    unread
-        .write_all(&chat_head(Some(body.len()), ""))
-        .await
-        .unwrap();
-    unread.write_all(body.as_bytes()).await.unwrap();
+    let unread = unread_stream(&gw, "").await;
     eventually("the relay gives up on the client", || {
         upstream.stats().cancelled >= 1
     })

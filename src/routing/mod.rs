@@ -112,20 +112,35 @@ struct Skipped {
 /// How many times a request whose targets are all open waits for a probe.
 const MAX_OPEN_WAITS: u32 = 3;
 
+impl<'r, 'a> Dispatch<'r, 'a> {
+    /// What every attempt of this request shares, over `client`.
+    pub(super) fn attempt_context<'c>(
+        &'c self,
+        client: &'c crate::providers::HttpClient,
+    ) -> AttemptContext<'c>
+    where
+        'r: 'c,
+        'a: 'c,
+    {
+        let route = &*self.live.route;
+        AttemptContext {
+            client,
+            request: self.request,
+            request_id: self.request_id,
+            timeouts: &route.timeouts,
+            max_response_body: self.max_response_body,
+            retry_after_cap: route.breaker.open_max,
+        }
+    }
+}
+
 impl<'r> Dispatch<'r, '_> {
     pub async fn run(self, started: Instant) -> Result<Outcome<'r>, GatewayError> {
         let live = self.live;
         let route = &*live.route;
         let deadline = started + route.timeouts.total;
         let client = crate::providers::client::for_connect_timeout(route.timeouts.connect);
-        let ctx = AttemptContext {
-            client: &client,
-            request: self.request,
-            request_id: self.request_id,
-            timeouts: &route.timeouts,
-            max_response_body: self.max_response_body,
-            retry_after_cap: route.breaker.open_max,
-        };
+        let ctx = self.attempt_context(&client);
         live.budget.tokens.deposit();
         self.global_budget.tokens.deposit();
         let policy = &route.retry;

@@ -8,7 +8,7 @@
 //! request (a 4xx: prefill not supported) is a capability miss and the next
 //! one is asked.
 
-use super::attempt::{AttemptContext, Served, StreamStart};
+use super::attempt::{Served, StreamStart};
 use super::table::{Budget, LiveRoute};
 use super::{one, record, AttemptRecord, ContextFallback, Dispatch, EngineCounters, Step};
 use super::{RequestForms, TargetRequest, UpstreamBodies};
@@ -217,14 +217,7 @@ impl Dispatch<'_, '_> {
     pub(super) async fn continuation(&self, tried: &[usize], deadline: Instant) -> Continued {
         let route = &*self.live.route;
         let client = providers::client::for_connect_timeout(route.timeouts.connect);
-        let ctx = AttemptContext {
-            client: &client,
-            request: self.request,
-            request_id: self.request_id,
-            timeouts: &route.timeouts,
-            max_response_body: self.max_response_body,
-            retry_after_cap: route.breaker.open_max,
-        };
+        let ctx = self.attempt_context(&client);
         let mut bodies = UpstreamBodies::default();
         let context = ContextFallback::default();
         let mut out = Continued::default();
