@@ -321,7 +321,7 @@ impl Relay {
             // two models' halves could be valid JSON meaning something else.
             self.answer = None;
         } else if answer.head.is_none() {
-            answer.head = peeked.head;
+            answer.head = peeked.head();
         }
         let text = peeked.text.map(|t| t.into_owned());
         drop(data);

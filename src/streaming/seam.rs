@@ -57,7 +57,22 @@ pub fn overlap(sent: &str, continuation: &str) -> usize {
 pub struct Peeked<'a> {
     pub text: Option<Cow<'a, str>>,
     pub tool_call: bool,
-    pub head: Option<Head>,
+    /// The chunk's identity, borrowed: only the first chunk's is kept, so
+    /// the others cost no allocation ([`Peeked::head`]).
+    id: Option<Cow<'a, str>>,
+    model: Option<Cow<'a, str>>,
+    created: Option<u64>,
+}
+
+impl Peeked<'_> {
+    /// The identity this chunk announces, owned.
+    pub fn head(&self) -> Option<Head> {
+        self.id.as_ref().map(|id| Head {
+            id: id.clone().into_owned(),
+            model: self.model.clone().map(Cow::into_owned),
+            created: self.created,
+        })
+    }
 }
 
 /// The identity a stream announced in its first chunk.
@@ -102,11 +117,9 @@ pub fn peek(data: &[u8]) -> Peeked<'_> {
         return Peeked::default();
     };
     let mut peeked = Peeked {
-        head: chunk.id.map(|id| Head {
-            id: id.into_owned(),
-            model: chunk.model.map(Cow::into_owned),
-            created: chunk.created,
-        }),
+        id: chunk.id,
+        model: chunk.model,
+        created: chunk.created,
         ..Peeked::default()
     };
     for delta in chunk
@@ -360,7 +373,7 @@ mod tests {
         assert_eq!(p.text.as_deref(), Some("hi"));
         assert!(!p.tool_call);
         assert_eq!(
-            p.head,
+            p.head(),
             Some(Head {
                 id: "c1".into(),
                 model: Some("m".into()),
