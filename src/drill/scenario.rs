@@ -57,6 +57,8 @@ struct RawProvider {
     hang_rate: Option<f64>,
     drop_rate: Option<f64>,
     drop_after: Option<u32>,
+    stall_rate: Option<f64>,
+    stall_after: Option<u32>,
     error_event_rate: Option<f64>,
     #[serde(default)]
     timeline: Vec<RawPhase>,
@@ -75,6 +77,8 @@ struct RawPhase {
     hang_rate: Option<f64>,
     drop_rate: Option<f64>,
     drop_after: Option<u32>,
+    stall_rate: Option<f64>,
+    stall_after: Option<u32>,
     error_event_rate: Option<f64>,
 }
 
@@ -88,6 +92,8 @@ struct RawFaults<'a> {
     hang_rate: Option<f64>,
     drop_rate: Option<f64>,
     drop_after: Option<u32>,
+    stall_rate: Option<f64>,
+    stall_after: Option<u32>,
     error_event_rate: Option<f64>,
 }
 
@@ -102,6 +108,8 @@ impl RawProvider {
             hang_rate: self.hang_rate,
             drop_rate: self.drop_rate,
             drop_after: self.drop_after,
+            stall_rate: self.stall_rate,
+            stall_after: self.stall_after,
             error_event_rate: self.error_event_rate,
         }
     }
@@ -118,6 +126,8 @@ impl RawPhase {
             hang_rate: self.hang_rate,
             drop_rate: self.drop_rate,
             drop_after: self.drop_after,
+            stall_rate: self.stall_rate,
+            stall_after: self.stall_after,
             error_event_rate: self.error_event_rate,
         }
     }
@@ -882,6 +892,18 @@ fn apply_faults(issues: &mut Issues, path: &str, raw: &RawFaults<'_>, behavior: 
             format!("{path}.drop_after"),
             "drop_after without drop_rate",
             "add drop_rate = 0.1 to cut 10% of streams after drop_after chunks",
+        ),
+        (None, _) => {}
+    }
+    match (
+        issues.probability(format!("{path}.stall_rate"), raw.stall_rate),
+        raw.stall_after,
+    ) {
+        (Some(p), after) => behavior.stall_after = Some((after.unwrap_or(2), p)),
+        (None, Some(_)) if raw.stall_rate.is_none() => issues.hint(
+            format!("{path}.stall_after"),
+            "stall_after without stall_rate",
+            "add stall_rate = 0.1 to stall 10% of streams after stall_after chunks",
         ),
         (None, _) => {}
     }

@@ -104,6 +104,7 @@ impl Behavior {
         // Drawn last: earlier draws, and so every existing seed's sequence,
         // are unchanged by the rate's existence.
         let context_draw: f64 = rng.random();
+        let stall_draw: f64 = rng.random();
 
         let action = if hang_draw < self.hang_rate {
             FaultAction::Hang
@@ -120,6 +121,8 @@ impl Behavior {
             FaultAction::Ok
         } else if let Some((n, _)) = self.drop_after.filter(|&(_, p)| drop_draw < p) {
             FaultAction::DropAfter(n)
+        } else if let Some((n, _)) = self.stall_after.filter(|&(_, p)| stall_draw < p) {
+            FaultAction::StallAfter(n)
         } else if event_draw < self.error_event_rate {
             FaultAction::ErrorEventFirst
         } else {
@@ -322,6 +325,24 @@ mod tests {
             FaultAction::DropAfter(2)
         );
         assert_eq!(stream_only.sample(1, 0, false).action, FaultAction::Ok);
+    }
+
+    #[test]
+    fn streams_stall_when_they_do_not_drop() {
+        let stalling = Behavior {
+            stall_after: Some((8, 1.0)),
+            ..Behavior::default()
+        };
+        assert_eq!(
+            stalling.sample(1, 0, true).action,
+            FaultAction::StallAfter(8)
+        );
+        assert_eq!(stalling.sample(1, 0, false).action, FaultAction::Ok);
+        let both = Behavior {
+            drop_after: Some((2, 1.0)),
+            ..stalling
+        };
+        assert_eq!(both.sample(1, 0, true).action, FaultAction::DropAfter(2));
     }
 
     #[test]

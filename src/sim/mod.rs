@@ -142,6 +142,9 @@ pub struct Behavior {
     /// `(n, probability)`: a stream aborts the connection after `n` content
     /// chunks.
     pub drop_after: Option<(u32, f64)>,
+    /// `(n, probability)`: a stream goes silent after `n` content chunks
+    /// with its connection open.
+    pub stall_after: Option<(u32, f64)>,
     /// Probability that a stream's only event is an in-band error object.
     pub error_event_rate: f64,
     /// Streaming pace; 0 sends all chunks as fast as possible.
