@@ -355,6 +355,12 @@ pub struct Target {
     pub context_window: Option<u32>,
     /// How this target can continue an answer another target started.
     pub continuation: Continuation,
+    /// The provider service tier the gateway sets on every request to this
+    /// target (the operator's choice wins over the client's).
+    pub service_tier: Option<Box<str>>,
+    /// The tier this target is retried at, at once, when it refuses
+    /// `service_tier` (see `routing::tier`).
+    pub tier_fallback: Option<Box<str>>,
 }
 
 /// How a target can be asked to continue a partial answer (a stream cut
@@ -1636,6 +1642,8 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     Continuation::None
                 }
             };
+            let (service_tier, tier_fallback) =
+                resolve_service_tier(&mut issues, &tpath, provider.kind, t);
             let version = provider.api_version.as_ref().and_then(|v| v.to_str().ok());
             let urls = bases.get(&t.provider).and_then(|base| {
                 crate::providers::adapter(provider.kind).urls(base, &t.model, version)
@@ -1681,6 +1689,8 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     deprecated_after: deprecated_after.clone(),
                     context_window: t.context_window,
                     continuation,
+                    service_tier: service_tier.clone(),
+                    tier_fallback: tier_fallback.clone(),
                 });
             }
         }
@@ -1949,3 +1959,51 @@ fn resolve_limits(issues: &mut Issues, raw: &raw::RawLimits) -> LimitSettings {
 
 #[cfg(test)]
 mod tests;
+
+/// A target's `service_tier` and `tier_fallback`: non-empty strings, only
+/// for providers whose request body carries OpenAI's `service_tier`, and a
+/// fallback only with a tier to fall back from.
+fn resolve_service_tier(
+    issues: &mut Issues,
+    tpath: &str,
+    kind: ProviderKind,
+    t: &raw::RawTarget,
+) -> (Option<Box<str>>, Option<Box<str>>) {
+    let mut check = |key: &str, value: &Option<String>| -> Option<Box<str>> {
+        let value = value.as_deref()?;
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            issues.push(
+                format!("{tpath}.{key}"),
+                "must be a tier name such as \"flex\" or \"default\" (printable ASCII, no spaces)",
+            );
+            return None;
+        }
+        if !matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi) {
+            issues.push(
+                format!("{tpath}.{key}"),
+                format!(
+                    "{} targets cannot take a service tier (openai and azure_openai only)",
+                    kind.as_str()
+                ),
+            );
+            return None;
+        }
+        Some(value.into())
+    };
+    let tier = check("service_tier", &t.service_tier);
+    let fallback = check("tier_fallback", &t.tier_fallback);
+    if t.tier_fallback.is_some() && t.service_tier.is_none() {
+        issues.hint(
+            format!("{tpath}.tier_fallback"),
+            "needs service_tier",
+            "set service_tier = \"flex\" (the tier tried first)",
+        );
+    }
+    if tier.is_some() && tier == fallback {
+        issues.push(
+            format!("{tpath}.tier_fallback"),
+            "must differ from service_tier",
+        );
+    }
+    (tier, fallback)
+}

@@ -325,4 +325,10 @@ pub struct RawTarget {
     /// How this target can continue a cut answer: `"prefill"`, `"instruct"`
     /// or `"none"`; defaults to its provider kind's.
     pub continuation: Option<String>,
+    /// The provider service tier requests are sent at (`"flex"`, …);
+    /// OpenAI and Azure OpenAI targets only.
+    pub service_tier: Option<String>,
+    /// The tier the same target is retried at when it refuses
+    /// `service_tier` (OpenAI's 429 `resource_unavailable`).
+    pub tier_fallback: Option<String>,
 }

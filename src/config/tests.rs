@@ -666,3 +666,61 @@ fn resume_defaults_to_continue_and_continuation_to_the_provider_kind() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn service_tiers_are_validated_with_their_key_paths() {
+    let provider = |kind: &str| {
+        format!("[providers.p]\nkind = \"{kind}\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"OPENAI_API_KEY\"\n")
+    };
+    let route = |settings: &str| {
+        format!("[routes.r]\ntargets = [{{ provider = \"p\", model = \"m\"{settings} }}]\n")
+    };
+    let ok = format!(
+        "{}{}",
+        provider("openai"),
+        route(r#", service_tier = "flex", tier_fallback = "default""#)
+    );
+    let config = Config::from_toml(&ok, env_with_keys).unwrap();
+    let t = &config.route("r").unwrap().targets[0];
+    assert_eq!(t.service_tier.as_deref(), Some("flex"));
+    assert_eq!(t.tier_fallback.as_deref(), Some("default"));
+
+    let errs = errors(&format!(
+        "{}{}",
+        provider("anthropic"),
+        route(r#", service_tier = "flex""#)
+    ));
+    assert!(
+        errs[0].starts_with(
+            "routes.r.targets[0].service_tier: anthropic targets cannot take a service tier"
+        ),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{}{}",
+        provider("openai"),
+        route(r#", service_tier = """#)
+    ));
+    assert!(
+        errs[0].starts_with("routes.r.targets[0].service_tier: must be a tier name"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{}{}",
+        provider("openai"),
+        route(r#", tier_fallback = "default""#)
+    ));
+    assert!(
+        errs[0].starts_with("routes.r.targets[0].tier_fallback: needs service_tier"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{}{}",
+        provider("azure_openai"),
+        route(r#", service_tier = "flex", tier_fallback = "flex""#)
+    ));
+    assert!(
+        errs[0].starts_with("routes.r.targets[0].tier_fallback: must differ"),
+        "{errs:?}"
+    );
+}

@@ -24,6 +24,7 @@ const X_TARGET: &str = "x-switchyard-target";
 const X_ATTEMPTS: &str = "x-switchyard-attempts";
 const X_DEGRADED: &str = "x-switchyard-degraded";
 const X_DEPRECATION: &str = "x-switchyard-deprecation";
+const X_SERVICE_TIER: &str = "x-switchyard-service-tier";
 
 /// What a stream continuation needs beyond the request context.
 pub struct ResumeInputs {
@@ -42,7 +43,14 @@ pub fn encode(
     ctx.served = Some((outcome.target_index, target.label.clone()));
     ctx.attempts = outcome.attempts;
     ctx.note_failures(&outcome.failures);
-    let headers = gateway_headers(&ctx, target, outcome.attempts);
+    let mut headers = gateway_headers(&ctx, target, outcome.attempts);
+    // Config validation keeps tiers printable ASCII, so this always fits.
+    if let Some(tier) = outcome
+        .service_tier
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        headers.insert(X_SERVICE_TIER, tier);
+    }
     let mut response = match outcome.served {
         Served::Complete {
             status,
