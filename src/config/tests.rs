@@ -29,8 +29,11 @@ fn shipped_example_validates() {
     let config = Config::from_toml(&text, env_with_keys).unwrap();
     assert_eq!(
         config.route_names(),
-        ["chat-default", "embeddings", "long-context"]
+        ["batch", "chat-default", "embeddings", "long-context"]
     );
+    let batch = config.route("batch").unwrap();
+    assert_eq!(batch.targets[0].service_tier.as_deref(), Some("flex"));
+    assert_eq!(batch.targets[0].tier_fallback.as_deref(), Some("default"));
     let long = config.route("long-context").unwrap();
     assert_eq!(long.targets.len(), 4, "the claude pool has two keys");
     assert!(long.targets[3].degraded);
