@@ -123,3 +123,56 @@ async fn a_refusal_at_the_fallback_tier_fails_over() {
     );
     drop(gw);
 }
+
+/// The sum of `name`'s series for target `p0/gpt-4o` in `/metrics`.
+async fn p0_metric(gw: &switchyard::server::Gateway, name: &str) -> f64 {
+    let text = call(
+        &client(),
+        http::Method::GET,
+        &format!("http://{}/metrics", gw.addr()),
+        "",
+        &[],
+    )
+    .await
+    .text();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("target=\"p0/gpt-4o\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// `[prices]` with a cheap flex tier: the cost per token says which
+/// price applied.
+const PRICES: &str = r#"
+[prices."gpt-4o"]
+input_per_million = 1000.0
+output_per_million = 1000.0
+tiers.flex = { input_per_million = 1.0, output_per_million = 1.0 }
+"#;
+
+#[tokio::test]
+async fn cost_uses_the_price_of_the_tier_that_served() {
+    for (behavior, per_million) in [(Behavior::default(), 1.0), (refusing_flex(), 1000.0)] {
+        let first = sim_with("flex", behavior).await;
+        let gw = flex_gateway(&[&first], &format!("{FAST}{PRICES}")).await;
+        let reply = chat(&client(), &gw, chat_body(false)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        // The request is accounted when hyper is done with the body, which
+        // may be just after the client read its last byte.
+        let mut tokens = 0.0;
+        for _ in 0..500 {
+            tokens = p0_metric(&gw, "switchyard_tokens_total").await;
+            if tokens > 0.0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(tokens > 0.0, "the request was never accounted");
+        let cost = p0_metric(&gw, "switchyard_cost_usd_total").await;
+        assert!(
+            (cost - tokens * per_million / 1e6).abs() < 1e-9,
+            "cost {cost} for {tokens} tokens, expected {per_million} per million"
+        );
+        drop(gw);
+    }
+}

@@ -331,8 +331,11 @@ pub struct Target {
     pub priority: u32,
     pub weight: u32,
     /// For cost accounting; `None` when neither the config nor the shipped
-    /// defaults know the model.
+    /// defaults know the model. At `service_tier`'s price when `[prices]`
+    /// names one for it.
     pub price: Option<Price>,
+    /// The price when a request was served at `tier_fallback`.
+    pub fallback_price: Option<Price>,
     /// The key this target sends (`None` for a keyless upstream). A provider
     /// with a pool of keys yields one target per key, each its own breaker
     /// subject, so one key's 429s or revocation never stop the others.
@@ -1517,10 +1520,25 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
     }
 
     for (model, p) in &raw.prices {
+        let tiers = p.tiers.iter().flat_map(|(tier, t)| {
+            [
+                (
+                    format!("tiers.{tier}.input_per_million"),
+                    t.input_per_million,
+                ),
+                (
+                    format!("tiers.{tier}.output_per_million"),
+                    t.output_per_million,
+                ),
+            ]
+        });
         for (key, v) in [
-            ("input_per_million", p.input_per_million),
-            ("output_per_million", p.output_per_million),
-        ] {
+            ("input_per_million".to_owned(), p.input_per_million),
+            ("output_per_million".to_owned(), p.output_per_million),
+        ]
+        .into_iter()
+        .chain(tiers)
+        {
             if !(v.is_finite() && v >= 0.0) {
                 issues.push(
                     format!("prices.\"{model}\".{key}"),
@@ -1588,10 +1606,11 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     "remove the target to stop sending it traffic",
                 );
             }
-            let price = raw
+            let raw_price = raw
                 .prices
                 .get(&format!("{}/{}", t.provider, t.model))
-                .or_else(|| raw.prices.get(&t.model))
+                .or_else(|| raw.prices.get(&t.model));
+            let price = raw_price
                 .map(|p| Price::new(p.input_per_million, p.output_per_million))
                 .or_else(|| {
                     prices::DEFAULTS
@@ -1644,6 +1663,14 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             };
             let (service_tier, tier_fallback) =
                 resolve_service_tier(&mut issues, &tpath, provider.kind, t);
+            // A tier without its own price costs the model's price.
+            let price_at = |tier: Option<&str>| {
+                tier.and_then(|tier| raw_price?.tiers.get(tier))
+                    .map(|p| Price::new(p.input_per_million, p.output_per_million))
+                    .or(price)
+            };
+            let fallback_price = price_at(tier_fallback.as_deref());
+            let price = price_at(service_tier.as_deref());
             let version = provider.api_version.as_ref().and_then(|v| v.to_str().ok());
             let urls = bases.get(&t.provider).and_then(|base| {
                 crate::providers::adapter(provider.kind).urls(base, &t.model, version)
@@ -1691,6 +1718,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     continuation,
                     service_tier: service_tier.clone(),
                     tier_fallback: tier_fallback.clone(),
+                    fallback_price,
                 });
             }
         }

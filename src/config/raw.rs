@@ -131,6 +131,18 @@ pub struct RawSlo {
 pub struct RawPrice {
     pub input_per_million: f64,
     pub output_per_million: f64,
+    /// Prices at named service tiers (`flex = { input_per_million = …,
+    /// output_per_million = … }`), used when a target's request was served
+    /// at that tier.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RawTierPrice>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTierPrice {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,11 @@ fn shipped_example_validates() {
     let batch = config.route("batch").unwrap();
     assert_eq!(batch.targets[0].service_tier.as_deref(), Some("flex"));
     assert_eq!(batch.targets[0].tier_fallback.as_deref(), Some("default"));
+    assert_eq!(batch.targets[0].price, Some(Price::new(0.075, 0.30)));
+    assert_eq!(
+        batch.targets[0].fallback_price,
+        Some(Price::new(0.15, 0.60))
+    );
     let long = config.route("long-context").unwrap();
     assert_eq!(long.targets.len(), 4, "the claude pool has two keys");
     assert!(long.targets[3].degraded);
@@ -724,6 +729,13 @@ fn service_tiers_are_validated_with_their_key_paths() {
     ));
     assert!(
         errs[0].starts_with("routes.r.targets[0].tier_fallback: must differ"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{ok}[prices.m]\ninput_per_million = 1.0\noutput_per_million = 1.0\ntiers.flex = {{ input_per_million = -1.0, output_per_million = 0.5 }}\n"
+    ));
+    assert!(
+        errs[0].starts_with("prices.\"m\".tiers.flex.input_per_million: -1 is not a price"),
         "{errs:?}"
     );
 }

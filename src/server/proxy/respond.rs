@@ -41,6 +41,8 @@ pub fn encode(
 ) -> Response {
     let target = outcome.target;
     ctx.served = Some((outcome.target_index, target.label.clone()));
+    ctx.served_at_fallback_tier =
+        outcome.service_tier.is_some() && outcome.service_tier == target.tier_fallback.as_deref();
     ctx.attempts = outcome.attempts;
     ctx.note_failures(&outcome.failures);
     let mut headers = gateway_headers(&ctx, target, outcome.attempts);
@@ -227,6 +229,10 @@ fn note_continuation(ctx: &mut RequestCtx, mut failures: Vec<AttemptRecord>, leg
     ctx.note_failures(&failures);
     if let Some(live) = &ctx.live {
         let serving = legs.serving();
+        if ctx.served.as_ref().map(|(i, _)| *i) != Some(serving) {
+            // A continuation is sent at the continuing target's own tier.
+            ctx.served_at_fallback_tier = false;
+        }
         ctx.served = Some((serving, live.route.targets[serving].label.clone()));
     }
 }
