@@ -331,8 +331,11 @@ pub struct Target {
     pub priority: u32,
     pub weight: u32,
     /// For cost accounting; `None` when neither the config nor the shipped
-    /// defaults know the model.
+    /// defaults know the model. At `service_tier`'s price when `[prices]`
+    /// names one for it.
     pub price: Option<Price>,
+    /// The price when a request was served at `tier_fallback`.
+    pub fallback_price: Option<Price>,
     /// The key this target sends (`None` for a keyless upstream). A provider
     /// with a pool of keys yields one target per key, each its own breaker
     /// subject, so one key's 429s or revocation never stop the others.
@@ -355,6 +358,12 @@ pub struct Target {
     pub context_window: Option<u32>,
     /// How this target can continue an answer another target started.
     pub continuation: Continuation,
+    /// The provider service tier the gateway sets on every request to this
+    /// target (the operator's choice wins over the client's).
+    pub service_tier: Option<Box<str>>,
+    /// The tier this target is retried at, at once, when it refuses
+    /// `service_tier` (see `routing::tier`).
+    pub tier_fallback: Option<Box<str>>,
 }
 
 /// How a target can be asked to continue a partial answer (a stream cut
@@ -1511,10 +1520,25 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
     }
 
     for (model, p) in &raw.prices {
+        let tiers = p.tiers.iter().flat_map(|(tier, t)| {
+            [
+                (
+                    format!("tiers.{tier}.input_per_million"),
+                    t.input_per_million,
+                ),
+                (
+                    format!("tiers.{tier}.output_per_million"),
+                    t.output_per_million,
+                ),
+            ]
+        });
         for (key, v) in [
-            ("input_per_million", p.input_per_million),
-            ("output_per_million", p.output_per_million),
-        ] {
+            ("input_per_million".to_owned(), p.input_per_million),
+            ("output_per_million".to_owned(), p.output_per_million),
+        ]
+        .into_iter()
+        .chain(tiers)
+        {
             if !(v.is_finite() && v >= 0.0) {
                 issues.push(
                     format!("prices.\"{model}\".{key}"),
@@ -1582,10 +1606,11 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     "remove the target to stop sending it traffic",
                 );
             }
-            let price = raw
+            let raw_price = raw
                 .prices
                 .get(&format!("{}/{}", t.provider, t.model))
-                .or_else(|| raw.prices.get(&t.model))
+                .or_else(|| raw.prices.get(&t.model));
+            let price = raw_price
                 .map(|p| Price::new(p.input_per_million, p.output_per_million))
                 .or_else(|| {
                     prices::DEFAULTS
@@ -1636,6 +1661,16 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     Continuation::None
                 }
             };
+            let (service_tier, tier_fallback) =
+                resolve_service_tier(&mut issues, &tpath, provider.kind, t);
+            // A tier without its own price costs the model's price.
+            let price_at = |tier: Option<&str>| {
+                tier.and_then(|tier| raw_price?.tiers.get(tier))
+                    .map(|p| Price::new(p.input_per_million, p.output_per_million))
+                    .or(price)
+            };
+            let fallback_price = price_at(tier_fallback.as_deref());
+            let price = price_at(service_tier.as_deref());
             let version = provider.api_version.as_ref().and_then(|v| v.to_str().ok());
             let urls = bases.get(&t.provider).and_then(|base| {
                 crate::providers::adapter(provider.kind).urls(base, &t.model, version)
@@ -1681,6 +1716,9 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     deprecated_after: deprecated_after.clone(),
                     context_window: t.context_window,
                     continuation,
+                    service_tier: service_tier.clone(),
+                    tier_fallback: tier_fallback.clone(),
+                    fallback_price,
                 });
             }
         }
@@ -1949,3 +1987,51 @@ fn resolve_limits(issues: &mut Issues, raw: &raw::RawLimits) -> LimitSettings {
 
 #[cfg(test)]
 mod tests;
+
+/// A target's `service_tier` and `tier_fallback`: non-empty strings, only
+/// for providers whose request body carries OpenAI's `service_tier`, and a
+/// fallback only with a tier to fall back from.
+fn resolve_service_tier(
+    issues: &mut Issues,
+    tpath: &str,
+    kind: ProviderKind,
+    t: &raw::RawTarget,
+) -> (Option<Box<str>>, Option<Box<str>>) {
+    let mut check = |key: &str, value: &Option<String>| -> Option<Box<str>> {
+        let value = value.as_deref()?;
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            issues.push(
+                format!("{tpath}.{key}"),
+                "must be a tier name such as \"flex\" or \"default\" (printable ASCII, no spaces)",
+            );
+            return None;
+        }
+        if !matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi) {
+            issues.push(
+                format!("{tpath}.{key}"),
+                format!(
+                    "{} targets cannot take a service tier (openai and azure_openai only)",
+                    kind.as_str()
+                ),
+            );
+            return None;
+        }
+        Some(value.into())
+    };
+    let tier = check("service_tier", &t.service_tier);
+    let fallback = check("tier_fallback", &t.tier_fallback);
+    if t.tier_fallback.is_some() && t.service_tier.is_none() {
+        issues.hint(
+            format!("{tpath}.tier_fallback"),
+            "needs service_tier",
+            "set service_tier = \"flex\" (the tier tried first)",
+        );
+    }
+    if tier.is_some() && tier == fallback {
+        issues.push(
+            format!("{tpath}.tier_fallback"),
+            "must differ from service_tier",
+        );
+    }
+    (tier, fallback)
+}

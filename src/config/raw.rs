@@ -131,6 +131,18 @@ pub struct RawSlo {
 pub struct RawPrice {
     pub input_per_million: f64,
     pub output_per_million: f64,
+    /// Prices at named service tiers (`flex = { input_per_million = …,
+    /// output_per_million = … }`), used when a target's request was served
+    /// at that tier.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RawTierPrice>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTierPrice {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,4 +337,10 @@ pub struct RawTarget {
     /// How this target can continue a cut answer: `"prefill"`, `"instruct"`
     /// or `"none"`; defaults to its provider kind's.
     pub continuation: Option<String>,
+    /// The provider service tier requests are sent at (`"flex"`, …);
+    /// OpenAI and Azure OpenAI targets only.
+    pub service_tier: Option<String>,
+    /// The tier the same target is retried at when it refuses
+    /// `service_tier` (OpenAI's 429 `resource_unavailable`).
+    pub tier_fallback: Option<String>,
 }

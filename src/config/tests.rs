@@ -29,7 +29,15 @@ fn shipped_example_validates() {
     let config = Config::from_toml(&text, env_with_keys).unwrap();
     assert_eq!(
         config.route_names(),
-        ["chat-default", "embeddings", "long-context"]
+        ["batch", "chat-default", "embeddings", "long-context"]
+    );
+    let batch = config.route("batch").unwrap();
+    assert_eq!(batch.targets[0].service_tier.as_deref(), Some("flex"));
+    assert_eq!(batch.targets[0].tier_fallback.as_deref(), Some("default"));
+    assert_eq!(batch.targets[0].price, Some(Price::new(0.075, 0.30)));
+    assert_eq!(
+        batch.targets[0].fallback_price,
+        Some(Price::new(0.15, 0.60))
     );
     let long = config.route("long-context").unwrap();
     assert_eq!(long.targets.len(), 4, "the claude pool has two keys");
@@ -663,6 +671,71 @@ fn resume_defaults_to_continue_and_continuation_to_the_provider_kind() {
     assert!(
         errs.iter()
             .any(|e| e.starts_with("routes.r.targets[0].continuation: unknown continuation")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn service_tiers_are_validated_with_their_key_paths() {
+    let provider = |kind: &str| {
+        format!("[providers.p]\nkind = \"{kind}\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"OPENAI_API_KEY\"\n")
+    };
+    let route = |settings: &str| {
+        format!("[routes.r]\ntargets = [{{ provider = \"p\", model = \"m\"{settings} }}]\n")
+    };
+    let ok = format!(
+        "{}{}",
+        provider("openai"),
+        route(r#", service_tier = "flex", tier_fallback = "default""#)
+    );
+    let config = Config::from_toml(&ok, env_with_keys).unwrap();
+    let t = &config.route("r").unwrap().targets[0];
+    assert_eq!(t.service_tier.as_deref(), Some("flex"));
+    assert_eq!(t.tier_fallback.as_deref(), Some("default"));
+
+    let errs = errors(&format!(
+        "{}{}",
+        provider("anthropic"),
+        route(r#", service_tier = "flex""#)
+    ));
+    assert!(
+        errs[0].starts_with(
+            "routes.r.targets[0].service_tier: anthropic targets cannot take a service tier"
+        ),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{}{}",
+        provider("openai"),
+        route(r#", service_tier = """#)
+    ));
+    assert!(
+        errs[0].starts_with("routes.r.targets[0].service_tier: must be a tier name"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{}{}",
+        provider("openai"),
+        route(r#", tier_fallback = "default""#)
+    ));
+    assert!(
+        errs[0].starts_with("routes.r.targets[0].tier_fallback: needs service_tier"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{}{}",
+        provider("azure_openai"),
+        route(r#", service_tier = "flex", tier_fallback = "flex""#)
+    ));
+    assert!(
+        errs[0].starts_with("routes.r.targets[0].tier_fallback: must differ"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{ok}[prices.m]\ninput_per_million = 1.0\noutput_per_million = 1.0\ntiers.flex = {{ input_per_million = -1.0, output_per_million = 0.5 }}\n"
+    ));
+    assert!(
+        errs[0].starts_with("prices.\"m\".tiers.flex.input_per_million: -1 is not a price"),
         "{errs:?}"
     );
 }

@@ -142,9 +142,45 @@ pub(crate) fn classify_openai_error(status: StatusCode, body: &[u8]) -> Option<F
     (envelope.error?.code? == "context_length_exceeded").then_some(FailureClass::ContextLength)
 }
 
+/// Whether an OpenAI-shaped error says the requested `service_tier` has
+/// no capacity (a 429 whose `code` or `type` is `resource_unavailable`),
+/// as opposed to the client being over a rate limit.
+pub(crate) fn is_tier_refusal(status: StatusCode, body: &[u8]) -> bool {
+    if status != StatusCode::TOO_MANY_REQUESTS {
+        return false;
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        error: Option<Detail<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail<'a> {
+        #[serde(borrow, default)]
+        code: Option<std::borrow::Cow<'a, str>>,
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    const SIGNAL: &str = "resource_unavailable";
+    serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.error)
+        .is_some_and(|d| d.code.as_deref() == Some(SIGNAL) || d.kind.as_deref() == Some(SIGNAL))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_429_resource_unavailable_is_a_tier_refusal() {
+        let tier = br#"{"error":{"message":"no flex capacity","type":"resource_unavailable","param":null,"code":"resource_unavailable"}}"#;
+        let limit = br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
+        assert!(is_tier_refusal(StatusCode::TOO_MANY_REQUESTS, tier));
+        assert!(!is_tier_refusal(StatusCode::TOO_MANY_REQUESTS, limit));
+        assert!(!is_tier_refusal(StatusCode::SERVICE_UNAVAILABLE, tier));
+        assert!(!is_tier_refusal(StatusCode::TOO_MANY_REQUESTS, b"<html>"));
+    }
 
     #[test]
     fn context_length_is_its_own_class() {

@@ -23,6 +23,7 @@ use ProviderKind::*;
 
 pub const TAXONOMY: &[TaxonomyRow] = &[
     TaxonomyRow { provider: OpenAi, status: 429, signal: "`rate_limit_exceeded`", example: r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#, class: RateLimited },
+    TaxonomyRow { provider: OpenAi, status: 429, signal: "`resource_unavailable` (no capacity at the request's `service_tier`)", example: r#"{"error":{"message":"Request was rejected due to resource unavailability for the flex service tier","type":"resource_unavailable","param":null,"code":"resource_unavailable"}}"#, class: RateLimited },
     TaxonomyRow { provider: OpenAi, status: 503, signal: "5xx", example: r#"{"error":{"message":"The server is overloaded","type":"server_error","code":null}}"#, class: Transient },
     TaxonomyRow { provider: OpenAi, status: 401, signal: "`invalid_api_key`", example: r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#, class: UpstreamAuth },
     TaxonomyRow { provider: OpenAi, status: 404, signal: "`model_not_found`", example: r#"{"error":{"message":"The model does not exist","type":"invalid_request_error","code":"model_not_found"}}"#, class: UpstreamAuth },

@@ -214,6 +214,11 @@ pub enum FailureCause {
     /// reason as the cut event words it); recorded when another target
     /// was asked to continue the answer.
     CutMidStream(&'static str),
+    /// A 429 saying the requested service tier (e.g. OpenAI's `flex`) has
+    /// no capacity, not that the client is over a limit: classed as rate
+    /// limited, but a target with `tier_fallback` is asked again at once
+    /// at that tier (`routing::tier`).
+    TierUnavailable,
 }
 
 impl FailureCause {
@@ -243,6 +248,7 @@ impl FailureCause {
             FailureCause::PreambleTooLarge => "preamble_too_large",
             FailureCause::Unreadable => "unreadable",
             FailureCause::CutMidStream(_) => "cut_mid_stream",
+            FailureCause::TierUnavailable => "tier_unavailable",
         }
     }
 }
@@ -275,6 +281,7 @@ impl fmt::Display for FailureCause {
             FailureCause::PreambleTooLarge => f.write_str("too much stream before content"),
             FailureCause::Unreadable => f.write_str("unreadable response"),
             FailureCause::CutMidStream(reason) => write!(f, "stream cut after content: {reason}"),
+            FailureCause::TierUnavailable => f.write_str("service tier unavailable (429)"),
         }
     }
 }

@@ -149,6 +149,12 @@ pub async fn attempt(
                 rejection: Some(rebuilt(body)),
                 ..AttemptFailure::status(status, class, None)
             }),
+            _ if adapter.speaks_openai() && providers::openai::is_tier_refusal(status, &body) => {
+                Err(AttemptFailure {
+                    cause: FailureCause::TierUnavailable,
+                    ..AttemptFailure::status(status, class, retry_after)
+                })
+            }
             _ => Err(AttemptFailure::status(status, class, retry_after)),
         };
     }

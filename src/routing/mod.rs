@@ -11,6 +11,7 @@ pub mod forms;
 pub mod health;
 pub mod resume;
 pub mod table;
+pub mod tier;
 
 pub use attempt::{Served, StreamStart};
 pub use forms::{OpenAiForm, RequestForms, TargetRequest};
@@ -51,6 +52,10 @@ pub struct Outcome<'r> {
     /// Upstream attempts made, the successful one included.
     pub attempts: u32,
     pub failures: Vec<AttemptRecord>,
+    /// The service tier the gateway set on the request that served (the
+    /// target's `service_tier`, or its `tier_fallback`); `None` when the
+    /// target sets none.
+    pub service_tier: Option<&'r str>,
 }
 
 /// Gateway-wide counters of the failover engine.
@@ -160,11 +165,17 @@ impl<'r> Dispatch<'r, '_> {
                 if !self.eligible(index, &context) {
                     continue;
                 }
-                let upstream_body = match bodies.get(target, self.request) {
+                let mut upstream_body = match bodies.get(target, self.request) {
                     Ok(body) => body,
                     Err(()) => continue,
                 };
-                for try_index in 0..policy.max_attempts_per_target {
+                let mut tier = target.service_tier.as_deref();
+                // Set after a tier refusal: the next attempt is the same
+                // target at its fallback tier, charged like a retry, not
+                // counted against `max_attempts_per_target`.
+                let mut tier_retry = false;
+                let mut try_index = 0;
+                while try_index < policy.max_attempts_per_target {
                     if Instant::now() >= deadline {
                         return Err(GatewayError::DeadlineExceeded { attempts: failures });
                     }
@@ -195,7 +206,8 @@ impl<'r> Dispatch<'r, '_> {
                             break;
                         }
                     };
-                    if try_index > 0 {
+                    // A tier retry is charged like a same-target retry.
+                    if std::mem::take(&mut tier_retry) || try_index > 0 {
                         if !self.withdraw() {
                             self.note(Event::BudgetRefusal);
                             break;
@@ -232,6 +244,12 @@ impl<'r> Dispatch<'r, '_> {
                             one(&ctx, live, index, guard, upstream_body.clone(), deadline).await,
                         ),
                     };
+                    // A hedge's target was asked at its own first tier.
+                    let served_tier = if served_by == index {
+                        tier
+                    } else {
+                        route.targets[served_by].service_tier.as_deref()
+                    };
                     let failure = match step {
                         Step::Served(served) => {
                             return Ok(Outcome {
@@ -240,6 +258,7 @@ impl<'r> Dispatch<'r, '_> {
                                 target_index: served_by,
                                 attempts,
                                 failures,
+                                service_tier: served_tier,
                             })
                         }
                         Step::DeadlineHit => {
@@ -253,6 +272,14 @@ impl<'r> Dispatch<'r, '_> {
                     };
                     let failed_target = &route.targets[served_by];
                     failures.push(record(failed_target, &failure));
+                    if served_by == index {
+                        if let Some(fallback) = tier::fallback_after(target, tier, &failure) {
+                            tier = Some(fallback);
+                            upstream_body = tier::with_tier(upstream_body, tier);
+                            tier_retry = true;
+                            continue;
+                        }
+                    }
                     match failure.class {
                         FailureClass::ClientError => {
                             // Only an in-stream error event gets here (client-error
@@ -263,6 +290,7 @@ impl<'r> Dispatch<'r, '_> {
                                 target_index: served_by,
                                 attempts,
                                 failures,
+                                service_tier: served_tier,
                             });
                         }
                         FailureClass::BadResponse => return Err(exhausted(failures)),
@@ -280,6 +308,7 @@ impl<'r> Dispatch<'r, '_> {
                                     target_index: served_by,
                                     attempts,
                                     failures,
+                                    service_tier: served_tier,
                                 });
                             }
                             break;
@@ -325,6 +354,7 @@ impl<'r> Dispatch<'r, '_> {
                         break;
                     }
                     tokio::time::sleep(wait).await;
+                    try_index += 1;
                 }
             }
             if attempts == 0 && !skipped.is_empty() {
@@ -554,6 +584,7 @@ impl UpstreamBodies {
         }
         match request.for_target(target) {
             Ok(ready) => {
+                let ready = tier::with_tier(ready, target.service_tier.as_deref());
                 self.last = Some((target.group, ready.clone()));
                 Ok(ready)
             }
@@ -667,6 +698,15 @@ async fn one(
                 cause = %failure.cause,
                 "gateway out of local resources; raise the open-file limit or lower server.max_connections"
             );
+            Step::Failed(failure)
+        }
+        Ok(Err(failure)) if failure.cause == FailureCause::TierUnavailable => {
+            // A tier without capacity says nothing of the target at other
+            // tiers: no breaker failure, no cooling (the guard goes
+            // unreported), only the metrics hear of it.
+            let now = Instant::now();
+            metrics.attempt_failed(failure.class, now - started);
+            metrics.failure_cause(failure.cause.kind());
             Step::Failed(failure)
         }
         Ok(Err(failure)) => {

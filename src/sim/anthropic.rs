@@ -560,6 +560,12 @@ pub(crate) fn error(error: SimError<'_>, name: &str) -> (StatusCode, Bytes) {
             "overloaded_error",
             Cow::Owned(format!("simulated overload from {name}")),
         ),
+        // Only OpenAI-dialect chat refuses tiers; here it reads as a limit.
+        SimError::TierUnavailable(tier) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            Cow::Owned(format!("no capacity for the {tier} service tier")),
+        ),
     };
     (status, error_body(kind, &message))
 }

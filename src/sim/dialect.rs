@@ -37,6 +37,9 @@ pub(crate) enum SimError<'a> {
     ContextLength,
     /// The in-band overload error, as a whole body (status 200).
     Overloaded,
+    /// The requested service tier (e.g. `flex`) has no capacity: OpenAI's
+    /// 429 `resource_unavailable`.
+    TierUnavailable(&'a str),
 }
 
 impl SimEndpoint {

@@ -525,6 +525,11 @@ pub(crate) fn error(error: SimError<'_>, name: &str) -> (StatusCode, Bytes) {
                 error_body(503, &message, "UNAVAILABLE", None),
             );
         }
+        // Only OpenAI-dialect chat refuses tiers; here it reads as a limit.
+        SimError::TierUnavailable(tier) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Cow::Owned(format!("no capacity for the {tier} service tier")),
+        ),
     };
     let code = status.as_u16();
     (status, error_body(code, &message, rpc_status(code), None))

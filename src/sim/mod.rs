@@ -161,6 +161,10 @@ pub struct Behavior {
     /// An instructed continuation starts this many whole tokens before
     /// where the partial answer stops (a model repeating itself).
     pub continue_overlap: u32,
+    /// Chat requests whose body asks for this `service_tier` (e.g.
+    /// `"flex"`) are refused with OpenAI's 429 `resource_unavailable`,
+    /// before any fault is drawn.
+    pub refuse_service_tier: Option<String>,
 }
 
 /// `delay = base + uniform(0..jitter) + (spike with probability spike_rate)`.
@@ -361,6 +365,8 @@ pub struct RequestRecord {
     /// continuation rules): `prefill from tokN`, `instruct from tokN`
     /// (where the answer was picked up), or `prefill rejected`.
     pub continuation: Option<String>,
+    /// The `service_tier` a chat request's body asked for.
+    pub service_tier: Option<String>,
 }
 
 impl std::fmt::Debug for RequestRecord {
@@ -376,6 +382,7 @@ impl std::fmt::Debug for RequestRecord {
             .field("headers", &self.headers)
             .field("body_len", &self.body_len)
             .field("continuation", &self.continuation)
+            .field("service_tier", &self.service_tier)
             .finish()
     }
 }

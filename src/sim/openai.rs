@@ -169,6 +169,20 @@ pub(crate) fn error(endpoint: SimEndpoint, error: SimError<'_>, name: &str) -> (
                 error_body(&message, "overloaded_error", Some("overloaded")),
             )
         }
+        SimError::TierUnavailable(tier) => {
+            let message = format!(
+                "Request was rejected due to resource unavailability for the {tier} service tier ({name})"
+            );
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                full_error_body(
+                    &message,
+                    "resource_unavailable",
+                    None,
+                    Some("resource_unavailable"),
+                ),
+            )
+        }
     }
 }
 

@@ -355,6 +355,8 @@ pub(crate) struct Ctx<'a> {
     api_key: Option<&'a str>,
     /// What the request's log record says about a continuation.
     continuation: std::sync::Mutex<Option<String>>,
+    /// The `service_tier` the request's body asked for (chat only).
+    service_tier: std::sync::Mutex<Option<String>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -365,6 +367,7 @@ impl<'a> Ctx<'a> {
             endpoint,
             api_key: presented_key(parts, endpoint),
             continuation: std::sync::Mutex::new(None),
+            service_tier: std::sync::Mutex::new(None),
         }
     }
 
@@ -530,6 +533,34 @@ impl<'a> Ctx<'a> {
         self.note_continuation(resume.describe());
         self.admit(model, stream, body_len)
             .map(|d| (d, Some(resume)))
+    }
+
+    /// Notes the tier a chat body asked for, and refuses it (429
+    /// `resource_unavailable`, logged and counted, no request index
+    /// consumed) when the behaviour in force says so.
+    fn refuse_tier(
+        &self,
+        model: &str,
+        stream: bool,
+        body_len: usize,
+        tier: Option<&str>,
+    ) -> Option<Response<Body>> {
+        let tier = tier?;
+        if let Ok(mut slot) = self.service_tier.lock() {
+            *slot = Some(tier.to_owned());
+        }
+        let behavior = self.shared.behavior.load();
+        if behavior.refuse_service_tier.as_deref() != Some(tier) {
+            return None;
+        }
+        self.shared.stats.status(429);
+        self.record(
+            Some(model),
+            stream,
+            Cow::Borrowed("resource_unavailable"),
+            body_len,
+        );
+        Some(self.error(SimError::TierUnavailable(tier)))
     }
 
     fn note_continuation(&self, text: String) {
@@ -732,6 +763,7 @@ impl<'a> Ctx<'a> {
             headers: recorded_headers(&self.parts.headers),
             body_len,
             continuation: self.continuation.lock().ok().and_then(|c| c.clone()),
+            service_tier: self.service_tier.lock().ok().and_then(|t| t.clone()),
         });
     }
 }
@@ -776,6 +808,8 @@ struct ChatRequest<'a> {
     messages: Option<ToolResults>,
     #[serde(default)]
     response_format: Option<serde_json::Value>,
+    #[serde(default)]
+    service_tier: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -868,11 +902,14 @@ struct DeploymentChatRequest<'a> {
     messages: Option<ToolResults>,
     #[serde(default)]
     response_format: Option<serde_json::Value>,
+    #[serde(default)]
+    service_tier: Option<String>,
 }
 
 /// The chat fields the answer depends on.
 struct ChatFields<'a> {
     model: Cow<'a, str>,
+    service_tier: Option<String>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     tool: Option<String>,
@@ -924,6 +961,7 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
                 ),
                 json: structured_output(req.response_format.as_ref()),
                 model: req.model,
+                service_tier: req.service_tier,
                 stream: req.stream,
                 stream_options: req.stream_options,
             }),
@@ -937,12 +975,14 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
                     req.messages.as_ref(),
                 ),
                 json: structured_output(req.response_format.as_ref()),
+                service_tier: req.service_tier,
                 stream: req.stream,
                 stream_options: req.stream_options,
             }),
     };
     let ChatFields {
         model,
+        service_tier,
         stream,
         stream_options,
         tool,
@@ -952,6 +992,9 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
         Err(response) => return response,
     };
     let stream = stream.unwrap_or(false);
+    if let Some(refused) = ctx.refuse_tier(&model, stream, body.len(), service_tier.as_deref()) {
+        return refused;
+    }
     let output = match (&tool, &json) {
         (Some(name), _) => ChatOutput::Call(name),
         (None, Some(text)) => ChatOutput::Json(text),

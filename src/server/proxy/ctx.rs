@@ -43,6 +43,9 @@ pub struct RequestCtx {
     pub stream: bool,
     /// Index and label of the target that served, if one did.
     pub served: Option<(usize, HeaderValue)>,
+    /// The served target answered at its `tier_fallback` (priced at its
+    /// `fallback_price`).
+    pub served_at_fallback_tier: bool,
     pub first_token: Option<Duration>,
     pub attempts: u32,
     /// The failed attempts as JSON, when the request log is on.
@@ -70,6 +73,7 @@ impl RequestCtx {
             live: None,
             stream: false,
             served: None,
+            served_at_fallback_tier: false,
             first_token: None,
             attempts: 0,
             failures: None,
@@ -102,6 +106,9 @@ impl RequestCtx {
         let now = Instant::now();
         state.counters.count_status(ending.status);
         let price = match (&self.live, &self.served) {
+            (Some(live), Some((i, _))) if self.served_at_fallback_tier => {
+                live.route.targets[*i].fallback_price
+            }
             (Some(live), Some((i, _))) => live.route.targets[*i].price,
             _ => None,
         };

@@ -24,6 +24,7 @@ const X_TARGET: &str = "x-switchyard-target";
 const X_ATTEMPTS: &str = "x-switchyard-attempts";
 const X_DEGRADED: &str = "x-switchyard-degraded";
 const X_DEPRECATION: &str = "x-switchyard-deprecation";
+const X_SERVICE_TIER: &str = "x-switchyard-service-tier";
 
 /// What a stream continuation needs beyond the request context.
 pub struct ResumeInputs {
@@ -40,9 +41,18 @@ pub fn encode(
 ) -> Response {
     let target = outcome.target;
     ctx.served = Some((outcome.target_index, target.label.clone()));
+    ctx.served_at_fallback_tier =
+        outcome.service_tier.is_some() && outcome.service_tier == target.tier_fallback.as_deref();
     ctx.attempts = outcome.attempts;
     ctx.note_failures(&outcome.failures);
-    let headers = gateway_headers(&ctx, target, outcome.attempts);
+    let mut headers = gateway_headers(&ctx, target, outcome.attempts);
+    // Config validation keeps tiers printable ASCII, so this always fits.
+    if let Some(tier) = outcome
+        .service_tier
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        headers.insert(X_SERVICE_TIER, tier);
+    }
     let mut response = match outcome.served {
         Served::Complete {
             status,
@@ -219,6 +229,10 @@ fn note_continuation(ctx: &mut RequestCtx, mut failures: Vec<AttemptRecord>, leg
     ctx.note_failures(&failures);
     if let Some(live) = &ctx.live {
         let serving = legs.serving();
+        if ctx.served.as_ref().map(|(i, _)| *i) != Some(serving) {
+            // A continuation is sent at the continuing target's own tier.
+            ctx.served_at_fallback_tier = false;
+        }
         ctx.served = Some((serving, live.route.targets[serving].label.clone()));
     }
 }
