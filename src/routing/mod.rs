@@ -107,6 +107,40 @@ enum Step {
 }
 
 /// A target passed over for this request, and until when.
+/// The total deadline ran out during an attempt at `target`: the 504
+/// lists it with the attempts before.
+fn deadline_hit(target: &Target, mut failures: Vec<AttemptRecord>) -> GatewayError {
+    let cut = AttemptFailure::transient(FailureCause::Timeout(TimeoutKind::Total));
+    failures.push(record(target, &cut));
+    GatewayError::DeadlineExceeded { attempts: failures }
+}
+
+/// How long to wait before asking the same target again after `failure`
+/// on try `try_index`, or `None` to move to the next target: a failure that
+/// does not retry the same target, a silent upstream under the default
+/// `on_timeout = "next_target"`, the last try, a hedge's other target, or
+/// a `Retry-After` longer than `max_retry_after` (fail over now).
+fn same_target_retry(
+    policy: &crate::config::RetryPolicy,
+    failure: &AttemptFailure,
+    try_index: u32,
+    same_target: bool,
+) -> Option<Duration> {
+    let timed_out = failure.cause.is_silence();
+    if !same_target
+        || !failure.class.retries_same_target()
+        || (timed_out && policy.on_timeout == OnTimeout::NextTarget)
+        || try_index + 1 == policy.max_attempts_per_target
+    {
+        return None;
+    }
+    match failure.retry_after {
+        Some(wait) if wait <= policy.max_retry_after => Some(wait),
+        Some(_) => None,
+        None => Some(policy.backoff.delay(try_index, &mut rand::rng())),
+    }
+}
+
 struct Skipped {
     index: usize,
     until: Instant,
@@ -179,45 +213,13 @@ impl<'r> Dispatch<'r, '_> {
                     if Instant::now() >= deadline {
                         return Err(GatewayError::DeadlineExceeded { attempts: failures });
                     }
-                    // An upstream's Retry-After holds for every request: the
-                    // target is skipped (or waited for, below) while it cools.
-                    if let Some(until) = live.health[index].cooled_until(Instant::now()) {
-                        if try_index == 0 && !live.health[index].is_disabled() {
-                            skipped.push(Skipped {
-                                index,
-                                until,
-                                cooling: true,
-                            });
-                            self.note(Event::CoolingSkip);
-                        }
+                    let Some(guard) = self.admit(index, try_index == 0, &mut skipped) else {
                         break;
-                    }
-                    let guard = match live.health[index].admit(Instant::now()) {
-                        Ok(g) => g,
-                        Err(until) => {
-                            if try_index == 0 && !live.health[index].is_disabled() {
-                                skipped.push(Skipped {
-                                    index,
-                                    until,
-                                    cooling: false,
-                                });
-                                self.note(Event::BreakerSkip);
-                            }
-                            break;
-                        }
                     };
                     // A tier retry is charged like a same-target retry.
-                    if std::mem::take(&mut tier_retry) || try_index > 0 {
-                        if !self.withdraw() {
-                            self.note(Event::BudgetRefusal);
-                            break;
-                        }
-                        self.note(Event::Retry);
-                    } else if attempts > 0 {
-                        // Failover to another target is charged to the budget
-                        // but never refused: it does not load the failing one.
-                        let _ = self.withdraw();
-                        self.note(Event::Failover);
+                    let retry = std::mem::take(&mut tier_retry) || try_index > 0;
+                    if !self.charge(retry, attempts > 0) {
+                        break;
                     }
                     attempts += 1;
                     self.counters.attempts.fetch_add(1, Ordering::Relaxed);
@@ -262,11 +264,7 @@ impl<'r> Dispatch<'r, '_> {
                             })
                         }
                         Step::DeadlineHit => {
-                            let cut = AttemptFailure::transient(FailureCause::Timeout(
-                                TimeoutKind::Total,
-                            ));
-                            failures.push(record(&route.targets[served_by], &cut));
-                            return Err(GatewayError::DeadlineExceeded { attempts: failures });
+                            return Err(deadline_hit(&route.targets[served_by], failures))
                         }
                         Step::Failed(failure) => failure,
                     };
@@ -333,22 +331,13 @@ impl<'r> Dispatch<'r, '_> {
                         }
                         _ => {}
                     }
-                    let timed_out = failure.cause.is_silence();
-                    if timed_out && policy.on_timeout == OnTimeout::Stop {
+                    if failure.cause.is_silence() && policy.on_timeout == OnTimeout::Stop {
                         return Err(exhausted(failures));
                     }
-                    if served_by != index
-                        || !failure.class.retries_same_target()
-                        || (timed_out && policy.on_timeout == OnTimeout::NextTarget)
-                        || try_index + 1 == policy.max_attempts_per_target
-                    {
+                    let same_target = served_by == index;
+                    let Some(wait) = same_target_retry(policy, &failure, try_index, same_target)
+                    else {
                         break;
-                    }
-                    let wait = match failure.retry_after {
-                        Some(wait) if wait <= policy.max_retry_after => wait,
-                        // The upstream asks for longer than we will wait: fail over now.
-                        Some(_) => break,
-                        None => policy.backoff.delay(try_index, &mut rand::rng()),
                     };
                     if Instant::now() + wait >= deadline {
                         break;
@@ -359,37 +348,15 @@ impl<'r> Dispatch<'r, '_> {
             }
             if attempts == 0 && !skipped.is_empty() {
                 self.counters.all_open.fetch_add(1, Ordering::Relaxed);
-                let now = Instant::now();
-                let earliest = skipped.iter().map(|s| s.until).min().unwrap_or(deadline);
-                // Wait for the first probe, or the first cooldown that ends
-                // within `max_retry_after`, if that leaves time for the attempt.
-                let worth_waiting = skipped
-                    .iter()
-                    .filter(|s| !s.cooling || s.until <= now + policy.max_retry_after)
-                    .map(|s| s.until)
-                    .min();
-                if let Some(until) = worth_waiting {
-                    if open_waits < MAX_OPEN_WAITS
-                        && until + route.timeouts.first_byte.min(Duration::from_secs(1)) < deadline
-                    {
-                        open_waits += 1;
-                        sleep_until(until).await;
-                        continue;
-                    }
+                let wait = (open_waits < MAX_OPEN_WAITS)
+                    .then(|| self.probe_worth_waiting_for(&skipped, deadline))
+                    .flatten();
+                if let Some(until) = wait {
+                    open_waits += 1;
+                    sleep_until(until).await;
+                    continue;
                 }
-                let open = skipped
-                    .iter()
-                    .map(|s| {
-                        (
-                            route.targets[s.index].label().to_owned(),
-                            s.until.saturating_duration_since(now),
-                        )
-                    })
-                    .collect();
-                return Err(GatewayError::AllTargetsOpen {
-                    open,
-                    retry_after: earliest.saturating_duration_since(now),
-                });
+                return Err(self.all_open(&skipped, deadline));
             }
             break;
         }
@@ -410,6 +377,94 @@ impl<'r> Dispatch<'r, '_> {
     /// Whether the target at `index` may be tried for this request at all:
     /// not degraded against the client's wish, not past its deprecation
     /// date, and large enough after a context-length error.
+    /// Charges an attempt to the retry budget: a retry of the same target
+    /// only when the budget allows it (`false`: refused), a failover to
+    /// another target always (it does not load the failing one); a first
+    /// attempt costs nothing.
+    fn charge(&self, retry: bool, failover: bool) -> bool {
+        if retry {
+            if !self.withdraw() {
+                self.note(Event::BudgetRefusal);
+                return false;
+            }
+            self.note(Event::Retry);
+        } else if failover {
+            let _ = self.withdraw();
+            self.note(Event::Failover);
+        }
+        true
+    }
+
+    /// The attempt guard of target `index`, or `None` when it is cooling
+    /// after a `Retry-After` or its breaker is open; on a first try, the
+    /// skip is recorded so the request can wait for it or say when it opens.
+    fn admit(
+        &self,
+        index: usize,
+        first_try: bool,
+        skipped: &mut Vec<Skipped>,
+    ) -> Option<health::AttemptGuard> {
+        let health = &self.live.health[index];
+        // An upstream's Retry-After holds for every request: the target is
+        // skipped (or waited for) while it cools.
+        let (until, cooling) = match health.cooled_until(Instant::now()) {
+            Some(until) => (until, true),
+            None => match health.admit(Instant::now()) {
+                Ok(guard) => return Some(guard),
+                Err(until) => (until, false),
+            },
+        };
+        if first_try && !health.is_disabled() {
+            skipped.push(Skipped {
+                index,
+                until,
+                cooling,
+            });
+            self.note(if cooling {
+                Event::CoolingSkip
+            } else {
+                Event::BreakerSkip
+            });
+        }
+        None
+    }
+
+    /// When every target was skipped: the first probe, or the first
+    /// cooldown that ends within `max_retry_after`, if waiting for it still
+    /// leaves time for the attempt.
+    fn probe_worth_waiting_for(&self, skipped: &[Skipped], deadline: Instant) -> Option<Instant> {
+        let route = &self.live.route;
+        let now = Instant::now();
+        skipped
+            .iter()
+            .filter(|s| !s.cooling || s.until <= now + route.retry.max_retry_after)
+            .map(|s| s.until)
+            .min()
+            .filter(|&until| {
+                until + route.timeouts.first_byte.min(Duration::from_secs(1)) < deadline
+            })
+    }
+
+    /// The 503 for a request whose every target is open or cooling: which,
+    /// and when the first of them may be tried.
+    fn all_open(&self, skipped: &[Skipped], deadline: Instant) -> GatewayError {
+        let now = Instant::now();
+        let earliest = skipped.iter().map(|s| s.until).min().unwrap_or(deadline);
+        let open = skipped
+            .iter()
+            .map(|s| {
+                (
+                    self.live.route.targets[s.index].label().to_owned(),
+                    s.until.saturating_duration_since(now),
+                )
+            })
+            .collect();
+        GatewayError::AllTargetsOpen {
+            open,
+            retry_after: earliest.saturating_duration_since(now),
+        }
+    }
+
     fn eligible(&self, index: usize, context: &ContextFallback) -> bool {
         let target = &self.live.route.targets[index];
         if target.degraded && !self.allow_degraded {
@@ -798,5 +853,59 @@ fn exhausted(failures: Vec<AttemptRecord>) -> GatewayError {
         attempts: failures,
         status,
         retry_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RetryPolicy;
+    use crate::resilience::backoff::Backoff;
+
+    fn policy(on_timeout: OnTimeout) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts_per_target: 2,
+            backoff: Backoff::DEFAULT,
+            max_retry_after: Duration::from_secs(5),
+            on_timeout,
+        }
+    }
+
+    fn failure(cause: FailureCause, retry_after: Option<Duration>) -> AttemptFailure {
+        let mut failure = AttemptFailure::transient(cause);
+        failure.retry_after = retry_after;
+        failure
+    }
+
+    #[test]
+    fn the_same_target_is_retried_only_when_the_policy_says_so() {
+        let status = FailureCause::Status(http::StatusCode::BAD_GATEWAY);
+        let next = policy(OnTimeout::NextTarget);
+        let five_hundred = failure(status.clone(), None);
+        assert!(same_target_retry(&next, &five_hundred, 0, true).is_some());
+        assert_eq!(
+            same_target_retry(&next, &five_hundred, 1, true),
+            None,
+            "last try"
+        );
+        assert_eq!(
+            same_target_retry(&next, &five_hundred, 0, false),
+            None,
+            "a hedge's target"
+        );
+        let asks_1s = failure(status.clone(), Some(Duration::from_secs(1)));
+        assert_eq!(
+            same_target_retry(&next, &asks_1s, 0, true),
+            Some(Duration::from_secs(1))
+        );
+        let asks_1m = failure(status, Some(Duration::from_secs(60)));
+        assert_eq!(
+            same_target_retry(&next, &asks_1m, 0, true),
+            None,
+            "fail over now"
+        );
+        let silent = failure(FailureCause::Timeout(TimeoutKind::FirstByte), None);
+        assert_eq!(same_target_retry(&next, &silent, 0, true), None);
+        assert!(same_target_retry(&policy(OnTimeout::SameTarget), &silent, 0, true).is_some());
     }
 }
