@@ -57,7 +57,14 @@ pub struct Conversations {
 /// The writer's queue: a delete follows the put it may race with.
 enum Write {
     Put(Arc<ResponseRow>),
-    Delete { id: String, owner: String },
+    /// `done` hears when it was executed: a delete is acknowledged only
+    /// after every put queued before it, so a read that follows the
+    /// client's DELETE cannot meet the row again.
+    Delete {
+        id: String,
+        owner: String,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 #[derive(Default)]
@@ -177,13 +184,18 @@ impl Conversations {
         };
         let store = connected(&self.store, &self.store_url, self.store_timeout).await?;
         let in_store = bounded(store.delete_response(id, owner)).await?;
-        // A put still queued would bring it back: delete after it too.
+        // A put still queued would bring it back: delete after it too, and
+        // answer once that is done (bounded like any store call).
         self.start_writer();
+        let (done, executed) = tokio::sync::oneshot::channel();
         let queued = Write::Delete {
             id: id.to_owned(),
             owner: owner.to_owned(),
+            done,
         };
-        let _ = self.writes.send(queued).await;
+        if self.writes.send(queued).await.is_ok() {
+            let _ = tokio::time::timeout(self.store_timeout, executed).await;
+        }
         Ok(in_window || in_store)
     }
 
@@ -243,11 +255,11 @@ async fn write_loop(
                 continue;
             }
         };
-        let done = match &write {
-            Some(Write::Put(row)) => bounded(store.put_response(row)).await,
-            Some(Write::Delete { id, owner }) => {
-                bounded(store.delete_response(id, owner)).await.map(drop)
-            }
+        let done = match write {
+            Some(Write::Put(ref row)) => bounded(store.put_response(row)).await,
+            Some(Write::Delete {
+                ref id, ref owner, ..
+            }) => bounded(store.delete_response(id, owner)).await.map(drop),
             None => {
                 let now = crate::telemetry::request_log::now_ms();
                 bounded(store.delete_expired_responses(now)).await.map(drop)
@@ -262,6 +274,9 @@ async fn write_loop(
                 counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "response store write failed");
             }
+        }
+        if let Some(Write::Delete { done, .. }) = write {
+            let _ = done.send(());
         }
     }
 }
@@ -326,6 +341,26 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+        let _ = std::fs::remove_file(&dir);
+    }
+
+    /// A DELETE that comes while the row's put is still queued: once it is
+    /// answered, no read finds the row, on this node or in the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delete_is_not_undone_by_the_put_queued_before_it() {
+        let dir = std::env::temp_dir().join(format!("sy-conv-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}", dir.display());
+        let conversations =
+            Conversations::new(url, Duration::from_secs(5), Duration::from_secs(60), None);
+        for i in 0..50 {
+            let id = format!("resp_{i}");
+            conversations.save(row(&id, "7", 3));
+            assert!(conversations.delete(&id, "7").await.unwrap());
+            assert!(
+                conversations.load(&id, "7", 50).await.unwrap().is_none(),
+                "{id} came back after its delete was answered"
+            );
+        }
         let _ = std::fs::remove_file(&dir);
     }
 }
