@@ -786,15 +786,7 @@ async fn failure_against(base_url: &str) -> (String, String) {
     let reply = chat(&client, &gw, chat_body(false)).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
     let (message, _, _) = reply.openai_error();
-    let metrics = call(
-        &client,
-        Method::GET,
-        &format!("http://{}/metrics", gw.addr()),
-        "",
-        &[],
-    )
-    .await
-    .text();
+    let metrics = metrics_text(&gw).await;
     (message, metrics)
 }
 

@@ -141,15 +141,7 @@ async fn a_cut_stream_is_continued_by_prefill_on_an_anthropic_target() {
         [Some("prefill from tok39".into())]
     );
     assert_eq!(gw.counters().streams_cut, 0);
-    let metrics = call(
-        &client,
-        Method::GET,
-        &format!("http://{}/metrics", gw.addr()),
-        "",
-        &[],
-    )
-    .await
-    .text();
+    let metrics = metrics_text(&gw).await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("switchyard_streams_resumed_total{"))

@@ -126,15 +126,7 @@ async fn a_refusal_at_the_fallback_tier_fails_over() {
 
 /// The sum of `name`'s series for target `p0/gpt-4o` in `/metrics`.
 async fn p0_metric(gw: &switchyard::server::Gateway, name: &str) -> f64 {
-    let text = call(
-        &client(),
-        http::Method::GET,
-        &format!("http://{}/metrics", gw.addr()),
-        "",
-        &[],
-    )
-    .await
-    .text();
+    let text = metrics_text(gw).await;
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("target=\"p0/gpt-4o\""))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())

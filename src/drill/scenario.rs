@@ -883,29 +883,38 @@ fn apply_faults(issues: &mut Issues, path: &str, raw: &RawFaults<'_>, behavior: 
     if let Some(p) = issues.probability(format!("{path}.error_event_rate"), raw.error_event_rate) {
         behavior.error_event_rate = p;
     }
-    match (
-        issues.probability(format!("{path}.drop_rate"), raw.drop_rate),
-        raw.drop_after,
-    ) {
-        (Some(p), after) => behavior.drop_after = Some((after.unwrap_or(2), p)),
-        (None, Some(_)) if raw.drop_rate.is_none() => issues.hint(
-            format!("{path}.drop_after"),
-            "drop_after without drop_rate",
-            "add drop_rate = 0.1 to cut 10% of streams after drop_after chunks",
-        ),
-        (None, _) => {}
+    if let Some(fault) = stream_fault(issues, path, "drop", raw.drop_rate, raw.drop_after) {
+        behavior.drop_after = Some(fault);
     }
+    if let Some(fault) = stream_fault(issues, path, "stall", raw.stall_rate, raw.stall_after) {
+        behavior.stall_after = Some(fault);
+    }
+}
+
+/// A mid-stream fault `{kind}_rate` / `{kind}_after` (chunks, default 2):
+/// `(after, rate)` when a rate is set; an `_after` without a rate is a
+/// hint, not a silent no-op.
+fn stream_fault(
+    issues: &mut Issues,
+    path: &str,
+    kind: &str,
+    rate: Option<f64>,
+    after: Option<u32>,
+) -> Option<(u32, f64)> {
     match (
-        issues.probability(format!("{path}.stall_rate"), raw.stall_rate),
-        raw.stall_after,
+        issues.probability(format!("{path}.{kind}_rate"), rate),
+        after,
     ) {
-        (Some(p), after) => behavior.stall_after = Some((after.unwrap_or(2), p)),
-        (None, Some(_)) if raw.stall_rate.is_none() => issues.hint(
-            format!("{path}.stall_after"),
-            "stall_after without stall_rate",
-            "add stall_rate = 0.1 to stall 10% of streams after stall_after chunks",
-        ),
-        (None, _) => {}
+        (Some(p), after) => Some((after.unwrap_or(2), p)),
+        (None, Some(_)) if rate.is_none() => {
+            issues.hint(
+                format!("{path}.{kind}_after"),
+                format!("{kind}_after without {kind}_rate"),
+                format!("add {kind}_rate = 0.1 to {kind} 10% of streams after {kind}_after chunks"),
+            );
+            None
+        }
+        (None, _) => None,
     }
 }
 

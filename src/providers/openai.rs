@@ -122,24 +122,33 @@ pub(crate) fn rebuild_openai_error(provider: &str, status: StatusCode, body: &[u
     )
 }
 
+/// The `code` and `type` of an OpenAI-shaped error body: all the
+/// classifiers below need of it.
+#[derive(serde::Deserialize)]
+struct ErrorCode<'a> {
+    #[serde(borrow)]
+    error: Option<CodeAndType<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct CodeAndType<'a> {
+    #[serde(borrow, default)]
+    code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn error_code(body: &[u8]) -> Option<CodeAndType<'_>> {
+    serde_json::from_slice::<ErrorCode>(body).ok()?.error
+}
+
 /// OpenAI (and Azure) say a prompt is too long with a 400 whose error code
 /// is `context_length_exceeded`.
 pub(crate) fn classify_openai_error(status: StatusCode, body: &[u8]) -> Option<FailureClass> {
     if status != StatusCode::BAD_REQUEST {
         return None;
     }
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        #[serde(borrow)]
-        error: Option<Detail<'a>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Detail<'a> {
-        #[serde(borrow)]
-        code: Option<std::borrow::Cow<'a, str>>,
-    }
-    let envelope: Envelope = serde_json::from_slice(body).ok()?;
-    (envelope.error?.code? == "context_length_exceeded").then_some(FailureClass::ContextLength)
+    (error_code(body)?.code? == "context_length_exceeded").then_some(FailureClass::ContextLength)
 }
 
 /// Whether an OpenAI-shaped error says the requested `service_tier` has
@@ -149,22 +158,8 @@ pub(crate) fn is_tier_refusal(status: StatusCode, body: &[u8]) -> bool {
     if status != StatusCode::TOO_MANY_REQUESTS {
         return false;
     }
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        #[serde(borrow)]
-        error: Option<Detail<'a>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Detail<'a> {
-        #[serde(borrow, default)]
-        code: Option<std::borrow::Cow<'a, str>>,
-        #[serde(rename = "type", borrow, default)]
-        kind: Option<std::borrow::Cow<'a, str>>,
-    }
     const SIGNAL: &str = "resource_unavailable";
-    serde_json::from_slice::<Envelope>(body)
-        .ok()
-        .and_then(|e| e.error)
+    error_code(body)
         .is_some_and(|d| d.code.as_deref() == Some(SIGNAL) || d.kind.as_deref() == Some(SIGNAL))
 }
 

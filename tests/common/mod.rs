@@ -218,6 +218,19 @@ pub async fn call(
     }
 }
 
+/// The gateway's `/metrics` text (no admin key: tests leave it unset).
+pub async fn metrics_text(gw: &Gateway) -> String {
+    call(
+        &client(),
+        Method::GET,
+        &format!("http://{}/metrics", gw.addr()),
+        "",
+        &[],
+    )
+    .await
+    .text()
+}
+
 pub async fn chat(client: &TestClient, gw: &Gateway, body: serde_json::Value) -> Reply {
     call(
         client,
