@@ -23,6 +23,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
 
+/// How the SSE comment marking a seam begins (clients ignore comments;
+/// the Responses protocol reads it to know a native upstream no longer
+/// holds the whole answer).
+pub const SEAM_COMMENT: &str = ": switchyard continued from ";
+
 /// What a continuation needs from the request that outlives the dispatch:
 /// the client's chat body and where and how it was routed.
 pub struct Resumer {
@@ -162,9 +167,7 @@ impl Legs {
             reason = reason.as_str(),
             "continued a cut stream on another target"
         );
-        let comment = Bytes::from(format!(
-            ": switchyard continued from {from_label} to {to_label}\n\n"
-        ));
+        let comment = Bytes::from(format!("{SEAM_COMMENT}{from_label} to {to_label}\n\n"));
         self.guard = start.guard.take();
         self.serving = to;
         self.continued = Some((from, to));

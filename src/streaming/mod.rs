@@ -7,6 +7,7 @@
 //! stream is `routing::resume`'s decision, not its own.
 
 pub mod events;
+pub mod native_seam;
 pub mod relay;
 pub mod seam;
 pub mod sse;
