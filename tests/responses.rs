@@ -538,7 +538,8 @@ async fn stored_responses_belong_to_the_key_that_created_them() {
 /// The official `openai` SDK: whole, streamed (events and the accumulating
 /// helper), a function-tool round trip whose second turn fails over to
 /// another dialect, structured output, stored responses, a stream cut after
-/// content and continued on another target, and a translated route; the primaries fail in the order the script calls.
+/// content and continued on another target, and a translated route; the
+/// primaries fail in the order the script calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_sdk_speaks_the_responses_api_through_failover() {
     let sims = Sims::start().await;
