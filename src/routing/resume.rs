@@ -84,7 +84,8 @@ impl Legs {
     }
 
     /// Whether a break may be continued at all (the route allows it and the
-    /// request is a chat stream).
+    /// request has a chat body to continue from: chat, `/v1/messages`,
+    /// `/v1/responses`).
     pub fn can_continue(&self) -> bool {
         self.resumer.is_some()
     }
