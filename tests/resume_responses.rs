@@ -53,8 +53,14 @@ fn config(targets: &[TargetSpec<'_>], route_extra: &str) -> String {
     text
 }
 
+/// A gateway over `targets` that keeps no responses (the store would be a
+/// file in the working directory).
 async fn gateway_for(targets: &[TargetSpec<'_>], route_extra: &str) -> switchyard::server::Gateway {
-    gateway_with_env(&config(targets, route_extra), |_| Some("test-key".into())).await
+    let text = format!(
+        "{}[responses]\nstore = false\n",
+        config(targets, route_extra)
+    );
+    gateway_with_env(&text, |_| Some("test-key".into())).await
 }
 
 async fn responses_stream(gw: &switchyard::server::Gateway) -> Vec<Value> {
