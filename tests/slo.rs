@@ -138,3 +138,136 @@ async fn cost_regression_against_the_previous_day_alerts() {
     );
     evaluator.abort();
 }
+
+/// The route `chat-default` over a primary (`p0`) and a degraded target
+/// (`p1`), with a success SLO and `settings` (e.g. `degrade_on`).
+fn degrading_config(primary: &str, degraded: &str, settings: &str, extra: &str) -> String {
+    let extra = format!(
+        "{FAST}\n[defaults.breaker]\nconsecutive_failures = 0\nmin_requests = 100000\n{extra}"
+    );
+    config_text(&[primary, degraded], &extra)
+        .replace(
+            r#"{ provider = "p1", model = "gpt-4o" }"#,
+            r#"{ provider = "p1", model = "gpt-4o", tier = "degraded" }"#,
+        )
+        .replace(
+            "[routes.chat-default]\n",
+            &format!("[routes.chat-default]\nslo = {{ success = 0.999 }}\n{settings}\n"),
+        )
+}
+
+const STRICT: (&str, &str) = ("x-switchyard-allow-degraded", "false");
+
+async fn chat_with(gw: &switchyard::server::Gateway, headers: &[(&str, &str)]) -> Reply {
+    call(
+        &client(),
+        Method::POST,
+        &format!("{}/chat/completions", gw.base_url()),
+        chat_body(false).to_string(),
+        headers,
+    )
+    .await
+}
+
+async fn status_json(gw: &switchyard::server::Gateway) -> serde_json::Value {
+    call(
+        &client(),
+        Method::GET,
+        &format!("http://{}/status.json", gw.addr()),
+        "",
+        &[],
+    )
+    .await
+    .json()
+}
+
+/// `degrade_on = "page"` on paused time, through the SLO engine and the
+/// evaluation loop: primary first while the SLO holds; once failures reach
+/// clients (requests that forbid degradation cannot fail over) the page
+/// alert fires and other requests try the degraded target first; a request
+/// that forbids degradation still goes to the primary only; after the
+/// primary recovers and the alert clears, the primary is first again.
+#[tokio::test(start_paused = true)]
+async fn a_burning_slo_sends_requests_to_the_degraded_tier_first_until_it_clears() {
+    use std::time::Duration;
+    let primary = sim_with("primary", failing(500)).await;
+    let small = sim("small").await;
+    let text = degrading_config(
+        &primary.base_url(),
+        &small.base_url(),
+        "degrade_on = \"page\"",
+        "[alerts]\nevaluate_every = \"1s\"\n",
+    );
+    let gw = gateway_from_text(&text).await;
+    let counts = || (primary.requests().len(), small.requests().len());
+
+    // The SLO holds: the primary is tried first (twice), the degraded
+    // target serves as the last resort.
+    let reply = chat_with(&gw, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-switchyard-degraded"), Some("true"));
+    assert_eq!(reply.header("x-switchyard-attempts"), Some("3"));
+    assert_eq!(counts(), (2, 1));
+
+    // Clients that forbid degradation get the primary's failures: the
+    // error budget burns and the page alert fires at the next evaluation.
+    for _ in 0..20 {
+        assert_eq!(chat_with(&gw, &[STRICT]).await.status, StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!(counts(), (42, 1));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = metrics_text(&gw).await;
+    assert!(
+        metrics.contains("switchyard_route_slo_degraded{route=\"chat-default\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_route_slo_degrade_switches_total{route=\"chat-default\"} 1"),
+        "{metrics}"
+    );
+    let status = status_json(&gw).await;
+    assert_eq!(status["routes"][0]["degraded_by_slo"], true);
+    assert_eq!(status["routes"][0]["state"], "degraded");
+    let page = call(
+        &client(),
+        Method::GET,
+        &format!("http://{}/status", gw.addr()),
+        "",
+        &[],
+    )
+    .await
+    .text();
+    assert!(page.contains("degraded by SLO"), "{page}");
+
+    // Degraded first: one attempt, the primary is not asked.
+    for _ in 0..3 {
+        let reply = chat_with(&gw, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header("x-switchyard-degraded"), Some("true"));
+        assert_eq!(reply.header("x-switchyard-attempts"), Some("1"));
+    }
+    assert_eq!(counts(), (42, 4));
+    // A request that forbids degradation is never switched.
+    assert_eq!(chat_with(&gw, &[STRICT]).await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(counts(), (44, 4));
+
+    // The primary recovers; with no more bad minutes the 5-minute window
+    // stops burning and the page clears: the primary is first again.
+    primary.set_behavior(switchyard::sim::Behavior::default());
+    tokio::time::sleep(Duration::from_secs(6 * 60)).await;
+    let status = status_json(&gw).await;
+    assert_eq!(status["routes"][0]["degraded_by_slo"], false);
+    let reply = chat_with(&gw, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-switchyard-degraded"), None);
+    assert_eq!(counts(), (45, 4));
+    let metrics = metrics_text(&gw).await;
+    assert!(
+        metrics.contains("switchyard_route_slo_degraded{route=\"chat-default\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_route_slo_degrade_switches_total{route=\"chat-default\"} 2"),
+        "{metrics}"
+    );
+}

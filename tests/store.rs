@@ -107,6 +107,7 @@ fn row(at_ms: i64, route: &str, status: i32) -> RequestRow {
         completion_tokens: Some(22),
         usage_estimated: at_ms % 5 == 0,
         cost_usd: Some(0.000_25),
+        degraded: (at_ms % 7 == 0).then(|| "slo".into()),
         request_body: (at_ms % 3 == 0)
             .then(|| r#"{"model":"chat","messages":[{"content":"héllo"}]}"#.into()),
         response_body: None,

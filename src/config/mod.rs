@@ -9,7 +9,7 @@ mod restart;
 
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::{Backoff, Jitter};
-use crate::telemetry::slo::SloPolicy;
+use crate::telemetry::slo::{Severity, SloPolicy};
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use raw::{RawBreaker, RawBudget, RawConfig, RawRetry, RawSize, RawTimeouts};
@@ -279,6 +279,16 @@ pub struct Route {
     pub context_fallback: bool,
     /// A stream cut after its first content is continued on another target.
     pub resume: bool,
+    /// SLO-driven degradation (`degrade_on`, `degrade_share`).
+    pub slo_degrade: Option<SloDegrade>,
+}
+
+/// While the route's burn-rate alert of severity `on` fires (for `Ticket`:
+/// ticket or page), `share` of its requests try degraded targets first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SloDegrade {
+    pub on: Severity,
+    pub share: f64,
 }
 
 /// How targets of one priority tier share load.
@@ -1146,6 +1156,63 @@ fn resolve_slo(issues: &mut Issues, path: &str, raw: &raw::RawSlo) -> Option<Slo
     })
 }
 
+/// `degrade_on` / `degrade_share`: needs the route's `slo` and a
+/// `tier = "degraded"` target to switch to.
+fn resolve_slo_degrade(
+    issues: &mut Issues,
+    path: &str,
+    raw: &raw::RawRoute,
+    has_slo: bool,
+    targets: &[Target],
+) -> Option<SloDegrade> {
+    let Some(text) = raw.degrade_on.as_deref() else {
+        if raw.degrade_share.is_some() {
+            issues.hint(
+                format!("{path}.degrade_share"),
+                "degrade_share has no effect without degrade_on",
+                "add degrade_on = \"page\" (or \"ticket\"), or remove degrade_share",
+            );
+        }
+        return None;
+    };
+    let on = match text {
+        "page" => Severity::Page,
+        "ticket" => Severity::Ticket,
+        other => {
+            issues.hint(
+                format!("{path}.degrade_on"),
+                format!("unknown severity \"{other}\" (known: page, ticket)"),
+                "\"page\" degrades on the fast burn only, \"ticket\" on either alert",
+            );
+            return None;
+        }
+    };
+    if !has_slo {
+        issues.hint(
+            format!("{path}.degrade_on"),
+            "degrade_on needs the route's slo (its burn-rate alerts decide the switch)",
+            "add slo = { success = 0.999 }",
+        );
+    }
+    if !targets.is_empty() && !targets.iter().any(|t| t.degraded) {
+        issues.hint(
+            format!("{path}.degrade_on"),
+            "degrade_on needs a target with tier = \"degraded\" to switch to",
+            "add e.g. { provider = \"...\", model = \"...\", tier = \"degraded\" } to targets",
+        );
+    }
+    let share = raw.degrade_share.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&share) {
+        issues.hint(
+            format!("{path}.degrade_share"),
+            format!("{share} is not between 0.0 and 1.0"),
+            "0.5 sends half of the requests degraded-first while the alert fires",
+        );
+        return None;
+    }
+    Some(SloDegrade { on, share })
+}
+
 fn resolve_hedge(issues: &mut Issues, path: &str, value: Option<&String>) -> Option<Hedge> {
     let text = value?;
     if let Some(q) = text.strip_prefix('p') {
@@ -1784,6 +1851,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 false
             }
         };
+        let slo_degrade = resolve_slo_degrade(&mut issues, &path, r, slo.is_some(), &targets);
         routes.insert(
             name.clone(),
             Arc::new(Route {
@@ -1804,6 +1872,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 ),
                 context_fallback: r.context_fallback.unwrap_or(true),
                 resume,
+                slo_degrade,
             }),
         );
     }

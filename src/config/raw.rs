@@ -316,6 +316,13 @@ pub struct RawRoute {
     /// (default: the next target continues the answer) or `"off"` (end with
     /// the `stream_cut` event).
     pub resume: Option<String>,
+    /// `"page"` or `"ticket"`: while the route's SLO burn-rate alert of
+    /// that severity fires (`"ticket"`: ticket or page), requests try the
+    /// `tier = "degraded"` targets first.
+    pub degrade_on: Option<String>,
+    /// Share of requests (0.0..=1.0, default 1.0) sent degraded-first
+    /// while `degrade_on` is in force.
+    pub degrade_share: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -739,3 +739,69 @@ fn service_tiers_are_validated_with_their_key_paths() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn slo_degradation_is_validated_with_its_key_paths() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n";
+    let degraded = r#"{ provider = "p", model = "m" }, { provider = "p", model = "small", tier = "degraded" }"#;
+    let route = |settings: &str, targets: &str| {
+        format!("{base}[routes.r]\n{settings}\ntargets = [{targets}]\n")
+    };
+    let config = Config::from_toml(
+        &route(
+            "slo = { success = 0.999 }\ndegrade_on = \"ticket\"\ndegrade_share = 0.25",
+            degraded,
+        ),
+        env_with_keys,
+    )
+    .unwrap();
+    assert_eq!(
+        config.route("r").unwrap().slo_degrade,
+        Some(SloDegrade {
+            on: Severity::Ticket,
+            share: 0.25
+        })
+    );
+    let config = Config::from_toml(
+        &route("slo = { success = 0.999 }\ndegrade_on = \"page\"", degraded),
+        env_with_keys,
+    )
+    .unwrap();
+    assert_eq!(config.route("r").unwrap().slo_degrade.unwrap().share, 1.0);
+
+    let cases = [
+        (
+            route("degrade_on = \"page\"", degraded),
+            "routes.r.degrade_on: degrade_on needs the route's slo",
+        ),
+        (
+            route(
+                "slo = { success = 0.999 }\ndegrade_on = \"page\"",
+                r#"{ provider = "p", model = "m" }"#,
+            ),
+            "routes.r.degrade_on: degrade_on needs a target with tier = \"degraded\"",
+        ),
+        (
+            route("slo = { success = 0.999 }\ndegrade_on = \"warn\"", degraded),
+            "routes.r.degrade_on: unknown severity \"warn\" (known: page, ticket)",
+        ),
+        (
+            route(
+                "slo = { success = 0.999 }\ndegrade_on = \"page\"\ndegrade_share = 1.5",
+                degraded,
+            ),
+            "routes.r.degrade_share: 1.5 is not between 0.0 and 1.0",
+        ),
+        (
+            route("slo = { success = 0.999 }\ndegrade_share = 0.5", degraded),
+            "routes.r.degrade_share: degrade_share has no effect without degrade_on",
+        ),
+    ];
+    for (text, expected) in cases {
+        let errs = errors(&text);
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "{expected}: {errs:?}"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! responses for the client (the server does).
 
 mod attempt;
+pub mod degrade;
 pub mod forms;
 pub mod health;
 pub mod resume;
@@ -88,6 +89,9 @@ pub struct Dispatch<'r, 'a> {
     pub counters: &'a EngineCounters,
     /// Whether targets marked `tier = "degraded"` may serve this request.
     pub allow_degraded: bool,
+    /// The route's SLO is burning (`degrade_on`): degraded targets are
+    /// planned ahead of the primary ones.
+    pub degraded_first: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -190,6 +194,9 @@ impl<'r> Dispatch<'r, '_> {
         let mut context = ContextFallback::default();
         loop {
             let mut order = live.plan(self.caller_region, Instant::now());
+            if self.degraded_first {
+                degrade::put_degraded_first(&mut order, &route.targets);
+            }
             let mut skipped: Vec<Skipped> = Vec::new();
             let mut pos = 0;
             while pos < order.len() {

@@ -134,6 +134,9 @@ impl Legs {
             max_response_body: resumer.max_response_body,
             counters: (*resumer.counters).as_ref(),
             allow_degraded: resumer.allow_degraded,
+            // A continuation keeps the answer's own plan rules; the SLO
+            // switch decides only where a request starts.
+            degraded_first: false,
         };
         let found = dispatch
             .continuation(&resumer.tried, resumer.deadline)

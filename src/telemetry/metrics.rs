@@ -143,6 +143,8 @@ pub struct Metrics {
     cooling_skips: Family<RouteLabels, Counter>,
     streams_cut: Family<RouteLabels, Counter>,
     streams_resumed: Family<ResumedLabels, Counter>,
+    slo_degraded: Family<RouteLabels, Gauge>,
+    slo_degrade_switches: Family<RouteLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
     cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     breaker_state: Family<TargetLabels, Gauge>,
@@ -176,6 +178,8 @@ impl Metrics {
             cooling_skips: Family::default(),
             streams_cut: Family::default(),
             streams_resumed: Family::default(),
+            slo_degraded: Family::default(),
+            slo_degrade_switches: Family::default(),
             tokens: Family::default(),
             cost: Family::default(),
             breaker_state: Family::default(),
@@ -253,6 +257,16 @@ impl Metrics {
             "streams_resumed",
             "Streams cut after content that the gateway asked another target to continue, by outcome",
             m.streams_resumed.clone(),
+        );
+        registry.register(
+            "route_slo_degraded",
+            "1 while the route's SLO alert (degrade_on) sends requests to its degraded targets first",
+            m.slo_degraded.clone(),
+        );
+        registry.register(
+            "route_slo_degrade_switches",
+            "Times the route entered or left SLO-driven degradation",
+            m.slo_degrade_switches.clone(),
         );
         registry.register(
             "tokens",
@@ -380,6 +394,8 @@ impl Metrics {
             breaker_skips: self.breaker_skips.get_or_create(&r()).clone(),
             cooling_skips: self.cooling_skips.get_or_create(&r()).clone(),
             streams_cut: self.streams_cut.get_or_create(&r()).clone(),
+            slo_degraded: self.slo_degraded.get_or_create(&r()).clone(),
+            slo_degrade_switches: self.slo_degrade_switches.get_or_create(&r()).clone(),
             resumed: ResumedStreams {
                 route: route.to_owned(),
                 family: self.streams_resumed.clone(),
@@ -581,6 +597,9 @@ pub struct RouteMetrics {
     pub breaker_skips: Counter,
     pub cooling_skips: Counter,
     pub streams_cut: Counter,
+    /// 1 while SLO-driven degradation is on (set by the SLO evaluation loop).
+    pub slo_degraded: Gauge,
+    pub slo_degrade_switches: Counter,
     pub resumed: ResumedStreams,
     /// Parallel to the route's targets.
     pub targets: Vec<TargetMetrics>,
