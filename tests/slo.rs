@@ -271,3 +271,115 @@ async fn a_burning_slo_sends_requests_to_the_degraded_tier_first_until_it_clears
         "{metrics}"
     );
 }
+
+/// A receiver of webhook bodies on loopback: (its URL, what it got).
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/hook",
+        post({
+            let received = received.clone();
+            move |body: axum::body::Bytes| async move {
+                received
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (hook, received)
+}
+
+/// With virtual keys and the request log: the switch is announced to the
+/// webhooks (`"kind":"slo_degradation"`), a request served degraded-first
+/// is logged with `degraded = "slo"` (a last-resort one with `"fallback"`),
+/// and a key that forbids degradation is never switched.
+#[tokio::test]
+async fn slo_degradation_is_announced_logged_and_spares_keys_that_forbid_it() {
+    use switchyard::keys::NewKey;
+    use switchyard::store::{RequestQuery, Store};
+    let (hook, received) = webhook_receiver().await;
+    let primary = sim_with("primary", failing(500)).await;
+    let small = sim("small").await;
+    let dir = std::env::temp_dir().join(format!("switchyard-slo-degrade-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("gw.db").display());
+    let text = degrading_config(
+        &primary.base_url(),
+        &small.base_url(),
+        "degrade_on = \"ticket\"",
+        &format!(
+            "[alerts]\nwebhooks = [\"{hook}\"]\nevaluate_every = \"50ms\"\n[store]\nurl = \"{url}\"\n[request_log]\nenabled = true\n"
+        ),
+    )
+    .replace("auth = \"none\"", "auth = \"keys\"");
+    let config = switchyard::config::Config::from_toml(&text, |_| None).unwrap();
+    let gw = switchyard::server::Gateway::start(config).await.unwrap();
+    let keys = gw.state().keys.get().expect("keys on").clone();
+    let secret = |created: switchyard::keys::Issued| created.secret.expose().to_owned();
+    let app = secret(keys.create(NewKey::new("app", "web")).await.unwrap());
+    let mut strict = NewKey::new("strict", "batch");
+    strict.allow_degraded = false;
+    let strict = secret(keys.create(strict).await.unwrap());
+    let app = format!("Bearer {app}");
+    let strict = format!("Bearer {strict}");
+    let counts = || (primary.requests().len(), small.requests().len());
+
+    let reply = chat_with(&gw, &[("authorization", &app)]).await;
+    assert_eq!(reply.header("x-switchyard-attempts"), Some("3"));
+    for _ in 0..20 {
+        let reply = chat_with(&gw, &[("authorization", &strict)]).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    }
+    eventually("the degradation announced", || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b["kind"] == "slo_degradation")
+    })
+    .await;
+    let event = received
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "slo_degradation")
+        .cloned()
+        .unwrap();
+    assert_eq!(event["version"], 1);
+    assert_eq!(event["state"], "degraded");
+    assert_eq!(event["route"], "chat-default");
+    assert_eq!(event["degrade_on"], "ticket");
+    assert_eq!(event["degrade_share"], 1.0);
+
+    let before = counts();
+    let reply = chat_with(&gw, &[("authorization", &app)]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-switchyard-degraded"), Some("true"));
+    assert_eq!(reply.header("x-switchyard-attempts"), Some("1"));
+    assert_eq!(counts(), (before.0, before.1 + 1));
+    let reply = chat_with(&gw, &[("authorization", &strict)]).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(counts(), (before.0 + 2, before.1 + 1), "the key forbids degradation");
+
+    gw.state().request_log.get().expect("request log on").flush().await;
+    let store = Store::connect(&url, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let rows = store
+        .query_requests(&RequestQuery::newest(30))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 23);
+    assert_eq!((rows[0].key_name.as_str(), rows[0].degraded.as_deref()), ("strict", None));
+    assert_eq!(rows[1].key_name, "app");
+    assert_eq!(rows[1].served_target.as_deref(), Some("p1/gpt-4o"));
+    assert_eq!(rows[1].degraded.as_deref(), Some("slo"));
+    assert_eq!(rows[22].degraded.as_deref(), Some("fallback"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
