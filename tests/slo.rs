@@ -212,7 +212,10 @@ async fn a_burning_slo_sends_requests_to_the_degraded_tier_first_until_it_clears
     // Clients that forbid degradation get the primary's failures: the
     // error budget burns and the page alert fires at the next evaluation.
     for _ in 0..20 {
-        assert_eq!(chat_with(&gw, &[STRICT]).await.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            chat_with(&gw, &[STRICT]).await.status,
+            StatusCode::BAD_GATEWAY
+        );
     }
     assert_eq!(counts(), (42, 1));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -248,7 +251,10 @@ async fn a_burning_slo_sends_requests_to_the_degraded_tier_first_until_it_clears
     }
     assert_eq!(counts(), (42, 4));
     // A request that forbids degradation is never switched.
-    assert_eq!(chat_with(&gw, &[STRICT]).await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        chat_with(&gw, &[STRICT]).await.status,
+        StatusCode::BAD_GATEWAY
+    );
     assert_eq!(counts(), (44, 4));
 
     // The primary recovers; with no more bad minutes the 5-minute window
@@ -365,9 +371,18 @@ async fn slo_degradation_is_announced_logged_and_spares_keys_that_forbid_it() {
     assert_eq!(counts(), (before.0, before.1 + 1));
     let reply = chat_with(&gw, &[("authorization", &strict)]).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(counts(), (before.0 + 2, before.1 + 1), "the key forbids degradation");
+    assert_eq!(
+        counts(),
+        (before.0 + 2, before.1 + 1),
+        "the key forbids degradation"
+    );
 
-    gw.state().request_log.get().expect("request log on").flush().await;
+    gw.state()
+        .request_log
+        .get()
+        .expect("request log on")
+        .flush()
+        .await;
     let store = Store::connect(&url, std::time::Duration::from_secs(5))
         .await
         .unwrap();
@@ -376,7 +391,10 @@ async fn slo_degradation_is_announced_logged_and_spares_keys_that_forbid_it() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 23);
-    assert_eq!((rows[0].key_name.as_str(), rows[0].degraded.as_deref()), ("strict", None));
+    assert_eq!(
+        (rows[0].key_name.as_str(), rows[0].degraded.as_deref()),
+        ("strict", None)
+    );
     assert_eq!(rows[1].key_name, "app");
     assert_eq!(rows[1].served_target.as_deref(), Some("p1/gpt-4o"));
     assert_eq!(rows[1].degraded.as_deref(), Some("slo"));

@@ -485,7 +485,10 @@ async fn an_older_sqlite_request_log_gains_the_new_columns() {
     let store = Store::connect(&url, TIMEOUT).await.unwrap();
     let mut new = row(7, "chat", 200);
     new.degraded = Some("slo".into());
-    store.insert_requests(std::slice::from_ref(&new)).await.unwrap();
+    store
+        .insert_requests(std::slice::from_ref(&new))
+        .await
+        .unwrap();
     let rows = store
         .query_requests(&RequestQuery::newest(10))
         .await
@@ -493,6 +496,9 @@ async fn an_older_sqlite_request_log_gains_the_new_columns() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0], new);
     assert_eq!(rows[1].request_id, "old");
-    assert_eq!((rows[1].usage_estimated, rows[1].degraded.as_deref()), (false, None));
+    assert_eq!(
+        (rows[1].usage_estimated, rows[1].degraded.as_deref()),
+        (false, None)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

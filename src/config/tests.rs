@@ -42,6 +42,13 @@ fn shipped_example_validates() {
     let long = config.route("long-context").unwrap();
     assert_eq!(long.targets.len(), 4, "the claude pool has two keys");
     assert!(long.targets[3].degraded);
+    assert_eq!(
+        long.slo_degrade,
+        Some(SloDegrade {
+            on: Severity::Page,
+            share: 0.5
+        })
+    );
     let chat = config.route("chat-default").unwrap();
     assert_eq!(chat.targets.len(), 3);
     assert_eq!(chat.targets[0].label(), "openai/gpt-4o");

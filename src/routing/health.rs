@@ -414,7 +414,10 @@ impl HealthRegistry {
 
     /// The state of route `name`, kept across reloads.
     pub fn route(&self, name: &str) -> Arc<super::degrade::RouteHealth> {
-        lock(&self.routes).entry(name.to_owned()).or_default().clone()
+        lock(&self.routes)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Forgets routes no longer in the config.

@@ -341,46 +341,47 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         self.bounded(async {
-        match &self.pool {
-            Pool::Sqlite(pool) => {
-                for statement in SQLITE_SCHEMA.iter().chain(responses::SQLITE_SCHEMA) {
-                    sqlx::query(*statement).execute(pool).await?;
-                }
-                // Request logs written before a column existed; SQLite has
-                // no `ADD COLUMN IF NOT EXISTS`.
-                for (column, definition) in SQLITE_ADDED_COLUMNS {
-                    let has_column: Option<(i64,)> = sqlx::query_as(
-                        "SELECT 1 FROM pragma_table_info('request_log') WHERE name = $1",
-                    )
-                    .bind(column)
-                    .fetch_optional(pool)
-                    .await?;
-                    if has_column.is_none() {
-                        // Both parts are constants of this module.
-                        sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "ALTER TABLE request_log ADD COLUMN {column} {definition}"
-                        )))
+            match &self.pool {
+                Pool::Sqlite(pool) => {
+                    for statement in SQLITE_SCHEMA.iter().chain(responses::SQLITE_SCHEMA) {
+                        sqlx::query(*statement).execute(pool).await?;
+                    }
+                    // Request logs written before a column existed; SQLite has
+                    // no `ADD COLUMN IF NOT EXISTS`.
+                    for (column, definition) in SQLITE_ADDED_COLUMNS {
+                        let has_column: Option<(i64,)> = sqlx::query_as(
+                            "SELECT 1 FROM pragma_table_info('request_log') WHERE name = $1",
+                        )
+                        .bind(column)
+                        .fetch_optional(pool)
+                        .await?;
+                        if has_column.is_none() {
+                            // Both parts are constants of this module.
+                            sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "ALTER TABLE request_log ADD COLUMN {column} {definition}"
+                            )))
                             .execute(pool)
                             .await?;
+                        }
                     }
                 }
-            }
-            Pool::Postgres(pool) => {
-                // Concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
-                // PostgreSQL's catalog (replicas starting together): one
-                // migration at a time per database.
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock(7365921042)")
-                    .execute(&mut *tx)
-                    .await?;
-                for statement in POSTGRES_SCHEMA.iter().chain(responses::POSTGRES_SCHEMA) {
-                    sqlx::query(*statement).execute(&mut *tx).await?;
+                Pool::Postgres(pool) => {
+                    // Concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
+                    // PostgreSQL's catalog (replicas starting together): one
+                    // migration at a time per database.
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SELECT pg_advisory_xact_lock(7365921042)")
+                        .execute(&mut *tx)
+                        .await?;
+                    for statement in POSTGRES_SCHEMA.iter().chain(responses::POSTGRES_SCHEMA) {
+                        sqlx::query(*statement).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
                 }
-                tx.commit().await?;
             }
-        }
-        Ok(())
-        }).await
+            Ok(())
+        })
+        .await
     }
 
     /// Inserts a batch in one transaction.
