@@ -374,6 +374,9 @@ pub struct Target {
     /// The tier this target is retried at, at once, when it refuses
     /// `service_tier` (see `routing::tier`).
     pub tier_fallback: Option<Box<str>>,
+    /// A first-byte timeout at `service_tier`, shorter than the route's,
+    /// that counts as a tier refusal (`tier_first_byte`).
+    pub tier_first_byte: Option<Duration>,
 }
 
 /// How a target can be asked to continue a partial answer (a stream cut
@@ -1156,6 +1159,48 @@ fn resolve_slo(issues: &mut Issues, path: &str, raw: &raw::RawSlo) -> Option<Slo
     })
 }
 
+/// A target's `tier_first_byte`: a positive duration, only with both
+/// `service_tier` and `tier_fallback` (there must be a tier to fall back to).
+fn resolve_tier_first_byte(
+    issues: &mut Issues,
+    tpath: &str,
+    t: &raw::RawTarget,
+) -> Option<Duration> {
+    let text = t.tier_first_byte.as_ref()?;
+    let path = format!("{tpath}.tier_first_byte");
+    if t.service_tier.is_none() || t.tier_fallback.is_none() {
+        issues.hint(
+            path,
+            "needs service_tier and tier_fallback",
+            "set service_tier = \"flex\" and tier_fallback = \"default\" (the tier asked after the timeout)",
+        );
+        return None;
+    }
+    let d = issues.positive_duration(path, Some(text), Duration::ZERO);
+    (!d.is_zero()).then_some(d)
+}
+
+/// `tier_first_byte` must be shorter than the route's `first_byte`, or it
+/// would never fire before the ordinary timeout.
+fn check_tier_first_byte(issues: &mut Issues, path: &str, targets: &[Target], timeouts: &Timeouts) {
+    let mut seen = std::collections::HashSet::new();
+    for t in targets {
+        let Some(limit) = t.tier_first_byte else {
+            continue;
+        };
+        if limit >= timeouts.first_byte && seen.insert(t.group) {
+            issues.hint(
+                format!("{path}.targets[{}].tier_first_byte", t.group),
+                format!(
+                    "{limit:?} is not shorter than the route's first_byte ({:?})",
+                    timeouts.first_byte
+                ),
+                "a tier first-byte timeout only helps below first_byte, e.g. \"2s\" under \"10s\"",
+            );
+        }
+    }
+}
+
 /// `degrade_on` / `degrade_share`: needs the route's `slo` and a
 /// `tier = "degraded"` target to switch to.
 fn resolve_slo_degrade(
@@ -1730,6 +1775,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             };
             let (service_tier, tier_fallback) =
                 resolve_service_tier(&mut issues, &tpath, provider.kind, t);
+            let tier_first_byte = resolve_tier_first_byte(&mut issues, &tpath, t);
             // A tier without its own price costs the model's price.
             let price_at = |tier: Option<&str>| {
                 tier.and_then(|tier| raw_price?.tiers.get(tier))
@@ -1785,6 +1831,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     continuation,
                     service_tier: service_tier.clone(),
                     tier_fallback: tier_fallback.clone(),
+                    tier_first_byte,
                     fallback_price,
                 });
             }
@@ -1807,6 +1854,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             ),
             None => default_timeouts,
         };
+        check_tier_first_byte(&mut issues, &path, &targets, &timeouts);
         let breaker = match &r.breaker {
             Some(b) => {
                 resolve_breaker(&mut issues, &format!("{path}.breaker"), b, &default_breaker)

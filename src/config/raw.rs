@@ -350,4 +350,8 @@ pub struct RawTarget {
     /// The tier the same target is retried at when it refuses
     /// `service_tier` (OpenAI's 429 `resource_unavailable`).
     pub tier_fallback: Option<String>,
+    /// A first-byte timeout at `service_tier` (shorter than the route's
+    /// `first_byte`) that counts as a tier refusal: the same target is
+    /// asked again at once at `tier_fallback`.
+    pub tier_first_byte: Option<String>,
 }

@@ -812,3 +812,50 @@ fn slo_degradation_is_validated_with_its_key_paths() {
         );
     }
 }
+
+#[test]
+fn tier_first_byte_needs_both_tiers_and_must_beat_first_byte() {
+    let text = |settings: &str, first_byte: &str| {
+        format!(
+            "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{{ provider = \"p\", model = \"m\"{settings} }}]\n[routes.r.timeouts]\nfirst_byte = \"{first_byte}\"\n"
+        )
+    };
+    const TIERS: &str = r#", service_tier = "flex", tier_fallback = "default""#;
+    let config = Config::from_toml(
+        &text(&format!("{TIERS}, tier_first_byte = \"2s\""), "10s"),
+        env_with_keys,
+    )
+    .unwrap();
+    assert_eq!(
+        config.route("r").unwrap().targets[0].tier_first_byte,
+        Some(Duration::from_secs(2))
+    );
+    for (settings, first_byte, expected) in [
+        (
+            r#", service_tier = "flex", tier_first_byte = "2s""#.to_owned(),
+            "10s",
+            "routes.r.targets[0].tier_first_byte: needs service_tier and tier_fallback",
+        ),
+        (
+            format!("{TIERS}, tier_first_byte = \"10s\""),
+            "10s",
+            "routes.r.targets[0].tier_first_byte: 10s is not shorter than the route's first_byte (10s)",
+        ),
+        (
+            format!("{TIERS}, tier_first_byte = \"0s\""),
+            "10s",
+            "routes.r.targets[0].tier_first_byte: must be greater than zero",
+        ),
+        (
+            format!("{TIERS}, tier_first_byte = \"soon\""),
+            "10s",
+            "routes.r.targets[0].tier_first_byte: invalid duration \"soon\"",
+        ),
+    ] {
+        let errs = errors(&text(&settings, first_byte));
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "{expected}: {errs:?}"
+        );
+    }
+}

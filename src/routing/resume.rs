@@ -240,6 +240,12 @@ impl Dispatch<'_, '_> {
             let Ok(body) = bodies.get(target, self.request) else {
                 continue;
             };
+            // No tier fallback for a continuation: its tier's first-byte
+            // limit would only turn a slow answer into a failure.
+            let body = super::TargetRequest {
+                tier_first_byte: None,
+                ..body
+            };
             let Ok(guard) = health.admit(now) else {
                 continue;
             };
@@ -313,6 +319,7 @@ impl RequestForms for ContinuationForms<'_> {
             endpoint: Endpoint::ChatCompletions,
             body: translated,
             content_type: super::forms::JSON,
+            tier_first_byte: None,
         })
     }
 
