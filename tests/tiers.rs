@@ -1,7 +1,7 @@
 //! Service-tier fallback end to end: a target with `service_tier = "flex"`
 //! and `tier_fallback = "default"` that refuses flex (429
-//! `resource_unavailable`) is asked again at `default` before any other
-//! target; the response says which tier served, and the simulators' logs
+//! `resource_unavailable`) or stays silent past `tier_first_byte` is asked
+//! again at `default` before any other target; the response says which tier served, and the simulators' logs
 //! show the tier each request carried.
 
 mod common;

@@ -34,6 +34,10 @@ fn shipped_example_validates() {
     let batch = config.route("batch").unwrap();
     assert_eq!(batch.targets[0].service_tier.as_deref(), Some("flex"));
     assert_eq!(batch.targets[0].tier_fallback.as_deref(), Some("default"));
+    assert_eq!(
+        batch.targets[0].tier_first_byte,
+        Some(Duration::from_secs(10))
+    );
     assert_eq!(batch.targets[0].price, Some(Price::new(0.075, 0.30)));
     assert_eq!(
         batch.targets[0].fallback_price,
