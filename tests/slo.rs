@@ -401,3 +401,34 @@ async fn slo_degradation_is_announced_logged_and_spares_keys_that_forbid_it() {
     assert_eq!(rows[22].degraded.as_deref(), Some("fallback"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The switch lives with the route's state that outlives a config: a
+/// reload keeps it on, and the request path reads it from the new table.
+#[test]
+fn the_slo_switch_survives_a_reload() {
+    let text = degrading_config(
+        "http://127.0.0.1:9/v1",
+        "http://127.0.0.1:9/v1",
+        "degrade_on = \"page\"",
+        "",
+    );
+    let load = || switchyard::config::Config::from_toml(&text, |_| None).unwrap();
+    let state = switchyard::server::AppState::new(load());
+    let live = state.table.load().route("chat-default").unwrap().clone();
+    assert!(!live.slo_degraded_first(true));
+    assert!(live.route_health.set_slo_degraded(true));
+    assert!(live.slo_degraded_first(true));
+    assert!(!live.slo_degraded_first(false), "forbidden by the caller");
+    state.reload(load());
+    let reloaded = state.table.load().route("chat-default").unwrap().clone();
+    assert!(!Arc::ptr_eq(&live, &reloaded), "a new table");
+    assert!(reloaded.route_health.slo_degraded());
+    assert!(reloaded.slo_degraded_first(true));
+    // Without degrade_on the request path ignores a switch not yet cleared.
+    state.reload(
+        switchyard::config::Config::from_toml(&text.replace("degrade_on = \"page\"", ""), |_| None)
+            .unwrap(),
+    );
+    let plain = state.table.load().route("chat-default").unwrap().clone();
+    assert!(!plain.slo_degraded_first(true));
+}
