@@ -246,13 +246,16 @@ fn print_row(row: &crate::store::RequestRow, json: bool) {
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(row.at_ms.max(0) as u64),
     );
     println!(
-        "{at}  {:<36}  {:<16} {:>3} {:<22} {:>9.1} ms  {}{}",
+        "{at}  {:<36}  {:<16} {:>3} {:<22} {:>9.1} ms  {}{}{}",
         row.request_id,
         row.route,
         row.status,
         row.outcome,
         row.latency_ms,
         row.served_target.as_deref().unwrap_or("-"),
+        row.degraded
+            .as_deref()
+            .map_or(String::new(), |why| format!(" (degraded: {why})")),
         if row.attempts == "[]" {
             String::new()
         } else {

@@ -9,7 +9,7 @@ mod restart;
 
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::{Backoff, Jitter};
-use crate::telemetry::slo::SloPolicy;
+use crate::telemetry::slo::{Severity, SloPolicy};
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use raw::{RawBreaker, RawBudget, RawConfig, RawRetry, RawSize, RawTimeouts};
@@ -279,6 +279,16 @@ pub struct Route {
     pub context_fallback: bool,
     /// A stream cut after its first content is continued on another target.
     pub resume: bool,
+    /// SLO-driven degradation (`degrade_on`, `degrade_share`).
+    pub slo_degrade: Option<SloDegrade>,
+}
+
+/// While the route's burn-rate alert of severity `on` fires (for `Ticket`:
+/// ticket or page), `share` of its requests try degraded targets first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SloDegrade {
+    pub on: Severity,
+    pub share: f64,
 }
 
 /// How targets of one priority tier share load.
@@ -364,6 +374,9 @@ pub struct Target {
     /// The tier this target is retried at, at once, when it refuses
     /// `service_tier` (see `routing::tier`).
     pub tier_fallback: Option<Box<str>>,
+    /// A first-byte timeout at `service_tier`, shorter than the route's,
+    /// that counts as a tier refusal (`tier_first_byte`).
+    pub tier_first_byte: Option<Duration>,
 }
 
 /// How a target can be asked to continue a partial answer (a stream cut
@@ -1146,6 +1159,105 @@ fn resolve_slo(issues: &mut Issues, path: &str, raw: &raw::RawSlo) -> Option<Slo
     })
 }
 
+/// A target's `tier_first_byte`: a positive duration, only with both
+/// `service_tier` and `tier_fallback` (there must be a tier to fall back to).
+fn resolve_tier_first_byte(
+    issues: &mut Issues,
+    tpath: &str,
+    t: &raw::RawTarget,
+) -> Option<Duration> {
+    let text = t.tier_first_byte.as_ref()?;
+    let path = format!("{tpath}.tier_first_byte");
+    if t.service_tier.is_none() || t.tier_fallback.is_none() {
+        issues.hint(
+            path,
+            "needs service_tier and tier_fallback",
+            "set service_tier = \"flex\" and tier_fallback = \"default\" (the tier asked after the timeout)",
+        );
+        return None;
+    }
+    let d = issues.positive_duration(path, Some(text), Duration::ZERO);
+    (!d.is_zero()).then_some(d)
+}
+
+/// `tier_first_byte` must be shorter than the route's `first_byte`, or it
+/// would never fire before the ordinary timeout.
+fn check_tier_first_byte(issues: &mut Issues, path: &str, targets: &[Target], timeouts: &Timeouts) {
+    let mut seen = std::collections::HashSet::new();
+    for t in targets {
+        let Some(limit) = t.tier_first_byte else {
+            continue;
+        };
+        if limit >= timeouts.first_byte && seen.insert(t.group) {
+            issues.hint(
+                format!("{path}.targets[{}].tier_first_byte", t.group),
+                format!(
+                    "{limit:?} is not shorter than the route's first_byte ({:?})",
+                    timeouts.first_byte
+                ),
+                "a tier first-byte timeout only helps below first_byte, e.g. \"2s\" under \"10s\"",
+            );
+        }
+    }
+}
+
+/// `degrade_on` / `degrade_share`: needs the route's `slo` and a
+/// `tier = "degraded"` target to switch to.
+fn resolve_slo_degrade(
+    issues: &mut Issues,
+    path: &str,
+    raw: &raw::RawRoute,
+    has_slo: bool,
+    targets: &[Target],
+) -> Option<SloDegrade> {
+    let Some(text) = raw.degrade_on.as_deref() else {
+        if raw.degrade_share.is_some() {
+            issues.hint(
+                format!("{path}.degrade_share"),
+                "degrade_share has no effect without degrade_on",
+                "add degrade_on = \"page\" (or \"ticket\"), or remove degrade_share",
+            );
+        }
+        return None;
+    };
+    let on = match text {
+        "page" => Severity::Page,
+        "ticket" => Severity::Ticket,
+        other => {
+            issues.hint(
+                format!("{path}.degrade_on"),
+                format!("unknown severity \"{other}\" (known: page, ticket)"),
+                "\"page\" degrades on the fast burn only, \"ticket\" on either alert",
+            );
+            return None;
+        }
+    };
+    if !has_slo {
+        issues.hint(
+            format!("{path}.degrade_on"),
+            "degrade_on needs the route's slo (its burn-rate alerts decide the switch)",
+            "add slo = { success = 0.999 }",
+        );
+    }
+    if !targets.is_empty() && !targets.iter().any(|t| t.degraded) {
+        issues.hint(
+            format!("{path}.degrade_on"),
+            "degrade_on needs a target with tier = \"degraded\" to switch to",
+            "add e.g. { provider = \"...\", model = \"...\", tier = \"degraded\" } to targets",
+        );
+    }
+    let share = raw.degrade_share.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&share) {
+        issues.hint(
+            format!("{path}.degrade_share"),
+            format!("{share} is not between 0.0 and 1.0"),
+            "0.5 sends half of the requests degraded-first while the alert fires",
+        );
+        return None;
+    }
+    Some(SloDegrade { on, share })
+}
+
 fn resolve_hedge(issues: &mut Issues, path: &str, value: Option<&String>) -> Option<Hedge> {
     let text = value?;
     if let Some(q) = text.strip_prefix('p') {
@@ -1663,6 +1775,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             };
             let (service_tier, tier_fallback) =
                 resolve_service_tier(&mut issues, &tpath, provider.kind, t);
+            let tier_first_byte = resolve_tier_first_byte(&mut issues, &tpath, t);
             // A tier without its own price costs the model's price.
             let price_at = |tier: Option<&str>| {
                 tier.and_then(|tier| raw_price?.tiers.get(tier))
@@ -1718,6 +1831,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                     continuation,
                     service_tier: service_tier.clone(),
                     tier_fallback: tier_fallback.clone(),
+                    tier_first_byte,
                     fallback_price,
                 });
             }
@@ -1740,6 +1854,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
             ),
             None => default_timeouts,
         };
+        check_tier_first_byte(&mut issues, &path, &targets, &timeouts);
         let breaker = match &r.breaker {
             Some(b) => {
                 resolve_breaker(&mut issues, &format!("{path}.breaker"), b, &default_breaker)
@@ -1784,6 +1899,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 false
             }
         };
+        let slo_degrade = resolve_slo_degrade(&mut issues, &path, r, slo.is_some(), &targets);
         routes.insert(
             name.clone(),
             Arc::new(Route {
@@ -1804,6 +1920,7 @@ fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Con
                 ),
                 context_fallback: r.context_fallback.unwrap_or(true),
                 resume,
+                slo_degrade,
             }),
         );
     }

@@ -140,6 +140,9 @@ impl Legs {
             max_response_body: resumer.max_response_body,
             counters: (*resumer.counters).as_ref(),
             allow_degraded: resumer.allow_degraded,
+            // A continuation keeps the answer's own plan rules; the SLO
+            // switch decides only where a request starts.
+            degraded_first: false,
         };
         let found = dispatch
             .continuation(&resumer.tried, resumer.deadline)
@@ -241,6 +244,12 @@ impl Dispatch<'_, '_> {
             let Ok(body) = bodies.get(target, self.request) else {
                 continue;
             };
+            // No tier fallback for a continuation: its tier's first-byte
+            // limit would only turn a slow answer into a failure.
+            let body = super::TargetRequest {
+                tier_first_byte: None,
+                ..body
+            };
             let Ok(guard) = health.admit(now) else {
                 continue;
             };
@@ -314,6 +323,7 @@ impl RequestForms for ContinuationForms<'_> {
             endpoint: Endpoint::ChatCompletions,
             body: translated,
             content_type: super::forms::JSON,
+            tier_first_byte: None,
         })
     }
 
