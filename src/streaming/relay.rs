@@ -200,8 +200,11 @@ impl Relay {
     ) {
         let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
         let abandoned = Abandoned::default();
+        // Boxed: the relay is large, and a spawned future is moved into
+        // its task by value (a tenth of a stream's instructions were that
+        // copy, callgrind).
         tokio::spawn(drive(
-            self.into_stream(),
+            Box::pin(self.into_stream()),
             tx,
             write_timeout,
             abandoned.clone(),
@@ -351,49 +354,50 @@ impl Relay {
         }
     }
 
-    /// Hands an event on to the client: as is on the first leg (its text
-    /// remembered), rewritten by the seam on a continuation.
+    /// Hands an event on to the client: as is on the first leg, rewritten
+    /// by the seam on a continuation (what it sent remembered).
     fn forward(&mut self, event: Bytes) {
         if self.seam.is_none() && self.framer.dialect() == Dialect::Responses {
             return self.forward_native(event);
         }
-        let Some(answer) = &mut self.answer else {
-            match &mut self.seam {
-                Some(seam) => {
-                    let mut out = VecDeque::new();
-                    seam.rewrite(&event, &mut out, &mut String::new());
-                    self.deliver_all(out);
-                }
-                None => self.queue.push_back(event),
-            }
-            return;
+        let Some(seam) = &mut self.seam else {
+            return self.queue.push_back(event);
         };
-        let data = crate::streaming::sse::event_data(&event);
-        let peeked = data.as_deref().map(seam::peek).unwrap_or_default();
-        if peeked.tool_call {
-            // Tool-call arguments are not continued: a call stitched from
-            // two models' halves could be valid JSON meaning something else.
-            self.answer = None;
-        } else if answer.head.is_none() {
-            answer.head = peeked.head();
+        let mut sent = String::new();
+        let mut out = VecDeque::new();
+        seam.rewrite(&event, &mut out, &mut sent);
+        self.remember(&sent);
+        self.deliver_all(out);
+    }
+
+    /// What a chat event means, read in the same parse as what the answer
+    /// keeps of it: the stream's identity, the text of the first leg (a
+    /// continuation's is remembered as the seam sends it), and whether a
+    /// tool call streams. Tool-call arguments are not continued: a call
+    /// stitched from two models' halves could be valid JSON meaning
+    /// something else.
+    fn classify(&mut self, event: &[u8]) -> EventKind {
+        if self.framer.dialect() != Dialect::Chat || self.answer.is_none() {
+            return self.framer.classify(event);
         }
-        let text = peeked.text.map(|t| t.into_owned());
-        drop(data);
-        match &mut self.seam {
-            Some(seam) => {
-                let mut sent = String::new();
-                let mut out = VecDeque::new();
-                seam.rewrite(&event, &mut out, &mut sent);
-                self.remember(&sent);
-                self.deliver_all(out);
-            }
-            None => {
-                if let Some(text) = text {
-                    self.remember(&text);
+        let Some(data) = crate::streaming::sse::event_data(event) else {
+            return EventKind::Other;
+        };
+        let inspected = crate::streaming::sse::inspect(&data);
+        let first_leg = self.seam.is_none();
+        if let Some(answer) = &mut self.answer {
+            if inspected.tool_call {
+                self.answer = None;
+            } else {
+                if answer.head.is_none() {
+                    answer.head = inspected.head();
                 }
-                self.queue.push_back(event);
+                if let Some(text) = inspected.text.as_deref().filter(|_| first_leg) {
+                    self.remember(text);
+                }
             }
         }
+        inspected.kind
     }
 
     /// An event of a native Responses first leg: forwarded as is, its text
@@ -429,7 +433,7 @@ impl Relay {
                     continue;
                 }
             };
-            match self.framer.classify(&event) {
+            match self.classify(&event) {
                 EventKind::Done => {
                     if let Some(mut body) = self.body.take() {
                         tokio::spawn(async move {
