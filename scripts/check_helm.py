@@ -93,6 +93,11 @@ def fail(message):
     sys.exit(1)
 
 
+def merged_values(chart_dir, values):
+    with helm.Chart.load(chart_dir) as chart:
+        return chart.merge_values(values)
+
+
 def render(chart_dir, values):
     with helm.Chart.load(chart_dir) as chart:
         rendered = chart.render(values, name="gw", namespace="ai")
@@ -134,8 +139,7 @@ def check_deployment(deployment, values):
         "writable data and /tmp volumes": {m["mountPath"] for m in container["volumeMounts"]}
         >= {"/var/lib/switchyard", "/tmp", "/etc/switchyard"},
     }
-    shutdown = {"preStopSleepSeconds": 5, "drainDelaySeconds": 5, "drainTimeoutSeconds": 30}
-    shutdown.update(values.get("shutdown", {}))
+    shutdown = values["shutdown"]
     needed = sum(shutdown[k] for k in ("preStopSleepSeconds", "drainDelaySeconds", "drainTimeoutSeconds"))
     expect["grace period > preStop + drain_delay + drain_timeout"] = pod["terminationGracePeriodSeconds"] > needed
     for what, ok in expect.items():
@@ -157,7 +161,7 @@ def check_variant(chart_dir, name, values):
     missing = required - kinds.keys()
     if missing:
         fail(f"{name}: no {', '.join(sorted(missing))} rendered")
-    check_deployment(kinds["Deployment"], values)
+    check_deployment(kinds["Deployment"], merged_values(chart_dir, values))
     print(f"ok  {name}: {', '.join(sorted(kinds))} valid against Kubernetes {OLDEST_KUBERNETES} and {NEWEST_KUBERNETES}")
     return kinds
 
