@@ -22,11 +22,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     RUSTFLAGS='-C target-feature=+crt-static' \
     cargo build --release --locked --target "${RUST_TARGET}" --bin switchyard \
     && cp "target/${RUST_TARGET}/release/switchyard" /switchyard \
-    && sh deploy/docker/rootfs.sh /switchyard /etc/ssl/certs/ca-certificates.crt /rootfs
+    && sh deploy/docker/rootfs.sh /switchyard /etc/ssl/certs/ca-certificates.crt /image
 
 FROM scratch AS runtime
-COPY --from=build /rootfs/ /
-COPY --from=build --chown=65532:65532 /rootfs/var/lib/switchyard /var/lib/switchyard
+COPY --from=build /image/rootfs/ /
+COPY --from=build --chown=65532:65532 /image/data /var/lib/switchyard
 USER 65532:65532
 # The working directory is the data directory: the default
 # `[store] url = "sqlite://switchyard.db"` lands here. Mount a volume on it

@@ -83,7 +83,7 @@ echo "== systemd unit deploy/systemd/switchyard.service"
 root=$work/root
 mkdir -p "$root/usr/local/bin" "$root/bin" "$root/etc/systemd/system" "$root/usr/lib/systemd"
 cp "$switchyard" "$root/usr/local/bin/switchyard"
-cp "$(command -v kill)" "$root/bin/kill"
+cp /bin/kill "$root/bin/kill"
 cp -r /lib/systemd/system "$root/usr/lib/systemd/"
 cp deploy/systemd/switchyard.service "$root/etc/systemd/system/"
 out=$(timeout 60 systemd-analyze verify --root="$root" switchyard.service 2>&1) || fail "systemd-analyze verify: $out"
@@ -104,20 +104,31 @@ echo "== image: $static is static ($(du -h "$static" | cut -f1), no shared libra
 echo "== image: the Dockerfile's runtime stage, built with buildah"
 context=$work/context
 mkdir -p "$context"
-sh deploy/docker/rootfs.sh "$static" /etc/ssl/certs/ca-certificates.crt "$context/rootfs"
+sh deploy/docker/rootfs.sh "$static" /etc/ssl/certs/ca-certificates.crt "$context/image"
 {
   echo "FROM scratch AS build"
-  echo "COPY rootfs/ /rootfs/"
+  echo "COPY image/ /image/"
   sed -n '/^FROM scratch AS runtime/,$p' Dockerfile
 } >"$context/Containerfile"
 grep -q "^FROM scratch AS runtime" "$context/Containerfile" || fail "Dockerfile has no 'FROM scratch AS runtime' stage"
 bah=(buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
 timeout 300 "${bah[@]}" bud --quiet --isolation chroot --format docker -t switchyard:check "$context" >/dev/null
-config=$("${bah[@]}" inspect --type image --format '{{json .Docker.Config}}' switchyard:check)
-for want in '"User":"65532:65532"' '"StopSignal":"SIGTERM"' '"8080/tcp"' '"healthcheck"' \
-  '"WorkingDir":"/var/lib/switchyard"'; do
-  grep -qF "$want" <<<"$config" || fail "image config lacks $want: $config"
-done
+"${bah[@]}" inspect --type image switchyard:check | python3 -c '
+import json, sys
+config = json.load(sys.stdin)["Docker"]["config"]
+want = {
+    "User": "65532:65532",
+    "StopSignal": "SIGTERM",
+    "WorkingDir": "/var/lib/switchyard",
+    "ExposedPorts": {"8080/tcp": {}},
+    "Entrypoint": ["/usr/local/bin/switchyard"],
+}
+wrong = {k: config.get(k) for k, v in want.items() if config.get(k) != v}
+health = (config.get("Healthcheck") or {}).get("Test", [])
+if health[:3] != ["CMD", "/usr/local/bin/switchyard", "healthcheck"]:
+    wrong["Healthcheck"] = health
+sys.exit(f"image config: {wrong}" if wrong else 0)
+' || fail "the image config is not what the Dockerfile says"
 echo "ok ($("${bah[@]}" images --format '{{.Size}}' switchyard:check), non-root, HEALTHCHECK, STOPSIGNAL SIGTERM)"
 
 echo "== image: the gateway run inside it"
@@ -137,6 +148,10 @@ auth = "none"
 base_url = "${sim_url/127.0.0.1/localhost}"
 [routes.chat-default]
 targets = [{ provider = "sim", model = "gpt-4o" }]
+# The default SQLite store, relative to the image's working directory: the
+# gateway must be able to create it there as the image's user.
+[request_log]
+enabled = true
 TOML
 chmod -R a+rX "$work/etc"
 container=$("${bah[@]}" from switchyard:check)
@@ -151,8 +166,15 @@ timeout 30 "${run[@]}" /usr/local/bin/switchyard healthcheck --url "http://127.0
 code=$(curl -s -o "$work/reply" -w '%{http_code}' --max-time 10 "http://127.0.0.1:$port/v1/chat/completions" \
   -H 'content-type: application/json' -d '{"model":"chat-default","messages":[{"role":"user","content":"hi"}]}')
 [ "$code" = 200 ] || fail "chat through the image: $code $(cat "$work/reply")"
-echo "ok (chat completion through the gateway in the image: 200)"
-kill -TERM "$gateway"
+echo "ok (chat completion through the gateway in the image: 200, request log in /var/lib/switchyard)"
+# `buildah run` does not pass signals on (it kills its child): signal the
+# gateway itself, the last of buildah's chain of child processes.
+inner=$gateway
+while child=$(ps -o pid= --ppid "$inner" | head -n1 | tr -d ' ') && [ -n "$child" ]; do inner=$child; done
+[ "$(cat "/proc/$inner/comm")" = switchyard ] || fail "no gateway process under buildah ($inner)"
+uid=$(awk '/^Uid:/ {print $2}' "/proc/$inner/status")
+[ "$uid" = 65532 ] || fail "the gateway in the image runs as uid $uid, not 65532"
+kill -TERM "$inner"
 status=0
 timeout 60 tail --pid="$gateway" -f /dev/null || fail "the gateway in the image did not exit after SIGTERM"
 wait "$gateway" || status=$?
