@@ -1,6 +1,9 @@
 use clap::Parser;
 
 // glibc malloc showed up at ~5% of gateway CPU under load; mimalloc halves it.
+// `--features system-allocator` keeps glibc's, which heap profilers
+// (valgrind's dhat and massif) can see into.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
