@@ -172,7 +172,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         }
         Err(errors) => {
             for issue in &errors.0 {
-                eprintln!("{issue}");
+                // `file:line:` as compilers write it, so editors can jump there.
+                match issue.line {
+                    Some(line) => eprintln!("{}:{line}: {issue}", file.display()),
+                    None => eprintln!("{}: {issue}", file.display()),
+                }
             }
             eprintln!("{}: {} error(s)", file.display(), errors.0.len());
             ExitCode::FAILURE

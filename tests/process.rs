@@ -154,7 +154,7 @@ fn check_config_reports_every_error_with_its_path_and_exits_1() {
     let path = dir.join("bad.toml");
     std::fs::write(
         &path,
-        "[providers.openai]\nbase_url = \"http://127.0.0.1:1/v1\"\n[providers.backup]\nbase_url = \"http://127.0.0.1:2/v1\"\n[routes.chat-default]\ntargets = [{ provider = \"openai\", model = \"a\" }, { provider = \"opnai\", model = \"b\" }]\n[defaults.retry]\njitter = \"lots\"\n",
+        "[providers.openai]\nbase_url = \"http://127.0.0.1:1/v1\"\n[providers.backup]\nbase_url = \"http://127.0.0.1:2/v1\"\n[routes.chat-default]\ntargets = [{ provider = \"openai\", model = \"a\" }, { provider = \"opnai\", model = \"b\" }]\n[defaults.retry]\njitter = \"lots\"\nbase_backof = \"1s\"\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -166,6 +166,14 @@ fn check_config_reports_every_error_with_its_path_and_exits_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("routes.chat-default.targets[1].provider: unknown provider \"opnai\" (known: backup, openai)"), "{stderr}");
     assert!(stderr.contains("defaults.retry.jitter:"), "{stderr}");
+    // The unknown field is reported with the rest, at its line, with the
+    // nearest known name.
+    assert!(
+        stderr.contains("bad.toml:9: defaults.retry.base_backof: unknown field `base_backof` (hint: did you mean `base_backoff`?)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `openai`?"), "{stderr}");
+    assert!(stderr.contains("3 error(s)"), "{stderr}");
     let ok = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("check-config")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml"))
