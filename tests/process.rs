@@ -487,3 +487,52 @@ async fn max_connections_fits_the_open_file_limit_and_refuses_cleanly_past_it() 
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `switchyard init` run with exactly the provider variables in `env`.
+fn init(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command.arg("init").args(args);
+    for name in [
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "AZURE_OPENAI_API_KEY",
+        "AZURE_OPENAI_ENDPOINT",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied()).output().unwrap()
+}
+
+#[test]
+fn init_writes_a_valid_config_never_the_key_and_never_over_a_file() {
+    let dir = scratch("init");
+    let path = dir.join("switchyard.toml");
+    let file = path.to_str().unwrap();
+    let key = "sk-init-test-0123456789abcdef";
+    let out = init(&["--output", file], &[("OPENAI_API_KEY", key)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.contains("api_key_env = \"OPENAI_API_KEY\""), "{written}");
+    assert!(!written.contains(key), "the key value was written:\n{written}");
+    let check = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check-config", file])
+        .env("OPENAI_API_KEY", key)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    // An existing file is kept unless --force.
+    let again = init(&["--output", file], &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
+    let forced = init(&["--output", file, "--force"], &[]);
+    assert!(forced.status.success());
+    assert!(std::fs::read_to_string(&path).unwrap().contains("[providers.sim]"));
+    // `-`: standard output, no file.
+    let stdout = init(&["--output", "-"], &[("ANTHROPIC_API_KEY", key)]);
+    let text = String::from_utf8_lossy(&stdout.stdout);
+    assert!(text.contains("[providers.anthropic]"), "{text}");
+    assert!(!text.contains(key));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,6 +7,7 @@ mod keypath;
 pub mod prices;
 pub mod raw;
 mod restart;
+pub mod starter;
 mod suggest;
 mod unknown;
 mod validate;
