@@ -431,7 +431,9 @@ mod tests {
         };
         let primary = registry.get_or_create("primary/gpt-4o@us-east", policy);
         let now = tokio::time::Instant::now();
-        let attempt = primary.admit(now).unwrap_or_else(|_| panic!("closed breaker refused"));
+        let attempt = primary
+            .admit(now)
+            .unwrap_or_else(|_| panic!("closed breaker refused"));
         attempt.failure(now, crate::resilience::FailureClass::Transient, None);
         let watched = [
             Watched {

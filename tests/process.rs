@@ -511,16 +511,30 @@ fn init_writes_a_valid_config_never_the_key_and_never_over_a_file() {
     let file = path.to_str().unwrap();
     let key = "sk-init-test-0123456789abcdef";
     let out = init(&["--output", file], &[("OPENAI_API_KEY", key)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written = std::fs::read_to_string(&path).unwrap();
-    assert!(written.contains("api_key_env = \"OPENAI_API_KEY\""), "{written}");
-    assert!(!written.contains(key), "the key value was written:\n{written}");
+    assert!(
+        written.contains("api_key_env = \"OPENAI_API_KEY\""),
+        "{written}"
+    );
+    assert!(
+        !written.contains(key),
+        "the key value was written:\n{written}"
+    );
     let check = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["check-config", file])
         .env("OPENAI_API_KEY", key)
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     // An existing file is kept unless --force.
     let again = init(&["--output", file], &[]);
     assert_eq!(again.status.code(), Some(1));
@@ -528,7 +542,9 @@ fn init_writes_a_valid_config_never_the_key_and_never_over_a_file() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
     let forced = init(&["--output", file, "--force"], &[]);
     assert!(forced.status.success());
-    assert!(std::fs::read_to_string(&path).unwrap().contains("[providers.sim]"));
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("[providers.sim]"));
     // `-`: standard output, no file.
     let stdout = init(&["--output", "-"], &[("ANTHROPIC_API_KEY", key)]);
     let text = String::from_utf8_lossy(&stdout.stdout);

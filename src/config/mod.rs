@@ -1260,7 +1260,6 @@ fn resolve_admin(
     }
 }
 
-
 /// `store.timeout`: 100ms to 5m, default 5s. Shorter would fail healthy
 /// batch writes; longer would let a stuck database hold requests, key
 /// lookups and the shutdown flush for minutes.

@@ -177,10 +177,16 @@ pub fn render(found: &Found) -> String {
         ));
     }
     if found.azure_incomplete {
-        out.push_str("# Azure OpenAI needs both AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT: skipped.\n");
+        out.push_str(
+            "# Azure OpenAI needs both AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT: skipped.\n",
+        );
     }
     out.push('\n');
-    out.push_str(if offline { SERVER_OFFLINE } else { SERVER_WITH_KEYS });
+    out.push_str(if offline {
+        SERVER_OFFLINE
+    } else {
+        SERVER_WITH_KEYS
+    });
     out.push('\n');
     out.push_str(POLICY);
     for name in &providers {
@@ -201,11 +207,19 @@ pub fn render(found: &Found) -> String {
     out.push('\n');
     out.push_str(&route("chat", failover, &family(|m| Some(m.chat))));
     out.push('\n');
-    out.push_str(&route("chat-mini", "Smaller, cheaper models.", &family(|m| Some(m.mini))));
+    out.push_str(&route(
+        "chat-mini",
+        "Smaller, cheaper models.",
+        &family(|m| Some(m.mini)),
+    ));
     let embeddings = family(|m| m.embeddings);
     if !embeddings.is_empty() {
         out.push('\n');
-        out.push_str(&route("embeddings", "POST /v1/embeddings with model \"embeddings\".", &embeddings));
+        out.push_str(&route(
+            "embeddings",
+            "POST /v1/embeddings with model \"embeddings\".",
+            &embeddings,
+        ));
     }
     out
 }
@@ -243,9 +257,7 @@ mod tests {
             if name == AZURE_ENDPOINT && names.contains(&AZURE_KEY) {
                 return Some("https://my-resource.openai.azure.com/".to_owned());
             }
-            names
-                .contains(&name)
-                .then(|| format!("{SECRET}-{name}"))
+            names.contains(&name).then(|| format!("{SECRET}-{name}"))
         }
     }
 
@@ -254,7 +266,10 @@ mod tests {
         for names in combinations() {
             let (found, text) = generate(env_of(&names))
                 .unwrap_or_else(|e| panic!("{names:?}: invalid starter config:\n{e}"));
-            assert!(!text.contains(SECRET), "{names:?}: a key value leaked:\n{text}");
+            assert!(
+                !text.contains(SECRET),
+                "{names:?}: a key value leaked:\n{text}"
+            );
             let config = Config::from_toml(&text, env_of(&names)).unwrap();
             let chat = config.route("chat").unwrap();
             if names.is_empty() {
@@ -268,7 +283,10 @@ mod tests {
             assert_eq!(chat.targets.len(), names.len(), "{names:?}\n{text}");
             assert_eq!(config.server.auth, crate::config::AuthMode::Keys);
             for name in &names {
-                assert!(text.contains(&format!("api_key_env = \"{name}\"")), "{text}");
+                assert!(
+                    text.contains(&format!("api_key_env = \"{name}\"")),
+                    "{text}"
+                );
             }
             assert_eq!(
                 config.route("embeddings").is_some(),

@@ -168,7 +168,10 @@ fn unknown_keys_are_rejected_with_line_and_expected_keys() {
     assert_eq!(issue.message, "unknown field `retyr`");
     let hint = issue.hint.as_deref().unwrap_or_default();
     assert!(hint.contains("max_attempts_per_target"), "{hint}");
-    assert!(e.to_string().starts_with("line 3: defaults.retry.retyr:"), "{e}");
+    assert!(
+        e.to_string().starts_with("line 3: defaults.retry.retyr:"),
+        "{e}"
+    );
     assert_eq!(e.0[1].path, "routes");
 }
 
@@ -194,11 +197,10 @@ targets = [
 ]
 "#;
     let e = Config::from_toml(text, env_with_keys).unwrap_err();
-    let found: Vec<(Option<usize>, &str, Option<&str>)> = e
-        .0
-        .iter()
-        .map(|i| (i.line, i.path.as_str(), i.hint.as_deref()))
-        .collect();
+    let found: Vec<(Option<usize>, &str, Option<&str>)> =
+        e.0.iter()
+            .map(|i| (i.line, i.path.as_str(), i.hint.as_deref()))
+            .collect();
     assert_eq!(
         found,
         [

@@ -9,7 +9,9 @@
 use super::keypath::{self, Segment};
 use super::raw::RawConfig;
 use super::{suggest, ConfigIssue};
-use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 use std::cell::Cell;
 
 /// The most unknown keys reported: a file of the wrong kind (say, a
@@ -43,9 +45,9 @@ fn push_segments(path: &serde_ignored::Path<'_>, out: &mut Vec<Segment>) {
             push_segments(parent, out);
             out.push(Segment::Key(key.clone()));
         }
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            push_segments(parent, out)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => push_segments(parent, out),
     }
 }
 
@@ -172,9 +174,7 @@ impl<'de> MapAccess<'de> for OneEntry<'_> {
         seed: K,
     ) -> Result<Option<K::Value>, Self::Error> {
         match self.key.take() {
-            Some(key) => seed
-                .deserialize(key.as_str().into_deserializer())
-                .map(Some),
+            Some(key) => seed.deserialize(key.as_str().into_deserializer()).map(Some),
             None => Err(stop()),
         }
     }
@@ -220,7 +220,10 @@ mod tests {
     #[test]
     fn known_fields_follow_structs_maps_options_and_lists() {
         let top = known_fields(&[]).unwrap();
-        assert!(top.contains(&"routes") && top.contains(&"server"), "{top:?}");
+        assert!(
+            top.contains(&"routes") && top.contains(&"server"),
+            "{top:?}"
+        );
         let server = known_fields(&keys(&["server"])).unwrap();
         assert!(server.contains(&"listen"), "{server:?}");
         let retry = known_fields(&keys(&["routes", "any-name", "retry"])).unwrap();

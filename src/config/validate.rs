@@ -823,7 +823,9 @@ fn store(issues: &mut Issues, raw: &RawConfig) -> StoreSettings {
         .url
         .clone()
         .unwrap_or_else(|| "sqlite://switchyard.db".to_owned());
-    if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:"))
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres:")
+        || url.starts_with("postgresql:"))
     {
         issues.hint(
             "store.url",
