@@ -6,10 +6,10 @@
 mod keypath;
 pub mod prices;
 pub mod raw;
+mod reader;
 mod restart;
 pub mod starter;
 mod suggest;
-mod unknown;
 mod validate;
 
 use crate::resilience::breaker::BreakerPolicy;
@@ -599,23 +599,31 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
-        let (raw, unknown) = unknown::read(text).map_err(|e| toml_error(text, &e))?;
-        let mut issues = Issues(unknown);
-        let config = validate::validate(raw, &env, &mut issues);
-        if issues.0.is_empty() {
+        let read = reader::read(text).map_err(|e| located(text, e.0))?;
+        let mut issues = Issues::default();
+        let config = validate::validate(read.raw, &env, &mut issues);
+        if issues.0.is_empty() && read.issues.is_empty() {
             return Ok(config);
         }
-        if let Ok(doc) = toml_edit::ImDocument::parse(text) {
-            for issue in &mut issues.0 {
-                issue.line = keypath::line_of(&doc, &issue.path);
-            }
+        let mut all = read.issues;
+        for mut issue in issues.0 {
+            issue.path = read.remap.in_file(&issue.path);
+            all.push(issue);
         }
-        // In file order, as a compiler lists them; those without a line last.
-        issues
-            .0
-            .sort_by_key(|issue| issue.line.unwrap_or(usize::MAX));
-        Err(ConfigErrors(issues.0))
+        Err(located(text, all))
     }
+}
+
+/// The issues with the line of each key path in `text`, in file order (as
+/// a compiler lists them); those without a line last.
+fn located(text: &str, mut issues: Vec<ConfigIssue>) -> ConfigErrors {
+    if let Ok(doc) = toml_edit::ImDocument::parse(text) {
+        for issue in issues.iter_mut().filter(|i| i.line.is_none()) {
+            issue.line = keypath::line_of(&doc, &issue.path);
+        }
+    }
+    issues.sort_by_key(|issue| issue.line.unwrap_or(usize::MAX));
+    ConfigErrors(issues)
 }
 
 /// A TOML syntax or type error, at its line.

@@ -798,3 +798,41 @@ fn service_tiers_are_validated_with_their_key_paths() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn values_of_the_wrong_type_are_reported_with_the_rest_at_their_file_paths() {
+    let text = r#"[server]
+listen = 5
+lisn = "x"
+
+[providers.openai]
+base_url = "https://api.openai.com/v1"
+
+[routes.chat]
+targets = [
+  { provider = "openai", model = 4 },
+  { provider = "openai", weight = "heavy", model = "b" },
+  { provider = "opnai", model = "c" },
+]
+[routes.other]
+targets = "nope"
+"#;
+    let e = Config::from_toml(text, env_with_keys).unwrap_err();
+    let found: Vec<(Option<usize>, &str)> = e.0.iter().map(|i| (i.line, i.path.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (Some(2), "server.listen"),
+            (Some(3), "server.lisn"),
+            (Some(10), "routes.chat.targets[0].model"),
+            (Some(11), "routes.chat.targets[1].weight"),
+            // Two elements before it were taken out for their types: the
+            // validator's targets[0] is still named as the file has it.
+            (Some(12), "routes.chat.targets[2].provider"),
+            (Some(15), "routes.other.targets"),
+        ],
+        "{e}"
+    );
+    assert!(e.0[0].message.contains("invalid type"), "{e}");
+    assert_eq!(e.0[4].hint.as_deref(), Some("did you mean `openai`?"));
+}
