@@ -31,7 +31,7 @@ pub(super) fn read(text: &str) -> Result<Read, ConfigErrors> {
     // Array elements taken out so far (array path, index in the original),
     // to name later elements by their index in the file.
     let mut removed: Vec<(Vec<Segment>, usize)> = Vec::new();
-    loop {
+    for rereads in 0..=MAX_ISSUES {
         let error = match read_once(&current) {
             Ok((raw, unknown)) => {
                 let unknown = unknown.iter().map(|p| original_path(p, &removed));
@@ -45,7 +45,7 @@ pub(super) fn read(text: &str) -> Result<Read, ConfigErrors> {
             Err(e) => e,
         };
         // Spans live in the parsed document; the editable one drops them.
-        let found = (typed.len() < MAX_ISSUES)
+        let found = (rereads < MAX_ISSUES)
             .then(|| {
                 let spanned = toml_edit::ImDocument::parse(current.as_str()).ok()?;
                 let path = path_at(spanned.as_item(), error.span()?.start)?;
@@ -73,8 +73,17 @@ pub(super) fn read(text: &str) -> Result<Read, ConfigErrors> {
             removed.push((parent.to_vec(), *i));
         }
         remove(doc.as_item_mut(), &path);
-        current = doc.to_string();
+        let next = doc.to_string();
+        if next == current {
+            // Nothing could be taken out: reading again would find the same.
+            if typed.is_empty() {
+                return Err(super::toml_error(&current, &error));
+            }
+            return Err(ConfigErrors(typed));
+        }
+        current = next;
     }
+    Err(ConfigErrors(typed))
 }
 
 /// What was read: the raw config (without the values of the wrong type),
@@ -103,7 +112,10 @@ impl Remap {
 fn type_issue(path: String, error: &toml::de::Error) -> ConfigIssue {
     ConfigIssue {
         path,
-        message: error.message().to_owned(),
+        message: match error.message() {
+            "" => "invalid value".to_owned(),
+            m => m.to_owned(),
+        },
         hint: None,
         line: None,
     }
@@ -400,6 +412,31 @@ mod tests {
                 Err(_) => Segment::Key((*s).to_owned()),
             })
             .collect()
+    }
+
+    #[test]
+    fn odd_shapes_always_give_issues_with_a_path_and_a_message() {
+        for text in [
+            "routes = 5\n",
+            "server = [1]\n",
+            "[[routes]]\nx = 1\n",
+            "[routes.r]\ntargets = [1, \"x\", { provider = 2 }, []]\n",
+            "providers.p = 1\n[providers.q]\nkeys = [{ name = 1, env = [] }]\n",
+            "[defaults]\nretry = { max_attempts_per_target = -1, jitter = 3 }\n",
+            "a.b.c = { d = [ { e = 1 } ] }\n",
+        ] {
+            let issues = match read(text) {
+                Ok(read) => read.issues,
+                Err(e) => e.0,
+            };
+            assert!(!issues.is_empty(), "{text}");
+            for issue in &issues {
+                assert!(
+                    !issue.path.is_empty() && !issue.message.is_empty(),
+                    "{text}: {issue:?}"
+                );
+            }
+        }
     }
 
     #[test]
