@@ -7,7 +7,7 @@
 # target/release/switchyard of this checkout, outside valgrind.
 set -euo pipefail
 BIN=$1; LABEL=$2; N=$3; STREAM=${4:-false}
-NEW="$(cd "$(dirname "$0")/.." && pwd)/target/release/switchyard"
+NEW=${SIM_BIN:-"$(cd "$(dirname "$0")/.." && pwd)/target/release/switchyard"}
 work=$(mktemp -d)
 $NEW sim --listen 127.0.0.1:0 --models gpt-4o-mini --completion-tokens 16 > $work/sim.out 2>/dev/null &
 SIMPID=$!
@@ -37,4 +37,5 @@ for f in $work/cg.*; do
   ir=$(grep -m1 "^summary:" $f | awk '{print $2}'); total=$((total + ir))
 done
 echo "$LABEL N=$N stream=$STREAM Ir=$total"
+if [ -n "${KEEP:-}" ]; then cp $work/cg.* "$KEEP"/; fi
 rm -rf "$work"

@@ -61,6 +61,16 @@ pub enum Command {
     },
     /// Manage virtual keys (create, list, show, rotate, revoke, set-limits) in the configured store.
     Keys(crate::keys::cli::KeysArgs),
+    /// Probe a running gateway: exit 0 when `GET URL` answers 2xx within the
+    /// timeout, else 1. For a container HEALTHCHECK in an image without curl.
+    Healthcheck {
+        /// Plain-HTTP URL to GET (the listener speaks no TLS).
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: http::Uri,
+        /// Give up after this long (connect and answer together).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +124,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Serve { config } => return exit_code(serve(config)),
         Command::Init { output, force } => return exit_code(init(&output, force)),
+        Command::Healthcheck { url, timeout } => return healthcheck(url, timeout),
         Command::Sim(args) => Task::Sim(args),
         Command::Demo(args) => Task::Demo(args),
         Command::Log { command } => Task::Log(command),
@@ -265,6 +276,51 @@ fn check_reload(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// One GET, bounded by `timeout`; the status or the error on one line.
+fn healthcheck(url: http::Uri, timeout: std::time::Duration) -> ExitCode {
+    if url.scheme_str() != Some("http") || url.authority().is_none() {
+        eprintln!("--url {url}: expected http://HOST:PORT/PATH (the listener speaks plain HTTP)");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = runtime.block_on(async {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        tokio::time::timeout(timeout, client.get(url.clone())).await
+    });
+    match answer {
+        Ok(Ok(response)) if response.status().is_success() => {
+            println!("{url}: {}", response.status());
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(response)) => {
+            eprintln!("{url}: {}", response.status());
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("{url}: {:#}", anyhow::Error::new(e));
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!(
+                "{url}: no answer within {}",
+                humantime::format_duration(timeout)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn serve(path: PathBuf) -> anyhow::Result<()> {
     let _log_guard = crate::telemetry::init_logging("info");
     let config = Config::load(&path)
@@ -302,13 +358,16 @@ fn print_row(row: &crate::store::RequestRow, json: bool) {
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(row.at_ms.max(0) as u64),
     );
     println!(
-        "{at}  {:<36}  {:<16} {:>3} {:<22} {:>9.1} ms  {}{}",
+        "{at}  {:<36}  {:<16} {:>3} {:<22} {:>9.1} ms  {}{}{}",
         row.request_id,
         row.route,
         row.status,
         row.outcome,
         row.latency_ms,
         row.served_target.as_deref().unwrap_or("-"),
+        row.degraded
+            .as_deref()
+            .map_or(String::new(), |why| format!(" (degraded: {why})")),
         if row.attempts == "[]" {
             String::new()
         } else {

@@ -107,6 +107,7 @@ fn row(at_ms: i64, route: &str, status: i32) -> RequestRow {
         completion_tokens: Some(22),
         usage_estimated: at_ms % 5 == 0,
         cost_usd: Some(0.000_25),
+        degraded: (at_ms % 7 == 0).then(|| "slo".into()),
         request_body: (at_ms % 3 == 0)
             .then(|| r#"{"model":"chat","messages":[{"content":"héllo"}]}"#.into()),
         response_body: None,
@@ -447,4 +448,57 @@ async fn gateway_request_log_on_both_back_ends_and_the_cli() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     drop_backends(backends).await;
+}
+
+/// A request log written before `usage_estimated` and `degraded` existed
+/// gets both columns on connect, and its old rows read back.
+#[tokio::test]
+async fn an_older_sqlite_request_log_gains_the_new_columns() {
+    let dir = std::env::temp_dir().join(format!("switchyard-store-{}-older", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("old.db").display());
+    let old = sqlx::sqlite::SqlitePool::connect(&format!("{url}?mode=rwc"))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TABLE request_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL, request_id TEXT NOT NULL, key_name TEXT NOT NULL,
+        route TEXT NOT NULL, stream BOOLEAN NOT NULL, attempts TEXT NOT NULL,
+        served_target TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,
+        latency_ms REAL NOT NULL, first_token_ms REAL, prompt_tokens INTEGER,
+        completion_tokens INTEGER, cost_usd REAL, request_body TEXT, response_body TEXT)",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO request_log (at_ms, request_id, key_name, route, stream, attempts, status, outcome, latency_ms) \
+         VALUES (1, 'old', 'anonymous', 'chat', FALSE, '[]', 200, 'ok', 1.0)",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    let store = Store::connect(&url, TIMEOUT).await.unwrap();
+    let mut new = row(7, "chat", 200);
+    new.degraded = Some("slo".into());
+    store
+        .insert_requests(std::slice::from_ref(&new))
+        .await
+        .unwrap();
+    let rows = store
+        .query_requests(&RequestQuery::newest(10))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0], new);
+    assert_eq!(rows[1].request_id, "old");
+    assert_eq!(
+        (rows[1].usage_estimated, rows[1].degraded.as_deref()),
+        (false, None)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

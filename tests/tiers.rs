@@ -1,7 +1,7 @@
 //! Service-tier fallback end to end: a target with `service_tier = "flex"`
 //! and `tier_fallback = "default"` that refuses flex (429
-//! `resource_unavailable`) is asked again at `default` before any other
-//! target; the response says which tier served, and the simulators' logs
+//! `resource_unavailable`) or stays silent past `tier_first_byte` is asked
+//! again at `default` before any other target; the response says which tier served, and the simulators' logs
 //! show the tier each request carried.
 
 mod common;
@@ -167,4 +167,78 @@ async fn cost_uses_the_price_of_the_tier_that_served() {
         );
         drop(gw);
     }
+}
+
+/// `tier_first_byte`: flex that stays silent past it counts as a tier
+/// refusal, so the same target is asked again at once at default; the
+/// breaker (tripping on one failure here) never hears of it. Paused time:
+/// the flex answer would take a minute.
+#[tokio::test(start_paused = true)]
+async fn a_silent_flex_request_falls_back_to_default_after_tier_first_byte() {
+    let slow_flex = Behavior {
+        slow_service_tier: Some(("flex".into(), std::time::Duration::from_secs(60))),
+        ..Behavior::default()
+    };
+    let first = sim_with("flex", slow_flex).await;
+    let second = sim("second").await;
+    let urls = [first.base_url(), second.base_url()];
+    let extra = format!("{FAST}\n[defaults.breaker]\nconsecutive_failures = 1\n");
+    let text = config_text(&[&urls[0], &urls[1]], &extra).replacen(
+        PLAIN_P0,
+        r#"{ provider = "p0", model = "gpt-4o", service_tier = "flex", tier_fallback = "default", tier_first_byte = "2s" }"#,
+        1,
+    );
+    let gw = gateway_from_text(&text).await;
+    for stream in [false, true] {
+        let started = tokio::time::Instant::now();
+        let reply = chat(&client(), &gw, chat_body(stream)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.header("x-switchyard-service-tier"), Some("default"));
+        assert_eq!(reply.header("x-switchyard-target"), Some("p0/gpt-4o"));
+        assert_eq!(reply.header("x-switchyard-attempts"), Some("2"));
+        let waited = started.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_secs(2)
+                && waited < std::time::Duration::from_secs(5),
+            "fell back after tier_first_byte, before first_byte: {waited:?}"
+        );
+    }
+    // Both requests were tried at flex first: the breaker stayed closed.
+    assert_eq!(
+        tiers(&first),
+        ["flex", "default", "flex", "default"].map(|t| Some(t.to_owned()))
+    );
+    assert!(second.requests().is_empty(), "no failover");
+    let metrics = metrics_text(&gw).await;
+    assert!(
+        metrics.contains(
+            "switchyard_tier_fallbacks_total{route=\"chat-default\",target=\"p0/gpt-4o\",reason=\"first_byte\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_breaker_state{target=\"p0/gpt-4o@r0\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(
+        p0_metric(&gw, "switchyard_upstream_errors_total").await,
+        2.0
+    );
+    drop(gw);
+}
+
+#[tokio::test]
+async fn a_refused_flex_request_counts_a_refused_tier_fallback() {
+    let first = sim_with("flex", refusing_flex()).await;
+    let gw = flex_gateway(&[&first], FAST).await;
+    let reply = chat(&client(), &gw, chat_body(false)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let metrics = metrics_text(&gw).await;
+    assert!(
+        metrics.contains(
+            "switchyard_tier_fallbacks_total{route=\"chat-default\",target=\"p0/gpt-4o\",reason=\"refused\"} 1"
+        ),
+        "{metrics}"
+    );
+    drop(gw);
 }

@@ -14,7 +14,7 @@ mod validate;
 
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::{Backoff, Jitter};
-use crate::telemetry::slo::SloPolicy;
+use crate::telemetry::slo::{Severity, SloPolicy};
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use raw::{RawBreaker, RawBudget, RawRetry, RawSize, RawTimeouts};
@@ -284,6 +284,16 @@ pub struct Route {
     pub context_fallback: bool,
     /// A stream cut after its first content is continued on another target.
     pub resume: bool,
+    /// SLO-driven degradation (`degrade_on`, `degrade_share`).
+    pub slo_degrade: Option<SloDegrade>,
+}
+
+/// While the route's burn-rate alert of severity `on` fires (for `Ticket`:
+/// ticket or page), `share` of its requests try degraded targets first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SloDegrade {
+    pub on: Severity,
+    pub share: f64,
 }
 
 /// How targets of one priority tier share load.
@@ -369,6 +379,9 @@ pub struct Target {
     /// The tier this target is retried at, at once, when it refuses
     /// `service_tier` (see `routing::tier`).
     pub tier_fallback: Option<Box<str>>,
+    /// A first-byte timeout at `service_tier`, shorter than the route's,
+    /// that counts as a tier refusal (`tier_first_byte`).
+    pub tier_first_byte: Option<Duration>,
 }
 
 /// How a target can be asked to continue a partial answer (a stream cut

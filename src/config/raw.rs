@@ -297,6 +297,13 @@ pub struct RawRoute {
     /// (default: the next target continues the answer) or `"off"` (end with
     /// the `stream_cut` event).
     pub resume: Option<String>,
+    /// `"page"` or `"ticket"`: while the route's SLO burn-rate alert of
+    /// that severity fires (`"ticket"`: ticket or page), requests try the
+    /// `tier = "degraded"` targets first.
+    pub degrade_on: Option<String>,
+    /// Share of requests (0.0..=1.0, default 1.0) sent degraded-first
+    /// while `degrade_on` is in force.
+    pub degrade_share: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,4 +330,8 @@ pub struct RawTarget {
     /// The tier the same target is retried at when it refuses
     /// `service_tier` (OpenAI's 429 `resource_unavailable`).
     pub tier_fallback: Option<String>,
+    /// A first-byte timeout at `service_tier` (shorter than the route's
+    /// `first_byte`) that counts as a tier refusal: the same target is
+    /// asked again at once at `tier_fallback`.
+    pub tier_first_byte: Option<String>,
 }

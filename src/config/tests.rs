@@ -34,6 +34,10 @@ fn shipped_example_validates() {
     let batch = config.route("batch").unwrap();
     assert_eq!(batch.targets[0].service_tier.as_deref(), Some("flex"));
     assert_eq!(batch.targets[0].tier_fallback.as_deref(), Some("default"));
+    assert_eq!(
+        batch.targets[0].tier_first_byte,
+        Some(Duration::from_secs(10))
+    );
     assert_eq!(batch.targets[0].price, Some(Price::new(0.075, 0.30)));
     assert_eq!(
         batch.targets[0].fallback_price,
@@ -42,6 +46,13 @@ fn shipped_example_validates() {
     let long = config.route("long-context").unwrap();
     assert_eq!(long.targets.len(), 4, "the claude pool has two keys");
     assert!(long.targets[3].degraded);
+    assert_eq!(
+        long.slo_degrade,
+        Some(SloDegrade {
+            on: Severity::Page,
+            share: 0.5
+        })
+    );
     let chat = config.route("chat-default").unwrap();
     assert_eq!(chat.targets.len(), 3);
     assert_eq!(chat.targets[0].label(), "openai/gpt-4o");
@@ -835,4 +846,117 @@ targets = "nope"
     );
     assert!(e.0[0].message.contains("invalid type"), "{e}");
     assert_eq!(e.0[4].hint.as_deref(), Some("did you mean `openai`?"));
+}
+
+#[test]
+fn slo_degradation_is_validated_with_its_key_paths() {
+    let base = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n";
+    let degraded = r#"{ provider = "p", model = "m" }, { provider = "p", model = "small", tier = "degraded" }"#;
+    let route = |settings: &str, targets: &str| {
+        format!("{base}[routes.r]\n{settings}\ntargets = [{targets}]\n")
+    };
+    let config = Config::from_toml(
+        &route(
+            "slo = { success = 0.999 }\ndegrade_on = \"ticket\"\ndegrade_share = 0.25",
+            degraded,
+        ),
+        env_with_keys,
+    )
+    .unwrap();
+    assert_eq!(
+        config.route("r").unwrap().slo_degrade,
+        Some(SloDegrade {
+            on: Severity::Ticket,
+            share: 0.25
+        })
+    );
+    let config = Config::from_toml(
+        &route("slo = { success = 0.999 }\ndegrade_on = \"page\"", degraded),
+        env_with_keys,
+    )
+    .unwrap();
+    assert_eq!(config.route("r").unwrap().slo_degrade.unwrap().share, 1.0);
+
+    let cases = [
+        (
+            route("degrade_on = \"page\"", degraded),
+            "routes.r.degrade_on: degrade_on needs the route's slo",
+        ),
+        (
+            route(
+                "slo = { success = 0.999 }\ndegrade_on = \"page\"",
+                r#"{ provider = "p", model = "m" }"#,
+            ),
+            "routes.r.degrade_on: degrade_on needs a target with tier = \"degraded\"",
+        ),
+        (
+            route("slo = { success = 0.999 }\ndegrade_on = \"warn\"", degraded),
+            "routes.r.degrade_on: unknown severity \"warn\" (known: page, ticket)",
+        ),
+        (
+            route(
+                "slo = { success = 0.999 }\ndegrade_on = \"page\"\ndegrade_share = 1.5",
+                degraded,
+            ),
+            "routes.r.degrade_share: 1.5 is not between 0.0 and 1.0",
+        ),
+        (
+            route("slo = { success = 0.999 }\ndegrade_share = 0.5", degraded),
+            "routes.r.degrade_share: degrade_share has no effect without degrade_on",
+        ),
+    ];
+    for (text, expected) in cases {
+        let errs = errors(&text);
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "{expected}: {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn tier_first_byte_needs_both_tiers_and_must_beat_first_byte() {
+    let text = |settings: &str, first_byte: &str| {
+        format!(
+            "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.r]\ntargets = [{{ provider = \"p\", model = \"m\"{settings} }}]\n[routes.r.timeouts]\nfirst_byte = \"{first_byte}\"\n"
+        )
+    };
+    const TIERS: &str = r#", service_tier = "flex", tier_fallback = "default""#;
+    let config = Config::from_toml(
+        &text(&format!("{TIERS}, tier_first_byte = \"2s\""), "10s"),
+        env_with_keys,
+    )
+    .unwrap();
+    assert_eq!(
+        config.route("r").unwrap().targets[0].tier_first_byte,
+        Some(Duration::from_secs(2))
+    );
+    for (settings, first_byte, expected) in [
+        (
+            r#", service_tier = "flex", tier_first_byte = "2s""#.to_owned(),
+            "10s",
+            "routes.r.targets[0].tier_first_byte: needs service_tier and tier_fallback",
+        ),
+        (
+            format!("{TIERS}, tier_first_byte = \"10s\""),
+            "10s",
+            "routes.r.targets[0].tier_first_byte: 10s is not shorter than the route's first_byte (10s)",
+        ),
+        (
+            format!("{TIERS}, tier_first_byte = \"0s\""),
+            "10s",
+            "routes.r.targets[0].tier_first_byte: must be greater than zero",
+        ),
+        (
+            format!("{TIERS}, tier_first_byte = \"soon\""),
+            "10s",
+            "routes.r.targets[0].tier_first_byte: invalid duration \"soon\"",
+        ),
+    ] {
+        let errs = errors(&text(&settings, first_byte));
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "{expected}: {errs:?}"
+        );
+    }
 }

@@ -499,22 +499,30 @@ fn route(
         let tpath = format!("{path}.targets[{i}]");
         targets.extend(target(issues, &tpath, i, t, raw, providers));
     }
+    let retry = match &r.retry {
+        Some(raw_retry) => resolve_retry(
+            issues,
+            &format!("{path}.retry"),
+            raw_retry,
+            Some(&defaults.retry),
+        ),
+        None => defaults.retry,
+    };
+    let timeouts = match &r.timeouts {
+        Some(t) => resolve_timeouts(issues, &format!("{path}.timeouts"), t, &defaults.timeouts),
+        None => defaults.timeouts,
+    };
+    check_tier_first_byte(issues, &path, &targets, &timeouts);
+    let slo = r
+        .slo
+        .as_ref()
+        .and_then(|raw| resolve_slo(issues, &format!("{path}.slo"), raw));
+    let slo_degrade = slo_degrade(issues, &path, r, slo.is_some(), &targets);
     Route {
         name: name.to_owned(),
         targets,
-        retry: match &r.retry {
-            Some(raw_retry) => resolve_retry(
-                issues,
-                &format!("{path}.retry"),
-                raw_retry,
-                Some(&defaults.retry),
-            ),
-            None => defaults.retry,
-        },
-        timeouts: match &r.timeouts {
-            Some(t) => resolve_timeouts(issues, &format!("{path}.timeouts"), t, &defaults.timeouts),
-            None => defaults.timeouts,
-        },
+        retry,
+        timeouts,
         breaker: match &r.breaker {
             Some(b) => resolve_breaker(issues, &format!("{path}.breaker"), b, &defaults.breaker),
             None => defaults.breaker,
@@ -529,10 +537,7 @@ fn route(
             &format!("{path}.hedge_after"),
             r.hedge_after.as_ref(),
         ),
-        slo: r
-            .slo
-            .as_ref()
-            .and_then(|raw| resolve_slo(issues, &format!("{path}.slo"), raw)),
+        slo,
         log_content: r.log_content.unwrap_or(false),
         deprecation_warning: issues.duration(
             format!("{path}.deprecation_warning"),
@@ -541,6 +546,7 @@ fn route(
         ),
         context_fallback: r.context_fallback.unwrap_or(true),
         resume: resume(issues, &path, r.resume.as_deref()),
+        slo_degrade,
     }
 }
 
@@ -571,6 +577,63 @@ fn resume(issues: &mut Issues, path: &str, raw: Option<&str>) -> bool {
             false
         }
     }
+}
+
+/// `degrade_on` / `degrade_share`: needs the route's `slo` and a
+/// `tier = "degraded"` target to switch to.
+fn slo_degrade(
+    issues: &mut Issues,
+    path: &str,
+    raw: &RawRoute,
+    has_slo: bool,
+    targets: &[Target],
+) -> Option<SloDegrade> {
+    let Some(text) = raw.degrade_on.as_deref() else {
+        if raw.degrade_share.is_some() {
+            issues.hint(
+                format!("{path}.degrade_share"),
+                "degrade_share has no effect without degrade_on",
+                "add degrade_on = \"page\" (or \"ticket\"), or remove degrade_share",
+            );
+        }
+        return None;
+    };
+    let on = match text {
+        "page" => Severity::Page,
+        "ticket" => Severity::Ticket,
+        other => {
+            issues.hint(
+                format!("{path}.degrade_on"),
+                format!("unknown severity \"{other}\" (known: page, ticket)"),
+                "\"page\" degrades on the fast burn only, \"ticket\" on either alert",
+            );
+            return None;
+        }
+    };
+    if !has_slo {
+        issues.hint(
+            format!("{path}.degrade_on"),
+            "degrade_on needs the route's slo (its burn-rate alerts decide the switch)",
+            "add slo = { success = 0.999 }",
+        );
+    }
+    if !targets.is_empty() && !targets.iter().any(|t| t.degraded) {
+        issues.hint(
+            format!("{path}.degrade_on"),
+            "degrade_on needs a target with tier = \"degraded\" to switch to",
+            "add e.g. { provider = \"...\", model = \"...\", tier = \"degraded\" } to targets",
+        );
+    }
+    let share = raw.degrade_share.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&share) {
+        issues.hint(
+            format!("{path}.degrade_share"),
+            format!("{share} is not between 0.0 and 1.0"),
+            "0.5 sends half of the requests degraded-first while the alert fires",
+        );
+        return None;
+    }
+    Some(SloDegrade { on, share })
 }
 
 /// The provider a target names, or an issue with the nearest known name.
@@ -676,6 +739,7 @@ fn target(
     }
     let continuation = continuation(issues, tpath, provider.kind, t.continuation.as_deref());
     let (service_tier, tier_fallback) = resolve_service_tier(issues, tpath, provider.kind, t);
+    let tier_first_byte = tier_first_byte(issues, tpath, t);
     // A tier without its own price costs the model's price.
     let price_at = |tier: Option<&str>| {
         tier.and_then(|tier| raw_price?.tiers.get(tier))
@@ -715,6 +779,7 @@ fn target(
             continuation,
             service_tier: service_tier.clone(),
             tier_fallback: tier_fallback.clone(),
+            tier_first_byte,
             fallback_price,
         })
         .collect()
@@ -730,6 +795,48 @@ fn target_tier(issues: &mut Issues, tpath: &str, raw: Option<&str>) -> bool {
                 format!("unknown tier \"{other}\" (known: primary, degraded)"),
             );
             false
+        }
+    }
+}
+
+/// A target's `tier_first_byte`: a positive duration, only with both
+/// `service_tier` and `tier_fallback` (there must be a tier to fall back to).
+fn tier_first_byte(
+    issues: &mut Issues,
+    tpath: &str,
+    t: &RawTarget,
+) -> Option<Duration> {
+    let text = t.tier_first_byte.as_ref()?;
+    let path = format!("{tpath}.tier_first_byte");
+    if t.service_tier.is_none() || t.tier_fallback.is_none() {
+        issues.hint(
+            path,
+            "needs service_tier and tier_fallback",
+            "set service_tier = \"flex\" and tier_fallback = \"default\" (the tier asked after the timeout)",
+        );
+        return None;
+    }
+    let d = issues.positive_duration(path, Some(text), Duration::ZERO);
+    (!d.is_zero()).then_some(d)
+}
+
+/// `tier_first_byte` must be shorter than the route's `first_byte`, or it
+/// would never fire before the ordinary timeout.
+fn check_tier_first_byte(issues: &mut Issues, path: &str, targets: &[Target], timeouts: &Timeouts) {
+    let mut seen = HashSet::new();
+    for t in targets {
+        let Some(limit) = t.tier_first_byte else {
+            continue;
+        };
+        if limit >= timeouts.first_byte && seen.insert(t.group) {
+            issues.hint(
+                format!("{path}.targets[{}].tier_first_byte", t.group),
+                format!(
+                    "{limit:?} is not shorter than the route's first_byte ({:?})",
+                    timeouts.first_byte
+                ),
+                "a tier first-byte timeout only helps below first_byte, e.g. \"2s\" under \"10s\"",
+            );
         }
     }
 }

@@ -219,9 +219,23 @@ pub enum FailureCause {
     /// limited, but a target with `tier_fallback` is asked again at once
     /// at that tier (`routing::tier`).
     TierUnavailable,
+    /// No first content within the target's `tier_first_byte` at its
+    /// `service_tier`: treated as a tier refusal (asked again at once at
+    /// `tier_fallback`, never reported to the breaker).
+    TierFirstByte,
 }
 
 impl FailureCause {
+    /// The target refused the request's service tier (a 429 saying so, or
+    /// silence past `tier_first_byte`): a fact about the tier, not the
+    /// target, answered by asking again at `tier_fallback`.
+    pub fn is_tier_refusal(&self) -> bool {
+        matches!(
+            self,
+            FailureCause::TierUnavailable | FailureCause::TierFirstByte
+        )
+    }
+
     /// The upstream never answered in time: a first-byte or idle timeout,
     /// or a connection that could not be made within the connect timeout.
     /// Route policy `on_timeout` decides whether the same target is tried
@@ -249,6 +263,7 @@ impl FailureCause {
             FailureCause::Unreadable => "unreadable",
             FailureCause::CutMidStream(_) => "cut_mid_stream",
             FailureCause::TierUnavailable => "tier_unavailable",
+            FailureCause::TierFirstByte => "tier_first_byte",
         }
     }
 }
@@ -282,6 +297,9 @@ impl fmt::Display for FailureCause {
             FailureCause::Unreadable => f.write_str("unreadable response"),
             FailureCause::CutMidStream(reason) => write!(f, "stream cut after content: {reason}"),
             FailureCause::TierUnavailable => f.write_str("service tier unavailable (429)"),
+            FailureCause::TierFirstByte => {
+                f.write_str("first-byte timeout at the service tier (tier_first_byte)")
+            }
         }
     }
 }

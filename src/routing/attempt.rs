@@ -71,14 +71,38 @@ pub struct AttemptContext<'a> {
 }
 
 /// `upstream` is the request in the target's format (see
-/// [`RequestForms::for_target`]).
+/// [`RequestForms::for_target`]). A body at a tier with a `tier_first_byte`
+/// shorter than the route's `first_byte` is held to it, and running out of
+/// it is a tier refusal ([`FailureCause::TierFirstByte`]), not a timeout.
 pub async fn attempt(
     ctx: &AttemptContext<'_>,
     target: &Target,
     upstream: TargetRequest,
 ) -> Result<Served, AttemptFailure> {
-    let started = Instant::now();
-    let first_byte_deadline = started + ctx.timeouts.first_byte;
+    let tier_limit = upstream
+        .tier_first_byte
+        .filter(|limit| *limit < ctx.timeouts.first_byte);
+    let first_byte = tier_limit.unwrap_or(ctx.timeouts.first_byte);
+    let result = attempt_within(ctx, target, upstream, Instant::now() + first_byte).await;
+    match result {
+        Err(failure)
+            if tier_limit.is_some()
+                && failure.cause == FailureCause::Timeout(TimeoutKind::FirstByte) =>
+        {
+            Err(AttemptFailure::transient(FailureCause::TierFirstByte))
+        }
+        other => other,
+    }
+}
+
+/// [`attempt`], with the head (and a stream's first content) due by
+/// `first_byte_deadline`.
+async fn attempt_within(
+    ctx: &AttemptContext<'_>,
+    target: &Target,
+    upstream: TargetRequest,
+    first_byte_deadline: Instant,
+) -> Result<Served, AttemptFailure> {
     let adapter = providers::adapter(target.provider.kind);
     let stream = ctx.request.stream();
     let endpoint = upstream.endpoint;

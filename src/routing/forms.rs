@@ -17,6 +17,10 @@ pub struct TargetRequest {
     pub endpoint: Endpoint,
     pub body: Bytes,
     pub content_type: HeaderValue,
+    /// A first-byte limit shorter than the route's, set when the body is
+    /// at the target's `service_tier` and it has a `tier_first_byte`
+    /// (`routing::tier::with_tier`); running out of it is a tier refusal.
+    pub tier_first_byte: Option<std::time::Duration>,
 }
 
 /// Everything the dispatcher needs to know about the client's request.
@@ -64,6 +68,7 @@ impl RequestForms for OpenAiForm {
             endpoint: self.endpoint,
             body,
             content_type: JSON,
+            tier_first_byte: None,
         })
     }
 

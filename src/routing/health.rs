@@ -378,10 +378,12 @@ impl Drop for AttemptGuard {
     }
 }
 
-/// Every target's health, by key. Shared by successive route tables.
+/// Every target's health, by key, and each route's own state (SLO
+/// degradation), by name. Shared by successive route tables.
 #[derive(Default)]
 pub struct HealthRegistry {
     targets: Mutex<HashMap<String, Arc<TargetHealth>>>,
+    routes: Mutex<HashMap<String, Arc<super::degrade::RouteHealth>>>,
     pub incidents: Arc<Incidents>,
 }
 
@@ -408,6 +410,19 @@ impl HealthRegistry {
     /// Forgets targets no longer in the config.
     pub fn retain(&self, keys: &HashSet<String>) {
         lock(&self.targets).retain(|k, _| keys.contains(k));
+    }
+
+    /// The state of route `name`, kept across reloads.
+    pub fn route(&self, name: &str) -> Arc<super::degrade::RouteHealth> {
+        lock(&self.routes)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets routes no longer in the config.
+    pub fn retain_routes(&self, names: &HashSet<String>) {
+        lock(&self.routes).retain(|k, _| names.contains(k));
     }
 
     pub fn all(&self) -> Vec<Arc<TargetHealth>> {

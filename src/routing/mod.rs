@@ -7,6 +7,7 @@
 //! responses for the client (the server does).
 
 mod attempt;
+pub mod degrade;
 pub mod forms;
 pub mod health;
 pub mod resume;
@@ -88,6 +89,9 @@ pub struct Dispatch<'r, 'a> {
     pub counters: &'a EngineCounters,
     /// Whether targets marked `tier = "degraded"` may serve this request.
     pub allow_degraded: bool,
+    /// The route's SLO is burning (`degrade_on`): degraded targets are
+    /// planned ahead of the primary ones.
+    pub degraded_first: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -190,6 +194,9 @@ impl<'r> Dispatch<'r, '_> {
         let mut context = ContextFallback::default();
         loop {
             let mut order = live.plan(self.caller_region, Instant::now());
+            if self.degraded_first {
+                degrade::put_degraded_first(&mut order, &route.targets);
+            }
             let mut skipped: Vec<Skipped> = Vec::new();
             let mut pos = 0;
             while pos < order.len() {
@@ -272,8 +279,9 @@ impl<'r> Dispatch<'r, '_> {
                     failures.push(record(failed_target, &failure));
                     if served_by == index {
                         if let Some(fallback) = tier::fallback_after(target, tier, &failure) {
+                            live.metrics.targets[index].tier_fallback(tier::reason(&failure));
                             tier = Some(fallback);
-                            upstream_body = tier::with_tier(upstream_body, tier);
+                            upstream_body = tier::with_tier(upstream_body, tier, None);
                             tier_retry = true;
                             continue;
                         }
@@ -567,6 +575,12 @@ impl<'r> Dispatch<'r, '_> {
             let Ok(body) = bodies.get(target, self.request) else {
                 continue;
             };
+            // A hedge's target gets no tier fallback: its tier's
+            // first-byte limit would only turn a slow answer into a failure.
+            let body = TargetRequest {
+                tier_first_byte: None,
+                ..body
+            };
             if let Ok(g) = self.live.health[candidate].admit(Instant::now()) {
                 second_index = Some((candidate, g, body));
                 break;
@@ -639,7 +653,11 @@ impl UpstreamBodies {
         }
         match request.for_target(target) {
             Ok(ready) => {
-                let ready = tier::with_tier(ready, target.service_tier.as_deref());
+                let ready = tier::with_tier(
+                    ready,
+                    target.service_tier.as_deref(),
+                    target.tier_first_byte,
+                );
                 self.last = Some((target.group, ready.clone()));
                 Ok(ready)
             }
@@ -755,7 +773,7 @@ async fn one(
             );
             Step::Failed(failure)
         }
-        Ok(Err(failure)) if failure.cause == FailureCause::TierUnavailable => {
+        Ok(Err(failure)) if failure.cause.is_tier_refusal() => {
             // A tier without capacity says nothing of the target at other
             // tiers: no breaker failure, no cooling (the guard goes
             // unreported), only the metrics hear of it.

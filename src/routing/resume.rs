@@ -23,6 +23,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
 
+/// How the SSE comment marking a seam begins (clients ignore comments;
+/// the Responses protocol reads it to know a native upstream no longer
+/// holds the whole answer).
+pub const SEAM_COMMENT: &str = ": switchyard continued from ";
+
 /// What a continuation needs from the request that outlives the dispatch:
 /// the client's chat body and where and how it was routed.
 pub struct Resumer {
@@ -79,7 +84,8 @@ impl Legs {
     }
 
     /// Whether a break may be continued at all (the route allows it and the
-    /// request is a chat stream).
+    /// request has a chat body to continue from: chat, `/v1/messages`,
+    /// `/v1/responses`).
     pub fn can_continue(&self) -> bool {
         self.resumer.is_some()
     }
@@ -134,6 +140,9 @@ impl Legs {
             max_response_body: resumer.max_response_body,
             counters: (*resumer.counters).as_ref(),
             allow_degraded: resumer.allow_degraded,
+            // A continuation keeps the answer's own plan rules; the SLO
+            // switch decides only where a request starts.
+            degraded_first: false,
         };
         let found = dispatch
             .continuation(&resumer.tried, resumer.deadline)
@@ -162,9 +171,7 @@ impl Legs {
             reason = reason.as_str(),
             "continued a cut stream on another target"
         );
-        let comment = Bytes::from(format!(
-            ": switchyard continued from {from_label} to {to_label}\n\n"
-        ));
+        let comment = Bytes::from(format!("{SEAM_COMMENT}{from_label} to {to_label}\n\n"));
         self.guard = start.guard.take();
         self.serving = to;
         self.continued = Some((from, to));
@@ -236,6 +243,12 @@ impl Dispatch<'_, '_> {
             }
             let Ok(body) = bodies.get(target, self.request) else {
                 continue;
+            };
+            // No tier fallback for a continuation: its tier's first-byte
+            // limit would only turn a slow answer into a failure.
+            let body = super::TargetRequest {
+                tier_first_byte: None,
+                ..body
             };
             let Ok(guard) = health.admit(now) else {
                 continue;
@@ -310,6 +323,7 @@ impl RequestForms for ContinuationForms<'_> {
             endpoint: Endpoint::ChatCompletions,
             body: translated,
             content_type: super::forms::JSON,
+            tier_first_byte: None,
         })
     }
 

@@ -40,6 +40,8 @@ pub struct LiveRoute {
     pub stats: Arc<Series>,
     pub target_stats: Vec<Arc<Series>>,
     pub slo: Option<Arc<SloTracker>>,
+    /// The route's state kept across reloads (SLO degradation switch).
+    pub route_health: Arc<super::degrade::RouteHealth>,
     /// Smooth weighted round-robin state, parallel to `route.targets`.
     swrr: Mutex<Vec<i64>>,
 }
@@ -106,6 +108,7 @@ impl RouteTable {
                     slo: route
                         .slo
                         .map(|policy| slos.get_or_create(&route.name, policy)),
+                    route_health: registry.route(&route.name),
                     target_stats: route
                         .targets
                         .iter()
@@ -116,6 +119,7 @@ impl RouteTable {
             );
         }
         registry.retain(&keys);
+        registry.retain_routes(&config.routes().map(|r| r.name.clone()).collect());
         stats.retain(&series);
         slos.retain(
             &config
@@ -138,6 +142,21 @@ impl RouteTable {
 
     pub fn route(&self, name: &str) -> Option<&Arc<LiveRoute>> {
         self.routes.get(name)
+    }
+}
+
+impl LiveRoute {
+    /// Whether one request with `allow_degraded` is planned degraded-first
+    /// by the route's SLO (`degrade_on`): one atomic load and, for a share
+    /// below 1, one draw.
+    pub fn slo_degraded_first(&self, allow_degraded: bool) -> bool {
+        let policy = self.route.slo_degrade.as_ref();
+        let switched_on = policy.is_some() && self.route_health.slo_degraded();
+        let draw = match policy {
+            Some(p) if switched_on && p.share < 1.0 => rand::rng().random::<f64>(),
+            _ => 0.0,
+        };
+        super::degrade::degraded_first(policy, switched_on, allow_degraded, draw)
     }
 }
 

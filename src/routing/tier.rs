@@ -10,6 +10,7 @@ use crate::resilience::{AttemptFailure, FailureCause};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The tier to ask `target` again at, at once, after `failure` at tier
 /// `current`: its `tier_fallback`, when the failure is a refusal of the
@@ -20,7 +21,7 @@ pub fn fallback_after<'t>(
     current: Option<&str>,
     failure: &AttemptFailure,
 ) -> Option<&'t str> {
-    if failure.cause != FailureCause::TierUnavailable {
+    if !failure.cause.is_tier_refusal() {
         return None;
     }
     let first = target.service_tier.as_deref()?;
@@ -30,11 +31,30 @@ pub fn fallback_after<'t>(
     target.tier_fallback.as_deref()
 }
 
+/// The `reason` label of a tier fallback after `failure`.
+pub fn reason(failure: &AttemptFailure) -> &'static str {
+    if failure.cause == FailureCause::TierFirstByte {
+        "first_byte"
+    } else {
+        "refused"
+    }
+}
+
 /// `upstream` with its top-level `service_tier` set to `tier` (replacing
-/// the client's: the operator chose the tier for this target). Only chat
-/// and Responses bodies carry a tier; other endpoints, a body that is not a
-/// JSON object, or no tier leave the request as it is.
-pub fn with_tier(upstream: TargetRequest, tier: Option<&str>) -> TargetRequest {
+/// the client's: the operator chose the tier for this target), and its
+/// `tier_first_byte` limit (`first_byte`: the target's at its first tier,
+/// `None` at the fallback). Only chat and Responses bodies carry a tier;
+/// other endpoints, a body that is not a JSON object, or no tier leave the
+/// request as it is.
+pub fn with_tier(
+    upstream: TargetRequest,
+    tier: Option<&str>,
+    first_byte: Option<Duration>,
+) -> TargetRequest {
+    let upstream = TargetRequest {
+        tier_first_byte: None,
+        ..upstream
+    };
     let Some(tier) = tier else {
         return upstream;
     };
@@ -45,7 +65,11 @@ pub fn with_tier(upstream: TargetRequest, tier: Option<&str>) -> TargetRequest {
         return upstream;
     }
     match set_field(&upstream.body, "service_tier", tier) {
-        Some(body) => TargetRequest { body, ..upstream },
+        Some(body) => TargetRequest {
+            body,
+            tier_first_byte: first_byte,
+            ..upstream
+        },
         None => upstream,
     }
 }
@@ -96,6 +120,19 @@ mod tests {
     }
 
     #[test]
+    fn a_first_byte_timeout_at_the_tier_falls_back_like_a_refusal() {
+        let silent = AttemptFailure::transient(FailureCause::TierFirstByte);
+        with_target(FLEX, |t| {
+            assert_eq!(fallback_after(t, Some("flex"), &silent), Some("default"));
+            assert_eq!(fallback_after(t, Some("default"), &silent), None);
+            let ordinary = AttemptFailure::transient(FailureCause::Timeout(
+                crate::resilience::TimeoutKind::FirstByte,
+            ));
+            assert_eq!(fallback_after(t, Some("flex"), &ordinary), None);
+        });
+    }
+
+    #[test]
     fn no_fallback_twice_without_one_or_for_a_plain_rate_limit() {
         with_target(FLEX, |t| {
             assert_eq!(fallback_after(t, Some("default"), &refusal()), None);
@@ -119,6 +156,7 @@ mod tests {
             endpoint,
             body: Bytes::from_static(body.as_bytes()),
             content_type: JSON,
+            tier_first_byte: None,
         }
     }
 
@@ -130,7 +168,9 @@ mod tests {
                 r#"{"model":"m","service_tier":"auto","messages":[{"role":"user","content":"hi"}]}"#,
             ),
             Some("flex"),
+            Some(Duration::from_secs(2)),
         );
+        assert_eq!(sent.tier_first_byte, Some(Duration::from_secs(2)));
         let v: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
         assert_eq!(v["service_tier"], "flex");
         assert_eq!(v["messages"][0]["content"], "hi");
@@ -140,9 +180,12 @@ mod tests {
     #[test]
     fn other_endpoints_and_no_tier_are_left_alone() {
         let body = r#"{"model":"m","input":"x"}"#;
-        let sent = with_tier(request(Endpoint::Embeddings, body), Some("flex"));
+        let two = Some(Duration::from_secs(2));
+        let sent = with_tier(request(Endpoint::Embeddings, body), Some("flex"), two);
         assert_eq!(&sent.body[..], body.as_bytes());
-        let sent = with_tier(request(Endpoint::ChatCompletions, body), None);
+        assert_eq!(sent.tier_first_byte, None, "no tier set, no tier timeout");
+        let sent = with_tier(request(Endpoint::ChatCompletions, body), None, two);
         assert_eq!(&sent.body[..], body.as_bytes());
+        assert_eq!(sent.tier_first_byte, None);
     }
 }

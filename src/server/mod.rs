@@ -505,6 +505,7 @@ pub async fn evaluate_alerts(state: Arc<AppState>) {
                 notifier.notify(&change, &table.config.alerts.webhooks);
             }
         }
+        switch_slo_degradation(&table, &notifier);
         record_regional_outages(&table, &state.registry.incidents);
         if let Some(ratio) = table.config.alerts.cost_regression_ratio {
             for name in table.config.route_names() {
@@ -531,6 +532,35 @@ pub async fn evaluate_alerts(state: Arc<AppState>) {
                 }
             }
         }
+    }
+}
+
+/// After an evaluation: turns each route's SLO degradation on while its
+/// `degrade_on` alert fires and off when it clears (or the route no longer
+/// degrades), announcing each switch.
+fn switch_slo_degradation(table: &RouteTable, notifier: &Notifier) {
+    use crate::routing::degrade::triggered;
+    use crate::telemetry::slo::Severity;
+    for name in table.config.route_names() {
+        let Some(live) = table.route(name) else {
+            continue;
+        };
+        let policy = live.route.slo_degrade;
+        let wanted = match (&policy, &live.slo) {
+            (Some(p), Some(slo)) => triggered(
+                p.on,
+                slo.is_firing(Severity::Page),
+                slo.is_firing(Severity::Ticket),
+            ),
+            _ => false,
+        };
+        live.metrics.slo_degraded.set(i64::from(wanted));
+        if !live.route_health.set_slo_degraded(wanted) {
+            continue;
+        }
+        live.metrics.slo_degrade_switches.inc();
+        let (on, share) = policy.map_or((Severity::Page, 1.0), |p| (p.on, p.share));
+        notifier.notify_degradation(name, wanted, on, share, &table.config.alerts.webhooks);
     }
 }
 

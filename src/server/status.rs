@@ -48,6 +48,9 @@ pub struct RouteStatus {
     pub latency_1h: Option<Percentiles>,
     /// Compliance and error budget left of each objective, if the route has an SLO.
     pub slo: Vec<SloSummary>,
+    /// The route's SLO alert (`degrade_on`) sends its requests to the
+    /// degraded targets first.
+    pub degraded_by_slo: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub targets: Option<Vec<TargetStatus>>,
 }
@@ -93,9 +96,13 @@ pub fn report(state: &AppState, public: bool) -> StatusReport {
             .iter()
             .filter(|t| t.breaker != State::Closed)
             .count();
+        let degraded_by_slo = live.route_health.slo_degraded();
         let state = if !targets.is_empty() && open == targets.len() {
             Health::Outage
-        } else if open > 0 || hour.success_ratio.is_some_and(|r| r < DEGRADED_BELOW) {
+        } else if open > 0
+            || degraded_by_slo
+            || hour.success_ratio.is_some_and(|r| r < DEGRADED_BELOW)
+        {
             Health::Degraded
         } else {
             Health::Operational
@@ -111,6 +118,7 @@ pub fn report(state: &AppState, public: bool) -> StatusReport {
                 .as_ref()
                 .map(|t| t.summaries(now))
                 .unwrap_or_default(),
+            degraded_by_slo,
             targets: (!public).then_some(targets),
         });
     }
@@ -217,6 +225,9 @@ table{{border-collapse:collapse;width:100%;font-size:.9rem}} td,th{{text-align:l
             pct(r.success_ratio_1h),
             lat(r.latency_1h)
         );
+        if r.degraded_by_slo {
+            out.push_str(r#"<br><span class="degraded">degraded by SLO: requests go to the degraded tier first until the alert clears</span>"#);
+        }
         for slo in &r.slo {
             let what = match slo.objective {
                 Some(Objective::Latency) => "latency",

@@ -165,6 +165,10 @@ pub struct Behavior {
     /// `"flex"`) are refused with OpenAI's 429 `resource_unavailable`,
     /// before any fault is drawn.
     pub refuse_service_tier: Option<String>,
+    /// `(tier, delay)`: chat requests whose body asks for this
+    /// `service_tier` get `delay` added before their response head (or a
+    /// stream's first event): a tier slow to start, e.g. `flex` under load.
+    pub slow_service_tier: Option<(String, Duration)>,
 }
 
 /// `delay = base + uniform(0..jitter) + (spike with probability spike_rate)`.

@@ -563,6 +563,18 @@ impl<'a> Ctx<'a> {
         Some(self.error(SimError::TierUnavailable(tier)))
     }
 
+    /// An admitted request at the behaviour's `slow_service_tier` waits
+    /// that much longer before it answers.
+    fn slow_tier(&self, mut decision: Decision, tier: Option<&str>) -> Decision {
+        let behavior = self.shared.behavior.load();
+        if let (Some((slow, delay)), Some(tier)) = (&behavior.slow_service_tier, tier) {
+            if slow == tier {
+                decision.fault.delay += *delay;
+            }
+        }
+        decision
+    }
+
     fn note_continuation(&self, text: String) {
         if let Ok(mut slot) = self.continuation.lock() {
             *slot = Some(text);
@@ -1005,6 +1017,7 @@ async fn chat(ctx: &Ctx<'_>, body: &Bytes, deployment: Option<&str>) -> Response
         Ok(admitted) => admitted,
         Err(response) => return *response,
     };
+    let decision = ctx.slow_tier(decision, service_tier.as_deref());
     let (index, tokens) = (decision.index, decision.tokens);
     let prompt_tokens = openai::approx_tokens(body.len());
     let format = stream.then(|| {

@@ -89,6 +89,9 @@ pub struct RequestRow {
     /// The tokens are the gateway's estimate (the upstream reported none).
     pub usage_estimated: bool,
     pub cost_usd: Option<f64>,
+    /// A `tier = "degraded"` target served: `slo` (the route's SLO planned
+    /// it degraded-first, `degrade_on`) or `fallback` (nothing better could).
+    pub degraded: Option<String>,
     /// Only for routes with `log_content = true`: the client's request body
     /// and (non-stream) the response body, as UTF-8 text.
     pub request_body: Option<String>,
@@ -141,7 +144,7 @@ const SQLITE_SCHEMA: &[&str] = &[
         served_target TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,
         latency_ms REAL NOT NULL, first_token_ms REAL, prompt_tokens INTEGER,
         completion_tokens INTEGER, cost_usd REAL, request_body TEXT, response_body TEXT,
-        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE)",
+        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE, degraded TEXT)",
     "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
     "CREATE TABLE IF NOT EXISTS virtual_keys (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -163,6 +166,12 @@ const SQLITE_SCHEMA: &[&str] = &[
         PRIMARY KEY (key_id, period))",
 ];
 
+/// Request log columns added after the first schema: (name, definition).
+const SQLITE_ADDED_COLUMNS: [(&str, &str); 2] = [
+    ("usage_estimated", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("degraded", "TEXT"),
+];
+
 const POSTGRES_SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS request_log (
         id BIGSERIAL PRIMARY KEY,
@@ -172,8 +181,9 @@ const POSTGRES_SCHEMA: &[&str] = &[
         latency_ms DOUBLE PRECISION NOT NULL, first_token_ms DOUBLE PRECISION,
         prompt_tokens BIGINT, completion_tokens BIGINT, cost_usd DOUBLE PRECISION,
         request_body TEXT, response_body TEXT,
-        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE)",
+        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE, degraded TEXT)",
     "ALTER TABLE request_log ADD COLUMN IF NOT EXISTS usage_estimated BOOLEAN NOT NULL DEFAULT FALSE",
+    "ALTER TABLE request_log ADD COLUMN IF NOT EXISTS degraded TEXT",
     "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
     "CREATE TABLE IF NOT EXISTS virtual_keys (
         id BIGSERIAL PRIMARY KEY,
@@ -198,12 +208,12 @@ const POSTGRES_SCHEMA: &[&str] = &[
 
 const INSERT: &str = "INSERT INTO request_log (at_ms, request_id, key_name, route, stream, attempts, served_target, \
      status, outcome, latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd, request_body, response_body, \
-     usage_estimated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+     usage_estimated, degraded) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
 
 const COLUMNS: &str =
     "at_ms, request_id, key_name, route, stream, attempts, served_target, status, outcome, \
      latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd, request_body, response_body, \
-     usage_estimated";
+     usage_estimated, degraded";
 
 /// Binds a row's fields in INSERT order, for either back end.
 macro_rules! bind_row {
@@ -226,6 +236,7 @@ macro_rules! bind_row {
             .bind(&$r.request_body)
             .bind(&$r.response_body)
             .bind($r.usage_estimated)
+            .bind(&$r.degraded)
     };
 }
 
@@ -330,40 +341,47 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         self.bounded(async {
-        match &self.pool {
-            Pool::Sqlite(pool) => {
-                for statement in SQLITE_SCHEMA.iter().chain(responses::SQLITE_SCHEMA) {
-                    sqlx::query(*statement).execute(pool).await?;
-                }
-                // Request logs written before the column existed; SQLite has
-                // no `ADD COLUMN IF NOT EXISTS`.
-                let has_column: Option<(i64,)> = sqlx::query_as(
-                    "SELECT 1 FROM pragma_table_info('request_log') WHERE name = 'usage_estimated'",
-                )
-                .fetch_optional(pool)
-                .await?;
-                if has_column.is_none() {
-                    sqlx::query("ALTER TABLE request_log ADD COLUMN usage_estimated BOOLEAN NOT NULL DEFAULT FALSE")
-                        .execute(pool)
+            match &self.pool {
+                Pool::Sqlite(pool) => {
+                    for statement in SQLITE_SCHEMA.iter().chain(responses::SQLITE_SCHEMA) {
+                        sqlx::query(*statement).execute(pool).await?;
+                    }
+                    // Request logs written before a column existed; SQLite has
+                    // no `ADD COLUMN IF NOT EXISTS`.
+                    for (column, definition) in SQLITE_ADDED_COLUMNS {
+                        let has_column: Option<(i64,)> = sqlx::query_as(
+                            "SELECT 1 FROM pragma_table_info('request_log') WHERE name = $1",
+                        )
+                        .bind(column)
+                        .fetch_optional(pool)
                         .await?;
+                        if has_column.is_none() {
+                            // Both parts are constants of this module.
+                            sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "ALTER TABLE request_log ADD COLUMN {column} {definition}"
+                            )))
+                            .execute(pool)
+                            .await?;
+                        }
+                    }
+                }
+                Pool::Postgres(pool) => {
+                    // Concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
+                    // PostgreSQL's catalog (replicas starting together): one
+                    // migration at a time per database.
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SELECT pg_advisory_xact_lock(7365921042)")
+                        .execute(&mut *tx)
+                        .await?;
+                    for statement in POSTGRES_SCHEMA.iter().chain(responses::POSTGRES_SCHEMA) {
+                        sqlx::query(*statement).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
                 }
             }
-            Pool::Postgres(pool) => {
-                // Concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
-                // PostgreSQL's catalog (replicas starting together): one
-                // migration at a time per database.
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock(7365921042)")
-                    .execute(&mut *tx)
-                    .await?;
-                for statement in POSTGRES_SCHEMA.iter().chain(responses::POSTGRES_SCHEMA) {
-                    sqlx::query(*statement).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
-        }
-        Ok(())
-        }).await
+            Ok(())
+        })
+        .await
     }
 
     /// Inserts a batch in one transaction.

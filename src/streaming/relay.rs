@@ -3,15 +3,19 @@
 //! a complete answer from a cut one: a stream ends either with the
 //! upstream's `[DONE]` (or a synthesized one after a finish reason; a native
 //! Responses stream with its terminal event), or with a final error event
-//! saying it was cut, in the stream's own dialect. A chat stream that
-//! breaks after content is first offered to its [`Legs`] to be continued
-//! on another target; the continuation's chunks then pass through the
-//! [`Seam`] so the client sees one stream.
+//! saying it was cut, in the stream's own dialect. A stream that breaks
+//! after content is first offered to its [`Legs`] to be continued on
+//! another target; the continuation's chunks then pass through the
+//! [`Seam`] so the client sees one stream (and, when the first leg was a
+//! native Responses stream, through the translator that carries that
+//! stream on: [`NativeRecord`]).
 
+use crate::api::responses::ToResponsesStream;
 use crate::api::Usage;
 use crate::routing::resume::{Legs, NextLeg};
 use crate::routing::StreamStart;
 use crate::streaming::events::{Dialect, UpstreamEvents};
+use crate::streaming::native_seam::NativeRecord;
 use crate::streaming::seam::{self, Head, Seam};
 use crate::streaming::sse::EventKind;
 use bytes::Bytes;
@@ -105,6 +109,8 @@ pub type OnEnd = Box<dyn FnOnce(StreamEnd, Tally, Legs) + Send>;
 struct Answer {
     text: String,
     head: Option<Head>,
+    /// What a native Responses first leg showed (`None` for chat).
+    native: Option<NativeRecord>,
     /// Completion tokens the client received in legs before the current.
     earlier_tokens: u64,
 }
@@ -129,6 +135,9 @@ pub struct Relay {
     answer: Option<Answer>,
     /// Rewrites a continuation leg's chunks; `None` on the first leg.
     seam: Option<Seam>,
+    /// Turns continuation chunks into the native Responses stream the
+    /// first leg began; `None` unless one was continued.
+    restream: Option<ToResponsesStream>,
 }
 
 impl Relay {
@@ -140,7 +149,8 @@ impl Relay {
         strip_usage: bool,
         on_end: OnEnd,
     ) -> Self {
-        let continuable = legs.can_continue() && start.framer.dialect() == Dialect::Chat;
+        let continuable = legs.can_continue();
+        let native = start.framer.dialect() == Dialect::Responses;
         Relay {
             held: start.held.into(),
             queue: VecDeque::new(),
@@ -157,9 +167,11 @@ impl Relay {
             answer: continuable.then(|| Answer {
                 text: String::new(),
                 head: None,
+                native: native.then(NativeRecord::default),
                 earlier_tokens: 0,
             }),
             seam: None,
+            restream: None,
         }
     }
 
@@ -188,8 +200,11 @@ impl Relay {
     ) {
         let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
         let abandoned = Abandoned::default();
+        // Boxed: the relay is large, and a spawned future is moved into
+        // its task by value (a tenth of a stream's instructions were that
+        // copy, callgrind).
         tokio::spawn(drive(
-            self.into_stream(),
+            Box::pin(self.into_stream()),
             tx,
             write_timeout,
             abandoned.clone(),
@@ -225,27 +240,60 @@ impl Relay {
         self.body = None;
         self.release_held_text();
         if reason != CutReason::Deadline {
-            if let Some(next) = self.continuation(reason).await {
+            if let Some((next, restream)) = self.continuation(reason).await {
+                if restream.is_some() {
+                    self.restream = restream;
+                }
                 self.switch(next);
                 return;
             }
         }
         let event = self.cut_event(reason);
         self.end(StreamEnd::Cut(reason));
-        self.queue.push_back(event);
+        self.deliver(event);
     }
 
-    async fn continuation(&mut self, reason: CutReason) -> Option<NextLeg> {
+    /// The next leg, and for a native Responses stream continued for the
+    /// first time the translator that carries it on.
+    async fn continuation(
+        &mut self,
+        reason: CutReason,
+    ) -> Option<(NextLeg, Option<ToResponsesStream>)> {
         let answer = self.answer.as_ref()?;
         answer.head.as_ref()?;
         if answer.text.is_empty() {
             return None;
         }
+        let restream = match &answer.native {
+            Some(record) if self.restream.is_none() => Some(record.resumed(&answer.text)?),
+            _ => None,
+        };
         let tokens = answer.earlier_tokens + self.leg_tokens();
-        self.legs
+        let next = self
+            .legs
             .as_mut()?
             .broke(reason, &answer.text, tokens)
-            .await
+            .await?;
+        Some((next, restream))
+    }
+
+    /// A chat event for the client: as is, or translated into the native
+    /// Responses stream it continues.
+    fn deliver(&mut self, event: Bytes) {
+        match &mut self.restream {
+            None => self.queue.push_back(event),
+            Some(restream) => {
+                let mut out = Vec::new();
+                restream.translate(&event, &mut out);
+                self.queue.extend(out);
+            }
+        }
+    }
+
+    fn deliver_all(&mut self, events: VecDeque<Bytes>) {
+        for event in events {
+            self.deliver(event);
+        }
     }
 
     /// Completion tokens the client received from the current leg.
@@ -288,8 +336,10 @@ impl Relay {
     fn release_held_text(&mut self) {
         if let Some(seam) = &mut self.seam {
             let mut text = String::new();
-            seam.release(&mut self.queue, &mut text);
+            let mut out = VecDeque::new();
+            seam.release(&mut out, &mut text);
             self.remember(&text);
+            self.deliver_all(out);
         }
     }
 
@@ -304,40 +354,70 @@ impl Relay {
         }
     }
 
-    /// Hands an event on to the client: as is on the first leg (its text
-    /// remembered), rewritten by the seam on a continuation.
+    /// Hands an event on to the client: as is on the first leg, rewritten
+    /// by the seam on a continuation (what it sent remembered).
     fn forward(&mut self, event: Bytes) {
-        let Some(answer) = &mut self.answer else {
-            match &mut self.seam {
-                Some(seam) => seam.rewrite(&event, &mut self.queue, &mut String::new()),
-                None => self.queue.push_back(event),
-            }
-            return;
-        };
-        let data = crate::streaming::sse::event_data(&event);
-        let peeked = data.as_deref().map(seam::peek).unwrap_or_default();
-        if peeked.tool_call {
-            // Tool-call arguments are not continued: a call stitched from
-            // two models' halves could be valid JSON meaning something else.
-            self.answer = None;
-        } else if answer.head.is_none() {
-            answer.head = peeked.head();
+        if self.seam.is_none() && self.framer.dialect() == Dialect::Responses {
+            return self.forward_native(event);
         }
-        let text = peeked.text.map(|t| t.into_owned());
-        drop(data);
-        match &mut self.seam {
-            Some(seam) => {
-                let mut sent = String::new();
-                seam.rewrite(&event, &mut self.queue, &mut sent);
-                self.remember(&sent);
+        let Some(seam) = &mut self.seam else {
+            return self.queue.push_back(event);
+        };
+        let mut sent = String::new();
+        let mut out = VecDeque::new();
+        seam.rewrite(&event, &mut out, &mut sent);
+        self.remember(&sent);
+        self.deliver_all(out);
+    }
+
+    /// What a chat event means, read in the same parse as what the answer
+    /// keeps of it: the stream's identity, the text of the first leg (a
+    /// continuation's is remembered as the seam sends it), and whether a
+    /// tool call streams. Tool-call arguments are not continued: a call
+    /// stitched from two models' halves could be valid JSON meaning
+    /// something else.
+    fn classify(&mut self, event: &[u8]) -> EventKind {
+        if self.framer.dialect() != Dialect::Chat || self.answer.is_none() {
+            return self.framer.classify(event);
+        }
+        let Some(data) = crate::streaming::sse::event_data(event) else {
+            return EventKind::Other;
+        };
+        let inspected = crate::streaming::sse::inspect(&data);
+        let first_leg = self.seam.is_none();
+        if let Some(answer) = &mut self.answer {
+            if inspected.tool_call {
+                self.answer = None;
+            } else {
+                if answer.head.is_none() {
+                    answer.head = inspected.head();
+                }
+                if let Some(text) = inspected.text.as_deref().filter(|_| first_leg) {
+                    self.remember(text);
+                }
             }
-            None => {
+        }
+        inspected.kind
+    }
+
+    /// An event of a native Responses first leg: forwarded as is, its text
+    /// remembered while the answer is one a continuation can carry on.
+    fn forward_native(&mut self, event: Bytes) {
+        if let Some(answer) = &mut self.answer {
+            let record = answer.native.get_or_insert_with(NativeRecord::default);
+            let text = crate::streaming::sse::event_data(&event).and_then(|d| record.note(&d));
+            if !record.continuable() {
+                self.answer = None;
+            } else {
+                if answer.head.is_none() {
+                    answer.head = record.head();
+                }
                 if let Some(text) = text {
                     self.remember(&text);
                 }
-                self.queue.push_back(event);
             }
         }
+        self.queue.push_back(event);
     }
 
     async fn next_event(&mut self) -> Option<Bytes> {
@@ -353,7 +433,7 @@ impl Relay {
                     continue;
                 }
             };
-            match self.framer.classify(&event) {
+            match self.classify(&event) {
                 EventKind::Done => {
                     if let Some(mut body) = self.body.take() {
                         tokio::spawn(async move {
@@ -365,7 +445,7 @@ impl Relay {
                     }
                     self.release_held_text();
                     self.end(StreamEnd::Completed);
-                    self.queue.push_back(event);
+                    self.deliver(event);
                 }
                 EventKind::Content { finished } => {
                     self.finished |= finished;
@@ -415,7 +495,7 @@ impl Relay {
                     self.release_held_text();
                     self.end(StreamEnd::Completed);
                     if self.framer.dialect() == Dialect::Chat {
-                        self.queue.push_back(Bytes::from_static(DONE_EVENT));
+                        self.deliver(Bytes::from_static(DONE_EVENT));
                     }
                     // A Responses stream's terminal event was the end.
                     return;

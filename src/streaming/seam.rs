@@ -7,10 +7,7 @@
 //! received. Pure functions over chunks; the relay decides when to use them.
 
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::borrow::Cow;
 use std::collections::VecDeque;
 
 /// At most this much answer text is kept for a continuation; a longer
@@ -52,93 +49,7 @@ pub fn overlap(sent: &str, continuation: &str) -> usize {
     0
 }
 
-/// What a chat chunk says, for the record of the answer.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Peeked<'a> {
-    pub text: Option<Cow<'a, str>>,
-    pub tool_call: bool,
-    /// The chunk's identity, borrowed: only the first chunk's is kept, so
-    /// the others cost no allocation ([`Peeked::head`]).
-    id: Option<Cow<'a, str>>,
-    model: Option<Cow<'a, str>>,
-    created: Option<u64>,
-}
-
-impl Peeked<'_> {
-    /// The identity this chunk announces, owned.
-    pub fn head(&self) -> Option<Head> {
-        self.id.as_ref().map(|id| Head {
-            id: id.clone().into_owned(),
-            model: self.model.clone().map(Cow::into_owned),
-            created: self.created,
-        })
-    }
-}
-
-/// The identity a stream announced in its first chunk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    pub id: String,
-    pub model: Option<String>,
-    pub created: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct ChunkPeek<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    created: Option<u64>,
-    #[serde(borrow, default)]
-    choices: Option<Vec<ChoicePeek<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct ChoicePeek<'a> {
-    #[serde(borrow, default)]
-    delta: Option<DeltaPeek<'a>>,
-}
-
-#[derive(Deserialize)]
-struct DeltaPeek<'a> {
-    #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    tool_calls: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    function_call: Option<&'a RawValue>,
-}
-
-/// The text, tool-call activity and identity of one chat chunk's data.
-pub fn peek(data: &[u8]) -> Peeked<'_> {
-    let Ok(chunk) = serde_json::from_slice::<ChunkPeek<'_>>(data) else {
-        return Peeked::default();
-    };
-    let mut peeked = Peeked {
-        id: chunk.id,
-        model: chunk.model,
-        created: chunk.created,
-        ..Peeked::default()
-    };
-    for delta in chunk
-        .choices
-        .iter()
-        .flatten()
-        .filter_map(|c| c.delta.as_ref())
-    {
-        let is_set = |v: Option<&RawValue>| v.is_some_and(|v| v.get() != "null");
-        peeked.tool_call |= is_set(delta.tool_calls) || is_set(delta.function_call);
-        if let Some(text) = delta.content.as_ref().filter(|t| !t.is_empty()) {
-            peeked.text = Some(match peeked.text.take() {
-                None => text.clone(),
-                Some(before) => Cow::Owned(format!("{before}{text}")),
-            });
-        }
-    }
-    peeked
-}
+pub use crate::streaming::sse::Head;
 
 /// Rewrites a continuation leg's chat chunks into the original stream.
 /// The first text of the continuation is held until [`OVERLAP_WINDOW`]
@@ -321,6 +232,7 @@ fn encode(chunk: &Map<String, Value>) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streaming::sse::EventKind;
 
     #[test]
     fn an_exact_repeat_is_dropped_whole() {
@@ -368,9 +280,12 @@ mod tests {
     }
 
     #[test]
-    fn peek_reads_text_tool_calls_and_identity() {
-        let p = peek(br#"{"id":"c1","model":"m","created":5,"choices":[{"index":0,"delta":{"content":"hi"}}]}"#);
-        assert_eq!(p.text.as_deref(), Some("hi"));
+    fn one_read_gives_text_tool_calls_and_identity() {
+        let p = crate::streaming::sse::inspect(
+            br#"{"id":"c1","model":"m","created":5,"choices":[{"index":0,"delta":{"content":"hi \u00e9"}}]}"#,
+        );
+        assert_eq!(p.kind, EventKind::Content { finished: false });
+        assert_eq!(p.text.as_deref(), Some("hi é"));
         assert!(!p.tool_call);
         assert_eq!(
             p.head(),
@@ -380,11 +295,19 @@ mod tests {
                 created: Some(5)
             })
         );
-        let p = peek(
+        let p = crate::streaming::sse::inspect(
             br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#,
         );
         assert!(p.tool_call);
         assert_eq!(p.text, None);
+        assert_eq!(p.head(), None);
+        // An identity of an odd type is no identity, and the chunk still
+        // counts as content.
+        let p = crate::streaming::sse::inspect(
+            br#"{"id":7,"created":"x","choices":[{"delta":{"content":"a"}}]}"#,
+        );
+        assert_eq!(p.kind, EventKind::Content { finished: false });
+        assert_eq!(p.head(), None);
     }
 
     fn chunk(body: &str) -> Bytes {

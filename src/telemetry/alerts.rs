@@ -10,6 +10,10 @@
 //!   "window_short":"5m","error_budget_remaining":..,"at":<unix seconds>}`
 //! and for cost regressions `"kind":"cost_regression"` with
 //! `cost_per_success_usd`, `previous_day_cost_per_success_usd` and `ratio`.
+//! A route with `degrade_on` that enters or leaves SLO-driven degradation
+//! sends an event of its own after the alert's:
+//! `{"version":1,"kind":"slo_degradation","state":"degraded"|"restored",
+//!   "route":..,"degrade_on":"page"|"ticket","degrade_share":..,"at":..}`.
 
 use super::slo::{AlertChange, Severity};
 use bytes::Bytes;
@@ -49,6 +53,29 @@ pub fn body(change: &AlertChange, at: std::time::SystemTime) -> Bytes {
             "window_long": long,
             "window_short": short,
             "error_budget_remaining": change.error_budget_remaining,
+            "at": at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        })
+        .to_string(),
+    )
+}
+
+/// The event of a route entering (`degraded`) or leaving (`restored`)
+/// SLO-driven degradation.
+pub fn degradation_body(
+    route: &str,
+    degraded: bool,
+    on: Severity,
+    share: f64,
+    at: std::time::SystemTime,
+) -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "version": 1,
+            "kind": "slo_degradation",
+            "state": if degraded { "degraded" } else { "restored" },
+            "route": route,
+            "degrade_on": on,
+            "degrade_share": share,
             "at": at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         })
         .to_string(),
@@ -157,6 +184,26 @@ impl Notifier {
             })
             .to_string(),
         );
+        self.queue(webhooks, body);
+    }
+
+    /// A route entered or left SLO-driven degradation: one log line and
+    /// the `"kind":"slo_degradation"` event.
+    pub fn notify_degradation(
+        &self,
+        route: &str,
+        degraded: bool,
+        on: Severity,
+        share: f64,
+        webhooks: &[Uri],
+    ) {
+        if degraded {
+            tracing::warn!(route, degrade_on = ?on, degrade_share = share,
+                "SLO burning: requests go to the route's degraded targets first until the alert clears");
+        } else {
+            tracing::info!(route, degrade_on = ?on, "SLO alert cleared: the route's primary targets are first again");
+        }
+        let body = degradation_body(route, degraded, on, share, std::time::SystemTime::now());
         self.queue(webhooks, body);
     }
 

@@ -53,6 +53,14 @@ pub struct ErrorKindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierFallbackLabels {
+    pub route: String,
+    pub target: String,
+    /// `refused` (the tier's 429) or `first_byte` (`tier_first_byte` ran out).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteTargetLabels {
     pub route: String,
     pub target: String,
@@ -143,6 +151,9 @@ pub struct Metrics {
     cooling_skips: Family<RouteLabels, Counter>,
     streams_cut: Family<RouteLabels, Counter>,
     streams_resumed: Family<ResumedLabels, Counter>,
+    tier_fallbacks: Family<TierFallbackLabels, Counter>,
+    slo_degraded: Family<RouteLabels, Gauge>,
+    slo_degrade_switches: Family<RouteLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
     cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     breaker_state: Family<TargetLabels, Gauge>,
@@ -176,6 +187,9 @@ impl Metrics {
             cooling_skips: Family::default(),
             streams_cut: Family::default(),
             streams_resumed: Family::default(),
+            tier_fallbacks: Family::default(),
+            slo_degraded: Family::default(),
+            slo_degrade_switches: Family::default(),
             tokens: Family::default(),
             cost: Family::default(),
             breaker_state: Family::default(),
@@ -253,6 +267,21 @@ impl Metrics {
             "streams_resumed",
             "Streams cut after content that the gateway asked another target to continue, by outcome",
             m.streams_resumed.clone(),
+        );
+        registry.register(
+            "tier_fallbacks",
+            "Same-target retries at tier_fallback after the service tier refused (refused) or stayed silent past tier_first_byte (first_byte)",
+            m.tier_fallbacks.clone(),
+        );
+        registry.register(
+            "route_slo_degraded",
+            "1 while the route's SLO alert (degrade_on) sends requests to its degraded targets first",
+            m.slo_degraded.clone(),
+        );
+        registry.register(
+            "route_slo_degrade_switches",
+            "Times the route entered or left SLO-driven degradation",
+            m.slo_degrade_switches.clone(),
         );
         registry.register(
             "tokens",
@@ -347,6 +376,7 @@ impl Metrics {
                     ],
                     cancelled: attempt("cancelled", "none"),
                     errors: self.upstream_errors.clone(),
+                    tier_fallbacks: self.tier_fallbacks.clone(),
                     labels: rt.clone(),
                     duration: self.upstream_duration.get_or_create(&rt).clone(),
                     first_token: self.first_token.get_or_create(&rt).clone(),
@@ -380,6 +410,8 @@ impl Metrics {
             breaker_skips: self.breaker_skips.get_or_create(&r()).clone(),
             cooling_skips: self.cooling_skips.get_or_create(&r()).clone(),
             streams_cut: self.streams_cut.get_or_create(&r()).clone(),
+            slo_degraded: self.slo_degraded.get_or_create(&r()).clone(),
+            slo_degrade_switches: self.slo_degrade_switches.get_or_create(&r()).clone(),
             resumed: ResumedStreams {
                 route: route.to_owned(),
                 family: self.streams_resumed.clone(),
@@ -512,6 +544,8 @@ pub struct TargetMetrics {
     cancelled: Counter,
     /// Failures by cause kind, created on first use (failures are rare).
     errors: Family<ErrorKindLabels, Counter>,
+    /// Tier fallbacks by reason, created on first use.
+    tier_fallbacks: Family<TierFallbackLabels, Counter>,
     labels: RouteTargetLabels,
     duration: Histogram,
     first_token: Histogram,
@@ -530,6 +564,18 @@ impl TargetMetrics {
                 route: self.labels.route.clone(),
                 target: self.labels.target.clone(),
                 kind,
+            })
+            .inc();
+    }
+
+    /// The same target is asked again at its `tier_fallback`, for `reason`
+    /// (`refused` or `first_byte`).
+    pub fn tier_fallback(&self, reason: &'static str) {
+        self.tier_fallbacks
+            .get_or_create(&TierFallbackLabels {
+                route: self.labels.route.clone(),
+                target: self.labels.target.clone(),
+                reason,
             })
             .inc();
     }
@@ -581,6 +627,9 @@ pub struct RouteMetrics {
     pub breaker_skips: Counter,
     pub cooling_skips: Counter,
     pub streams_cut: Counter,
+    /// 1 while SLO-driven degradation is on (set by the SLO evaluation loop).
+    pub slo_degraded: Gauge,
+    pub slo_degrade_switches: Counter,
     pub resumed: ResumedStreams,
     /// Parallel to the route's targets.
     pub targets: Vec<TargetMetrics>,

@@ -175,6 +175,10 @@ pub struct RequestLine<'a> {
     /// client gone, an upstream that does not report usage).
     pub usage_estimated: bool,
     pub cost_usd: Option<f64>,
+    /// A `tier = "degraded"` target served: `"slo"` when the route's SLO
+    /// planned the request degraded-first, `"fallback"` when nothing
+    /// better could serve.
+    pub degraded: Option<&'static str>,
 }
 
 /// Set when logs are JSON: request lines are then formatted here directly,
@@ -208,6 +212,7 @@ pub fn log_request(line: &RequestLine<'_>) {
         completion_tokens = line.usage.map(|u| u.completion_tokens),
         usage_estimated = line.usage_estimated,
         cost_usd = line.cost_usd,
+        degraded = line.degraded,
         "request"
     );
 }
@@ -253,6 +258,10 @@ fn write_json_line(out: &mut Vec<u8>, now: std::time::SystemTime, line: &Request
     }
     if let Some(cost) = line.cost_usd {
         let _ = write!(out, ",\"cost_usd\":{cost:.8}");
+    }
+    if let Some(degraded) = line.degraded {
+        out.extend_from_slice(b",\"degraded\":");
+        string(out, degraded);
     }
     out.extend_from_slice(b",\"target\":\"switchyard::request\"}\n");
 }
@@ -321,6 +330,7 @@ mod tests {
                 }),
                 usage_estimated: false,
                 cost_usd: Some(0.000225),
+                degraded: Some("slo"),
             },
         );
         assert_eq!(out.last(), Some(&b'\n'));
@@ -339,6 +349,7 @@ mod tests {
         assert_eq!(v["prompt_tokens"], 10);
         assert_eq!(v["completion_tokens"], 20);
         assert_eq!(v["cost_usd"], 0.000225);
+        assert_eq!(v["degraded"], "slo");
     }
 
     #[test]

@@ -229,6 +229,14 @@ impl SloTracker {
             .collect()
     }
 
+    /// Whether an alert of `severity` (for any objective) was firing at the
+    /// last [`evaluate`](Self::evaluate).
+    pub fn is_firing(&self, severity: Severity) -> bool {
+        let rule = RULES.iter().position(|r| r.severity == severity);
+        let state = self.firing.lock().unwrap_or_else(|p| p.into_inner());
+        rule.is_some_and(|ri| state.iter().any(|objective| objective[ri]))
+    }
+
     /// Evaluates every rule; returns the alerts whose state changed.
     pub fn evaluate(&self, now: Instant) -> Vec<AlertChange> {
         let mut changes = Vec::new();
@@ -344,6 +352,11 @@ mod tests {
         let (at, change) = resolved.expect("resolved");
         assert!(!change.firing);
         assert!(at <= 65, "resolved at minute {at}");
+        assert!(!slo.is_firing(Severity::Page));
+        assert!(
+            slo.is_firing(Severity::Ticket),
+            "the 30-minute window still burns"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -124,13 +124,23 @@ out["stored"] = {
     "after_delete": after_delete,
 }
 
-# G. A stream cut after content: the SDK must raise.
-received = []
+# G. A stream cut after content: the gateway continues it on the next
+#    target, and the SDK reads one complete response (raising would mean
+#    the continuation was not made, or broke the event sequence).
+received, numbers, final = [], [], None
 try:
     for event in client.responses.create(model="conv", input="hello", stream=True):
+        numbers.append(event.sequence_number)
         if event.type == "response.output_text.delta":
             received.append(event.delta)
-    out["cut"] = {"raised": False, "text": "".join(received)}
+        if event.type == "response.completed":
+            final = event.response
+    out["cut"] = {
+        "raised": False,
+        "text": "".join(received),
+        "final_text": final.output_text if final else None,
+        "numbered_in_order": numbers == list(range(len(numbers))),
+    }
 except openai.APIError as e:
     out["cut"] = {"raised": True, "text": "".join(received), "message": str(e)}
 

@@ -34,6 +34,20 @@ fn echo_defaults() -> [(&'static str, Value); 14] {
     ]
 }
 
+/// The fields [`ResponseShell::build`] sets itself.
+const BUILT_FIELDS: [&str; 10] = [
+    "id",
+    "object",
+    "created_at",
+    "status",
+    "background",
+    "error",
+    "incomplete_details",
+    "model",
+    "output",
+    "usage",
+];
+
 impl ResponseShell {
     pub fn new(request: &Map<String, Value>) -> Self {
         let echo = echo_defaults()
@@ -54,6 +68,29 @@ impl ResponseShell {
                 .map_or(0, |d| d.as_secs()),
             echo,
         }
+    }
+
+    /// The shell of a Response object a native upstream announced (its
+    /// `response.created`): the same id and creation time, and every other
+    /// field it echoed, so a response the gateway finishes for it (a
+    /// continued stream) reads as the upstream's own. `None` without an id.
+    pub fn from_response(response: &Value) -> Option<Self> {
+        let fields = response.as_object()?;
+        let id = fields.get("id")?.as_str()?.to_owned();
+        let created_at = fields
+            .get("created_at")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let echo = fields
+            .iter()
+            .filter(|(key, _)| !BUILT_FIELDS.contains(&key.as_str()))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        Some(ResponseShell {
+            id,
+            created_at,
+            echo,
+        })
     }
 
     pub fn id(&self) -> &str {

@@ -64,6 +64,37 @@ impl ToResponsesStream {
         }
     }
 
+    /// Carries on a native Responses stream that broke inside its only
+    /// output item, a text message (`item_id`, output 0, content part 0,
+    /// holding `text` so far): the chat chunks of a continuation then
+    /// become that item's further deltas and the response's closing
+    /// events, numbered from `next_sequence`, under `shell`'s id.
+    pub fn resumed(
+        shell: ResponseShell,
+        model: &str,
+        next_sequence: u64,
+        item_id: &str,
+        text: &str,
+    ) -> Self {
+        let mut stream = ToResponsesStream::new(shell, model);
+        stream.started = true;
+        stream.sequence = next_sequence;
+        stream.items.push(Item {
+            kind: Kind::Text,
+            id: item_id.to_owned(),
+            text: text.to_owned(),
+            call_id: String::new(),
+            name: String::new(),
+            open: true,
+        });
+        stream
+    }
+
+    /// The next event's `sequence_number`.
+    pub fn next_sequence_number(&self) -> u64 {
+        self.sequence
+    }
+
     /// The whole response once the stream completed (or stopped early);
     /// `None` while it runs and after a failure.
     pub fn finished_response(&self) -> Option<&Value> {

@@ -181,6 +181,7 @@ impl RequestForms for MultipartRequest {
             body: self.encode(&target.model),
             content_type: HeaderValue::try_from(content_type)
                 .unwrap_or(HeaderValue::from_static("multipart/form-data")),
+            tier_first_byte: None,
         })
     }
 

@@ -15,6 +15,7 @@ use crate::config::Target;
 use crate::conversations::Conversations;
 use crate::error::GatewayError;
 use crate::providers::{StreamTranslator, Unsupported};
+use crate::routing::resume::SEAM_COMMENT;
 use crate::routing::{OpenAiForm, RequestForms, TargetRequest};
 use crate::server::AppState;
 use crate::store::ResponseRow;
@@ -312,6 +313,17 @@ impl RequestForms for ResponsesRequest {
     fn stream_translator(&self, target: &Target) -> Option<Box<dyn StreamTranslator>> {
         self.form_for(target).ok()?.stream_translator(target)
     }
+
+    /// The conversation as a chat body: a stream served from chat chunks
+    /// (a translated target) is continued from it like a chat stream, and
+    /// the continuation's chunks reach the client through the same
+    /// `ToResponsesStream`, so its event sequence stays one response.
+    fn continuation_base(&self) -> Option<InspectedBody> {
+        if !self.stream() {
+            return None;
+        }
+        self.chat().as_ref().ok().map(|form| form.body.clone())
+    }
 }
 
 impl InboundRequest for ResponsesRequest {
@@ -357,10 +369,16 @@ impl InboundRequest for ResponsesRequest {
     }
 
     fn encode_stream(self, served_by: &Target, events: RelayStream) -> Body {
-        let served_by = ServedBy::new(served_by);
+        let mut served_by = ServedBy::new(served_by);
         if served_by.native {
             return Body::from_stream(events.map(move |event| {
                 let Ok(bytes) = &event else { return event };
+                if bytes.starts_with(SEAM_COMMENT.as_bytes()) {
+                    // Continued on another target: the upstream holds only
+                    // the part it streamed, so the next turn is expanded
+                    // from the gateway's copy.
+                    served_by.native = false;
+                }
                 if self.saver.is_some() {
                     if let Some(response) = wire::native::finished_response(bytes) {
                         self.save(&served_by, &response);

@@ -46,6 +46,8 @@ pub struct RequestCtx {
     /// The served target answered at its `tier_fallback` (priced at its
     /// `fallback_price`).
     pub served_at_fallback_tier: bool,
+    /// The route's SLO planned this request degraded-first (`degrade_on`).
+    pub slo_degraded_first: bool,
     pub first_token: Option<Duration>,
     pub attempts: u32,
     /// The failed attempts as JSON, when the request log is on.
@@ -74,6 +76,7 @@ impl RequestCtx {
             stream: false,
             served: None,
             served_at_fallback_tier: false,
+            slo_degraded_first: false,
             first_token: None,
             attempts: 0,
             failures: None,
@@ -140,6 +143,7 @@ impl RequestCtx {
             usage,
             usage_estimated: ending.estimated,
             cost_usd,
+            degraded: self.degraded(),
         };
         log_request(&line);
         if let Some(request_log) = state.request_log.get() {
@@ -151,6 +155,19 @@ impl RequestCtx {
             }
             request_log.push(row);
         }
+    }
+
+    /// How a degraded-tier target came to serve, if one did.
+    fn degraded(&self) -> Option<&'static str> {
+        let (live, (i, _)) = (self.live.as_ref()?, self.served.as_ref()?);
+        if !live.route.targets.get(*i)?.degraded {
+            return None;
+        }
+        Some(if self.slo_degraded_first {
+            "slo"
+        } else {
+            "fallback"
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -266,6 +283,7 @@ fn request_row(
         completion_tokens: line.usage.map(|u| u.completion_tokens as i64),
         usage_estimated: line.usage_estimated,
         cost_usd: line.cost_usd,
+        degraded: line.degraded.map(str::to_owned),
         request_body: None,
         response_body: None,
     }

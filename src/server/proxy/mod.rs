@@ -50,7 +50,7 @@ pub async fn serve<P: InboundProtocol>(
         Err(error) => return fail(&protocol, ctx, error),
     };
     let (live, request) = prepared;
-    let placement = placement(&ctx, &table, &parts.headers);
+    let placement = placement(&ctx, &table, &live, &parts.headers);
     match dispatch(&mut ctx, &table, &live, &request, &placement).await {
         Ok(outcome) => {
             let resume = respond::ResumeInputs {
@@ -209,9 +209,16 @@ fn complete_admission(ctx: &mut RequestCtx, live: &LiveRoute, request: &impl Inb
 pub struct Placement {
     pub caller_region: Option<String>,
     pub allow_degraded: bool,
+    /// The route's SLO sends this request to its degraded targets first.
+    pub degraded_first: bool,
 }
 
-fn placement(ctx: &RequestCtx, table: &RouteTable, headers: &http::HeaderMap) -> Placement {
+fn placement(
+    ctx: &RequestCtx,
+    table: &RouteTable,
+    live: &LiveRoute,
+    headers: &http::HeaderMap,
+) -> Placement {
     let caller_region = headers
         .get(X_REGION)
         .and_then(|v| v.to_str().ok())
@@ -225,6 +232,7 @@ fn placement(ctx: &RequestCtx, table: &RouteTable, headers: &http::HeaderMap) ->
     Placement {
         caller_region,
         allow_degraded,
+        degraded_first: live.slo_degraded_first(allow_degraded),
     }
 }
 
@@ -237,6 +245,7 @@ async fn dispatch<'r>(
     placement: &Placement,
 ) -> Result<Outcome<'r>, GatewayError> {
     let config = &table.config;
+    ctx.slo_degraded_first = placement.degraded_first;
     let result = Dispatch {
         live,
         global_budget: &table.global_budget,
@@ -246,6 +255,7 @@ async fn dispatch<'r>(
         max_response_body: config.server.max_response_body,
         counters: &ctx.state.counters.engine,
         allow_degraded: placement.allow_degraded,
+        degraded_first: placement.degraded_first,
     }
     .run(ctx.started)
     .await;
