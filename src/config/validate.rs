@@ -801,11 +801,7 @@ fn target_tier(issues: &mut Issues, tpath: &str, raw: Option<&str>) -> bool {
 
 /// A target's `tier_first_byte`: a positive duration, only with both
 /// `service_tier` and `tier_fallback` (there must be a tier to fall back to).
-fn tier_first_byte(
-    issues: &mut Issues,
-    tpath: &str,
-    t: &RawTarget,
-) -> Option<Duration> {
+fn tier_first_byte(issues: &mut Issues, tpath: &str, t: &RawTarget) -> Option<Duration> {
     let text = t.tier_first_byte.as_ref()?;
     let path = format!("{tpath}.tier_first_byte");
     if t.service_tier.is_none() || t.tier_fallback.is_none() {
