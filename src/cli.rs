@@ -36,6 +36,18 @@ pub enum Command {
         #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with = "file")]
         diff: Option<Vec<PathBuf>>,
     },
+    /// Write a commented starter config for the provider keys found in the
+    /// environment (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY,
+    /// AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT), or for the simulator
+    /// when there are none. Validated before it is written.
+    Init {
+        /// Where to write it; `-` for standard output.
+        #[arg(long, short, default_value = "switchyard.toml")]
+        output: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the OpenAI-compatible provider simulator (fault injection for rehearsals).
     Sim(Box<crate::sim::cli::SimArgs>),
     /// A self-contained demo: simulated providers with a scripted outage, the gateway, and load.
@@ -111,6 +123,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Serve { config } => return exit_code(serve(config)),
+        Command::Init { output, force } => return exit_code(init(&output, force)),
         Command::Healthcheck { url, timeout } => return healthcheck(url, timeout),
         Command::Sim(args) => Task::Sim(args),
         Command::Demo(args) => Task::Demo(args),
@@ -183,12 +196,55 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         }
         Err(errors) => {
             for issue in &errors.0 {
-                eprintln!("{issue}");
+                // `file:line:` as compilers write it, so editors can jump there.
+                match issue.line {
+                    Some(line) => eprintln!("{}:{line}: {issue}", file.display()),
+                    None => eprintln!("{}: {issue}", file.display()),
+                }
             }
             eprintln!("{}: {} error(s)", file.display(), errors.0.len());
             ExitCode::FAILURE
         }
     }
+}
+
+/// `switchyard init`: the starter config, validated, written where asked
+/// (never over an existing file without `--force`).
+fn init(output: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let (found, text) = crate::config::starter::generate(|name| std::env::var(name).ok())
+        .map_err(|e| anyhow::anyhow!("the starter config for this environment is invalid:\n{e}"))?;
+    if output.as_os_str() == "-" {
+        print!("{text}");
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        // create_new: no window between checking for the file and writing it.
+        options.create_new(true);
+    }
+    let mut file = options.open(output).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+            "{} already exists; pass --force to replace it, or --output another path",
+            output.display()
+        ),
+        _ => anyhow::anyhow!("cannot write {}: {e}", output.display()),
+    })?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+    let providers = found.providers();
+    let path = output.display();
+    if providers.is_empty() {
+        eprintln!("wrote {path}: no provider key in the environment, so it uses the simulator.");
+        eprintln!("next: `switchyard sim` in one terminal, `switchyard serve --config {path}` in another.");
+    } else {
+        eprintln!("wrote {path}: providers {}.", providers.join(", "));
+        eprintln!("next: `switchyard keys create me --service local --config {path}`, then `switchyard serve --config {path}`.");
+    }
+    Ok(())
 }
 
 /// Whether a gateway running `old` would take `new` on reload.

@@ -7,8 +7,9 @@
 
 use crate::config::Config;
 use crate::loadgen::{self, Live, LoadSpec};
+use crate::routing::health::HealthRegistry;
 use crate::server::Gateway;
-use crate::sim::{Behavior, Latency, Phase, SimConfig, SimHandle, Simulator};
+use crate::sim::{Behavior, Latency, Phase, SimConfig, Simulator};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -135,6 +136,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .replace("{budget}", &budget.base_url());
     let config = Config::from_toml(&config_text, |_| None)
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    let watched: Vec<Watched> = config
+        .route("chat-default")
+        .map(|route| {
+            route
+                .targets
+                .iter()
+                .map(|t| Watched {
+                    label: t.label().to_owned(),
+                    health_key: t.health_key(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let gateway = Gateway::start(config).await?;
 
     println!("== Switchyard demo ==========================================================");
@@ -166,10 +180,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ..LoadSpec::default()
     };
     let live = Arc::new(Live::default());
-    let progress = tokio::spawn(progress_line(live.clone(), primary.clone(), args.duration));
+    let progress = tokio::spawn(progress_line(
+        live.clone(),
+        gateway.state().registry.clone(),
+        watched,
+        args.duration,
+    ));
     let report = loadgen::run(&spec, live).await;
     progress.abort();
     let _ = progress.await;
+    crate::telemetry::status_line::finish();
     println!();
 
     let counters = gateway.counters();
@@ -277,7 +297,70 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn progress_line(live: Arc<Live>, primary: SimHandle, duration: Duration) {
+/// A target of the demo's route: its label and its key in the gateway's
+/// health registry.
+struct Watched {
+    label: String,
+    health_key: String,
+}
+
+/// What the live line shows at one tick.
+struct Tick {
+    elapsed: Duration,
+    duration: Duration,
+    sent: u64,
+    ok: u64,
+    failed: u64,
+    in_flight: u64,
+}
+
+/// The live line: the load so far and each target's breaker as the gateway
+/// itself has it (`closed`, `open`, `half_open`), in the route's order.
+fn live_line(tick: &Tick, breakers: &[(&str, &str)]) -> String {
+    let done = tick.ok + tick.failed;
+    let ratio = if done == 0 {
+        100.0
+    } else {
+        tick.ok as f64 * 100.0 / done as f64
+    };
+    let breakers: Vec<String> = breakers
+        .iter()
+        .map(|(label, state)| format!("{label} {state}"))
+        .collect();
+    format!(
+        "[{:>5.1}s/{:.0}s] sent {:>6}  ok {:>6} ({:>7.3}%)  in flight {:>4}  breakers: {}",
+        tick.elapsed.as_secs_f64(),
+        tick.duration.as_secs_f64(),
+        tick.sent,
+        tick.ok,
+        ratio,
+        tick.in_flight,
+        breakers.join(", ")
+    )
+}
+
+/// Each watched target's breaker state, read from the health registry.
+fn breaker_states(registry: &HealthRegistry, watched: &[Watched]) -> Vec<(String, &'static str)> {
+    let now = tokio::time::Instant::now();
+    let all = registry.all();
+    watched
+        .iter()
+        .map(|w| {
+            let state = all
+                .iter()
+                .find(|h| h.key == w.health_key)
+                .map_or("unknown", |h| h.snapshot(now).state.as_str());
+            (w.label.clone(), state)
+        })
+        .collect()
+}
+
+async fn progress_line(
+    live: Arc<Live>,
+    registry: Arc<HealthRegistry>,
+    watched: Vec<Watched>,
+    duration: Duration,
+) {
     let tty = std::io::stdout().is_terminal();
     let started = tokio::time::Instant::now();
     let tick = if tty {
@@ -285,40 +368,89 @@ async fn progress_line(live: Arc<Live>, primary: SimHandle, duration: Duration) 
     } else {
         Duration::from_secs(2)
     };
-    let mut last_primary_errors = 0u64;
     loop {
         tokio::time::sleep(tick).await;
-        let stats = primary.stats();
-        let errors: u64 = stats.errors_by_status.values().sum();
-        let state = if errors.saturating_sub(last_primary_errors) > tick.as_millis() as u64 / 100 {
-            "failing"
-        } else {
-            "healthy"
-        };
-        last_primary_errors = errors;
-        let sent = live.sent.load(Ordering::Relaxed);
-        let ok = live.ok.load(Ordering::Relaxed);
-        let done = ok + live.failed.load(Ordering::Relaxed);
-        let line = format!(
-            "[{:>5.1}s/{:.0}s] sent {:>6}  ok {:>6} ({:>7.3}%)  in flight {:>4}  primary: {}",
-            started.elapsed().as_secs_f64(),
-            duration.as_secs_f64(),
-            sent,
-            ok,
-            if done == 0 {
-                100.0
-            } else {
-                ok as f64 * 100.0 / done as f64
+        let states = breaker_states(&registry, &watched);
+        let states: Vec<(&str, &str)> = states.iter().map(|(l, s)| (l.as_str(), *s)).collect();
+        let line = live_line(
+            &Tick {
+                elapsed: started.elapsed(),
+                duration,
+                sent: live.sent.load(Ordering::Relaxed),
+                ok: live.ok.load(Ordering::Relaxed),
+                failed: live.failed.load(Ordering::Relaxed),
+                in_flight: live.in_flight.load(Ordering::Relaxed),
             },
-            live.in_flight.load(Ordering::Relaxed),
-            state
+            &states,
         );
-        let mut out = std::io::stdout().lock();
         if tty {
-            let _ = write!(out, "\r{line}   ");
+            // Log lines are written above it (telemetry::status_line).
+            crate::telemetry::status_line::draw(&line);
         } else {
+            let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
+            let _ = out.flush();
         }
-        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_line_shows_each_breaker_as_the_gateway_has_it() {
+        let tick = Tick {
+            elapsed: Duration::from_millis(7_250),
+            duration: Duration::from_secs(20),
+            sent: 1450,
+            ok: 1449,
+            failed: 1,
+            in_flight: 3,
+        };
+        let line = live_line(
+            &tick,
+            &[
+                ("primary/gpt-4o", "open"),
+                ("secondary/gpt-4o", "closed"),
+                ("budget/gpt-4o-mini", "closed"),
+            ],
+        );
+        assert_eq!(
+            line,
+            "[  7.2s/20s] sent   1450  ok   1449 ( 99.931%)  in flight    3  breakers: primary/gpt-4o open, secondary/gpt-4o closed, budget/gpt-4o-mini closed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breaker_states_come_from_the_health_registry() {
+        let registry = HealthRegistry::default();
+        let policy = crate::resilience::breaker::BreakerPolicy {
+            consecutive_failures: 1,
+            ..Default::default()
+        };
+        let primary = registry.get_or_create("primary/gpt-4o@us-east", policy);
+        let now = tokio::time::Instant::now();
+        let attempt = primary
+            .admit(now)
+            .unwrap_or_else(|_| panic!("closed breaker refused"));
+        attempt.failure(now, crate::resilience::FailureClass::Transient, None);
+        let watched = [
+            Watched {
+                label: "primary/gpt-4o".into(),
+                health_key: "primary/gpt-4o@us-east".into(),
+            },
+            Watched {
+                label: "secondary/gpt-4o".into(),
+                health_key: "secondary/gpt-4o@eu-west".into(),
+            },
+        ];
+        assert_eq!(
+            breaker_states(&registry, &watched),
+            [
+                ("primary/gpt-4o".to_owned(), "open"),
+                ("secondary/gpt-4o".to_owned(), "unknown")
+            ]
+        );
     }
 }

@@ -154,7 +154,7 @@ fn check_config_reports_every_error_with_its_path_and_exits_1() {
     let path = dir.join("bad.toml");
     std::fs::write(
         &path,
-        "[providers.openai]\nbase_url = \"http://127.0.0.1:1/v1\"\n[providers.backup]\nbase_url = \"http://127.0.0.1:2/v1\"\n[routes.chat-default]\ntargets = [{ provider = \"openai\", model = \"a\" }, { provider = \"opnai\", model = \"b\" }]\n[defaults.retry]\njitter = \"lots\"\n",
+        "[providers.openai]\nbase_url = \"http://127.0.0.1:1/v1\"\n[providers.backup]\nbase_url = \"http://127.0.0.1:2/v1\"\n[routes.chat-default]\ntargets = [{ provider = \"openai\", model = \"a\" }, { provider = \"opnai\", model = \"b\" }]\n[defaults.retry]\njitter = \"lots\"\nbase_backof = \"1s\"\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -166,6 +166,14 @@ fn check_config_reports_every_error_with_its_path_and_exits_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("routes.chat-default.targets[1].provider: unknown provider \"opnai\" (known: backup, openai)"), "{stderr}");
     assert!(stderr.contains("defaults.retry.jitter:"), "{stderr}");
+    // The unknown field is reported with the rest, at its line, with the
+    // nearest known name.
+    assert!(
+        stderr.contains("bad.toml:9: defaults.retry.base_backof: unknown field `base_backof` (hint: did you mean `base_backoff`?)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `openai`?"), "{stderr}");
+    assert!(stderr.contains("3 error(s)"), "{stderr}");
     let ok = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("check-config")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml"))
@@ -477,5 +485,70 @@ async fn max_connections_fits_the_open_file_limit_and_refuses_cleanly_past_it() 
     assert_eq!(refused, 18);
     drop(held);
     drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `switchyard init` run with exactly the provider variables in `env`.
+fn init(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command.arg("init").args(args);
+    for name in [
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "AZURE_OPENAI_API_KEY",
+        "AZURE_OPENAI_ENDPOINT",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied()).output().unwrap()
+}
+
+#[test]
+fn init_writes_a_valid_config_never_the_key_and_never_over_a_file() {
+    let dir = scratch("init");
+    let path = dir.join("switchyard.toml");
+    let file = path.to_str().unwrap();
+    let key = "sk-init-test-0123456789abcdef";
+    let out = init(&["--output", file], &[("OPENAI_API_KEY", key)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        written.contains("api_key_env = \"OPENAI_API_KEY\""),
+        "{written}"
+    );
+    assert!(
+        !written.contains(key),
+        "the key value was written:\n{written}"
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check-config", file])
+        .env("OPENAI_API_KEY", key)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // An existing file is kept unless --force.
+    let again = init(&["--output", file], &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
+    let forced = init(&["--output", file, "--force"], &[]);
+    assert!(forced.status.success());
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("[providers.sim]"));
+    // `-`: standard output, no file.
+    let stdout = init(&["--output", "-"], &[("ANTHROPIC_API_KEY", key)]);
+    let text = String::from_utf8_lossy(&stdout.stdout);
+    assert!(text.contains("[providers.anthropic]"), "{text}");
+    assert!(!text.contains(key));
     let _ = std::fs::remove_dir_all(&dir);
 }

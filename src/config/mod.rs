@@ -3,16 +3,21 @@
 //! problem is reported with its key path and, where it helps, a hint.
 //! This module reads files and environment variables; it never opens a socket.
 
+mod keypath;
 pub mod prices;
 pub mod raw;
+mod reader;
 mod restart;
+pub mod starter;
+mod suggest;
+mod validate;
 
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::{Backoff, Jitter};
 use crate::telemetry::slo::{Severity, SloPolicy};
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
-use raw::{RawBreaker, RawBudget, RawConfig, RawRetry, RawSize, RawTimeouts};
+use raw::{RawBreaker, RawBudget, RawRetry, RawSize, RawTimeouts};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
@@ -599,36 +604,60 @@ impl Config {
     }
 
     /// Parses and validates; `env` resolves `api_key_env` names (injected so
-    /// tests need not touch the process environment).
+    /// tests need not touch the process environment). Every unknown field
+    /// and every invalid setting is reported at once, each with the line it
+    /// is on where the file says; a TOML syntax or type error stops at the
+    /// first, as the rest of the file cannot be read past it.
     pub fn from_toml(
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let path = e
-                .span()
-                .map(|s| format!("line {}", line_of(text, s.start)))
-                .unwrap_or_else(|| "config".to_owned());
-            // toml reports a control character in a comment with an empty
-            // message (found by fuzzing): name the character instead.
-            let message = match e.message() {
-                "" => e
-                    .span()
-                    .and_then(|s| text.get(s.start..)?.chars().next())
-                    .map_or_else(
-                        || "invalid TOML".to_owned(),
-                        |c| format!("unexpected character {c:?}"),
-                    ),
-                m => m.to_owned(),
-            };
-            ConfigErrors::one(path, message, None)
-        })?;
-        validate(raw, &env)
+        let read = reader::read(text).map_err(|e| located(text, e.0))?;
+        let mut issues = Issues::default();
+        let config = validate::validate(read.raw, &env, &mut issues);
+        if issues.0.is_empty() && read.issues.is_empty() {
+            return Ok(config);
+        }
+        let mut all = read.issues;
+        for mut issue in issues.0 {
+            issue.path = read.remap.in_file(&issue.path);
+            all.push(issue);
+        }
+        Err(located(text, all))
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
+/// The issues with the line of each key path in `text`, in file order (as
+/// a compiler lists them); those without a line last.
+fn located(text: &str, mut issues: Vec<ConfigIssue>) -> ConfigErrors {
+    if let Ok(doc) = toml_edit::ImDocument::parse(text) {
+        for issue in issues.iter_mut().filter(|i| i.line.is_none()) {
+            issue.line = keypath::line_of(&doc, &issue.path);
+        }
+    }
+    issues.sort_by_key(|issue| issue.line.unwrap_or(usize::MAX));
+    ConfigErrors(issues)
+}
+
+/// A TOML syntax or type error, at its line.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigErrors {
+    let path = e
+        .span()
+        .map(|s| format!("line {}", keypath::line_at(text, s.start)))
+        .unwrap_or_else(|| "config".to_owned());
+    // toml reports a control character in a comment with an empty
+    // message (found by fuzzing): name the character instead.
+    let message = match e.message() {
+        "" => e
+            .span()
+            .and_then(|s| text.get(s.start..)?.chars().next())
+            .map_or_else(
+                || "invalid TOML".to_owned(),
+                |c| format!("unexpected character {c:?}"),
+            ),
+        m => m.to_owned(),
+    };
+    ConfigErrors::one(path, message, None)
 }
 
 /// One validation problem.
@@ -637,6 +666,8 @@ pub struct ConfigIssue {
     pub path: String,
     pub message: String,
     pub hint: Option<String>,
+    /// The line of the file `path` is on (1-based), where it is in the file.
+    pub line: Option<usize>,
 }
 
 impl fmt::Display for ConfigIssue {
@@ -659,6 +690,7 @@ impl ConfigErrors {
             path,
             message,
             hint,
+            line: None,
         }])
     }
 }
@@ -669,7 +701,10 @@ impl fmt::Display for ConfigErrors {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{issue}")?;
+            match issue.line {
+                Some(line) => write!(f, "line {line}: {issue}")?,
+                None => write!(f, "{issue}")?,
+            }
         }
         Ok(())
     }
@@ -685,6 +720,7 @@ impl Issues {
             path: path.into(),
             message: message.into(),
             hint: None,
+            line: None,
         });
     }
 
@@ -698,6 +734,7 @@ impl Issues {
             path: path.into(),
             message: message.into(),
             hint: Some(hint.into()),
+            line: None,
         });
     }
 
@@ -1159,105 +1196,6 @@ fn resolve_slo(issues: &mut Issues, path: &str, raw: &raw::RawSlo) -> Option<Slo
     })
 }
 
-/// A target's `tier_first_byte`: a positive duration, only with both
-/// `service_tier` and `tier_fallback` (there must be a tier to fall back to).
-fn resolve_tier_first_byte(
-    issues: &mut Issues,
-    tpath: &str,
-    t: &raw::RawTarget,
-) -> Option<Duration> {
-    let text = t.tier_first_byte.as_ref()?;
-    let path = format!("{tpath}.tier_first_byte");
-    if t.service_tier.is_none() || t.tier_fallback.is_none() {
-        issues.hint(
-            path,
-            "needs service_tier and tier_fallback",
-            "set service_tier = \"flex\" and tier_fallback = \"default\" (the tier asked after the timeout)",
-        );
-        return None;
-    }
-    let d = issues.positive_duration(path, Some(text), Duration::ZERO);
-    (!d.is_zero()).then_some(d)
-}
-
-/// `tier_first_byte` must be shorter than the route's `first_byte`, or it
-/// would never fire before the ordinary timeout.
-fn check_tier_first_byte(issues: &mut Issues, path: &str, targets: &[Target], timeouts: &Timeouts) {
-    let mut seen = std::collections::HashSet::new();
-    for t in targets {
-        let Some(limit) = t.tier_first_byte else {
-            continue;
-        };
-        if limit >= timeouts.first_byte && seen.insert(t.group) {
-            issues.hint(
-                format!("{path}.targets[{}].tier_first_byte", t.group),
-                format!(
-                    "{limit:?} is not shorter than the route's first_byte ({:?})",
-                    timeouts.first_byte
-                ),
-                "a tier first-byte timeout only helps below first_byte, e.g. \"2s\" under \"10s\"",
-            );
-        }
-    }
-}
-
-/// `degrade_on` / `degrade_share`: needs the route's `slo` and a
-/// `tier = "degraded"` target to switch to.
-fn resolve_slo_degrade(
-    issues: &mut Issues,
-    path: &str,
-    raw: &raw::RawRoute,
-    has_slo: bool,
-    targets: &[Target],
-) -> Option<SloDegrade> {
-    let Some(text) = raw.degrade_on.as_deref() else {
-        if raw.degrade_share.is_some() {
-            issues.hint(
-                format!("{path}.degrade_share"),
-                "degrade_share has no effect without degrade_on",
-                "add degrade_on = \"page\" (or \"ticket\"), or remove degrade_share",
-            );
-        }
-        return None;
-    };
-    let on = match text {
-        "page" => Severity::Page,
-        "ticket" => Severity::Ticket,
-        other => {
-            issues.hint(
-                format!("{path}.degrade_on"),
-                format!("unknown severity \"{other}\" (known: page, ticket)"),
-                "\"page\" degrades on the fast burn only, \"ticket\" on either alert",
-            );
-            return None;
-        }
-    };
-    if !has_slo {
-        issues.hint(
-            format!("{path}.degrade_on"),
-            "degrade_on needs the route's slo (its burn-rate alerts decide the switch)",
-            "add slo = { success = 0.999 }",
-        );
-    }
-    if !targets.is_empty() && !targets.iter().any(|t| t.degraded) {
-        issues.hint(
-            format!("{path}.degrade_on"),
-            "degrade_on needs a target with tier = \"degraded\" to switch to",
-            "add e.g. { provider = \"...\", model = \"...\", tier = \"degraded\" } to targets",
-        );
-    }
-    let share = raw.degrade_share.unwrap_or(1.0);
-    if !(0.0..=1.0).contains(&share) {
-        issues.hint(
-            format!("{path}.degrade_share"),
-            format!("{share} is not between 0.0 and 1.0"),
-            "0.5 sends half of the requests degraded-first while the alert fires",
-        );
-        return None;
-    }
-    Some(SloDegrade { on, share })
-}
-
 fn resolve_hedge(issues: &mut Issues, path: &str, value: Option<&String>) -> Option<Hedge> {
     let text = value?;
     if let Some(q) = text.strip_prefix('p') {
@@ -1341,684 +1279,6 @@ fn resolve_admin(
         listen,
         metrics_public: raw.metrics_public.unwrap_or(false),
     }
-}
-
-fn validate(raw: RawConfig, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let mut issues = Issues::default();
-
-    let listen = match raw.server.listen.as_deref() {
-        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-        Some(text) => text.parse().unwrap_or_else(|_| {
-            issues.hint(
-                "server.listen",
-                format!("invalid address \"{text}\""),
-                "write IP:PORT, e.g. \"0.0.0.0:8080\"",
-            );
-            SocketAddr::from(([127, 0, 0, 1], 8080))
-        }),
-    };
-    let server = ServerSettings {
-        listen,
-        max_request_body: issues.size(
-            "server.max_request_body",
-            raw.server.max_request_body.as_ref(),
-            8 << 20,
-        ),
-        max_response_body: issues.size(
-            "server.max_response_body",
-            raw.server.max_response_body.as_ref(),
-            32 << 20,
-        ),
-        drain_timeout: issues.duration(
-            "server.drain_timeout".into(),
-            raw.server.drain_timeout.as_ref(),
-            Duration::from_secs(30),
-        ),
-        drain_delay: issues.duration(
-            "server.drain_delay".into(),
-            raw.server.drain_delay.as_ref(),
-            Duration::ZERO,
-        ),
-        header_read_timeout: issues.positive_duration(
-            "server.header_read_timeout".into(),
-            raw.server.header_read_timeout.as_ref(),
-            Duration::from_secs(30),
-        ),
-        body_read_timeout: issues.positive_duration(
-            "server.body_read_timeout".into(),
-            raw.server.body_read_timeout.as_ref(),
-            Duration::from_secs(60),
-        ),
-        write_timeout: issues.positive_duration(
-            "server.write_timeout".into(),
-            raw.server.write_timeout.as_ref(),
-            Duration::from_secs(30),
-        ),
-        max_header_bytes: max_header_bytes(&mut issues, raw.server.max_header_bytes.as_ref()),
-        send_buffer: send_buffer(&mut issues, raw.server.send_buffer.as_ref()),
-        max_connections: match raw.server.max_connections {
-            None => DEFAULT_MAX_CONNECTIONS,
-            Some(n @ 1..=1_000_000) => n,
-            Some(n) => {
-                issues.push(
-                    "server.max_connections",
-                    format!("{n} is outside 1..=1000000"),
-                );
-                DEFAULT_MAX_CONNECTIONS
-            }
-        },
-        region: env("SWITCHYARD_REGION")
-            .filter(|r| !r.is_empty())
-            .or_else(|| raw.server.region.clone()),
-        watch_config: raw.server.watch_config.unwrap_or(true),
-        // Target names (and pooled key names) only for who asks for them.
-        public_status: raw.server.public_status.unwrap_or(true),
-        auth: match raw.server.auth.as_deref() {
-            None | Some("keys") => AuthMode::Keys,
-            Some("none") => AuthMode::None,
-            Some(other) => {
-                issues.hint(
-                    "server.auth",
-                    format!("unknown auth mode \"{other}\""),
-                    "\"keys\" (virtual keys, the default) or \"none\" (no authentication)",
-                );
-                AuthMode::Keys
-            }
-        },
-    };
-
-    let default_retry = resolve_retry(&mut issues, "defaults.retry", &raw.defaults.retry, None);
-    let default_timeouts = resolve_timeouts(
-        &mut issues,
-        "defaults.timeouts",
-        &raw.defaults.timeouts,
-        &DEFAULT_TIMEOUTS,
-    );
-    let default_breaker = resolve_breaker(
-        &mut issues,
-        "defaults.breaker",
-        &raw.defaults.breaker,
-        &BreakerPolicy::default(),
-    );
-    let default_budget = resolve_budget(
-        &mut issues,
-        "defaults.budget",
-        &raw.defaults.budget,
-        &BudgetPolicy::default(),
-    );
-
-    let mut providers = BTreeMap::new();
-    let mut bases: HashMap<String, String> = HashMap::new();
-    for (name, p) in &raw.providers {
-        let path = format!("providers.{name}");
-        let kind = match p.kind.as_str() {
-            "openai" => ProviderKind::OpenAi,
-            "azure_openai" => ProviderKind::AzureOpenAi,
-            "anthropic" => ProviderKind::Anthropic,
-            "gemini" => ProviderKind::Gemini,
-            other => {
-                issues.push(
-                    format!("{path}.kind"),
-                    format!(
-                        "unknown provider kind \"{other}\" (known: {})",
-                        ProviderKind::KNOWN
-                    ),
-                );
-                ProviderKind::OpenAi
-            }
-        };
-        let default_base = match kind {
-            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
-            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
-            ProviderKind::OpenAi | ProviderKind::AzureOpenAi => None,
-        };
-        let Some(base) = p.base_url.as_deref().or(default_base) else {
-            issues.hint(
-                format!("{path}.base_url"),
-                "missing base_url",
-                match kind {
-                    ProviderKind::AzureOpenAi => {
-                        "base_url = \"https://<resource>.openai.azure.com\""
-                    }
-                    _ => "base_url = \"https://api.openai.com/v1\" (including the API prefix)",
-                },
-            );
-            continue;
-        };
-        let base = base.trim_end_matches('/');
-        let valid_base = base.parse::<Uri>().ok().is_some_and(|u| {
-            matches!(u.scheme_str(), Some("http" | "https")) && u.query().is_none()
-        });
-        if !valid_base {
-            issues.hint(
-                format!("{path}.base_url"),
-                format!("invalid URL \"{base}\""),
-                "use an http:// or https:// URL including the API prefix, e.g. \"https://api.openai.com/v1\"",
-            );
-            continue;
-        }
-        let api_version = match (kind, p.api_version.as_deref()) {
-            (ProviderKind::AzureOpenAi, v) => Some(v.unwrap_or("2024-10-21")),
-            (ProviderKind::Anthropic, v) => Some(v.unwrap_or("2023-06-01")),
-            (_, Some(_)) => {
-                issues.push(
-                    format!("{path}.api_version"),
-                    "only azure_openai and anthropic providers take an api_version",
-                );
-                None
-            }
-            (_, None) => None,
-        };
-        let api_version = api_version.and_then(|v| match HeaderValue::try_from(v) {
-            Ok(h)
-                if v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
-            {
-                Some(h)
-            }
-            _ => {
-                issues.push(
-                    format!("{path}.api_version"),
-                    format!("invalid version \"{v}\""),
-                );
-                None
-            }
-        });
-        if p.default_max_tokens.is_some() && kind != ProviderKind::Anthropic {
-            issues.push(
-                format!("{path}.default_max_tokens"),
-                "only anthropic providers need a default max_tokens",
-            );
-        }
-        if p.default_max_tokens == Some(0) {
-            issues.push(format!("{path}.default_max_tokens"), "must be at least 1");
-        }
-        let speaks_openai = matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi);
-        let responses_native = match p.responses.as_deref() {
-            None => speaks_openai,
-            Some("chat") => false,
-            Some("native") if speaks_openai => true,
-            Some("native") => {
-                issues.hint(
-                    format!("{path}.responses"),
-                    format!("a {} provider has no Responses API", kind.as_str()),
-                    "remove it: requests to /v1/responses are translated to its format",
-                );
-                false
-            }
-            Some(other) => {
-                issues.hint(
-                    format!("{path}.responses"),
-                    format!("unknown mode \"{other}\""),
-                    "\"native\" (pass the body through) or \"chat\" (translate to Chat Completions)",
-                );
-                false
-            }
-        };
-        let secret = |issues: &mut Issues, field: String, var: &str| {
-            resolve_secret(issues, &env, kind, field, var)
-        };
-        let mut keys = Vec::new();
-        match (&p.api_key_env, &p.keys) {
-            (Some(_), Some(_)) => issues.hint(
-                format!("{path}.keys"),
-                "both api_key_env and keys are set",
-                "use api_key_env for one key or keys = [{ name, env }, ...] for a pool",
-            ),
-            (Some(var), None) => {
-                if let Some(value) = secret(&mut issues, format!("{path}.api_key_env"), var) {
-                    keys.push(Arc::new(PoolKey {
-                        name: var.clone(),
-                        value,
-                        weight: 1,
-                    }));
-                }
-            }
-            (None, Some(pool)) => {
-                if pool.is_empty() {
-                    issues.hint(
-                        format!("{path}.keys"),
-                        "an empty key pool",
-                        "list at least one { name, env }, or remove keys for a keyless upstream",
-                    );
-                }
-                let mut names = HashSet::new();
-                for (i, k) in pool.iter().enumerate() {
-                    let kpath = format!("{path}.keys[{i}]");
-                    let name_ok = !k.name.is_empty()
-                        && k.name.len() <= 64
-                        && k.name
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-                    if !name_ok {
-                        issues.hint(
-                            format!("{kpath}.name"),
-                            format!("invalid key name \"{}\"", k.name),
-                            "letters, digits, '-', '_' and '.', at most 64",
-                        );
-                    } else if !names.insert(k.name.as_str()) {
-                        issues.push(
-                            format!("{kpath}.name"),
-                            format!("duplicate key name \"{}\"", k.name),
-                        );
-                    }
-                    if k.weight == Some(0) {
-                        issues.push(format!("{kpath}.weight"), "must be at least 1");
-                    }
-                    if let Some(value) = secret(&mut issues, format!("{kpath}.env"), &k.env) {
-                        keys.push(Arc::new(PoolKey {
-                            name: k.name.clone(),
-                            value,
-                            weight: k.weight.unwrap_or(1).max(1),
-                        }));
-                    }
-                }
-            }
-            (None, None) => {}
-        }
-        providers.insert(
-            name.clone(),
-            Arc::new(Provider {
-                name: name.clone(),
-                kind,
-                region: p.region.clone().unwrap_or_else(|| "default".to_owned()),
-                api_version,
-                default_max_tokens: p.default_max_tokens.unwrap_or(4096).max(1),
-                keys,
-                responses_native,
-            }),
-        );
-        bases.insert(name.clone(), base.to_owned());
-    }
-
-    for (model, p) in &raw.prices {
-        let tiers = p.tiers.iter().flat_map(|(tier, t)| {
-            [
-                (
-                    format!("tiers.{tier}.input_per_million"),
-                    t.input_per_million,
-                ),
-                (
-                    format!("tiers.{tier}.output_per_million"),
-                    t.output_per_million,
-                ),
-            ]
-        });
-        for (key, v) in [
-            ("input_per_million".to_owned(), p.input_per_million),
-            ("output_per_million".to_owned(), p.output_per_million),
-        ]
-        .into_iter()
-        .chain(tiers)
-        {
-            if !(v.is_finite() && v >= 0.0) {
-                issues.push(
-                    format!("prices.\"{model}\".{key}"),
-                    format!("{v} is not a price (USD per million tokens, >= 0)"),
-                );
-            }
-        }
-    }
-    let known_providers = raw.providers.keys().cloned().collect::<Vec<_>>().join(", ");
-    let mut routes = HashMap::new();
-    if raw.routes.is_empty() {
-        issues.hint(
-            "routes",
-            "no routes defined",
-            "add [routes.<public-model-name>] with at least one target",
-        );
-    }
-    for (name, r) in &raw.routes {
-        let path = format!("routes.{name}");
-        if r.targets.is_empty() {
-            issues.hint(
-                format!("{path}.targets"),
-                "a route needs at least one target",
-                "targets = [{ provider = \"...\", model = \"...\" }]",
-            );
-        }
-        let mut targets = Vec::with_capacity(r.targets.len());
-        for (i, t) in r.targets.iter().enumerate() {
-            let tpath = format!("{path}.targets[{i}]");
-            let Some(provider) = providers.get(&t.provider) else {
-                if !raw.providers.contains_key(&t.provider) {
-                    issues.push(
-                        format!("{tpath}.provider"),
-                        format!(
-                            "unknown provider \"{}\" (known: {known_providers})",
-                            t.provider
-                        ),
-                    );
-                }
-                continue;
-            };
-            if t.model.trim().is_empty() {
-                issues.push(format!("{tpath}.model"), "model must not be empty");
-                continue;
-            }
-            let label = format!("{}/{}", t.provider, t.model);
-            let Ok(label) = HeaderValue::try_from(label) else {
-                issues.push(
-                    format!("{tpath}.model"),
-                    "model name must be printable ASCII",
-                );
-                continue;
-            };
-            let model_json = match serde_json::to_vec(&t.model) {
-                Ok(v) => Bytes::from(v),
-                Err(e) => {
-                    issues.push(format!("{tpath}.model"), e.to_string());
-                    continue;
-                }
-            };
-            if t.weight == Some(0) {
-                issues.hint(
-                    format!("{tpath}.weight"),
-                    "must be at least 1",
-                    "remove the target to stop sending it traffic",
-                );
-            }
-            let raw_price = raw
-                .prices
-                .get(&format!("{}/{}", t.provider, t.model))
-                .or_else(|| raw.prices.get(&t.model));
-            let price = raw_price
-                .map(|p| Price::new(p.input_per_million, p.output_per_million))
-                .or_else(|| {
-                    prices::DEFAULTS
-                        .iter()
-                        .find(|(m, _)| *m == t.model)
-                        .map(|(_, p)| *p)
-                });
-            let degraded = match t.tier.as_deref() {
-                None | Some("primary") => false,
-                Some("degraded") => true,
-                Some(other) => {
-                    issues.push(
-                        format!("{tpath}.tier"),
-                        format!("unknown tier \"{other}\" (known: primary, degraded)"),
-                    );
-                    false
-                }
-            };
-            let deprecated_after = t.deprecated_after.as_deref().and_then(|d| {
-                let parsed = Deprecation::parse(d);
-                if parsed.is_none() {
-                    issues.hint(
-                        format!("{tpath}.deprecated_after"),
-                        format!("invalid date \"{d}\""),
-                        "a date as YYYY-MM-DD, e.g. \"2026-12-31\"",
-                    );
-                }
-                parsed
-            });
-            if t.context_window == Some(0) {
-                issues.push(
-                    format!("{tpath}.context_window"),
-                    "must be at least 1 token",
-                );
-            }
-            let continuation = match t.continuation.as_deref() {
-                None => Continuation::default_for(provider.kind),
-                Some("prefill") => Continuation::Prefill,
-                Some("instruct") => Continuation::Instruct,
-                Some("none") => Continuation::None,
-                Some(other) => {
-                    issues.push(
-                        format!("{tpath}.continuation"),
-                        format!(
-                            "unknown continuation \"{other}\" (known: prefill, instruct, none)"
-                        ),
-                    );
-                    Continuation::None
-                }
-            };
-            let (service_tier, tier_fallback) =
-                resolve_service_tier(&mut issues, &tpath, provider.kind, t);
-            let tier_first_byte = resolve_tier_first_byte(&mut issues, &tpath, t);
-            // A tier without its own price costs the model's price.
-            let price_at = |tier: Option<&str>| {
-                tier.and_then(|tier| raw_price?.tiers.get(tier))
-                    .map(|p| Price::new(p.input_per_million, p.output_per_million))
-                    .or(price)
-            };
-            let fallback_price = price_at(tier_fallback.as_deref());
-            let price = price_at(service_tier.as_deref());
-            let version = provider.api_version.as_ref().and_then(|v| v.to_str().ok());
-            let urls = bases.get(&t.provider).and_then(|base| {
-                crate::providers::adapter(provider.kind).urls(base, &t.model, version)
-            });
-            let endpoint_urls = bases.get(&t.provider).map(|base| {
-                let mut more =
-                    crate::providers::adapter(provider.kind).openai_urls(base, &t.model, version);
-                if let Some(urls) = &urls {
-                    more.set(crate::api::Endpoint::Embeddings, urls.embeddings.clone());
-                }
-                more
-            });
-            let Some(urls) = urls else {
-                issues.push(
-                    format!("{tpath}.model"),
-                    format!("\"{}\" cannot be part of a URL", t.model),
-                );
-                continue;
-            };
-            let weight = t.weight.unwrap_or(1).max(1);
-            let keys: Vec<Option<Arc<PoolKey>>> = if provider.keys.is_empty() {
-                vec![None]
-            } else {
-                provider.keys.iter().cloned().map(Some).collect()
-            };
-            let pooled = keys.len() > 1;
-            for key in keys {
-                targets.push(Target {
-                    provider: provider.clone(),
-                    model: t.model.clone(),
-                    model_json: model_json.clone(),
-                    label: label.clone(),
-                    priority: t.priority.unwrap_or(i as u32),
-                    weight: weight.saturating_mul(key.as_ref().map_or(1, |k| k.weight)),
-                    price,
-                    key,
-                    pooled,
-                    group: i,
-                    chat_url: urls.chat.clone(),
-                    stream_url: urls.stream.clone(),
-                    endpoint_urls: endpoint_urls.clone().unwrap_or_default(),
-                    degraded,
-                    deprecated_after: deprecated_after.clone(),
-                    context_window: t.context_window,
-                    continuation,
-                    service_tier: service_tier.clone(),
-                    tier_fallback: tier_fallback.clone(),
-                    tier_first_byte,
-                    fallback_price,
-                });
-            }
-        }
-        let retry = match &r.retry {
-            Some(raw_retry) => resolve_retry(
-                &mut issues,
-                &format!("{path}.retry"),
-                raw_retry,
-                Some(&default_retry),
-            ),
-            None => default_retry,
-        };
-        let timeouts = match &r.timeouts {
-            Some(raw_t) => resolve_timeouts(
-                &mut issues,
-                &format!("{path}.timeouts"),
-                raw_t,
-                &default_timeouts,
-            ),
-            None => default_timeouts,
-        };
-        check_tier_first_byte(&mut issues, &path, &targets, &timeouts);
-        let breaker = match &r.breaker {
-            Some(b) => {
-                resolve_breaker(&mut issues, &format!("{path}.breaker"), b, &default_breaker)
-            }
-            None => default_breaker,
-        };
-        let budget = match &r.budget {
-            Some(b) => resolve_budget(&mut issues, &format!("{path}.budget"), b, &default_budget),
-            None => default_budget,
-        };
-        let strategy = match r.strategy.as_deref() {
-            None | Some("weighted") => Strategy::Weighted,
-            Some("least_inflight") => Strategy::LeastInflight,
-            Some("latency") => Strategy::Latency,
-            Some(other) => {
-                issues.push(
-                    format!("{path}.strategy"),
-                    format!(
-                        "unknown strategy \"{other}\" (known: weighted, least_inflight, latency)"
-                    ),
-                );
-                Strategy::Weighted
-            }
-        };
-        let slo = r
-            .slo
-            .as_ref()
-            .and_then(|raw| resolve_slo(&mut issues, &format!("{path}.slo"), raw));
-        let hedge = resolve_hedge(
-            &mut issues,
-            &format!("{path}.hedge_after"),
-            r.hedge_after.as_ref(),
-        );
-        let resume = match r.resume.as_deref() {
-            None | Some("continue") => true,
-            Some("off") => false,
-            Some(other) => {
-                issues.push(
-                    format!("{path}.resume"),
-                    format!("unknown resume \"{other}\" (known: continue, off)"),
-                );
-                false
-            }
-        };
-        let slo_degrade = resolve_slo_degrade(&mut issues, &path, r, slo.is_some(), &targets);
-        routes.insert(
-            name.clone(),
-            Arc::new(Route {
-                name: name.clone(),
-                targets,
-                retry,
-                timeouts,
-                breaker,
-                budget,
-                strategy,
-                hedge,
-                slo,
-                log_content: r.log_content.unwrap_or(false),
-                deprecation_warning: issues.duration(
-                    format!("{path}.deprecation_warning"),
-                    r.deprecation_warning.as_ref(),
-                    Duration::from_secs(30 * 86_400),
-                ),
-                context_fallback: r.context_fallback.unwrap_or(true),
-                resume,
-                slo_degrade,
-            }),
-        );
-    }
-
-    let mut route_names: Vec<String> = routes.keys().cloned().collect();
-    route_names.sort();
-    let mut webhooks = Vec::new();
-    for (i, url) in raw.alerts.webhooks.iter().enumerate() {
-        match url.parse::<Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) => webhooks.push(u),
-            // Not quoted back: a webhook URL may carry a token.
-            _ => issues.push(format!("alerts.webhooks[{i}]"), "not an http or https URL"),
-        }
-    }
-    let cost_regression_ratio = raw.alerts.cost_regression_ratio.filter(|r| {
-        let ok = r.is_finite() && *r > 1.0;
-        if !ok {
-            issues.hint(
-                "alerts.cost_regression_ratio",
-                format!("{r} is not greater than 1"),
-                "1.5 alerts when cost per success rises 50% over the previous day",
-            );
-        }
-        ok
-    });
-    let alerts = AlertSettings {
-        webhooks,
-        cost_regression_ratio,
-        evaluate_every: issues.positive_duration(
-            "alerts.evaluate_every".into(),
-            raw.alerts.evaluate_every.as_ref(),
-            Duration::from_secs(30),
-        ),
-    };
-    let store_url = raw
-        .store
-        .url
-        .clone()
-        .unwrap_or_else(|| "sqlite://switchyard.db".to_owned());
-    if !(store_url.starts_with("sqlite:")
-        || store_url.starts_with("postgres:")
-        || store_url.starts_with("postgresql:"))
-    {
-        issues.hint(
-            "store.url",
-            format!("unsupported store URL \"{store_url}\""),
-            "use sqlite://path/to/file.db or postgres://user@host/db",
-        );
-    }
-    let store_timeout = store_timeout(&mut issues, raw.store.timeout.as_ref());
-    let retention = issues.retention(
-        "request_log.retention",
-        raw.request_log.retention.as_ref(),
-        Duration::from_secs(7 * 86_400),
-    );
-    let request_log = raw
-        .request_log
-        .enabled
-        .unwrap_or(false)
-        .then_some(retention);
-    let responses_retention = issues.retention(
-        "responses.retention",
-        raw.responses.retention.as_ref(),
-        Duration::from_secs(30 * 86_400),
-    );
-    let responses_store = raw
-        .responses
-        .store
-        .unwrap_or(true)
-        .then_some(responses_retention);
-    let limits = resolve_limits(&mut issues, &raw.limits);
-    let admin = resolve_admin(&mut issues, &raw.admin, env);
-    let keys = VirtualKeySettings {
-        cache_ttl: issues.duration(
-            "keys.cache_ttl".into(),
-            raw.keys.cache_ttl.as_ref(),
-            Duration::from_secs(5),
-        ),
-        failed_auth_per_minute: raw.keys.failed_auth_per_minute.unwrap_or(60),
-    };
-    if !issues.0.is_empty() {
-        return Err(ConfigErrors(issues.0));
-    }
-    Ok(Config {
-        admin,
-        keys,
-        server,
-        alerts,
-        store_url: StoreUrl(store_url),
-        store_timeout,
-        request_log,
-        responses_store,
-        limits,
-        global_budget: default_budget,
-        providers,
-        routes,
-        route_names,
-    })
 }
 
 /// `store.timeout`: 100ms to 5m, default 5s. Shorter would fail healthy

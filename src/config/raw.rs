@@ -1,15 +1,15 @@
 //! The config file as written: plain serde types, no validation beyond shape.
 //!
-//! Every table denies unknown fields so a typo (`retyr`) fails loudly with the
-//! line and the list of expected keys instead of being silently ignored.
-//! Nothing outside `config` sees these types: `validate` turns them into
-//! [`super::Config`].
+//! Unknown keys are not denied here but collected, all of them, by
+//! `config::unknown` (a typo such as `retyr` is an error with its line and
+//! the nearest known field, never silently ignored): read these types only
+//! through `Config::from_toml`. Nothing outside `config` sees them:
+//! `validate` turns them into [`super::Config`].
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
@@ -39,7 +39,6 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawResponses {
     /// Keep what `/v1/responses` served (default true), for
     /// `previous_response_id` across providers and `GET /v1/responses/{id}`;
@@ -50,7 +49,6 @@ pub struct RawResponses {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// `redis://[user:password@]host:port[/db]`: per-key limits are shared by
     /// every gateway using it; without it each gateway enforces them alone.
@@ -60,7 +58,6 @@ pub struct RawLimits {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// Environment variable holding the admin API key; no admin API without it.
     pub key_env: Option<String>,
@@ -72,7 +69,6 @@ pub struct RawAdmin {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawKeys {
     /// How long a virtual key is trusted from memory (default 5s): the
     /// bound on how late a revocation made elsewhere takes effect.
@@ -83,7 +79,6 @@ pub struct RawKeys {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawStore {
     /// `sqlite://path/to/file.db` (default `sqlite://switchyard.db`) or `postgres://…`.
     pub url: Option<String>,
@@ -93,7 +88,6 @@ pub struct RawStore {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRequestLog {
     pub enabled: Option<bool>,
     /// Rows older than this are deleted (default 7d).
@@ -101,7 +95,6 @@ pub struct RawRequestLog {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAlerts {
     /// URLs that receive a JSON POST on every alert state change.
     #[serde(default)]
@@ -114,7 +107,6 @@ pub struct RawAlerts {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSlo {
     /// Success ratio, e.g. 0.999.
     pub success: Option<f64>,
@@ -127,7 +119,6 @@ pub struct RawSlo {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawPrice {
     pub input_per_million: f64,
     pub output_per_million: f64,
@@ -139,14 +130,12 @@ pub struct RawPrice {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTierPrice {
     pub input_per_million: f64,
     pub output_per_million: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<String>,
     pub max_request_body: Option<RawSize>,
@@ -195,7 +184,6 @@ pub enum RawSize {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     #[serde(default)]
     pub retry: RawRetry,
@@ -208,7 +196,6 @@ pub struct RawPolicy {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawBreaker {
     pub failure_ratio: Option<f64>,
     pub min_requests: Option<u32>,
@@ -223,7 +210,6 @@ pub struct RawBreaker {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawBudget {
     pub retry_ratio: Option<f64>,
     pub min_per_sec: Option<u32>,
@@ -231,7 +217,6 @@ pub struct RawBudget {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRetry {
     pub max_attempts_per_target: Option<u32>,
     pub base_backoff: Option<String>,
@@ -243,7 +228,6 @@ pub struct RawRetry {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
     pub connect: Option<String>,
     pub first_byte: Option<String>,
@@ -252,7 +236,6 @@ pub struct RawTimeouts {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawProvider {
     /// `openai` (default), `azure_openai`, `anthropic` or `gemini`.
     #[serde(default = "default_kind")]
@@ -277,7 +260,6 @@ pub struct RawProvider {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawPoolKey {
     /// Names the key in logs and `/admin/targets`; the value never appears.
     pub name: String,
@@ -291,7 +273,6 @@ fn default_kind() -> String {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub targets: Vec<RawTarget>,
     pub retry: Option<RawRetry>,
@@ -326,7 +307,6 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub provider: String,
     pub model: String,

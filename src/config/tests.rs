@@ -105,7 +105,7 @@ targets = [{ provider = "openai", model = "a" }, { provider = "opnai", model = "
     assert_eq!(
         errs,
         vec![
-            r#"routes.chat-default.targets[1].provider: unknown provider "opnai" (known: backup, openai)"#
+            r#"routes.chat-default.targets[1].provider: unknown provider "opnai" (known: backup, openai) (hint: did you mean `openai`?)"#
         ]
     );
 }
@@ -170,16 +170,75 @@ targets = [{ provider = "p", model = "m" }]
 
 #[test]
 fn unknown_keys_are_rejected_with_line_and_expected_keys() {
-    let errs = errors(
-        r#"
-[defaults.retry]
-retyr = 3
-"#,
+    let e = Config::from_toml("\n[defaults.retry]\nretyr = 3\n", env_with_keys).unwrap_err();
+    // The semantic checks run too: the file also has no routes.
+    assert_eq!(e.0.len(), 2, "{e}");
+    let issue = &e.0[0];
+    assert_eq!(issue.path, "defaults.retry.retyr");
+    assert_eq!(issue.line, Some(3));
+    assert_eq!(issue.message, "unknown field `retyr`");
+    let hint = issue.hint.as_deref().unwrap_or_default();
+    assert!(hint.contains("max_attempts_per_target"), "{hint}");
+    assert!(
+        e.to_string().starts_with("line 3: defaults.retry.retyr:"),
+        "{e}"
     );
-    assert_eq!(errs.len(), 1);
-    assert!(errs[0].starts_with("line 3:"), "{}", errs[0]);
-    assert!(errs[0].contains("unknown field `retyr`"), "{}", errs[0]);
-    assert!(errs[0].contains("max_attempts_per_target"), "{}", errs[0]);
+    assert_eq!(e.0[1].path, "routes");
+}
+
+#[test]
+fn every_kind_of_mistake_is_reported_in_one_pass_with_suggestions() {
+    let text = r#"
+[server]
+listen = "localhost:eighty"
+listn = "0.0.0.0:8080"
+
+[defaults.retry]
+max_attempts_per_target = 0
+base_backof = "100ms"
+
+[providers.openai]
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+
+[routes.chat]
+targets = [
+  { provider = "openai", model = "gpt-4o" },
+  { provider = "opnai", model = "gpt-4o-mini" },
+]
+"#;
+    let e = Config::from_toml(text, env_with_keys).unwrap_err();
+    let found: Vec<(Option<usize>, &str, Option<&str>)> =
+        e.0.iter()
+            .map(|i| (i.line, i.path.as_str(), i.hint.as_deref()))
+            .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                Some(3),
+                "server.listen",
+                Some("write IP:PORT, e.g. \"0.0.0.0:8080\"")
+            ),
+            (Some(4), "server.listn", Some("did you mean `listen`?")),
+            (
+                Some(7),
+                "defaults.retry.max_attempts_per_target",
+                Some("1 means no retry on the same target (failover still happens)")
+            ),
+            (
+                Some(8),
+                "defaults.retry.base_backof",
+                Some("did you mean `base_backoff`?")
+            ),
+            (
+                Some(17),
+                "routes.chat.targets[1].provider",
+                Some("did you mean `openai`?")
+            ),
+        ],
+        "{e}"
+    );
 }
 
 #[test]
@@ -749,6 +808,44 @@ fn service_tiers_are_validated_with_their_key_paths() {
         errs[0].starts_with("prices.\"m\".tiers.flex.input_per_million: -1 is not a price"),
         "{errs:?}"
     );
+}
+
+#[test]
+fn values_of_the_wrong_type_are_reported_with_the_rest_at_their_file_paths() {
+    let text = r#"[server]
+listen = 5
+lisn = "x"
+
+[providers.openai]
+base_url = "https://api.openai.com/v1"
+
+[routes.chat]
+targets = [
+  { provider = "openai", model = 4 },
+  { provider = "openai", weight = "heavy", model = "b" },
+  { provider = "opnai", model = "c" },
+]
+[routes.other]
+targets = "nope"
+"#;
+    let e = Config::from_toml(text, env_with_keys).unwrap_err();
+    let found: Vec<(Option<usize>, &str)> = e.0.iter().map(|i| (i.line, i.path.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (Some(2), "server.listen"),
+            (Some(3), "server.lisn"),
+            (Some(10), "routes.chat.targets[0].model"),
+            (Some(11), "routes.chat.targets[1].weight"),
+            // Two elements before it were taken out for their types: the
+            // validator's targets[0] is still named as the file has it.
+            (Some(12), "routes.chat.targets[2].provider"),
+            (Some(15), "routes.other.targets"),
+        ],
+        "{e}"
+    );
+    assert!(e.0[0].message.contains("invalid type"), "{e}");
+    assert_eq!(e.0[4].hint.as_deref(), Some("did you mean `openai`?"));
 }
 
 #[test]

@@ -454,6 +454,7 @@ fn gateway_config(
                 "write {{sim.NAME}} with NAME one of: {}",
                 known.join(", ")
             )),
+            line: None,
         }]));
     }
     // Simulated Anthropic and Gemini providers want some key; a scenario
@@ -475,6 +476,9 @@ fn gateway_config(
                     } else {
                         format!("{}: {}", template.origin, issue.path)
                     },
+                    // Lines of an inline table's re-serialized text mean nothing
+                    // to the reader of the scenario.
+                    line: issue.line.filter(|_| template.origin != "gateway.config"),
                     ..issue
                 })
                 .collect(),
@@ -508,6 +512,7 @@ fn one(path: String, message: String) -> ConfigErrors {
         path,
         message,
         hint: None,
+        line: None,
     }])
 }
 

@@ -8,6 +8,7 @@ pub mod request_log;
 pub mod sink;
 pub mod slo;
 pub mod stats;
+pub mod status_line;
 
 use crate::routing::EngineCounters;
 use sink::BatchedStderr;
@@ -16,10 +17,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-/// Logs go to stderr as JSON lines (`SWITCHYARD_LOG_FORMAT=text` for humans);
-/// the level comes from `RUST_LOG`, else `default_level`. Keep the returned
-/// guard alive until exit: dropping it flushes what is buffered.
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for collectors.
+    Json,
+    /// tracing's human-readable lines.
+    Text,
+}
+
+/// `SWITCHYARD_LOG_FORMAT` (`json` or `text`) when set; otherwise text for
+/// a person at a terminal and JSON for anything else (a pipe, a file, a
+/// log collector).
+pub fn log_format(setting: Option<&str>, stderr_is_terminal: bool) -> LogFormat {
+    match setting {
+        Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        _ if stderr_is_terminal => LogFormat::Text,
+        _ => LogFormat::Json,
+    }
+}
+
+/// Logs go to stderr, as JSON lines unless stderr is a terminal (see
+/// [`log_format`]); the level comes from `RUST_LOG`, else `default_level`.
+/// Keep the returned guard alive until exit: dropping it flushes what is
+/// buffered.
 pub fn init_logging(default_level: &str) -> LogGuard {
+    use std::io::IsTerminal;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let sink = BatchedStderr::start();
@@ -27,7 +51,9 @@ pub fn init_logging(default_level: &str) -> LogGuard {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(sink.clone());
-    let result = if std::env::var("SWITCHYARD_LOG_FORMAT").as_deref() == Ok("text") {
+    let setting = std::env::var("SWITCHYARD_LOG_FORMAT").ok();
+    let format = log_format(setting.as_deref(), std::io::stderr().is_terminal());
+    let result = if format == LogFormat::Text {
         builder.try_init()
     } else {
         let installed = builder.json().flatten_event(true).try_init();
@@ -271,6 +297,15 @@ fn write_rfc3339(out: &mut Vec<u8>, now: std::time::SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_are_text_on_a_terminal_and_json_elsewhere_unless_told() {
+        assert_eq!(log_format(None, true), LogFormat::Text);
+        assert_eq!(log_format(None, false), LogFormat::Json);
+        assert_eq!(log_format(Some("json"), true), LogFormat::Json);
+        assert_eq!(log_format(Some("text"), false), LogFormat::Text);
+        assert_eq!(log_format(Some("other"), false), LogFormat::Json);
+    }
 
     #[test]
     fn json_request_line_is_valid_json_with_every_field() {

@@ -83,7 +83,7 @@ impl BatchedStderr {
     fn flush_now(&self) {
         let pending = std::mem::take(&mut *lock(&self.0.buffer));
         if !pending.is_empty() {
-            let _ = std::io::stderr().lock().write_all(&pending);
+            let _ = super::status_line::write_above(&mut std::io::stderr().lock(), &pending);
         }
     }
 
@@ -129,14 +129,14 @@ fn write_loop(state: &BatchState, out: &mut impl Write) {
             std::mem::replace(&mut *guard, Vec::with_capacity(LOG_FLUSH_BYTES * 2))
         };
         if !pending.is_empty() {
-            let _ = out.write_all(&pending);
+            let _ = super::status_line::write_above(out, &pending);
         }
         let dropped = state.unreported.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            let _ = writeln!(
-                out,
-                "{{\"level\":\"WARN\",\"target\":\"switchyard::telemetry\",\"message\":\"{dropped} log lines dropped: stderr did not keep up\",\"dropped\":{dropped}}}"
+            let note = format!(
+                "{{\"level\":\"WARN\",\"target\":\"switchyard::telemetry\",\"message\":\"{dropped} log lines dropped: stderr did not keep up\",\"dropped\":{dropped}}}\n"
             );
+            let _ = super::status_line::write_above(out, note.as_bytes());
         }
         let _ = out.flush();
         if state.stopped.load(Ordering::Relaxed) {
