@@ -131,15 +131,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys(args) => Task::Keys(args),
         Command::Drill(args) => Task::Drill(args),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     exit_code(match task {
         Task::Drill(args) => return drill_exit_code(runtime.block_on(crate::drill::run(args))),
@@ -276,21 +269,23 @@ fn check_reload(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// A runtime from `builder`, or the reason it could not start, printed.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("error: cannot start the async runtime: {e}"))
+        .ok()
+}
+
 /// One GET, bounded by `timeout`; the status or the error on one line.
 fn healthcheck(url: http::Uri, timeout: std::time::Duration) -> ExitCode {
     if url.scheme_str() != Some("http") || url.authority().is_none() {
         eprintln!("--url {url}: expected http://HOST:PORT/PATH (the listener speaks plain HTTP)");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     let answer = runtime.block_on(async {
         let client =

@@ -8,27 +8,7 @@ mod common;
 
 use common::*;
 use http::{Method, StatusCode};
-use switchyard::sim::{Behavior, FaultAction, SimEndpoint, SimHandle};
-
-const TOKENS: u32 = 60;
-
-/// `tok0 tok1 … tok{n-1} `: the simulator's deterministic answer.
-fn answer(n: u32) -> String {
-    (0..n).map(|i| format!("tok{i} ")).collect()
-}
-
-fn sixty() -> Behavior {
-    Behavior {
-        completion_tokens: TOKENS,
-        ..Behavior::default()
-    }
-}
-
-async fn sim60(name: &str, tweak: impl FnOnce(&mut Behavior)) -> SimHandle {
-    let mut behavior = sixty();
-    tweak(&mut behavior);
-    sim_with(name, behavior).await
-}
+use switchyard::sim::{FaultAction, SimEndpoint, SimHandle};
 
 /// A route `chat` over `targets` (`(provider kind, sim)`), with `extra`
 /// route settings.
@@ -106,10 +86,6 @@ fn assert_one_complete_stream(events: &[String], expected: &str) -> serde_json::
     let usage: Vec<_> = chunks.iter().filter(|c| c["usage"].is_object()).collect();
     assert_eq!(usage.len(), 1, "one usage chunk");
     usage[0]["usage"].clone()
-}
-
-fn continuation_of(sim: &SimHandle) -> Vec<Option<String>> {
-    sim.requests().into_iter().map(|r| r.continuation).collect()
 }
 
 #[tokio::test]

@@ -9,23 +9,7 @@ mod common;
 use common::*;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
-use switchyard::sim::{Behavior, FaultAction, SimEndpoint, SimHandle};
-
-const TOKENS: u32 = 60;
-
-/// `tok0 tok1 … tok{n-1} `: the simulator's deterministic answer.
-fn answer(n: u32) -> String {
-    (0..n).map(|i| format!("tok{i} ")).collect()
-}
-
-async fn sim60(name: &str, tweak: impl FnOnce(&mut Behavior)) -> SimHandle {
-    let mut behavior = Behavior {
-        completion_tokens: TOKENS,
-        ..Behavior::default()
-    };
-    tweak(&mut behavior);
-    sim_with(name, behavior).await
-}
+use switchyard::sim::{FaultAction, SimEndpoint, SimHandle};
 
 /// A target: its provider kind, its `responses` mode (`None`: the kind's
 /// default) and its simulator.
@@ -140,10 +124,6 @@ fn assert_one_complete_response(events: &[Value], expected: &str) -> Value {
     assert_eq!(completed["status"], "completed");
     assert_eq!(completed["output"][0]["content"][0]["text"], expected);
     completed
-}
-
-fn continuation_of(sim: &SimHandle) -> Vec<Option<String>> {
-    sim.requests().into_iter().map(|r| r.continuation).collect()
 }
 
 #[tokio::test]

@@ -182,6 +182,10 @@ pub struct GatewayCounters {
     pub budget_refusals: u64,
     pub breaker_skips: u64,
     pub streams_cut: u64,
+    /// Streams broken after content and continued on another target.
+    pub continuations: u64,
+    /// Streams broken after content that no target could continue.
+    pub continuations_unavailable: u64,
 }
 
 impl GatewayCounters {
@@ -194,6 +198,10 @@ impl GatewayCounters {
             budget_refusals: self.budget_refusals.saturating_sub(earlier.budget_refusals),
             breaker_skips: self.breaker_skips.saturating_sub(earlier.breaker_skips),
             streams_cut: self.streams_cut.saturating_sub(earlier.streams_cut),
+            continuations: self.continuations.saturating_sub(earlier.continuations),
+            continuations_unavailable: self
+                .continuations_unavailable
+                .saturating_sub(earlier.continuations_unavailable),
         }
     }
 }
@@ -746,7 +754,7 @@ pub fn table(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<5} {:<13} {:>8} {:>9} {:>17} {:>9} {:>8} {:>5} {:>6} {:>6} {:>7} {:>5}",
+        "\n{:<5} {:<13} {:>8} {:>9} {:>17} {:>9} {:>8} {:>5} {:>6} {:>6} {:>7} {:>5} {:>5}",
         "phase",
         "window",
         "requests",
@@ -758,6 +766,7 @@ pub fn table(r: &Report) -> String {
         "failov",
         "hedges",
         "refusal",
+        "cont",
         "cut"
     );
     struct Row<'a> {
@@ -800,7 +809,7 @@ pub fn table(r: &Report) -> String {
         let opt = |v: Option<u64>| v.map_or("–".to_owned(), |v| v.to_string());
         let _ = writeln!(
             out,
-            "{:<5} {:<13} {:>8} {:>9} {:>17} {:>9} {:>8} {:>5} {:>6} {:>6} {:>7} {:>5}",
+            "{:<5} {:<13} {:>8} {:>9} {:>17} {:>9} {:>8} {:>5} {:>6} {:>6} {:>7} {:>5} {:>5}",
             name,
             window,
             client.requests,
@@ -817,6 +826,7 @@ pub fn table(r: &Report) -> String {
             opt(gw.map(|g| g.failovers)),
             opt(gw.map(|g| g.hedges)),
             opt(gw.map(|g| g.budget_refusals)),
+            opt(gw.map(|g| g.continuations)),
             client.streams_cut,
         );
         if !faults.is_empty() {
@@ -969,13 +979,13 @@ table{{border-collapse:collapse;width:100%;font-size:.85rem}} td,th{{text-align:
     out.push_str("<h2>Latency per second (successful requests)</h2>");
     out.push_str(&super::plot::latency_svg(r));
     out.push_str("<p class=\"muted\">Dashed lines: phase boundaries (P1, P2, … as in the table below). Red ticks at the top: a breaker opened; green: one closed. Requests are placed by the second they were sent.</p></div>");
-    out.push_str("<div class=\"card\"><h2>Phases</h2><table><tr><th>phase</th><th class=\"l\">window</th><th class=\"l\">faults</th><th>requests</th><th>success</th><th>p50/p95/p99 ms</th><th>ttft p50/p95/p99 ms</th><th>upstream</th><th>amp.</th><th>retries</th><th>failovers</th><th>hedges</th><th>budget refusals</th><th>streams cut</th></tr>");
+    out.push_str("<div class=\"card\"><h2>Phases</h2><table><tr><th>phase</th><th class=\"l\">window</th><th class=\"l\">faults</th><th>requests</th><th>success</th><th>p50/p95/p99 ms</th><th>ttft p50/p95/p99 ms</th><th>upstream</th><th>amp.</th><th>retries</th><th>failovers</th><th>hedges</th><th>budget refusals</th><th>continued</th><th>streams cut</th></tr>");
     for p in &r.phases {
         let gw = p.upstream.as_ref().and_then(|u| u.gateway);
         let opt = |v: Option<u64>| v.map_or("–".to_owned(), |v| v.to_string());
         let _ = write!(
             out,
-            "<tr><td>{}</td><td class=\"l\">{}–{} s</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"l\">{}–{} s</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             p.index,
             p.from_s,
             p.to_s,
@@ -990,6 +1000,7 @@ table{{border-collapse:collapse;width:100%;font-size:.85rem}} td,th{{text-align:
             opt(gw.map(|g| g.failovers)),
             opt(gw.map(|g| g.hedges)),
             opt(gw.map(|g| g.budget_refusals)),
+            opt(gw.map(|g| g.continuations)),
             p.client.streams_cut,
         );
     }

@@ -191,6 +191,8 @@ async fn read(source: &Source, client: &crate::loadgen::LoadClient) -> Reading {
                     budget_refusals: c.budget_refusals,
                     breaker_skips: c.breaker_skips,
                     streams_cut: c.streams_cut,
+                    continuations: c.continuations,
+                    continuations_unavailable: c.continuations_unavailable,
                 }),
                 targets: state
                     .registry

@@ -77,6 +77,10 @@ pub struct EngineCounters {
     pub cooling_skips: AtomicU64,
     /// Requests that found every target's breaker open.
     pub all_open: AtomicU64,
+    /// Streams broken after content that another target went on with.
+    pub continuations: AtomicU64,
+    /// Streams broken after content that no target could go on with.
+    pub continuations_unavailable: AtomicU64,
 }
 
 pub struct Dispatch<'r, 'a> {

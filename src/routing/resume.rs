@@ -131,6 +131,7 @@ impl Legs {
             partial: sent,
             sent_tokens,
         };
+        let counters: &EngineCounters = (*resumer.counters).as_ref();
         let dispatch = Dispatch {
             live: &self.live,
             global_budget: &resumer.global_budget,
@@ -138,7 +139,7 @@ impl Legs {
             request_id: &resumer.request_id,
             caller_region: resumer.caller_region.as_deref(),
             max_response_body: resumer.max_response_body,
-            counters: (*resumer.counters).as_ref(),
+            counters,
             allow_degraded: resumer.allow_degraded,
             // A continuation keeps the answer's own plan rules; the SLO
             // switch decides only where a request starts.
@@ -151,6 +152,9 @@ impl Legs {
         self.failures.extend(found.failures);
         let from_label = route.targets[from].label();
         let Some((to, mut start)) = found.served else {
+            counters
+                .continuations_unavailable
+                .fetch_add(1, Ordering::Relaxed);
             self.live
                 .metrics
                 .resumed
@@ -163,6 +167,7 @@ impl Legs {
             );
             return None;
         };
+        counters.continuations.fetch_add(1, Ordering::Relaxed);
         let to_label = route.targets[to].label();
         tracing::info!(
             route = %route.name,

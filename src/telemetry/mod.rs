@@ -131,6 +131,8 @@ impl Counters {
             breaker_skips: get(&self.engine.breaker_skips),
             cooling_skips: get(&self.engine.cooling_skips),
             all_open: get(&self.engine.all_open),
+            continuations: get(&self.engine.continuations),
+            continuations_unavailable: get(&self.engine.continuations_unavailable),
         }
     }
 }
@@ -155,6 +157,8 @@ pub struct CountersSnapshot {
     /// Targets skipped while cooling after an upstream `Retry-After`.
     pub cooling_skips: u64,
     pub all_open: u64,
+    pub continuations: u64,
+    pub continuations_unavailable: u64,
 }
 
 /// The fields of the per-request log line.

@@ -360,3 +360,26 @@ pub async fn run_python_client(name: &str, base_url: String) -> serde_json::Valu
     );
     serde_json::from_str(stdout.trim()).expect("python printed JSON")
 }
+
+/// Completion tokens of the continuation tests' simulators.
+pub const TOKENS: u32 = 60;
+
+/// `tok0 tok1 … tok{n-1} `: the simulator's deterministic answer.
+pub fn answer(n: u32) -> String {
+    (0..n).map(|i| format!("tok{i} ")).collect()
+}
+
+/// A simulator answering [`TOKENS`] tokens, with `tweak` applied.
+pub async fn sim60(name: &str, tweak: impl FnOnce(&mut Behavior)) -> SimHandle {
+    let mut behavior = Behavior {
+        completion_tokens: TOKENS,
+        ..Behavior::default()
+    };
+    tweak(&mut behavior);
+    sim_with(name, behavior).await
+}
+
+/// Where each request a simulator received picked up a partial answer.
+pub fn continuation_of(sim: &SimHandle) -> Vec<Option<String>> {
+    sim.requests().into_iter().map(|r| r.continuation).collect()
+}
