@@ -224,7 +224,7 @@ impl IdempotencyStore {
             }
             state.remove(&scope);
         }
-        state.evict(limits, now, scope.bytes());
+        state.evict(limits, now, scope.bytes(), true);
         let generation = state.next_generation;
         state.next_generation += 1;
         let (sender, receiver) = watch::channel(None);
@@ -267,11 +267,11 @@ impl State {
     }
 
     /// Forgets expired answers at the front, then the oldest keys until
-    /// `incoming` more bytes and one more entry fit.
-    fn evict(&mut self, limits: &IdempotencySettings, now: Instant, incoming: usize) {
+    /// `incoming` more bytes (and one more entry, for a new key) fit.
+    fn evict(&mut self, limits: &IdempotencySettings, now: Instant, incoming: usize, new_key: bool) {
         while let Some((scope, generation)) = self.order.front() {
             let entry = self.entries.get(scope).filter(|e| e.generation == *generation);
-            let over = self.entries.len() >= limits.max_entries
+            let over = (new_key && self.entries.len() >= limits.max_entries)
                 || self.bytes + incoming > limits.max_bytes;
             let expired =
                 entry.is_some_and(|e| matches!(e.slot, Slot::Done { expires, .. } if expires <= now));
@@ -323,7 +323,7 @@ impl Lead {
         };
         {
             let mut state = self.store.lock();
-            state.evict(limits, now, size);
+            state.evict(limits, now, size, false);
             let generation = self.generation;
             if let Some(entry) = state
                 .entries
