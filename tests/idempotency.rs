@@ -10,11 +10,16 @@ use common::*;
 use http::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
-use switchyard::sim::{Behavior, Latency};
+use switchyard::sim::{Behavior, Fault, Latency};
 
 const KEY: &str = "idempotency-key";
 
-async fn post(gw: &switchyard::server::Gateway, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+async fn post(
+    gw: &switchyard::server::Gateway,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
     let url = format!("{}{path}", gw.base_url());
     call(&client(), Method::POST, &url, body.to_owned(), headers).await
 }
@@ -39,7 +44,10 @@ async fn a_repeat_is_replayed_without_reaching_upstream() {
     assert_eq!(first.body, second.body);
     assert_eq!(sim.stats().requests, 1, "the repeat reached upstream");
     assert_eq!(first.header("x-switchyard-idempotent-replay"), None);
-    assert_eq!(second.header("x-switchyard-idempotent-replay"), Some("true"));
+    assert_eq!(
+        second.header("x-switchyard-idempotent-replay"),
+        Some("true")
+    );
     assert_eq!(second.header("content-type"), first.header("content-type"));
     assert_eq!(
         second.header("x-switchyard-target"),
@@ -88,7 +96,14 @@ async fn concurrent_duplicates_reach_upstream_once() {
     let spawn = || {
         let url = url.clone();
         tokio::spawn(async move {
-            call(&client(), Method::POST, &url, chat_text(false), &[(KEY, "same")]).await
+            call(
+                &client(),
+                Method::POST,
+                &url,
+                chat_text(false),
+                &[(KEY, "same")],
+            )
+            .await
         })
     };
     let (a, b) = (spawn(), spawn());
@@ -111,11 +126,15 @@ async fn a_different_body_under_the_same_key_is_422_in_the_callers_shape() {
     let headers = [(KEY, "k")];
     let first = post(&gw, "/chat/completions", &chat_text(false), &headers).await;
     assert_eq!(first.status, StatusCode::OK);
-    let other = json!({"model": "chat-default", "messages": [{"role": "user", "content": "other"}]});
+    let other =
+        json!({"model": "chat-default", "messages": [{"role": "user", "content": "other"}]});
     let reused = post(&gw, "/chat/completions", &other.to_string(), &headers).await;
     assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
     let (message, kind, code) = reused.openai_error();
-    assert_eq!((kind.as_str(), code.as_str()), ("invalid_request_error", "idempotency_key_reused"));
+    assert_eq!(
+        (kind.as_str(), code.as_str()),
+        ("invalid_request_error", "idempotency_key_reused")
+    );
     assert!(message.contains("different request body"), "{message}");
 
     let messages = |text: &str| {
@@ -145,8 +164,11 @@ async fn keys_are_scoped_per_virtual_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("keys.db").display());
     let urls = [sim.base_url()];
-    let text = config_text(&[urls[0].as_str()], &format!("{FAST}\n[store]\nurl = \"{url}\"\n"))
-        .replace("auth = \"none\"", "auth = \"keys\"");
+    let text = config_text(
+        &[urls[0].as_str()],
+        &format!("{FAST}\n[store]\nurl = \"{url}\"\n"),
+    )
+    .replace("auth = \"none\"", "auth = \"keys\"");
     let gw = gateway_with_env(&text, |_| None).await;
     let keys = gw.state().keys.get().expect("keys on").clone();
     let mut bearers = Vec::new();
@@ -203,10 +225,58 @@ async fn a_retryable_failure_is_not_kept() {
 #[tokio::test]
 async fn the_header_is_ignored_when_idempotency_is_off() {
     let sim = sim("idem-off").await;
-    let gw = gateway(&[&sim], &format!("{FAST}\n[idempotency]\nenabled = false\n")).await;
+    let gw = gateway(
+        &[&sim],
+        &format!("{FAST}\n[idempotency]\nenabled = false\n"),
+    )
+    .await;
     for _ in 0..2 {
         let reply = post(&gw, "/chat/completions", &chat_text(false), &[(KEY, "k")]).await;
         assert_eq!(reply.status, StatusCode::OK);
     }
     assert_eq!(sim.stats().requests, 2);
+}
+
+/// A repeat waiting for a first request that then fails retryably is not
+/// handed the failure: the key is released and the repeat goes upstream.
+#[tokio::test]
+async fn a_waiting_repeat_goes_upstream_when_the_first_fails() {
+    let sim = sim("idem-wait-fail").await;
+    let slow_failure = || Fault {
+        delay: Duration::from_millis(200),
+        ..Fault::status(500)
+    };
+    sim.push_script([slow_failure(), slow_failure()]);
+    let gw = gateway(&[&sim], FAST).await;
+    let url = format!("{}/chat/completions", gw.base_url());
+    let first = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            call(
+                &client(),
+                Method::POST,
+                &url,
+                chat_text(false),
+                &[(KEY, "w")],
+            )
+            .await
+        })
+    };
+    eventually("the first request reaches upstream", || {
+        sim.stats().requests >= 1
+    })
+    .await;
+    let second = call(
+        &client(),
+        Method::POST,
+        &url,
+        chat_text(false),
+        &[(KEY, "w")],
+    )
+    .await;
+    let first = first.await.unwrap();
+    assert!(first.status.is_server_error(), "{}", first.status);
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    assert_eq!(second.header("x-switchyard-idempotent-replay"), None);
+    assert_eq!(sim.stats().requests, 3);
 }

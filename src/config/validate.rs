@@ -975,7 +975,11 @@ fn keys(issues: &mut Issues, raw: &raw::RawKeys) -> VirtualKeySettings {
 }
 
 fn idempotency(issues: &mut Issues, raw: &raw::RawIdempotency) -> Option<IdempotencySettings> {
-    let ttl = issues.retention("idempotency.ttl", raw.ttl.as_ref(), Duration::from_secs(3600));
+    let ttl = issues.retention(
+        "idempotency.ttl",
+        raw.ttl.as_ref(),
+        Duration::from_secs(3600),
+    );
     let max_entries = match raw.max_entries {
         Some(0) => {
             issues.hint(

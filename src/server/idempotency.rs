@@ -89,7 +89,10 @@ pub fn client_key(headers: &HeaderMap) -> Result<Option<&str>, IdempotencyError>
     if bytes.is_empty() || bytes.len() > MAX_KEY_LEN || !printable {
         return Err(IdempotencyError::InvalidKey);
     }
-    value.to_str().map(Some).map_err(|_| IdempotencyError::InvalidKey)
+    value
+        .to_str()
+        .map(Some)
+        .map_err(|_| IdempotencyError::InvalidKey)
 }
 
 /// What a key is scoped to: the virtual key's id (`None` with `auth =
@@ -268,18 +271,31 @@ impl State {
 
     /// Forgets expired answers at the front, then the oldest keys until
     /// `incoming` more bytes (and one more entry, for a new key) fit.
-    fn evict(&mut self, limits: &IdempotencySettings, now: Instant, incoming: usize, new_key: bool) {
+    fn evict(
+        &mut self,
+        limits: &IdempotencySettings,
+        now: Instant,
+        incoming: usize,
+        new_key: bool,
+    ) {
         while let Some((scope, generation)) = self.order.front() {
-            let entry = self.entries.get(scope).filter(|e| e.generation == *generation);
+            let entry = self
+                .entries
+                .get(scope)
+                .filter(|e| e.generation == *generation);
             let over = (new_key && self.entries.len() >= limits.max_entries)
                 || self.bytes + incoming > limits.max_bytes;
-            let expired =
-                entry.is_some_and(|e| matches!(e.slot, Slot::Done { expires, .. } if expires <= now));
+            let expired = entry
+                .is_some_and(|e| matches!(e.slot, Slot::Done { expires, .. } if expires <= now));
             if entry.is_some() && !over && !expired {
                 break;
             }
             if let Some((scope, generation)) = self.order.pop_front() {
-                if self.entries.get(&scope).is_some_and(|e| e.generation == generation) {
+                if self
+                    .entries
+                    .get(&scope)
+                    .is_some_and(|e| e.generation == generation)
+                {
                     self.remove(&scope);
                 }
             }
@@ -501,14 +517,20 @@ mod tests {
             let key = format!("k{i}");
             let body = Bytes::from(vec![b'x'; 500]);
             let a = StoredAnswer::new(StatusCode::OK, &HeaderMap::new(), body);
-            lead(store.begin(scope(&key), fingerprint(b"x"), &l, now))
-                .settle(Verdict::Answer(Arc::new(a)), &l, now);
+            lead(store.begin(scope(&key), fingerprint(b"x"), &l, now)).settle(
+                Verdict::Answer(Arc::new(a)),
+                &l,
+                now,
+            );
         }
         assert!(store.lock().bytes <= 2_000);
         assert!(store.len() <= 3);
         let big = StoredAnswer::new(StatusCode::OK, &HeaderMap::new(), vec![0; 1025].into());
-        lead(store.begin(scope("big"), fingerprint(b"x"), &l, now))
-            .settle(Verdict::Answer(Arc::new(big)), &l, now);
+        lead(store.begin(scope("big"), fingerprint(b"x"), &l, now)).settle(
+            Verdict::Answer(Arc::new(big)),
+            &l,
+            now,
+        );
         assert!(matches!(
             store.begin(scope("big"), fingerprint(b"x"), &l, now),
             Ok(Begin::Done(Verdict::Refused(IdempotencyError::NotStored)))
