@@ -87,6 +87,10 @@ pub enum GatewayError {
     /// The key's requests/min, tokens/min or concurrency limit.
     #[error("{0}")]
     RateLimited(#[from] crate::limits::Refusal),
+    /// An `Idempotency-Key` that is malformed, reused with another body, or
+    /// names an answer that cannot be replayed.
+    #[error("{0}")]
+    Idempotency(#[from] crate::server::idempotency::IdempotencyError),
 }
 
 fn describe_open(open: &[(String, Duration)]) -> String {
@@ -157,6 +161,7 @@ impl GatewayError {
             GatewayError::BudgetExceeded(_) | GatewayError::RateLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            GatewayError::Idempotency(e) => e.status(),
         }
     }
 
@@ -191,6 +196,7 @@ impl GatewayError {
             GatewayError::RouteNotAllowed { .. } => "permission_error",
             GatewayError::BudgetExceeded(_) => "insufficient_quota",
             GatewayError::RateLimited(_) => "rate_limit_error",
+            GatewayError::Idempotency(_) => "invalid_request_error",
         }
     }
 
@@ -239,6 +245,7 @@ impl GatewayError {
             GatewayError::RouteNotAllowed { .. } => "model_not_allowed",
             GatewayError::BudgetExceeded(_) => "budget_exceeded",
             GatewayError::RateLimited(_) => "rate_limit_exceeded",
+            GatewayError::Idempotency(e) => e.code(),
         }
     }
 }

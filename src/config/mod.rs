@@ -41,6 +41,8 @@ pub struct Config {
     pub limits: LimitSettings,
     pub admin: AdminSettings,
     pub keys: VirtualKeySettings,
+    /// `Some` when the `Idempotency-Key` header is honoured (`[idempotency]`).
+    pub idempotency: Option<IdempotencySettings>,
     /// The gateway-wide retry budget (from `[defaults.budget]`).
     pub global_budget: BudgetPolicy,
     pub providers: BTreeMap<String, Arc<Provider>>,
@@ -115,6 +117,18 @@ impl fmt::Debug for AdminKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AdminKey(<redacted>)")
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencySettings {
+    /// How long a completed answer is replayed.
+    pub ttl: Duration,
+    /// Keys remembered at most (in flight and completed).
+    pub max_entries: usize,
+    /// Bytes of stored answers at most.
+    pub max_bytes: usize,
+    /// An answer larger than this is not stored.
+    pub max_body: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

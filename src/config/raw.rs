@@ -36,6 +36,22 @@ pub struct RawConfig {
     pub keys: RawKeys,
     #[serde(default)]
     pub responses: RawResponses,
+    #[serde(default)]
+    pub idempotency: RawIdempotency,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawIdempotency {
+    /// Honour the `Idempotency-Key` request header (default true).
+    pub enabled: Option<bool>,
+    /// How long a completed answer is replayed (default 1h).
+    pub ttl: Option<String>,
+    /// Keys remembered at most; the oldest is forgotten first (default 10000).
+    pub max_entries: Option<u32>,
+    /// Bytes of stored answers at most, all keys together (default 64MiB).
+    pub max_bytes: Option<RawSize>,
+    /// An answer larger than this is not stored (default 1MiB).
+    pub max_body: Option<RawSize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

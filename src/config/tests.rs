@@ -960,3 +960,36 @@ fn tier_first_byte_needs_both_tiers_and_must_beat_first_byte() {
         );
     }
 }
+
+#[test]
+fn idempotency_settings_default_and_are_validated() {
+    let config = Config::from_toml(ONE_ROUTE, env_with_keys).unwrap();
+    let on = config.idempotency.expect("on by default");
+    assert_eq!(on.ttl, Duration::from_secs(3600));
+    assert_eq!(
+        (on.max_entries, on.max_bytes, on.max_body),
+        (10_000, 64 << 20, 1 << 20)
+    );
+
+    let off = format!("[idempotency]\nenabled = false\n{ONE_ROUTE}");
+    assert!(Config::from_toml(&off, env_with_keys)
+        .unwrap()
+        .idempotency
+        .is_none());
+
+    let bad = format!(
+        "[idempotency]\nttl = \"0s\"\nmax_entries = 0\nmax_bytes = \"1KiB\"\nmax_body = \"2KiB\"\nmax_bodies = 1\n{ONE_ROUTE}"
+    );
+    let errs = errors(&bad);
+    for path in [
+        "idempotency.ttl: must be greater than zero",
+        "idempotency.max_entries: must be greater than zero",
+        "idempotency.max_body: 2048 bytes is more than idempotency.max_bytes (1024)",
+        "idempotency.max_bodies",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(path)),
+            "{path} not in {errs:?}"
+        );
+    }
+}

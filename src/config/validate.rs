@@ -1,6 +1,6 @@
 //! Validation of the raw file into the typed [`Config`], one validator per
 //! section (`server`, `defaults`, `providers`, `prices`, `routes` and their
-//! targets, `alerts`, `store`, `limits`, `admin`, `keys`). Each pushes every
+//! targets, `alerts`, `store`, `limits`, `admin`, `keys`, `idempotency`). Each pushes every
 //! problem it finds into the shared [`Issues`] with its key path and goes on
 //! with a default, so one run reports them all. A new setting goes into its
 //! section's validator; a new section gets a function of its own called
@@ -43,6 +43,7 @@ pub(super) fn validate(
     Config {
         admin: resolve_admin(issues, &raw.admin, env),
         keys: keys(issues, &raw.keys),
+        idempotency: idempotency(issues, &raw.idempotency),
         server,
         alerts,
         store_url: store.url,
@@ -971,4 +972,39 @@ fn keys(issues: &mut Issues, raw: &raw::RawKeys) -> VirtualKeySettings {
         ),
         failed_auth_per_minute: raw.failed_auth_per_minute.unwrap_or(60),
     }
+}
+
+fn idempotency(issues: &mut Issues, raw: &raw::RawIdempotency) -> Option<IdempotencySettings> {
+    let ttl = issues.retention(
+        "idempotency.ttl",
+        raw.ttl.as_ref(),
+        Duration::from_secs(3600),
+    );
+    let max_entries = match raw.max_entries {
+        Some(0) => {
+            issues.hint(
+                "idempotency.max_entries",
+                "must be greater than zero",
+                "set `enabled = false` to ignore the Idempotency-Key header",
+            );
+            10_000
+        }
+        Some(n) => n as usize,
+        None => 10_000,
+    };
+    let max_bytes = issues.size("idempotency.max_bytes", raw.max_bytes.as_ref(), 64 << 20);
+    let max_body = issues.size("idempotency.max_body", raw.max_body.as_ref(), 1 << 20);
+    if max_body > max_bytes {
+        issues.hint(
+            "idempotency.max_body",
+            format!("{max_body} bytes is more than idempotency.max_bytes ({max_bytes})"),
+            "one stored answer must fit in the whole store",
+        );
+    }
+    raw.enabled.unwrap_or(true).then_some(IdempotencySettings {
+        ttl,
+        max_entries,
+        max_bytes,
+        max_body,
+    })
 }

@@ -6,6 +6,7 @@
 
 mod accept;
 mod head_limit;
+pub mod idempotency;
 mod inbound;
 mod operator;
 mod proxy;
@@ -51,6 +52,8 @@ pub struct AppState {
     /// `[responses] store = false`.
     pub conversations: std::sync::OnceLock<Arc<crate::conversations::Conversations>>,
     pub counters: Counters,
+    /// Answers kept for repeats of an `Idempotency-Key` (`[idempotency]`).
+    pub idempotency: idempotency::IdempotencyStore,
     pub draining: AtomicBool,
     /// The main port's connection slots (`server.max_connections`), shared
     /// by every accepting thread.
@@ -160,6 +163,7 @@ impl AppState {
             limiter: std::sync::OnceLock::new(),
             conversations: std::sync::OnceLock::new(),
             counters: Counters::default(),
+            idempotency: idempotency::IdempotencyStore::default(),
             draining: AtomicBool::new(false),
             connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections as usize)),
         })

@@ -150,6 +150,7 @@ pub struct Metrics {
     breaker_skips: Family<RouteLabels, Counter>,
     cooling_skips: Family<RouteLabels, Counter>,
     streams_cut: Family<RouteLabels, Counter>,
+    idempotent_replays: Family<RouteLabels, Counter>,
     streams_resumed: Family<ResumedLabels, Counter>,
     tier_fallbacks: Family<TierFallbackLabels, Counter>,
     slo_degraded: Family<RouteLabels, Gauge>,
@@ -186,6 +187,7 @@ impl Metrics {
             breaker_skips: Family::default(),
             cooling_skips: Family::default(),
             streams_cut: Family::default(),
+            idempotent_replays: Family::default(),
             streams_resumed: Family::default(),
             tier_fallbacks: Family::default(),
             slo_degraded: Family::default(),
@@ -262,6 +264,11 @@ impl Metrics {
             "streams_cut",
             "Streams ended with an error event after content had been sent",
             m.streams_cut.clone(),
+        );
+        registry.register(
+            "idempotent_replays",
+            "Requests answered from an earlier request with the same Idempotency-Key, without an upstream call",
+            m.idempotent_replays.clone(),
         );
         registry.register(
             "streams_resumed",
@@ -410,6 +417,7 @@ impl Metrics {
             breaker_skips: self.breaker_skips.get_or_create(&r()).clone(),
             cooling_skips: self.cooling_skips.get_or_create(&r()).clone(),
             streams_cut: self.streams_cut.get_or_create(&r()).clone(),
+            idempotent_replays: self.idempotent_replays.get_or_create(&r()).clone(),
             slo_degraded: self.slo_degraded.get_or_create(&r()).clone(),
             slo_degrade_switches: self.slo_degrade_switches.get_or_create(&r()).clone(),
             resumed: ResumedStreams {
@@ -627,6 +635,7 @@ pub struct RouteMetrics {
     pub breaker_skips: Counter,
     pub cooling_skips: Counter,
     pub streams_cut: Counter,
+    pub idempotent_replays: Counter,
     /// 1 while SLO-driven degradation is on (set by the SLO evaluation loop).
     pub slo_degraded: Gauge,
     pub slo_degrade_switches: Counter,

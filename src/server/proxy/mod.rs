@@ -13,9 +13,14 @@
 //! once: right away for a gateway error (rendered in the protocol's error
 //! shape), or when the response body is done (complete bodies and streams).
 //! Phases return `GatewayError`s; they never build error responses.
+//!
+//! Between route and dispatch, a request with an `Idempotency-Key` is
+//! either answered from the first request with that key (`replay`) or
+//! leads, and its answer is kept for the repeats.
 
 mod body;
 mod ctx;
+mod replay;
 mod respond;
 
 pub use body::read_body;
@@ -25,7 +30,7 @@ use super::inbound::{DecodeContext, InboundProtocol, InboundRequest};
 use super::AppState;
 use crate::error::GatewayError;
 use crate::routing::table::{LiveRoute, RouteTable};
-use crate::routing::{Dispatch, Outcome, RequestForms};
+use crate::routing::{Dispatch, Outcome, RequestForms, Served};
 use axum::extract::Request;
 use axum::response::Response;
 use http::request::Parts;
@@ -50,6 +55,13 @@ pub async fn serve<P: InboundProtocol>(
         Err(error) => return fail(&protocol, ctx, error),
     };
     let (live, request) = prepared;
+    let settings = table.config.idempotency.as_ref();
+    let body = request.client_body();
+    let lead = match replay::begin(&ctx, settings, &live, &parts, body).await {
+        Ok(replay::Idempotent::Proceed(lead)) => lead,
+        Ok(replay::Idempotent::Replay(answer)) => return replay::replay(ctx, &live, &answer),
+        Err(error) => return fail(&protocol, ctx, error),
+    };
     let placement = placement(&ctx, &table, &live, &parts.headers);
     match dispatch(&mut ctx, &table, &live, &request, &placement).await {
         Ok(outcome) => {
@@ -58,8 +70,14 @@ pub async fn serve<P: InboundProtocol>(
                 global_budget: table.global_budget.clone(),
                 max_response_body: table.config.server.max_response_body,
             };
-            respond::encode(ctx, request, outcome, resume)
+            let streamed = !matches!(outcome.served, Served::Complete { .. });
+            let response = respond::encode(ctx, request, outcome, resume);
+            match lead {
+                Some(lead) => replay::settle(lead, settings, streamed, response).await,
+                None => response,
+            }
         }
+        // A gateway error releases the key (the lead is dropped): none is kept.
         Err(error) => fail(&protocol, ctx, error),
     }
 }

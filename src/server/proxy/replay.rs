@@ -1,0 +1,132 @@
+//! The idempotency phase, between route and dispatch: a request with an
+//! `Idempotency-Key` either leads (goes upstream, then its answer is
+//! settled into `server::idempotency`'s store) or is answered from the
+//! first request with that key, waiting for it while it is in flight
+//! (bounded by the route's total deadline). A replay finishes its context
+//! with outcome `idempotent_replay` and no usage: billed and counted once.
+
+use super::ctx::{Ending, RequestCtx, X_REQUEST_ID};
+use crate::config::IdempotencySettings;
+use crate::error::GatewayError;
+use crate::routing::table::LiveRoute;
+use crate::server::idempotency::{
+    client_key, fingerprint, Begin, IdempotencyError, Lead, Scope, StoredAnswer, Verdict,
+};
+use axum::body::Body;
+use axum::response::Response;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// How often a repeat asks again after the first request released its key
+/// (then it leads itself, unless another repeat got there first).
+const MAX_ROUNDS: usize = 4;
+
+/// What the phase decided.
+pub enum Idempotent {
+    /// Go upstream; settle the lead, if any, with the answer.
+    Proceed(Option<Lead>),
+    Replay(Arc<StoredAnswer>),
+}
+
+pub async fn begin(
+    ctx: &RequestCtx,
+    settings: Option<&IdempotencySettings>,
+    live: &LiveRoute,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Idempotent, GatewayError> {
+    let Some(settings) = settings else {
+        return Ok(Idempotent::Proceed(None));
+    };
+    let Some(key) = client_key(&parts.headers)? else {
+        return Ok(Idempotent::Proceed(None));
+    };
+    let scope = Scope {
+        owner: ctx.key.as_ref().map(|k| k.id),
+        path: parts.uri.path().to_owned(),
+        key: key.to_owned(),
+    };
+    let print = fingerprint(body);
+    let deadline = ctx.started + live.route.timeouts.total;
+    let store = &ctx.state.idempotency;
+    for _ in 0..MAX_ROUNDS {
+        let verdict = match store.begin(scope.clone(), print, settings, Instant::now())? {
+            Begin::Lead(lead) => return Ok(Idempotent::Proceed(Some(lead))),
+            Begin::Done(verdict) => verdict,
+            Begin::Wait(mut rx) => {
+                let waited = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
+                match waited {
+                    Err(_) => return Err(IdempotencyError::InProgress.into()),
+                    Ok(Err(_)) => continue,
+                    Ok(Ok(verdict)) => match verdict.clone() {
+                        Some(verdict) => verdict,
+                        None => continue,
+                    },
+                }
+            }
+        };
+        return match verdict {
+            Verdict::Answer(answer) => Ok(Idempotent::Replay(answer)),
+            Verdict::Refused(e) => Err(e.into()),
+        };
+    }
+    Err(IdempotencyError::InProgress.into())
+}
+
+/// The stored answer as this request's response; the context is finished
+/// as a replay (no target served it, nothing billed).
+pub fn replay(ctx: RequestCtx, live: &LiveRoute, answer: &StoredAnswer) -> Response {
+    live.metrics.idempotent_replays.inc();
+    let mut response = Response::new(Body::from(answer.body.clone()));
+    *response.status_mut() = answer.status;
+    let headers = response.headers_mut();
+    headers.extend(answer.headers.clone());
+    headers.insert(X_REQUEST_ID, ctx.request_id.clone());
+    ctx.finish(Ending {
+        status: answer.status.as_u16(),
+        outcome: "idempotent_replay",
+        usage: Some(crate::api::Usage::default()),
+        estimated: false,
+    });
+    response
+}
+
+/// Settles the lead with the served response: a stream is refused to its
+/// repeats, a retryable failure (5xx, 429) releases the key, anything else
+/// is kept (a complete body is already in memory, so reading it here costs
+/// no wait).
+pub async fn settle(
+    lead: Lead,
+    settings: Option<&IdempotencySettings>,
+    streamed: bool,
+    response: Response,
+) -> Response {
+    let Some(settings) = settings else {
+        return response;
+    };
+    let status = response.status();
+    if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+        return response;
+    }
+    let now = Instant::now();
+    if streamed {
+        lead.settle(Verdict::Refused(IdempotencyError::Stream), settings, now);
+        return response;
+    }
+    let exact = http_body::Body::size_hint(response.body()).exact();
+    if exact.is_none_or(|n| n > settings.max_body as u64) {
+        lead.settle(Verdict::Refused(IdempotencyError::NotStored), settings, now);
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await else {
+        // A complete body is one in-memory frame; this cannot fail, and if
+        // it did the key is released with the lead.
+        return Response::from_parts(parts, Body::empty());
+    };
+    let bytes = collected.to_bytes();
+    let answer = StoredAnswer::new(parts.status, &parts.headers, bytes.clone());
+    lead.settle(Verdict::Answer(Arc::new(answer)), settings, now);
+    Response::from_parts(parts, Body::from(bytes))
+}
