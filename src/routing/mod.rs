@@ -182,6 +182,16 @@ impl<'r, 'a> Dispatch<'r, 'a> {
 }
 
 impl<'r> Dispatch<'r, '_> {
+    /// This round's target order: the route's plan, with the degraded
+    /// tier first while the route's SLO switch is on.
+    fn plan(&self) -> Vec<usize> {
+        let mut order = self.live.plan(self.caller_region, Instant::now());
+        if self.degraded_first {
+            degrade::put_degraded_first(&mut order, &self.live.route.targets);
+        }
+        order
+    }
+
     pub async fn run(self, started: Instant) -> Result<Outcome<'r>, GatewayError> {
         let live = self.live;
         let route = &*live.route;
@@ -197,10 +207,7 @@ impl<'r> Dispatch<'r, '_> {
         let mut bodies = UpstreamBodies::default();
         let mut context = ContextFallback::default();
         loop {
-            let mut order = live.plan(self.caller_region, Instant::now());
-            if self.degraded_first {
-                degrade::put_degraded_first(&mut order, &route.targets);
-            }
+            let mut order = self.plan();
             let mut skipped: Vec<Skipped> = Vec::new();
             let mut pos = 0;
             while pos < order.len() {
