@@ -116,7 +116,14 @@ async fn a_cut_stream_is_continued_by_prefill_on_an_anthropic_target() {
         continuation_of(&claude),
         [Some("prefill from tok39".into())]
     );
-    assert_eq!(gw.counters().streams_cut, 0);
+    let counters = gw.counters();
+    assert_eq!(counters.streams_cut, 0);
+    // What a drill report reads: one continuation, and it completed.
+    assert_eq!(
+        (counters.continuations, counters.continuations_completed),
+        (1, 1)
+    );
+    assert_eq!(counters.continuations_unavailable, 0);
     let metrics = metrics_text(&gw).await;
     let line = metrics
         .lines()
@@ -218,7 +225,12 @@ async fn when_no_target_can_continue_the_cut_names_the_original_failure() {
         "{message}"
     );
     assert_eq!(continuation_of(&refuses), [Some("prefill rejected".into())]);
-    assert_eq!(gw.counters().streams_cut, 1);
+    let counters = gw.counters();
+    assert_eq!(counters.streams_cut, 1);
+    assert_eq!(
+        (counters.continuations, counters.continuations_unavailable),
+        (0, 1)
+    );
 }
 
 #[tokio::test]

@@ -184,6 +184,8 @@ pub struct GatewayCounters {
     pub streams_cut: u64,
     /// Streams broken after content and continued on another target.
     pub continuations: u64,
+    /// Continued streams that then completed.
+    pub continuations_completed: u64,
     /// Streams broken after content that no target could continue.
     pub continuations_unavailable: u64,
 }
@@ -199,6 +201,9 @@ impl GatewayCounters {
             breaker_skips: self.breaker_skips.saturating_sub(earlier.breaker_skips),
             streams_cut: self.streams_cut.saturating_sub(earlier.streams_cut),
             continuations: self.continuations.saturating_sub(earlier.continuations),
+            continuations_completed: self
+                .continuations_completed
+                .saturating_sub(earlier.continuations_completed),
             continuations_unavailable: self
                 .continuations_unavailable
                 .saturating_sub(earlier.continuations_unavailable),

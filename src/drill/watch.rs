@@ -192,6 +192,7 @@ async fn read(source: &Source, client: &crate::loadgen::LoadClient) -> Reading {
                     breaker_skips: c.breaker_skips,
                     streams_cut: c.streams_cut,
                     continuations: c.continuations,
+                    continuations_completed: c.continuations_completed,
                     continuations_unavailable: c.continuations_unavailable,
                 }),
                 targets: state

@@ -79,6 +79,8 @@ pub struct EngineCounters {
     pub all_open: AtomicU64,
     /// Streams broken after content that another target went on with.
     pub continuations: AtomicU64,
+    /// Continued streams that then completed.
+    pub continuations_completed: AtomicU64,
     /// Streams broken after content that no target could go on with.
     pub continuations_unavailable: AtomicU64,
 }

@@ -210,6 +210,12 @@ impl Legs {
                 .metrics
                 .resumed
                 .inc(targets[from].label(), targets[to].label(), outcome);
+            if let (Some(resumer), "completed") = (&self.resumer, outcome) {
+                let counters: &EngineCounters = (*resumer.counters).as_ref();
+                counters
+                    .continuations_completed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -132,6 +132,7 @@ impl Counters {
             cooling_skips: get(&self.engine.cooling_skips),
             all_open: get(&self.engine.all_open),
             continuations: get(&self.engine.continuations),
+            continuations_completed: get(&self.engine.continuations_completed),
             continuations_unavailable: get(&self.engine.continuations_unavailable),
         }
     }
@@ -158,6 +159,7 @@ pub struct CountersSnapshot {
     pub cooling_skips: u64,
     pub all_open: u64,
     pub continuations: u64,
+    pub continuations_completed: u64,
     pub continuations_unavailable: u64,
 }
 
