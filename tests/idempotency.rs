@@ -93,20 +93,7 @@ async fn concurrent_duplicates_reach_upstream_once() {
     let sim = sim_with("idem-concurrent", slow).await;
     let gw = gateway(&[&sim], FAST).await;
     let url = format!("{}/chat/completions", gw.base_url());
-    let spawn = || {
-        let url = url.clone();
-        tokio::spawn(async move {
-            call(
-                &client(),
-                Method::POST,
-                &url,
-                chat_text(false),
-                &[(KEY, "same")],
-            )
-            .await
-        })
-    };
-    let (a, b) = (spawn(), spawn());
+    let (a, b) = (spawn_call(&url, "same"), spawn_call(&url, "same"));
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(b.status, StatusCode::OK, "{}", b.text());
@@ -249,19 +236,7 @@ async fn a_waiting_repeat_goes_upstream_when_the_first_fails() {
     sim.push_script([slow_failure(), slow_failure()]);
     let gw = gateway(&[&sim], FAST).await;
     let url = format!("{}/chat/completions", gw.base_url());
-    let first = {
-        let url = url.clone();
-        tokio::spawn(async move {
-            call(
-                &client(),
-                Method::POST,
-                &url,
-                chat_text(false),
-                &[(KEY, "w")],
-            )
-            .await
-        })
-    };
+    let first = spawn_call(&url, "w");
     eventually("the first request reaches upstream", || {
         sim.stats().requests >= 1
     })
@@ -279,4 +254,19 @@ async fn a_waiting_repeat_goes_upstream_when_the_first_fails() {
     assert_eq!(second.status, StatusCode::OK, "{}", second.text());
     assert_eq!(second.header("x-switchyard-idempotent-replay"), None);
     assert_eq!(sim.stats().requests, 3);
+}
+
+/// A non-stream chat request under `Idempotency-Key: key`, in its own task.
+fn spawn_call(url: &str, key: &'static str) -> tokio::task::JoinHandle<Reply> {
+    let url = url.to_owned();
+    tokio::spawn(async move {
+        call(
+            &client(),
+            Method::POST,
+            &url,
+            chat_text(false),
+            &[(KEY, key)],
+        )
+        .await
+    })
 }
