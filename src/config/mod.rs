@@ -43,6 +43,8 @@ pub struct Config {
     pub keys: VirtualKeySettings,
     /// `Some` when the `Idempotency-Key` header is honoured (`[idempotency]`).
     pub idempotency: Option<IdempotencySettings>,
+    /// `Some` when target health is shared with other replicas (`[cluster]`).
+    pub cluster: Option<ClusterSettings>,
     /// The gateway-wide retry budget (from `[defaults.budget]`).
     pub global_budget: BudgetPolicy,
     pub providers: BTreeMap<String, Arc<Provider>>,
@@ -78,6 +80,19 @@ impl Default for LimitSettings {
             key_prefix: "switchyard".to_owned(),
         }
     }
+}
+
+/// Target health shared by the replicas through Redis (`[cluster]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub redis_url: RedisUrl,
+    /// Starts every Redis key (`[limits] key_prefix`).
+    pub key_prefix: String,
+    /// This replica's name, unique in the fleet (default: host name and
+    /// process id, chosen at start).
+    pub replica: Option<String>,
+    pub sync_interval: Duration,
+    pub probe_lease: Duration,
 }
 
 /// A Redis URL; it may carry a password, so `Debug` never shows it.
@@ -1342,23 +1357,7 @@ fn resolve_secret(
 fn resolve_limits(issues: &mut Issues, raw: &raw::RawLimits) -> LimitSettings {
     let mut settings = LimitSettings::default();
     if let Some(url) = &raw.redis_url {
-        // Never echo the URL: it may carry a password.
-        let scheme = url.split("://").next().unwrap_or_default();
-        if url.contains("://") && matches!(scheme, "redis" | "redis+unix" | "unix") {
-            settings.redis_url = Some(RedisUrl(url.clone()));
-        } else if scheme == "rediss" {
-            issues.hint(
-                "limits.redis_url",
-                "TLS to Redis (rediss://) is not supported",
-                "use redis:// to a Redis on a private network or over a TLS tunnel",
-            );
-        } else {
-            issues.hint(
-                "limits.redis_url",
-                "not a Redis URL",
-                "write e.g. \"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\"",
-            );
-        }
+        settings.redis_url = redis_url(issues, "limits.redis_url", url);
     }
     if let Some(prefix) = &raw.key_prefix {
         // Braces would form a cluster hash tag and split one key's state across slots.
@@ -1374,6 +1373,29 @@ fn resolve_limits(issues: &mut Issues, raw: &raw::RawLimits) -> LimitSettings {
         }
     }
     settings
+}
+
+/// A `redis://` URL, or an issue at `path` (never echoing the URL: it may
+/// carry a password).
+pub(crate) fn redis_url(issues: &mut Issues, path: &str, url: &str) -> Option<RedisUrl> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    if url.contains("://") && matches!(scheme, "redis" | "redis+unix" | "unix") {
+        return Some(RedisUrl(url.to_owned()));
+    }
+    if scheme == "rediss" {
+        issues.hint(
+            path,
+            "TLS to Redis (rediss://) is not supported",
+            "use redis:// to a Redis on a private network or over a TLS tunnel",
+        );
+    } else {
+        issues.hint(
+            path,
+            "not a Redis URL",
+            "write e.g. \"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\"",
+        );
+    }
+    None
 }
 
 #[cfg(test)]

@@ -38,6 +38,26 @@ pub struct RawConfig {
     pub responses: RawResponses,
     #[serde(default)]
     pub idempotency: RawIdempotency,
+    #[serde(default)]
+    pub cluster: RawCluster,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawCluster {
+    /// Redis the replicas share target health through (default: `[limits]
+    /// redis_url`; neither set: each replica alone).
+    pub redis_url: Option<String>,
+    /// Share breaker openings, `Retry-After` cooldowns, failure streaks and
+    /// half-open probes with the other replicas (default true with a URL).
+    pub share_health: Option<bool>,
+    /// This replica's name in `/admin/targets` and the logs (default: host
+    /// name and process id).
+    pub replica: Option<String>,
+    /// How often the fleet's verdicts are read from Redis (default 200ms):
+    /// the bound on how late a replica follows another.
+    pub sync_interval: Option<String>,
+    /// How long one replica may probe an open target alone (default 10s).
+    pub probe_lease: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -54,6 +54,7 @@ impl Config {
                 "limits.key_prefix",
                 self.limits.key_prefix != new.limits.key_prefix,
             ),
+            ("cluster", self.cluster != new.cluster),
             ("keys.cache_ttl", self.keys.cache_ttl != new.keys.cache_ttl),
             (
                 "keys.failed_auth_per_minute",

@@ -993,3 +993,47 @@ fn idempotency_settings_default_and_are_validated() {
         );
     }
 }
+
+#[test]
+fn cluster_sharing_follows_the_redis_urls_and_is_validated() {
+    let config = Config::from_toml(ONE_ROUTE, env_with_keys).unwrap();
+    assert_eq!(config.cluster, None, "off without Redis");
+
+    let limits_only = format!(
+        "[limits]\nredis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"fleet\"\n{ONE_ROUTE}"
+    );
+    let on = Config::from_toml(&limits_only, env_with_keys)
+        .unwrap()
+        .cluster
+        .expect("on with [limits]'s Redis");
+    assert_eq!(on.redis_url, RedisUrl("redis://127.0.0.1:6379".into()));
+    assert_eq!(on.key_prefix, "fleet");
+    assert_eq!(
+        (on.replica, on.sync_interval, on.probe_lease),
+        (None, Duration::from_millis(200), Duration::from_secs(10))
+    );
+
+    let text = format!("[cluster]\nshare_health = false\n{limits_only}");
+    assert_eq!(
+        Config::from_toml(&text, env_with_keys).unwrap().cluster,
+        None
+    );
+
+    let bad = format!(
+        "[cluster]\nredis_url = \"rediss://h:6379\"\nreplica = \"a b|c\"\nsync_interval = \"1ms\"\nprobe_lease = \"0s\"\n{ONE_ROUTE}"
+    );
+    let errs = errors(&bad);
+    for path in [
+        "cluster.redis_url: TLS to Redis (rediss://) is not supported",
+        "cluster.replica: invalid replica name",
+        "cluster.sync_interval: 1ms is outside 10ms..10s",
+        "cluster.probe_lease: must be greater than zero",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(path)),
+            "{path} not in {errs:?}"
+        );
+    }
+    let no_redis = format!("[cluster]\nshare_health = true\n{ONE_ROUTE}");
+    assert!(errors(&no_redis)[0].starts_with("cluster.share_health: sharing health needs Redis"));
+}

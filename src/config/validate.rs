@@ -1,6 +1,7 @@
 //! Validation of the raw file into the typed [`Config`], one validator per
 //! section (`server`, `defaults`, `providers`, `prices`, `routes` and their
-//! targets, `alerts`, `store`, `limits`, `admin`, `keys`, `idempotency`). Each pushes every
+//! targets, `alerts`, `store`, `limits`, `admin`, `keys`, `idempotency`,
+//! `cluster`). Each pushes every
 //! problem it finds into the shared [`Issues`] with its key path and goes on
 //! with a default, so one run reports them all. A new setting goes into its
 //! section's validator; a new section gets a function of its own called
@@ -51,6 +52,7 @@ pub(super) fn validate(
         request_log: store.request_log,
         responses_store: store.responses,
         limits: resolve_limits(issues, &raw.limits),
+        cluster: cluster(issues, &raw.cluster, &raw.limits),
         global_budget: defaults.budget,
         providers: providers.by_name,
         routes,
@@ -972,6 +974,78 @@ fn keys(issues: &mut Issues, raw: &raw::RawKeys) -> VirtualKeySettings {
         ),
         failed_auth_per_minute: raw.failed_auth_per_minute.unwrap_or(60),
     }
+}
+
+/// `[cluster]`: on with a Redis URL of its own or `[limits]`'s, unless
+/// `share_health = false`.
+fn cluster(
+    issues: &mut Issues,
+    raw: &raw::RawCluster,
+    limits: &raw::RawLimits,
+) -> Option<ClusterSettings> {
+    let sync_interval = issues.positive_duration(
+        "cluster.sync_interval".into(),
+        raw.sync_interval.as_ref(),
+        Duration::from_millis(200),
+    );
+    if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&sync_interval) {
+        issues.hint(
+            "cluster.sync_interval",
+            format!("{sync_interval:?} is outside 10ms..10s"),
+            "the default 200ms keeps replicas within a fraction of a second of each other",
+        );
+    }
+    let probe_lease = issues.positive_duration(
+        "cluster.probe_lease".into(),
+        raw.probe_lease.as_ref(),
+        Duration::from_secs(10),
+    );
+    let replica = match &raw.replica {
+        Some(name) if valid_replica_name(name) => Some(name.clone()),
+        Some(name) => {
+            issues.hint(
+                "cluster.replica",
+                format!("invalid replica name \"{name}\""),
+                "use 1 to 64 letters, digits, '-', '_', '.' or ':', unique in the fleet",
+            );
+            None
+        }
+        None => None,
+    };
+    let url = match (&raw.redis_url, &limits.redis_url) {
+        (Some(url), _) => redis_url(issues, "cluster.redis_url", url),
+        // `[limits]` reports its own URL's problems.
+        (None, Some(url)) => redis_url(&mut Issues::default(), "", url),
+        (None, None) => {
+            if raw.share_health == Some(true) {
+                issues.hint(
+                    "cluster.share_health",
+                    "sharing health needs Redis",
+                    "set cluster.redis_url (or limits.redis_url)",
+                );
+            }
+            None
+        }
+    };
+    let prefix = limits
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| "switchyard".into());
+    url.filter(|_| raw.share_health != Some(false))
+        .map(|redis_url| ClusterSettings {
+            redis_url,
+            key_prefix: prefix,
+            replica,
+            sync_interval,
+            probe_lease,
+        })
+}
+
+fn valid_replica_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 fn idempotency(issues: &mut Issues, raw: &raw::RawIdempotency) -> Option<IdempotencySettings> {

@@ -222,6 +222,10 @@ impl Breaker {
         self.state
     }
 
+    pub fn policy(&self) -> BreakerPolicy {
+        self.policy
+    }
+
     /// When an open breaker will admit a probe (None unless open).
     pub fn next_probe(&self) -> Option<Instant> {
         (self.state == State::Open).then_some(self.probe_at)
@@ -342,7 +346,42 @@ impl Breaker {
         }
     }
 
+    /// Another replica's verdict that the target is down: open until
+    /// `until`, or longer if this breaker already waits longer. `trips` is
+    /// left alone: the opening replica's open time already has its growth.
+    pub fn hold_open(&mut self, now: Instant, until: Instant) -> Option<Transition> {
+        if self.state == State::Open {
+            self.probe_at = self.probe_at.max(until);
+            return None;
+        }
+        let from = self.state;
+        self.state = State::Open;
+        self.opened_at = Some(now);
+        self.probe_at = until;
+        self.probes_in_flight = 0;
+        self.probe_successes = 0;
+        self.consecutive = 0;
+        self.window.clear();
+        self.transitions += 1;
+        Some(Transition {
+            from,
+            to: State::Open,
+        })
+    }
+
+    /// Another replica's probes closed the breaker: so does this one.
+    pub fn close_remote(&mut self, now: Instant) -> Option<Transition> {
+        (self.state != State::Closed).then(|| self.close(now))
+    }
+
+    /// Opens a closed breaker now (the fleet's failure streak reached the
+    /// limit); the open time grows with `trips` as for a local trip.
+    pub fn trip(&mut self, now: Instant) -> Option<Transition> {
+        (self.state == State::Closed).then(|| self.open(now))
+    }
+
     fn close(&mut self, now: Instant) -> Transition {
+        let from = self.state;
         self.state = State::Closed;
         // `trips` is kept: see `open`.
         self.closed_at = Some(now);
@@ -351,7 +390,7 @@ impl Breaker {
         self.window.clear();
         self.transitions += 1;
         Transition {
-            from: State::HalfOpen,
+            from,
             to: State::Closed,
         }
     }
@@ -666,5 +705,48 @@ mod tests {
         assert_eq!(b.on_success(t0, false), None);
         assert_eq!(b.on_failure(t0, false, None), None);
         assert_eq!(b.state(), State::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remote_hold_opens_until_then_and_never_shortens_a_longer_wait() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        let until = t0 + secs(3.0);
+        let t = b.hold_open(t0, until).expect("closed -> open");
+        assert_eq!((t.from, t.to), (State::Closed, State::Open));
+        assert_eq!(
+            b.admit(t0 + secs(2.9)),
+            Admission::Rejected { retry_at: until }
+        );
+        assert_eq!(b.hold_open(t0, t0 + secs(1.0)), None, "already open");
+        assert_eq!(b.next_probe(), Some(until), "a shorter hold is ignored");
+        assert_eq!(b.hold_open(t0, t0 + secs(4.0)), None);
+        assert_eq!(b.next_probe(), Some(t0 + secs(4.0)), "a longer one extends");
+        assert_eq!(b.snapshot(t0).trips, 0, "the opener counted the trip");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remote_close_closes_from_open_or_half_open_only() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        assert_eq!(b.close_remote(t0), None);
+        trip(&mut b, t0);
+        let t1 = t0 + secs(1.0);
+        assert_eq!(b.admit(t1), Admission::Probe);
+        let t = b.close_remote(t1).expect("half-open -> closed");
+        assert_eq!((t.from, t.to), (State::HalfOpen, State::Closed));
+        assert!(
+            (b.traffic_share(t1) - 0.1).abs() < 1e-9,
+            "slow start applies"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_trip_opens_a_closed_breaker_with_the_local_growth() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(policy(), t0);
+        assert!(b.trip(t0).is_some());
+        assert_eq!(b.trip(t0), None, "already open");
+        assert_eq!(b.next_probe(), Some(t0 + secs(1.0)), "open_base");
     }
 }

@@ -1,6 +1,12 @@
 //! Per-target health that outlives any one config: the circuit breaker,
 //! requests in flight, and latency statistics. Keyed by provider, model and
 //! region, so a reload that keeps a target keeps its state.
+//!
+//! With `[cluster]` sharing on, each verdict this replica reaches (a breaker
+//! opening or closing, a `Retry-After` cooldown, a failure towards the
+//! fleet's streak) is also handed, without waiting, to a bounded queue that
+//! `cluster` drains into Redis; `cluster` applies the other replicas'
+//! verdicts through the `apply_*` methods. Nothing here talks to Redis.
 
 use crate::resilience::breaker::{
     Admission, Breaker, BreakerPolicy, BreakerSnapshot, State, Transition,
@@ -8,8 +14,9 @@ use crate::resilience::breaker::{
 use crate::resilience::FailureClass;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,9 +138,53 @@ impl Incidents {
     }
 }
 
+/// A verdict of this replica about one target, for the other replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthEvent {
+    /// The breaker opened here; a probe may go at `probe_at`.
+    Opened {
+        key: String,
+        probe_at: Instant,
+        cause: String,
+    },
+    /// The breaker closed here (its probes succeeded).
+    Closed { key: String },
+    /// An upstream asked everyone to wait until `until` (`Retry-After`).
+    Cooled { key: String, until: Instant },
+    /// A failure that counts towards the breaker, for the fleet's streak.
+    Failed {
+        key: String,
+        threshold: u32,
+        window: Duration,
+    },
+    /// A success after the fleet's streak was seen above zero: resets it.
+    Recovered { key: String },
+}
+
+/// Where verdicts go when sharing is on: a bounded queue (a full one drops
+/// the event: the others then learn from their own traffic, as without
+/// sharing) and this replica's name.
+pub struct ClusterLink {
+    pub events: mpsc::Sender<HealthEvent>,
+    pub replica: Arc<str>,
+}
+
+/// Who opened a breaker and when: this replica or another one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenedBy {
+    pub replica: Arc<str>,
+    pub at: SystemTime,
+    pub cause: String,
+}
+
 pub struct TargetHealth {
     pub key: String,
     incidents: Arc<Incidents>,
+    link: Arc<OnceLock<ClusterLink>>,
+    opened_by: Mutex<Option<OpenedBy>>,
+    /// The fleet's failure streak was last seen above zero (or this
+    /// replica added to it): the next success resets it.
+    shared_streak: AtomicBool,
     breaker: Mutex<Breaker>,
     inflight: AtomicU32,
     latency: Mutex<PeakEwma>,
@@ -159,10 +210,19 @@ impl std::fmt::Debug for TargetHealth {
 }
 
 impl TargetHealth {
-    fn new(key: String, policy: BreakerPolicy, now: Instant, incidents: Arc<Incidents>) -> Self {
+    fn new(
+        key: String,
+        policy: BreakerPolicy,
+        now: Instant,
+        incidents: Arc<Incidents>,
+        link: Arc<OnceLock<ClusterLink>>,
+    ) -> Self {
         TargetHealth {
             key,
             incidents,
+            link,
+            opened_by: Mutex::new(None),
+            shared_streak: AtomicBool::new(false),
             breaker: Mutex::new(Breaker::new(policy, now)),
             inflight: AtomicU32::new(0),
             latency: Mutex::new(PeakEwma {
@@ -182,11 +242,28 @@ impl TargetHealth {
         }
     }
 
-    /// Keeps every request away until `until` (an upstream Retry-After).
+    /// Keeps every request away until `until` (an upstream Retry-After),
+    /// on every replica when sharing is on.
     pub fn cool_until(&self, until: Instant) {
+        if self.cool_locally(until) {
+            self.tell_cluster(|key| HealthEvent::Cooled { key, until });
+        }
+    }
+
+    /// True if this extended the cooling.
+    fn cool_locally(&self, until: Instant) -> bool {
         let mut cooled = lock(&self.cooled_until);
-        if cooled.is_none_or(|t| t < until) {
+        let longer = cooled.is_none_or(|t| t < until);
+        if longer {
             *cooled = Some(until);
+        }
+        longer
+    }
+
+    fn tell_cluster(&self, event: impl FnOnce(String) -> HealthEvent) {
+        if let Some(link) = self.link.get() {
+            // Full: dropped; see `ClusterLink`.
+            let _ = link.events.try_send(event(self.key.clone()));
         }
     }
 
@@ -283,10 +360,50 @@ impl TargetHealth {
         Some(Duration::from_micros(u64::from(v[idx])))
     }
 
+    /// Who opened the breaker, while it is not closed.
+    pub fn opened_by(&self) -> Option<OpenedBy> {
+        lock(&self.opened_by).clone()
+    }
+
+    /// A transition this replica decided: recorded, logged and shared.
     fn log_transition(&self, t: Transition, cause: &str) {
+        let replica = self
+            .link
+            .get()
+            .map_or_else(|| "".into(), |l| l.replica.clone());
+        self.record_transition(t, cause, &replica);
         match t.to {
-            State::Open => self.incidents.opened(&self.key, cause),
-            State::Closed => self.incidents.closed(&self.key),
+            State::Open => {
+                let probe_at = lock(&self.breaker)
+                    .next_probe()
+                    .unwrap_or_else(Instant::now);
+                self.tell_cluster(|key| HealthEvent::Opened {
+                    key,
+                    probe_at,
+                    cause: cause.to_owned(),
+                });
+            }
+            State::Closed => self.tell_cluster(|key| HealthEvent::Closed { key }),
+            State::HalfOpen => {}
+        }
+    }
+
+    /// Incident, `opened_by` and the log line for a transition decided
+    /// by `replica` (empty: this replica without sharing).
+    fn record_transition(&self, t: Transition, cause: &str, replica: &Arc<str>) {
+        match t.to {
+            State::Open => {
+                self.incidents.opened(&self.key, cause);
+                *lock(&self.opened_by) = Some(OpenedBy {
+                    replica: replica.clone(),
+                    at: SystemTime::now(),
+                    cause: cause.to_owned(),
+                });
+            }
+            State::Closed => {
+                self.incidents.closed(&self.key);
+                *lock(&self.opened_by) = None;
+            }
             State::HalfOpen => {}
         }
         tracing::warn!(
@@ -294,9 +411,74 @@ impl TargetHealth {
             from = t.from.as_str(),
             to = t.to.as_str(),
             cause,
+            replica = &**replica,
             "breaker transition"
         );
     }
+
+    /// This replica's view, for `cluster` to compare with the fleet's.
+    pub fn local_view(&self, now: Instant) -> LocalView {
+        let breaker = lock(&self.breaker);
+        LocalView {
+            state: breaker.state(),
+            next_probe: breaker.next_probe(),
+            opened_at: lock(&self.opened_by).as_ref().map(|o| o.at),
+            cooled_until: self.cooled_until(now),
+        }
+    }
+
+    /// Another replica opened this target's breaker until `until`.
+    pub fn apply_remote_open(&self, until: Instant, by: OpenedBy) {
+        let now = Instant::now();
+        let transition = lock(&self.breaker).hold_open(now, until);
+        if let Some(t) = transition {
+            let cause = format!("opened by replica {}: {}", by.replica, by.cause);
+            self.record_transition(t, &cause, &by.replica);
+            *lock(&self.opened_by) = Some(by);
+        }
+    }
+
+    /// Another replica's probes found the target healthy again.
+    pub fn apply_remote_close(&self, replica: &Arc<str>) {
+        let transition = lock(&self.breaker).close_remote(Instant::now());
+        if let Some(t) = transition {
+            self.record_transition(t, "closed by another replica's probes", replica);
+        }
+    }
+
+    /// Another replica saw a `Retry-After`: wait as it does.
+    pub fn apply_remote_cooling(&self, until: Instant) {
+        self.cool_locally(until);
+    }
+
+    /// Another replica holds the probe lease until `until`: no probe here.
+    pub fn hold_for_probe(&self, until: Instant) {
+        let _ = lock(&self.breaker).hold_open(Instant::now(), until);
+    }
+
+    /// The fleet's failure streak, last read from Redis, is above zero.
+    pub fn note_shared_streak(&self, above_zero: bool) {
+        self.shared_streak.store(above_zero, Ordering::Relaxed);
+    }
+
+    /// The fleet's failure streak reached the limit: open here (and so,
+    /// through the event this sends, everywhere).
+    pub fn trip_by_fleet(&self, streak: u64) {
+        let transition = lock(&self.breaker).trip(Instant::now());
+        if let Some(t) = transition {
+            self.log_transition(t, &format!("{streak} failures in a row across replicas"));
+        }
+    }
+}
+
+/// What `cluster` compares with the fleet's verdicts for one target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalView {
+    pub state: State,
+    pub next_probe: Option<Instant>,
+    /// When the current opening started (None while closed).
+    pub opened_at: Option<SystemTime>,
+    pub cooled_until: Option<Instant>,
 }
 
 /// One admitted attempt. Report its outcome; dropping it unreported (the
@@ -338,6 +520,10 @@ impl AttemptGuard {
         if let Some(t) = transition {
             h.log_transition(t, "probe succeeded");
         }
+        if h.shared_streak.load(Ordering::Relaxed) && h.shared_streak.swap(false, Ordering::Relaxed)
+        {
+            h.tell_cluster(|key| HealthEvent::Recovered { key });
+        }
     }
 
     pub fn failure(mut self, now: Instant, class: FailureClass, retry_after: Option<Duration>) {
@@ -362,9 +548,22 @@ impl AttemptGuard {
             // A slow failure still tells the balancer the target is slow.
             lock(&h.latency).observe(now.saturating_duration_since(self.started), now);
         }
-        let transition = lock(&h.breaker).on_failure(now, self.probe, retry_after);
+        let (transition, policy) = {
+            let mut breaker = lock(&h.breaker);
+            (
+                breaker.on_failure(now, self.probe, retry_after),
+                breaker.policy(),
+            )
+        };
         if let Some(t) = transition {
             h.log_transition(t, class.as_str());
+        } else if policy.consecutive_failures > 0 && h.link.get().is_some() {
+            h.shared_streak.store(true, Ordering::Relaxed);
+            h.tell_cluster(|key| HealthEvent::Failed {
+                key,
+                threshold: policy.consecutive_failures,
+                window: policy.window,
+            });
         }
     }
 }
@@ -385,6 +584,7 @@ pub struct HealthRegistry {
     targets: Mutex<HashMap<String, Arc<TargetHealth>>>,
     routes: Mutex<HashMap<String, Arc<super::degrade::RouteHealth>>>,
     pub incidents: Arc<Incidents>,
+    link: Arc<OnceLock<ClusterLink>>,
 }
 
 impl HealthRegistry {
@@ -402,9 +602,14 @@ impl HealthRegistry {
             policy,
             Instant::now(),
             self.incidents.clone(),
+            self.link.clone(),
         ));
         map.insert(key.to_owned(), h.clone());
         h
+    }
+
+    pub fn find(&self, key: &str) -> Option<Arc<TargetHealth>> {
+        lock(&self.targets).get(key).cloned()
     }
 
     /// Forgets targets no longer in the config.
@@ -429,6 +634,12 @@ impl HealthRegistry {
         let mut v: Vec<_> = lock(&self.targets).values().cloned().collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
+    }
+
+    /// Turns sharing on: every target's verdicts go to `link` from now on.
+    /// Only the first call counts.
+    pub fn link_cluster(&self, link: ClusterLink) {
+        let _ = self.link.set(link);
     }
 }
 

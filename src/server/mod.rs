@@ -107,6 +107,9 @@ impl AppState {
         }
         let limiter = crate::limits::Limiter::new(&config.limits).await?;
         let _ = self.limiter.set(limiter);
+        if let Some(cluster) = &config.cluster {
+            crate::cluster::start(cluster, self.registry.clone())?;
+        }
         Ok(())
     }
 
@@ -179,6 +182,8 @@ pub enum StartError {
     Keys(#[from] crate::keys::KeyError),
     #[error("rate limiter: {0}")]
     Limits(#[from] crate::limits::LimitError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight

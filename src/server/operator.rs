@@ -73,6 +73,16 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
 }
 
 /// Breaker state and recent health of every target.
+/// Which replica opened a breaker (null: this one, without sharing), when
+/// and why.
+fn opened_by_json(by: crate::routing::health::OpenedBy) -> serde_json::Value {
+    serde_json::json!({
+        "replica": (!by.replica.is_empty()).then_some(&*by.replica),
+        "at": humantime::format_rfc3339_millis(by.at).to_string(),
+        "cause": by.cause,
+    })
+}
+
 pub(super) async fn admin_targets(State(state): State<Arc<AppState>>) -> Response {
     let now = Instant::now();
     let secs = |d: std::time::Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
@@ -99,6 +109,7 @@ pub(super) async fn admin_targets(State(state): State<Arc<AppState>>) -> Respons
                 "cooling_for_seconds": h.cooled_until(now).map(|t| secs(t.saturating_duration_since(now))),
                 "attempts": h.attempts.load(Ordering::Relaxed),
                 "failures": h.failures.load(Ordering::Relaxed),
+                "opened_by": h.opened_by().map(opened_by_json),
             })
         })
         .collect();
