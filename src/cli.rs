@@ -322,9 +322,14 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
     let listen = config.server.listen;
     let routes = config.route_names().join(",");
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     crate::server::run(config, Some(path.clone()), worker_threads(), |addr| {
-        tracing::info!(%addr, routes, "switchyard listening");
-        println!("switchyard listening on http://{addr}/v1");
+        tracing::info!(%addr, routes, scheme, "switchyard listening");
+        println!("switchyard listening on {scheme}://{addr}/v1");
     })
     .map_err(|e| anyhow::anyhow!("serving on {listen}: {e}"))
 }
