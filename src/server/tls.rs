@@ -7,8 +7,10 @@
 //! arrived and keeps it; a file that cannot serve keeps the running config
 //! and is logged with its key path. The whole rustls config is swapped
 //! (not only the certificate, through a `ResolvesServerCert`), so a new
-//! client CA reloads too; the session cache is shared across swaps, so a
-//! reload does not end session resumption. Which files are read is
+//! client CA reloads too. The session cache is shared across swaps, so a
+//! reload does not end session resumption, except with client
+//! certificates: a resumed session skips their verification, so there a
+//! reload starts a new cache and every client is checked against the new CAs. Which files are read is
 //! restart-only (`config::restart`). Knows nothing of HTTP beyond the ALPN
 //! names; the handshake itself runs in `accept`.
 
@@ -32,6 +34,7 @@ type Stamp = Option<(SystemTime, u64)>;
 pub(crate) struct ListenerTls {
     files: TlsFiles,
     current: ArcSwap<rustls::ServerConfig>,
+    /// Resumable sessions, kept across reloads without client CAs.
     sessions: Arc<dyn StoresServerSessions>,
     /// The files' versions when they were last read.
     seen: Mutex<Vec<Stamp>>,
@@ -83,11 +86,15 @@ impl ListenerTls {
         if let Ok(mut last) = self.seen.lock() {
             *last = seen;
         }
+        let sessions = match self.files.client_ca_file {
+            None => self.sessions.clone(),
+            Some(_) => ServerSessionMemoryCache::new(SESSION_CACHE),
+        };
         let built = self
             .files
             .load()
             .map_err(TlsError::from)
-            .and_then(|material| server_config(&self.files, material, self.sessions.clone()));
+            .and_then(|material| server_config(&self.files, material, sessions));
         match built {
             Ok(config) => {
                 self.current.store(Arc::new(config));
