@@ -486,3 +486,56 @@ fn a_certificate_file_that_cannot_serve_is_a_config_error_naming_its_setting() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The plain port's protections hold on the TLS one: a client that opens a
+/// connection and never finishes its handshake, and one that completes the
+/// handshake and sends half a request head, are both disconnected after
+/// the header-read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalling_in_the_handshake_or_the_head_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = sim("upstream").await;
+    let dir = scratch("stall");
+    let ca = Ca::new("switchyard test CA");
+    install(&ca.leaf("gateway"), &dir.join("cert.pem"), &dir.join("key.pem"));
+    let extra = format!(
+        "[server]\nheader_read_timeout = \"1s\"\n{}",
+        tls_table("server.tls", &dir)
+    );
+    let path = dir.join("gw.toml");
+    std::fs::write(&path, config_text(&[&upstream.base_url()], &extra)).unwrap();
+    let gw = serve(&path, &[]);
+
+    let mut silent = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
+    let mut answer = Vec::new();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(60), silent.read_to_end(&mut answer)).await;
+    assert!(ended.is_ok(), "a silent client is disconnected");
+
+    // The first bytes of a ClientHello, then nothing.
+    let mut partial = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
+    partial.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(60), partial.read_to_end(&mut answer)).await;
+    assert!(ended.is_ok(), "a stalled handshake is cut");
+
+    let config = client_config(&ca.pem(), &[b"http/1.1"], None);
+    let tcp = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /v1/models HTTP/1.1\r\nhost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(60), tls.read_to_end(&mut answer)).await;
+    assert!(ended.is_ok(), "half a head over TLS is cut");
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
