@@ -539,3 +539,45 @@ async fn a_client_stalling_in_the_handshake_or_the_head_is_disconnected() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `switchyard healthcheck` probes an HTTPS listener: verified against a
+/// given CA, refused against the public roots the test CA is not in, and
+/// with `--insecure` whatever the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_probes_an_https_listener() {
+    let upstream = sim("upstream").await;
+    let dir = scratch("healthcheck");
+    let ca = Ca::new("switchyard test CA");
+    install(&ca.leaf("gateway"), &dir.join("cert.pem"), &dir.join("key.pem"));
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let path = dir.join("gw.toml");
+    let text = config_text(&[&upstream.base_url()], &tls_table("server.tls", &dir));
+    std::fs::write(&path, text).unwrap();
+    let gw = serve(&path, &[]);
+    let url = format!("https://{}/healthz", gw.addr);
+    let ca_file = dir.join("ca.pem").display().to_string();
+    let probe = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .arg("healthcheck")
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+    };
+    let trusted = probe(vec!["--url".into(), url.clone(), "--ca-file".into(), ca_file])
+        .await
+        .unwrap();
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let public_roots = probe(vec!["--url".into(), url.clone()]).await.unwrap();
+    assert_eq!(public_roots.status.code(), Some(1), "the test CA is not public");
+    let insecure = probe(vec!["--url".into(), url, "--insecure".into()])
+        .await
+        .unwrap();
+    assert!(insecure.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
