@@ -298,7 +298,11 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runti
 }
 
 /// One GET, bounded by `timeout`; the status or the error on one line.
-fn healthcheck(url: http::Uri, timeout: std::time::Duration, trust: &crate::probe::Trust) -> ExitCode {
+fn healthcheck(
+    url: http::Uri,
+    timeout: std::time::Duration,
+    trust: &crate::probe::Trust,
+) -> ExitCode {
     if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
         eprintln!("--url {url}: expected http(s)://HOST:PORT/PATH");
         return ExitCode::FAILURE;
@@ -313,9 +317,8 @@ fn healthcheck(url: http::Uri, timeout: std::time::Duration, trust: &crate::prob
     let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
     };
-    let answer = runtime.block_on(async {
-        tokio::time::timeout(timeout, client.get(url.clone())).await
-    });
+    let answer =
+        runtime.block_on(async { tokio::time::timeout(timeout, client.get(url.clone())).await });
     match answer {
         Ok(Ok(response)) if response.status().is_success() => {
             println!("{url}: {}", response.status());

@@ -44,7 +44,8 @@ pub fn client(trust: &Trust) -> anyhow::Result<ProbeClient> {
             for cert in CertificateDer::pem_file_iter(path)
                 .map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?
             {
-                let cert = cert.map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?;
+                let cert =
+                    cert.map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?;
                 roots.add(cert)?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()

@@ -139,7 +139,11 @@ fn free_port() -> u16 {
 
 /// A rustls client trusting `ca_pem` only, offering `alpn`, presenting
 /// `identity` when given.
-fn client_config(ca_pem: &str, alpn: &[&[u8]], identity: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
+fn client_config(
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    identity: Option<&Leaf>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
@@ -230,7 +234,9 @@ impl Conn {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
         let response = match &mut self.sender {
             Sender::H1(s) => s.send_request(request).await?,
             Sender::H2(s) => s.send_request(request).await?,
@@ -315,7 +321,10 @@ async fn https_speaks_http1_and_http2_by_alpn_and_sighup_rotates_the_certificate
         StatusCode::OK,
         "so does a kept-alive HTTP/1.1 one"
     );
-    assert_eq!(old_h2.leaf, first.der, "with the certificate it was opened with");
+    assert_eq!(
+        old_h2.leaf, first.der,
+        "with the certificate it was opened with"
+    );
     let counted = counters(&gw.addr, &h1).await;
     assert_eq!(counted["tls_reloads"], 1);
 
@@ -434,7 +443,10 @@ fn check_config(path: &Path) -> (bool, String) {
         .arg(path)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -497,7 +509,11 @@ async fn a_client_stalling_in_the_handshake_or_the_head_is_disconnected() {
     let upstream = sim("upstream").await;
     let dir = scratch("stall");
     let ca = Ca::new("switchyard test CA");
-    install(&ca.leaf("gateway"), &dir.join("cert.pem"), &dir.join("key.pem"));
+    install(
+        &ca.leaf("gateway"),
+        &dir.join("cert.pem"),
+        &dir.join("key.pem"),
+    );
     let extra = format!(
         "[server]\nheader_read_timeout = \"1s\"\n{}",
         tls_table("server.tls", &dir)
@@ -514,7 +530,10 @@ async fn a_client_stalling_in_the_handshake_or_the_head_is_disconnected() {
 
     // The first bytes of a ClientHello, then nothing.
     let mut partial = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
-    partial.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
     let ended =
         tokio::time::timeout(Duration::from_secs(60), partial.read_to_end(&mut answer)).await;
     assert!(ended.is_ok(), "a stalled handshake is cut");
@@ -548,7 +567,11 @@ async fn healthcheck_probes_an_https_listener() {
     let upstream = sim("upstream").await;
     let dir = scratch("healthcheck");
     let ca = Ca::new("switchyard test CA");
-    install(&ca.leaf("gateway"), &dir.join("cert.pem"), &dir.join("key.pem"));
+    install(
+        &ca.leaf("gateway"),
+        &dir.join("cert.pem"),
+        &dir.join("key.pem"),
+    );
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     let path = dir.join("gw.toml");
     let text = config_text(&[&upstream.base_url()], &tls_table("server.tls", &dir));
@@ -565,16 +588,25 @@ async fn healthcheck_probes_an_https_listener() {
                 .unwrap()
         })
     };
-    let trusted = probe(vec!["--url".into(), url.clone(), "--ca-file".into(), ca_file])
-        .await
-        .unwrap();
+    let trusted = probe(vec![
+        "--url".into(),
+        url.clone(),
+        "--ca-file".into(),
+        ca_file,
+    ])
+    .await
+    .unwrap();
     assert!(
         trusted.status.success(),
         "{}",
         String::from_utf8_lossy(&trusted.stderr)
     );
     let public_roots = probe(vec!["--url".into(), url.clone()]).await.unwrap();
-    assert_eq!(public_roots.status.code(), Some(1), "the test CA is not public");
+    assert_eq!(
+        public_roots.status.code(),
+        Some(1),
+        "the test CA is not public"
+    );
     let insecure = probe(vec!["--url".into(), url, "--insecure".into()])
         .await
         .unwrap();

@@ -1007,7 +1007,11 @@ fn tls_tables_need_both_files_and_admin_tls_needs_its_listener() {
     .unwrap();
     let server = config.server.tls.as_ref().unwrap();
     assert_eq!(
-        (server.section, server.cert_file.to_str(), server.client_ca_file.as_ref()),
+        (
+            server.section,
+            server.cert_file.to_str(),
+            server.client_ca_file.as_ref()
+        ),
         ("server.tls", Some("c.pem"), None)
     );
     let admin = config.admin.tls.as_ref().unwrap();
@@ -1029,7 +1033,10 @@ fn tls_tables_need_both_files_and_admin_tls_needs_its_listener() {
         "unknown field `client_ca_file`",
         "admin.tls: admin TLS needs an admin listener of its own",
     ] {
-        assert!(joined.contains(expected), "missing {expected} in:\n{joined}");
+        assert!(
+            joined.contains(expected),
+            "missing {expected} in:\n{joined}"
+        );
     }
 }
 
@@ -1042,7 +1049,9 @@ fn tls_file_paths_are_restart_only() {
         )
         .unwrap()
     };
-    assert!(with("c.pem").restart_only_changes(&with("c.pem")).is_empty());
+    assert!(with("c.pem")
+        .restart_only_changes(&with("c.pem"))
+        .is_empty());
     assert_eq!(
         with("c.pem").restart_only_changes(&with("other.pem")),
         ["server.tls"]

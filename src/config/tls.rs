@@ -46,7 +46,13 @@ pub struct TlsFileError {
 }
 
 impl TlsFileError {
-    fn new(files: &TlsFiles, field: &str, path: &Path, message: String, hint: &'static str) -> Self {
+    fn new(
+        files: &TlsFiles,
+        field: &str,
+        path: &Path,
+        message: String,
+        hint: &'static str,
+    ) -> Self {
         TlsFileError {
             setting: format!("{}.{field}", files.section),
             file: path.display().to_string(),
@@ -57,11 +63,13 @@ impl TlsFileError {
 }
 
 const READ_HINT: &str = "check the path (a relative one is taken from the working directory) and that the gateway's user may read the file";
-const CERT_HINT: &str = "cert_file must hold the PEM certificate chain, leaf first (-----BEGIN CERTIFICATE-----)";
+const CERT_HINT: &str =
+    "cert_file must hold the PEM certificate chain, leaf first (-----BEGIN CERTIFICATE-----)";
 const KEY_HINT: &str = "key_file must hold one PEM private key (PKCS#8 BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY): RSA, ECDSA P-256/P-384 or Ed25519";
 const PAIR_HINT: &str =
     "cert_file and key_file must be the pair issued together, the leaf certificate first in cert_file";
-const CA_HINT: &str = "client_ca_file must hold the PEM certificates of the CAs that sign client certificates";
+const CA_HINT: &str =
+    "client_ca_file must hold the PEM certificates of the CAs that sign client certificates";
 
 impl TlsFiles {
     /// Reads and checks every file: the chain parses, the key is supported

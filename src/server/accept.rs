@@ -155,7 +155,9 @@ pub(crate) async fn accept_until(
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let timeout = limits.header_read_timeout;
-        let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config()));
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config()));
         tokio::spawn(async move {
             let _slot = slot;
             let result = match acceptor {
