@@ -12,7 +12,7 @@ use super::tls::ListenerTls;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -144,42 +144,73 @@ pub(crate) async fn accept_until(
         // `tcp_wmem`'s 4 MiB): a client that stops reading can make the
         // kernel hold, and the gateway produce, only this much for it.
         let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(limits.send_buffer);
-        let tcp = write_stall_limited(tcp, limits.write_timeout);
-        let client = ClientAddress(peer.ip());
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request| {
-            request.extensions_mut().insert(client);
-            // A router is always ready; hyper-util's adapter also clones per call.
-            tower::Service::call(&mut app.clone(), request)
-        });
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let timeout = limits.header_read_timeout;
         let acceptor = tls
             .as_ref()
             .map(|t| tokio_rustls::TlsAcceptor::from(t.config()));
-        tokio::spawn(async move {
-            let _slot = slot;
-            let result = match acceptor {
-                None => {
-                    let io = TokioIo::new(SniffDeadline::new(tcp, timeout));
-                    watcher.watch(builder.serve_connection(io, service)).await
-                }
-                Some(acceptor) => {
-                    let Some(tls) = handshake(acceptor, tcp, timeout).await else {
-                        return;
-                    };
-                    let io = TokioIo::new(SniffDeadline::new(tls, timeout));
-                    watcher.watch(builder.serve_connection(io, service)).await
-                }
-            };
-            if let Err(e) = result {
-                // Clients vanishing, timing out or speaking garbage is routine.
-                tracing::trace!(error = %e, "connection ended with an error");
-            }
-        });
+        let connection = Accepted {
+            tcp: write_stall_limited(tcp, limits.write_timeout),
+            client: ClientAddress(peer.ip()),
+            slot,
+            acceptor,
+        };
+        let timeout = limits.header_read_timeout;
+        spawn_connection(connection, &app, &builder, graceful.watcher(), timeout);
     }
     graceful
+}
+
+/// A connection taken in, with its slot, about to be served.
+struct Accepted {
+    tcp: Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>,
+    client: ClientAddress,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    /// The listener's TLS, as current when the connection arrived.
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Serves `conn` on a task of its own until it ends (or, once `watcher`
+/// says so, gracefully): the TLS handshake first when the listener has
+/// TLS, then HTTP/1 or HTTP/2 with the protocol sniffed within `timeout`.
+fn spawn_connection(
+    conn: Accepted,
+    app: &Router,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    timeout: Duration,
+) {
+    let Accepted {
+        tcp,
+        client,
+        slot,
+        acceptor,
+    } = conn;
+    let app = app.clone();
+    let service = hyper::service::service_fn(move |mut request| {
+        request.extensions_mut().insert(client);
+        // A router is always ready; hyper-util's adapter also clones per call.
+        tower::Service::call(&mut app.clone(), request)
+    });
+    let builder = builder.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let result = match acceptor {
+            None => {
+                let io = TokioIo::new(SniffDeadline::new(tcp, timeout));
+                watcher.watch(builder.serve_connection(io, service)).await
+            }
+            Some(acceptor) => {
+                let Some(tls) = handshake(acceptor, tcp, timeout).await else {
+                    return;
+                };
+                let io = TokioIo::new(SniffDeadline::new(tls, timeout));
+                watcher.watch(builder.serve_connection(io, service)).await
+            }
+        };
+        if let Err(e) = result {
+            // Clients vanishing, timing out or speaking garbage is routine.
+            tracing::trace!(error = %e, "connection ended with an error");
+        }
+    });
 }
 
 /// The TLS handshake of `tcp`, bounded by `timeout` (the header-read
