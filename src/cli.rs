@@ -64,12 +64,19 @@ pub enum Command {
     /// Probe a running gateway: exit 0 when `GET URL` answers 2xx within the
     /// timeout, else 1. For a container HEALTHCHECK in an image without curl.
     Healthcheck {
-        /// Plain-HTTP URL to GET (the listener speaks no TLS).
+        /// URL to GET: `http://`, or `https://` with `[server.tls]`.
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
         url: http::Uri,
         /// Give up after this long (connect and answer together).
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// HTTPS: trust the CAs in this PEM file instead of the public roots.
+        #[arg(long, conflicts_with = "insecure")]
+        ca_file: Option<PathBuf>,
+        /// HTTPS: accept any certificate (probing the gateway's own port,
+        /// whose certificate names another host; nothing secret is sent).
+        #[arg(long)]
+        insecure: bool,
     },
 }
 
@@ -124,7 +131,19 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Serve { config } => return exit_code(serve(config)),
         Command::Init { output, force } => return exit_code(init(&output, force)),
-        Command::Healthcheck { url, timeout } => return healthcheck(url, timeout),
+        Command::Healthcheck {
+            url,
+            timeout,
+            ca_file,
+            insecure,
+        } => {
+            let trust = match (ca_file, insecure) {
+                (_, true) => crate::probe::Trust::Insecure,
+                (Some(path), false) => crate::probe::Trust::CaFile(path),
+                (None, false) => crate::probe::Trust::WebRoots,
+            };
+            return healthcheck(url, timeout, &trust);
+        }
         Command::Sim(args) => Task::Sim(args),
         Command::Demo(args) => Task::Demo(args),
         Command::Log { command } => Task::Log(command),
@@ -279,20 +298,27 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runti
 }
 
 /// One GET, bounded by `timeout`; the status or the error on one line.
-fn healthcheck(url: http::Uri, timeout: std::time::Duration) -> ExitCode {
-    if url.scheme_str() != Some("http") || url.authority().is_none() {
-        eprintln!("--url {url}: expected http://HOST:PORT/PATH (the listener speaks plain HTTP)");
+fn healthcheck(
+    url: http::Uri,
+    timeout: std::time::Duration,
+    trust: &crate::probe::Trust,
+) -> ExitCode {
+    if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
+        eprintln!("--url {url}: expected http(s)://HOST:PORT/PATH");
         return ExitCode::FAILURE;
     }
+    let client = match crate::probe::client(trust) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
     };
-    let answer = runtime.block_on(async {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        tokio::time::timeout(timeout, client.get(url.clone())).await
-    });
+    let answer =
+        runtime.block_on(async { tokio::time::timeout(timeout, client.get(url.clone())).await });
     match answer {
         Ok(Ok(response)) if response.status().is_success() => {
             println!("{url}: {}", response.status());
@@ -322,9 +348,14 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
     let listen = config.server.listen;
     let routes = config.route_names().join(",");
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     crate::server::run(config, Some(path.clone()), worker_threads(), |addr| {
-        tracing::info!(%addr, routes, "switchyard listening");
-        println!("switchyard listening on http://{addr}/v1");
+        tracing::info!(%addr, routes, scheme, "switchyard listening");
+        println!("switchyard listening on {scheme}://{addr}/v1");
     })
     .map_err(|e| anyhow::anyhow!("serving on {listen}: {e}"))
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod keys;
 pub mod limits;
 pub mod loadgen;
+pub mod probe;
 pub mod providers;
 pub mod resilience;
 pub mod routing;

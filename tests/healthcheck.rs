@@ -69,12 +69,13 @@ fn exits_1_when_the_server_never_answers() {
     drop(listener);
 }
 
+/// HTTPS probes are in tests/tls.rs.
 #[test]
-fn refuses_a_url_that_is_not_plain_http() {
-    let output = healthcheck(&["--url", "https://127.0.0.1:8080/healthz"]);
+fn refuses_a_url_that_is_not_http_or_https() {
+    let output = healthcheck(&["--url", "ftp://127.0.0.1:8080/healthz"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr(&output).contains("plain HTTP"),
+        stderr(&output).contains("expected http(s)://"),
         "{}",
         stderr(&output)
     );

@@ -10,7 +10,10 @@ mod reader;
 mod restart;
 pub mod starter;
 mod suggest;
+pub mod tls;
 mod validate;
+
+pub use tls::TlsFiles;
 
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::{Backoff, Jitter};
@@ -115,6 +118,8 @@ pub struct AdminSettings {
     pub listen: Option<SocketAddr>,
     /// `/metrics` without the admin key even when one is set.
     pub metrics_public: bool,
+    /// TLS on the admin listener (`[admin.tls]`, only with `listen`).
+    pub tls: Option<TlsFiles>,
 }
 
 /// The admin API credential. `Debug` never shows it.
@@ -187,6 +192,8 @@ pub struct ServerSettings {
     pub watch_config: bool,
     pub public_status: bool,
     pub auth: AuthMode,
+    /// TLS on the main listener (`[server.tls]`); plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Who may call the gateway's API.
@@ -621,6 +628,8 @@ impl Config {
         self.route_names.iter().filter_map(|n| self.routes.get(n))
     }
 
+    /// Reads, parses and validates `path`, then reads the TLS files it
+    /// names (`tls::check_files`: readable, parseable, key matching cert).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors::one(
@@ -629,7 +638,13 @@ impl Config {
                 None,
             )
         })?;
-        Config::from_toml(&text, |name| std::env::var(name).ok())
+        let config = Config::from_toml(&text, |name| std::env::var(name).ok())?;
+        let problems = tls::check_files(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(located(&text, problems))
+        }
     }
 
     /// Parses and validates; `env` resolves `api_key_env` names (injected so
@@ -1303,10 +1318,28 @@ fn resolve_admin(
             "set [admin] key_env as well",
         );
     }
+    let tls = raw.tls.as_ref().and_then(|t| {
+        let files = tls::files(
+            issues,
+            "admin.tls",
+            t.cert_file.as_deref(),
+            t.key_file.as_deref(),
+            t.client_ca_file.as_deref(),
+        );
+        if files.is_some() && listen.is_none() {
+            issues.hint(
+                "admin.tls",
+                "admin TLS needs an admin listener of its own",
+                "set [admin] listen; on the main listener the admin API uses [server.tls]",
+            );
+        }
+        files
+    });
     AdminSettings {
         key,
         listen,
         metrics_public: raw.metrics_public.unwrap_or(false),
+        tls,
     }
 }
 

@@ -102,6 +102,29 @@ pub struct RawAdmin {
     /// Serve `/metrics` without the admin key even when one is set (default
     /// false: the metrics carry key names and spend per key).
     pub metrics_public: Option<bool>,
+    /// TLS on the admin listener (needs `listen`), optionally requiring
+    /// client certificates.
+    pub tls: Option<RawAdminTls>,
+}
+
+/// `[server.tls]`: PEM files of the main listener's certificate chain and key.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawTls {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: Option<String>,
+    /// The private key of the leaf certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<String>,
+}
+
+/// `[admin.tls]`: as `[server.tls]`, plus the CA that client certificates
+/// must chain to (mutual TLS, required when set).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawAdminTls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    /// CA certificates (PEM); when set, a client without a certificate
+    /// signed by one of them is refused in the handshake.
+    pub client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -209,6 +232,8 @@ pub struct RawServer {
     /// `"keys"` (default): every request needs a virtual key. `"none"`:
     /// anyone who reaches the port may use every route.
     pub auth: Option<String>,
+    /// TLS on the main listener; plain HTTP without it.
+    pub tls: Option<RawTls>,
 }
 
 /// A byte size: an integer number of bytes or a string such as `"4MiB"`.

@@ -33,12 +33,16 @@ impl Config {
                 "server.max_connections",
                 a.max_connections != b.max_connections,
             ),
+            // The listeners' TLS files are read again on SIGHUP and when
+            // they change (`server::tls`); which files are read is fixed.
+            ("server.tls", a.tls != b.tls),
             ("admin.key_env", self.admin.key != new.admin.key),
             ("admin.listen", self.admin.listen != new.admin.listen),
             (
                 "admin.metrics_public",
                 self.admin.metrics_public != new.admin.metrics_public,
             ),
+            ("admin.tls", self.admin.tls != new.admin.tls),
             ("store.url", self.store_url != new.store_url),
             ("store.timeout", self.store_timeout != new.store_timeout),
             ("request_log", self.request_log != new.request_log),

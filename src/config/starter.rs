@@ -139,6 +139,12 @@ const SERVER_WITH_KEYS: &str = "\
 listen = \"127.0.0.1:8080\"          # \"0.0.0.0:8080\" to serve other machines
 # auth = \"keys\" (the default): every request needs a virtual key. Create one:
 #   switchyard keys create me --service local --config FILE
+
+# HTTPS on `listen` (HTTP/2 by ALPN); the files are read again on SIGHUP
+# and when they change, without dropping connections:
+# [server.tls]
+# cert_file = \"/etc/switchyard/tls/cert.pem\"   # PEM chain, leaf first
+# key_file = \"/etc/switchyard/tls/key.pem\"
 ";
 
 const SERVER_OFFLINE: &str = "\

@@ -1037,3 +1037,67 @@ fn cluster_sharing_follows_the_redis_urls_and_is_validated() {
     let no_redis = format!("[cluster]\nshare_health = true\n{ONE_ROUTE}");
     assert!(errors(&no_redis)[0].starts_with("cluster.share_health: sharing health needs Redis"));
 }
+
+#[test]
+fn tls_tables_need_both_files_and_admin_tls_needs_its_listener() {
+    let config = Config::from_toml(
+        &format!(
+            "[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n\
+             [admin]\nkey_env = \"SWITCHYARD_ADMIN_KEY\"\nlisten = \"127.0.0.1:8081\"\n\
+             [admin.tls]\ncert_file = \"a.pem\"\nkey_file = \"b.pem\"\nclient_ca_file = \"ca.pem\"\n{ONE_ROUTE}"
+        ),
+        env_with_keys,
+    )
+    .unwrap();
+    let server = config.server.tls.as_ref().unwrap();
+    assert_eq!(
+        (
+            server.section,
+            server.cert_file.to_str(),
+            server.client_ca_file.as_ref()
+        ),
+        ("server.tls", Some("c.pem"), None)
+    );
+    let admin = config.admin.tls.as_ref().unwrap();
+    assert_eq!(admin.client_ca_file.as_deref(), Some(Path::new("ca.pem")));
+    assert!(Config::from_toml(ONE_ROUTE, env_with_keys)
+        .unwrap()
+        .server
+        .tls
+        .is_none());
+
+    let joined = errors(&format!(
+        "[server.tls]\ncert_file = \"\"\nclient_ca_file = \"ca.pem\"\n\
+         [admin.tls]\ncert_file = \"a.pem\"\nkey_file = \"b.pem\"\n{ONE_ROUTE}"
+    ))
+    .join("\n");
+    for expected in [
+        "server.tls.cert_file: empty path",
+        "server.tls.key_file: missing",
+        "unknown field `client_ca_file`",
+        "admin.tls: admin TLS needs an admin listener of its own",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "missing {expected} in:\n{joined}"
+        );
+    }
+}
+
+#[test]
+fn tls_file_paths_are_restart_only() {
+    let with = |cert: &str| {
+        Config::from_toml(
+            &format!("[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"k.pem\"\n{ONE_ROUTE}"),
+            env_with_keys,
+        )
+        .unwrap()
+    };
+    assert!(with("c.pem")
+        .restart_only_changes(&with("c.pem"))
+        .is_empty());
+    assert_eq!(
+        with("c.pem").restart_only_changes(&with("other.pem")),
+        ["server.tls"]
+    );
+}

@@ -134,6 +134,15 @@ fn server(
         // Target names (and pooled key names) only for who asks for them.
         public_status: raw.public_status.unwrap_or(true),
         auth: auth_mode(issues, raw.auth.as_deref()),
+        tls: raw.tls.as_ref().and_then(|t| {
+            super::tls::files(
+                issues,
+                "server.tls",
+                t.cert_file.as_deref(),
+                t.key_file.as_deref(),
+                None,
+            )
+        }),
     }
 }
 

@@ -3,16 +3,20 @@
 //! shutdown of every connection. Hand-rolled on hyper-util instead of
 //! `axum::serve`, which sets no timer and so cannot time out a client that
 //! never finishes its request head (slow-loris).
+//! With TLS (`server::tls`) the handshake comes first, bounded by the same
+//! header-read timeout; HTTP/1 or HTTP/2 then follows ALPN's choice.
 //! It serves whatever router it is given; it knows nothing about requests
 //! beyond telling each one its peer's address ([`ClientAddress`]).
 
+use super::tls::ListenerTls;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -79,12 +83,15 @@ fn refuse(mut tcp: tokio::net::TcpStream) {
 }
 
 /// Accepts until `stop` resolves, then stops accepting and returns a handle
-/// that finishes every open connection gracefully.
+/// that finishes every open connection gracefully. With `tls`, each
+/// connection first completes a TLS handshake with the listener's config
+/// current at its accept, within the header-read timeout.
 pub(crate) async fn accept_until(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
     slots: ConnectionSlots,
+    tls: Option<Arc<ListenerTls>>,
     stop: impl Future<Output = ()>,
 ) -> GracefulShutdown {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -125,7 +132,10 @@ pub(crate) async fn accept_until(
                 max_connections = limits.max_connections,
                 "connection refused: at max_connections"
             );
-            refuse(tcp);
+            // A TLS client could not read a plain answer; it is closed.
+            if tls.is_none() {
+                refuse(tcp);
+            }
             continue;
         };
         // Small SSE events must not wait for Nagle's algorithm.
@@ -134,27 +144,94 @@ pub(crate) async fn accept_until(
         // `tcp_wmem`'s 4 MiB): a client that stops reading can make the
         // kernel hold, and the gateway produce, only this much for it.
         let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(limits.send_buffer);
-        let io = TokioIo::new(SniffDeadline::new(
-            write_stall_limited(tcp, limits.write_timeout),
-            limits.header_read_timeout,
-        ));
-        let client = ClientAddress(peer.ip());
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request| {
-            request.extensions_mut().insert(client);
-            // A router is always ready; hyper-util's adapter also clones per call.
-            tower::Service::call(&mut app.clone(), request)
-        });
-        let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = conn.await {
-                // Clients vanishing, timing out or speaking garbage is routine.
-                tracing::trace!(error = %e, "connection ended with an error");
-            }
-        });
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config()));
+        let connection = Accepted {
+            tcp: write_stall_limited(tcp, limits.write_timeout),
+            client: ClientAddress(peer.ip()),
+            slot,
+            acceptor,
+        };
+        let timeout = limits.header_read_timeout;
+        spawn_connection(connection, &app, &builder, graceful.watcher(), timeout);
     }
     graceful
+}
+
+/// A connection taken in, with its slot, about to be served.
+struct Accepted {
+    tcp: Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>,
+    client: ClientAddress,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    /// The listener's TLS, as current when the connection arrived.
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Serves `conn` on a task of its own until it ends (or, once `watcher`
+/// says so, gracefully): the TLS handshake first when the listener has
+/// TLS, then HTTP/1 or HTTP/2 with the protocol sniffed within `timeout`.
+fn spawn_connection(
+    conn: Accepted,
+    app: &Router,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    timeout: Duration,
+) {
+    let Accepted {
+        tcp,
+        client,
+        slot,
+        acceptor,
+    } = conn;
+    let app = app.clone();
+    let service = hyper::service::service_fn(move |mut request| {
+        request.extensions_mut().insert(client);
+        // A router is always ready; hyper-util's adapter also clones per call.
+        tower::Service::call(&mut app.clone(), request)
+    });
+    let builder = builder.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let result = match acceptor {
+            None => {
+                let io = TokioIo::new(SniffDeadline::new(tcp, timeout));
+                watcher.watch(builder.serve_connection(io, service)).await
+            }
+            Some(acceptor) => {
+                let Some(tls) = handshake(acceptor, tcp, timeout).await else {
+                    return;
+                };
+                let io = TokioIo::new(SniffDeadline::new(tls, timeout));
+                watcher.watch(builder.serve_connection(io, service)).await
+            }
+        };
+        if let Err(e) = result {
+            // Clients vanishing, timing out or speaking garbage is routine.
+            tracing::trace!(error = %e, "connection ended with an error");
+        }
+    });
+}
+
+/// The TLS handshake of `tcp`, bounded by `timeout` (the header-read
+/// timeout: a client that opens a connection and stalls in the handshake is
+/// a slow-loris too). `None`: it failed or timed out (routine, traced).
+async fn handshake<T: AsyncRead + AsyncWrite + Unpin>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: T,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<T>> {
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake not finished within the header-read timeout");
+            None
+        }
+    }
 }
 
 /// `tcp` with its writes bounded: one that stays pending for `limit` fails

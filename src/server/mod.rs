@@ -13,6 +13,7 @@ mod proxy;
 pub mod reload;
 pub mod router;
 pub mod status;
+mod tls;
 
 use crate::config::{AuthMode, Config};
 use crate::routing::health::HealthRegistry;
@@ -58,6 +59,8 @@ pub struct AppState {
     /// The main port's connection slots (`server.max_connections`), shared
     /// by every accepting thread.
     pub(crate) connection_slots: accept::ConnectionSlots,
+    /// The TLS of the main and admin listeners; set by `start_services`.
+    pub(crate) tls: tls::TlsListeners,
 }
 
 /// What a stream continuation, which outlives the request's dispatch,
@@ -109,6 +112,12 @@ impl AppState {
         let _ = self.limiter.set(limiter);
         if let Some(cluster) = &config.cluster {
             crate::cluster::start(cluster, self.registry.clone())?;
+        }
+        if let Some(files) = &config.server.tls {
+            let _ = self.tls.main.set(Arc::new(tls::ListenerTls::open(files)?));
+        }
+        if let Some(files) = &config.admin.tls {
+            let _ = self.tls.admin.set(Arc::new(tls::ListenerTls::open(files)?));
         }
         Ok(())
     }
@@ -169,6 +178,7 @@ impl AppState {
             idempotency: idempotency::IdempotencyStore::default(),
             draining: AtomicBool::new(false),
             connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections as usize)),
+            tls: tls::TlsListeners::default(),
         })
     }
 }
@@ -184,6 +194,8 @@ pub enum StartError {
     Limits(#[from] crate::limits::LimitError),
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
@@ -200,6 +212,7 @@ pub async fn serve(
         router::router(state.clone()),
         &settings,
         slots,
+        state.tls.main.get().cloned(),
         shutdown,
     )
     .await;
@@ -216,6 +229,7 @@ async fn serve_router(
     app: axum::Router,
     settings: &crate::config::ServerSettings,
     slots: accept::ConnectionSlots,
+    tls: Option<Arc<tls::ListenerTls>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = accept::ConnLimits {
@@ -226,7 +240,7 @@ async fn serve_router(
         max_connections: settings.max_connections,
     };
     let app = head_limit::apply(app, settings.max_header_bytes);
-    let connections = accept::accept_until(listener, app, limits, slots, shutdown).await;
+    let connections = accept::accept_until(listener, app, limits, slots, tls, shutdown).await;
     if tokio::time::timeout(settings.drain_timeout, connections.shutdown())
         .await
         .is_err()
@@ -328,8 +342,9 @@ pub fn run(
     }
 }
 
-/// Reloads on SIGHUP (and, with `watch_config`, when the file changes)
-/// until the first SIGTERM/SIGINT.
+/// Reloads the config and the TLS files on SIGHUP (and, with
+/// `watch_config`, each when its file changes) until the first
+/// SIGTERM/SIGINT.
 async fn until_shutdown(
     state: &AppState,
     handlers: &mut Signals,
@@ -340,20 +355,27 @@ async fn until_shutdown(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            signal = handlers.next() => match (signal, file.as_mut()) {
-                (Signal::Shutdown, _) => return,
-                (Signal::Hangup, Some(f)) => {
-                    tracing::info!("SIGHUP: reloading config");
-                    f.reload(state);
+            signal = handlers.next() => {
+                match (signal, file.as_mut()) {
+                    (Signal::Shutdown, _) => return,
+                    (Signal::Hangup, Some(f)) => {
+                        tracing::info!("SIGHUP: reloading config");
+                        f.reload(state);
+                    }
+                    (Signal::Hangup, None) => tracing::warn!("SIGHUP: no config file to reload"),
                 }
-                (Signal::Hangup, None) => tracing::warn!("SIGHUP: no config file to reload"),
-            },
+                state.tls.reload(&state.counters);
+            }
             _ = tick.tick() => {
+                if !state.table.load().config.server.watch_config {
+                    continue;
+                }
                 if let Some(f) = file.as_mut() {
-                    if state.table.load().config.server.watch_config && f.changed() {
+                    if f.changed() {
                         f.reload(state);
                     }
                 }
+                state.tls.reload_changed(&state.counters);
             }
         }
     }
@@ -374,11 +396,12 @@ fn start_admin_listener(
     let listener = runtime.block_on(TcpListener::bind(addr))?;
     tracing::info!(addr = %addr, "admin API listening");
     let settings = config.server.clone();
+    let tls = state.tls.admin.get().cloned();
     Ok(Some(runtime.spawn(async move {
         let slots = Arc::new(tokio::sync::Semaphore::new(
             settings.max_connections as usize,
         ));
-        serve_router(listener, admin, &settings, slots, async move {
+        serve_router(listener, admin, &settings, slots, tls, async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
         .await;
@@ -644,9 +667,15 @@ impl Gateway {
         self.addr
     }
 
-    /// `http://ADDR/v1`, what an OpenAI SDK takes as its base URL.
+    /// `http://ADDR/v1` (`https://` with `[server.tls]`), what an OpenAI
+    /// SDK takes as its base URL.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        let scheme = if self.state.tls.main.get().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/v1", self.addr)
     }
 
     pub fn state(&self) -> &Arc<AppState> {

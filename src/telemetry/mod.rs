@@ -98,6 +98,10 @@ pub struct Counters {
     pub client_disconnects: AtomicU64,
     pub config_reloads: AtomicU64,
     pub config_reload_failures: AtomicU64,
+    /// Certificate reloads of the TLS listeners that took effect / that
+    /// were refused (a file that cannot serve; the running one stays).
+    pub tls_reloads: AtomicU64,
+    pub tls_reload_failures: AtomicU64,
     pub engine: EngineCounters,
 }
 
@@ -123,6 +127,8 @@ impl Counters {
             client_disconnects: get(&self.client_disconnects),
             config_reloads: get(&self.config_reloads),
             config_reload_failures: get(&self.config_reload_failures),
+            tls_reloads: get(&self.tls_reloads),
+            tls_reload_failures: get(&self.tls_reload_failures),
             attempts: get(&self.engine.attempts),
             retries: get(&self.engine.retries),
             failovers: get(&self.engine.failovers),
@@ -149,6 +155,8 @@ pub struct CountersSnapshot {
     pub client_disconnects: u64,
     pub config_reloads: u64,
     pub config_reload_failures: u64,
+    pub tls_reloads: u64,
+    pub tls_reload_failures: u64,
     pub attempts: u64,
     pub retries: u64,
     pub failovers: u64,
