@@ -335,16 +335,27 @@ impl ResponseCache {
     }
 
     /// Like [`ResponseCache::insert`], for a caller that cannot wait (the
-    /// end of a stream): the Redis write runs on its own task.
+    /// end of a stream): kept in memory now, the Redis write runs on its
+    /// own task.
     pub fn insert_detached(
         self: &Arc<Self>,
         key: CacheKey,
         answer: StoredAnswer,
         ttl: Duration,
-        limits: CacheSettings,
+        limits: &CacheSettings,
     ) {
-        let cache = self.clone();
-        tokio::spawn(async move { cache.insert(key, answer, ttl, &limits).await });
+        let answer = Arc::new(answer);
+        if !self.insert_local(key, answer.clone(), ttl, limits, Instant::now()) {
+            return;
+        }
+        if self.redis.get().is_some() {
+            let cache = self.clone();
+            tokio::spawn(async move {
+                if let Some(redis) = cache.redis.get() {
+                    redis.set(&key, &answer, ttl).await;
+                }
+            });
+        }
     }
 
     fn publish(&self, state: &State) {

@@ -174,7 +174,7 @@ impl Tee {
         }
         let answer = StoredAnswer::new(self.status, &self.headers, kept.freeze());
         fill.cache
-            .insert_detached(fill.key, answer, fill.ttl, fill.limits);
+            .insert_detached(fill.key, answer, fill.ttl, &fill.limits);
     }
 }
 
