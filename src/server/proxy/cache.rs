@@ -14,7 +14,9 @@ use super::ctx::RequestCtx;
 use super::replay::{from_store, keep_complete};
 use crate::config::CacheSettings;
 use crate::routing::table::LiveRoute;
-use crate::server::cache::{cacheable, key, CacheKey, Directive, ResponseCache, X_CACHE};
+use crate::server::cache::{
+    cacheable, key, CacheClass, CacheKey, Directive, ResponseCache, X_CACHE,
+};
 use crate::server::inbound::InboundRequest;
 use crate::server::stored::StoredAnswer;
 use axum::body::Body;
@@ -72,10 +74,12 @@ pub async fn lookup(
         return Cached::Off;
     };
     let directive = Directive::of(headers);
-    let body = (directive != Directive::NoStore)
+    let class = request.cache_class();
+    // The body is parsed only when it may be cached.
+    let body = (directive != Directive::NoStore && class != CacheClass::Never)
         .then(|| serde_json::from_slice::<serde_json::Value>(request.client_body()).ok())
         .flatten()
-        .filter(|body| cacheable(request.cache_class(), body, policy.nondeterministic));
+        .filter(|body| cacheable(class, body, policy.nondeterministic));
     let cached = match body {
         None => Cached::Bypass,
         Some(body) => {
