@@ -352,19 +352,24 @@ async fn keys_of_different_services_do_not_share_entries() {
         ("bob", "search"),
         ("carol", "billing"),
     ] {
-        let issued = keys
-            .create(switchyard::keys::NewKey::new(name, service))
-            .await
-            .unwrap();
+        let mut new = switchyard::keys::NewKey::new(name, service);
+        if name == "carol" {
+            new.limits.requests_per_minute = Some(1);
+        }
+        let issued = keys.create(new).await.unwrap();
         bearers.push(format!("Bearer {}", issued.secret.expose()));
     }
     let body = chat(false, 0.0);
-    let as_key = |i: usize| [("authorization", bearers[i].clone())];
+    let as_key = |i: usize| {
+        let (gw, body, bearer) = (&gw, &body, bearers[i].clone());
+        async move {
+            let headers = [("authorization", bearer.as_str())];
+            post(gw, "/chat/completions", body, &headers).await
+        }
+    };
     let mut results = Vec::new();
     for i in [0, 1, 2] {
-        let headers = as_key(i);
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let reply = post(&gw, "/chat/completions", &body, &headers).await;
+        let reply = as_key(i).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         results.push(reply.header(X_CACHE).map(str::to_owned));
     }
@@ -374,6 +379,15 @@ async fn keys_of_different_services_do_not_share_entries() {
         "alice, bob (another service), carol (alice's service)"
     );
     assert_eq!(sim.stats().requests, 2);
+    // A hit is still a request: carol's one request a minute is spent.
+    let limited = as_key(2).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text()
+    );
+    assert_eq!(limited.openai_error().2, "rate_limit_exceeded");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -417,6 +431,32 @@ async fn two_gateways_sharing_redis_share_answers() {
         .await
         .unwrap();
     assert!(ttl > 0 && ttl <= 600_000, "{ttl}");
+    // A stream's answer is written to Redis just after its end.
+    let stream = chat(true, 0.0);
+    let first = post(&a, "/chat/completions", &stream, &[]).await;
+    assert_eq!(first.header(X_CACHE), Some("miss"));
+    let pattern = format!("{prefix}:cache:*");
+    let mut keys: Vec<String> = Vec::new();
+    for _ in 0..500 {
+        keys = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if keys.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        keys.len(),
+        2,
+        "the stream was not written to Redis: {keys:?}"
+    );
+    let replayed = post(&b, "/chat/completions", &stream, &[]).await;
+    assert_eq!(replayed.header(X_CACHE), Some("hit"));
+    assert_eq!(sse_data(&replayed.body), sse_data(&first.body));
+    assert_eq!(sim.stats().requests, 2);
     let _: () = redis::cmd("DEL")
         .arg(&keys)
         .query_async(&mut conn)
