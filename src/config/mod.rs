@@ -48,6 +48,8 @@ pub struct Config {
     pub idempotency: Option<IdempotencySettings>,
     /// `Some` when target health is shared with other replicas (`[cluster]`).
     pub cluster: Option<ClusterSettings>,
+    /// The response cache's bounds (`[cache]`); routes opt in.
+    pub cache: CacheSettings,
     /// The gateway-wide retry budget (from `[defaults.budget]`).
     pub global_budget: BudgetPolicy,
     pub providers: BTreeMap<String, Arc<Provider>>,
@@ -149,6 +151,33 @@ pub struct IdempotencySettings {
     pub max_bytes: usize,
     /// An answer larger than this is not stored.
     pub max_body: usize,
+}
+
+/// The response cache's bounds, every route together (`[cache]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Bytes of cached answers at most.
+    pub max_bytes: usize,
+    /// An answer larger than this is not cached (in memory or in Redis).
+    pub max_entry_bytes: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            max_bytes: 64 << 20,
+            max_entry_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A route's response cache (`[routes.NAME.cache]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteCache {
+    /// How long an answer is served from the cache.
+    pub ttl: Duration,
+    /// Requests that may answer differently each time are cached too.
+    pub nondeterministic: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,6 +351,8 @@ pub struct Route {
     pub resume: bool,
     /// SLO-driven degradation (`degrade_on`, `degrade_share`).
     pub slo_degrade: Option<SloDegrade>,
+    /// `Some` when the route's answers are cached.
+    pub cache: Option<RouteCache>,
 }
 
 /// While the route's burn-rate alert of severity `on` fires (for `Ticket`:

@@ -40,6 +40,8 @@ pub struct RawConfig {
     pub idempotency: RawIdempotency,
     #[serde(default)]
     pub cluster: RawCluster,
+    #[serde(default)]
+    pub cache: RawCache,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -58,6 +60,27 @@ pub struct RawCluster {
     pub sync_interval: Option<String>,
     /// How long one replica may probe an open target alone (default 10s).
     pub probe_lease: Option<String>,
+}
+
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawCache {
+    /// Bytes of cached answers at most, every route together (default 64MiB);
+    /// the least recently used entry is evicted first.
+    pub max_bytes: Option<RawSize>,
+    /// An answer larger than this is not cached (default 1MiB); also the
+    /// bound on a value written to Redis.
+    pub max_entry_bytes: Option<RawSize>,
+}
+
+/// `[routes.NAME.cache]`: the route's answers are cached (exact match).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawRouteCache {
+    /// How long an answer is served from the cache (default 10m).
+    pub ttl: Option<String>,
+    /// Cache requests that may answer differently each time too
+    /// (`temperature` absent or above 0, `n` above 1); default false.
+    pub nondeterministic: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -365,6 +388,8 @@ pub struct RawRoute {
     /// Share of requests (0.0..=1.0, default 1.0) sent degraded-first
     /// while `degrade_on` is in force.
     pub degrade_share: Option<f64>,
+    /// Exact-match response cache for this route (off unless set).
+    pub cache: Option<RawRouteCache>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1101,3 +1101,49 @@ fn tls_file_paths_are_restart_only() {
         ["server.tls"]
     );
 }
+
+#[test]
+fn cache_settings_default_and_are_validated() {
+    let config = Config::from_toml(ONE_ROUTE, env_with_keys).unwrap();
+    assert_eq!(config.cache, CacheSettings::default());
+    assert_eq!(
+        (config.cache.max_bytes, config.cache.max_entry_bytes),
+        (64 << 20, 1 << 20)
+    );
+    assert_eq!(config.route("r").unwrap().cache, None, "off unless set");
+
+    let inline = ONE_ROUTE.replace("[routes.r]\n", "[routes.r]\ncache = {}\n");
+    let config = Config::from_toml(&inline, env_with_keys).unwrap();
+    let cache = config.route("r").unwrap().cache.expect("on");
+    assert_eq!(cache.ttl, Duration::from_secs(600));
+    assert!(!cache.nondeterministic);
+    let table = format!(
+        "[cache]\nmax_bytes = \"8MiB\"\nmax_entry_bytes = 4096\n{ONE_ROUTE}[routes.r.cache]\nttl = \"30s\"\nnondeterministic = true\n"
+    );
+    let config = Config::from_toml(&table, env_with_keys).unwrap();
+    let cache = config.route("r").unwrap().cache.expect("on");
+    assert_eq!(
+        (cache.ttl, cache.nondeterministic),
+        (Duration::from_secs(30), true)
+    );
+    assert_eq!(
+        (config.cache.max_bytes, config.cache.max_entry_bytes),
+        (8 << 20, 4096)
+    );
+
+    let bad = format!(
+        "[cache]\nmax_bytes = \"1KiB\"\nmax_entry_bytes = \"2KiB\"\nmax_entries = 3\n{ONE_ROUTE}[routes.r.cache]\nttl = \"0s\"\ntll = \"1m\"\n"
+    );
+    let errs = errors(&bad);
+    for path in [
+        "cache.max_entry_bytes: 2048 bytes is more than cache.max_bytes (1024)",
+        "cache.max_entries",
+        "routes.r.cache.ttl: must be greater than zero",
+        "routes.r.cache.tll: unknown field `tll`",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(path)),
+            "{path} not in {errs:?}"
+        );
+    }
+}

@@ -45,6 +45,7 @@ pub(super) fn validate(
         admin: resolve_admin(issues, &raw.admin, env),
         keys: keys(issues, &raw.keys),
         idempotency: idempotency(issues, &raw.idempotency),
+        cache: cache(issues, &raw.cache),
         server,
         alerts,
         store_url: store.url,
@@ -559,6 +560,18 @@ fn route(
         context_fallback: r.context_fallback.unwrap_or(true),
         resume: resume(issues, &path, r.resume.as_deref()),
         slo_degrade,
+        cache: r.cache.as_ref().map(|c| route_cache(issues, &path, c)),
+    }
+}
+
+fn route_cache(issues: &mut Issues, path: &str, raw: &raw::RawRouteCache) -> RouteCache {
+    RouteCache {
+        ttl: issues.retention(
+            &format!("{path}.cache.ttl"),
+            raw.ttl.as_ref(),
+            Duration::from_secs(600),
+        ),
+        nondeterministic: raw.nondeterministic.unwrap_or(false),
     }
 }
 
@@ -1090,4 +1103,29 @@ fn idempotency(issues: &mut Issues, raw: &raw::RawIdempotency) -> Option<Idempot
         max_bytes,
         max_body,
     })
+}
+
+fn cache(issues: &mut Issues, raw: &raw::RawCache) -> CacheSettings {
+    let defaults = CacheSettings::default();
+    let max_bytes = issues.size(
+        "cache.max_bytes",
+        raw.max_bytes.as_ref(),
+        defaults.max_bytes,
+    );
+    let max_entry_bytes = issues.size(
+        "cache.max_entry_bytes",
+        raw.max_entry_bytes.as_ref(),
+        defaults.max_entry_bytes,
+    );
+    if max_entry_bytes > max_bytes {
+        issues.hint(
+            "cache.max_entry_bytes",
+            format!("{max_entry_bytes} bytes is more than cache.max_bytes ({max_bytes})"),
+            "one cached answer must fit in the whole cache",
+        );
+    }
+    CacheSettings {
+        max_bytes,
+        max_entry_bytes,
+    }
 }

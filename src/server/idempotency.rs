@@ -15,9 +15,9 @@
 //! value with a TTL plus a wake-up for waiters (pub/sub), and a released
 //! lead deletes its key.
 
+pub use super::stored::{StoredAnswer, X_ORIGINAL_REQUEST_ID};
 use crate::config::IdempotencySettings;
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,19 +28,8 @@ use tokio::time::Instant;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// `true` on an answer replayed from an earlier request.
 pub const X_REPLAY: &str = "x-switchyard-idempotent-replay";
-/// On a replay: the `x-request-id` of the request that reached upstream.
-pub const X_ORIGINAL_REQUEST_ID: &str = "x-switchyard-original-request-id";
 /// The longest key accepted, as Stripe's.
 const MAX_KEY_LEN: usize = 255;
-/// Stored answers keep only these response headers (the rest describe
-/// the replaying request itself: its id, its rate-limit window).
-const KEPT_HEADERS: [&str; 5] = [
-    "content-type",
-    "x-switchyard-target",
-    "x-switchyard-service-tier",
-    "x-switchyard-degraded",
-    "x-switchyard-deprecation",
-];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdempotencyError {
@@ -115,44 +104,6 @@ pub type Fingerprint = [u8; 32];
 /// The request body's SHA-256: a repeat must send the same bytes.
 pub fn fingerprint(body: &[u8]) -> Fingerprint {
     Sha256::digest(body).into()
-}
-
-/// A completed answer as it is replayed.
-#[derive(Debug, Clone)]
-pub struct StoredAnswer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl StoredAnswer {
-    /// Keeps the headers in [`KEPT_HEADERS`], and the original request id.
-    pub fn new(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
-        let mut kept = HeaderMap::new();
-        for name in KEPT_HEADERS {
-            if let Some(value) = headers.get(name) {
-                kept.insert(name, value.clone());
-            }
-        }
-        if let Some(id) = headers.get(super::proxy::X_REQUEST_ID) {
-            kept.insert(X_ORIGINAL_REQUEST_ID, id.clone());
-        }
-        kept.insert(X_REPLAY, HeaderValue::from_static("true"));
-        StoredAnswer {
-            status,
-            headers: kept,
-            body,
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len())
-            .sum();
-        self.body.len() + headers
-    }
 }
 
 /// How a key's first request ended, for every repeat.
@@ -381,6 +332,8 @@ impl Drop for Lead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http::HeaderValue;
     use std::time::Duration;
 
     fn limits(max_entries: usize) -> IdempotencySettings {
@@ -432,16 +385,6 @@ mod tests {
         let tab = HeaderValue::from_bytes(b"a\tb").unwrap();
         headers.insert(IDEMPOTENCY_KEY, tab);
         assert_eq!(client_key(&headers), Err(IdempotencyError::InvalidKey));
-    }
-
-    #[test]
-    fn stored_answers_keep_content_headers_not_rate_limits() {
-        let Verdict::Answer(a) = answer("{}") else {
-            panic!()
-        };
-        assert!(a.headers.contains_key("content-type"));
-        assert!(!a.headers.contains_key("x-ratelimit-remaining-requests"));
-        assert_eq!(a.headers[X_REPLAY], "true");
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@
 //! itself.
 
 mod accept;
+pub mod cache;
 mod head_limit;
 pub mod idempotency;
 mod inbound;
@@ -14,6 +15,7 @@ pub mod reload;
 pub mod router;
 pub mod status;
 mod tls;
+pub mod stored;
 
 use crate::config::{AuthMode, Config};
 use crate::routing::health::HealthRegistry;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub counters: Counters,
     /// Answers kept for repeats of an `Idempotency-Key` (`[idempotency]`).
     pub idempotency: idempotency::IdempotencyStore,
+    /// Answers of routes with `[routes.NAME.cache]`.
+    pub cache: Arc<cache::ResponseCache>,
     pub draining: AtomicBool,
     /// The main port's connection slots (`server.max_connections`), shared
     /// by every accepting thread.
@@ -108,6 +112,13 @@ impl AppState {
                 "auth = \"none\": anyone who can reach this port may use every route; use virtual keys outside demos and trusted networks"
             );
         }
+        // The fleet's Redis: `[cluster]`'s, else `[limits]`'s.
+        let shared_redis = config.cluster.as_ref().map(|c| &c.redis_url);
+        if let Some(url) = shared_redis.or(config.limits.redis_url.as_ref()) {
+            if let Err(e) = self.cache.connect_redis(&url.0, &config.limits.key_prefix) {
+                tracing::warn!(error = ?e.kind(), "response cache: Redis URL refused, caching in memory only");
+            }
+        }
         let limiter = crate::limits::Limiter::new(&config.limits).await?;
         let _ = self.limiter.set(limiter);
         if let Some(cluster) = &config.cluster {
@@ -154,6 +165,7 @@ impl AppState {
         let max_connections = config.server.max_connections;
         let registry = Arc::new(HealthRegistry::default());
         let metrics = Metrics::new();
+        let cache = Arc::new(cache::ResponseCache::new(metrics.cache_gauges()));
         let stats = StatsRegistry::default();
         let slos = SloRegistry::default();
         Arc::new(AppState {
@@ -176,6 +188,7 @@ impl AppState {
             conversations: std::sync::OnceLock::new(),
             counters: Counters::default(),
             idempotency: idempotency::IdempotencyStore::default(),
+            cache,
             draining: AtomicBool::new(false),
             connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections as usize)),
             tls: tls::TlsListeners::default(),

@@ -134,6 +134,41 @@ impl ResumedStreams {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub route: String,
+    /// `hit`, `miss` or `bypass`.
+    pub result: &'static str,
+}
+
+/// Response cache lookups of one route, resolved when counted (only
+/// cached routes have them).
+#[derive(Clone)]
+pub struct CacheResults {
+    route: String,
+    family: Family<CacheLabels, Counter>,
+}
+
+impl CacheResults {
+    pub fn inc(&self, result: &'static str) {
+        self.family
+            .get_or_create(&CacheLabels {
+                route: self.route.clone(),
+                result,
+            })
+            .inc();
+    }
+}
+
+/// The response cache's size, kept current by the cache itself.
+#[derive(Clone, Default)]
+pub struct CacheGauges {
+    pub bytes: Gauge,
+    pub entries: Gauge,
+    /// Entries dropped to make room (not expired ones).
+    pub evictions: Counter,
+}
+
 /// Every metric family the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -151,6 +186,8 @@ pub struct Metrics {
     cooling_skips: Family<RouteLabels, Counter>,
     streams_cut: Family<RouteLabels, Counter>,
     idempotent_replays: Family<RouteLabels, Counter>,
+    cache_requests: Family<CacheLabels, Counter>,
+    cache: CacheGauges,
     streams_resumed: Family<ResumedLabels, Counter>,
     tier_fallbacks: Family<TierFallbackLabels, Counter>,
     slo_degraded: Family<RouteLabels, Gauge>,
@@ -188,6 +225,8 @@ impl Metrics {
             cooling_skips: Family::default(),
             streams_cut: Family::default(),
             idempotent_replays: Family::default(),
+            cache_requests: Family::default(),
+            cache: CacheGauges::default(),
             streams_resumed: Family::default(),
             tier_fallbacks: Family::default(),
             slo_degraded: Family::default(),
@@ -269,6 +308,26 @@ impl Metrics {
             "idempotent_replays",
             "Requests answered from an earlier request with the same Idempotency-Key, without an upstream call",
             m.idempotent_replays.clone(),
+        );
+        registry.register(
+            "cache_requests",
+            "Requests to routes with a response cache, by result: hit (answered from the cache), miss, bypass (not cacheable or the client opted out)",
+            m.cache_requests.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Bytes of answers held by the response cache (this replica's memory)",
+            m.cache.bytes.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Answers held by the response cache (this replica's memory)",
+            m.cache.entries.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Cached answers evicted (least recently used first) to stay within cache.max_bytes",
+            m.cache.evictions.clone(),
         );
         registry.register(
             "streams_resumed",
@@ -418,6 +477,10 @@ impl Metrics {
             cooling_skips: self.cooling_skips.get_or_create(&r()).clone(),
             streams_cut: self.streams_cut.get_or_create(&r()).clone(),
             idempotent_replays: self.idempotent_replays.get_or_create(&r()).clone(),
+            cache: CacheResults {
+                route: route.to_owned(),
+                family: self.cache_requests.clone(),
+            },
             slo_degraded: self.slo_degraded.get_or_create(&r()).clone(),
             slo_degrade_switches: self.slo_degrade_switches.get_or_create(&r()).clone(),
             resumed: ResumedStreams {
@@ -426,6 +489,11 @@ impl Metrics {
             },
             targets: per_target,
         }
+    }
+
+    /// The response cache's gauges, for the cache to keep current.
+    pub fn cache_gauges(&self) -> CacheGauges {
+        self.cache.clone()
     }
 
     /// Requests that never reached a route (bad input, unknown model).
@@ -636,6 +704,7 @@ pub struct RouteMetrics {
     pub cooling_skips: Counter,
     pub streams_cut: Counter,
     pub idempotent_replays: Counter,
+    pub cache: CacheResults,
     /// 1 while SLO-driven degradation is on (set by the SLO evaluation loop).
     pub slo_degraded: Gauge,
     pub slo_degrade_switches: Counter,

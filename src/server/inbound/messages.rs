@@ -78,6 +78,10 @@ impl InboundRequest for MessagesRequest {
         self.0.max_tokens()
     }
 
+    fn cache_class(&self) -> crate::server::cache::CacheClass {
+        crate::server::cache::CacheClass::Generation
+    }
+
     fn encode_complete(
         &mut self,
         _served_by: &Target,

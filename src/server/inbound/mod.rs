@@ -83,6 +83,11 @@ pub trait InboundRequest: RequestForms + Send + 'static {
         None
     }
 
+    /// Whether answers to this request may be cached (`server::cache`).
+    fn cache_class(&self) -> crate::server::cache::CacheClass {
+        crate::server::cache::CacheClass::Never
+    }
+
     /// Swallow usage-only chunks in the relayed stream (the gateway asked
     /// the upstream for usage; the client did not).
     fn strip_stream_usage(&self) -> bool {

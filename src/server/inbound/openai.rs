@@ -160,6 +160,15 @@ impl InboundRequest for JsonRequest {
     fn strip_stream_usage(&self) -> bool {
         !self.client_wants_usage
     }
+
+    fn cache_class(&self) -> crate::server::cache::CacheClass {
+        use crate::server::cache::CacheClass;
+        match self.form.endpoint {
+            Endpoint::ChatCompletions | Endpoint::Completions => CacheClass::Generation,
+            Endpoint::Embeddings => CacheClass::Deterministic,
+            _ => CacheClass::Never,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -339,6 +339,19 @@ impl InboundRequest for ResponsesRequest {
         super::requested_max_tokens(self.as_sent.body.bytes())
     }
 
+    /// Only answers the gateway keeps nothing of: a cached answer must not
+    /// stand for a response stored under another request.
+    fn cache_class(&self) -> crate::server::cache::CacheClass {
+        use crate::server::cache::CacheClass;
+        let not_kept =
+            self.saver.is_none() && self.fields.get("store") == Some(&Value::Bool(false));
+        if not_kept {
+            CacheClass::Generation
+        } else {
+            CacheClass::Never
+        }
+    }
+
     fn encode_complete(
         &mut self,
         served_by: &Target,

@@ -14,11 +14,18 @@
 //! shape), or when the response body is done (complete bodies and streams).
 //! Phases return `GatewayError`s; they never build error responses.
 //!
-//! Between route and dispatch, a request with an `Idempotency-Key` is
-//! either answered from the first request with that key (`replay`) or
-//! leads, and its answer is kept for the repeats.
+//! Between route and dispatch, on a route with a response cache, a
+//! cacheable request is answered from the cache or its answer is kept
+//! (`cache`); then a request with an `Idempotency-Key` is either answered
+//! from the first request with that key (`replay`) or leads, and its
+//! answer is kept for the repeats:
+//!
+//! ```text
+//! … route → cache (hit: replay) → idempotency (repeat: replay) → dispatch → encode → keep → finish
+//! ```
 
 mod body;
+mod cache;
 mod ctx;
 mod replay;
 mod respond;
@@ -55,30 +62,60 @@ pub async fn serve<P: InboundProtocol>(
         Err(error) => return fail(&protocol, ctx, error),
     };
     let (live, request) = prepared;
+    let limits = &table.config.cache;
+    let cached = cache::lookup(&ctx, &live, limits, &parts.headers, &request).await;
+    let label = cached.label();
+    let response = match cached {
+        cache::Cached::Hit(answer) => cache::hit(ctx, &answer),
+        cache::Cached::Miss(fill) => {
+            proceed(&protocol, ctx, &table, live, &parts, request, Some(fill)).await
+        }
+        cache::Cached::Off | cache::Cached::Bypass => {
+            proceed(&protocol, ctx, &table, live, &parts, request, None).await
+        }
+    };
+    cache::tagged(response, label)
+}
+
+/// Idempotency, dispatch, encode; the answer is kept for the cache
+/// (`fill`) and the idempotency key's repeats.
+async fn proceed<P: InboundProtocol>(
+    protocol: &P,
+    mut ctx: RequestCtx,
+    table: &RouteTable,
+    live: Arc<LiveRoute>,
+    parts: &Parts,
+    request: P::Request,
+    fill: Option<cache::Fill>,
+) -> Response {
     let settings = table.config.idempotency.as_ref();
     let body = request.client_body();
-    let lead = match replay::begin(&ctx, settings, &live, &parts, body).await {
+    let lead = match replay::begin(&ctx, settings, &live, parts, body).await {
         Ok(replay::Idempotent::Proceed(lead)) => lead,
         Ok(replay::Idempotent::Replay(answer)) => return replay::replay(ctx, &live, &answer),
-        Err(error) => return fail(&protocol, ctx, error),
+        Err(error) => return fail(protocol, ctx, error),
     };
-    let placement = placement(&ctx, &table, &live, &parts.headers);
-    match dispatch(&mut ctx, &table, &live, &request, &placement).await {
+    let placement = placement(&ctx, table, &live, &parts.headers);
+    match dispatch(&mut ctx, table, &live, &request, &placement).await {
         Ok(outcome) => {
             let resume = respond::ResumeInputs {
                 placement,
                 global_budget: table.global_budget.clone(),
                 max_response_body: table.config.server.max_response_body,
+                clean_end: fill.as_ref().map(|f| f.clean_end.clone()),
             };
             let streamed = !matches!(outcome.served, Served::Complete { .. });
-            let response = respond::encode(ctx, request, outcome, resume);
+            let mut response = respond::encode(ctx, request, outcome, resume);
+            if let Some(fill) = fill {
+                response = cache::fill(fill, streamed, response).await;
+            }
             match lead {
                 Some(lead) => replay::settle(lead, settings, streamed, response).await,
                 None => response,
             }
         }
         // A gateway error releases the key (the lead is dropped): none is kept.
-        Err(error) => fail(&protocol, ctx, error),
+        Err(error) => fail(protocol, ctx, error),
     }
 }
 

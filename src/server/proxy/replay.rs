@@ -4,16 +4,20 @@
 //! first request with that key, waiting for it while it is in flight
 //! (bounded by the route's total deadline). A replay finishes its context
 //! with outcome `idempotent_replay` and no usage: billed and counted once.
+//!
+//! Also owns the replay of any stored answer ([`from_store`], the cache's
+//! hits too) and the keeping of a complete one ([`keep_complete`]).
 
 use super::ctx::{Ending, RequestCtx, X_REQUEST_ID};
 use crate::config::IdempotencySettings;
 use crate::error::GatewayError;
 use crate::routing::table::LiveRoute;
 use crate::server::idempotency::{
-    client_key, fingerprint, Begin, IdempotencyError, Lead, Scope, StoredAnswer, Verdict,
+    client_key, fingerprint, Begin, IdempotencyError, Lead, Scope, StoredAnswer, Verdict, X_REPLAY,
 };
 use axum::body::Body;
 use axum::response::Response;
+use http::HeaderValue;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -74,10 +78,20 @@ pub async fn begin(
     Err(IdempotencyError::InProgress.into())
 }
 
-/// The stored answer as this request's response; the context is finished
-/// as a replay (no target served it, nothing billed).
+/// The stored answer as this request's response, marked as a replay.
 pub fn replay(ctx: RequestCtx, live: &LiveRoute, answer: &StoredAnswer) -> Response {
     live.metrics.idempotent_replays.inc();
+    let mut response = from_store(ctx, answer, "idempotent_replay");
+    response
+        .headers_mut()
+        .insert(X_REPLAY, HeaderValue::from_static("true"));
+    response
+}
+
+/// A stored answer (an idempotent replay, a cache hit) as this request's
+/// response; the context is finished with `outcome` and no usage (no
+/// target served it, nothing billed, no tokens counted).
+pub fn from_store(ctx: RequestCtx, answer: &StoredAnswer, outcome: &'static str) -> Response {
     let mut response = Response::new(Body::from(answer.body.clone()));
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
@@ -85,7 +99,7 @@ pub fn replay(ctx: RequestCtx, live: &LiveRoute, answer: &StoredAnswer) -> Respo
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
     ctx.finish(Ending {
         status: answer.status.as_u16(),
-        outcome: "idempotent_replay",
+        outcome,
         usage: Some(crate::api::Usage::default()),
         estimated: false,
     });
@@ -94,8 +108,7 @@ pub fn replay(ctx: RequestCtx, live: &LiveRoute, answer: &StoredAnswer) -> Respo
 
 /// Settles the lead with the served response: a stream is refused to its
 /// repeats, a retryable failure (5xx, 429) releases the key, anything else
-/// is kept (a complete body is already in memory, so reading it here costs
-/// no wait).
+/// is kept.
 pub async fn settle(
     lead: Lead,
     settings: Option<&IdempotencySettings>,
@@ -114,19 +127,33 @@ pub async fn settle(
         lead.settle(Verdict::Refused(IdempotencyError::Stream), settings, now);
         return response;
     }
+    let (response, answer) = keep_complete(response, settings.max_body).await;
+    let verdict = match answer {
+        Some(answer) => Verdict::Answer(Arc::new(answer)),
+        None => Verdict::Refused(IdempotencyError::NotStored),
+    };
+    lead.settle(verdict, settings, now);
+    response
+}
+
+/// A complete response of at most `max_body` bytes as a [`StoredAnswer`],
+/// and the response to send (the same bytes). A complete body is already
+/// one in-memory frame, so reading it here costs no wait; a larger or
+/// streamed body is left alone (`None`).
+pub async fn keep_complete(
+    response: Response,
+    max_body: usize,
+) -> (Response, Option<StoredAnswer>) {
     let exact = http_body::Body::size_hint(response.body()).exact();
-    if exact.is_none_or(|n| n > settings.max_body as u64) {
-        lead.settle(Verdict::Refused(IdempotencyError::NotStored), settings, now);
-        return response;
+    if exact.is_none_or(|n| n > max_body as u64) {
+        return (response, None);
     }
     let (parts, body) = response.into_parts();
     let Ok(collected) = body.collect().await else {
-        // A complete body is one in-memory frame; this cannot fail, and if
-        // it did the key is released with the lead.
-        return Response::from_parts(parts, Body::empty());
+        // An in-memory frame cannot fail to be read; if it did, nothing is kept.
+        return (Response::from_parts(parts, Body::empty()), None);
     };
     let bytes = collected.to_bytes();
     let answer = StoredAnswer::new(parts.status, &parts.headers, bytes.clone());
-    lead.settle(Verdict::Answer(Arc::new(answer)), settings, now);
-    Response::from_parts(parts, Body::from(bytes))
+    (Response::from_parts(parts, Body::from(bytes)), Some(answer))
 }

@@ -31,6 +31,9 @@ pub struct ResumeInputs {
     pub placement: super::Placement,
     pub global_budget: std::sync::Arc<crate::routing::table::Budget>,
     pub max_response_body: usize,
+    /// Set when the stream ends complete from its first target (not cut,
+    /// not continued, the client still there): the cache keeps only those.
+    pub clean_end: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 pub fn encode(
@@ -172,9 +175,14 @@ fn stream(
             tried: tried(&live, &failures),
         });
     let legs = Legs::new(live, target_index, start.guard.take(), resumer);
+    let clean_end = resume.clean_end;
     let on_end = Box::new(move |how: StreamEnd, tally: Tally, mut legs: Legs| {
         legs.ended(how);
         let continued = legs.was_continued();
+        if let Some(flag) = &clean_end {
+            let clean = matches!(how, StreamEnd::Completed) && !continued;
+            flag.store(clean, Ordering::Release);
+        }
         if continued {
             note_continuation(&mut ctx, failures, &legs);
         }
