@@ -16,6 +16,7 @@ pub mod limits;
 pub mod loadgen;
 pub mod probe;
 pub mod providers;
+pub mod redis_link;
 pub mod resilience;
 pub mod routing;
 pub mod server;

@@ -270,3 +270,72 @@ fn spawn_call(url: &str, key: &'static str) -> tokio::task::JoinHandle<Reply> {
         .await
     })
 }
+
+use switchyard::server::Gateway;
+
+/// Two gateways sharing the real Redis on 127.0.0.1:6379 under a prefix of
+/// this test's own, as two replicas behind a load balancer.
+async fn two_replicas(sim: &switchyard::sim::SimHandle) -> (Gateway, Gateway) {
+    let prefix = format!("sy-idem-{}", uuid::Uuid::new_v4().simple());
+    let extra = format!(
+        "{FAST}\n[limits]\nredis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"{prefix}\"\n"
+    );
+    (gateway(&[sim], &extra).await, gateway(&[sim], &extra).await)
+}
+
+#[tokio::test]
+async fn a_key_repeated_on_another_replica_reaches_the_upstream_once() {
+    let sim = sim("idem-fleet").await;
+    let (a, b) = two_replicas(&sim).await;
+    let headers = [(KEY, "order-fleet")];
+    let first = post(&a, "/chat/completions", &chat_text(false), &headers).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    // Its verdict may still be on its way to Redis: then this one waits.
+    let second = post(&b, "/chat/completions", &chat_text(false), &headers).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    assert_eq!(second.body, first.body);
+    assert_eq!(
+        second.header("x-switchyard-idempotent-replay"),
+        Some("true")
+    );
+    assert_eq!(sim.stats().requests, 1, "the other replica went upstream");
+
+    let other_body = chat_body(false).to_string().replace("hello", "bonjour");
+    assert_ne!(other_body, chat_text(false));
+    let reused = post(&b, "/chat/completions", &other_body, &headers).await;
+    assert_eq!(
+        reused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reused.text()
+    );
+}
+
+#[tokio::test]
+async fn a_repeat_on_another_replica_waits_for_the_first_in_flight() {
+    let slow = Behavior {
+        latency: Latency {
+            base: Duration::from_millis(300),
+            ..Latency::default()
+        },
+        ..Behavior::default()
+    };
+    let sim = sim_with("idem-fleet-slow", slow).await;
+    let (a, b) = two_replicas(&sim).await;
+    let first = spawn_call(&format!("{}/chat/completions", a.base_url()), "fleet-wait");
+    // The repeat starts once the first is upstream (its claim is in Redis).
+    eventually("the first request reached upstream", || {
+        sim.stats().requests == 1
+    })
+    .await;
+    let second = spawn_call(&format!("{}/chat/completions", b.base_url()), "fleet-wait");
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    assert_eq!(first.body, second.body);
+    assert_eq!(
+        second.header("x-switchyard-idempotent-replay"),
+        Some("true")
+    );
+    assert_eq!(sim.stats().requests, 1);
+}

@@ -20,24 +20,20 @@
 pub mod verdict;
 
 use crate::config::ClusterSettings;
+use crate::redis_link::RedisLink;
 use crate::routing::health::{HealthEvent, HealthRegistry, LocalView, OpenedBy, TargetHealth};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Script};
+use redis::Script;
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use verdict::{Action, Local};
 
-/// Longest wait for one Redis call.
+/// Longest wait for one Redis call (after a failure Redis is left alone
+/// for a second: events meanwhile are dropped, and each replica decides
+/// alone, as without sharing).
 const TIMEOUT: Duration = Duration::from_millis(200);
-/// After a failed call, Redis is left alone this long (events meanwhile
-/// are dropped: each replica decides alone, as without sharing).
-const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(1);
-/// At most one warning about Redis per this interval.
-const WARN_EVERY: Duration = Duration::from_secs(30);
 /// Verdicts waiting to be written; a full queue drops new ones.
 const QUEUE: usize = 1024;
 /// How long before its probe time a replica asks for the probe lease,
@@ -106,16 +102,12 @@ pub fn start(
     settings: &ClusterSettings,
     registry: Arc<HealthRegistry>,
 ) -> Result<Arc<str>, ClusterError> {
-    let url_error = |e: redis::RedisError| ClusterError::RedisUrl {
-        reason: format!("{:?}", e.kind()),
-    };
-    let client = redis::Client::open(settings.redis_url.0.as_str()).map_err(url_error)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(TIMEOUT))
-        .set_response_timeout(Some(TIMEOUT))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(2));
-    let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(url_error)?;
+    let redis =
+        RedisLink::connect(&settings.redis_url.0, "cluster health", TIMEOUT).map_err(|e| {
+            ClusterError::RedisUrl {
+                reason: format!("{:?}", e.kind()),
+            }
+        })?;
     let replica: Arc<str> = settings
         .replica
         .clone()
@@ -127,16 +119,13 @@ pub fn start(
         replica: replica.clone(),
     });
     let sync = Sync {
-        conn,
+        redis,
         prefix: format!("{}:health", settings.key_prefix),
         me: replica.clone(),
         registry,
         interval: settings.sync_interval,
         probe_lease: settings.probe_lease,
         lease_tried: HashMap::new(),
-        quiet_until: None,
-        warned_at: None,
-        failing: false,
     };
     tokio::spawn(sync.run(queue));
     tracing::info!(replica = &*replica, "target health shared through Redis");
@@ -157,7 +146,7 @@ fn default_replica_name() -> String {
 }
 
 struct Sync {
-    conn: ConnectionManager,
+    redis: RedisLink,
     prefix: String,
     me: Arc<str>,
     registry: Arc<HealthRegistry>,
@@ -166,9 +155,6 @@ struct Sync {
     /// Per target, the probe time a lease was last asked for (bounded by
     /// the targets in the config: pruned at every read).
     lease_tried: HashMap<String, u64>,
-    quiet_until: Option<Instant>,
-    warned_at: Option<Instant>,
-    failing: bool,
 }
 
 /// A moment in both clocks: `Instant` for the breaker, Unix milliseconds
@@ -239,7 +225,6 @@ impl Sync {
     /// One verdict of this replica into Redis.
     async fn write(&mut self, event: HealthEvent) {
         let now = Now::read();
-        let mut conn = self.conn.clone();
         match event {
             HealthEvent::Opened {
                 key,
@@ -256,7 +241,7 @@ impl Sync {
                     .arg(value)
                     .arg(ttl)
                     .arg(&*self.me);
-                self.guarded(call.invoke_async::<i64>(&mut conn)).await;
+                self.redis.invoke::<i64>(&call).await;
             }
             HealthEvent::Closed { key } => {
                 let ttl = millis(self.probe_lease.max(MIN_CLOSED_TTL));
@@ -267,7 +252,7 @@ impl Sync {
                     .arg(verdict::closed_value(now.unix_ms, &self.me))
                     .arg(ttl)
                     .arg(&*self.me);
-                self.guarded(call.invoke_async::<i64>(&mut conn)).await;
+                self.redis.invoke::<i64>(&call).await;
             }
             HealthEvent::Cooled { key, until } => {
                 let until = now.to_ms(until);
@@ -276,7 +261,7 @@ impl Sync {
                     .arg(until)
                     .arg(verdict::cooling_value(until, &self.me))
                     .arg(until.saturating_sub(now.unix_ms).max(1));
-                self.guarded(call.invoke_async::<i64>(&mut conn)).await;
+                self.redis.invoke::<i64>(&call).await;
             }
             HealthEvent::Failed {
                 key,
@@ -285,7 +270,7 @@ impl Sync {
             } => {
                 let mut call = ADD_FAILURE.prepare_invoke();
                 call.key(self.key("streak", &key)).arg(millis(window));
-                let streak = self.guarded(call.invoke_async::<u64>(&mut conn)).await;
+                let streak = self.redis.invoke::<u64>(&call).await;
                 if let (Some(streak), Some(target)) = (streak, self.registry.find(&key)) {
                     if streak >= u64::from(threshold) {
                         target.trip_by_fleet(streak);
@@ -295,7 +280,7 @@ impl Sync {
             HealthEvent::Recovered { key } => {
                 let mut del = redis::cmd("DEL");
                 del.arg(self.key("streak", &key));
-                self.guarded(del.query_async::<i64>(&mut conn)).await;
+                self.redis.query::<i64>(&del).await;
             }
         }
     }
@@ -317,11 +302,9 @@ impl Sync {
                     .map(|kind| self.key(kind, &t.key))
             })
             .collect();
-        let mut conn = self.conn.clone();
         let mut mget = redis::cmd("MGET");
         mget.arg(&keys);
-        let mget = mget.query_async::<Vec<Option<String>>>(&mut conn);
-        let Some(values) = self.guarded(mget).await else {
+        let Some(values) = self.redis.query::<Vec<Option<String>>>(&mget).await else {
             return;
         };
         let now = Now::read();
@@ -364,12 +347,11 @@ impl Sync {
             return;
         };
         self.lease_tried.insert(target.key.clone(), probe_ms);
-        let mut conn = self.conn.clone();
         let mut call = TAKE_LEASE.prepare_invoke();
         call.key(self.key("probe", &target.key))
             .arg(&*self.me)
             .arg(millis(self.probe_lease));
-        match self.guarded(call.invoke_async::<i64>(&mut conn)).await {
+        match self.redis.invoke::<i64>(&call).await {
             Some(left) if left > 0 => {
                 let left = Duration::from_millis(left.unsigned_abs());
                 target.hold_for_probe(Instant::now() + left);
@@ -377,38 +359,6 @@ impl Sync {
             // Ours; or Redis failed: probe as a lone replica would.
             _ => {}
         }
-    }
-
-    /// Runs one Redis call within [`TIMEOUT`], unless Redis failed within
-    /// [`QUIET_AFTER_FAILURE`]; a failure is logged, rate-limited.
-    async fn guarded<T>(&mut self, call: impl Future<Output = RedisResult<T>>) -> Option<T> {
-        let now = Instant::now();
-        if self.quiet_until.is_some_and(|t| now < t) {
-            return None;
-        }
-        let error = match tokio::time::timeout(TIMEOUT, call).await {
-            Ok(Ok(value)) => {
-                if std::mem::replace(&mut self.failing, false) {
-                    tracing::info!("cluster health: Redis answers again; sharing resumed");
-                }
-                return Some(value);
-            }
-            Ok(Err(e)) => format!("{:?}", e.kind()),
-            Err(_) => format!("no answer within {TIMEOUT:?}"),
-        };
-        self.failing = true;
-        self.quiet_until = Some(now + QUIET_AFTER_FAILURE);
-        if self
-            .warned_at
-            .is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY)
-        {
-            self.warned_at = Some(now);
-            tracing::warn!(
-                error,
-                "cluster health: Redis unavailable; each replica decides alone until it answers"
-            );
-        }
-        None
     }
 }
 

@@ -62,7 +62,6 @@ pub struct RawCluster {
     pub probe_lease: Option<String>,
 }
 
-
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct RawCache {
     /// Bytes of cached answers at most, every route together (default 64MiB);

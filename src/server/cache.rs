@@ -22,11 +22,9 @@ use crate::config::CacheSettings;
 use crate::telemetry::metrics::CacheGauges;
 use bytes::Bytes;
 use http::HeaderMap;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -35,10 +33,6 @@ use tokio::time::Instant;
 pub const X_CACHE: &str = "x-switchyard-cache";
 /// Bound on every Redis call; past it the request goes on memory-only.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
-/// After a Redis failure, Redis is left alone this long.
-const REDIS_COOLDOWN: Duration = Duration::from_secs(1);
-/// At most one warning about Redis per this interval.
-const WARN_EVERY: Duration = Duration::from_secs(30);
 /// Map and order bookkeeping per entry, counted against `max_bytes`.
 const ENTRY_OVERHEAD: usize = 128;
 
@@ -378,36 +372,19 @@ impl ResponseCache {
     }
 }
 
-/// Cached answers in Redis: `SET prefix:cache:<hex key> <answer> PX ttl`.
-/// Every call is bounded by [`REDIS_TIMEOUT`]; a failure makes the caller
-/// go on memory-only, leaves Redis alone for [`REDIS_COOLDOWN`] and is
-/// logged at most every [`WARN_EVERY`].
+/// Cached answers in Redis: `SET prefix:cache:<hex key> <answer> PX ttl`,
+/// every call bounded by [`REDIS_TIMEOUT`] (`RedisLink`: a failure means
+/// memory-only for a while, logged at most every 30 s).
 struct RedisCache {
-    conn: ConnectionManager,
+    link: crate::redis_link::RedisLink,
     prefix: Box<str>,
-    started: std::time::Instant,
-    /// Milliseconds since `started` before which Redis is not asked.
-    retry_at: AtomicU64,
-    /// Milliseconds since `started` of the last warning, plus one (0: none yet).
-    warned_at: AtomicU64,
 }
 
 impl RedisCache {
     fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        // Lazy: a Redis that is down at startup means memory-only, not a failure.
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(RedisCache {
-            conn,
+            link: crate::redis_link::RedisLink::connect(url, "response cache", REDIS_TIMEOUT)?,
             prefix: prefix.into(),
-            started: std::time::Instant::now(),
-            retry_at: AtomicU64::new(0),
-            warned_at: AtomicU64::new(0),
         })
     }
 
@@ -423,7 +400,7 @@ impl RedisCache {
     async fn get(&self, key: &CacheKey, max_entry_bytes: usize) -> Option<StoredAnswer> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.redis_key(key));
-        let value: Option<Vec<u8>> = self.call(cmd).await?;
+        let value: Option<Vec<u8>> = self.link.query(&cmd).await?;
         let value = value.filter(|v| v.len() <= max_entry_bytes + 1024)?;
         StoredAnswer::decode(Bytes::from(value))
     }
@@ -435,43 +412,7 @@ impl RedisCache {
             .arg(answer.encode().as_ref())
             .arg("PX")
             .arg(millis);
-        let _: Option<()> = self.call(cmd).await;
-    }
-
-    /// `cmd`'s answer; `None` when Redis is cooling down, fails or is slow.
-    async fn call<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Option<T> {
-        if self.millis() < self.retry_at.load(Ordering::Relaxed) {
-            return None;
-        }
-        let mut conn = self.conn.clone();
-        let error = match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await
-        {
-            Ok(Ok(value)) => return Some(value),
-            Ok(Err(e)) => format!("{:?}", e.kind()),
-            Err(_) => format!("no answer within {REDIS_TIMEOUT:?}"),
-        };
-        self.failed(&error);
-        None
-    }
-
-    fn failed(&self, error: &str) {
-        let now = self.millis();
-        let cooldown = REDIS_COOLDOWN.as_millis() as u64;
-        self.retry_at.fetch_max(now + cooldown, Ordering::Relaxed);
-        let last = self.warned_at.load(Ordering::Relaxed);
-        let due = last == 0 || (now + 1).saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
-        if due
-            && self
-                .warned_at
-                .compare_exchange(last, now + 1, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(%error, "response cache: Redis unavailable, caching in this replica's memory only");
-        }
-    }
-
-    fn millis(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        let _: Option<()> = self.link.query(&cmd).await;
     }
 }
 

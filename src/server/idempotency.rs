@@ -9,12 +9,12 @@
 //! protocols: the proxy's idempotency phase (`server::proxy`) asks
 //! [`IdempotencyStore::begin`] and settles the [`Lead`] it gets.
 //!
-//! The store's operations are the contract a shared back end implements
-//! next: `begin` is an atomic "insert if absent, else tell me what is
-//! there" (Redis `SET NX` with the fingerprint), a lead's verdict is a
-//! value with a TTL plus a wake-up for waiters (pub/sub), and a released
-//! lead deletes its key.
+//! Across replicas (the fleet's Redis), a lead also claims its key in
+//! `server::shared_idempotency` and its verdict goes there too; this
+//! module's store stays the first stop, so repeats on the same replica
+//! never ask Redis.
 
+use super::shared_idempotency::SharedIdempotency;
 pub use super::stored::{StoredAnswer, X_ORIGINAL_REQUEST_ID};
 use crate::config::IdempotencySettings;
 use http::{HeaderMap, StatusCode};
@@ -149,9 +149,21 @@ struct State {
 #[derive(Clone, Default)]
 pub struct IdempotencyStore {
     state: Arc<Mutex<State>>,
+    shared: Arc<std::sync::OnceLock<Arc<SharedIdempotency>>>,
 }
 
 impl IdempotencyStore {
+    /// Shares keys with the other replicas through Redis from now on.
+    pub fn connect_shared(&self, url: &str, prefix: &str) -> redis::RedisResult<()> {
+        let shared = SharedIdempotency::connect(url, prefix)?;
+        let _ = self.shared.set(Arc::new(shared));
+        Ok(())
+    }
+
+    pub fn shared(&self) -> Option<&Arc<SharedIdempotency>> {
+        self.shared.get()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing under the lock panics; a poisoned map is still consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -200,6 +212,7 @@ impl IdempotencyStore {
             scope,
             generation,
             sender: Some(sender),
+            fleet: None,
         }))
     }
 
@@ -272,9 +285,20 @@ pub struct Lead {
     scope: Scope,
     generation: u64,
     sender: Option<watch::Sender<Option<Verdict>>>,
+    /// The key claimed for the fleet too; settled or released with this.
+    fleet: Option<super::shared_idempotency::FleetClaim>,
 }
 
 impl Lead {
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// From now on the verdict is the fleet's too.
+    pub fn claimed_for_fleet(&mut self, claim: super::shared_idempotency::FleetClaim) {
+        self.fleet = Some(claim);
+    }
+
     /// Keeps `verdict` for `ttl` and hands it to every waiting repeat. An
     /// answer over `max_body` is kept as [`IdempotencyError::NotStored`].
     pub fn settle(mut self, verdict: Verdict, limits: &IdempotencySettings, now: Instant) {
@@ -304,6 +328,9 @@ impl Lead {
                 entry.bytes += size;
                 state.bytes += size;
             }
+        }
+        if let Some(claim) = self.fleet.take() {
+            claim.settle(&verdict, limits.ttl);
         }
         if let Some(sender) = self.sender.take() {
             sender.send_replace(Some(verdict));

@@ -13,9 +13,10 @@ mod operator;
 mod proxy;
 pub mod reload;
 pub mod router;
+pub mod shared_idempotency;
 pub mod status;
-mod tls;
 pub mod stored;
+mod tls;
 
 use crate::config::{AuthMode, Config};
 use crate::routing::health::HealthRegistry;
@@ -117,6 +118,12 @@ impl AppState {
         if let Some(url) = shared_redis.or(config.limits.redis_url.as_ref()) {
             if let Err(e) = self.cache.connect_redis(&url.0, &config.limits.key_prefix) {
                 tracing::warn!(error = ?e.kind(), "response cache: Redis URL refused, caching in memory only");
+            }
+            if let Err(e) = self
+                .idempotency
+                .connect_shared(&url.0, &config.limits.key_prefix)
+            {
+                tracing::warn!(error = ?e.kind(), "idempotency: Redis URL refused, keys kept in memory only");
             }
         }
         let limiter = crate::limits::Limiter::new(&config.limits).await?;

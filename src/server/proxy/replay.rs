@@ -5,6 +5,10 @@
 //! (bounded by the route's total deadline). A replay finishes its context
 //! with outcome `idempotent_replay` and no usage: billed and counted once.
 //!
+//! With the fleet's Redis, a key new on this replica is claimed for the
+//! fleet (`server::shared_idempotency`) before it leads, and a repeat of a
+//! key another replica is answering polls for that answer.
+//!
 //! Also owns the replay of any stored answer ([`from_store`], the cache's
 //! hits too) and the keeping of a complete one ([`keep_complete`]).
 
@@ -13,8 +17,10 @@ use crate::config::IdempotencySettings;
 use crate::error::GatewayError;
 use crate::routing::table::LiveRoute;
 use crate::server::idempotency::{
-    client_key, fingerprint, Begin, IdempotencyError, Lead, Scope, StoredAnswer, Verdict, X_REPLAY,
+    client_key, fingerprint, Begin, Fingerprint, IdempotencyError, Lead, Scope, StoredAnswer,
+    Verdict, X_REPLAY,
 };
+use crate::server::shared_idempotency::{Claim, SharedIdempotency};
 use axum::body::Body;
 use axum::response::Response;
 use http::HeaderValue;
@@ -56,7 +62,16 @@ pub async fn begin(
     let store = &ctx.state.idempotency;
     for _ in 0..MAX_ROUNDS {
         let verdict = match store.begin(scope.clone(), print, settings, Instant::now())? {
-            Begin::Lead(lead) => return Ok(Idempotent::Proceed(Some(lead))),
+            Begin::Lead(lead) => match store.shared() {
+                None => return Ok(Idempotent::Proceed(Some(lead))),
+                Some(shared) => {
+                    let total = live.route.timeouts.total;
+                    match lead_for_fleet(shared, lead, print, settings, total, deadline).await? {
+                        Fleet::Lead(lead) => return Ok(Idempotent::Proceed(Some(lead))),
+                        Fleet::Verdict(verdict) => verdict,
+                    }
+                }
+            },
             Begin::Done(verdict) => verdict,
             Begin::Wait(mut rx) => {
                 let waited = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
@@ -76,6 +91,48 @@ pub async fn begin(
         };
     }
     Err(IdempotencyError::InProgress.into())
+}
+
+/// How often a repeat asks the fleet whether the request another replica
+/// is answering has ended.
+const FLEET_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+enum Fleet {
+    /// This request answers the key for the whole fleet (or for this
+    /// replica alone, Redis not answering).
+    Lead(Lead),
+    Verdict(Verdict),
+}
+
+/// The key is new on this replica: claims it for the fleet, or waits (until
+/// `deadline`) for the replica that has it. A verdict from elsewhere also
+/// settles the local lead, so this replica's own repeats need no Redis.
+async fn lead_for_fleet(
+    shared: &Arc<SharedIdempotency>,
+    mut lead: Lead,
+    print: Fingerprint,
+    settings: &IdempotencySettings,
+    total: std::time::Duration,
+    deadline: Instant,
+) -> Result<Fleet, GatewayError> {
+    loop {
+        match shared.claim(lead.scope(), &print, total).await {
+            Claim::Ours(claim) => {
+                lead.claimed_for_fleet(claim);
+                return Ok(Fleet::Lead(lead));
+            }
+            Claim::Unavailable => return Ok(Fleet::Lead(lead)),
+            Claim::Reused => return Err(IdempotencyError::Reused.into()),
+            Claim::Done(verdict) => {
+                lead.settle(verdict.clone(), settings, Instant::now());
+                return Ok(Fleet::Verdict(verdict));
+            }
+            Claim::InFlight if Instant::now() + FLEET_POLL >= deadline => {
+                return Err(IdempotencyError::InProgress.into());
+            }
+            Claim::InFlight => tokio::time::sleep(FLEET_POLL).await,
+        }
+    }
 }
 
 /// The stored answer as this request's response, marked as a replay.
