@@ -262,3 +262,69 @@ async fn with_redis_unreachable_each_replica_decides_alone() {
     served(&gw).await;
     assert_eq!(dead.stats().requests, 0);
 }
+
+#[tokio::test]
+async fn an_opening_lost_from_redis_is_written_again_and_a_late_replica_follows_it() {
+    let prefix = prefix();
+    let ra = sharing_registry(&prefix, "a");
+    let ta = ra.get_or_create(
+        "t",
+        BreakerPolicy {
+            open_base: Duration::from_secs(60),
+            ..probing_policy()
+        },
+    );
+    let now = tokio::time::Instant::now();
+    let attempt = ta.admit(now).expect("closed");
+    attempt.failure(now, switchyard::resilience::FailureClass::Transient, None);
+    assert_eq!(ta.state(), State::Open);
+
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}:health:open:t");
+    let read = |mut redis: redis::aio::MultiplexedConnection, key: String| async move {
+        redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<String>>(&mut redis)
+            .await
+            .unwrap()
+    };
+    let mut written = None;
+    for _ in 0..200 {
+        written = read(redis.clone(), key.clone()).await;
+        if written.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        written.is_some_and(|v| v.starts_with("open|")),
+        "a's opening in Redis"
+    );
+    // Lost: as after a Redis restart without persistence.
+    let _: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut again = None;
+    for _ in 0..200 {
+        again = read(redis.clone(), key.clone()).await;
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(again.is_some_and(|v| v.contains("|a|")), "a wrote it again");
+
+    let rb = sharing_registry(&prefix, "b");
+    let tb = rb.get_or_create("t", probing_policy());
+    eventually("a replica started later follows", || {
+        tb.state() == State::Open
+    })
+    .await;
+    assert_eq!(
+        tb.opened_by().map(|o| o.replica.to_string()).as_deref(),
+        Some("a")
+    );
+}

@@ -188,6 +188,7 @@ impl Now {
             state: view.state,
             next_probe_ms: view.next_probe.map(|t| self.to_ms(t)),
             opened_at_ms: view.opened_at.map(unix_ms),
+            opened_here: view.opened_here,
             cooled_until_ms: view.cooled_until.map(|t| self.to_ms(t)),
         }
     }
@@ -308,18 +309,44 @@ impl Sync {
             return;
         };
         let now = Now::read();
+        let mut lost = Vec::new();
         for (target, fleet) in targets.iter().zip(values.chunks_exact(3)) {
-            self.apply_fleet(target, now, fleet);
+            lost.extend(self.apply_fleet(target, now, fleet));
+        }
+        for event in lost {
+            self.write(event).await;
         }
         for target in &targets {
             self.take_lease_if_due(target).await;
         }
     }
 
-    fn apply_fleet(&self, target: &TargetHealth, now: Now, fleet: &[Option<String>]) {
+    /// Applies the fleet's view of `target`; returns this replica's own
+    /// verdicts the fleet lacks (a lost write), to be written again.
+    fn apply_fleet(
+        &self,
+        target: &TargetHealth,
+        now: Now,
+        fleet: &[Option<String>],
+    ) -> Vec<HealthEvent> {
         let local = now.local(target.local_view(now.instant));
         let breaker = fleet[0].as_deref().and_then(verdict::parse_breaker);
         let cooling = fleet[1].as_deref().and_then(verdict::parse_cooling);
+        let mut lost = Vec::new();
+        if verdict::opening_lost(now.unix_ms, local, breaker.as_ref()) {
+            let view = target.local_view(now.instant);
+            lost.extend(view.next_probe.map(|probe_at| HealthEvent::Opened {
+                key: target.key.clone(),
+                probe_at,
+                cause: target.opened_by().map(|o| o.cause).unwrap_or_default(),
+            }));
+        }
+        if verdict::cooling_lost(now.unix_ms, local, cooling.as_ref()) {
+            lost.extend(local.cooled_until_ms.map(|until| HealthEvent::Cooled {
+                key: target.key.clone(),
+                until: now.to_instant(until),
+            }));
+        }
         let actions = [
             breaker.and_then(|b| verdict::breaker_action(&self.me, now.unix_ms, local, b)),
             cooling.and_then(|c| verdict::cooling_action(&self.me, now.unix_ms, local, c)),
@@ -329,6 +356,7 @@ impl Sync {
         }
         let streak = fleet[2].as_deref().and_then(|s| s.parse::<u64>().ok());
         target.note_shared_streak(streak.is_some_and(|n| n > 0));
+        lost
     }
 
     /// Shortly before an open breaker here would probe, asks for the lease;

@@ -79,6 +79,8 @@ pub struct Local {
     pub next_probe_ms: Option<u64>,
     /// Not closed: when the current opening started.
     pub opened_at_ms: Option<u64>,
+    /// This replica decided the current opening.
+    pub opened_here: bool,
     pub cooled_until_ms: Option<u64>,
 }
 
@@ -138,6 +140,34 @@ pub fn cooling_action(me: &str, now_ms: u64, local: Local, fleet: Cooling<'_>) -
     })
 }
 
+/// Times read back through the two clocks may differ by a millisecond or
+/// so; a cooldown shorter by less than this is the same one, not lost.
+const SLACK_MS: u64 = 1000;
+
+/// Whether this replica's own opening is missing from the fleet's view (its
+/// write was lost: Redis was down, the queue full) and must be written again.
+pub fn opening_lost(now_ms: u64, local: Local, fleet: Option<&Breaker<'_>>) -> bool {
+    let (State::Open, true, Some(probe)) = (local.state, local.opened_here, local.next_probe_ms)
+    else {
+        return false;
+    };
+    probe > now_ms
+        && match fleet {
+            None => true,
+            Some(Breaker::Closed { at_ms, .. }) => local.opened_at_ms.is_some_and(|o| o > *at_ms),
+            // Someone's opening is there (the write keeps the later one);
+            // a wait here beyond it is a lost probe lease, not news.
+            Some(Breaker::Open { .. }) => false,
+        }
+}
+
+/// Whether a cooldown in force here is missing from the fleet's view.
+pub fn cooling_lost(now_ms: u64, local: Local, fleet: Option<&Cooling<'_>>) -> bool {
+    local.cooled_until_ms.is_some_and(|until| {
+        until > now_ms && fleet.is_none_or(|f| f.until_ms.saturating_add(SLACK_MS) < until)
+    })
+}
+
 /// Whether to try for the probe lease now: the breaker is open and may
 /// probe within `lead`, and no attempt was made for this opening yet.
 pub fn lease_due(local: Local, now_ms: u64, lead_ms: u64, tried_for: Option<u64>) -> bool {
@@ -157,6 +187,7 @@ mod tests {
         state: State::Closed,
         next_probe_ms: None,
         opened_at_ms: None,
+        opened_here: false,
         cooled_until_ms: None,
     };
 
@@ -165,8 +196,55 @@ mod tests {
             state: State::Open,
             next_probe_ms: Some(next_probe_ms),
             opened_at_ms: Some(opened_at_ms),
+            opened_here: false,
             cooled_until_ms: None,
         }
+    }
+
+    #[test]
+    fn an_opening_or_cooldown_the_fleet_lacks_is_written_again() {
+        let mine = Local {
+            opened_here: true,
+            ..open_local(5000, 1000)
+        };
+        assert!(opening_lost(2000, mine, None), "never written");
+        let closed_before = Breaker::Closed {
+            at_ms: 900,
+            replica: "b",
+        };
+        assert!(opening_lost(2000, mine, Some(&closed_before)));
+        let closed_after = Breaker::Closed {
+            at_ms: 1100,
+            replica: "b",
+        };
+        assert!(!opening_lost(2000, mine, Some(&closed_after)));
+        let shorter = Breaker::Open {
+            until_ms: 3000,
+            at_ms: 800,
+            replica: "b",
+            cause: "",
+        };
+        assert!(
+            !opening_lost(2000, mine, Some(&shorter)),
+            "held for another's probe"
+        );
+        assert!(
+            !opening_lost(2000, open_local(5000, 1000), None),
+            "another's"
+        );
+        assert!(!opening_lost(6000, mine, None), "over");
+
+        let cooled = Local {
+            cooled_until_ms: Some(9000),
+            ..CLOSED
+        };
+        assert!(cooling_lost(1000, cooled, None));
+        let written = Cooling {
+            until_ms: 8999,
+            replica: "a",
+        };
+        assert!(!cooling_lost(1000, cooled, Some(&written)));
+        assert!(!cooling_lost(1000, CLOSED, None));
     }
 
     #[test]

@@ -419,10 +419,13 @@ impl TargetHealth {
     /// This replica's view, for `cluster` to compare with the fleet's.
     pub fn local_view(&self, now: Instant) -> LocalView {
         let breaker = lock(&self.breaker);
+        let opened_by = lock(&self.opened_by);
+        let me = self.link.get().map(|l| &l.replica);
         LocalView {
             state: breaker.state(),
             next_probe: breaker.next_probe(),
-            opened_at: lock(&self.opened_by).as_ref().map(|o| o.at),
+            opened_at: opened_by.as_ref().map(|o| o.at),
+            opened_here: opened_by.as_ref().is_some_and(|o| Some(&o.replica) == me),
             cooled_until: self.cooled_until(now),
         }
     }
@@ -478,6 +481,8 @@ pub struct LocalView {
     pub next_probe: Option<Instant>,
     /// When the current opening started (None while closed).
     pub opened_at: Option<SystemTime>,
+    /// This replica decided the current opening.
+    pub opened_here: bool,
     pub cooled_until: Option<Instant>,
 }
 
