@@ -1,5 +1,6 @@
 //! A fleet as an operator runs one: three `switchyard serve` processes
-//! sharing the machine's Redis (127.0.0.1:6379) behind HAProxy (Debian's
+//! sharing the machine's Redis (127.0.0.1:6379) and, for virtual keys,
+//! PostgreSQL (127.0.0.1:5432) behind HAProxy (Debian's
 //! package, which `.ci/run` installs; started here from a generated config
 //! that health-checks `/readyz`), under steady load from the load driver.
 //! Simulators run in this process. Each test uses Redis keys of its own.
@@ -18,6 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard::loadgen::{self, LoadReport, LoadSpec};
 use switchyard::sim::{Behavior, SimHandle};
+
+const ADMIN_ENV: &str = "SWITCHYARD_CLUSTER_TEST_ADMIN";
+const ADMIN_KEY: &str = "cluster-test-admin-0123456789";
 
 /// One replica process; killed when dropped.
 struct Replica {
@@ -121,6 +125,7 @@ fn start_replica(config: &Path, name: &str) -> Replica {
         .args(["serve", "--config"])
         .arg(config)
         .env("SWITCHYARD_WORKER_THREADS", "1")
+        .env(ADMIN_ENV, ADMIN_KEY)
         .env("SWITCHYARD_LOG_FORMAT", "json")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -391,4 +396,134 @@ async fn a_retry_after_seen_by_one_replica_stops_all_three() {
     let report = run_load(load(&balancer, 100.0, Duration::from_secs(1))).await;
     assert_eq!(report.ok, report.sent, "{}", failures(&report));
     assert_eq!(primary.stats().requests, 1, "no replica sent it another");
+}
+
+/// A fresh PostgreSQL database for the fleet (trust auth on 127.0.0.1).
+async fn fresh_database(name: &str) -> String {
+    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .expect("PostgreSQL must run on 127.0.0.1:5432");
+    let database = format!("switchyard_cluster_{name}_{}", std::process::id());
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        format!("CREATE DATABASE {database}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    format!("postgres://postgres@127.0.0.1:5432/{database}")
+}
+
+async fn as_key(url: &str, secret: &str, headers: &[(&str, &str)]) -> Reply {
+    let bearer = format!("Bearer {secret}");
+    let mut all = vec![("authorization", bearer.as_str())];
+    all.extend_from_slice(headers);
+    call(
+        &client(),
+        Method::POST,
+        url,
+        chat_body(false).to_string(),
+        &all,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_limits_and_idempotency_keys_hold_across_the_fleet() {
+    let upstream = sim("upstream").await;
+    let backup = sim("backup").await;
+    let dir = scratch("keys");
+    let store = fresh_database("keys").await;
+    let config = fleet_config(&[&upstream, &backup], "")
+        .replace("auth = \"none\"", "auth = \"keys\"")
+        + &format!(
+            "[store]\nurl = \"{store}\"\n[admin]\nkey_env = \"{ADMIN_ENV}\"\n[keys]\ncache_ttl = \"1s\"\n"
+        );
+    let fleet = start_fleet(&dir, &config);
+    let balancer = start_balancer(&dir, &fleet).await;
+    let admin = format!("Bearer {ADMIN_KEY}");
+    let created = call(
+        &client(),
+        Method::POST,
+        &format!("{}/admin/keys", fleet[0].origin),
+        r#"{"name":"fleet","service":"svc","requests_per_minute":20}"#,
+        &[("authorization", admin.as_str())],
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        http::StatusCode::CREATED,
+        "{}",
+        created.text()
+    );
+    let secret = created.json()["secret"].as_str().unwrap().to_owned();
+
+    // Requests per minute are the fleet's: 20 in all, whichever replica.
+    let through = format!("http://127.0.0.1:{}/v1/chat/completions", balancer.port);
+    let mut ok = 0;
+    for _ in 0..30 {
+        let reply = as_key(&through, &secret, &[]).await;
+        match reply.status {
+            http::StatusCode::OK => ok += 1,
+            http::StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("{other}: {}", reply.text()),
+        }
+    }
+    assert_eq!(ok, 20, "the key's 20 requests/min across three replicas");
+
+    // A second key for the rest: the first is out of requests.
+    let created = call(
+        &client(),
+        Method::POST,
+        &format!("{}/admin/keys", fleet[1].origin),
+        r#"{"name":"second","service":"svc"}"#,
+        &[("authorization", admin.as_str())],
+    )
+    .await;
+    let secret = created.json()["secret"].as_str().unwrap().to_owned();
+
+    // One Idempotency-Key, two replicas: one upstream call.
+    upstream.reset_stats();
+    let headers = [("idempotency-key", "fleet-order-1")];
+    let url = |r: &Replica| format!("{}/v1/chat/completions", r.origin);
+    let first = as_key(&url(&fleet[1]), &secret, &headers).await;
+    let second = as_key(&url(&fleet[2]), &secret, &headers).await;
+    assert_eq!(first.status, http::StatusCode::OK, "{}", first.text());
+    assert_eq!(second.status, http::StatusCode::OK, "{}", second.text());
+    assert_eq!(second.body, first.body);
+    assert_eq!(
+        second.header("x-switchyard-idempotent-replay"),
+        Some("true")
+    );
+    assert_eq!(upstream.stats().requests, 1);
+
+    // Revoked through one replica, refused by the others within cache_ttl.
+    for replica in &fleet[1..] {
+        assert_eq!(
+            as_key(&url(replica), &secret, &[]).await.status,
+            http::StatusCode::OK
+        );
+    }
+    let revoked = call(
+        &client(),
+        Method::POST,
+        &format!("{}/admin/keys/second/revoke", fleet[0].origin),
+        "",
+        &[("authorization", admin.as_str())],
+    )
+    .await;
+    assert!(revoked.status.is_success(), "{}", revoked.text());
+    for replica in &fleet[1..] {
+        let mut status = http::StatusCode::OK;
+        for _ in 0..100 {
+            status = as_key(&url(replica), &secret, &[]).await.status;
+            if status == http::StatusCode::UNAUTHORIZED {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    }
 }
