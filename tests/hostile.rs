@@ -1438,3 +1438,44 @@ async fn a_client_that_never_reads_is_sent_at_most_its_send_buffer() {
     drop(unread);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A healthy HTTP/2 client on a busy machine may answer the gateway's
+/// pings late: later than a tight header-read timeout (300 ms here), well
+/// within the ack floor (2 s). It keeps its connection; a silent one does
+/// not (`silent_h2_clients`).
+#[tokio::test]
+async fn an_http2_client_answering_pings_late_keeps_its_connection() {
+    let upstream = sim("late-acks").await;
+    let gw = gateway(
+        &[&upstream],
+        &format!("[server]\nheader_read_timeout = \"300ms\"\n{FAST}"),
+    )
+    .await;
+    let (mut read, mut write) = h2_connect(gw.addr()).await;
+    let late = Duration::from_millis(700);
+    let answered = tokio::time::timeout(BOUND, async {
+        let mut acks = 0;
+        let mut header = [0u8; 9];
+        while acks < 3 {
+            read.read_exact(&mut header).await.map_err(|_| "closed")?;
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            read.read_exact(&mut payload).await.map_err(|_| "closed")?;
+            match header[3] {
+                GOAWAY => return Err("goaway"),
+                PING if header[4] & ACK == 0 => {
+                    tokio::time::sleep(late).await;
+                    write
+                        .write_all(&frame(PING, ACK, 0, &payload))
+                        .await
+                        .map_err(|_| "closed")?;
+                    acks += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(acks)
+    })
+    .await;
+    assert_eq!(answered, Ok(Ok(3)), "dropped for answering late");
+}

@@ -23,6 +23,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::Sleep;
 
+/// The shortest wait for an HTTP/2 ping's ack: a healthy client on a busy
+/// machine can take longer than a tight `header_read_timeout` to answer,
+/// and dropping it fails every request on its connection at once.
+const H2_PING_ACK_FLOOR: Duration = Duration::from_secs(2);
+
 /// The address of the peer that sent a request, in its extensions (the
 /// load balancer's, behind one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,13 +105,14 @@ pub(crate) async fn accept_until(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_head_buffer);
-    // The HTTP/2 counterpart: a peer that stops answering pings for as
-    // long (a client that sent the preface and went silent) is dropped.
+    // The HTTP/2 counterpart: a peer that stops answering pings (a client
+    // that sent the preface and went silent) is dropped. Pings go out every
+    // header-read timeout; the ack may take up to H2_PING_ACK_FLOOR more.
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout.max(H2_PING_ACK_FLOOR))
         .max_header_list_size(u32::try_from(limits.max_head_buffer).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
