@@ -339,3 +339,20 @@ async fn a_repeat_on_another_replica_waits_for_the_first_in_flight() {
     );
     assert_eq!(sim.stats().requests, 1);
 }
+
+#[tokio::test]
+async fn with_redis_unreachable_a_replica_keeps_its_own_keys() {
+    let sim = sim("idem-no-redis").await;
+    let extra = format!("{FAST}\n[limits]\nredis_url = \"redis://127.0.0.1:1\"\n");
+    let gw = gateway(&[&sim], &extra).await;
+    let headers = [(KEY, "order-alone")];
+    let first = post(&gw, "/chat/completions", &chat_text(false), &headers).await;
+    let second = post(&gw, "/chat/completions", &chat_text(false), &headers).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    assert_eq!(
+        second.header("x-switchyard-idempotent-replay"),
+        Some("true")
+    );
+    assert_eq!(sim.stats().requests, 1);
+}
