@@ -439,7 +439,8 @@ async fn keys_limits_and_idempotency_keys_hold_across_the_fleet() {
     let config = fleet_config(&[&upstream, &backup], "")
         .replace("auth = \"none\"", "auth = \"keys\"")
         + &format!(
-            "[store]\nurl = \"{store}\"\n[admin]\nkey_env = \"{ADMIN_ENV}\"\n[keys]\ncache_ttl = \"1s\"\n"
+            "[store]\nurl = \"{store}\"\n[admin]\nkey_env = \"{ADMIN_ENV}\"\n[keys]\ncache_ttl = \"1s\"\n\
+             [prices.\"gpt-4o\"]\ninput_per_million = 400.0\noutput_per_million = 0.0\n"
         );
     let fleet = start_fleet(&dir, &config);
     let balancer = start_balancer(&dir, &fleet).await;
@@ -525,5 +526,46 @@ async fn keys_limits_and_idempotency_keys_hold_across_the_fleet() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    }
+
+    // A daily budget of 5 requests' cost (25 prompt tokens at $400/M is
+    // $0.01 each), spent across the fleet: every replica refuses next,
+    // though none spent it alone.
+    let created = call(
+        &client(),
+        Method::POST,
+        &format!("{}/admin/keys", fleet[2].origin),
+        r#"{"name":"budgeted","service":"svc","daily_budget_usd":0.05}"#,
+        &[("authorization", admin.as_str())],
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        http::StatusCode::CREATED,
+        "{}",
+        created.text()
+    );
+    let secret = created.json()["secret"].as_str().unwrap().to_owned();
+    for i in 0..5 {
+        let reply = as_key(&url(&fleet[i % 3]), &secret, &[]).await;
+        assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.text());
+    }
+    for replica in &fleet {
+        let mut last = None;
+        for _ in 0..100 {
+            let reply = as_key(&url(replica), &secret, &[]).await;
+            if reply.status == http::StatusCode::TOO_MANY_REQUESTS {
+                last = Some(reply);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let refused = last.expect("the fleet's spend reaches every replica");
+        assert_eq!(
+            refused.openai_error().1,
+            "insufficient_quota",
+            "{}",
+            refused.text()
+        );
     }
 }
