@@ -491,7 +491,7 @@ impl Continuation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deprecation {
     /// Days since 1970-01-01 (UTC) of the last allowed day.
-    pub last_day: i64,
+    pub last_day: jiff::civil::Date,
     /// As configured, `YYYY-MM-DD`.
     pub date: String,
 }
@@ -499,52 +499,34 @@ pub struct Deprecation {
 impl Deprecation {
     /// Parses `YYYY-MM-DD`.
     pub fn parse(text: &str) -> Option<Deprecation> {
-        let mut parts = text.splitn(3, '-');
-        let y: i64 = parts.next()?.parse().ok()?;
-        let m: u32 = parts.next()?.parse().ok()?;
-        let d: u32 = parts.next()?.parse().ok()?;
-        let days_in_month = match m {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-            2 => 28,
-            _ => return None,
-        };
-        if text.len() != 10 || !(1..=days_in_month).contains(&d) {
-            return None;
-        }
+        // Exactly `YYYY-MM-DD`: jiff alone would take ISO 8601's other forms.
+        let shaped = text.len() == 10 && text.as_bytes()[4] == b'-' && text.as_bytes()[7] == b'-';
+        let last_day = text.parse::<jiff::civil::Date>().ok().filter(|_| shaped)?;
         Some(Deprecation {
-            last_day: days_from_civil(y, m, d),
+            last_day,
             date: text.to_owned(),
         })
     }
 
     /// Past its last day at `now`.
     pub fn expired(&self, now: std::time::SystemTime) -> bool {
-        unix_day(now) > self.last_day
+        utc_date(now) > self.last_day
     }
 
     /// Within `window` of its last day (and not yet past it).
     pub fn warning(&self, now: std::time::SystemTime, window: Duration) -> bool {
-        let today = unix_day(now);
-        today <= self.last_day && self.last_day - today < (window.as_secs() / 86_400) as i64
+        let today = utc_date(now);
+        let days_left = today
+            .until(self.last_day)
+            .map_or(i64::MAX, |span| i64::from(span.get_days()));
+        today <= self.last_day && days_left < (window.as_secs() / 86_400) as i64
     }
 }
 
-fn unix_day(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| (d.as_secs() / 86_400) as i64)
-}
-
-/// Howard Hinnant's `days_from_civil`: days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The UTC date of `t` (before 1970 or beyond 9999: the epoch's).
+fn utc_date(t: std::time::SystemTime) -> jiff::civil::Date {
+    let at = jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    jiff::tz::Offset::UTC.to_datetime(at).date()
 }
 
 /// USD per million tokens.

@@ -8,6 +8,7 @@
 
 use super::{BudgetExceeded, BudgetPeriod, KeyBudget};
 use crate::store::{Store, StoreError, UsageDelta};
+use jiff::civil::Date;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,44 +20,33 @@ pub(crate) fn day_of(unix_ms: i64) -> i64 {
     unix_ms.div_euclid(DAY_MS)
 }
 
-/// (year, month 1..=12, day 1..=31) of a day number (Howard Hinnant's
-/// `civil_from_days`).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+const EPOCH: Date = Date::constant(1970, 1, 1);
+
+/// The civil date of a day number (clamped to the years jiff knows,
+/// -9999..=9999: far beyond any key's life).
+pub(crate) fn date_of_day(day: i64) -> Date {
+    let days = day.clamp(-4_371_587, 2_932_896);
+    EPOCH
+        .checked_add(jiff::Span::new().days(days))
+        .unwrap_or(if day < 0 { Date::MIN } else { Date::MAX })
 }
 
-/// The day number of a civil date (`days_from_civil`).
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The day number of a civil date.
+fn day_of_date(date: Date) -> i64 {
+    date.since(EPOCH)
+        .map_or(0, |span| i64::from(span.get_days()))
 }
 
 /// Months since year 0: `year * 12 + month - 1`.
 fn month_of_day(day: i64) -> i64 {
-    let (year, month, _) = civil_from_days(day);
-    year * 12 + i64::from(month) - 1
+    let date = date_of_day(day);
+    i64::from(date.year()) * 12 + i64::from(date.month()) - 1
 }
 
 fn first_day_of_month(month_index: i64) -> i64 {
-    days_from_civil(
-        month_index.div_euclid(12),
-        month_index.rem_euclid(12) as u32 + 1,
-        1,
-    )
+    let year = i16::try_from(month_index.div_euclid(12)).unwrap_or(i16::MAX);
+    let month = month_index.rem_euclid(12) as i8 + 1;
+    Date::new(year, month, 1).map_or(i64::MAX / DAY_MS, day_of_date)
 }
 
 /// A budget period as stored: `d:2026-11-25` or `m:2026-11`.
@@ -69,10 +59,7 @@ enum Period {
 impl Period {
     fn label(self) -> String {
         match self {
-            Period::Day(day) => {
-                let (y, m, d) = civil_from_days(day);
-                format!("d:{y:04}-{m:02}-{d:02}")
-            }
+            Period::Day(day) => date_of_day(day).strftime("d:%Y-%m-%d").to_string(),
             Period::Month(month) => format!(
                 "m:{:04}-{:02}",
                 month.div_euclid(12),
@@ -355,12 +342,12 @@ mod tests {
                 std::time::UNIX_EPOCH + Duration::from_secs((day.max(0) * 86_400) as u64),
             )
             .to_string();
-            let (y, m, d) = civil_from_days(day.max(0));
-            assert_eq!(formatted[..10], format!("{y:04}-{m:02}-{d:02}"));
-            assert_eq!(days_from_civil(y, m, d), day.max(0));
-            let (y, m, d) = civil_from_days(day);
-            assert_eq!(days_from_civil(y, m, d), day);
+            let date = date_of_day(day.max(0));
+            assert_eq!(formatted[..10], date.to_string());
+            assert_eq!(day_of_date(date), day.max(0));
+            assert_eq!(day_of_date(date_of_day(day)), day);
         }
+        assert_eq!(first_day_of_month(2026 * 12 + 1), 20_485, "2026-02-01");
         let (day, month) = period_labels(unix_ms("2026-11-25T23:59:59Z"));
         assert_eq!(
             (day.as_str(), month.as_str()),
