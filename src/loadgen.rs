@@ -244,6 +244,7 @@ pub fn new_histogram() -> Histogram<u64> {
     // 1 µs .. 10 min, 3 significant digits.
     match Histogram::new_with_bounds(1, 600_000_000, 3) {
         Ok(h) => h,
+        #[allow(clippy::unreachable, reason = "constant bounds hdrhistogram accepts")]
         Err(_) => unreachable!("constant bounds are valid"),
     }
 }

@@ -1,6 +1,13 @@
 //! The store's test suite, run against both back ends: SQLite in a temp
 //! file and the machine's real PostgreSQL (127.0.0.1:5432, trust auth), in a
 //! database created for the test and dropped after it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    reason = "a test crate: a failed assumption fails the test"
+)]
 
 use std::time::Duration;
 use switchyard::store::{Pool, RequestQuery, RequestRow, Store, StoreError};
@@ -301,7 +308,7 @@ impl Holder {
 }
 
 /// A pooled connection held out of the pool.
-#[allow(dead_code)]
+#[allow(dead_code, reason = "held only to keep the connection out of the pool")]
 enum Taken {
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),

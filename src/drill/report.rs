@@ -34,6 +34,7 @@ fn fine_histogram() -> Histogram<u64> {
 fn coarse_histogram() -> Histogram<u32> {
     match Histogram::new_with_bounds(1, 600_000_000, 2) {
         Ok(h) => h,
+        #[allow(clippy::unreachable, reason = "constant bounds hdrhistogram accepts")]
         Err(_) => unreachable!("constant bounds are valid"),
     }
 }

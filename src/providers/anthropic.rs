@@ -544,10 +544,16 @@ struct Part<'a> {
     #[serde(borrow, default)]
     refusal: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    #[allow(dead_code)] // recognised so that the refusal can name the part type
+    #[allow(
+        dead_code,
+        reason = "recognised so that the refusal can name the part type"
+    )]
     input_audio: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "recognised so that the refusal can name the part type"
+    )]
     file: Option<&'a RawValue>,
 }
 
@@ -557,7 +563,7 @@ struct ImageUrl<'a> {
     #[serde(borrow)]
     url: Cow<'a, str>,
     #[serde(borrow, default)]
-    #[allow(dead_code)] // Anthropic sizes images itself
+    #[allow(dead_code, reason = "Anthropic sizes images itself")]
     detail: Option<Cow<'a, str>>,
 }
 
@@ -738,7 +744,7 @@ struct Tool<'a> {
     #[serde(borrow, default)]
     function: Option<FunctionDefinition<'a>>,
     #[serde(borrow, default)]
-    #[allow(dead_code)] // recognised so that the refusal names the type
+    #[allow(dead_code, reason = "recognised so that the refusal names the type")]
     custom: Option<&'a RawValue>,
 }
 
@@ -802,10 +808,10 @@ struct NamedToolChoice<'a> {
     #[serde(borrow, default)]
     function: Option<NamedFunction<'a>>,
     #[serde(borrow, default)]
-    #[allow(dead_code)] // recognised so that the refusal names the type
+    #[allow(dead_code, reason = "recognised so that the refusal names the type")]
     allowed_tools: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    #[allow(dead_code)]
+    #[allow(dead_code, reason = "recognised so that the refusal names the type")]
     custom: Option<&'a RawValue>,
 }
 
@@ -920,7 +926,7 @@ struct JsonSchemaFormat<'a> {
     #[serde(borrow, default)]
     schema: Option<&'a RawValue>,
     #[serde(default)]
-    #[allow(dead_code)] // best effort either way: see the module doc
+    #[allow(dead_code, reason = "best effort either way: see the module doc")]
     strict: Option<bool>,
 }
 

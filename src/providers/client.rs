@@ -44,6 +44,10 @@ pub fn build(connect_timeout: Duration) -> HttpClient {
             Ok(b) => b,
             Err(_) => match HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider) {
                 Ok(b) => b,
+                #[allow(
+                    clippy::unreachable,
+                    reason = "ring supports the default protocol versions"
+                )]
                 Err(_) => unreachable!("the ring provider supports the default protocol versions"),
             },
         };

@@ -549,7 +549,10 @@ impl<'r> Dispatch<'r, '_> {
     /// parallel; the first to succeed wins and the other is dropped at once
     /// (its connection closed). Returns the index of the target whose
     /// result is returned.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "both attempts' state, borrowed from the loop that owns it"
+    )]
     async fn hedged(
         &self,
         ctx: &AttemptContext<'_>,

@@ -439,9 +439,10 @@ impl<'a> Ctx<'a> {
 
     /// Parses a request body, answering 400 (counted and logged) if it does
     /// not fit.
-    // The error is the response to send; boxing it would only add an
-    // allocation.
-    #[allow(clippy::result_large_err)]
+    #[allow(
+        clippy::result_large_err,
+        reason = "the error is the response to send; boxing it would only add an allocation"
+    )]
     pub(crate) fn parse<'b, T: Deserialize<'b>>(
         &self,
         path_model: Option<&str>,

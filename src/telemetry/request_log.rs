@@ -24,9 +24,10 @@ pub struct RequestLogCounters {
     pub failed_batches: AtomicU64,
 }
 
-// Rows are nearly every message; boxing them would add an allocation per
-// request to save bytes on the rare flush.
-#[allow(clippy::large_enum_variant)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "rows are nearly every message; boxing them would add an allocation per request to save bytes on the rare flush"
+)]
 enum Msg {
     Row(RequestRow),
     /// Write what is queued, then answer.

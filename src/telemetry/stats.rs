@@ -18,6 +18,7 @@ use tokio::time::Instant;
 fn new_histogram() -> Histogram<u32> {
     match Histogram::new_with_bounds(1, 600_000_000, 1) {
         Ok(h) => h,
+        #[allow(clippy::unreachable, reason = "constant bounds hdrhistogram accepts")]
         Err(_) => unreachable!("constant bounds are valid"),
     }
 }

@@ -170,7 +170,10 @@ impl RequestCtx {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the finished request's parts, each recorded once"
+    )]
     fn record_metrics(
         &self,
         state: &AppState,
