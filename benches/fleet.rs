@@ -12,13 +12,6 @@
 //!
 //! `cargo bench --bench fleet`; `BENCH_FLEET_RATE` requests/s per replica
 //! (default 100), `BENCH_FLEET_PROBE_SECS` (default 30).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a benchmark: a failed setup ends the run"
-)]
 
 mod common;
 

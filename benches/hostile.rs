@@ -25,13 +25,6 @@
 //! Environment knobs: BENCH_PHASE_SECS (default 10), BENCH_STREAMS
 //! (default 10000), BENCH_NOFILE (the constrained limit, default 4096),
 //! BENCH_SPRAY_RATE (sprayed keys a second, default 2000).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a benchmark: a failed setup ends the run"
-)]
 
 mod common;
 

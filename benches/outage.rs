@@ -6,13 +6,6 @@
 //!
 //! Run: `cargo bench --bench outage` (about 50 s). Knobs: OUTAGE_SECS
 //! (default 30), OUTAGE_RATE (req/s, default 200).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a benchmark: a failed setup ends the run"
-)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -24,13 +24,6 @@
 //! BENCH_PIN_CPU (pin each proxy, one worker thread or process, to that
 //! CPU: the figures then compare one core against one core),
 //! BENCH_BASELINE_BIN (another switchyard binary to compare against).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a benchmark: a failed setup ends the run"
-)]
 
 mod common;
 

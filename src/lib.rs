@@ -3,6 +3,15 @@
 //! streaming that never hides a cut answer. See ARCHITECTURE.md for the
 //! request path; each module's doc says what it owns.
 
+// No unwrap, expect, panic or unreachable outside tests (clippy.toml
+// allows them in test code).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
+
 pub mod api;
 pub mod cli;
 pub mod cluster;

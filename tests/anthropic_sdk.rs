@@ -3,13 +3,6 @@
 //! failover, here served by OpenAI-compatible upstreams (the simulator).
 //! The script asserts what the SDK saw; this test also checks the
 //! gateway's side (failover happened, the cut stream was counted).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

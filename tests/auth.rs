@@ -1,13 +1,6 @@
 //! Virtual keys on the request path: every refusal has its status and code,
 //! limits and budgets answer 429 with the right headers, the admin API
 //! wants the admin key, and no secret ever leaves the gateway.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

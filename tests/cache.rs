@@ -5,13 +5,6 @@
 //! non-deterministic requests and opted-out clients bypass it, errors are
 //! not kept, services do not share entries, hits are logged at no cost,
 //! and two gateways sharing Redis share answers.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

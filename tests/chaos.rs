@@ -4,13 +4,6 @@
 //! the simulators' own request logs, the gateway's counters), never on how
 //! long something took, so a loaded machine slows the suite down without
 //! failing it.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

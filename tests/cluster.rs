@@ -6,13 +6,6 @@
 //! Simulators run in this process. Each test uses Redis keys of its own.
 //! Assertions are on what the clients and the simulators counted; waits
 //! are bounded.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -1,13 +1,6 @@
 //! Integration tests of the core request path: one test per rule of the
 //! failure-classification table, streaming, malformed input and shutdown.
 //! Simulators and the gateway run in-process on loopback.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

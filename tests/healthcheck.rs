@@ -1,12 +1,5 @@
 //! `switchyard healthcheck`, the probe a container image without curl runs
 //! as its HEALTHCHECK: exit 0 only for a 2xx within the timeout.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -8,13 +8,6 @@
 //! One test on purpose: the panic count and RSS are process-wide, so tests
 //! running in parallel would blur them. Every wait is bounded; the slow
 //! scenarios run against a gateway whose header and body timeouts are short.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -3,13 +3,6 @@
 //! (sequential and concurrent), a different body under the same key is a
 //! 422 in the inbound protocol's shape, keys are scoped per virtual key,
 //! streams are not replayed (409), and retryable failures are not kept.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -4,13 +4,6 @@
 //! revocation and the cache TTL, budgets across a restart, the admin HTTP
 //! API, the CLI through the built binary, and that no secret is ever
 //! stored or listed. Time moves only by a manual clock, never by sleeping.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

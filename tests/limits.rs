@@ -2,13 +2,6 @@
 //! client gets, and limits shared by two limiters (two replicas) through the
 //! machine's real Redis (127.0.0.1:6379), each test under its own key prefix,
 //! deleted after it. Assertions are on counts, never on elapsed time.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 use std::sync::Arc;
 use std::time::Duration;

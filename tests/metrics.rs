@@ -1,12 +1,5 @@
 //! `GET /metrics` after scripted simulator scenarios: the counters say
 //! exactly what happened, labels are bounded, and no secret appears.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -1,13 +1,6 @@
 //! The official `openai` Python SDK against the gateway: the real client
 //! apps use must parse our responses, streams and errors. The SDK is
 //! installed into `.venv` (by `.ci/run`, or here on first use).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -1,12 +1,5 @@
 //! The real binary as an operator runs it: `serve` with a config file,
 //! SIGHUP reload (valid and invalid files), SIGTERM drain, `check-config`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

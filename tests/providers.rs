@@ -1,13 +1,6 @@
 //! Provider adapters and graceful degradation, end to end through the
 //! gateway against the simulator: degraded tiers, deprecation dates, and
 //! requests a provider cannot express failing over to one that can.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

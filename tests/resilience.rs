@@ -1,13 +1,6 @@
 //! Circuit breakers, retry budgets, hedging, balancing, regions and hot
 //! reload, end to end against simulators. Assertions are on counts the
 //! simulators and the gateway record, never on elapsed time.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -3,13 +3,6 @@
 //! the simulator), failover before first content, typed failure events
 //! after it, conversations that survive failover to another provider, and
 //! stored responses scoped to the key that created them.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

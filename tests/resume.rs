@@ -3,13 +3,6 @@
 //! an instructed continuation with overlap removal on an OpenAI one), and
 //! the client sees one complete answer; the simulators' logs show what
 //! each target received.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -3,13 +3,6 @@
 //! an Anthropic one) that breaks after content is continued on the route's
 //! next target, and the client reads one valid Responses event sequence;
 //! the simulators' logs show what each target received.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -1,13 +1,6 @@
 //! The real binary with virtual keys: no secret (virtual key, admin key,
 //! upstream key) appears in anything the gateway writes, and a key's rate
 //! limit holds across two gateway processes sharing one Redis.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -3,13 +3,6 @@
 //! own breakers, over the same simulators. Every test uses a key prefix of
 //! its own. Assertions are on states and the simulators' counts, never on
 //! elapsed time; waits for the other replica are bounded (`eventually`).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

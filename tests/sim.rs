@@ -1,11 +1,4 @@
 //! Integration tests of the fake provider, over loopback HTTP.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

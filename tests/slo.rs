@@ -1,12 +1,5 @@
 //! SLO burn-rate alerts end to end: failing traffic fires page and ticket
 //! alerts, delivered to a local webhook receiver (retried after a failure).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

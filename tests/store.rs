@@ -1,13 +1,6 @@
 //! The store's test suite, run against both back ends: SQLite in a temp
 //! file and the machine's real PostgreSQL (127.0.0.1:5432, trust auth), in a
 //! database created for the test and dropped after it.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 use std::time::Duration;
 use switchyard::store::{Pool, RequestQuery, RequestRow, Store, StoreError};

@@ -3,13 +3,6 @@
 //! `resource_unavailable`) or stays silent past `tier_first_byte` is asked
 //! again at `default` before any other target; the response says which tier served, and the simulators' logs
 //! show the tier each request carried.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

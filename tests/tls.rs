@@ -5,13 +5,6 @@
 //! certificate file as a config error naming its setting. Certificates
 //! come from a test CA made with rcgen in a scratch directory; the client
 //! is rustls trusting only that CA.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a test crate: a failed assumption fails the test"
-)]
 
 mod common;
 

@@ -1,13 +1,6 @@
 //! What the benches share: starting switchyard, the simulator and other
 //! processes and stopping them cleanly, reading a process's CPU time and
 //! memory from /proc, writing configs and creating virtual keys.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a benchmark: a failed setup ends the run"
-)]
 #![allow(dead_code, reason = "each bench uses its own subset")]
 
 use std::io::{BufRead, BufReader, Write};

@@ -3,11 +3,7 @@
 //! that can read a response frame by frame.
 #![allow(
     dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    reason = "a harness shared by test crates, each using a subset; a failed assumption fails the test"
+    reason = "a harness shared by test crates, each using a subset"
 )]
 
 use bytes::Bytes;
