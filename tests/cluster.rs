@@ -398,22 +398,23 @@ async fn a_retry_after_seen_by_one_replica_stops_all_three() {
     assert_eq!(primary.stats().requests, 1, "no replica sent it another");
 }
 
-/// A fresh PostgreSQL database for the fleet (trust auth on 127.0.0.1).
-async fn fresh_database(name: &str) -> String {
-    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
-        .await
-        .expect("PostgreSQL must run on 127.0.0.1:5432");
-    let database = format!("switchyard_cluster_{name}_{}", std::process::id());
-    for statement in [
-        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-        format!("CREATE DATABASE {database}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    format!("postgres://postgres@127.0.0.1:5432/{database}")
+/// A virtual key created through `replica`'s admin API; its secret.
+async fn create_key(replica: &Replica, body: &str) -> String {
+    let created = call(
+        &client(),
+        Method::POST,
+        &format!("{}/admin/keys", replica.origin),
+        body.to_owned(),
+        &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        http::StatusCode::CREATED,
+        "{}",
+        created.text()
+    );
+    created.json()["secret"].as_str().unwrap().to_owned()
 }
 
 async fn as_key(url: &str, secret: &str, headers: &[(&str, &str)]) -> Reply {
@@ -435,7 +436,7 @@ async fn keys_limits_and_idempotency_keys_hold_across_the_fleet() {
     let upstream = sim("upstream").await;
     let backup = sim("backup").await;
     let dir = scratch("keys");
-    let store = fresh_database("keys").await;
+    let store = fresh_postgres("switchyard_cluster_keys").await;
     let config = fleet_config(&[&upstream, &backup], "")
         .replace("auth = \"none\"", "auth = \"keys\"")
         + &format!(
@@ -445,21 +446,11 @@ async fn keys_limits_and_idempotency_keys_hold_across_the_fleet() {
     let fleet = start_fleet(&dir, &config);
     let balancer = start_balancer(&dir, &fleet).await;
     let admin = format!("Bearer {ADMIN_KEY}");
-    let created = call(
-        &client(),
-        Method::POST,
-        &format!("{}/admin/keys", fleet[0].origin),
+    let secret = create_key(
+        &fleet[0],
         r#"{"name":"fleet","service":"svc","requests_per_minute":20}"#,
-        &[("authorization", admin.as_str())],
     )
     .await;
-    assert_eq!(
-        created.status,
-        http::StatusCode::CREATED,
-        "{}",
-        created.text()
-    );
-    let secret = created.json()["secret"].as_str().unwrap().to_owned();
 
     // Requests per minute are the fleet's: 20 in all, whichever replica.
     let through = format!("http://127.0.0.1:{}/v1/chat/completions", balancer.port);
@@ -475,15 +466,7 @@ async fn keys_limits_and_idempotency_keys_hold_across_the_fleet() {
     assert_eq!(ok, 20, "the key's 20 requests/min across three replicas");
 
     // A second key for the rest: the first is out of requests.
-    let created = call(
-        &client(),
-        Method::POST,
-        &format!("{}/admin/keys", fleet[1].origin),
-        r#"{"name":"second","service":"svc"}"#,
-        &[("authorization", admin.as_str())],
-    )
-    .await;
-    let secret = created.json()["secret"].as_str().unwrap().to_owned();
+    let secret = create_key(&fleet[1], r#"{"name":"second","service":"svc"}"#).await;
 
     // One Idempotency-Key, two replicas: one upstream call.
     upstream.reset_stats();
@@ -531,21 +514,11 @@ async fn keys_limits_and_idempotency_keys_hold_across_the_fleet() {
     // A daily budget of 5 requests' cost (25 prompt tokens at $400/M is
     // $0.01 each), spent across the fleet: every replica refuses next,
     // though none spent it alone.
-    let created = call(
-        &client(),
-        Method::POST,
-        &format!("{}/admin/keys", fleet[2].origin),
+    let secret = create_key(
+        &fleet[2],
         r#"{"name":"budgeted","service":"svc","daily_budget_usd":0.05}"#,
-        &[("authorization", admin.as_str())],
     )
     .await;
-    assert_eq!(
-        created.status,
-        http::StatusCode::CREATED,
-        "{}",
-        created.text()
-    );
-    let secret = created.json()["secret"].as_str().unwrap().to_owned();
     for i in 0..5 {
         let reply = as_key(&url(&fleet[i % 3]), &secret, &[]).await;
         assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.text());
@@ -568,4 +541,6 @@ async fn keys_limits_and_idempotency_keys_hold_across_the_fleet() {
             refused.text()
         );
     }
+    drop(fleet);
+    drop_postgres(&store).await;
 }

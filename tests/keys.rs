@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{call, client, Reply};
+use common::{call, client, drop_postgres, fresh_postgres, Reply};
 use http::{Method, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +21,10 @@ use switchyard::store::{Pool, Store};
 /// The store timeout of these tests.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
 struct Backend {
     name: &'static str,
     store: Store,
-    pg_database: Option<String>,
+    pg_url: Option<String>,
     dir: Option<std::path::PathBuf>,
 }
 
@@ -40,37 +38,19 @@ async fn backends(test: &str) -> Vec<Backend> {
     )
     .await
     .expect("sqlite");
-    let database = format!("switchyard_keys_{}_{test}", std::process::id());
-    // A plain pool: `Store::connect` would create tables in `postgres`.
-    let admin = sqlx::PgPool::connect(PG_ADMIN)
-        .await
-        .expect("PostgreSQL must run on 127.0.0.1:5432 (see .ci/run)");
-    for statement in [
-        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-        format!("CREATE DATABASE {database}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    let postgres = Store::connect(
-        &format!("postgres://postgres@127.0.0.1:5432/{database}"),
-        TIMEOUT,
-    )
-    .await
-    .expect("postgres");
+    let url = fresh_postgres(&format!("switchyard_keys_{test}")).await;
+    let postgres = Store::connect(&url, TIMEOUT).await.expect("postgres");
     vec![
         Backend {
             name: "sqlite",
             store: sqlite,
-            pg_database: None,
+            pg_url: None,
             dir: Some(dir),
         },
         Backend {
             name: "postgres",
             store: postgres,
-            pg_database: Some(database),
+            pg_url: Some(url),
             dir: None,
         },
     ]
@@ -79,14 +59,8 @@ async fn backends(test: &str) -> Vec<Backend> {
 async fn drop_backends(backends: Vec<Backend>) {
     for b in backends {
         drop(b.store);
-        if let Some(db) = b.pg_database {
-            let admin = sqlx::PgPool::connect(PG_ADMIN).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-            )))
-            .execute(&admin)
-            .await
-            .unwrap();
+        if let Some(url) = b.pg_url {
+            drop_postgres(&url).await;
         }
         if let Some(dir) = b.dir {
             let _ = std::fs::remove_dir_all(dir);
@@ -652,11 +626,11 @@ async fn the_cache_answers_while_the_store_is_down() {
     for b in &backends {
         let clock = Clock::manual(t0());
         // Its own pool, so closing it leaves the backend usable for cleanup.
-        let url = match (b.store.pool(), &b.dir, &b.pg_database) {
+        let url = match (b.store.pool(), &b.dir, &b.pg_url) {
             (Pool::Sqlite(_), Some(dir), _) => {
                 format!("sqlite://{}", dir.join("store.db").display())
             }
-            (_, _, Some(db)) => format!("postgres://postgres@127.0.0.1:5432/{db}"),
+            (_, _, Some(url)) => url.clone(),
             _ => unreachable!(),
         };
         let store = Store::connect(&url, TIMEOUT).await.unwrap();

@@ -270,22 +270,7 @@ async fn sigterm_drains_behind_a_503_readyz_and_a_second_signal_exits_at_once() 
 async fn sigterm_exits_while_the_database_is_stuck() {
     use sqlx::Executor;
     let upstream = sim("upstream").await;
-    let database = format!("switchyard_stuck_{}", std::process::id());
-    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
-        .await
-        .expect("PostgreSQL must run on 127.0.0.1:5432");
-    let sql = |s: String| sqlx::AssertSqlSafe(s);
-    admin
-        .execute(sql(format!(
-            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-        )))
-        .await
-        .unwrap();
-    admin
-        .execute(sql(format!("CREATE DATABASE {database}")))
-        .await
-        .unwrap();
-    let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+    let url = fresh_postgres("switchyard_stuck").await;
     let dir = scratch("stuck");
     let path = dir.join("gw.toml");
     let text = config_text(
@@ -329,12 +314,7 @@ async fn sigterm_exits_while_the_database_is_stuck() {
     assert!(status.success(), "{status:?}");
     tx.rollback().await.unwrap();
     holder.close().await;
-    admin
-        .execute(sql(format!(
-            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-        )))
-        .await
-        .unwrap();
+    drop_postgres(&url).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -386,3 +386,38 @@ pub async fn sim60(name: &str, tweak: impl FnOnce(&mut Behavior)) -> SimHandle {
 pub fn continuation_of(sim: &SimHandle) -> Vec<Option<String>> {
     sim.requests().into_iter().map(|r| r.continuation).collect()
 }
+
+const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Runs statements as the server's admin, on a plain pool (`Store::connect`
+/// would create tables in `postgres`).
+async fn postgres_admin(statements: &[String]) {
+    let admin = sqlx::PgPool::connect(&format!("{PG_SERVER}/postgres"))
+        .await
+        .expect("PostgreSQL must run on 127.0.0.1:5432 (see .ci/run)");
+    for statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&admin)
+            .await
+            .expect("an admin statement");
+    }
+}
+
+/// A new, empty PostgreSQL database `NAME_PID` on 127.0.0.1:5432 (trust
+/// auth; `.ci/run` starts the server), dropped first if a run left it;
+/// returns its URL.
+pub async fn fresh_postgres(name: &str) -> String {
+    let database = format!("{name}_{}", std::process::id());
+    postgres_admin(&[
+        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        format!("CREATE DATABASE {database}"),
+    ])
+    .await;
+    format!("{PG_SERVER}/{database}")
+}
+
+/// Drops a database [`fresh_postgres`] made, cutting its connections.
+pub async fn drop_postgres(url: &str) {
+    let database = url.rsplit('/').next().unwrap_or_default();
+    postgres_admin(&[format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")]).await;
+}
