@@ -230,7 +230,7 @@ async fn a_burning_slo_sends_requests_to_the_degraded_tier_first_until_it_clears
     );
     let status = status_json(&gw).await;
     assert_eq!(status["routes"][0]["degraded_by_slo"], true);
-    assert_eq!(status["routes"][0]["state"], "degraded");
+    assert_eq!(status["routes"][0]["state"], "degraded_performance");
     let page = call(
         &client(),
         Method::GET,

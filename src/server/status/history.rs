@@ -180,7 +180,10 @@ mod tests {
             ],
             failed: false,
         };
-        let incident = [((now_hour - 1) * HOUR_MS + 5, Some((now_hour - 1) * HOUR_MS + 9))];
+        let incident = [(
+            (now_hour - 1) * HOUR_MS + 5,
+            Some((now_hour - 1) * HOUR_MS + 9),
+        )];
         let up = uptime(&loaded, "a", None, &incident);
         assert_eq!(up.hours.len(), 24);
         assert_eq!(up.days.len(), 90);

@@ -76,7 +76,10 @@ pub async fn load_history(state: &AppState) -> Option<Arc<Loaded>> {
 /// Whether `latency` misses the objective (threshold, ratio): the
 /// percentile nearest below the ratio (p99 from 0.99, p95 from 0.95, else
 /// p50) is above the threshold.
-fn latency_missed(objective: Option<(std::time::Duration, f64)>, latency: Option<Percentiles>) -> bool {
+fn latency_missed(
+    objective: Option<(std::time::Duration, f64)>,
+    latency: Option<Percentiles>,
+) -> bool {
     let (Some((threshold, ratio)), Some(p)) = (objective, latency) else {
         return false;
     };
@@ -226,4 +229,3 @@ pub fn stats(state: &AppState) -> serde_json::Value {
         .collect();
     serde_json::json!({ "routes": routes })
 }
-

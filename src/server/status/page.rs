@@ -207,7 +207,10 @@ fn bars(out: &mut String, bars: &[Bar], kind: &str) {
             0 => ("", String::new()),
             n => (" inc", format!(", {n} incident(s)")),
         };
-        let _ = write!(out, r#"<i class="{class}{mark}" title="{at}: {what}{note}"></i>"#);
+        let _ = write!(
+            out,
+            r#"<i class="{class}{mark}" title="{at}: {what}{note}"></i>"#
+        );
     }
     out.push_str("</div>");
 }
@@ -244,7 +247,9 @@ fn incidents(out: &mut String, report: &StatusReport) {
         out.push_str("<p>No incidents recorded.</p></div>");
         return;
     }
-    out.push_str("<div class=\"scroll\"><table><tr><th>what</th><th>started</th><th>resolved</th></tr>");
+    out.push_str(
+        "<div class=\"scroll\"><table><tr><th>what</th><th>started</th><th>resolved</th></tr>",
+    );
     for i in &report.incidents {
         let _ = write!(
             out,
@@ -293,6 +298,9 @@ mod tests {
 
     #[test]
     fn escape_covers_both_quotes() {
-        assert_eq!(escape(r#"<a href='x' title="y">&"#), "&lt;a href=&#39;x&#39; title=&quot;y&quot;&gt;&amp;");
+        assert_eq!(
+            escape(r#"<a href='x' title="y">&"#),
+            "&lt;a href=&#39;x&#39; title=&quot;y&quot;&gt;&amp;"
+        );
     }
 }

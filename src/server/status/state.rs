@@ -111,13 +111,21 @@ mod tests {
 
     #[test]
     fn success_ratio_boundaries() {
-        assert_eq!(health(&Signals::default()), Health::Operational, "no traffic");
+        assert_eq!(
+            health(&Signals::default()),
+            Health::Operational,
+            "no traffic"
+        );
         assert_eq!(health(&ratio(1.0)), Health::Operational);
         assert_eq!(health(&ratio(0.99)), Health::Operational);
         assert_eq!(health(&ratio(0.9899)), Health::DegradedPerformance);
         assert_eq!(health(&ratio(0.95)), Health::DegradedPerformance);
         assert_eq!(health(&ratio(0.9499)), Health::PartialOutage);
-        assert_eq!(health(&ratio(0.71)), Health::PartialOutage, "the issue's primary");
+        assert_eq!(
+            health(&ratio(0.71)),
+            Health::PartialOutage,
+            "the issue's primary"
+        );
         assert_eq!(health(&ratio(0.50)), Health::PartialOutage);
         assert_eq!(health(&ratio(0.4999)), Health::MajorOutage);
         assert_eq!(health(&ratio(0.0)), Health::MajorOutage);
@@ -131,9 +139,17 @@ mod tests {
         };
         assert_eq!(health(&slo(0.999, 0.999)), Health::Operational);
         assert_eq!(health(&slo(0.998, 0.999)), Health::DegradedPerformance);
-        assert_eq!(health(&slo(0.97, 0.96)), Health::Operational, "looser than 99%");
+        assert_eq!(
+            health(&slo(0.97, 0.96)),
+            Health::Operational,
+            "looser than 99%"
+        );
         assert_eq!(health(&slo(0.955, 0.96)), Health::DegradedPerformance);
-        assert_eq!(health(&slo(0.94, 0.90)), Health::PartialOutage, "95% still holds");
+        assert_eq!(
+            health(&slo(0.94, 0.90)),
+            Health::PartialOutage,
+            "95% still holds"
+        );
     }
 
     #[test]
@@ -164,9 +180,17 @@ mod tests {
             ..ratio(1.0)
         };
         assert_eq!(health(&breakers(1, 0, 0)), Health::Operational);
-        assert_eq!(health(&breakers(1, 1, 0)), Health::MajorOutage, "a target open");
+        assert_eq!(
+            health(&breakers(1, 1, 0)),
+            Health::MajorOutage,
+            "a target open"
+        );
         assert_eq!(health(&breakers(1, 0, 1)), Health::PartialOutage, "probing");
-        assert_eq!(health(&breakers(2, 1, 0)), Health::DegradedPerformance, "failing over");
+        assert_eq!(
+            health(&breakers(2, 1, 0)),
+            Health::DegradedPerformance,
+            "failing over"
+        );
         assert_eq!(health(&breakers(2, 1, 1)), Health::PartialOutage);
         assert_eq!(health(&breakers(2, 2, 0)), Health::MajorOutage);
         assert_eq!(health(&breakers(3, 1, 1)), Health::DegradedPerformance);
