@@ -28,6 +28,7 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{text-align:left;
 .bars i.operational{background:#2da44e}.bars i.degraded_performance{background:#d4a72c}.bars i.partial_outage{background:#e16f24}.bars i.major_outage{background:#cf222e}
 .bars i.inc::after{content:'';position:absolute;left:0;right:0;bottom:-6px;height:4px;background:#1b1b1b}
 .axis{display:flex;justify-content:space-between;color:#666;font-size:.75rem;margin-top:.4rem}
+.target{border-top:1px solid #eee;padding:.4rem 0}
 .legend i{display:inline-block;width:.7rem;height:.7rem;border-radius:2px;margin:0 .25rem 0 .6rem;vertical-align:-1px}";
 
 /// Text for HTML content and double- or single-quoted attributes.
@@ -215,11 +216,13 @@ fn bars(out: &mut String, bars: &[Bar], kind: &str) {
     out.push_str("</div>");
 }
 
+/// One row per target that wraps on a narrow screen: name and state on
+/// the first line, breaker, success and latency under them.
 fn targets(out: &mut String, r: &RouteStatus) {
     let Some(targets) = &r.targets else {
         return;
     };
-    out.push_str("<div class=\"scroll\"><table><tr><th>target</th><th>state</th><th>breaker</th><th>success (1 h)</th><th>p50/p95/p99 (1 h)</th></tr>");
+    out.push_str(r#"<div class="targets">"#);
     for t in targets {
         let class = match t.breaker {
             State::Closed => "operational",
@@ -228,17 +231,18 @@ fn targets(out: &mut String, r: &RouteStatus) {
         };
         let _ = write!(
             out,
-            r#"<tr><td>{} <span class="muted">{}</span></td><td class="{}">{}</td><td class="{class}">{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<div class="target"><div class="head"><span><b>{}</b> <span class="muted">{}</span></span><span class="badge {}">{}</span></div><div class="muted">breaker <span class="{class}">{}</span> · success (1 h) {} of {} attempts · p50/p95/p99 {}</div></div>"#,
             escape(&t.target),
             escape(&t.region),
             t.state.as_str(),
             t.state.label(),
             t.breaker.as_str(),
             pct(t.success_ratio_1h),
+            t.attempts_1h,
             lat(t.latency_1h)
         );
     }
-    out.push_str("</table></div>");
+    out.push_str("</div>");
 }
 
 fn incidents(out: &mut String, report: &StatusReport) {
