@@ -15,12 +15,10 @@ use std::fmt::Write as _;
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:56rem;padding:1rem;color:#1b1b1b;background:#fafafa}
 h1{font-size:1.4rem;margin:.2rem 0 .8rem}
 .card{background:#fff;border:1px solid #ddd;border-radius:.5rem;padding:.8rem 1rem;margin:.8rem 0}
-.scroll{overflow-x:auto}
 .operational{color:#137333}.degraded_performance{color:#8a6100}.partial_outage{color:#b3470b}.major_outage{color:#c5221f}
 .badge{font-weight:600;font-size:.85rem;white-space:nowrap}
 .head{display:flex;justify-content:space-between;gap:.5rem;flex-wrap:wrap;align-items:baseline}
 .muted{color:#666;font-size:.85rem}
-table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{text-align:left;padding:.25rem .4rem;border-top:1px solid #eee;white-space:nowrap}
 .banner{padding:.8rem 1rem;border-radius:.5rem;color:#fff;font-weight:600}
 .b-operational{background:#137333}.b-degraded_performance{background:#8a6100}.b-partial_outage{background:#b3470b}.b-major_outage{background:#c5221f}
 .bars{display:flex;gap:1px;height:2rem;margin:.3rem 0 .5rem}
@@ -251,13 +249,10 @@ fn incidents(out: &mut String, report: &StatusReport) {
         out.push_str("<p>No incidents recorded.</p></div>");
         return;
     }
-    out.push_str(
-        "<div class=\"scroll\"><table><tr><th>what</th><th>started</th><th>resolved</th></tr>",
-    );
     for i in &report.incidents {
         let _ = write!(
             out,
-            "<tr><td>{} unavailable{}</td><td>{}</td><td>{}</td></tr>",
+            r#"<div class="target"><b>{}</b> unavailable{}<div class="muted">started {} · {}</div></div>"#,
             escape(&i.target),
             if i.cause.is_empty() {
                 String::new()
@@ -265,10 +260,11 @@ fn incidents(out: &mut String, report: &StatusReport) {
                 format!(" ({})", escape(&i.cause))
             },
             ago(i.started),
-            i.ended.map_or("ongoing".to_owned(), ago)
+            i.ended
+                .map_or("ongoing".to_owned(), |t| format!("resolved {}", ago(t)))
         );
     }
-    out.push_str("</table></div></div>");
+    out.push_str("</div>");
 }
 
 fn thresholds(out: &mut String) {
