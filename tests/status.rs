@@ -243,7 +243,7 @@ fn rows(at_ms: i64, route: &str, count: i64, failed: i64) -> Vec<RequestRow> {
 }
 
 /// The bar of `bars` that starts at `start` (Unix seconds).
-fn bar<'a>(bars: &'a serde_json::Value, start: i64) -> &'a serde_json::Value {
+fn bar(bars: &serde_json::Value, start: i64) -> &serde_json::Value {
     bars.as_array()
         .unwrap()
         .iter()
