@@ -170,9 +170,11 @@ fn route_status(
     let degraded_by_slo = live.route_health.slo_degraded();
     let latency_slo_missed = latency_missed(policy.and_then(|p| p.latency), hour.latency);
     let keys: Vec<String> = live.route.targets.iter().map(|t| t.health_key()).collect();
+    // A target's breaker opening, or a regional outage of this route.
+    let regional = format!(" of route {}", live.route.name);
     let spans: Vec<Span> = incidents
         .iter()
-        .filter(|i| keys.contains(&i.target))
+        .filter(|i| keys.contains(&i.target) || i.target.ends_with(&regional))
         .map(|i| (history::unix_ms(i.started), i.ended.map(history::unix_ms)))
         .collect();
     RouteStatus {
