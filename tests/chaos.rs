@@ -485,11 +485,22 @@ max_streams_cut = 0
         "timeseries",
         "upstream",
         "rss",
+        "upstream_per_second",
+        "breaker_bands",
     ] {
         assert!(!report[key].is_null(), "{key} missing");
     }
+    assert!(
+        !report["upstream_per_second"].as_array().unwrap().is_empty(),
+        "where the traffic went, per second"
+    );
+    assert!(!report["breaker_bands"].as_array().unwrap().is_empty());
     let page = std::fs::read_to_string(&html).unwrap();
-    assert_eq!(page.matches("<svg").count(), 2);
+    assert_eq!(
+        page.matches("<svg").count(),
+        4,
+        "success, latency, upstream traffic, breaker bands"
+    );
     assert!(!page.contains("<script"));
     assert!(page.contains("min_success_ratio"));
 

@@ -502,3 +502,40 @@ async fn an_older_sqlite_request_log_gains_the_new_columns() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The status page's uptime query: requests and successes per route and
+/// bucket, on both back ends, bounded by its limit.
+#[tokio::test]
+async fn request_buckets_sum_per_route_and_bucket_on_both_back_ends() {
+    const H: i64 = 3_600_000;
+    let backends = backends("buckets").await;
+    for b in &backends {
+        let mut rows = vec![
+            row(10 * H + 1, "chat", 200),
+            row(10 * H + 2, "chat", 503),
+            row(10 * H + 3, "chat", 404), // a client error is no gateway failure
+            row(11 * H + 4, "chat", 200),
+            row(11 * H + 5, "embed", 502),
+            row(9 * H, "chat", 500), // before `since`
+        ];
+        let mut cut = row(11 * H + 6, "chat", 200);
+        cut.outcome = "cut".into();
+        rows.push(cut);
+        b.store.insert_requests(&rows).await.unwrap();
+        let mut got = b.store.request_buckets(10 * H, H, 100).await.unwrap();
+        got.sort_by(|x, y| (x.bucket, &x.route).cmp(&(y.bucket, &y.route)));
+        let got: Vec<_> = got
+            .iter()
+            .map(|r| (r.route.as_str(), r.bucket, r.requests, r.successes))
+            .collect();
+        assert_eq!(
+            got,
+            [("chat", 10, 3, 2), ("chat", 11, 2, 1), ("embed", 11, 1, 0)],
+            "{}",
+            b.name
+        );
+        let limited = b.store.request_buckets(0, H, 2).await.unwrap();
+        assert_eq!(limited.len(), 2, "{}", b.name);
+    }
+    drop_backends(backends).await;
+}

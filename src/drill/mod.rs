@@ -16,6 +16,7 @@ pub mod live;
 mod plot;
 pub mod report;
 pub mod scenario;
+pub mod traffic;
 mod watch;
 
 use crate::loadgen::{self, Live, Observer};

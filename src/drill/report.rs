@@ -242,6 +242,11 @@ pub struct Observed {
     /// Whether `upstream` counts requests the simulators received (true) or
     /// the gateway's attempts per target (false).
     pub upstream_is_sims: bool,
+    /// The same cumulative upstream counts, read once a second (the first
+    /// reading at or after each whole second).
+    pub upstream_ticks: Vec<super::traffic::Tick>,
+    /// Every target key the watcher saw.
+    pub targets: Vec<String>,
 }
 
 impl Observed {
@@ -425,6 +430,11 @@ pub struct Report {
     pub outages: Vec<OutageReport>,
     pub breaker_events: Vec<BreakerEvent>,
     pub timeseries: Vec<SecondPoint>,
+    /// Upstream requests per second, by upstream (simulator name, or target
+    /// key with `--target`).
+    pub upstream_per_second: Vec<super::traffic::UpstreamSecond>,
+    /// Each target's breaker states over the run.
+    pub breaker_bands: Vec<super::traffic::Band>,
     /// Resident memory of the drill process (which hosts the gateway) in
     /// self-contained mode.
     pub rss: Option<Rss>,
@@ -570,6 +580,12 @@ pub fn build(recorder: &Recorder, inputs: Inputs<'_>) -> Report {
         outages,
         breaker_events: observed.breaker_events.clone(),
         timeseries,
+        upstream_per_second: super::traffic::per_second(&observed.upstream_ticks),
+        breaker_bands: super::traffic::bands(
+            &observed.targets,
+            &observed.breaker_events,
+            secs(elapsed),
+        ),
         rss,
         expectations: Vec::new(),
         passed: true,
@@ -984,7 +1000,11 @@ table{{border-collapse:collapse;width:100%;font-size:.85rem}} td,th{{text-align:
     out.push_str(&super::plot::success_svg(r));
     out.push_str("<h2>Latency per second (successful requests)</h2>");
     out.push_str(&super::plot::latency_svg(r));
-    out.push_str("<p class=\"muted\">Dashed lines: phase boundaries (P1, P2, … as in the table below). Red ticks at the top: a breaker opened; green: one closed. Requests are placed by the second they were sent.</p></div>");
+    out.push_str("<h2>Upstream requests per second, by upstream</h2>");
+    out.push_str(&super::plot::traffic_svg(r));
+    out.push_str("<h2>Breaker state per target</h2>");
+    out.push_str(&super::plot::breakers_svg(r));
+    out.push_str("<p class=\"muted\">Dashed lines: phase boundaries (P1, P2, … as in the table below). Red ticks at the top: a breaker opened; green: one closed. Client requests are placed by the second they were sent, upstream requests by the second the watcher counted them. Breaker bands: green closed, amber half-open, red open (as polled).</p></div>");
     out.push_str("<div class=\"card\"><h2>Phases</h2><table><tr><th>phase</th><th class=\"l\">window</th><th class=\"l\">faults</th><th>requests</th><th>success</th><th>p50/p95/p99 ms</th><th>ttft p50/p95/p99 ms</th><th>upstream</th><th>amp.</th><th>retries</th><th>failovers</th><th>hedges</th><th>budget refusals</th><th>continued</th><th>streams cut</th></tr>");
     for p in &r.phases {
         let gw = p.upstream.as_ref().and_then(|u| u.gateway);

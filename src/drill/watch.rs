@@ -104,6 +104,7 @@ impl Watch {
                 let reading = read(&source, &client).await;
                 tracker.take(reading, finishing || at_cut);
                 if finishing {
+                    tracker.observed.targets = tracker.last.keys().cloned().collect();
                     return tracker.observed;
                 }
             }
@@ -159,16 +160,21 @@ impl Tracker {
             }
         }
         *self.open.lock().unwrap_or_else(|p| p.into_inner()) = open;
+        let upstream: BTreeMap<String, u64> = if self.observed.upstream_is_sims {
+            reading.upstream
+        } else {
+            reading
+                .targets
+                .into_iter()
+                .map(|(key, _, attempts)| (key, attempts))
+                .collect()
+        };
+        // Once a second (the readings between are 50 or 500 ms apart).
+        let ticks = &mut self.observed.upstream_ticks;
+        if ticks.last().is_none_or(|(t, _)| at.as_secs() > t.as_secs()) {
+            ticks.push((at, upstream.clone()));
+        }
         if sample {
-            let upstream = if self.observed.upstream_is_sims {
-                reading.upstream
-            } else {
-                reading
-                    .targets
-                    .into_iter()
-                    .map(|(key, _, attempts)| (key, attempts))
-                    .collect()
-            };
             self.observed.samples.push(Sample {
                 at,
                 counters: reading.counters,

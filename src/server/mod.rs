@@ -61,6 +61,9 @@ pub struct AppState {
     /// Answers of routes with `[routes.NAME.cache]`.
     pub cache: Arc<cache::ResponseCache>,
     pub draining: AtomicBool,
+    /// The status page's uptime history, read from the request log at most
+    /// once a minute.
+    pub status_history: status::HistoryCache,
     /// The main port's connection slots (`server.max_connections`), shared
     /// by every accepting thread.
     pub(crate) connection_slots: accept::ConnectionSlots,
@@ -197,6 +200,7 @@ impl AppState {
             idempotency: idempotency::IdempotencyStore::default(),
             cache,
             draining: AtomicBool::new(false),
+            status_history: status::HistoryCache::default(),
             connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections as usize)),
             tls: tls::TlsListeners::default(),
         })

@@ -45,13 +45,15 @@ pub(super) async fn admin_stats(State(state): State<Arc<AppState>>) -> Response 
 
 pub(super) async fn status_page(State(state): State<Arc<AppState>>) -> Response {
     let public = state.table.load().config.server.public_status;
-    let html = super::status::html(&super::status::report(&state, public));
+    let history = super::status::load_history(&state).await;
+    let html = super::status::html(&super::status::report(&state, public, history.as_deref()));
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
 pub(super) async fn status_json(State(state): State<Arc<AppState>>) -> Response {
     let public = state.table.load().config.server.public_status;
-    Json(super::status::report(&state, public)).into_response()
+    let history = super::status::load_history(&state).await;
+    Json(super::status::report(&state, public, history.as_deref())).into_response()
 }
 
 /// Prometheus scrape endpoint: OpenMetrics when the scraper asks for it

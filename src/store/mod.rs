@@ -5,9 +5,11 @@
 
 mod keys;
 mod responses;
+mod uptime;
 
 pub use keys::{KeyRow, PrefixMatch, SecretRow, UsageDelta, UsageRow};
 pub use responses::ResponseRow;
+pub use uptime::BucketRow;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};

@@ -37,6 +37,8 @@ enum Msg {
 #[derive(Clone)]
 pub struct RequestLog {
     tx: mpsc::Sender<Msg>,
+    /// The store the rows go to, for readers of the log (the status page).
+    store: Store,
     pub counters: Arc<RequestLogCounters>,
 }
 
@@ -47,6 +49,7 @@ impl RequestLog {
         let counters = Arc::new(RequestLogCounters::default());
         let c = counters.clone();
         let writer_store = store.clone();
+        let reader = store.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             let mut flushed: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
@@ -100,7 +103,16 @@ impl RequestLog {
                 tokio::time::sleep(RETENTION_EVERY).await;
             }
         });
-        RequestLog { tx, counters }
+        RequestLog {
+            tx,
+            store: reader,
+            counters,
+        }
+    }
+
+    /// The store the log is written to.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Queues a row; never waits.
