@@ -3,13 +3,15 @@
 //! the scenario's phases), the [`Report`] built from it and from the
 //! gateway and simulator samples, the expectation verdicts, and three
 //! renderings: a terminal table, JSON (stable field names, documented in
-//! `scenarios/README.md`) and a self-contained HTML page with SVG plots.
+//! `scenarios/README.md`) and a self-contained HTML page with SVG plots
+//! (a `maud::html!` template: escaping by maud).
 //!
 //! Nothing here starts or drives anything; it only records and renders.
 
 use super::scenario::{show, Expectations, FaultWindow, PhaseWindow, Scenario};
 use crate::loadgen::{micros, RequestOutcome, RequestResult};
 use hdrhistogram::Histogram;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -941,154 +943,225 @@ pub fn json(r: &Report) -> String {
     serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+/// The report page's CSS, inserted as it is (no escaping: it is ours).
+const STYLE: PreEscaped<&str> = PreEscaped(
+    "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:64rem;padding:1rem;color:#1b1b1b;background:#fafafa}
+h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:1.5rem} .card{background:#fff;border:1px solid #ddd;border-radius:.5rem;padding:.8rem 1rem;margin:.8rem 0;overflow-x:auto}
+table{border-collapse:collapse;width:100%;font-size:.85rem} td,th{text-align:right;padding:.25rem .4rem;border-top:1px solid #eee} td:first-child,th:first-child,.l{text-align:left}
+.pass{color:#137333;font-weight:600} .fail{color:#c5221f;font-weight:600} .muted{color:#666;font-size:.85rem} svg{max-width:100%;height:auto}",
+);
 
 /// A self-contained page: inline CSS, inline SVG, no script, no external
-/// asset.
+/// asset. Escaping by maud: every text from the scenario or the gateway is
+/// escaped by the `html!` template; only the CSS and the SVG plots (built
+/// by `plotters`, which escapes its own text) go in as [`PreEscaped`].
 pub fn html(r: &Report) -> String {
-    let mut out = String::with_capacity(64 << 10);
     let verdict = if r.passed { "passed" } else { "failed" };
-    let _ = write!(
-        out,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Drill {name}: {verdict}</title><style>
-body{{font-family:system-ui,sans-serif;margin:0 auto;max-width:64rem;padding:1rem;color:#1b1b1b;background:#fafafa}}
-h1{{font-size:1.4rem}} h2{{font-size:1.1rem;margin-top:1.5rem}} .card{{background:#fff;border:1px solid #ddd;border-radius:.5rem;padding:.8rem 1rem;margin:.8rem 0;overflow-x:auto}}
-table{{border-collapse:collapse;width:100%;font-size:.85rem}} td,th{{text-align:right;padding:.25rem .4rem;border-top:1px solid #eee}} td:first-child,th:first-child,.l{{text-align:left}}
-.pass{{color:#137333;font-weight:600}} .fail{{color:#c5221f;font-weight:600}} .muted{{color:#666;font-size:.85rem}} svg{{max-width:100%;height:auto}}
-</style></head><body><h1>Drill <code>{name}</code>: <span class="{cls}">{verdict}</span></h1><p>{desc}</p><p class="muted">{mode} against {gw}; {load}; {rps:.0} req/s achieved over {elapsed}s.</p>"#,
-        name = escape(&r.scenario),
-        cls = if r.passed { "pass" } else { "fail" },
-        desc = escape(&r.description),
-        mode = r.mode.replace('_', "-"),
-        gw = escape(&r.gateway),
-        load = escape(&match r.load.rate {
-            Some(rate) => format!(
-                "{rate} req/s {}, {:.0}% streams",
-                r.load.arrival,
-                r.load.stream_share * 100.0
-            ),
-            None => format!(
-                "{} workers, {:.0}% streams",
-                r.load.concurrency,
-                r.load.stream_share * 100.0
-            ),
-        }),
-        rps = r.achieved_rps,
-        elapsed = r.elapsed_s,
-    );
-    if !r.expectations.is_empty() {
-        out.push_str("<div class=\"card\"><h2>Expectations</h2><table><tr><th>expectation</th><th class=\"l\">limit</th><th class=\"l\">actual</th><th>verdict</th></tr>");
-        for e in &r.expectations {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"{}\">{}</td></tr>",
-                e.name,
-                escape(&e.limit),
-                escape(&e.actual),
-                if e.passed { "pass" } else { "fail" },
-                if e.passed { "PASS" } else { "FAIL" }
-            );
-        }
-        out.push_str("</table></div>");
-    }
-    out.push_str("<div class=\"card\"><h2>Success ratio per second</h2>");
-    out.push_str(&super::plot::success_svg(r));
-    out.push_str("<h2>Latency per second (successful requests)</h2>");
-    out.push_str(&super::plot::latency_svg(r));
-    out.push_str("<h2>Upstream requests per second, by upstream</h2>");
-    out.push_str(&super::plot::traffic_svg(r));
-    out.push_str("<h2>Breaker state per target</h2>");
-    out.push_str(&super::plot::breakers_svg(r));
-    out.push_str("<p class=\"muted\">Dashed lines: phase boundaries (P1, P2, … as in the table below). Red ticks at the top: a breaker opened; green: one closed. Client requests are placed by the second they were sent, upstream requests by the second the watcher counted them. Breaker bands: green closed, amber half-open, red open (as polled).</p></div>");
-    out.push_str("<div class=\"card\"><h2>Phases</h2><table><tr><th>phase</th><th class=\"l\">window</th><th class=\"l\">faults</th><th>requests</th><th>success</th><th>p50/p95/p99 ms</th><th>ttft p50/p95/p99 ms</th><th>upstream</th><th>amp.</th><th>retries</th><th>failovers</th><th>hedges</th><th>budget refusals</th><th>continued</th><th>streams cut</th></tr>");
-    for p in &r.phases {
-        let gw = p.upstream.as_ref().and_then(|u| u.gateway);
-        let opt = |v: Option<u64>| v.map_or("–".to_owned(), |v| v.to_string());
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td class=\"l\">{}–{} s</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            p.index,
-            p.from_s,
-            p.to_s,
-            if p.faults.is_empty() { "–".to_owned() } else { escape(&p.faults.join("; ")) },
-            p.client.requests,
-            pct(p.client.success_ratio),
-            lat(p.client.latency_ms),
-            lat(p.client.ttft_ms),
-            opt(p.upstream.as_ref().map(|u| u.requests)),
-            p.upstream.as_ref().and_then(|u| u.amplification).map_or("–".to_owned(), |a| format!("{a:.2}")),
-            opt(gw.map(|g| g.retries)),
-            opt(gw.map(|g| g.failovers)),
-            opt(gw.map(|g| g.hedges)),
-            opt(gw.map(|g| g.budget_refusals)),
-            opt(gw.map(|g| g.continuations)),
-            p.client.streams_cut,
-        );
-    }
-    out.push_str("</table>");
-    for p in &r.phases {
-        if let Some(u) = &p.upstream {
-            if !u.by_upstream.is_empty() {
-                let by: Vec<String> = u
-                    .by_upstream
-                    .iter()
-                    .map(|(k, v)| format!("{} {v}", escape(k)))
-                    .collect();
-                let _ = write!(
-                    out,
-                    "<p class=\"muted\">Phase {}: upstream {}</p>",
-                    p.index,
-                    by.join(", ")
-                );
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Drill " (r.scenario) ": " (verdict) }
+                style { (STYLE) }
+            }
+            body {
+                h1 {
+                    "Drill " code { (r.scenario) } ": "
+                    span class=(if r.passed { "pass" } else { "fail" }) { (verdict) }
+                }
+                p { (r.description) }
+                (summary(r))
+                (expectations(r))
+                (plots(r))
+                (phases(r))
+                (outages(r))
+                (breaker_changes(r))
+                @if let Some(rss) = r.rss {
+                    p.muted {
+                        "Resident memory of the drill process (gateway in-process): "
+                        (mib(rss.start_kib)) " MiB at start, " (mib(rss.end_kib)) " MiB at end."
+                    }
+                }
             }
         }
     }
-    out.push_str("</div>");
-    if !r.outages.is_empty() {
-        out.push_str("<div class=\"card\"><h2>Outages</h2><table><tr><th>provider</th><th class=\"l\">fault</th><th>detected after</th><th>recovered after</th></tr>");
-        for o in &r.outages {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td class=\"l\">{}–{} s</td><td>{}</td><td>{}</td></tr>",
-                escape(&o.provider),
-                o.from_s,
-                o.to_s,
-                o.detected_after_s
-                    .map_or("never".to_owned(), |d| format!("{d:.1} s")),
-                o.recovered_after_s
-                    .map_or("–".to_owned(), |d| format!("{d:.1} s"))
-            );
+    .into_string()
+        + "\n"
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn summary(r: &Report) -> Markup {
+    let load = match r.load.rate {
+        Some(rate) => format!("{rate} req/s {}", r.load.arrival),
+        None => format!("{} workers", r.load.concurrency),
+    };
+    html! {
+        p.muted {
+            (r.mode.replace('_', "-")) " against " (r.gateway) "; " (load) ", "
+            (format!("{:.0}", r.load.stream_share * 100.0)) "% streams; "
+            (format!("{:.0}", r.achieved_rps)) " req/s achieved over " (r.elapsed_s) "s."
         }
-        out.push_str("</table></div>");
     }
-    if !r.breaker_events.is_empty() {
-        out.push_str("<div class=\"card\"><h2>Breaker changes</h2><table><tr><th>at</th><th class=\"l\">target</th><th class=\"l\">state</th></tr>");
-        for e in &r.breaker_events {
-            let _ = write!(
-                out,
-                "<tr><td>{:.1} s</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
-                e.at_s,
-                escape(&e.target),
-                e.state
-            );
+}
+
+fn expectations(r: &Report) -> Markup {
+    if r.expectations.is_empty() {
+        return html! {};
+    }
+    html! {
+        div.card {
+            h2 { "Expectations" }
+            table {
+                tr { th { "expectation" } th.l { "limit" } th.l { "actual" } th { "verdict" } }
+                @for e in &r.expectations {
+                    tr {
+                        td { (e.name) } td.l { (e.limit) } td.l { (e.actual) }
+                        td class=(if e.passed { "pass" } else { "fail" }) {
+                            (if e.passed { "PASS" } else { "FAIL" })
+                        }
+                    }
+                }
+            }
         }
-        out.push_str("</table></div>");
     }
-    if let Some(rss) = r.rss {
-        let _ = write!(
-            out,
-            "<p class=\"muted\">Resident memory of the drill process (gateway in-process): {:.1} MiB at start, {:.1} MiB at end.</p>",
-            rss.start_kib as f64 / 1024.0,
-            rss.end_kib as f64 / 1024.0
-        );
+}
+
+/// The four SVG plots, as `drill::plot` drew them.
+fn plots(r: &Report) -> Markup {
+    html! {
+        div.card {
+            h2 { "Success ratio per second" }
+            (PreEscaped(super::plot::success_svg(r)))
+            h2 { "Latency per second (successful requests)" }
+            (PreEscaped(super::plot::latency_svg(r)))
+            h2 { "Upstream requests per second, by upstream" }
+            (PreEscaped(super::plot::traffic_svg(r)))
+            h2 { "Breaker state per target" }
+            (PreEscaped(super::plot::breakers_svg(r)))
+            p.muted {
+                "Dashed lines: phase boundaries (P1, P2, … as in the table below). Red ticks at the top: a breaker opened; green: one closed. Client requests are placed by the second they were sent, upstream requests by the second the watcher counted them. Breaker bands: green closed, amber half-open, red open (as polled)."
+            }
+        }
     }
-    out.push_str("</body></html>\n");
-    out
+}
+
+const PHASE_COLUMNS: [&str; 14] = [
+    "window",
+    "faults",
+    "requests",
+    "success",
+    "p50/p95/p99 ms",
+    "ttft p50/p95/p99 ms",
+    "upstream",
+    "amp.",
+    "retries",
+    "failovers",
+    "hedges",
+    "budget refusals",
+    "continued",
+    "streams cut",
+];
+
+fn phase_row(p: &PhaseReport) -> Markup {
+    let gw = p.upstream.as_ref().and_then(|u| u.gateway);
+    let opt = |v: Option<u64>| v.map_or("–".to_owned(), |v| v.to_string());
+    let faults = if p.faults.is_empty() {
+        "–".to_owned()
+    } else {
+        p.faults.join("; ")
+    };
+    let amp = p.upstream.as_ref().and_then(|u| u.amplification);
+    html! {
+        tr {
+            td { (p.index) }
+            td.l { (p.from_s) "–" (p.to_s) " s" }
+            td.l { (faults) }
+            td { (p.client.requests) }
+            td { (pct(p.client.success_ratio)) }
+            td { (lat(p.client.latency_ms)) }
+            td { (lat(p.client.ttft_ms)) }
+            td { (opt(p.upstream.as_ref().map(|u| u.requests))) }
+            td { (amp.map_or("–".to_owned(), |a| format!("{a:.2}"))) }
+            td { (opt(gw.map(|g| g.retries))) }
+            td { (opt(gw.map(|g| g.failovers))) }
+            td { (opt(gw.map(|g| g.hedges))) }
+            td { (opt(gw.map(|g| g.budget_refusals))) }
+            td { (opt(gw.map(|g| g.continuations))) }
+            td { (p.client.streams_cut) }
+        }
+    }
+}
+
+fn phases(r: &Report) -> Markup {
+    html! {
+        div.card {
+            h2 { "Phases" }
+            table {
+                tr {
+                    th { "phase" }
+                    @for (i, name) in PHASE_COLUMNS.iter().enumerate() {
+                        th class=[(i < 2).then_some("l")] { (name) }
+                    }
+                }
+                @for p in &r.phases { (phase_row(p)) }
+            }
+            @for p in &r.phases {
+                @if let Some(u) = p.upstream.as_ref().filter(|u| !u.by_upstream.is_empty()) {
+                    @let by: Vec<String> = u.by_upstream.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    p.muted { "Phase " (p.index) ": upstream " (by.join(", ")) }
+                }
+            }
+        }
+    }
+}
+
+fn outages(r: &Report) -> Markup {
+    if r.outages.is_empty() {
+        return html! {};
+    }
+    let secs = |d: Option<f64>, none: &str| d.map_or(none.to_owned(), |d| format!("{d:.1} s"));
+    html! {
+        div.card {
+            h2 { "Outages" }
+            table {
+                tr { th { "provider" } th.l { "fault" } th { "detected after" } th { "recovered after" } }
+                @for o in &r.outages {
+                    tr {
+                        td { (o.provider) }
+                        td.l { (o.from_s) "–" (o.to_s) " s" }
+                        td { (secs(o.detected_after_s, "never")) }
+                        td { (secs(o.recovered_after_s, "–")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn breaker_changes(r: &Report) -> Markup {
+    if r.breaker_events.is_empty() {
+        return html! {};
+    }
+    html! {
+        div.card {
+            h2 { "Breaker changes" }
+            table {
+                tr { th { "at" } th.l { "target" } th.l { "state" } }
+                @for e in &r.breaker_events {
+                    tr {
+                        td { (format!("{:.1}", e.at_s)) " s" }
+                        td.l { (e.target) }
+                        td.l { (e.state) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `VmRSS` of this process in KiB (Linux), from `/proc/self/status`.

@@ -1,8 +1,10 @@
 //! The status page's HTML: a banner with the worst component, per route
 //! its state, last-hour numbers, SLOs, 24-hour and 90-day uptime bars with
 //! incident marks, and its targets; recent incidents; the thresholds. No
-//! JavaScript (a meta refresh), one column that fits a phone. Every text
-//! from config or state goes through [`escape`].
+//! JavaScript (a meta refresh), one column that fits a phone. Escaping by
+//! maud: the page is a compile-time `maud::html!` template, so every text
+//! from config or state is escaped by the crate; only the constant CSS is
+//! inserted as [`PreEscaped`]. One function per section.
 
 use super::history::{Bar, Uptime};
 use super::state::{Health, DEGRADED_BELOW, MAJOR_BELOW, PARTIAL_BELOW};
@@ -10,9 +12,10 @@ use super::{RouteStatus, StatusReport};
 use crate::resilience::breaker::State;
 use crate::telemetry::slo::Objective;
 use crate::telemetry::stats::Percentiles;
-use std::fmt::Write as _;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:56rem;padding:1rem;color:#1b1b1b;background:#fafafa}
+/// The page's CSS, inserted as it is (no escaping: it is ours).
+const STYLE: PreEscaped<&str> = PreEscaped("body{font-family:system-ui,sans-serif;margin:0 auto;max-width:56rem;padding:1rem;color:#1b1b1b;background:#fafafa}
 h1{font-size:1.4rem;margin:.2rem 0 .8rem}
 .card{background:#fff;border:1px solid #ddd;border-radius:.5rem;padding:.8rem 1rem;margin:.8rem 0}
 .operational{color:#137333}.degraded_performance{color:#8a6100}.partial_outage{color:#b3470b}.major_outage{color:#c5221f}
@@ -27,23 +30,7 @@ h1{font-size:1.4rem;margin:.2rem 0 .8rem}
 .bars i.inc::after{content:'';position:absolute;left:0;right:0;bottom:-6px;height:4px;background:#1b1b1b}
 .axis{display:flex;justify-content:space-between;color:#666;font-size:.75rem;margin-top:.4rem}
 .target{border-top:1px solid #eee;padding:.4rem 0}
-.legend i{display:inline-block;width:.7rem;height:.7rem;border-radius:2px;margin:0 .25rem 0 .6rem;vertical-align:-1px}";
-
-/// Text for HTML content and double- or single-quoted attributes.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+.legend i{display:inline-block;width:.7rem;height:.7rem;border-radius:2px;margin:0 .25rem 0 .6rem;vertical-align:-1px}");
 
 fn pct(r: Option<f64>) -> String {
     r.map_or("–".to_owned(), |r| format!("{:.2}%", r * 100.0))
@@ -100,190 +87,198 @@ fn headline(report: &StatusReport) -> String {
             }
         }
     }
-    format!("{}: {}", report.state.label(), escape(&names.join(", ")))
+    format!("{}: {}", report.state.label(), names.join(", "))
 }
 
 pub fn html(report: &StatusReport) -> String {
-    let mut out = String::with_capacity(32 << 10);
-    let _ = write!(
-        out,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="refresh" content="15"><title>Status: {label}</title><style>{STYLE}</style></head><body><h1>Switchyard status</h1><div class="banner b-{state}">{headline}</div>"#,
-        label = report.state.label(),
-        state = report.state.as_str(),
-        headline = headline(report),
-    );
-    for r in &report.routes {
-        route_card(&mut out, r, report.history);
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content="15";
+                title { "Status: " (report.state.label()) }
+                style { (STYLE) }
+            }
+            body {
+                h1 { "Switchyard status" }
+                div class={ "banner b-" (report.state.as_str()) } { (headline(report)) }
+                @for r in &report.routes { (route_card(r, report.history)) }
+                (incidents(report))
+                (thresholds())
+                p.muted { "Refreshes every 15 s. Data: " a href="/status.json" { "/status.json" } }
+            }
+        }
     }
-    incidents(&mut out, report);
-    thresholds(&mut out);
-    out.push_str("<p class=\"muted\">Refreshes every 15 s. Data: <a href=\"/status.json\">/status.json</a></p></body></html>");
-    out
+    .into_string()
 }
 
-fn route_card(out: &mut String, r: &RouteStatus, history: &str) {
-    let _ = write!(
-        out,
-        r#"<div class="card"><div class="head"><b>{}</b><span class="badge {}">{}</span></div><div class="muted">Last hour: {} requests, success {}, latency p50/p95/p99 {}</div>"#,
-        escape(&r.route),
-        r.state.as_str(),
-        r.state.label(),
-        r.requests_1h,
-        pct(r.success_ratio_1h),
-        lat(r.latency_1h)
-    );
-    if r.degraded_by_slo {
-        out.push_str(r#"<div class="degraded_performance">degraded by SLO: requests go to the degraded tier first until the alert clears</div>"#);
-    }
-    if r.latency_slo_missed {
-        out.push_str(r#"<div class="degraded_performance">latency objective missed over the last hour</div>"#);
-    }
-    slos(out, r);
-    match (&r.uptime, history) {
-        (Some(up), _) => uptime(out, up),
-        (None, "unavailable") => out.push_str(
-            r#"<p class="muted">Uptime history unavailable: the store did not answer.</p>"#,
-        ),
-        (None, _) => out.push_str(r#"<p class="muted">No uptime history: the request log is off (<code>[request_log] enabled = true</code> keeps it).</p>"#),
-    }
-    targets(out, r);
-    out.push_str("</div>");
-}
-
-fn slos(out: &mut String, r: &RouteStatus) {
-    for slo in &r.slo {
-        let what = match slo.objective {
-            Some(Objective::Latency) => "latency",
-            _ => "success",
-        };
-        let budget = slo.error_budget_remaining;
-        let class = if budget > 0.25 {
-            "operational"
-        } else if budget > 0.0 {
-            "degraded_performance"
-        } else {
-            "major_outage"
-        };
-        let _ = write!(
-            out,
-            r#"<div class="muted">SLO {what} {}: compliance {}, <span class="{class}">error budget left {:.0}%</span></div>"#,
-            pct(Some(slo.target)),
-            pct(slo.compliance),
-            budget.max(0.0) * 100.0
-        );
+fn route_card(r: &RouteStatus, history: &str) -> Markup {
+    html! {
+        div.card {
+            div.head { b { (r.route) } span.badge.(r.state.as_str()) { (r.state.label()) } }
+            div.muted {
+                "Last hour: " (r.requests_1h) " requests, success " (pct(r.success_ratio_1h))
+                ", latency p50/p95/p99 " (lat(r.latency_1h))
+            }
+            @if r.degraded_by_slo {
+                div.degraded_performance { "degraded by SLO: requests go to the degraded tier first until the alert clears" }
+            }
+            @if r.latency_slo_missed {
+                div.degraded_performance { "latency objective missed over the last hour" }
+            }
+            (slos(r))
+            @match (&r.uptime, history) {
+                (Some(up), _) => (uptime(up)),
+                (None, "unavailable") => p.muted { "Uptime history unavailable: the store did not answer." },
+                (None, _) => p.muted {
+                    "No uptime history: the request log is off ("
+                    code { "[request_log] enabled = true" } " keeps it)."
+                },
+            }
+            (targets(r))
+        }
     }
 }
 
-fn uptime(out: &mut String, up: &Uptime) {
-    let _ = write!(
-        out,
-        r#"<div class="axis"><span>Last 24 hours</span><span>{} success</span></div>"#,
-        pct(up.success_ratio_24h)
-    );
-    bars(out, &up.hours, "hours");
-    out.push_str(r#"<div class="axis" style="margin-top:-.3rem"><span>24 h ago</span><span>now</span></div>"#);
-    let _ = write!(
-        out,
-        r#"<div class="axis"><span>Last 90 days</span><span>{} success</span></div>"#,
-        pct(up.success_ratio_90d)
-    );
-    bars(out, &up.days, "days");
-    out.push_str(r#"<div class="axis" style="margin-top:-.3rem"><span>90 days ago</span><span>today</span></div>"#);
+fn slos(r: &RouteStatus) -> Markup {
+    html! {
+        @for slo in &r.slo {
+            @let what = match slo.objective {
+                Some(Objective::Latency) => "latency",
+                _ => "success",
+            };
+            @let budget = slo.error_budget_remaining;
+            @let class = if budget > 0.25 {
+                "operational"
+            } else if budget > 0.0 {
+                "degraded_performance"
+            } else {
+                "major_outage"
+            };
+            div.muted {
+                "SLO " (what) " " (pct(Some(slo.target))) ": compliance " (pct(slo.compliance)) ", "
+                span class=(class) { "error budget left " (format!("{:.0}", budget.max(0.0) * 100.0)) "%" }
+            }
+        }
+    }
 }
 
-fn bars(out: &mut String, bars: &[Bar], kind: &str) {
-    let _ = write!(out, r#"<div class="bars" data-bars="{kind}">"#);
-    for b in bars {
-        let class = b.state.map_or("none", Health::as_str);
-        let at = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(b.start.max(0) as u64),
-        );
-        let what = match b.success_ratio {
-            Some(r) => format!("{} of {} requests succeeded", pct(Some(r)), b.requests),
-            None => "no requests".to_owned(),
-        };
-        let (mark, note) = match b.incidents {
-            0 => ("", String::new()),
-            n => (" inc", format!(", {n} incident(s)")),
-        };
-        let _ = write!(
-            out,
-            r#"<i class="{class}{mark}" title="{at}: {what}{note}"></i>"#
-        );
+fn uptime(up: &Uptime) -> Markup {
+    html! {
+        div.axis { span { "Last 24 hours" } span { (pct(up.success_ratio_24h)) " success" } }
+        (bars(&up.hours, "hours"))
+        div.axis style="margin-top:-.3rem" { span { "24 h ago" } span { "now" } }
+        div.axis { span { "Last 90 days" } span { (pct(up.success_ratio_90d)) " success" } }
+        (bars(&up.days, "days"))
+        div.axis style="margin-top:-.3rem" { span { "90 days ago" } span { "today" } }
     }
-    out.push_str("</div>");
+}
+
+/// One bar: its state as the class (plus `inc` under an incident), what
+/// happened in it as the tooltip.
+fn bar(b: &Bar) -> Markup {
+    let class = b.state.map_or("none", Health::as_str);
+    let at = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(b.start.max(0) as u64),
+    );
+    let what = match b.success_ratio {
+        Some(r) => format!("{} of {} requests succeeded", pct(Some(r)), b.requests),
+        None => "no requests".to_owned(),
+    };
+    let (mark, note) = match b.incidents {
+        0 => ("", String::new()),
+        n => (" inc", format!(", {n} incident(s)")),
+    };
+    html! { i class={ (class) (mark) } title={ (at) ": " (what) (note) } {} }
+}
+
+fn bars(bars: &[Bar], kind: &str) -> Markup {
+    html! { div.bars data-bars=(kind) { @for b in bars { (bar(b)) } } }
 }
 
 /// One row per target that wraps on a narrow screen: name and state on
 /// the first line, breaker, success and latency under them.
-fn targets(out: &mut String, r: &RouteStatus) {
+fn targets(r: &RouteStatus) -> Markup {
     let Some(targets) = &r.targets else {
-        return;
+        return html! {};
     };
-    out.push_str(r#"<div class="targets">"#);
-    for t in targets {
-        let class = match t.breaker {
-            State::Closed => "operational",
-            State::HalfOpen => "partial_outage",
-            State::Open => "major_outage",
-        };
-        let _ = write!(
-            out,
-            r#"<div class="target"><div class="head"><span><b>{}</b> <span class="muted">{}</span></span><span class="badge {}">{}</span></div><div class="muted">breaker <span class="{class}">{}</span> · success (1 h) {} of {} attempts · p50/p95/p99 {}</div></div>"#,
-            escape(&t.target),
-            escape(&t.region),
-            t.state.as_str(),
-            t.state.label(),
-            t.breaker.as_str(),
-            pct(t.success_ratio_1h),
-            t.attempts_1h,
-            lat(t.latency_1h)
-        );
+    html! {
+        div.targets {
+            @for t in targets {
+                @let class = match t.breaker {
+                    State::Closed => "operational",
+                    State::HalfOpen => "partial_outage",
+                    State::Open => "major_outage",
+                };
+                div.target {
+                    div.head {
+                        span { b { (t.target) } " " span.muted { (t.region) } }
+                        span.badge.(t.state.as_str()) { (t.state.label()) }
+                    }
+                    div.muted {
+                        "breaker " span class=(class) { (t.breaker.as_str()) }
+                        " · success (1 h) " (pct(t.success_ratio_1h)) " of " (t.attempts_1h)
+                        " attempts · p50/p95/p99 " (lat(t.latency_1h))
+                    }
+                }
+            }
+        }
     }
-    out.push_str("</div>");
 }
 
-fn incidents(out: &mut String, report: &StatusReport) {
-    out.push_str(r#"<div class="card"><b>Recent incidents</b> <span class="muted">(breaker openings, kept in memory since the last start; marked under the bars)</span>"#);
-    if report.incidents.is_empty() {
-        out.push_str("<p>No incidents recorded.</p></div>");
-        return;
+fn incidents(report: &StatusReport) -> Markup {
+    html! {
+        div.card {
+            b { "Recent incidents" } " "
+            span.muted { "(breaker openings, kept in memory since the last start; marked under the bars)" }
+            @if report.incidents.is_empty() {
+                p { "No incidents recorded." }
+            }
+            @for i in &report.incidents {
+                div.target {
+                    b { (i.target) } " unavailable"
+                    @if !i.cause.is_empty() { " (" (i.cause) ")" }
+                    div.muted {
+                        "started " (ago(i.started)) " · "
+                        @match i.ended {
+                            Some(t) => { "resolved " (ago(t)) },
+                            None => "ongoing",
+                        }
+                    }
+                }
+            }
+        }
     }
-    for i in &report.incidents {
-        let _ = write!(
-            out,
-            r#"<div class="target"><b>{}</b> unavailable{}<div class="muted">started {} · {}</div></div>"#,
-            escape(&i.target),
-            if i.cause.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", escape(&i.cause))
-            },
-            ago(i.started),
-            i.ended
-                .map_or("ongoing".to_owned(), |t| format!("resolved {}", ago(t)))
-        );
-    }
-    out.push_str("</div>");
 }
 
-fn thresholds(out: &mut String) {
-    let _ = write!(
-        out,
-        r#"<div class="card legend"><b>How states are decided</b> <span class="muted">(last hour; bars: their hour or day)</span><ul class="muted">
-<li><i style="background:#cf222e"></i>Major outage: every breaker open, or success below {major:.0}%</li>
-<li><i style="background:#e16f24"></i>Partial outage: success below {partial:.0}%, or only probes get through (every breaker open or half-open)</li>
-<li><i style="background:#d4a72c"></i>Degraded performance: success below the route's success SLO ({degraded:.0}% without one), its latency SLO missed, some targets' breakers open (requests fail over), or degraded by the SLO alert</li>
-<li><i style="background:#2da44e"></i>Operational otherwise; <i style="background:#d0d7de"></i>no requests. A dark mark under a bar: an incident.</li></ul></div>"#,
-        major = MAJOR_BELOW * 100.0,
-        partial = PARTIAL_BELOW * 100.0,
-        degraded = DEGRADED_BELOW * 100.0,
-    );
+fn thresholds() -> Markup {
+    let swatch = |color: &str| html! { i style={ "background:" (color) } {} };
+    html! {
+        div.card.legend {
+            b { "How states are decided" } " "
+            span.muted { "(last hour; bars: their hour or day)" }
+            ul.muted {
+                li { (swatch("#cf222e")) "Major outage: every breaker open, or success below "
+                    (format!("{:.0}", MAJOR_BELOW * 100.0)) "%" }
+                li { (swatch("#e16f24")) "Partial outage: success below "
+                    (format!("{:.0}", PARTIAL_BELOW * 100.0))
+                    "%, or only probes get through (every breaker open or half-open)" }
+                li { (swatch("#d4a72c")) "Degraded performance: success below the route's success SLO ("
+                    (format!("{:.0}", DEGRADED_BELOW * 100.0))
+                    "% without one), its latency SLO missed, some targets' breakers open (requests fail over), or degraded by the SLO alert" }
+                li { (swatch("#2da44e")) "Operational otherwise; " (swatch("#d0d7de"))
+                    "no requests. A dark mark under a bar: an incident." }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::status::TargetStatus;
 
     #[test]
     fn durations_keep_three_digits() {
@@ -296,11 +291,56 @@ mod tests {
         assert_eq!(duration(125_000.0), "125 s");
     }
 
+    /// A report whose route, target, region and incident cause are all
+    /// `name`, with a major outage so the name is in the banner too.
+    fn report_named(name: &str) -> StatusReport {
+        let target = TargetStatus {
+            target: name.to_owned(),
+            region: name.to_owned(),
+            state: Health::MajorOutage,
+            breaker: State::Open,
+            attempts_1h: 3,
+            success_ratio_1h: Some(0.0),
+            latency_1h: None,
+        };
+        StatusReport {
+            state: Health::MajorOutage,
+            history: "request_log_off",
+            routes: vec![RouteStatus {
+                route: name.to_owned(),
+                state: Health::MajorOutage,
+                requests_1h: 3,
+                success_ratio_1h: Some(0.0),
+                latency_1h: None,
+                slo: Vec::new(),
+                degraded_by_slo: false,
+                latency_slo_missed: false,
+                uptime: None,
+                targets: Some(vec![target]),
+            }],
+            incidents: vec![crate::routing::health::Incident {
+                target: name.to_owned(),
+                started: std::time::SystemTime::now(),
+                ended: None,
+                cause: name.to_owned(),
+            }],
+        }
+    }
+
     #[test]
-    fn escape_covers_both_quotes() {
-        assert_eq!(
-            escape(r#"<a href='x' title="y">&"#),
-            "&lt;a href=&#39;x&#39; title=&quot;y&quot;&gt;&amp;"
-        );
+    fn names_from_config_arrive_escaped() {
+        let name = r#"<script>alert('x')</script> & "q""#;
+        let page = html(&report_named(name));
+        // maud escapes &, <, > and "; it always double-quotes attribute
+        // values, so a ' can neither end an attribute nor open a tag and
+        // is left as it is.
+        let escaped = "&lt;script&gt;alert('x')&lt;/script&gt; &amp; &quot;q&quot;";
+        assert!(!page.contains("<script"), "{page}");
+        assert!(!page.contains(name));
+        // Banner (route and target), route card, target name, region,
+        // incident target and cause.
+        assert_eq!(page.matches(escaped).count(), 7, "{page}");
+        assert!(page.contains(&format!("Major outage: {escaped}, {escaped}")));
+        assert!(page.contains(">open<") && page.contains("ongoing"));
     }
 }
