@@ -445,4 +445,23 @@ mod tests {
                 && html.contains("Breaker state per target")
         );
     }
+
+    #[test]
+    fn report_page_escapes_scenario_text() {
+        let mut r = synthetic();
+        let name = r#"<script>alert('x')</script> & "q""#;
+        r.scenario = name.to_owned();
+        r.description = name.to_owned();
+        if let Some(e) = r.breaker_events.first_mut() {
+            e.target = name.to_owned();
+        }
+        let html = crate::drill::report::html(&r);
+        // maud escapes &, <, > and " and double-quotes every attribute,
+        // so the ' stays as it is.
+        let escaped = "&lt;script&gt;alert('x')&lt;/script&gt; &amp; &quot;q&quot;";
+        assert!(!html.contains("<script"), "{html}");
+        // Title, heading, description, breaker changes.
+        assert_eq!(count(&html, escaped), 4, "{html}");
+        assert_eq!(count(&html, "<svg"), 4, "the plots go in unescaped");
+    }
 }
