@@ -68,7 +68,8 @@ async fn traces(State(c): State<Collector>, headers: http::HeaderMap, body: Byte
     note_headers(&mut got, &headers);
     for resource in request.resource_spans {
         if let Some(r) = &resource.resource {
-            got.service_names.extend(string_attr(&r.attributes, "service.name"));
+            got.service_names
+                .extend(string_attr(&r.attributes, "service.name"));
         }
         for scope in resource.scope_spans {
             got.spans.extend(scope.spans);
@@ -122,10 +123,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn otlp_config(collector: &str) -> String {
+    otlp_config_every(collector, "50ms", "100ms")
+}
+
+fn otlp_config_every(collector: &str, traces: &str, metrics: &str) -> String {
     format!(
         "[telemetry.otlp]\nendpoint = \"{collector}\"\nservice_name = \"gateway-under-test\"\n\
          headers = {{ authorization = \"Bearer otlp-secret\" }}\n\
-         traces_interval = \"50ms\"\nmetrics_interval = \"100ms\"\ntimeout = \"2s\"\n"
+         traces_interval = \"{traces}\"\nmetrics_interval = \"{metrics}\"\ntimeout = \"2s\"\n"
     )
 }
 
@@ -167,7 +172,10 @@ async fn a_failing_primary_then_a_backup_is_one_trace_with_a_span_per_attempt() 
         Method::POST,
         &format!("{}/chat/completions", gw.base_url()),
         chat_body(false).to_string(),
-        &[("traceparent", &traceparent), ("tracestate", "congo=t61rcWkgMzE")],
+        &[
+            ("traceparent", &traceparent),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ],
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -185,13 +193,29 @@ async fn a_failing_primary_then_a_backup_is_one_trace_with_a_span_per_attempt() 
         .iter()
         .find(|s| s.kind == span::SpanKind::Server as i32)
         .expect("a server span");
-    assert_eq!(hex(&root.parent_span_id), CLIENT_SPAN, "the client's span is the parent");
+    assert_eq!(
+        hex(&root.parent_span_id),
+        CLIENT_SPAN,
+        "the client's span is the parent"
+    );
     assert_eq!(root.name, "chat chat-default");
     let a = &root.attributes;
-    assert_eq!(string_attr(a, "gen_ai.operation.name").as_deref(), Some("chat"));
-    assert_eq!(string_attr(a, "gen_ai.request.model").as_deref(), Some("chat-default"));
-    assert_eq!(string_attr(a, "gen_ai.response.model").as_deref(), Some("gpt-4o"));
-    assert_eq!(string_attr(a, "gen_ai.provider.name").as_deref(), Some("openai"));
+    assert_eq!(
+        string_attr(a, "gen_ai.operation.name").as_deref(),
+        Some("chat")
+    );
+    assert_eq!(
+        string_attr(a, "gen_ai.request.model").as_deref(),
+        Some("chat-default")
+    );
+    assert_eq!(
+        string_attr(a, "gen_ai.response.model").as_deref(),
+        Some("gpt-4o")
+    );
+    assert_eq!(
+        string_attr(a, "gen_ai.provider.name").as_deref(),
+        Some("openai")
+    );
     assert_eq!(int_attr(a, "http.response.status_code"), Some(200));
     assert_eq!(int_attr(a, "gen_ai.usage.input_tokens"), Some(input));
     assert_eq!(int_attr(a, "gen_ai.usage.output_tokens"), Some(output));
@@ -219,8 +243,14 @@ async fn a_failing_primary_then_a_backup_is_one_trace_with_a_span_per_attempt() 
         assert_eq!(failed.name, "chat gpt-4o");
         assert_eq!(string_attr(a, "error.type").as_deref(), Some("transient"));
         assert_eq!(int_attr(a, "http.response.status_code"), Some(500));
-        assert_eq!(string_attr(a, "switchyard.target").as_deref(), Some("p0/gpt-4o"));
-        assert_eq!(string_attr(a, "server.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            string_attr(a, "switchyard.target").as_deref(),
+            Some("p0/gpt-4o")
+        );
+        assert_eq!(
+            string_attr(a, "server.address").as_deref(),
+            Some("127.0.0.1")
+        );
         assert_eq!(int_attr(a, "server.port"), Some(primary_port));
         assert_eq!(int_attr(a, "gen_ai.usage.input_tokens"), None);
         assert_eq!(
@@ -231,10 +261,16 @@ async fn a_failing_primary_then_a_backup_is_one_trace_with_a_span_per_attempt() 
     }
     let served = attempts[2];
     let a = &served.attributes;
-    assert_eq!(string_attr(a, "switchyard.target").as_deref(), Some("p1/gpt-4o"));
+    assert_eq!(
+        string_attr(a, "switchyard.target").as_deref(),
+        Some("p1/gpt-4o")
+    );
     assert_eq!(string_attr(a, "error.type"), None);
     assert_eq!(int_attr(a, "http.response.status_code"), Some(200));
-    assert_eq!(string_attr(a, "gen_ai.request.model").as_deref(), Some("gpt-4o"));
+    assert_eq!(
+        string_attr(a, "gen_ai.request.model").as_deref(),
+        Some("gpt-4o")
+    );
     assert_eq!(int_attr(a, "gen_ai.usage.input_tokens"), Some(input));
     assert_eq!(int_attr(a, "gen_ai.usage.output_tokens"), Some(output));
     assert!(root.start_time_unix_nano <= attempts[0].start_time_unix_nano);
@@ -246,8 +282,16 @@ async fn a_failing_primary_then_a_backup_is_one_trace_with_a_span_per_attempt() 
         .iter()
         .chain(backup.requests().iter())
         .map(|r| {
-            let header = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-            (header("traceparent").expect("traceparent sent upstream"), header("tracestate"))
+            let header = |n: &str| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.clone())
+            };
+            (
+                header("traceparent").expect("traceparent sent upstream"),
+                header("tracestate"),
+            )
         })
         .collect();
     assert_eq!(sent.len(), 3);
@@ -285,18 +329,25 @@ async fn a_failing_primary_then_a_backup_is_one_trace_with_a_span_per_attempt() 
     assert_eq!(sums.get("input"), Some(&(input as f64)), "{sums:?}");
     assert_eq!(sums.get("output"), Some(&(output as f64)), "{sums:?}");
     let prometheus = metrics_text(&gw).await;
-    assert_eq!(prometheus_tokens(&prometheus, "input"), input as f64, "{prometheus}");
+    assert_eq!(
+        prometheus_tokens(&prometheus, "input"),
+        input as f64,
+        "{prometheus}"
+    );
     assert_eq!(prometheus_tokens(&prometheus, "output"), output as f64);
     let duration = wait_for_metric(&collector, "gen_ai.server.request.duration", |_| true).await;
     assert_eq!(duration.unit, "s");
     assert_eq!(histogram_count(&duration), 1);
 }
 
+/// Exported at the flush (as at shutdown), not on a timer: the intervals
+/// here are an hour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_without_a_traceparent_starts_a_trace_and_reports_its_first_token() {
     let (collector, collector_url) = Collector::start().await;
     let upstream = sim("otel-stream").await;
-    let gw = gateway(&[&upstream], &format!("{FAST}\n{}", otlp_config(&collector_url))).await;
+    let otlp = otlp_config_every(&collector_url, "1h", "1h");
+    let gw = gateway(&[&upstream], &format!("{FAST}\n{otlp}")).await;
     let reply = call(
         &client(),
         Method::POST,
@@ -315,7 +366,26 @@ async fn a_stream_without_a_traceparent_starts_a_trace_and_reports_its_first_tok
         .expect("traceparent sent upstream");
     let trace = sent[3..35].to_owned();
     assert_ne!(trace, "0".repeat(32));
-    let spans = spans_of(&collector, &trace, 2).await;
+    // The request is finished once its body has been read; the flush
+    // exports what was queued before it.
+    eventually("the request finished", || {
+        gw.state()
+            .otlp
+            .get()
+            .unwrap()
+            .counters
+            .queued
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    gw.state().flush().await;
+    let spans: Vec<Span> = collector
+        .spans()
+        .into_iter()
+        .filter(|s| hex(&s.trace_id) == trace)
+        .collect();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
     let root = spans
         .iter()
         .find(|s| s.kind == span::SpanKind::Server as i32)
@@ -329,10 +399,10 @@ async fn a_stream_without_a_traceparent_starts_a_trace_and_reports_its_first_tok
     // A streamed attempt's span lasts until the stream ended.
     assert_eq!(attempt.end_time_unix_nano, root.end_time_unix_nano);
     assert!(int_attr(&root.attributes, "gen_ai.usage.output_tokens").unwrap() > 0);
-    let ttft = wait_for_metric(&collector, "gen_ai.server.time_to_first_token", |m| {
-        histogram_count(m) == 1
-    })
-    .await;
+    let ttft = collector
+        .metric("gen_ai.server.time_to_first_token")
+        .expect("exported at the flush");
+    assert_eq!(histogram_count(&ttft), 1);
     assert_eq!(ttft.unit, "s");
 }
 
@@ -353,7 +423,9 @@ async fn without_the_exporter_no_trace_context_is_read_or_sent() {
     assert!(gw.state().otlp.get().is_none());
     let headers = &upstream.requests()[0].headers;
     assert!(
-        !headers.iter().any(|(k, _)| k == "traceparent" || k == "tracestate"),
+        !headers
+            .iter()
+            .any(|(k, _)| k == "traceparent" || k == "tracestate"),
         "{headers:?}"
     );
 }
@@ -390,7 +462,10 @@ fn the_otlp_section_is_validated_with_key_paths_and_never_shows_its_headers() {
     );
     let config = Config::from_toml(&good, |_| None).unwrap();
     let otlp = config.otlp.as_ref().unwrap();
-    assert_eq!(otlp.signal_url("v1/traces"), "https://collector.example:4318/v1/traces");
+    assert_eq!(
+        otlp.signal_url("v1/traces"),
+        "https://collector.example:4318/v1/traces"
+    );
     assert_eq!(otlp.service_name, "switchyard");
     assert_eq!(otlp.metrics_interval, Duration::from_secs(10));
     assert!(!format!("{config:?}").contains("secret"));
@@ -405,7 +480,11 @@ fn url_port(url: &str) -> u16 {
     uri.port_u16().unwrap()
 }
 
-async fn wait_for_metric(collector: &Collector, name: &str, ready: impl Fn(&Metric) -> bool) -> Metric {
+async fn wait_for_metric(
+    collector: &Collector,
+    name: &str,
+    ready: impl Fn(&Metric) -> bool,
+) -> Metric {
     for _ in 0..500 {
         if let Some(m) = collector.metric(name).filter(|m| ready(m)) {
             return m;
@@ -435,7 +514,10 @@ fn histogram_count(m: &Metric) -> u64 {
 
 fn prometheus_tokens(text: &str, direction: &str) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with("switchyard_tokens_total{") && l.contains(&format!("direction=\"{direction}\"")))
+        .filter(|l| {
+            l.starts_with("switchyard_tokens_total{")
+                && l.contains(&format!("direction=\"{direction}\""))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -66,7 +66,12 @@ pub(super) fn validate(issues: &mut Issues, raw: Option<&RawOtlp>) -> Option<Otl
         raw.timeout.as_ref(),
         Duration::from_secs(10),
     );
-    let metrics_interval = interval(issues, "metrics_interval", raw.metrics_interval.as_ref(), 10);
+    let metrics_interval = interval(
+        issues,
+        "metrics_interval",
+        raw.metrics_interval.as_ref(),
+        10,
+    );
     let traces_interval = interval(issues, "traces_interval", raw.traces_interval.as_ref(), 5);
     let max_queue = match raw.max_queue {
         None => 2048,

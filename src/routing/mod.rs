@@ -274,8 +274,16 @@ impl<'r> Dispatch<'r, '_> {
                         }
                         None => (
                             index,
-                            one(&ctx, live, index, guard, upstream_body.clone(), deadline, kind)
-                                .await,
+                            one(
+                                &ctx,
+                                live,
+                                index,
+                                guard,
+                                upstream_body.clone(),
+                                deadline,
+                                kind,
+                            )
+                            .await,
                         ),
                     };
                     // A hedge's target was asked at its own first tier.

@@ -19,7 +19,12 @@ pub(super) struct AttemptRecorder<'t> {
 }
 
 impl<'t> AttemptRecorder<'t> {
-    pub fn start(trace: &'t RequestTrace, target: usize, kind: AttemptKind, endpoint: Endpoint) -> Self {
+    pub fn start(
+        trace: &'t RequestTrace,
+        target: usize,
+        kind: AttemptKind,
+        endpoint: Endpoint,
+    ) -> Self {
         let (span_id, header) = trace.new_attempt();
         let now = Instant::now();
         AttemptRecorder {

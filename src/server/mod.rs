@@ -157,6 +157,9 @@ impl AppState {
         if let Some(limiter) = self.limiter.get() {
             limiter.flush().await;
         }
+        if let Some(otlp) = self.otlp.get() {
+            otlp.flush().await;
+        }
     }
 
     /// Swaps in a new config; health and unchanged budgets carry over.

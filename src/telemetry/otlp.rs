@@ -27,7 +27,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, Full, Limited};
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{
@@ -210,6 +212,14 @@ pub struct OtlpCounters {
     pub queued: AtomicU64,
 }
 
+/// Requests whose telemetry was dropped, process-wide (the
+/// `switchyard_otlp_dropped_total` metric; the process has one exporter).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+pub fn requests_dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
     #[error("telemetry.otlp: the {signal} exporter could not be built: {source}")]
@@ -219,11 +229,16 @@ pub enum OtlpError {
     },
 }
 
+enum Msg {
+    Finished(Box<Finished>),
+    /// Export what is queued and recorded now, then answer (shutdown, tests).
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The running exporter: the request path's end of the queue.
 pub struct Otlp {
-    tx: mpsc::Sender<Finished>,
+    tx: mpsc::Sender<Msg>,
     pub counters: Arc<OtlpCounters>,
-    meters: SdkMeterProvider,
 }
 
 impl Otlp {
@@ -243,25 +258,27 @@ impl Otlp {
         let scope = InstrumentationScope::builder("switchyard")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
-        tokio::spawn(run(rx, spans, instruments, scope));
-        Ok(Otlp {
-            tx,
-            counters,
-            meters,
-        })
+        tokio::spawn(run(rx, Arc::new(spans), meters, instruments, scope));
+        Ok(Otlp { tx, counters })
     }
 
     /// Queues a finished request's telemetry; never waits.
     pub fn submit(&self, finished: Finished) {
-        match self.tx.try_send(finished) {
+        match self.tx.try_send(Msg::Finished(Box::new(finished))) {
             Ok(()) => self.counters.queued.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.counters.dropped.fetch_add(1, Ordering::Relaxed),
+            Err(_) => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed)
+            }
         };
     }
 
-    /// Exports the metrics now (shutdown, tests); blocks its thread.
-    pub fn flush_metrics(&self) {
-        let _ = self.meters.force_flush();
+    /// Exports every span and metric recorded before the call (shutdown).
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
     }
 }
 
@@ -337,11 +354,13 @@ impl Instruments {
             .with_unit("{token}")
             .with_description("Number of input and output tokens used")
             .with_boundaries(
-                [1u32, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304]
-                    .into_iter()
-                    .map(f64::from)
-                    .chain([16777216.0, 67108864.0])
-                    .collect(),
+                [
+                    1u32, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                ]
+                .into_iter()
+                .map(f64::from)
+                .chain([16777216.0, 67108864.0])
+                .collect(),
             )
             .build();
         let duration = meter
@@ -373,7 +392,10 @@ impl Instruments {
     /// its tokens by the target that served, its first token.
     fn record(&self, done: &Finished, operation: Option<&'static str>) {
         let Some(live) = &done.live else { return };
-        let mut attrs = vec![KeyValue::new("gen_ai.request.model", live.route.name.clone())];
+        let mut attrs = vec![KeyValue::new(
+            "gen_ai.request.model",
+            live.route.name.clone(),
+        )];
         if let Some(operation) = operation {
             attrs.push(KeyValue::new("gen_ai.operation.name", operation));
         }
@@ -404,12 +426,28 @@ impl Instruments {
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<Finished>,
-    spans: BatchSpanProcessor,
+    mut rx: mpsc::Receiver<Msg>,
+    spans: Arc<BatchSpanProcessor>,
+    meters: SdkMeterProvider,
     instruments: Instruments,
     scope: InstrumentationScope,
 ) {
-    while let Some(done) = rx.recv().await {
+    while let Some(msg) = rx.recv().await {
+        let done = match msg {
+            Msg::Finished(done) => done,
+            Msg::Flush(answer) => {
+                // The SDK's flushes block their thread until the export ends
+                // (each bounded by `timeout`); the export runs on this runtime.
+                let (spans, meters) = (spans.clone(), meters.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = spans.force_flush();
+                    let _ = meters.force_flush();
+                })
+                .await;
+                let _ = answer.send(());
+                continue;
+            }
+        };
         let attempts = done.trace.take_attempts();
         let operation = attempts.first().map(|a| operation_name(a.endpoint));
         instruments.record(&done, operation);
@@ -421,11 +459,19 @@ async fn run(
             spans.on_end(span);
         }
     }
-    let _ = tokio::task::spawn_blocking(move || spans.shutdown()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = spans.shutdown();
+        let _ = meters.shutdown();
+    })
+    .await;
 }
 
 /// The request's server span and one client span per attempt.
-fn build_spans(done: &Finished, mut attempts: Vec<AttemptSpan>, scope: &InstrumentationScope) -> Vec<SpanData> {
+fn build_spans(
+    done: &Finished,
+    mut attempts: Vec<AttemptSpan>,
+    scope: &InstrumentationScope,
+) -> Vec<SpanData> {
     let trace = &done.trace;
     attempts.sort_by_key(|a| a.start);
     let operation = attempts.first().map(|a| operation_name(a.endpoint));
@@ -433,7 +479,9 @@ fn build_spans(done: &Finished, mut attempts: Vec<AttemptSpan>, scope: &Instrume
     for (i, attempt) in attempts.iter().enumerate() {
         // A streamed leg lasts until the next leg began (a continuation)
         // or the request ended.
-        let next = attempts[i + 1..].iter().find(|a| a.kind == AttemptKind::Continuation);
+        let next = attempts[i + 1..]
+            .iter()
+            .find(|a| a.kind == AttemptKind::Continuation);
         let (end, cut) = match (attempt.streamed, next) {
             (true, Some(next)) => (next.start, true),
             (true, None) => (done.ended, false),
@@ -444,7 +492,11 @@ fn build_spans(done: &Finished, mut attempts: Vec<AttemptSpan>, scope: &Instrume
             .then_some(done.usage)
             .flatten();
         let mut attrs = attempt_attributes(done, attempt, usage);
-        let error = if cut { Some("cut_mid_stream") } else { attempt.error };
+        let error = if cut {
+            Some("cut_mid_stream")
+        } else {
+            attempt.error
+        };
         if let Some(error) = error {
             attrs.push(KeyValue::new("error.type", error));
         }
@@ -480,7 +532,11 @@ fn attempt_model<'a>(done: &'a Finished, attempt: &AttemptSpan) -> Option<&'a st
     Some(live.route.targets.get(attempt.target)?.model.as_str())
 }
 
-fn attempt_attributes(done: &Finished, attempt: &AttemptSpan, usage: Option<Usage>) -> Vec<KeyValue> {
+fn attempt_attributes(
+    done: &Finished,
+    attempt: &AttemptSpan,
+    usage: Option<Usage>,
+) -> Vec<KeyValue> {
     let mut attrs = vec![
         KeyValue::new("gen_ai.operation.name", operation_name(attempt.endpoint)),
         KeyValue::new("switchyard.attempt.kind", attempt.kind.as_str()),
@@ -490,9 +546,15 @@ fn attempt_attributes(done: &Finished, attempt: &AttemptSpan, usage: Option<Usag
         .as_ref()
         .and_then(|l| l.route.targets.get(attempt.target))
     {
-        attrs.push(KeyValue::new("gen_ai.provider.name", provider_name(target.provider.kind)));
+        attrs.push(KeyValue::new(
+            "gen_ai.provider.name",
+            provider_name(target.provider.kind),
+        ));
         attrs.push(KeyValue::new("gen_ai.request.model", target.model.clone()));
-        attrs.push(KeyValue::new("switchyard.target", target.label().to_owned()));
+        attrs.push(KeyValue::new(
+            "switchyard.target",
+            target.label().to_owned(),
+        ));
         if let Some(host) = target.chat_url.host() {
             attrs.push(KeyValue::new("server.address", host.to_owned()));
         }
@@ -504,7 +566,10 @@ fn attempt_attributes(done: &Finished, attempt: &AttemptSpan, usage: Option<Usag
         }
     }
     if let Some(status) = attempt.status {
-        attrs.push(KeyValue::new("http.response.status_code", i64::from(status)));
+        attrs.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
     }
     push_usage(&mut attrs, usage);
     attrs
@@ -529,12 +594,21 @@ fn root_attributes(
     let Some(live) = &done.live else {
         return (attrs, "switchyard".to_owned());
     };
-    attrs.push(KeyValue::new("gen_ai.request.model", live.route.name.clone()));
+    attrs.push(KeyValue::new(
+        "gen_ai.request.model",
+        live.route.name.clone(),
+    ));
     attrs.push(KeyValue::new("switchyard.route", live.route.name.clone()));
     if let Some(target) = done.served.and_then(|i| live.route.targets.get(i)) {
-        attrs.push(KeyValue::new("gen_ai.provider.name", provider_name(target.provider.kind)));
+        attrs.push(KeyValue::new(
+            "gen_ai.provider.name",
+            provider_name(target.provider.kind),
+        ));
         attrs.push(KeyValue::new("gen_ai.response.model", target.model.clone()));
-        attrs.push(KeyValue::new("switchyard.target", target.label().to_owned()));
+        attrs.push(KeyValue::new(
+            "switchyard.target",
+            target.label().to_owned(),
+        ));
         push_usage(&mut attrs, done.usage);
     }
     (attrs, span_name(operation, Some(&live.route.name)))
@@ -542,8 +616,14 @@ fn root_attributes(
 
 fn push_usage(attrs: &mut Vec<KeyValue>, usage: Option<Usage>) {
     if let Some(usage) = usage {
-        attrs.push(KeyValue::new("gen_ai.usage.input_tokens", usage.prompt_tokens as i64));
-        attrs.push(KeyValue::new("gen_ai.usage.output_tokens", usage.completion_tokens as i64));
+        attrs.push(KeyValue::new(
+            "gen_ai.usage.input_tokens",
+            usage.prompt_tokens as i64,
+        ));
+        attrs.push(KeyValue::new(
+            "gen_ai.usage.output_tokens",
+            usage.completion_tokens as i64,
+        ));
     }
 }
 
@@ -643,7 +723,9 @@ struct Transport {
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport").field("timeout", &self.timeout).finish()
+        f.debug_struct("Transport")
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 

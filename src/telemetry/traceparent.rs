@@ -159,7 +159,10 @@ mod tests {
         let later = b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-what-comes";
         let parent = parse(later).unwrap();
         assert!(!parent.sampled());
-        assert_eq!(parse(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00x"), None);
+        assert_eq!(
+            parse(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00x"),
+            None
+        );
     }
 
     #[test]
