@@ -39,6 +39,7 @@ impl<'t> AttemptRecorder<'t> {
                 status: None,
                 error: Some("cancelled"),
                 streamed: false,
+                response_model: None,
             },
             header,
         }
@@ -48,10 +49,15 @@ impl<'t> AttemptRecorder<'t> {
     pub fn finish(&mut self, step: &Step) {
         let span = &mut self.span;
         (span.status, span.error) = match step {
-            Step::Served(Served::Complete { status, .. }) => (
-                Some(status.as_u16()),
-                (!status.is_success()).then_some("client_error"),
-            ),
+            Step::Served(Served::Complete { status, body, .. }) => {
+                if status.is_success() {
+                    span.response_model = response_model(body);
+                }
+                (
+                    Some(status.as_u16()),
+                    (!status.is_success()).then_some("client_error"),
+                )
+            }
             Step::Served(Served::Binary { .. } | Served::Stream(_)) => {
                 span.streamed = true;
                 (Some(200), None)
@@ -66,6 +72,20 @@ impl<'t> AttemptRecorder<'t> {
             Step::DeadlineHit => (None, Some("deadline_exceeded")),
         };
     }
+}
+
+/// The `model` a complete JSON answer names (the upstream's own name for
+/// what served, e.g. a dated snapshot), for `gen_ai.response.model`.
+fn response_model(body: &[u8]) -> Option<Box<str>> {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow)]
+        model: Option<std::borrow::Cow<'a, str>>,
+    }
+    let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
+    peek.model
+        .filter(|m| !m.is_empty() && m.len() <= 256)
+        .map(|m| m.into())
 }
 
 impl Drop for AttemptRecorder<'_> {

@@ -94,6 +94,8 @@ pub struct AttemptSpan {
     /// The attempt's answer is a stream (its span lasts until the next leg
     /// or the request's end).
     pub streamed: bool,
+    /// The `model` of a complete answer (streams: not read).
+    pub response_model: Option<Box<str>>,
 }
 
 /// The trace of one client request, created at its start when the exporter
@@ -390,7 +392,12 @@ impl Instruments {
 
     /// The same numbers the Prometheus metrics get: the request's latency,
     /// its tokens by the target that served, its first token.
-    fn record(&self, done: &Finished, operation: Option<&'static str>) {
+    fn record(
+        &self,
+        done: &Finished,
+        operation: Option<&'static str>,
+        response_model: Option<&str>,
+    ) {
         let Some(live) = &done.live else { return };
         let mut attrs = vec![KeyValue::new(
             "gen_ai.request.model",
@@ -404,7 +411,9 @@ impl Instruments {
                 "gen_ai.provider.name",
                 provider_name(target.provider.kind),
             ));
-            attrs.push(KeyValue::new("gen_ai.response.model", target.model.clone()));
+        }
+        if let Some(model) = response_model {
+            attrs.push(KeyValue::new("gen_ai.response.model", model.to_owned()));
         }
         let mut with_error = attrs.clone();
         if let Some(error) = done.error {
@@ -450,7 +459,7 @@ async fn run(
         };
         let attempts = done.trace.take_attempts();
         let operation = attempts.first().map(|a| operation_name(a.endpoint));
-        instruments.record(&done, operation);
+        instruments.record(&done, operation, served_model(&done, &attempts));
         if done.trace.flags & 1 == 0 {
             // The client's trace is not sampled: only the metrics count it.
             continue;
@@ -512,7 +521,10 @@ fn build_spans(
             scope,
         ));
     }
-    let (attrs, name) = root_attributes(done, operation, attempts.len());
+    let (mut attrs, name) = root_attributes(done, operation, attempts.len());
+    if let Some(model) = served_model(done, &attempts) {
+        attrs.push(KeyValue::new("gen_ai.response.model", model.to_owned()));
+    }
     out.push(span(
         trace,
         trace.span_id,
@@ -525,6 +537,17 @@ fn build_spans(
         scope,
     ));
     out
+}
+
+/// The response model of the attempt that served.
+fn served_model<'a>(done: &Finished, attempts: &'a [AttemptSpan]) -> Option<&'a str> {
+    let served = done.served?;
+    attempts
+        .iter()
+        .rev()
+        .find(|a| a.target == served && a.error.is_none())?
+        .response_model
+        .as_deref()
 }
 
 fn attempt_model<'a>(done: &'a Finished, attempt: &AttemptSpan) -> Option<&'a str> {
@@ -560,9 +583,6 @@ fn attempt_attributes(
         }
         if let Some(port) = target.chat_url.port_u16() {
             attrs.push(KeyValue::new("server.port", i64::from(port)));
-        }
-        if attempt.error.is_none() || attempt.streamed {
-            attrs.push(KeyValue::new("gen_ai.response.model", target.model.clone()));
         }
     }
     if let Some(status) = attempt.status {
@@ -604,7 +624,6 @@ fn root_attributes(
             "gen_ai.provider.name",
             provider_name(target.provider.kind),
         ));
-        attrs.push(KeyValue::new("gen_ai.response.model", target.model.clone()));
         attrs.push(KeyValue::new(
             "switchyard.target",
             target.label().to_owned(),
