@@ -406,6 +406,63 @@ async fn a_stream_without_a_traceparent_starts_a_trace_and_reports_its_first_tok
     assert_eq!(ttft.unit, "s");
 }
 
+/// A stream cut mid-answer and continued on the next target: the first
+/// leg's span ends where the continuation began, marked `cut_mid_stream`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continued_stream_has_a_span_for_each_leg() {
+    let (collector, collector_url) = Collector::start().await;
+    let primary = sim60("otel-cut", |_| {}).await;
+    primary.push_script([switchyard::sim::FaultAction::DropAfter(20).into()]);
+    let backup = sim60("otel-continues", |_| {}).await;
+    let gw = gateway(
+        &[&primary, &backup],
+        &format!("{FAST}\n{}", otlp_config(&collector_url)),
+    )
+    .await;
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let reply = call(
+        &client(),
+        Method::POST,
+        &format!("{}/chat/completions", gw.base_url()),
+        chat_body(true).to_string(),
+        &[("traceparent", &traceparent)],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(sse_content(&sse_data(&reply.body)), answer(TOKENS));
+    let spans = spans_of(&collector, CLIENT_TRACE, 3).await;
+    let mut legs: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == span::SpanKind::Client as i32)
+        .collect();
+    legs.sort_by_key(|s| s.start_time_unix_nano);
+    let kinds: Vec<String> = legs
+        .iter()
+        .map(|s| string_attr(&s.attributes, "switchyard.attempt.kind").unwrap())
+        .collect();
+    assert_eq!(kinds, ["first", "continuation"]);
+    assert_eq!(
+        string_attr(&legs[0].attributes, "error.type").as_deref(),
+        Some("cut_mid_stream")
+    );
+    assert_eq!(legs[0].end_time_unix_nano, legs[1].start_time_unix_nano);
+    assert_eq!(string_attr(&legs[1].attributes, "error.type"), None);
+    assert_eq!(
+        string_attr(&legs[1].attributes, "switchyard.target").as_deref(),
+        Some("p1/gpt-4o")
+    );
+    // The continuation request carried its own span as the parent.
+    let sent = backup.requests()[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        sent,
+        Some(format!("00-{CLIENT_TRACE}-{}-01", hex(&legs[1].span_id)))
+    );
+}
+
 #[tokio::test]
 async fn without_the_exporter_no_trace_context_is_read_or_sent() {
     let upstream = sim("otel-off").await;
