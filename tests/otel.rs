@@ -463,6 +463,29 @@ async fn a_continued_stream_has_a_span_for_each_leg() {
     );
 }
 
+/// A collector that is down costs telemetry, never a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_fails_no_request() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let upstream = sim("otel-collector-down").await;
+    let gw = gateway(
+        &[&upstream],
+        &format!("{FAST}\n{}", otlp_config(&collector_url)),
+    )
+    .await;
+    for _ in 0..3 {
+        let reply = chat(&client(), &gw, chat_body(false)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // The flush returns (the exports fail, each within its timeout).
+    tokio::time::timeout(Duration::from_secs(10), gw.state().flush())
+        .await
+        .expect("the flush ends although the collector is down");
+    assert_eq!(upstream.requests().len(), 3);
+}
+
 #[tokio::test]
 async fn without_the_exporter_no_trace_context_is_read_or_sent() {
     let upstream = sim("otel-off").await;

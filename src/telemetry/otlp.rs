@@ -777,10 +777,38 @@ impl opentelemetry_http::HttpClient for Transport {
         let task = self
             .runtime
             .spawn(async move { tokio::time::timeout(timeout, exchange).await });
-        match task.await {
+        let result = match task.await {
+            Ok(Ok(Ok(response))) if !response.status().is_success() => {
+                warn_export_failed(&format!("the collector answered {}", response.status()));
+                Ok(response)
+            }
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err("OTLP export timed out".into()),
-            Err(e) => Err(Box::new(e)),
+            Err(e) => Err(Box::new(e) as opentelemetry_http::HttpError),
+        };
+        if let Err(e) = &result {
+            warn_export_failed(&e.to_string());
         }
+        result
+    }
+}
+
+/// A failed export, logged at most once a minute (the collector's URL and
+/// headers are never logged: they may carry credentials).
+fn warn_export_failed(reason: &str) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 60
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            reason,
+            "OpenTelemetry export failed; telemetry is being lost (logged at most once a minute)"
+        );
     }
 }
