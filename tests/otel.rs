@@ -167,11 +167,9 @@ async fn a_failing_primary_then_a_backup_is_one_trace_with_a_span_per_attempt() 
     let gw = gateway(&[&primary, &backup], &extra).await;
 
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
-    let reply = call(
-        &client(),
-        Method::POST,
-        &format!("{}/chat/completions", gw.base_url()),
-        chat_body(false).to_string(),
+    let reply = traced_chat(
+        &gw,
+        false,
         &[
             ("traceparent", &traceparent),
             ("tracestate", "congo=t61rcWkgMzE"),
@@ -226,15 +224,7 @@ async fn a_failing_primary_then_a_backup_is_one_trace_with_a_span_per_attempt() 
     );
     assert_eq!(root.trace_state, "congo=t61rcWkgMzE");
 
-    let mut attempts: Vec<&Span> = spans
-        .iter()
-        .filter(|s| s.kind == span::SpanKind::Client as i32)
-        .collect();
-    attempts.sort_by_key(|s| s.start_time_unix_nano);
-    let kinds: Vec<String> = attempts
-        .iter()
-        .map(|s| string_attr(&s.attributes, "switchyard.attempt.kind").unwrap())
-        .collect();
+    let (attempts, kinds) = attempt_spans(&spans);
     assert_eq!(kinds, ["first", "retry", "failover"]);
     let primary_port = i64::from(url_port(&primary.base_url()));
     for failed in &attempts[..2] {
@@ -420,26 +410,11 @@ async fn a_continued_stream_has_a_span_for_each_leg() {
     )
     .await;
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
-    let reply = call(
-        &client(),
-        Method::POST,
-        &format!("{}/chat/completions", gw.base_url()),
-        chat_body(true).to_string(),
-        &[("traceparent", &traceparent)],
-    )
-    .await;
+    let reply = traced_chat(&gw, true, &[("traceparent", &traceparent)]).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(sse_content(&sse_data(&reply.body)), answer(TOKENS));
     let spans = spans_of(&collector, CLIENT_TRACE, 3).await;
-    let mut legs: Vec<&Span> = spans
-        .iter()
-        .filter(|s| s.kind == span::SpanKind::Client as i32)
-        .collect();
-    legs.sort_by_key(|s| s.start_time_unix_nano);
-    let kinds: Vec<String> = legs
-        .iter()
-        .map(|s| string_attr(&s.attributes, "switchyard.attempt.kind").unwrap())
-        .collect();
+    let (legs, kinds) = attempt_spans(&spans);
     assert_eq!(kinds, ["first", "continuation"]);
     assert_eq!(
         string_attr(&legs[0].attributes, "error.type").as_deref(),
@@ -491,14 +466,7 @@ async fn without_the_exporter_no_trace_context_is_read_or_sent() {
     let upstream = sim("otel-off").await;
     let gw = gateway(&[&upstream], FAST).await;
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
-    let reply = call(
-        &client(),
-        Method::POST,
-        &format!("{}/chat/completions", gw.base_url()),
-        chat_body(false).to_string(),
-        &[("traceparent", &traceparent)],
-    )
-    .await;
+    let reply = traced_chat(&gw, false, &[("traceparent", &traceparent)]).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(gw.state().otlp.get().is_none());
     let headers = &upstream.requests()[0].headers;
@@ -553,6 +521,36 @@ fn the_otlp_section_is_validated_with_key_paths_and_never_shows_its_headers() {
     assert!(config
         .restart_only_changes(&restarted)
         .contains(&"telemetry.otlp"));
+}
+
+/// The client spans in start order, and their `switchyard.attempt.kind`s.
+fn attempt_spans(spans: &[Span]) -> (Vec<&Span>, Vec<String>) {
+    let mut attempts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == span::SpanKind::Client as i32)
+        .collect();
+    attempts.sort_by_key(|s| s.start_time_unix_nano);
+    let kinds = attempts
+        .iter()
+        .map(|s| string_attr(&s.attributes, "switchyard.attempt.kind").unwrap())
+        .collect();
+    (attempts, kinds)
+}
+
+/// A chat request with trace context headers.
+async fn traced_chat(
+    gw: &switchyard::server::Gateway,
+    stream: bool,
+    headers: &[(&str, &str)],
+) -> Reply {
+    call(
+        &client(),
+        Method::POST,
+        &format!("{}/chat/completions", gw.base_url()),
+        chat_body(stream).to_string(),
+        headers,
+    )
+    .await
 }
 
 fn url_port(url: &str) -> u16 {
