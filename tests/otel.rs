@@ -438,6 +438,42 @@ async fn a_continued_stream_has_a_span_for_each_leg() {
     );
 }
 
+/// A slow first attempt hedged: the hedge serves, the first attempt's span
+/// ends `cancelled` when it is dropped, both under the same server span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_request_has_the_losing_attempt_cancelled() {
+    let (collector, collector_url) = Collector::start().await;
+    let slow = sim("otel-slow").await;
+    slow.push_script([switchyard::sim::Fault::ok(Duration::from_secs(10))]);
+    let fast = sim("otel-fast").await;
+    let extra = format!("{FAST}\n{}", otlp_config(&collector_url));
+    let text = config_text(&[&slow.base_url(), &fast.base_url()], &extra).replace(
+        "[routes.chat-default]\n",
+        "[routes.chat-default]\nhedge_after = \"100ms\"\n",
+    );
+    let gw = gateway_from_text(&text).await;
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let reply = traced_chat(&gw, false, &[("traceparent", &traceparent)]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-switchyard-target"), Some("p1/gpt-4o"));
+    let spans = spans_of(&collector, CLIENT_TRACE, 3).await;
+    let (attempts, kinds) = attempt_spans(&spans);
+    assert_eq!(kinds, ["first", "hedge"]);
+    let first = &attempts[0].attributes;
+    assert_eq!(
+        string_attr(first, "error.type").as_deref(),
+        Some("cancelled")
+    );
+    assert_eq!(
+        string_attr(first, "switchyard.target").as_deref(),
+        Some("p0/gpt-4o")
+    );
+    assert_eq!(int_attr(first, "http.response.status_code"), None);
+    let hedge = &attempts[1].attributes;
+    assert_eq!(string_attr(hedge, "error.type"), None);
+    assert!(int_attr(hedge, "gen_ai.usage.output_tokens").is_some());
+}
+
 /// A collector that is down costs telemetry, never a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_down_fails_no_request() {
