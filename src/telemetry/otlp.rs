@@ -20,7 +20,6 @@
 
 use crate::api::{Endpoint, Usage};
 use crate::config::{OtlpConfig, ProviderKind};
-use crate::resilience::FailureClass;
 use crate::routing::table::LiveRoute;
 use crate::telemetry::traceparent::{self, Parent};
 use bytes::Bytes;
@@ -491,21 +490,19 @@ fn build_spans(
         let next = attempts[i + 1..]
             .iter()
             .find(|a| a.kind == AttemptKind::Continuation);
-        let (end, cut) = match (attempt.streamed, next) {
-            (true, Some(next)) => (next.start, true),
-            (true, None) => (done.ended, false),
-            (false, _) => (attempt.end, false),
+        // A leg another continued was cut; the last leg failed with the
+        // request (a cut nobody continued, the client gone).
+        let (end, error) = match (attempt.streamed, next) {
+            (true, Some(next)) => (next.start, Some("cut_mid_stream")),
+            (true, None) => (done.ended, done.error),
+            (false, _) => (attempt.end, attempt.error),
         };
+        let continued = attempt.streamed && next.is_some();
         let served = attempt.streamed || attempt.error.is_none();
-        let usage = (served && !cut && done.served == Some(attempt.target))
+        let usage = (served && !continued && done.served == Some(attempt.target))
             .then_some(done.usage)
             .flatten();
         let mut attrs = attempt_attributes(done, attempt, usage);
-        let error = if cut {
-            Some("cut_mid_stream")
-        } else {
-            attempt.error
-        };
         if let Some(error) = error {
             attrs.push(KeyValue::new("error.type", error));
         }
@@ -723,11 +720,6 @@ pub fn provider_name(kind: ProviderKind) -> &'static str {
         ProviderKind::Anthropic => "anthropic",
         ProviderKind::Gemini => "gcp.gemini",
     }
-}
-
-/// `error.type` of a failed attempt.
-pub fn failure_type(class: FailureClass) -> &'static str {
-    class.as_str()
 }
 
 /// The exporters' HTTP client: the gateway's hyper + rustls (ring) client,
