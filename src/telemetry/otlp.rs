@@ -776,6 +776,9 @@ impl opentelemetry_http::HttpClient for Transport {
             }
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err("OTLP export timed out".into()),
+            // The runtime is gone: the process is exiting, after the
+            // shutdown flush (the SDK's own shutdown exports once more).
+            Err(e) if e.is_cancelled() => return Err(Box::new(e)),
             Err(e) => Err(Box::new(e) as opentelemetry_http::HttpError),
         };
         if let Err(e) = &result {
