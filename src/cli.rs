@@ -384,7 +384,7 @@ fn print_row(row: &crate::store::RequestRow, json: bool) {
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(row.at_ms.max(0) as u64),
     );
     println!(
-        "{at}  {:<36}  {:<16} {:>3} {:<22} {:>9.1} ms  {}{}{}",
+        "{at}  {:<36}  {:<16} {:>3} {:<22} {:>9.1} ms  {}{}{}{}",
         row.request_id,
         row.route,
         row.status,
@@ -398,7 +398,10 @@ fn print_row(row: &crate::store::RequestRow, json: bool) {
             String::new()
         } else {
             format!("  failed: {}", row.attempts)
-        }
+        },
+        row.trace_id
+            .as_deref()
+            .map_or(String::new(), |trace| format!("  trace: {trace}")),
     );
 }
 

@@ -230,6 +230,7 @@ fn seeded_row(at_ms: i64, n: i64, route: &str, status: i32) -> RequestRow {
         usage_estimated: false,
         cost_usd: None,
         degraded: None,
+        trace_id: None,
         request_body: None,
         response_body: None,
     }

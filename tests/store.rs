@@ -108,6 +108,7 @@ fn row(at_ms: i64, route: &str, status: i32) -> RequestRow {
         usage_estimated: at_ms % 5 == 0,
         cost_usd: Some(0.000_25),
         degraded: (at_ms % 7 == 0).then(|| "slo".into()),
+        trace_id: (at_ms % 2 == 1).then(|| format!("{at_ms:032x}")),
         request_body: (at_ms % 3 == 0)
             .then(|| r#"{"model":"chat","messages":[{"content":"héllo"}]}"#.into()),
         response_body: None,

@@ -4,6 +4,7 @@
 //! This module reads files and environment variables; it never opens a socket.
 
 mod keypath;
+mod otlp;
 pub mod prices;
 pub mod raw;
 mod reader;
@@ -13,6 +14,7 @@ mod suggest;
 pub mod tls;
 mod validate;
 
+pub use otlp::OtlpConfig;
 pub use tls::TlsFiles;
 
 use crate::resilience::breaker::BreakerPolicy;
@@ -50,6 +52,8 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     /// The response cache's bounds (`[cache]`); routes opt in.
     pub cache: CacheSettings,
+    /// `Some` when OpenTelemetry export is on (`[telemetry.otlp]`).
+    pub otlp: Option<OtlpConfig>,
     /// The gateway-wide retry budget (from `[defaults.budget]`).
     pub global_budget: BudgetPolicy,
     pub providers: BTreeMap<String, Arc<Provider>>,

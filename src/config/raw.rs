@@ -42,6 +42,33 @@ pub struct RawConfig {
     pub cluster: RawCluster,
     #[serde(default)]
     pub cache: RawCache,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawTelemetry {
+    /// OpenTelemetry export over OTLP/HTTP; off unless set.
+    pub otlp: Option<RawOtlp>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawOtlp {
+    /// The collector's base URL, e.g. `http://127.0.0.1:4318`.
+    pub endpoint: Option<String>,
+    /// Headers sent with every export (e.g. `authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `service.name` of the exported resource (default `switchyard`).
+    pub service_name: Option<String>,
+    /// Bound on each export (default 10s).
+    pub timeout: Option<String>,
+    /// How often metrics are exported (default 10s).
+    pub metrics_interval: Option<String>,
+    /// How long finished spans are gathered before an export (default 5s).
+    pub traces_interval: Option<String>,
+    /// Finished requests waiting for export at most (default 2048).
+    pub max_queue: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -468,7 +468,7 @@ mod tests {
                 "server.lisn: unknown field `lisn` (hint: did you mean `listen`?)",
                 "defaults.retry.base_backof: unknown field `base_backof` (hint: did you mean `base_backoff`?)",
                 "routes.r.targets[0].wieght: unknown field `wieght` (hint: did you mean `weight`?)",
-                "nonsense: unknown field `nonsense` (hint: known fields here: server, defaults, providers, routes, prices, alerts, store, request_log, limits, admin, keys, responses, idempotency, cluster, cache)",
+                "nonsense: unknown field `nonsense` (hint: known fields here: server, defaults, providers, routes, prices, alerts, store, request_log, limits, admin, keys, responses, idempotency, cluster, cache, telemetry)",
             ]
         );
     }

@@ -59,6 +59,8 @@ impl Config {
                 self.limits.key_prefix != new.limits.key_prefix,
             ),
             ("cluster", self.cluster != new.cluster),
+            // The exporters and their threads are built once, at start.
+            ("telemetry.otlp", self.otlp != new.otlp),
             ("keys.cache_ttl", self.keys.cache_ttl != new.keys.cache_ttl),
             (
                 "keys.failed_auth_per_minute",

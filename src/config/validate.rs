@@ -54,6 +54,7 @@ pub(super) fn validate(
         responses_store: store.responses,
         limits: resolve_limits(issues, &raw.limits),
         cluster: cluster(issues, &raw.cluster, &raw.limits),
+        otlp: super::otlp::validate(issues, raw.telemetry.otlp.as_ref()),
         global_budget: defaults.budget,
         providers: providers.by_name,
         routes,

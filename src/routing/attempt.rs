@@ -68,6 +68,9 @@ pub struct AttemptContext<'a> {
     pub max_response_body: usize,
     /// The longest wait an upstream hint may impose (the breaker's `open_max`).
     pub retry_after_cap: std::time::Duration,
+    /// The request's trace (its `tracestate` goes upstream with each
+    /// attempt's `traceparent`).
+    pub trace: Option<&'a crate::telemetry::otlp::RequestTrace>,
 }
 
 /// `upstream` is the request in the target's format (see
@@ -78,12 +81,14 @@ pub async fn attempt(
     ctx: &AttemptContext<'_>,
     target: &Target,
     upstream: TargetRequest,
+    traceparent: Option<HeaderValue>,
 ) -> Result<Served, AttemptFailure> {
     let tier_limit = upstream
         .tier_first_byte
         .filter(|limit| *limit < ctx.timeouts.first_byte);
     let first_byte = tier_limit.unwrap_or(ctx.timeouts.first_byte);
-    let result = attempt_within(ctx, target, upstream, Instant::now() + first_byte).await;
+    let due = Instant::now() + first_byte;
+    let result = attempt_within(ctx, target, upstream, due, traceparent).await;
     match result {
         Err(failure)
             if tier_limit.is_some()
@@ -95,6 +100,21 @@ pub async fn attempt(
     }
 }
 
+/// W3C trace context for the upstream: this attempt's span as the parent,
+/// the client's `tracestate` passed on.
+fn add_trace_context<B>(
+    request: &mut http::Request<B>,
+    traceparent: HeaderValue,
+    trace: Option<&crate::telemetry::otlp::RequestTrace>,
+) {
+    use crate::telemetry::traceparent::{TRACEPARENT, TRACESTATE};
+    let headers = request.headers_mut();
+    headers.insert(TRACEPARENT, traceparent);
+    if let Some(state) = trace.and_then(|t| t.tracestate.clone()) {
+        headers.insert(TRACESTATE, state);
+    }
+}
+
 /// [`attempt`], with the head (and a stream's first content) due by
 /// `first_byte_deadline`.
 async fn attempt_within(
@@ -102,11 +122,12 @@ async fn attempt_within(
     target: &Target,
     upstream: TargetRequest,
     first_byte_deadline: Instant,
+    traceparent: Option<HeaderValue>,
 ) -> Result<Served, AttemptFailure> {
     let adapter = providers::adapter(target.provider.kind);
     let stream = ctx.request.stream();
     let endpoint = upstream.endpoint;
-    let Some(request) = providers::build_request(
+    let Some(mut request) = providers::build_request(
         target,
         endpoint,
         stream,
@@ -117,6 +138,9 @@ async fn attempt_within(
         // `translate_request` refuses endpoints a provider lacks first.
         return Err(AttemptFailure::transient(FailureCause::Unreadable));
     };
+    if let Some(traceparent) = traceparent {
+        add_trace_context(&mut request, traceparent, ctx.trace);
+    }
     let response = match timeout_at(first_byte_deadline, ctx.client.request(request)).await {
         Err(_) => {
             return Err(AttemptFailure::transient(FailureCause::Timeout(

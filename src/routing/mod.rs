@@ -13,6 +13,7 @@ pub mod health;
 pub mod resume;
 pub mod table;
 pub mod tier;
+mod traced;
 
 pub use attempt::{Served, StreamStart};
 pub use forms::{OpenAiForm, RequestForms, TargetRequest};
@@ -23,6 +24,7 @@ use crate::error::GatewayError;
 use crate::providers::Unsupported;
 use crate::resilience::{AttemptFailure, FailureCause, FailureClass, TimeoutKind};
 use crate::telemetry::metrics::TargetMetrics;
+use crate::telemetry::otlp::{AttemptKind, RequestTrace};
 use crate::telemetry::stats::Sample;
 use attempt::{attempt, AttemptContext};
 use bytes::Bytes;
@@ -98,6 +100,9 @@ pub struct Dispatch<'r, 'a> {
     /// The route's SLO is burning (`degrade_on`): degraded targets are
     /// planned ahead of the primary ones.
     pub degraded_first: bool,
+    /// The request's trace, when OpenTelemetry export is on: every attempt
+    /// is recorded in it and sends its `traceparent` upstream.
+    pub trace: Option<&'a RequestTrace>,
 }
 
 #[derive(Clone, Copy)]
@@ -179,6 +184,7 @@ impl<'r, 'a> Dispatch<'r, 'a> {
             timeouts: &route.timeouts,
             max_response_body: self.max_response_body,
             retry_after_cap: route.breaker.open_max,
+            trace: self.trace,
         }
     }
 }
@@ -241,6 +247,11 @@ impl<'r> Dispatch<'r, '_> {
                     if !self.charge(retry, attempts > 0) {
                         break;
                     }
+                    let kind = match (retry, attempts > 0) {
+                        (true, _) => AttemptKind::Retry,
+                        (false, true) => AttemptKind::Failover,
+                        (false, false) => AttemptKind::First,
+                    };
                     attempts += 1;
                     self.counters.attempts.fetch_add(1, Ordering::Relaxed);
 
@@ -263,7 +274,16 @@ impl<'r> Dispatch<'r, '_> {
                         }
                         None => (
                             index,
-                            one(&ctx, live, index, guard, upstream_body.clone(), deadline).await,
+                            one(
+                                &ctx,
+                                live,
+                                index,
+                                guard,
+                                upstream_body.clone(),
+                                deadline,
+                                kind,
+                            )
+                            .await,
                         ),
                     };
                     // A hedge's target was asked at its own first tier.
@@ -571,7 +591,15 @@ impl<'r> Dispatch<'r, '_> {
             Hedge::After(d) => Some(d),
             Hedge::Percentile(q) => self.live.health[index].first_byte_quantile(q),
         };
-        let mut first = pin!(one(ctx, self.live, index, guard, upstream_body, deadline));
+        let mut first = pin!(one(
+            ctx,
+            self.live,
+            index,
+            guard,
+            upstream_body,
+            deadline,
+            AttemptKind::First
+        ));
         let Some(delay) = delay else {
             return (index, first.await);
         };
@@ -620,7 +648,8 @@ impl<'r> Dispatch<'r, '_> {
             second,
             second_guard,
             second_body,
-            deadline
+            deadline,
+            AttemptKind::Hedge
         ));
         tokio::select! {
             step = &mut first => match step {
@@ -729,8 +758,9 @@ impl ContextFallback {
 }
 
 /// One attempt at one target, its outcome reported to the target's health
-/// and metrics. Dropped unfinished (a hedge lost, the client left) it counts
-/// as cancelled.
+/// and metrics, and recorded in the request's trace when there is one.
+/// Dropped unfinished (a hedge lost, the client left) it counts as
+/// cancelled.
 async fn one(
     ctx: &AttemptContext<'_>,
     live: &LiveRoute,
@@ -738,6 +768,27 @@ async fn one(
     guard: AttemptGuard,
     upstream_body: TargetRequest,
     deadline: Instant,
+    kind: AttemptKind,
+) -> Step {
+    let Some(trace) = ctx.trace else {
+        return untraced(ctx, live, index, guard, upstream_body, deadline, None).await;
+    };
+    let mut span = traced::AttemptRecorder::start(trace, index, kind, upstream_body.endpoint);
+    let header = Some(span.header.clone());
+    let step = untraced(ctx, live, index, guard, upstream_body, deadline, header).await;
+    span.finish(&step);
+    step
+}
+
+/// [`one`], with `traceparent` sent upstream if given.
+async fn untraced(
+    ctx: &AttemptContext<'_>,
+    live: &LiveRoute,
+    index: usize,
+    guard: AttemptGuard,
+    upstream_body: TargetRequest,
+    deadline: Instant,
+    traceparent: Option<HeaderValue>,
 ) -> Step {
     let target = &live.route.targets[index];
     let metrics = &live.metrics.targets[index];
@@ -752,7 +803,7 @@ async fn one(
     }
     let mut cancelled = Cancelled(Some(metrics));
     let started = Instant::now();
-    let step = match timeout_at(deadline, attempt(ctx, target, upstream_body)).await {
+    let step = match timeout_at(deadline, attempt(ctx, target, upstream_body, traceparent)).await {
         // The guard, dropped unreported, frees its probe slot.
         Err(_) => return Step::DeadlineHit,
         Ok(Ok(mut served)) => {

@@ -42,6 +42,8 @@ pub struct Resumer {
     pub base: InspectedBody,
     /// Targets this request already used (failed, or served and broke).
     pub tried: Vec<usize>,
+    /// The request's trace, when OpenTelemetry export is on.
+    pub trace: Option<Arc<crate::telemetry::otlp::RequestTrace>>,
 }
 
 /// The stream's upstream legs, as the relay drives them.
@@ -144,6 +146,7 @@ impl Legs {
             // A continuation keeps the answer's own plan rules; the SLO
             // switch decides only where a request starts.
             degraded_first: false,
+            trace: resumer.trace.as_deref(),
         };
         let found = dispatch
             .continuation(&resumer.tried, resumer.deadline)
@@ -269,7 +272,8 @@ impl Dispatch<'_, '_> {
             let _ = self.withdraw();
             out.attempts += 1;
             self.counters.attempts.fetch_add(1, Ordering::Relaxed);
-            match one(&ctx, self.live, index, guard, body, deadline).await {
+            let kind = crate::telemetry::otlp::AttemptKind::Continuation;
+            match one(&ctx, self.live, index, guard, body, deadline, kind).await {
                 Step::Served(Served::Stream(start)) => {
                     out.served = Some((index, *start));
                     return out;

@@ -55,6 +55,8 @@ pub struct AppState {
     /// Stored Responses API answers; set by `start_services` unless
     /// `[responses] store = false`.
     pub conversations: std::sync::OnceLock<Arc<crate::conversations::Conversations>>,
+    /// OpenTelemetry export; set by `start_services` with `[telemetry.otlp]`.
+    pub otlp: std::sync::OnceLock<crate::telemetry::otlp::Otlp>,
     pub counters: Counters,
     /// Answers kept for repeats of an `Idempotency-Key` (`[idempotency]`).
     pub idempotency: idempotency::IdempotencyStore,
@@ -129,6 +131,9 @@ impl AppState {
                 tracing::warn!(error = ?e.kind(), "idempotency: Redis URL refused, keys kept in memory only");
             }
         }
+        if let Some(otlp) = &config.otlp {
+            let _ = self.otlp.set(crate::telemetry::otlp::Otlp::start(otlp)?);
+        }
         let limiter = crate::limits::Limiter::new(&config.limits).await?;
         let _ = self.limiter.set(limiter);
         if let Some(cluster) = &config.cluster {
@@ -154,6 +159,9 @@ impl AppState {
         }
         if let Some(limiter) = self.limiter.get() {
             limiter.flush().await;
+        }
+        if let Some(otlp) = self.otlp.get() {
+            otlp.flush().await;
         }
     }
 
@@ -196,6 +204,7 @@ impl AppState {
             keys: std::sync::OnceLock::new(),
             limiter: std::sync::OnceLock::new(),
             conversations: std::sync::OnceLock::new(),
+            otlp: std::sync::OnceLock::new(),
             counters: Counters::default(),
             idempotency: idempotency::IdempotencyStore::default(),
             cache,
@@ -220,6 +229,8 @@ pub enum StartError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Otlp(#[from] crate::telemetry::otlp::OtlpError),
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight

@@ -360,7 +360,8 @@ pub struct RequestRecord {
     /// `previous_response_id` the sim does not hold, or Azure without
     /// `api-version`). Decided when the request arrives, before any delay.
     pub outcome: String,
-    /// Lower-case names. `x-request-id` is kept verbatim; `authorization` and
+    /// Lower-case names. `x-request-id`, `traceparent` and `tracestate` are
+    /// kept verbatim; `authorization` and
     /// credential-like headers (`*key*`, `*token*`, `*secret*`, `cookie`) are
     /// recorded with the value `present`; nothing else is kept.
     pub headers: Vec<(String, String)>,

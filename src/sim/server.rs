@@ -1161,12 +1161,13 @@ pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     response
 }
 
-/// Keeps `x-request-id` and the presence, never the value, of credentials.
+/// Keeps `x-request-id`, the W3C trace context (`traceparent`,
+/// `tracestate`) and the presence, never the value, of credentials.
 fn recorded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     let mut kept = Vec::new();
     for (name, value) in headers {
         let n = name.as_str();
-        if n == "x-request-id" {
+        if matches!(n, "x-request-id" | "traceparent" | "tracestate") {
             kept.push((
                 n.to_owned(),
                 String::from_utf8_lossy(value.as_bytes()).into_owned(),

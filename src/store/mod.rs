@@ -94,6 +94,9 @@ pub struct RequestRow {
     /// A `tier = "degraded"` target served: `slo` (the route's SLO planned
     /// it degraded-first, `degrade_on`) or `fallback` (nothing better could).
     pub degraded: Option<String>,
+    /// The request's W3C trace id (32 hex digits), when OpenTelemetry
+    /// export is on (`[telemetry.otlp]`).
+    pub trace_id: Option<String>,
     /// Only for routes with `log_content = true`: the client's request body
     /// and (non-stream) the response body, as UTF-8 text.
     pub request_body: Option<String>,
@@ -146,7 +149,7 @@ const SQLITE_SCHEMA: &[&str] = &[
         served_target TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,
         latency_ms REAL NOT NULL, first_token_ms REAL, prompt_tokens INTEGER,
         completion_tokens INTEGER, cost_usd REAL, request_body TEXT, response_body TEXT,
-        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE, degraded TEXT)",
+        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE, degraded TEXT, trace_id TEXT)",
     "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
     "CREATE TABLE IF NOT EXISTS virtual_keys (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -169,9 +172,10 @@ const SQLITE_SCHEMA: &[&str] = &[
 ];
 
 /// Request log columns added after the first schema: (name, definition).
-const SQLITE_ADDED_COLUMNS: [(&str, &str); 2] = [
+const SQLITE_ADDED_COLUMNS: [(&str, &str); 3] = [
     ("usage_estimated", "BOOLEAN NOT NULL DEFAULT FALSE"),
     ("degraded", "TEXT"),
+    ("trace_id", "TEXT"),
 ];
 
 const POSTGRES_SCHEMA: &[&str] = &[
@@ -183,9 +187,10 @@ const POSTGRES_SCHEMA: &[&str] = &[
         latency_ms DOUBLE PRECISION NOT NULL, first_token_ms DOUBLE PRECISION,
         prompt_tokens BIGINT, completion_tokens BIGINT, cost_usd DOUBLE PRECISION,
         request_body TEXT, response_body TEXT,
-        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE, degraded TEXT)",
+        usage_estimated BOOLEAN NOT NULL DEFAULT FALSE, degraded TEXT, trace_id TEXT)",
     "ALTER TABLE request_log ADD COLUMN IF NOT EXISTS usage_estimated BOOLEAN NOT NULL DEFAULT FALSE",
     "ALTER TABLE request_log ADD COLUMN IF NOT EXISTS degraded TEXT",
+    "ALTER TABLE request_log ADD COLUMN IF NOT EXISTS trace_id TEXT",
     "CREATE INDEX IF NOT EXISTS request_log_at ON request_log (at_ms)",
     "CREATE TABLE IF NOT EXISTS virtual_keys (
         id BIGSERIAL PRIMARY KEY,
@@ -210,12 +215,12 @@ const POSTGRES_SCHEMA: &[&str] = &[
 
 const INSERT: &str = "INSERT INTO request_log (at_ms, request_id, key_name, route, stream, attempts, served_target, \
      status, outcome, latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd, request_body, response_body, \
-     usage_estimated, degraded) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+     usage_estimated, degraded, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
 
 const COLUMNS: &str =
     "at_ms, request_id, key_name, route, stream, attempts, served_target, status, outcome, \
      latency_ms, first_token_ms, prompt_tokens, completion_tokens, cost_usd, request_body, response_body, \
-     usage_estimated, degraded";
+     usage_estimated, degraded, trace_id";
 
 /// Binds a row's fields in INSERT order, for either back end.
 macro_rules! bind_row {
@@ -239,6 +244,7 @@ macro_rules! bind_row {
             .bind(&$r.response_body)
             .bind($r.usage_estimated)
             .bind(&$r.degraded)
+            .bind(&$r.trace_id)
     };
 }
 

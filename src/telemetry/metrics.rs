@@ -199,6 +199,7 @@ pub struct Metrics {
     target_inflight: Family<TargetLabels, Gauge>,
     inflight: Gauge,
     log_lines_dropped: Counter,
+    otlp_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -238,6 +239,7 @@ impl Metrics {
             target_inflight: Family::default(),
             inflight: Gauge::default(),
             log_lines_dropped: Counter::default(),
+            otlp_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -383,6 +385,11 @@ impl Metrics {
             "log_lines_dropped",
             "Log lines dropped because stderr did not keep up",
             m.log_lines_dropped.clone(),
+        );
+        registry.register(
+            "otlp_dropped",
+            "Finished requests whose OpenTelemetry export was dropped: its queue was full",
+            m.otlp_dropped.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -556,6 +563,11 @@ impl Metrics {
         let seen = self.log_lines_dropped.get();
         if dropped > seen {
             self.log_lines_dropped.inc_by(dropped - seen);
+        }
+        let dropped = crate::telemetry::otlp::requests_dropped();
+        let seen = self.otlp_dropped.get();
+        if dropped > seen {
+            self.otlp_dropped.inc_by(dropped - seen);
         }
         let mut out = String::with_capacity(16 << 10);
         // Writing to a String cannot fail.

@@ -4,11 +4,13 @@
 
 pub mod alerts;
 pub mod metrics;
+pub mod otlp;
 pub mod request_log;
 pub mod sink;
 pub mod slo;
 pub mod stats;
 pub mod status_line;
+pub mod traceparent;
 
 use crate::routing::EngineCounters;
 use sink::BatchedStderr;
@@ -193,6 +195,8 @@ pub struct RequestLine<'a> {
     /// planned the request degraded-first, `"fallback"` when nothing
     /// better could serve.
     pub degraded: Option<&'static str>,
+    /// The request's W3C trace id (hex), when OpenTelemetry export is on.
+    pub trace_id: Option<String>,
 }
 
 /// Set when logs are JSON: request lines are then formatted here directly,
@@ -227,6 +231,7 @@ pub fn log_request(line: &RequestLine<'_>) {
         usage_estimated = line.usage_estimated,
         cost_usd = line.cost_usd,
         degraded = line.degraded,
+        trace_id = line.trace_id.as_deref(),
         "request"
     );
 }
@@ -276,6 +281,10 @@ fn write_json_line(out: &mut Vec<u8>, now: std::time::SystemTime, line: &Request
     if let Some(degraded) = line.degraded {
         out.extend_from_slice(b",\"degraded\":");
         string(out, degraded);
+    }
+    if let Some(trace_id) = &line.trace_id {
+        out.extend_from_slice(b",\"trace_id\":");
+        string(out, trace_id);
     }
     out.extend_from_slice(b",\"target\":\"switchyard::request\"}\n");
 }
@@ -336,6 +345,7 @@ mod tests {
                 usage_estimated: false,
                 cost_usd: Some(0.000225),
                 degraded: Some("slo"),
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
             },
         );
         assert_eq!(out.last(), Some(&b'\n'));
@@ -355,6 +365,7 @@ mod tests {
         assert_eq!(v["completion_tokens"], 20);
         assert_eq!(v["cost_usd"], 0.000225);
         assert_eq!(v["degraded"], "slo");
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     #[test]

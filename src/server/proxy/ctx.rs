@@ -10,6 +10,7 @@ use crate::routing::table::LiveRoute;
 use crate::routing::AttemptRecord;
 use crate::server::AppState;
 use crate::store::RequestRow;
+use crate::telemetry::otlp::{Finished, RequestTrace};
 use crate::telemetry::request_log::now_ms;
 use crate::telemetry::stats::Sample;
 use crate::telemetry::{log_request, RequestLine};
@@ -58,6 +59,8 @@ pub struct RequestCtx {
     pub request_bytes: usize,
     /// The rate limiter's grant, released when this is dropped.
     pub admission: Option<crate::limits::Admission>,
+    /// This request's trace, when OpenTelemetry export is on.
+    pub trace: Option<Arc<RequestTrace>>,
 }
 
 impl RequestCtx {
@@ -66,9 +69,15 @@ impl RequestCtx {
             .counters
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
+        let trace = state
+            .otlp
+            .get()
+            .map(|_| Arc::new(RequestTrace::start(headers, started)));
         RequestCtx {
             request_id: request_id(headers),
-            started: Instant::now(),
+            started,
+            trace,
             _inflight: Inflight::start(&state),
             state,
             key: None,
@@ -103,7 +112,7 @@ impl RequestCtx {
         }
     }
 
-    pub fn finish(self, ending: Ending) {
+    pub fn finish(mut self, ending: Ending) {
         let state = self.state.clone();
         let latency = self.started.elapsed();
         let now = Instant::now();
@@ -144,8 +153,12 @@ impl RequestCtx {
             usage_estimated: ending.estimated,
             cost_usd,
             degraded: self.degraded(),
+            trace_id: self.trace.as_ref().map(|t| t.trace_id_hex()),
         };
         log_request(&line);
+        if let (Some(otlp), Some(trace)) = (state.otlp.get(), self.trace.take()) {
+            otlp.submit(self.finished(trace, &line, ending.outcome, now));
+        }
         if let Some(request_log) = state.request_log.get() {
             let failures = self.failures.clone().unwrap_or_else(|| "[]".to_owned());
             let mut row = request_row(&line, failures, self.first_token);
@@ -154,6 +167,30 @@ impl RequestCtx {
                 row.response_body = response;
             }
             request_log.push(row);
+        }
+    }
+
+    /// What the OpenTelemetry exporter builds the request's spans and
+    /// metrics from.
+    fn finished(
+        &self,
+        trace: Arc<RequestTrace>,
+        line: &RequestLine<'_>,
+        outcome: &'static str,
+        ended: Instant,
+    ) -> Finished {
+        let failed = line.status >= 400 || outcome == "cut";
+        Finished {
+            trace,
+            live: self.live.clone(),
+            served: self.served.as_ref().map(|(i, _)| *i),
+            request_id: line.request_id.to_owned(),
+            status: line.status,
+            error: failed.then_some(outcome),
+            usage: line.usage,
+            first_token: self.first_token,
+            latency: line.latency,
+            ended,
         }
     }
 
@@ -287,6 +324,7 @@ fn request_row(
         usage_estimated: line.usage_estimated,
         cost_usd: line.cost_usd,
         degraded: line.degraded.map(str::to_owned),
+        trace_id: line.trace_id.clone(),
         request_body: None,
         response_body: None,
     }

@@ -311,6 +311,7 @@ async fn dispatch<'r>(
         counters: &ctx.state.counters.engine,
         allow_degraded: placement.allow_degraded,
         degraded_first: placement.degraded_first,
+        trace: ctx.trace.as_deref(),
     }
     .run(ctx.started)
     .await;

@@ -173,6 +173,7 @@ fn stream(
             deadline,
             base,
             tried: tried(&live, &failures),
+            trace: ctx.trace.clone(),
         });
     let legs = Legs::new(live, target_index, start.guard.take(), resumer);
     let clean_end = resume.clean_end;
