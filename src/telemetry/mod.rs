@@ -236,57 +236,79 @@ pub fn log_request(line: &RequestLine<'_>) {
     );
 }
 
-/// One request as a JSON line:
+/// One request as a JSON line, in the shape tracing-subscriber's JSON
+/// layer writes:
 /// `{"timestamp":..,"level":"INFO","message":"request","request_id":..,...}`.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    timestamp: Rfc3339,
+    level: &'static str,
+    message: &'static str,
+    request_id: &'a str,
+    route: &'a str,
+    target_served: &'a str,
+    key: &'a str,
+    attempts: u32,
+    status: u16,
+    stream: bool,
+    outcome: &'a str,
+    latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    usage_estimated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    degraded: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+    target: &'static str,
+}
+
+/// Rounded to `scale` decimals (1e3: microseconds of a millisecond).
+fn rounded(value: f64, scale: f64) -> f64 {
+    (value * scale).round() / scale
+}
+
 fn write_json_line(out: &mut Vec<u8>, now: std::time::SystemTime, line: &RequestLine<'_>) {
-    use std::io::Write as _;
-    let string = |out: &mut Vec<u8>, value: &str| {
-        // Escaping a &str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, value);
+    let json = JsonLine {
+        timestamp: Rfc3339(now),
+        level: "INFO",
+        message: "request",
+        request_id: line.request_id,
+        route: line.route,
+        target_served: line.target,
+        key: line.key,
+        attempts: line.attempts,
+        status: line.status,
+        stream: line.stream,
+        outcome: line.outcome,
+        latency_ms: rounded(line.latency.as_secs_f64() * 1000.0, 1e3),
+        prompt_tokens: line.usage.map(|u| u.prompt_tokens),
+        completion_tokens: line.usage.map(|u| u.completion_tokens),
+        usage_estimated: line.usage.is_some() && line.usage_estimated,
+        cost_usd: line.cost_usd.map(|c| rounded(c, 1e8)),
+        degraded: line.degraded,
+        trace_id: line.trace_id.as_deref(),
+        target: "switchyard::request",
     };
-    out.extend_from_slice(b"{\"timestamp\":\"");
-    write_rfc3339(out, now);
-    out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"request_id\":");
-    string(out, line.request_id);
-    out.extend_from_slice(b",\"route\":");
-    string(out, line.route);
-    out.extend_from_slice(b",\"target_served\":");
-    string(out, line.target);
-    out.extend_from_slice(b",\"key\":");
-    string(out, line.key);
-    let _ = write!(
-        out,
-        ",\"attempts\":{},\"status\":{},\"stream\":{},\"outcome\":",
-        line.attempts, line.status, line.stream
-    );
-    string(out, line.outcome);
-    let _ = write!(
-        out,
-        ",\"latency_ms\":{:.3}",
-        line.latency.as_secs_f64() * 1000.0
-    );
-    if let Some(u) = line.usage {
-        let _ = write!(
-            out,
-            ",\"prompt_tokens\":{},\"completion_tokens\":{}",
-            u.prompt_tokens, u.completion_tokens
-        );
-        if line.usage_estimated {
-            out.extend_from_slice(b",\"usage_estimated\":true");
-        }
+    // Serializing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &json);
+    out.push(b'\n');
+}
+
+/// A log timestamp, serialized through [`write_rfc3339`].
+struct Rfc3339(std::time::SystemTime);
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut text = Vec::with_capacity(27);
+        write_rfc3339(&mut text, self.0);
+        s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
     }
-    if let Some(cost) = line.cost_usd {
-        let _ = write!(out, ",\"cost_usd\":{cost:.8}");
-    }
-    if let Some(degraded) = line.degraded {
-        out.extend_from_slice(b",\"degraded\":");
-        string(out, degraded);
-    }
-    if let Some(trace_id) = &line.trace_id {
-        out.extend_from_slice(b",\"trace_id\":");
-        string(out, trace_id);
-    }
-    out.extend_from_slice(b",\"target\":\"switchyard::request\"}\n");
 }
 
 /// `2026-11-25T13:48:40.646698Z` (UTC, microseconds).
