@@ -29,7 +29,8 @@ pub mod redis_link;
 pub mod resilience;
 pub mod routing;
 pub mod server;
-pub mod sim;
+/// The simulator, its own crate (it imports nothing of the gateway).
+pub use switchyard_sim as sim;
 pub mod store;
 pub mod streaming;
 pub mod telemetry;

@@ -43,6 +43,15 @@
 //! Behaviours are sampled with an RNG seeded from `seed` and the request's
 //! index, so a given seed yields the same fault sequence whatever the timing.
 
+// No unwrap, expect, panic or unreachable outside tests (clippy.toml at the
+// workspace root allows them in test code).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
+
 mod anthropic;
 mod behavior;
 pub mod cli;
