@@ -119,18 +119,7 @@ async fn a_repeat_is_a_hit_without_an_upstream_call_and_is_logged_at_no_cost() {
         .unwrap_or_else(|| panic!("no cache_bytes in\n{metrics}"));
     assert!(bytes >= first.body.len() as u64, "{bytes}");
 
-    gw.state().request_log.get().expect("on").flush().await;
-    let store = switchyard::store::Store::connect(&url, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let rows = store
-        .query_requests(&switchyard::store::RequestQuery::newest(2))
-        .await
-        .unwrap();
-    let hit = rows
-        .iter()
-        .find(|r| r.outcome == "cache_hit")
-        .unwrap_or_else(|| panic!("no cache_hit row in {rows:?}"));
+    let hit = logged_row(&gw, &url, "cache_hit").await;
     assert_eq!(hit.cost_usd.unwrap_or(0.0), 0.0);
     assert_eq!(hit.served_target, None);
     assert_eq!(hit.prompt_tokens.unwrap_or(0), 0);

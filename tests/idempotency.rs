@@ -64,18 +64,7 @@ async fn a_repeat_is_replayed_without_reaching_upstream() {
         metrics.contains("switchyard_idempotent_replays_total{route=\"chat-default\"} 1"),
         "{metrics}"
     );
-    gw.state().request_log.get().expect("on").flush().await;
-    let store = switchyard::store::Store::connect(&url, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let rows = store
-        .query_requests(&switchyard::store::RequestQuery::newest(2))
-        .await
-        .unwrap();
-    let replay = rows
-        .iter()
-        .find(|r| r.outcome == "idempotent_replay")
-        .unwrap_or_else(|| panic!("no replay row in {rows:?}"));
+    let replay = logged_row(&gw, &url, "idempotent_replay").await;
     assert_eq!(replay.cost_usd.unwrap_or(0.0), 0.0);
     assert_eq!(replay.served_target, None);
     let _ = std::fs::remove_dir_all(&dir);

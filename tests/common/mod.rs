@@ -421,3 +421,24 @@ pub async fn drop_postgres(url: &str) {
     let database = url.rsplit('/').next().unwrap_or_default();
     postgres_admin(&[format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")]).await;
 }
+
+/// The newest request-log row with `outcome`, after flushing `gw`'s log
+/// into the store at `url`.
+pub async fn logged_row(gw: &Gateway, url: &str, outcome: &str) -> switchyard::store::RequestRow {
+    gw.state()
+        .request_log
+        .get()
+        .expect("the request log is on")
+        .flush()
+        .await;
+    let store = switchyard::store::Store::connect(url, Duration::from_secs(5))
+        .await
+        .expect("the store");
+    let rows = store
+        .query_requests(&switchyard::store::RequestQuery::newest(2))
+        .await
+        .expect("query the request log");
+    rows.into_iter()
+        .find(|r| r.outcome == outcome)
+        .unwrap_or_else(|| panic!("no {outcome} row in the request log"))
+}
