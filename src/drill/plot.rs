@@ -35,6 +35,38 @@ fn svg_sized(
     }
 }
 
+type Timeline<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A chart over the run's seconds with `y` on its vertical axis (labelled
+/// `y_desc`, `decimals` digits), the phase and breaker marks drawn.
+fn timeline<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    r: &Report,
+    y: (f64, f64),
+    y_desc: &str,
+    decimals: usize,
+) -> Result<Timeline<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(root)
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_range(r), y.0..y.1)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since start")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.decimals$}"))
+        .light_line_style(WHITE)
+        .draw()?;
+    marks(&mut chart, r, y)?;
+    Ok(chart)
+}
+
 fn x_range(r: &Report) -> f64 {
     (r.timeseries.len() as f64).max(r.load.duration_s).max(1.0)
 }
@@ -97,20 +129,7 @@ pub fn success_svg(r: &Report) -> String {
         // must look different.
         let floor = ((lowest * 100.0 - 0.5) / 5.0).floor() * 5.0;
         let y = (floor.clamp(0.0, 95.0), 100.5);
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..x_range(r), y.0..y.1)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .y_desc("success %")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.1}"))
-            .light_line_style(WHITE)
-            .draw()?;
-        marks(&mut chart, r, y)?;
+        let mut chart = timeline(root, r, y, "success %", 1)?;
         chart.draw_series(LineSeries::new(
             r.timeseries
                 .iter()
@@ -130,20 +149,7 @@ pub fn latency_svg(r: &Report) -> String {
             .filter_map(|p| p.p99_ms)
             .fold(1.0_f64, f64::max);
         let y = (0.0, highest * 1.15);
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..x_range(r), y.0..y.1)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .y_desc("ms")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .light_line_style(WHITE)
-            .draw()?;
-        marks(&mut chart, r, y)?;
+        let mut chart = timeline(root, r, y, "ms", 0)?;
         for (label, color, pick) in [
             (
                 "p50",
@@ -204,20 +210,7 @@ pub fn traffic_svg(r: &Report) -> String {
             .max()
             .unwrap_or(0);
         let y = (0.0, (highest as f64 * 1.15).max(1.0));
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..x_range(r), y.0..y.1)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .y_desc("upstream req/s")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .light_line_style(WHITE)
-            .draw()?;
-        marks(&mut chart, r, y)?;
+        let mut chart = timeline(root, r, y, "upstream req/s", 0)?;
         for (i, name) in names.iter().enumerate() {
             let color = SERIES[i % SERIES.len()];
             let bars = r.upstream_per_second.iter().filter_map(|s| {
